@@ -1,0 +1,125 @@
+// Command tenantguard is the multi-tenant data-isolation gateway: one binary
+// with subcommands for the sidecar, the demo and tools.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/demo"
+	"github.com/tenantguard/tenantguard/internal/sidecar"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `usage: tenantguard <command> [flags]
+
+commands:
+  sidecar --config FILE   run the data plane (PostgreSQL listener, admin endpoint)
+  demo [--env-file PATH]  run a throwaway PostgreSQL and a sidecar with two tenants
+  version                 print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "sidecar":
+		return runSidecar(ctx, args[1:], stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "tenantguard", version)
+		return 0
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "tenantguard: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runSidecar(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (YAML)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "tenantguard sidecar: --config FILE is required")
+		return 2
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantguard sidecar:", err)
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantguard sidecar: config error:", err)
+		return 1
+	}
+	sc, err := sidecar.Start(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantguard sidecar:", err)
+		return 1
+	}
+	if err := sc.Run(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Error("sidecar stopped with error", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts demo.Options
+	fs.StringVar(&opts.EnvFile, "env-file", "tenantguard-demo.env", "where to write the connection settings (dotenv)")
+	fs.StringVar(&opts.PostgresURL, "pg-url", "", "use this PostgreSQL (superuser URL) instead of starting one")
+	fs.StringVar(&opts.Listen, "listen", "127.0.0.1:0", "sidecar PostgreSQL listen address")
+	fs.StringVar(&opts.AdminListen, "admin-listen", "127.0.0.1:0", "sidecar admin (metrics) listen address")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantguard demo:", err)
+		return 2
+	}
+	opts.Logger = log
+	opts.Out = stdout
+	if err := demo.Run(ctx, opts); err != nil {
+		fmt.Fprintln(stderr, "tenantguard demo:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,221 @@
+// Package config reads the sidecar's YAML configuration file into typed
+// settings. Every error names the file, the field and what is wrong.
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tenantguard/tenantguard/policy"
+	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+)
+
+// File is the sidecar configuration file as written.
+type File struct {
+	Listen struct {
+		Postgres string `yaml:"postgres"`
+		Admin    string `yaml:"admin"`
+	} `yaml:"listen"`
+	TLS struct {
+		CertFile string `yaml:"cert_file"`
+		KeyFile  string `yaml:"key_file"`
+	} `yaml:"tls"`
+	Postgres struct {
+		Databases []struct {
+			Name string `yaml:"name"`
+			URL  string `yaml:"url"`
+		} `yaml:"databases"`
+		Pool struct {
+			Mode           string   `yaml:"mode"`
+			Size           int      `yaml:"size"`
+			WaitTimeout    Duration `yaml:"wait_timeout"`
+			ServerIdleTime Duration `yaml:"server_idle_timeout"`
+			ServerLifetime Duration `yaml:"server_lifetime"`
+			ConnectTimeout Duration `yaml:"connect_timeout"`
+			MaxPrepared    int      `yaml:"max_prepared_statements"`
+		} `yaml:"pool"`
+		Breaker struct {
+			Failures uint32   `yaml:"failures"`
+			OpenTime Duration `yaml:"open_timeout"`
+		} `yaml:"breaker"`
+		MaxClientConns  int      `yaml:"max_client_connections"`
+		StartupTimeout  Duration `yaml:"startup_timeout"`
+		MaxMessageBytes int      `yaml:"max_message_bytes"`
+	} `yaml:"postgres"`
+	Tenants []struct {
+		ID        string   `yaml:"id"`
+		Passwords []string `yaml:"passwords"`
+	} `yaml:"tenants"`
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// Duration is a time.Duration written as "5s", "250ms".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 5s, 250ms)", n.Line, s)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: duration must not be negative", n.Line)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Sidecar is the compiled configuration the sidecar runs with.
+type Sidecar struct {
+	PostgresListen string
+	AdminListen    string
+	Postgres       proxypg.Config
+	Policy         *policy.Snapshot
+	DrainTimeout   time.Duration
+}
+
+// Error is a configuration error: which file, which field, what is wrong.
+type Error struct {
+	File  string
+	Field string
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Msg)
+}
+
+// Load reads and validates the sidecar configuration at path.
+func Load(path string) (*Sidecar, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	return Parse(path, data)
+}
+
+// Parse validates configuration text; name is used in errors.
+func Parse(name string, data []byte) (*Sidecar, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	fail := func(field, format string, args ...any) (*Sidecar, error) {
+		return nil, &Error{File: name, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	out := &Sidecar{
+		PostgresListen: f.Listen.Postgres,
+		AdminListen:    f.Listen.Admin,
+		DrainTimeout:   time.Duration(f.DrainTimeout),
+	}
+	if out.DrainTimeout == 0 {
+		out.DrainTimeout = 30 * time.Second
+	}
+	if out.PostgresListen == "" {
+		return fail("listen.postgres", "required (e.g. 127.0.0.1:6432)")
+	}
+	for field, addr := range map[string]string{"listen.postgres": f.Listen.Postgres, "listen.admin": f.Listen.Admin} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fail(field, "%q is not host:port: %v", addr, err)
+		}
+	}
+	pc := &out.Postgres
+	if (f.TLS.CertFile == "") != (f.TLS.KeyFile == "") {
+		return fail("tls", "cert_file and key_file must be given together")
+	}
+	if f.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(f.TLS.CertFile, f.TLS.KeyFile)
+		if err != nil {
+			return fail("tls.cert_file", "cannot load certificate and key: %v", err)
+		}
+		pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if len(f.Postgres.Databases) == 0 {
+		return fail("postgres.databases", "at least one database is required")
+	}
+	seen := map[string]bool{}
+	for i, db := range f.Postgres.Databases {
+		field := fmt.Sprintf("postgres.databases[%d]", i)
+		if db.Name == "" {
+			return fail(field+".name", "required")
+		}
+		if seen[db.Name] {
+			return fail(field+".name", "database %q is listed twice", db.Name)
+		}
+		seen[db.Name] = true
+		if !strings.HasPrefix(db.URL, "postgres://") && !strings.HasPrefix(db.URL, "postgresql://") {
+			return fail(field+".url", "must be a postgres:// URL")
+		}
+		pc.Databases = append(pc.Databases, proxypg.Database{Name: db.Name, URL: db.URL})
+	}
+	p := f.Postgres.Pool
+	switch p.Mode {
+	case "", "transaction":
+		pc.PoolMode = proxypg.PoolTransaction
+	case "session":
+		pc.PoolMode = proxypg.PoolSession
+	default:
+		return fail("postgres.pool.mode", "%q is not a pool mode (transaction or session)", p.Mode)
+	}
+	if p.Size < 0 || p.Size > 10000 {
+		return fail("postgres.pool.size", "must be between 1 and 10000")
+	}
+	if p.MaxPrepared < 0 {
+		return fail("postgres.pool.max_prepared_statements", "must not be negative")
+	}
+	pc.PoolSize = p.Size
+	pc.PoolWaitTimeout = time.Duration(p.WaitTimeout)
+	pc.ServerIdleTime = time.Duration(p.ServerIdleTime)
+	pc.ServerLifetime = time.Duration(p.ServerLifetime)
+	pc.ConnectTimeout = time.Duration(p.ConnectTimeout)
+	pc.MaxPrepared = p.MaxPrepared
+	pc.BreakerFailures = f.Postgres.Breaker.Failures
+	pc.BreakerOpenTime = time.Duration(f.Postgres.Breaker.OpenTime)
+	if f.Postgres.MaxClientConns < 0 {
+		return fail("postgres.max_client_connections", "must not be negative")
+	}
+	pc.MaxClientConns = f.Postgres.MaxClientConns
+	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
+	if f.Postgres.MaxMessageBytes < 0 || f.Postgres.MaxMessageBytes > 1<<30 {
+		return fail("postgres.max_message_bytes", "must be between 1 and 1073741824")
+	}
+	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
+
+	spec := policy.Spec{Version: "file"}
+	for _, t := range f.Tenants {
+		spec.Tenants = append(spec.Tenants, policy.TenantSpec{ID: t.ID, Passwords: t.Passwords})
+	}
+	if len(spec.Tenants) == 0 {
+		return fail("tenants", "at least one tenant is required")
+	}
+	snap, err := policy.Compile(spec)
+	if err != nil {
+		var fe *policy.FieldError
+		if errors.As(err, &fe) {
+			return fail(fe.Field, "%s", fe.Msg)
+		}
+		return fail("tenants", "%v", err)
+	}
+	out.Policy = snap
+	return out, nil
+}

@@ -1,0 +1,235 @@
+// Package demo runs tenantguard's embedded default: a throwaway PostgreSQL
+// seeded with two tenants, and a sidecar in front of it, all on 127.0.0.1.
+// It writes the connection settings to a dotenv file once everything is ready.
+package demo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/sidecar"
+)
+
+// Options configure the demo.
+type Options struct {
+	EnvFile     string // dotenv file to write
+	PostgresURL string // superuser URL of an existing PostgreSQL; "" starts one
+	Listen      string // sidecar PostgreSQL listen address
+	AdminListen string // sidecar admin listen address
+	Logger      *slog.Logger
+	Out         io.Writer // where the how-to-connect text goes
+}
+
+// Tenants are the demo's tenants.
+var Tenants = []string{"acme", "globex"}
+
+const (
+	appDatabase = "app"
+	appRole     = "tg_app"
+)
+
+// Run starts everything, writes the env file, and blocks until ctx ends;
+// then it stops everything and removes its temporary directories.
+func Run(ctx context.Context, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	adminURL := o.PostgresURL
+	if adminURL == "" {
+		cl, err := pgcluster.Start(ctx, pgcluster.Options{Logger: log})
+		if err != nil {
+			return fmt.Errorf("start postgres: %w", err)
+		}
+		defer cl.Close()
+		adminURL = cl.AdminURL("postgres")
+		log.Info("started throwaway postgres", "port", cl.Port(), "dir", cl.Dir())
+	}
+	appAdminURL, err := withDatabase(adminURL, appDatabase)
+	if err != nil {
+		return err
+	}
+	rolePassword := secret()
+	if err := seed(ctx, adminURL, appAdminURL, rolePassword); err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	upstream, err := withUser(appAdminURL, appRole, rolePassword)
+	if err != nil {
+		return err
+	}
+	passwords := map[string]string{}
+	var yml strings.Builder
+	fmt.Fprintf(&yml, "listen:\n  postgres: %q\n  admin: %q\n", o.Listen, o.AdminListen)
+	fmt.Fprintf(&yml, "postgres:\n  databases:\n    - name: %s\n      url: %q\n", appDatabase, upstream)
+	fmt.Fprintf(&yml, "  pool:\n    mode: transaction\n    size: 20\n")
+	fmt.Fprintf(&yml, "tenants:\n")
+	for _, t := range Tenants {
+		passwords[t] = secret()
+		fmt.Fprintf(&yml, "  - id: %s\n    passwords: [%q]\n", t, passwords[t])
+	}
+	cfg, err := config.Parse("demo", []byte(yml.String()))
+	if err != nil {
+		return err
+	}
+	sc, err := sidecar.Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	env := map[string]string{
+		"TG_PG_ADMIN_URL": appAdminURL,
+		"TG_METRICS_URL":  "http://" + sc.AdminAddr() + "/metrics",
+	}
+	for _, t := range Tenants {
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(t, passwords[t]), Host: sc.PostgresAddr(), Path: "/" + appDatabase, RawQuery: "sslmode=disable"}
+		env["TG_PG_URL_"+strings.ToUpper(t)] = u.String()
+	}
+	runErr := make(chan error, 1)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { runErr <- sc.Run(rctx) }()
+	if err := writeEnv(o.EnvFile, env); err != nil {
+		cancel()
+		<-runErr
+		return err
+	}
+	if o.Out != nil {
+		fmt.Fprintf(o.Out, "tenantguard demo is running. Connection settings are in %s:\n\n", o.EnvFile)
+		for _, k := range sortedKeys(env) {
+			fmt.Fprintf(o.Out, "  %s=%s\n", k, env[k])
+		}
+		fmt.Fprintf(o.Out, "\nTry:  psql \"$TG_PG_URL_ACME\" -c 'select * from orders'\nStop with Ctrl-C.\n")
+	}
+	err = <-runErr
+	_ = os.Remove(o.EnvFile)
+	return err
+}
+
+// seed creates the app database, the upstream role the sidecar uses, and
+// public.orders with rows for both tenants. It is idempotent.
+func seed(ctx context.Context, adminURL, appAdminURL, rolePassword string) error {
+	c, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	var exists bool
+	if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", appDatabase).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := c.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{appDatabase}.Sanitize()); err != nil {
+			return err
+		}
+	}
+	// The role is neither superuser nor BYPASSRLS and owns nothing.
+	if _, err := c.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN
+    CREATE ROLE %s LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+  END IF;
+END $$`, appRole, appRole)); err != nil {
+		return err
+	}
+	var lit string
+	if err := c.QueryRow(ctx, "SELECT quote_literal($1)", rolePassword).Scan(&lit); err != nil {
+		return err
+	}
+	if _, err := c.Exec(ctx, "ALTER ROLE "+appRole+" PASSWORD "+lit); err != nil {
+		return err
+	}
+	a, err := pgx.Connect(ctx, appAdminURL)
+	if err != nil {
+		return err
+	}
+	defer a.Close(ctx)
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS public.orders (
+			id bigserial PRIMARY KEY,
+			tenant_id text NOT NULL,
+			item text NOT NULL,
+			amount numeric NOT NULL DEFAULT 0)`,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON public.orders TO ` + appRole,
+		`GRANT USAGE ON SEQUENCE public.orders_id_seq TO ` + appRole,
+		`INSERT INTO public.orders (tenant_id, item, amount)
+		 SELECT * FROM (VALUES ('acme', 'anvil', 120.00), ('acme', 'rocket skates', 75.50),
+		                       ('globex', 'hammock', 40.00), ('globex', 'doomsday device', 999.99)) v
+		 WHERE NOT EXISTS (SELECT 1 FROM public.orders)`,
+	} {
+		if _, err := a.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeEnv writes KEY=value lines atomically: a temp file, then rename.
+func writeEnv(path string, env map[string]string) error {
+	var b strings.Builder
+	for _, k := range sortedKeys(env) {
+		fmt.Fprintf(&b, "%s=%s\n", k, env[k])
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tenantguard-env-*")
+	if err != nil {
+		return fmt.Errorf("env file: %w", err)
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("env file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("env file: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("env file: %w", err)
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func secret() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func withDatabase(raw, db string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("postgres url: %w", err)
+	}
+	u.Path = "/" + db
+	return u.String(), nil
+}
+
+func withUser(raw, user, password string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("postgres url: %w", err)
+	}
+	u.User = url.UserPassword(user, password)
+	return u.String(), nil
+}

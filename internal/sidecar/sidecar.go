@@ -1,0 +1,110 @@
+// Package sidecar wires the data-plane listeners and the admin endpoint
+// together for the `tenantguard sidecar` command and the demo.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/policy"
+	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+)
+
+// Sidecar is a running data plane.
+type Sidecar struct {
+	cfg     *config.Sidecar
+	log     *slog.Logger
+	pg      *proxypg.Server
+	pgLn    net.Listener
+	adminLn net.Listener
+	admin   *http.Server
+}
+
+// Start listens on every configured address and starts serving. Listening
+// happens here, so an address in use fails before anything runs.
+func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pgsrv, err := proxypg.New(cfg.Postgres, policy.NewStore(cfg.Policy), reg, log.With("component", "pg"))
+	if err != nil {
+		return nil, err
+	}
+	sc := &Sidecar{cfg: cfg, log: log, pg: pgsrv}
+	sc.pgLn, err = net.Listen("tcp", cfg.PostgresListen)
+	if err != nil {
+		_ = pgsrv.Shutdown(context.Background())
+		return nil, fmt.Errorf("listen postgres: %w", err)
+	}
+	if cfg.AdminListen != "" {
+		sc.adminLn, err = net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			_ = sc.pgLn.Close()
+			_ = pgsrv.Shutdown(context.Background())
+			return nil, fmt.Errorf("listen admin: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte("ok\n"))
+		})
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !pgsrv.Ready() {
+				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ready\n"))
+		})
+		sc.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := sc.admin.Serve(sc.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener", "error", err)
+			}
+		}()
+	}
+	return sc, nil
+}
+
+// PostgresAddr is the address the Postgres listener is bound to.
+func (sc *Sidecar) PostgresAddr() string { return sc.pgLn.Addr().String() }
+
+// AdminAddr is the admin listener's address, or "" if there is none.
+func (sc *Sidecar) AdminAddr() string {
+	if sc.adminLn == nil {
+		return ""
+	}
+	return sc.adminLn.Addr().String()
+}
+
+// Run serves until ctx ends, then drains for up to the configured drain timeout.
+func (sc *Sidecar) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- sc.pg.Serve(sc.pgLn) }()
+	sc.log.Info("sidecar ready", "postgres", sc.PostgresAddr(), "admin", sc.AdminAddr())
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	sc.log.Info("draining", "timeout", sc.cfg.DrainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), sc.cfg.DrainTimeout)
+	defer cancel()
+	err := sc.pg.Shutdown(dctx)
+	if serveErr == nil {
+		serveErr = <-errc
+	}
+	if sc.admin != nil {
+		_ = sc.admin.Shutdown(dctx)
+	}
+	sc.log.Info("stopped")
+	return errors.Join(serveErr, err)
+}

@@ -1,0 +1,91 @@
+package pg
+
+import (
+	"crypto/tls"
+	"time"
+)
+
+// PoolMode says when a server connection returns to its pool.
+type PoolMode string
+
+// Pool modes, as in PgBouncer.
+const (
+	// PoolTransaction returns a server connection after every transaction.
+	PoolTransaction PoolMode = "transaction"
+	// PoolSession keeps one server connection for the client's whole session.
+	PoolSession PoolMode = "session"
+)
+
+// Database maps a database name clients ask for onto an upstream.
+type Database struct {
+	// Name is what clients put in the startup packet's "database".
+	Name string
+	// URL is a libpq/pgx connection string for the upstream database, with its
+	// user and password; each distinct (host, port, database, user) is one pool.
+	URL string
+}
+
+// Config is everything the Postgres listener needs; it is built once from
+// the sidecar's configuration file and never changed while serving.
+type Config struct {
+	// TLS, when set, answers SSLRequest with 'S' and upgrades the connection.
+	TLS *tls.Config
+	// Databases lists the databases clients may connect to.
+	Databases []Database
+
+	// Pool settings, applied to every pool.
+	PoolMode        PoolMode
+	PoolSize        int           // server connections per pool
+	PoolWaitTimeout time.Duration // how long a client waits for a server connection before 53300
+	ServerIdleTime  time.Duration // idle server connections older than this are closed
+	ServerLifetime  time.Duration // server connections older than this are closed when idle
+	ConnectTimeout  time.Duration // upstream dial + startup
+	MaxPrepared     int           // protocol-level prepared statements cached per server connection
+
+	// Breaker settings for each upstream.
+	BreakerFailures uint32        // consecutive failures that open the breaker
+	BreakerOpenTime time.Duration // how long it stays open before a trial
+
+	// Client limits.
+	MaxClientConns  int           // 0 = unlimited
+	StartupTimeout  time.Duration // time to send a startup packet and authenticate
+	MaxMessageBytes int           // largest message a client may send once authenticated
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.PoolMode == "" {
+		out.PoolMode = PoolTransaction
+	}
+	if out.PoolSize <= 0 {
+		out.PoolSize = 20
+	}
+	if out.PoolWaitTimeout <= 0 {
+		out.PoolWaitTimeout = 5 * time.Second
+	}
+	if out.ServerIdleTime <= 0 {
+		out.ServerIdleTime = 10 * time.Minute
+	}
+	if out.ServerLifetime <= 0 {
+		out.ServerLifetime = time.Hour
+	}
+	if out.ConnectTimeout <= 0 {
+		out.ConnectTimeout = 5 * time.Second
+	}
+	if out.MaxPrepared <= 0 {
+		out.MaxPrepared = 500
+	}
+	if out.BreakerFailures == 0 {
+		out.BreakerFailures = 5
+	}
+	if out.BreakerOpenTime <= 0 {
+		out.BreakerOpenTime = 5 * time.Second
+	}
+	if out.StartupTimeout <= 0 {
+		out.StartupTimeout = 10 * time.Second
+	}
+	if out.MaxMessageBytes <= 0 {
+		out.MaxMessageBytes = 64 << 20
+	}
+	return out
+}

@@ -1,0 +1,62 @@
+package pg
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Postgres listener's Prometheus collectors. Tenant labels
+// are bounded: tenants beyond the first maxTenantLabels seen share "_other".
+type metrics struct {
+	clientConns  *prometheus.GaugeVec
+	serverConns  *prometheus.GaugeVec
+	poolWait     prometheus.Histogram
+	txDuration   *prometheus.HistogramVec
+	queryDur     *prometheus.HistogramVec
+	errors       *prometheus.CounterVec
+	breakerState *prometheus.GaugeVec
+	authFailures *prometheus.CounterVec
+}
+
+const maxTenantLabels = 200
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		clientConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "client_connections",
+			Help: "Authenticated client connections, by tenant.",
+		}, []string{"tenant"}),
+		serverConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "server_connections",
+			Help: "Upstream server connections, by pool and state (idle, active).",
+		}, []string{"pool", "state"}),
+		poolWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "pool_wait_seconds",
+			Help:    "Time a client waited for a server connection.",
+			Buckets: []float64{.00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5},
+		}),
+		txDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "transaction_duration_seconds",
+			Help:    "Time a client held a server connection (one transaction in transaction pooling).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"tenant"}),
+		queryDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "query_duration_seconds",
+			Help:    "Time from a client's request to the server's ReadyForQuery.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"tenant"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "errors_total",
+			Help: "Errors sent to clients, by tenant and SQLSTATE class.",
+		}, []string{"tenant", "class"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "breaker_state",
+			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
+		}, []string{"pool"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "auth_failures_total",
+			Help: "Failed client authentications, by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
+	return m
+}

@@ -1,0 +1,96 @@
+package pg
+
+import "encoding/binary"
+
+// paramSpec is a setting the proxy keeps per client and replays onto
+// whichever server connection serves it, as PgBouncer's track_extra_parameters.
+type paramSpec struct {
+	name     string
+	reported bool // the server sends ParameterStatus when it changes (GUC_REPORT)
+}
+
+// trackedParams are the settings a client may give in its startup packet.
+var trackedParams = []paramSpec{
+	{"application_name", true},
+	{"DateStyle", true},
+	{"IntervalStyle", true},
+	{"TimeZone", true},
+	{"extra_float_digits", false},
+}
+
+func trackedParam(name string) *paramSpec {
+	for i := range trackedParams {
+		if trackedParams[i].name == name {
+			return &trackedParams[i]
+		}
+	}
+	return nil
+}
+
+// setConfigSQL sets one setting, or resets it to the server default when $2 is NULL.
+const setConfigSQL = "SELECT pg_catalog.set_config($1, coalesce($2, (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = $1)), false)"
+
+// syncParams appends to s.out the statements that bring sc's settings to the
+// client's values. Called with sc.mu held.
+func (s *session) syncParams(sc *serverConn) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	started := false
+	for _, p := range trackedParams {
+		want, set := s.params[p.name]
+		have, known := sc.params[p.name]
+		if p.reported {
+			if known && have == want {
+				continue
+			}
+		} else if set == known && have == want {
+			continue
+		}
+		if !started {
+			s.out = appendParse(s.out, "", setConfigSQL)
+			started = true
+		}
+		if set {
+			s.out = appendBind2(s.out, p.name, &want)
+			sc.params[p.name] = want
+		} else {
+			s.out = appendBind2(s.out, p.name, nil)
+			delete(sc.params, p.name)
+		}
+		s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
+	}
+	if started {
+		s.out = append(s.out, 'S', 0, 0, 0, 4)
+		sc.unnamedOwner = nil
+	}
+}
+
+func appendParse(dst []byte, name, query string) []byte {
+	dst = append(dst, 'P')
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(name)+1+len(query)+1+2))
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = append(dst, query...)
+	return append(dst, 0, 0, 0)
+}
+
+// appendBind2 binds the unnamed statement with two text parameters; a nil
+// second parameter is NULL.
+func appendBind2(dst []byte, p1 string, p2 *string) []byte {
+	n := 4 + 1 + 1 + 2 + 2 + 4 + len(p1) + 4 + 2
+	if p2 != nil {
+		n += len(*p2)
+	}
+	dst = append(dst, 'B')
+	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	dst = append(dst, 0, 0, 0, 0, 0, 2)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p1)))
+	dst = append(dst, p1...)
+	if p2 == nil {
+		dst = binary.BigEndian.AppendUint32(dst, 0xFFFFFFFF)
+	} else {
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(*p2)))
+		dst = append(dst, *p2...)
+	}
+	return append(dst, 0, 0)
+}

@@ -1,0 +1,328 @@
+// Package pg is tenantguard's PostgreSQL data plane: a listener that speaks
+// the v3 protocol to stock clients, authenticates each connection as one
+// tenant, and pools upstream connections per (database, upstream user) in
+// transaction or session mode.
+package pg
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/policy"
+)
+
+// Server is the Postgres listener. Create it with New, run Serve, stop it
+// with Shutdown.
+type Server struct {
+	cfg     Config
+	policy  *policy.Store
+	log     *slog.Logger
+	metrics *metrics
+	pools   map[string]*pool // by client-visible database name
+	uniq    []*pool
+
+	mockSecret [32]byte
+	clients    atomic.Int64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[uint32]*session // by cancel pid
+	labels    map[string]struct{}
+	draining  bool
+	conns     sync.WaitGroup // connection goroutines
+	janitor   chan struct{}
+	bg        sync.WaitGroup
+	readyOnce sync.Once
+}
+
+// New builds a Server. Upstream URLs are parsed here, so a bad one fails
+// before anything listens; no upstream connection is made yet.
+func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	srv := &Server{
+		cfg:       cfg,
+		policy:    pol,
+		log:       log,
+		metrics:   newMetrics(reg),
+		pools:     map[string]*pool{},
+		listeners: map[net.Listener]struct{}{},
+		sessions:  map[uint32]*session{},
+		labels:    map[string]struct{}{},
+		janitor:   make(chan struct{}),
+	}
+	_, _ = rand.Read(srv.mockSecret[:])
+	byKey := map[string]*pool{}
+	for _, db := range cfg.Databases {
+		conf, err := pgconn.ParseConfig(db.URL)
+		if err != nil {
+			return nil, fmt.Errorf("database %q: upstream url: %w", db.Name, err)
+		}
+		if len(conf.Fallbacks) > 0 {
+			return nil, fmt.Errorf("database %q: upstream url: multiple hosts are not supported", db.Name)
+		}
+		// Pin what the proxy relies on when it reads and rewrites messages.
+		conf.RuntimeParams["client_encoding"] = "UTF8"
+		conf.RuntimeParams["standard_conforming_strings"] = "on"
+		if _, ok := conf.RuntimeParams["application_name"]; !ok {
+			conf.RuntimeParams["application_name"] = ""
+		}
+		key := fmt.Sprintf("%s@%s:%d/%s", conf.User, conf.Host, conf.Port, conf.Database)
+		p := byKey[key]
+		if p == nil {
+			p = newPool(key, conf, &srv.cfg, log, srv.metrics)
+			byKey[key] = p
+			srv.uniq = append(srv.uniq, p)
+		}
+		srv.pools[db.Name] = p
+	}
+	if len(srv.pools) == 0 {
+		return nil, errors.New("no databases configured")
+	}
+	srv.bg.Add(1)
+	go srv.expireLoop()
+	return srv, nil
+}
+
+// Serve accepts clients on ln until Shutdown. It returns nil after Shutdown.
+func (srv *Server) Serve(ln net.Listener) error {
+	srv.mu.Lock()
+	if srv.draining {
+		srv.mu.Unlock()
+		return nil
+	}
+	srv.listeners[ln] = struct{}{}
+	srv.mu.Unlock()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			srv.mu.Lock()
+			draining := srv.draining
+			srv.mu.Unlock()
+			if draining {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay) // accept backoff, as net/http does
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		delay = 0
+		srv.mu.Lock()
+		if srv.draining {
+			srv.mu.Unlock()
+			_ = conn.Close()
+			continue
+		}
+		srv.conns.Add(1)
+		srv.mu.Unlock()
+		go srv.serveConn(conn)
+	}
+}
+
+func (srv *Server) serveConn(conn net.Conn) {
+	defer srv.conns.Done()
+	defer conn.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			srv.log.Error("session panic", "panic", r, "remote", conn.RemoteAddr().String())
+		}
+	}()
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	ctx := context.Background()
+	s, err := srv.startup(ctx, conn)
+	if err != nil {
+		srv.log.Debug("client startup failed", "remote", conn.RemoteAddr().String(), "error", err)
+		return
+	}
+	if s == nil {
+		return
+	}
+	defer s.conn.Close()
+	srv.metrics.clientConns.WithLabelValues(srv.tenantLabel(s.tenant)).Inc()
+	defer srv.metrics.clientConns.WithLabelValues(srv.tenantLabel(s.tenant)).Dec()
+	err = s.run(ctx)
+	srv.log.Debug("client session ended", "tenant", s.tenant, "pid", s.key.pid, "error", err)
+}
+
+// register gives s a unique cancel key and makes it findable for cancels and drain.
+func (srv *Server) register(s *session) {
+	srv.clients.Add(1)
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for {
+		s.key = newCancelKey()
+		if _, taken := srv.sessions[s.key.pid]; !taken && s.key.pid != 0 {
+			break
+		}
+	}
+	srv.sessions[s.key.pid] = s
+	if srv.draining {
+		s.closing = true
+	}
+}
+
+func (srv *Server) unregister(s *session) {
+	srv.mu.Lock()
+	if srv.sessions[s.key.pid] == s {
+		delete(srv.sessions, s.key.pid)
+		srv.clients.Add(-1)
+	}
+	srv.mu.Unlock()
+}
+
+// cancel forwards a client's CancelRequest to the server connection running
+// that client's current request, and to nothing else.
+func (srv *Server) cancel(pid uint32, secret []byte) {
+	srv.mu.Lock()
+	s := srv.sessions[pid]
+	srv.mu.Unlock()
+	if s == nil || len(secret) != 4 {
+		return
+	}
+	var want [4]byte
+	binary.BigEndian.PutUint32(want[:], s.key.secret)
+	if !hmac.Equal(want[:], secret) {
+		srv.log.Warn("cancel request with wrong key", "pid", pid)
+		return
+	}
+	s.mu.Lock()
+	sc := s.sc
+	s.mu.Unlock()
+	if sc == nil {
+		return
+	}
+	sc.mu.Lock()
+	// Only a request in flight can be cancelled; a stale cancel reaches nothing.
+	if sc.owner != s || len(sc.expect) == 0 {
+		sc.mu.Unlock()
+		return
+	}
+	// Hold the connection until the cancel has been delivered, so it cannot
+	// be handed to another client and cancel their query instead.
+	sc.cancels++
+	pid2, key := sc.pid, sc.secret
+	sc.mu.Unlock()
+	if err := sc.pool.cancel(pid2, key); err != nil {
+		srv.log.Warn("cancel failed", "error", err)
+	}
+	sc.mu.Lock()
+	sc.cancels--
+	if sc.owner == s {
+		s.tryRelease(sc) // unlocks
+		return
+	}
+	sc.mu.Unlock()
+}
+
+// tenantLabel bounds the tenant label's cardinality.
+func (srv *Server) tenantLabel(id string) string {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if _, ok := srv.labels[id]; ok {
+		return id
+	}
+	if len(srv.labels) >= maxTenantLabels {
+		return "_other"
+	}
+	srv.labels[id] = struct{}{}
+	return id
+}
+
+// Ready reports whether the server accepts clients.
+func (srv *Server) Ready() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return !srv.draining && len(srv.listeners) > 0
+}
+
+// Shutdown drains: listeners close at once, idle clients are told the proxy
+// is shutting down, clients inside a transaction finish it first. When ctx
+// ends, whatever is left is closed. Then the pools close.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	if !srv.draining {
+		srv.draining = true
+		for ln := range srv.listeners {
+			_ = ln.Close()
+		}
+		close(srv.janitor)
+	}
+	sessions := make([]*session, 0, len(srv.sessions))
+	for _, s := range srv.sessions {
+		sessions = append(sessions, s)
+	}
+	srv.mu.Unlock()
+
+	for _, s := range sessions {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
+		if sc := s.attached(); sc != nil {
+			s.tryRelease(sc) // ends the session now if it is between transactions
+			continue
+		}
+		s.endForDrain()
+	}
+	done := make(chan struct{})
+	go func() {
+		srv.conns.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		srv.mu.Lock()
+		for _, s := range srv.sessions {
+			_ = s.conn.Close()
+		}
+		srv.mu.Unlock()
+		<-done
+	}
+	for _, p := range srv.uniq {
+		p.close()
+	}
+	for _, p := range srv.uniq {
+		p.wait()
+	}
+	srv.bg.Wait()
+	return err
+}
+
+func (srv *Server) expireLoop() {
+	defer srv.bg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-srv.janitor:
+			return
+		case now := <-t.C:
+			for _, p := range srv.uniq {
+				p.expire(now)
+			}
+		}
+	}
+}

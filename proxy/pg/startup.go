@@ -1,0 +1,335 @@
+package pg
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	wire "github.com/tenantguard/tenantguard/wire/pg"
+)
+
+// preAuthMaxBody bounds messages before authentication: SASL messages are
+// a few hundred bytes.
+const preAuthMaxBody = 8 << 10
+
+// allowedStartupParams are the startup parameters a client may set; anything
+// else, "options" included, is refused and never forwarded.
+var allowedStartupParams = map[string]string{
+	"user":               "user",
+	"database":           "database",
+	"application_name":   "application_name",
+	"client_encoding":    "client_encoding",
+	"datestyle":          "DateStyle",
+	"intervalstyle":      "IntervalStyle",
+	"timezone":           "TimeZone",
+	"extra_float_digits": "extra_float_digits",
+}
+
+// startup runs the startup phase on a new client connection: TLS
+// negotiation, protocol checks, parameters and SCRAM authentication. It
+// returns an authenticated session, or nil when the connection was a
+// CancelRequest or was refused (the client has been told why).
+func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error) {
+	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
+	br := bufio.NewReaderSize(conn, 8<<10)
+	isTLS := false
+	var msg *pgproto3.StartupMessage
+	for msg == nil {
+		m, err := wire.ReadStartup(br)
+		if err != nil {
+			return nil, fmt.Errorf("startup: %w", err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.SSLRequest:
+			if isTLS {
+				return nil, errors.New("startup: SSLRequest inside TLS")
+			}
+			if srv.cfg.TLS == nil {
+				if _, err := conn.Write([]byte{'N'}); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			// Bytes sent before the handshake would be read as if they came
+			// over TLS (CVE-2021-23222): refuse them.
+			if br.Buffered() > 0 {
+				return nil, errors.New("startup: data received before the TLS handshake")
+			}
+			if _, err := conn.Write([]byte{'S'}); err != nil {
+				return nil, err
+			}
+			tc := tls.Server(conn, srv.cfg.TLS)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return nil, fmt.Errorf("tls handshake: %w", err)
+			}
+			conn, br, isTLS = tc, bufio.NewReaderSize(tc, 8<<10), true
+		case *pgproto3.GSSEncRequest:
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		case *pgproto3.CancelRequest:
+			srv.cancel(m.ProcessID, m.SecretKey)
+			return nil, nil
+		case *pgproto3.StartupMessage:
+			msg = m
+		}
+	}
+	bw := bufio.NewWriterSize(conn, 16<<10)
+	refuse := func(e *wire.Error) (*session, error) {
+		srv.metrics.authFailures.WithLabelValues(reasonOf(e.Code)).Inc()
+		_, _ = bw.Write(e.AppendTo(nil))
+		_ = bw.Flush()
+		return nil, e
+	}
+
+	// Protocol 3.x with a newer minor version, or _pq_ options: answer
+	// NegotiateProtocolVersion and go on with 3.0, as PostgreSQL does.
+	var unknownOpts []string
+	params := map[string]string{}
+	for k, v := range msg.Parameters {
+		if strings.HasPrefix(k, "_pq_.") {
+			unknownOpts = append(unknownOpts, k)
+			continue
+		}
+		canon, ok := allowedStartupParams[strings.ToLower(k)]
+		switch {
+		case k == "replication":
+			return refuse(wire.Fatalf(wire.CodeFeatureNotSupported, "replication connections are not supported by tenantguard"))
+		case k == "options":
+			return refuse(wire.Fatalf(wire.CodeInsufficientPrivilege, `startup parameter "options" is not allowed: tenantguard does not forward command-line options`))
+		case !ok:
+			return refuse(wire.Fatalf(wire.CodeInsufficientPrivilege, fmt.Sprintf("startup parameter %q is not allowed (allowed: application_name, client_encoding, DateStyle, IntervalStyle, TimeZone, extra_float_digits)", k)))
+		}
+		params[canon] = v
+	}
+	if minor := msg.ProtocolVersion & 0xffff; minor != 0 || len(unknownOpts) > 0 {
+		npv := &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknownOpts}
+		b, _ := npv.Encode(nil)
+		_, _ = bw.Write(b)
+	}
+	user := params["user"]
+	if user == "" {
+		return refuse(wire.Fatalf(wire.CodeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet"))
+	}
+	dbName := params["database"]
+	if dbName == "" {
+		dbName = user
+	}
+	for k, v := range params {
+		if err := checkParamValue(k, v); err != nil {
+			return refuse(wire.Fatalf(wire.CodeInvalidParameterValue, err.Error()))
+		}
+	}
+
+	br2 := wire.NewReader(br, preAuthMaxBody)
+	tenant, err := srv.authenticate(br2, bw, user)
+	if err != nil {
+		var pe *wire.Error
+		if errors.As(err, &pe) {
+			return refuse(pe)
+		}
+		return nil, err
+	}
+
+	p := srv.pools[dbName]
+	if p == nil {
+		return refuse(wire.Fatalf(wire.CodeInvalidDatabase, fmt.Sprintf("database %q does not exist", dbName)))
+	}
+	if srv.cfg.MaxClientConns > 0 && int(srv.clients.Load()) > srv.cfg.MaxClientConns {
+		return refuse(wire.Fatalf(wire.CodeTooManyConnections, fmt.Sprintf("too many client connections (limit %d)", srv.cfg.MaxClientConns)))
+	}
+	defaults, err := p.paramDefaults(ctx)
+	if err != nil {
+		e := wire.Fatalf(wire.CodeConnectionFailure, "could not connect to upstream database: "+err.Error())
+		if errors.Is(err, errPoolTimeout) {
+			e = wire.Fatalf(wire.CodeTooManyConnections, "no server connection available to complete login")
+		}
+		return refuse(e)
+	}
+
+	s := &session{
+		srv:    srv,
+		conn:   conn,
+		br:     br,
+		rd:     wire.NewReader(br, srv.cfg.MaxMessageBytes),
+		bw:     bw,
+		tenant: tenant,
+		pool:   p,
+		mode:   srv.cfg.PoolMode,
+		params: map[string]string{},
+		stmts:  map[string]*clientStmt{},
+	}
+	for _, tp := range trackedParams {
+		if v, ok := params[tp.name]; ok {
+			s.params[tp.name] = v
+		} else if tp.reported {
+			s.params[tp.name] = defaults[tp.name]
+		}
+	}
+	label := srv.tenantLabel(tenant)
+	s.queryDur = srv.metrics.queryDur.WithLabelValues(label)
+	s.txDur = srv.metrics.txDuration.WithLabelValues(label)
+	s.errs = srv.metrics.errors.MustCurryWith(map[string]string{"tenant": label})
+	srv.register(s)
+
+	// What a client sees after authentication, as PostgreSQL sends it.
+	out := (&pgproto3.AuthenticationOk{}).Encode
+	b, _ := out(nil)
+	report := map[string]string{
+		"client_encoding":             "UTF8",
+		"server_encoding":             "UTF8",
+		"standard_conforming_strings": "on",
+		"integer_datetimes":           "on",
+		"is_superuser":                "off",
+		"session_authorization":       tenant,
+		"server_version":              defaults["server_version"],
+		"in_hot_standby":              defaults["in_hot_standby"],
+		"default_transaction_read_only": defaults["default_transaction_read_only"],
+		"scram_iterations":            defaults["scram_iterations"],
+	}
+	for _, tp := range trackedParams {
+		if tp.reported {
+			report[tp.name] = s.params[tp.name]
+		}
+	}
+	for k, v := range report {
+		if v == "" && k != "application_name" {
+			continue
+		}
+		b, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(b)
+	}
+	var sec [4]byte
+	binary.BigEndian.PutUint32(sec[:], s.key.secret)
+	b, _ = (&pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: sec[:]}).Encode(b)
+	b = append(b, 'Z', 0, 0, 0, 5, 'I')
+	if _, err := bw.Write(b); err != nil {
+		srv.unregister(s)
+		return nil, err
+	}
+	if err := bw.Flush(); err != nil {
+		srv.unregister(s)
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return s, nil
+}
+
+// authenticate runs SCRAM-SHA-256 for user and returns the tenant id.
+// An unknown user goes through the same exchange against a mock verifier,
+// so a client cannot tell unknown users from wrong passwords.
+func (srv *Server) authenticate(rd *wire.Reader, bw *bufio.Writer, user string) (string, error) {
+	snap := srv.policy.Load()
+	t, known := snap.Tenant(user)
+	v := wire.MockVerifier(user, srv.mockSecret[:])
+	if known && len(t.Verifiers()) > 0 {
+		v = t.Verifiers()[0]
+	}
+	authFailed := wire.Fatalf(wire.CodeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user))
+	conv, err := wire.NewSCRAMServer(v)
+	if err != nil {
+		return "", err
+	}
+	b, _ := (&pgproto3.AuthenticationSASL{AuthMechanisms: []string{wire.SCRAMMechanism}}).Encode(nil)
+	if _, err := bw.Write(b); err != nil {
+		return "", err
+	}
+	if err := bw.Flush(); err != nil {
+		return "", err
+	}
+	typ, raw, err := rd.Next()
+	if err != nil {
+		return "", fmt.Errorf("read SASLInitialResponse: %w", err)
+	}
+	if typ != 'p' {
+		return "", wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
+	}
+	var init pgproto3.SASLInitialResponse
+	if err := init.Decode(raw[5:]); err != nil {
+		return "", wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: "+err.Error())
+	}
+	if init.AuthMechanism != wire.SCRAMMechanism {
+		return "", wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("client selected an invalid SASL authentication mechanism %q", init.AuthMechanism))
+	}
+	first, err := conv.Step(init.Data)
+	if err != nil {
+		return "", wire.Fatalf(wire.CodeProtocolViolation, "malformed SCRAM message: "+err.Error())
+	}
+	b, _ = (&pgproto3.AuthenticationSASLContinue{Data: first}).Encode(nil)
+	if _, err := bw.Write(b); err != nil {
+		return "", err
+	}
+	if err := bw.Flush(); err != nil {
+		return "", err
+	}
+	typ, raw, err = rd.Next()
+	if err != nil {
+		return "", fmt.Errorf("read SASLResponse: %w", err)
+	}
+	if typ != 'p' {
+		return "", wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
+	}
+	var resp pgproto3.SASLResponse
+	if err := resp.Decode(raw[5:]); err != nil {
+		return "", wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLResponse: "+err.Error())
+	}
+	final, err := conv.Step(resp.Data)
+	if err != nil || !conv.Valid() || !known {
+		return "", authFailed
+	}
+	b, _ = (&pgproto3.AuthenticationSASLFinal{Data: final}).Encode(nil)
+	_, _ = bw.Write(b)
+	return t.ID, nil
+}
+
+// checkParamValue validates startup parameter values before anything is
+// replayed onto a server connection.
+func checkParamValue(name, v string) error {
+	if len(v) > 256 || strings.ContainsRune(v, 0) {
+		return fmt.Errorf("invalid value for parameter %q", name)
+	}
+	switch name {
+	case "client_encoding":
+		// Upstream connections are pinned to UTF8; ASCII (psql's choice in
+		// the C locale) is a subset of it.
+		switch strings.ToUpper(strings.ReplaceAll(v, "-", "")) {
+		case "UTF8", "UNICODE", "SQL_ASCII", "SQLASCII":
+			return nil
+		}
+		return fmt.Errorf("client_encoding %q is not supported: tenantguard speaks UTF8 only", v)
+	case "extra_float_digits":
+		if len(v) > 3 {
+			return fmt.Errorf("invalid value for parameter %q: %q", name, v)
+		}
+	}
+	return nil
+}
+
+func reasonOf(code string) string {
+	switch code {
+	case wire.CodeInvalidPassword:
+		return "password"
+	case wire.CodeInvalidDatabase:
+		return "database"
+	case wire.CodeTooManyConnections:
+		return "limit"
+	case wire.CodeProtocolViolation:
+		return "protocol"
+	}
+	return "refused"
+}
+
+// newCancelKey draws a random BackendKeyData.
+func newCancelKey() cancelKey {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return cancelKey{pid: binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, secret: binary.BigEndian.Uint32(b[4:])}
+}

@@ -1,0 +1,204 @@
+package pg
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+)
+
+// Protocol-level prepared statements in transaction pooling.
+//
+// A client's named statements live in the session, not on any one server
+// connection. Each is prepared on a server under a name derived from its
+// text and parameter types ("_tg_<hash>"), so clients of one pool that
+// prepare the same statement share it. Every statement name in a client
+// message is looked up in that client's own map, so a client can reach only
+// the statements it prepared. When a transaction lands on a connection that
+// lacks a statement, the proxy pipelines a Parse ahead of the client's Bind or
+// Describe and swallows its ParseComplete.
+
+// serverStmtPrefix starts every server-side statement name the proxy makes.
+const serverStmtPrefix = "_tg_"
+
+// clientStmt is one statement a client prepared.
+type clientStmt struct {
+	serverName string
+	parse      []byte // the Parse message under serverName, ready to inject
+}
+
+// rewrite registers one client message on sc and returns the bytes to send
+// for it; injected messages that must precede it are appended to s.out.
+// Called with sc.mu held.
+func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
+	body := raw[5:]
+	switch typ {
+	case 'Q':
+		sc.expect = append(sc.expect, expectation{kind: 'Z'})
+	case 'S':
+		sc.expect = append(sc.expect, expectation{kind: 'Z'})
+	case 'P':
+		return s.rewriteParse(sc, raw)
+	case 'B':
+		name, rest, ok := cstring(body)
+		if !ok {
+			return raw
+		}
+		stmt, rest2, ok := cstring(rest)
+		if !ok {
+			return raw
+		}
+		server := s.statementOn(sc, stmt)
+		return s.rebuild('B', body[:len(name)+1], server, rest2) // portal name with its NUL
+	case 'D':
+		if len(body) > 0 && body[0] == 'S' {
+			stmt, _, ok := cstring(body[1:])
+			if ok {
+				return s.rebuild('D', []byte{'S'}, s.statementOn(sc, stmt), nil)
+			}
+		}
+	case 'C':
+		sc.expect = append(sc.expect, expectation{kind: '3'})
+		if len(body) > 0 && body[0] == 'S' {
+			stmt, _, ok := cstring(body[1:])
+			if ok && len(stmt) > 0 {
+				delete(s.stmts, string(stmt))
+				// Closing a name that does not exist is not an error, and the
+				// shared server statement stays for others: close nothing.
+				return s.rebuild('C', []byte{'S'}, serverStmtPrefix+"closed", nil)
+			}
+		}
+	}
+	return raw
+}
+
+// rewriteParse handles a client Parse.
+func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
+	body := raw[5:]
+	name, rest, ok := cstring(body)
+	if !ok {
+		sc.expect = append(sc.expect, expectation{kind: '1'})
+		return raw // malformed: let the server say so
+	}
+	if len(name) == 0 {
+		s.unnamedParse = append(s.unnamedParse[:0], raw...)
+		s.unnamedGen++
+		sc.unnamedOwner, sc.unnamedGen = s, s.unnamedGen
+		sc.expect = append(sc.expect, expectation{kind: '1'})
+		return raw
+	}
+	if st, dup := s.stmts[string(name)]; dup {
+		// PostgreSQL answers 42P05; make sure the server has it so it does.
+		s.ensurePrepared(sc, st)
+		sc.expect = append(sc.expect, expectation{kind: '1'})
+		return st.parse
+	}
+	sum := sha256.Sum256(rest)
+	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12])}
+	st.parse = s.rebuildNew('P', nil, st.serverName, rest)
+	s.stmts[string(name)] = st
+	if ps := sc.prepared[st.serverName]; ps != nil {
+		// Already there: the client still needs its ParseComplete, in order.
+		// An empty unnamed Parse is the cheapest request that yields one.
+		sc.clock(ps)
+		sc.unnamedOwner = nil
+		sc.expect = append(sc.expect, expectation{kind: '1'})
+		return emptyParse
+	}
+	s.evictFor(sc)
+	sc.prepared[st.serverName] = &preparedState{used: sc.nextClock()}
+	sc.expect = append(sc.expect, expectation{kind: '1', name: st.serverName})
+	return st.parse
+}
+
+var emptyParse = []byte{'P', 0, 0, 0, 8, 0, 0, 0, 0}
+
+// statementOn returns the server-side name for a client statement name,
+// preparing it on sc first if needed.
+func (s *session) statementOn(sc *serverConn, name []byte) string {
+	if len(name) == 0 {
+		if s.unnamedParse != nil && (sc.unnamedOwner != s || sc.unnamedGen != s.unnamedGen) {
+			s.out = append(s.out, s.unnamedParse...)
+			sc.unnamedOwner, sc.unnamedGen = s, s.unnamedGen
+			sc.expect = append(sc.expect, expectation{kind: '1', swallow: true})
+		}
+		return ""
+	}
+	st, ok := s.stmts[string(name)]
+	if !ok {
+		if bytes.HasPrefix(name, []byte(serverStmtPrefix)) {
+			return serverStmtPrefix + "missing"
+		}
+		return string(name) // the server reports it does not exist
+	}
+	s.ensurePrepared(sc, st)
+	return st.serverName
+}
+
+func (s *session) ensurePrepared(sc *serverConn, st *clientStmt) {
+	if ps := sc.prepared[st.serverName]; ps != nil {
+		sc.clock(ps)
+		return
+	}
+	s.evictFor(sc)
+	s.out = append(s.out, st.parse...)
+	sc.prepared[st.serverName] = &preparedState{used: sc.nextClock()}
+	sc.expect = append(sc.expect, expectation{kind: '1', swallow: true, name: st.serverName})
+}
+
+// evictFor closes the least recently used ready statement when sc is full.
+func (s *session) evictFor(sc *serverConn) {
+	if len(sc.prepared) < s.pool.cfg.MaxPrepared {
+		return
+	}
+	var victim string
+	var oldest uint64 = ^uint64(0)
+	for n, ps := range sc.prepared {
+		if ps.ready && ps.used < oldest {
+			victim, oldest = n, ps.used
+		}
+	}
+	if victim == "" {
+		return
+	}
+	delete(sc.prepared, victim)
+	s.out = appendClose(s.out, 'S', victim)
+	sc.expect = append(sc.expect, expectation{kind: '3', swallow: true})
+}
+
+func (sc *serverConn) nextClock() uint64 { sc.useClock++; return sc.useClock }
+
+func (sc *serverConn) clock(ps *preparedState) { ps.used = sc.nextClock() }
+
+// rebuild writes typ, head, name\0, tail into the session's scratch message.
+func (s *session) rebuild(typ byte, head []byte, name string, tail []byte) []byte {
+	s.msg = appendRebuilt(s.msg[:0], typ, head, name, tail)
+	return s.msg
+}
+
+func (s *session) rebuildNew(typ byte, head []byte, name string, tail []byte) []byte {
+	return appendRebuilt(nil, typ, head, name, tail)
+}
+
+func appendRebuilt(dst []byte, typ byte, head []byte, name string, tail []byte) []byte {
+	n := 4 + len(head) + len(name) + 1 + len(tail)
+	dst = append(dst, typ)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	dst = append(dst, head...)
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	return append(dst, tail...)
+}
+
+func appendClose(dst []byte, what byte, name string) []byte {
+	return appendRebuilt(dst, 'C', []byte{what}, name, nil)
+}
+
+// cstring splits a NUL-terminated string off b.
+func cstring(b []byte) (s, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return nil, nil, false
+	}
+	return b[:i], b[i+1:], true
+}
