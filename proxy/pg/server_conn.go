@@ -56,6 +56,7 @@ type serverConn struct {
 	resetFailed  bool
 	closed       bool
 	writing      bool   // the owner is writing a batch; do not release
+	unsynced     bool   // extended-protocol messages sent since the last Sync
 	tx           byte   // last ReadyForQuery status
 	dirty        bool   // session state changed: reset before reuse
 	discardOnRel bool   // state we cannot reset without losing our statements: close instead
@@ -264,7 +265,7 @@ func (sc *serverConn) afterReady() {
 // releasable reports whether the owner may give the connection back now.
 // Called with mu held.
 func (sc *serverConn) releasable() bool {
-	return len(sc.expect) == 0 && !sc.writing && sc.tx == 'I' && sc.cancels == 0 && !sc.closed
+	return len(sc.expect) == 0 && !sc.writing && !sc.unsynced && sc.tx == 'I' && sc.cancels == 0 && !sc.closed
 }
 
 // detach takes the connection from its owner and returns it to the pool,

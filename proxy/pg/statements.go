@@ -33,9 +33,15 @@ type clientStmt struct {
 func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 	body := raw[5:]
 	switch typ {
+	case 'P', 'B', 'D', 'E', 'C', 'H':
+		// Until the Sync, the server owes this client replies.
+		sc.unsynced = true
+	}
+	switch typ {
 	case 'Q':
 		sc.expect = append(sc.expect, expectation{kind: 'Z'})
 	case 'S':
+		sc.unsynced = false
 		sc.expect = append(sc.expect, expectation{kind: 'Z'})
 	case 'P':
 		return s.rewriteParse(sc, raw)

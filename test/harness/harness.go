@@ -1,0 +1,136 @@
+// Package harness gives a test package shared throwaway servers, started
+// lazily on first use and removed when the package's tests finish:
+//
+//	func TestMain(m *testing.M) { harness.Main(m) }
+//
+//	func TestX(t *testing.T) {
+//		pg := harness.Postgres(t)
+//		rd := harness.Redis(t)
+//		...
+//	}
+//
+// Servers are shared by every test in the package; a test that stops one
+// must start it again before it returns.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/redisserver"
+)
+
+// startTimeout bounds how long a shared server may take to come up.
+const startTimeout = 2 * time.Minute
+
+var (
+	mu      sync.Mutex
+	closers []func() error
+
+	pgOnce sync.Once
+	pg     *pgcluster.Cluster
+	pgErr  error
+
+	rdOnce sync.Once
+	rd     *redisserver.Server
+	rdErr  error
+)
+
+// Main runs the package's tests, then stops and removes every server that
+// was started, and exits with the tests' exit code (1 if cleanup failed).
+func Main(m *testing.M) {
+	code := m.Run()
+	if err := closeAll(); err != nil {
+		fmt.Fprintln(os.Stderr, "harness: cleanup:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// closeAll closes the started servers, newest first.
+func closeAll() error {
+	mu.Lock()
+	defer mu.Unlock()
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		errs = append(errs, closers[i]())
+	}
+	closers = nil
+	return errors.Join(errs...)
+}
+
+func register(close func() error) {
+	mu.Lock()
+	defer mu.Unlock()
+	closers = append(closers, close)
+}
+
+// logger logs server lifecycle to stderr under go test -v, else nowhere.
+func logger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Postgres returns the package's shared PostgreSQL cluster, starting it on
+// first use; it fails the test if the cluster cannot start.
+func Postgres(t testing.TB) *pgcluster.Cluster {
+	t.Helper()
+	pgOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		defer cancel()
+		if pg, pgErr = pgcluster.Start(ctx, pgcluster.Options{Logger: logger()}); pgErr == nil {
+			register(pg.Close)
+		}
+	})
+	if pgErr != nil {
+		t.Fatalf("harness: start postgres: %v", pgErr)
+	}
+	return pg
+}
+
+// Redis returns the package's shared redis-server, starting it on first use;
+// it fails the test if the server cannot start.
+func Redis(t testing.TB) *redisserver.Server {
+	t.Helper()
+	rdOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		defer cancel()
+		if rd, rdErr = redisserver.Start(ctx, redisserver.Options{Logger: logger()}); rdErr == nil {
+			register(rd.Close)
+		}
+	})
+	if rdErr != nil {
+		t.Fatalf("harness: start redis: %v", rdErr)
+	}
+	return rd
+}
+
+// Eventually calls f every 10ms until it returns nil, failing the test with
+// f's last error if that has not happened within timeout.
+func Eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if !time.Now().Before(deadline) {
+			t.Fatalf("harness: not done after %s: %v", timeout, err)
+		}
+		<-tick.C
+	}
+}
