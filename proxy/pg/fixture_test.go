@@ -26,9 +26,9 @@ import (
 func TestMain(m *testing.M) { harness.Main(m) }
 
 const (
-	appRole     = "tg_app"
-	appPassword = "tg_app_pw"
-	acmeSecret  = "acme-secret-1"
+	appRole      = "tg_app"
+	appPassword  = "tg_app_pw"
+	acmeSecret   = "acme-secret-1"
 	globexSecret = "globex-secret-1"
 )
 

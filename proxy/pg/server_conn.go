@@ -55,12 +55,12 @@ type serverConn struct {
 	resetting    bool     // a reset query is in flight; put back on success
 	resetFailed  bool
 	closed       bool
-	writing      bool   // the owner is writing a batch; do not release
-	unsynced     bool   // extended-protocol messages sent since the last Sync
-	tx           byte   // last ReadyForQuery status
-	dirty        bool   // session state changed: reset before reuse
-	discardOnRel bool   // state we cannot reset without losing our statements: close instead
-	cancels      int    // cancel requests in flight for this backend
+	writing      bool // the owner is writing a batch; do not release
+	unsynced     bool // extended-protocol messages sent since the last Sync
+	tx           byte // last ReadyForQuery status
+	dirty        bool // session state changed: reset before reuse
+	discardOnRel bool // state we cannot reset without losing our statements: close instead
+	cancels      int  // cancel requests in flight for this backend
 	expect       []expectation
 	params       map[string]string
 	prepared     map[string]*preparedState

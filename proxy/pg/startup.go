@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -185,16 +187,16 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 	out := (&pgproto3.AuthenticationOk{}).Encode
 	b, _ := out(nil)
 	report := map[string]string{
-		"client_encoding":             "UTF8",
-		"server_encoding":             "UTF8",
-		"standard_conforming_strings": "on",
-		"integer_datetimes":           "on",
-		"is_superuser":                "off",
-		"session_authorization":       tenant,
-		"server_version":              defaults["server_version"],
-		"in_hot_standby":              defaults["in_hot_standby"],
+		"client_encoding":               "UTF8",
+		"server_encoding":               "UTF8",
+		"standard_conforming_strings":   "on",
+		"integer_datetimes":             "on",
+		"is_superuser":                  "off",
+		"session_authorization":         tenant,
+		"server_version":                defaults["server_version"],
+		"in_hot_standby":                defaults["in_hot_standby"],
 		"default_transaction_read_only": defaults["default_transaction_read_only"],
-		"scram_iterations":            defaults["scram_iterations"],
+		"scram_iterations":              defaults["scram_iterations"],
 	}
 	for _, tp := range trackedParams {
 		if tp.reported {
@@ -306,11 +308,45 @@ func checkParamValue(name, v string) error {
 		}
 		return fmt.Errorf("client_encoding %q is not supported: tenantguard speaks UTF8 only", v)
 	case "extra_float_digits":
-		if len(v) > 3 {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < -15 || n > 3 {
+			return fmt.Errorf("invalid value for parameter %q: %q (an integer from -15 to 3)", name, v)
+		}
+	case "DateStyle":
+		for _, tok := range strings.Split(v, ",") {
+			switch strings.ToUpper(strings.TrimSpace(tok)) {
+			case "ISO", "SQL", "POSTGRES", "GERMAN", "DMY", "MDY", "YMD", "EURO", "EUROPEAN", "US", "NONEURO", "NONEUROPEAN":
+			default:
+				return fmt.Errorf("invalid value for parameter %q: %q", name, v)
+			}
+		}
+	case "IntervalStyle":
+		switch strings.ToLower(v) {
+		case "postgres", "postgres_verbose", "sql_standard", "iso_8601":
+		default:
+			return fmt.Errorf("invalid value for parameter %q: %q", name, v)
+		}
+	case "TimeZone":
+		if !validTimeZone(v) {
 			return fmt.Errorf("invalid value for parameter %q: %q", name, v)
 		}
 	}
 	return nil
+}
+
+var utcOffset = regexp.MustCompile(`^[+-]?\d{1,2}(:\d{2}){0,2}$`)
+
+// validTimeZone accepts zone names the system's tz database knows and
+// numeric offsets; PostgreSQL ships the same IANA database.
+func validTimeZone(v string) bool {
+	if utcOffset.MatchString(v) {
+		return true
+	}
+	if v == "" || strings.Contains(v, "..") || strings.HasPrefix(v, "/") {
+		return false
+	}
+	_, err := time.LoadLocation(v)
+	return err == nil
 }
 
 func reasonOf(code string) string {

@@ -1,8 +1,14 @@
 package pg_test
 
-import proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+import (
+	"net"
+
+	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+)
 
 type (
 	proxypgConfig   = proxypg.Config
 	proxypgDatabase = proxypg.Database
 )
+
+type netDialer = net.Dialer
