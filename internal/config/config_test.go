@@ -1,0 +1,99 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+)
+
+const valid = `
+listen:
+  postgres: 127.0.0.1:6432
+  admin: 127.0.0.1:9187
+postgres:
+  databases:
+    - name: app
+      url: postgres://tg_app:pw@127.0.0.1:5432/app
+  pool:
+    mode: session
+    size: 7
+    wait_timeout: 250ms
+tenants:
+  - id: acme
+    passwords: ["acme-secret-1"]
+  - id: globex
+    passwords: ["SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0c2FsdA==$9Cx2ODnVG/IzOeJtjEvaHT24p31sAY0ER+zVcMFRhOo=:MEJZPvMcadmgNSDfdgGV3SxHiEL8ASgF+ttBPUdkKBU="]
+drain_timeout: 3s
+`
+
+func TestParseValid(t *testing.T) {
+	sc, err := Parse("sidecar.yaml", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.PostgresListen != "127.0.0.1:6432" || sc.AdminListen != "127.0.0.1:9187" {
+		t.Fatalf("listen: %+v", sc)
+	}
+	pc := sc.Postgres
+	if pc.PoolMode != proxypg.PoolSession || pc.PoolSize != 7 || pc.PoolWaitTimeout != 250*time.Millisecond {
+		t.Fatalf("pool: %+v", pc)
+	}
+	if sc.DrainTimeout != 3*time.Second {
+		t.Fatalf("drain timeout %v", sc.DrainTimeout)
+	}
+	if _, ok := sc.Policy.Tenant("globex"); !ok {
+		t.Fatal("tenant globex missing")
+	}
+}
+
+// TestParseErrors: each error names the file, the field and the problem.
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, from, to, want string
+	}{
+		{"unknown field", "drain_timeout: 3s", "drain_timout: 3s", "field drain_timout not found"},
+		{"no listen", "  postgres: 127.0.0.1:6432\n", "", "listen.postgres: required"},
+		{"bad listen", "127.0.0.1:6432", "localhost", `listen.postgres: "localhost" is not host:port`},
+		{"bad pool mode", "mode: session", "mode: statement", `postgres.pool.mode: "statement" is not a pool mode`},
+		{"bad duration", "wait_timeout: 250ms", "wait_timeout: soon", `"soon" is not a duration`},
+		{"negative size", "size: 7", "size: -1", "postgres.pool.size: must be between"},
+		{"bad url", "url: postgres://", "url: mysql://", "postgres.databases[0].url: must be a postgres:// URL"},
+		{"bad tenant id", "id: acme", "id: Acme Corp", `tenants[0].id: "Acme Corp" is not a valid tenant id`},
+		{"duplicate tenant", "id: globex", "id: acme", `tenants[1].id: tenant "acme" is defined twice`},
+		{"short password", `"acme-secret-1"`, `"short"`, "tenants[0].passwords[0]: password must have at least 8 characters"},
+		{"bad verifier", "SCRAM-SHA-256$4096:", "SCRAM-SHA-256$x:", "tenants[1].passwords[0]: verifier: bad iteration count"},
+		{"half tls", "drain_timeout: 3s", "drain_timeout: 3s\ntls:\n  cert_file: /x.pem", "tls: cert_file and key_file must be given together"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := strings.Replace(valid, tc.from, tc.to, 1)
+			if text == valid {
+				t.Fatalf("case did not change the config (from %q)", tc.from)
+			}
+			_, err := Parse("sidecar.yaml", []byte(text))
+			if err == nil {
+				t.Fatal("invalid config accepted")
+			}
+			if !strings.HasPrefix(err.Error(), "sidecar.yaml: ") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q, want it to name the file and contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := Load(path)
+	if err == nil || !strings.HasPrefix(err.Error(), path+": ") {
+		t.Fatalf("got %v", err)
+	}
+	if err := os.WriteFile(path, []byte("listen: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("syntax error: %v", err)
+	}
+}
