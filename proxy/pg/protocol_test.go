@@ -314,6 +314,8 @@ func TestSessionStateDoesNotLeak(t *testing.T) {
 		"SET search_path = pg_catalog",
 		"CREATE TEMP TABLE acme_scratch (x int)",
 		"BEGIN; DECLARE acme_cur CURSOR WITH HOLD FOR SELECT 1; COMMIT",
+		"SELECT pg_advisory_lock(4242)",
+		"SELECT set_config('work_mem', '1234kB', false)",
 	} {
 		if _, err := a.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -332,6 +334,21 @@ func TestSessionStateDoesNotLeak(t *testing.T) {
 	}
 	if temps != 0 || cursors != 0 {
 		t.Fatalf("temp tables %d, cursors %d left for another tenant", temps, cursors)
+	}
+	var locks int
+	var workMem string
+	if err := b.QueryRow(ctx, "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())::int, current_setting('work_mem')").Scan(&locks, &workMem); err != nil {
+		t.Fatal(err)
+	}
+	if locks != 0 || workMem == "1234kB" {
+		t.Fatalf("advisory locks %d, work_mem %s left for another tenant", locks, workMem)
+	}
+	// The same through the extended protocol, with a named statement.
+	if _, err := a.Exec(ctx, "SELECT pg_advisory_lock($1)", 4343); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.QueryRow(ctx, "SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()").Scan(&locks); err != nil || locks != 0 {
+		t.Fatalf("advisory lock via prepared statement leaked: %d %v", locks, err)
 	}
 }
 

@@ -25,6 +25,7 @@ const serverStmtPrefix = "_tg_"
 type clientStmt struct {
 	serverName string
 	parse      []byte // the Parse message under serverName, ready to inject
+	dirties    bool   // running it leaves session state behind
 }
 
 // rewrite registers one client message on sc and returns the bytes to send
@@ -39,6 +40,9 @@ func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 	}
 	switch typ {
 	case 'Q':
+		if leavesSessionState(body) {
+			sc.dirty = true
+		}
 		sc.expect = append(sc.expect, expectation{kind: 'Z'})
 	case 'S':
 		sc.unsynced = false
@@ -55,6 +59,9 @@ func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 			return raw
 		}
 		server := s.statementOn(sc, stmt)
+		if st := s.stmts[string(stmt)]; st != nil && st.dirties {
+			sc.dirty = true
+		}
 		return s.rebuild('B', body[:len(name)+1], server, rest2) // portal name with its NUL
 	case 'D':
 		if len(body) > 0 && body[0] == 'S' {
@@ -86,6 +93,10 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 		sc.expect = append(sc.expect, expectation{kind: '1'})
 		return raw // malformed: let the server say so
 	}
+	if leavesSessionState(rest) {
+		// Marked now: it may run in this very batch.
+		sc.dirty = true
+	}
 	if len(name) == 0 {
 		s.unnamedParse = append(s.unnamedParse[:0], raw...)
 		s.unnamedGen++
@@ -100,7 +111,7 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 		return st.parse
 	}
 	sum := sha256.Sum256(rest)
-	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12])}
+	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: leavesSessionState(rest)}
 	st.parse = s.rebuildNew('P', nil, st.serverName, rest)
 	s.stmts[string(name)] = st
 	if ps := sc.prepared[st.serverName]; ps != nil {
@@ -207,4 +218,34 @@ func cstring(b []byte) (s, rest []byte, ok bool) {
 		return nil, nil, false
 	}
 	return b[:i], b[i+1:], true
+}
+
+// leavesSessionState reports whether query text calls functions that leave
+// session state no command tag reveals: session advisory locks and
+// set_config(…, false). It errs on the side of a reset, which is cheap; the
+// statement classifier on the PostgreSQL parser replaces it for policy.
+func leavesSessionState(q []byte) bool {
+	return containsFold(q, "advisory_lock") || containsFold(q, "set_config")
+}
+
+// containsFold is an ASCII case-insensitive bytes.Contains for a lower-case
+// needle, without allocating.
+func containsFold(s []byte, lower string) bool {
+	n := len(lower)
+	for i := 0; i+n <= len(s); i++ {
+		j := 0
+		for ; j < n; j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lower[j] {
+				break
+			}
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+
+	"github.com/tenantguard/tenantguard/internal/pgcluster"
+)
+
+// tenantguardConf is the sidecar configuration; %d are the listen port, the
+// admin port and the PostgreSQL port.
+const tenantguardConf = `listen:
+  postgres: "127.0.0.1:%d"
+  admin: "127.0.0.1:%d"
+postgres:
+  databases:
+    - name: ` + dbName + `
+      url: "postgres://` + dbUser + `:` + dbPassword + `@127.0.0.1:%d/` + dbName + `?sslmode=disable"
+  pool:
+    mode: transaction
+    size: %d
+    max_prepared_statements: 200
+tenants:
+  - id: ` + tenantID + `
+    passwords: ["` + tenantPass + `"]
+drain_timeout: 5s
+`
+
+// pgbouncerConf is the PgBouncer configuration; %d are the PostgreSQL port,
+// the listen port and the pool size, %s the auth file and extra settings.
+const pgbouncerConf = `[databases]
+` + dbName + ` = host=127.0.0.1 port=%d dbname=` + dbName + ` user=` + dbUser + ` password=` + dbPassword + `
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+pool_mode = transaction
+default_pool_size = %d
+max_client_conn = 200
+auth_type = scram-sha-256
+auth_file = %s
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+%s`
+
+// pgbouncerBin is the Debian package's PgBouncer.
+const pgbouncerBin = "/usr/sbin/pgbouncer"
+
+// startTenantguard runs `tenantguard sidecar` in front of PostgreSQL on pgPort.
+func startTenantguard(ctx context.Context, bin string, pgPort int) (*service, error) {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, fmt.Errorf("tenantguard binary path: %w", err)
+	}
+	s, err := newService("tenantguard")
+	if err != nil {
+		return nil, err
+	}
+	admin, err := pgcluster.FreePort()
+	if err == nil {
+		s.port, err = pgcluster.FreePort()
+	}
+	if err != nil {
+		return nil, joinStop(s, err)
+	}
+	conf := filepath.Join(s.dir, "tenantguard.yaml")
+	text := fmt.Sprintf(tenantguardConf, s.port, admin, pgPort, poolSize)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return nil, joinStop(s, fmt.Errorf("tenantguard: write config: %w", err))
+	}
+	// Log warnings and errors only, as PgBouncer logs no connections below.
+	if err := s.start(ctx, nil, bin, "sidecar", "--config", conf, "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// pgbouncer is a running PgBouncer and what its version supports.
+type pgbouncer struct {
+	*service
+	version    string
+	preparedOK bool // max_prepared_statements exists (1.21+)
+}
+
+// startPgBouncer runs PgBouncer in front of PostgreSQL on pgPort. PgBouncer
+// refuses to run as root, so then it runs as the postgres user.
+func startPgBouncer(ctx context.Context, pgPort int) (*pgbouncer, error) {
+	version, major, minor, err := pgbouncerVersion()
+	if err != nil {
+		return nil, err
+	}
+	p := &pgbouncer{version: version, preparedOK: major > 1 || major == 1 && minor >= 21}
+	if p.service, err = newService("pgbouncer"); err != nil {
+		return nil, err
+	}
+	if p.port, err = pgcluster.FreePort(); err != nil {
+		return nil, joinStop(p.service, err)
+	}
+	cred, err := unprivileged()
+	if err != nil {
+		return nil, joinStop(p.service, err)
+	}
+	users := filepath.Join(p.dir, "users.txt")
+	conf := filepath.Join(p.dir, "pgbouncer.ini")
+	extra := ""
+	if p.preparedOK {
+		extra = "max_prepared_statements = 200\n"
+	}
+	files := map[string]string{
+		users: fmt.Sprintf("%q %q\n", tenantID, tenantPass),
+		conf:  fmt.Sprintf(pgbouncerConf, pgPort, p.port, poolSize, users, extra),
+	}
+	for path, text := range files {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			return nil, joinStop(p.service, fmt.Errorf("pgbouncer: write %s: %w", path, err))
+		}
+	}
+	if cred != nil {
+		for _, path := range []string{p.dir, users, conf} {
+			if err := os.Chown(path, int(cred.Uid), int(cred.Gid)); err != nil {
+				return nil, joinStop(p.service, fmt.Errorf("pgbouncer: chown %s: %w", path, err))
+			}
+		}
+	}
+	if err := p.start(ctx, cred, pgbouncerBin, conf); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// pgbouncerVersion runs `pgbouncer --version`.
+func pgbouncerVersion() (version string, major, minor int, err error) {
+	out, err := exec.Command(pgbouncerBin, "--version").Output()
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("%s --version (install the pgbouncer package): %w", pgbouncerBin, err)
+	}
+	m := regexp.MustCompile(`PgBouncer (\d+)\.(\d+)(\.\d+)?`).FindSubmatch(out)
+	if m == nil {
+		return "", 0, 0, fmt.Errorf("pgbouncer: cannot parse version from %q", out)
+	}
+	major, _ = strconv.Atoi(string(m[1]))
+	minor, _ = strconv.Atoi(string(m[2]))
+	return string(m[0][len("PgBouncer "):]), major, minor, nil
+}
+
+// unprivileged returns nil unless running as root, where it returns the
+// postgres user's credentials.
+func unprivileged() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("pgbouncer: running as root needs a postgres user to run as: %w", err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("pgbouncer: bad uid/gid %s/%s for postgres", u.Uid, u.Gid)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// joinStop stops a service that failed to start and adds any error from that.
+func joinStop(s *service, err error) error {
+	if stopErr := s.stop(); stopErr != nil {
+		return fmt.Errorf("%w (cleanup: %v)", err, stopErr)
+	}
+	return err
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+)
+
+// target is one place pgbench connects to.
+type target struct {
+	name           string
+	port           int
+	user, password string
+	svc            *service          // the proxy process; nil for direct PostgreSQL
+	skipModes      map[string]string // protocol mode → why this target cannot run it
+}
+
+// workload is one pgbench script.
+type workload struct {
+	name string
+	args []string
+}
+
+// workloads are pgbench's built-in select-only and TPC-B-like scripts.
+var workloads = []workload{
+	{name: "select-only", args: []string{"-S"}},
+	{name: "tpcb-like"},
+}
+
+// result is one target's runs for one workload and protocol mode.
+type result struct {
+	tps      []float64 // one per round
+	txns     int64     // transactions over all rounds
+	cpuTicks int64     // proxy CPU time over all rounds
+	skipped  string    // why the target was not run, if it was not
+}
+
+// row is one workload and mode, with a result per target (same order).
+type row struct {
+	workload, mode string
+	results        []*result
+}
+
+// runMatrix runs every workload × mode × round × target. Within a round the
+// targets run one after another, starting with a different one each round, so
+// slow drift (caches, table bloat, thermal) hits every target alike.
+func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error) {
+	var rows []row
+	for _, w := range workloads {
+		for _, mode := range o.modes {
+			r := row{workload: w.name, mode: mode}
+			for _, t := range targets {
+				r.results = append(r.results, &result{skipped: t.skipModes[mode]})
+			}
+			for round := range o.rounds {
+				for i := range targets {
+					k := (i + round) % len(targets)
+					t, res := targets[k], r.results[k]
+					if res.skipped != "" {
+						continue
+					}
+					if err := runOnce(ctx, o, t, w, mode, res); err != nil {
+						return nil, err
+					}
+					logf("%-11s %-8s round %d/%d %-11s %10.0f tps", w.name, mode, round+1, o.rounds, t.name, res.tps[len(res.tps)-1])
+				}
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows, nil
+}
+
+var (
+	tpsRe    = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+	failedRe = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
+	txnsRe   = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
+)
+
+// runOnce runs pgbench once against t and adds the outcome to res. Any
+// failed transaction or non-zero exit is an error.
+func runOnce(ctx context.Context, o options, t *target, w workload, mode string, res *result) error {
+	args := []string{"-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
+		"-T", strconv.Itoa(int(o.duration.Seconds())), "-M", mode}
+	args = append(args, w.args...)
+	args = append(args, "-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", t.user, dbName)
+	cmd := exec.CommandContext(ctx, "pgbench", args...)
+	cmd.Env = pgEnv(t.password)
+	var before int64
+	if t.svc != nil {
+		var err error
+		if before, err = t.svc.cpuTicks(); err != nil {
+			return err
+		}
+	}
+	out, runErr := cmd.CombinedOutput()
+	what := fmt.Sprintf("pgbench %s -M %s via %s", w.name, mode, t.name)
+	if t.svc != nil {
+		if err := t.svc.alive(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		after, err := t.svc.cpuTicks()
+		if err != nil {
+			return err
+		}
+		res.cpuTicks += after - before
+	}
+	if runErr != nil {
+		return fmt.Errorf("%s: %w\n%s%s", what, runErr, out, svcLog(t))
+	}
+	tps, err1 := match(tpsRe, out)
+	failed, err2 := match(failedRe, out)
+	txns, err3 := match(txnsRe, out)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return fmt.Errorf("%s: cannot parse output:\n%s", what, out)
+	}
+	if failed != 0 {
+		return fmt.Errorf("%s: %.0f failed transactions:\n%s%s", what, failed, out, svcLog(t))
+	}
+	res.tps = append(res.tps, tps)
+	res.txns += int64(txns)
+	return nil
+}
+
+// match returns the number in re's first group.
+func match(re *regexp.Regexp, out []byte) (float64, error) {
+	m := re.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no match for %s", re)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// svcLog is the tail of the proxy's log, or "" for direct PostgreSQL.
+func svcLog(t *target) string {
+	if t.svc == nil {
+		return ""
+	}
+	return t.svc.logTail()
+}
+
+// median of a non-empty slice.
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
