@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
 	wire "github.com/tenantguard/tenantguard/wire/pg"
@@ -32,6 +33,9 @@ type pool struct {
 	metrics *metrics
 	breaker *gobreaker.CircuitBreaker[*serverConn]
 
+	idleGauge   prometheus.Gauge
+	activeGauge prometheus.Gauge
+
 	mu       sync.Mutex
 	idle     []*serverConn
 	total    int
@@ -49,7 +53,10 @@ type poolGrant struct {
 type poolWaiter struct{ ch chan poolGrant }
 
 func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *metrics) *pool {
-	p := &pool{key: key, conf: conf, cfg: cfg, log: log.With("pool", key), metrics: m}
+	p := &pool{key: key, conf: conf, cfg: cfg, log: log.With("pool", key), metrics: m,
+		idleGauge:   m.serverConns.WithLabelValues(key, "idle"),
+		activeGauge: m.serverConns.WithLabelValues(key, "active"),
+	}
 	p.breaker = gobreaker.NewCircuitBreaker[*serverConn](gobreaker.Settings{
 		Name:    key,
 		Timeout: cfg.BreakerOpenTime,
@@ -86,8 +93,8 @@ func (p *pool) acquire(ctx context.Context) (*serverConn, error) {
 			continue
 		}
 		p.mu.Unlock()
-		p.metrics.serverConns.WithLabelValues(p.key, "idle").Dec()
-		p.metrics.serverConns.WithLabelValues(p.key, "active").Inc()
+		p.idleGauge.Dec()
+		p.activeGauge.Inc()
 		return sc, nil
 	}
 	if p.total < p.cfg.PoolSize {
@@ -130,7 +137,7 @@ func (p *pool) take(ctx context.Context, g poolGrant) (*serverConn, error) {
 	if g.sc == nil {
 		return nil, errPoolClosed
 	}
-	p.metrics.serverConns.WithLabelValues(p.key, "active").Inc()
+	p.activeGauge.Inc()
 	return g.sc, nil
 }
 
@@ -176,13 +183,13 @@ func (p *pool) dial(ctx context.Context) (*serverConn, error) {
 		defer p.readers.Done()
 		sc.readLoop()
 	}()
-	p.metrics.serverConns.WithLabelValues(p.key, "active").Inc()
+	p.activeGauge.Inc()
 	return sc, nil
 }
 
 // put returns a clean server connection: to the first waiter, else to the idle stack.
 func (p *pool) put(sc *serverConn) {
-	p.metrics.serverConns.WithLabelValues(p.key, "active").Dec()
+	p.activeGauge.Dec()
 	p.mu.Lock()
 	if p.closed {
 		p.total--
@@ -200,7 +207,7 @@ func (p *pool) put(sc *serverConn) {
 	sc.idleSince = time.Now()
 	p.idle = append(p.idle, sc)
 	p.mu.Unlock()
-	p.metrics.serverConns.WithLabelValues(p.key, "idle").Inc()
+	p.idleGauge.Inc()
 }
 
 // discard forgets a server connection that was closed or failed.
@@ -211,7 +218,7 @@ func (p *pool) discard(sc *serverConn, wasIdle bool) {
 			if x == sc {
 				p.idle = append(p.idle[:i], p.idle[i+1:]...)
 				p.mu.Unlock()
-				p.metrics.serverConns.WithLabelValues(p.key, "idle").Dec()
+				p.idleGauge.Dec()
 				p.slotFreed()
 				return
 			}
@@ -221,7 +228,7 @@ func (p *pool) discard(sc *serverConn, wasIdle bool) {
 		return
 	}
 	p.mu.Unlock()
-	p.metrics.serverConns.WithLabelValues(p.key, "active").Dec()
+	p.activeGauge.Dec()
 	p.slotFreed()
 }
 
@@ -275,7 +282,7 @@ func (p *pool) expire(now time.Time) {
 	p.idle = keep
 	p.mu.Unlock()
 	for _, sc := range drop {
-		p.metrics.serverConns.WithLabelValues(p.key, "idle").Dec()
+		p.idleGauge.Dec()
 		sc.close()
 	}
 }
@@ -294,7 +301,7 @@ func (p *pool) close() {
 		w.ch <- poolGrant{}
 	}
 	for _, sc := range idle {
-		p.metrics.serverConns.WithLabelValues(p.key, "idle").Dec()
+		p.idleGauge.Dec()
 		sc.close()
 	}
 }
