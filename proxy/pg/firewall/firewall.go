@@ -1,0 +1,157 @@
+// Package firewall classifies SQL text on the real PostgreSQL parser
+// (pg_query_go) and refuses what could cross tenants or escape the tenant
+// binding. It knows nothing of sockets or sessions: text in, Verdict out.
+//
+// Verdicts are cached by normalized text (constants replaced by $n), so the
+// rules below never depend on a constant's value: set_config is refused
+// whatever its arguments, EXPLAIN with an ANALYZE option whatever its value.
+package firewall
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/ristretto/v2"
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// Class is what a statement needs from the tenant's policy.
+type Class uint8
+
+// Statement classes; a statement may need several.
+const (
+	Read Class = 1 << iota
+	Write
+	DDL
+)
+
+func (c Class) String() string {
+	var parts []string
+	if c&Read != 0 {
+		parts = append(parts, "read")
+	}
+	if c&Write != 0 {
+		parts = append(parts, "write")
+	}
+	if c&DDL != 0 {
+		parts = append(parts, "ddl")
+	}
+	return strings.Join(parts, "+")
+}
+
+// Verdict is the classification of one query string (all its statements).
+type Verdict struct {
+	// Rule names the rule that refuses the query; "" means not refused.
+	Rule string
+	// Reason says, for a person, what was refused.
+	Reason string
+	// Class is what the statements need from the policy.
+	Class Class
+	// SessionState: the query leaves session-level state (a SET, LISTEN,
+	// advisory lock, cursor WITH HOLD, …) that must be reset before the
+	// connection serves anyone else.
+	SessionState bool
+	// SQLPrepare: a SQL-level PREPARE; HoldCursor: DECLARE … WITH HOLD.
+	// Both outlive the transaction, so transaction pooling refuses them.
+	SQLPrepare bool
+	HoldCursor bool
+	// SetsStatementTimeout: the query changes statement_timeout, which a
+	// per-tenant limit may forbid.
+	SetsStatementTimeout bool
+	// Syntax is set when the text does not parse; Reason holds the error.
+	Syntax bool
+}
+
+// Refused reports whether the verdict refuses the query.
+func (v *Verdict) Refused() bool { return v.Rule != "" }
+
+// Config names what the firewall protects.
+type Config struct {
+	// BindingSetting is the custom setting that carries the tenant binding,
+	// e.g. "tenantguard.binding".
+	BindingSetting string
+	// ProtectedSchema holds the binding function and key; tenants may call
+	// its current_tenant() and touch nothing else in it.
+	ProtectedSchema string
+	// CacheEntries bounds the verdict cache.
+	CacheEntries int64
+}
+
+// Firewall classifies queries and caches verdicts.
+type Firewall struct {
+	cfg   Config
+	cache *ristretto.Cache[string, *Verdict]
+}
+
+// New builds a Firewall.
+func New(cfg Config) (*Firewall, error) {
+	if cfg.CacheEntries <= 0 {
+		cfg.CacheEntries = 10000
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[string, *Verdict]{
+		NumCounters: cfg.CacheEntries * 10,
+		MaxCost:     cfg.CacheEntries,
+		BufferItems: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verdict cache: %w", err)
+	}
+	return &Firewall{cfg: cfg, cache: c}, nil
+}
+
+// Close releases the cache's goroutines.
+func (f *Firewall) Close() { f.cache.Close() }
+
+var invalidUTF8 = &Verdict{Rule: "encoding", Reason: "query text is not valid UTF-8"}
+
+// Check classifies query. The returned Verdict is shared: do not modify it.
+func (f *Firewall) Check(query string) *Verdict {
+	if v, ok := f.cache.Get(query); ok {
+		return v
+	}
+	// Invalid UTF-8 is refused before parsing: the multibyte-escape class of
+	// filter evasions relies on parser and server disagreeing about bytes.
+	if !utf8.ValidString(query) || strings.IndexByte(query, 0) >= 0 {
+		return invalidUTF8
+	}
+	key := query
+	if norm, err := pg_query.Normalize(query); err == nil {
+		key = "\x00" + norm
+		if v, ok := f.cache.Get(key); ok {
+			f.cache.Set(query, v, 1)
+			return v
+		}
+	}
+	v := f.classify(query)
+	f.cache.Set(key, v, 1)
+	if key != query {
+		f.cache.Set(query, v, 1)
+	}
+	return v
+}
+
+func (f *Firewall) classify(query string) *Verdict {
+	tree, err := pg_query.Parse(query)
+	if err != nil {
+		return &Verdict{Rule: "syntax", Reason: err.Error(), Syntax: true}
+	}
+	v := &Verdict{}
+	for _, raw := range tree.Stmts {
+		if raw.Stmt == nil {
+			continue
+		}
+		f.statement(v, raw.Stmt)
+		if v.Refused() {
+			return v
+		}
+	}
+	return v
+}
+
+func (v *Verdict) refuse(rule, format string, args ...any) {
+	if v.Rule == "" {
+		v.Rule = rule
+		v.Reason = fmt.Sprintf(format, args...)
+	}
+}
