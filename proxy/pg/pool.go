@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
@@ -147,7 +149,18 @@ func (p *pool) dial(ctx context.Context) (*serverConn, error) {
 	sc, err := p.breaker.Execute(func() (*serverConn, error) {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
-		pc, err := pgconn.ConnectConfig(dctx, p.conf)
+		// pgconn reads through a background reader that it starts when a
+		// write is slow, and stops only after its read in progress returns.
+		// Reading the hijacked socket directly would race that goroutine
+		// and lose whatever it reads, so keep reading through it: once
+		// stopped it hands over its results, then reads the socket.
+		conf := p.conf.Copy()
+		var reader io.Reader
+		conf.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+			reader = r
+			return pgproto3.NewFrontend(r, w)
+		}
+		pc, err := pgconn.ConnectConfig(dctx, conf)
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +169,11 @@ func (p *pool) dial(ctx context.Context) (*serverConn, error) {
 			pc.Close(context.Background())
 			return nil, err
 		}
-		return newServerConn(p, hj), nil
+		if hj.Frontend.ReadBufferLen() != 0 {
+			_ = hj.Conn.Close()
+			return nil, errors.New("upstream sent data after ReadyForQuery during startup")
+		}
+		return newServerConn(p, hj, reader), nil
 	})
 	if err != nil {
 		p.slotFreed()
@@ -190,6 +207,14 @@ func (p *pool) dial(ctx context.Context) (*serverConn, error) {
 // put returns a clean server connection: to the first waiter, else to the idle stack.
 func (p *pool) put(sc *serverConn) {
 	p.activeGauge.Dec()
+	sc.mu.Lock()
+	dead := sc.closed
+	sc.mu.Unlock()
+	if dead {
+		// Its read loop has already discarded it, or is about to.
+		p.slotFreed()
+		return
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.total--

@@ -71,11 +71,16 @@ type serverConn struct {
 	batchStart   time.Time
 }
 
-func newServerConn(p *pool, hj *pgconn.HijackedConn) *serverConn {
+// newServerConn wraps a hijacked connection; r is the reader pgconn read
+// it through (see pool.dial).
+func newServerConn(p *pool, hj *pgconn.HijackedConn, r io.Reader) *serverConn {
+	if r == nil {
+		r = hj.Conn
+	}
 	sc := &serverConn{
 		pool:     p,
 		conn:     hj.Conn,
-		rd:       wire.NewReader(bufio.NewReaderSize(hj.Conn, 32<<10), serverMaxMessage),
+		rd:       wire.NewReader(bufio.NewReaderSize(r, 32<<10), serverMaxMessage),
 		bw:       bufio.NewWriterSize(hj.Conn, 32<<10),
 		pid:      hj.PID,
 		secret:   hj.SecretKey,

@@ -169,6 +169,7 @@ func (s *session) acquire(ctx context.Context) (*serverConn, error) {
 	sc.mu.Lock()
 	sc.owner = s
 	sc.attachedAt = time.Now()
+	sc.batchStart = sc.attachedAt
 	s.mu.Lock()
 	s.sc = sc
 	s.mu.Unlock()
