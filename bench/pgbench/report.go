@@ -119,7 +119,8 @@ func (rep *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\n", rep.setup)
 	for _, t := range []table{rep.throughput, rep.resources} {
-		fmt.Fprintf(&b, "| %s |\n|%s\n", strings.Join(t.header, " | "), strings.Repeat(" ---: |", len(t.header)))
+		// Workload and mode left-aligned, numbers right-aligned.
+		fmt.Fprintf(&b, "| %s |\n| :--- | :--- |%s\n", strings.Join(t.header, " | "), strings.Repeat(" ---: |", len(t.header)-2))
 		for _, cells := range t.rows {
 			fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 		}

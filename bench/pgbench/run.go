@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // target is one place pgbench connects to.
@@ -17,6 +18,10 @@ type target struct {
 	svc            *service          // the proxy process; nil for direct PostgreSQL
 	skipModes      map[string]string // protocol mode → why this target cannot run it
 }
+
+// runGrace is how long pgbench may run past -T (connecting, finishing the
+// last transactions) before it counts as hung.
+const runGrace = 30 * time.Second
 
 // workload is one pgbench script.
 type workload struct {
@@ -87,7 +92,9 @@ func runOnce(ctx context.Context, o options, t *target, w workload, mode string,
 		"-T", strconv.Itoa(int(o.duration.Seconds())), "-M", mode}
 	args = append(args, w.args...)
 	args = append(args, "-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", t.user, dbName)
-	cmd := exec.CommandContext(ctx, "pgbench", args...)
+	runCtx, cancel := context.WithTimeout(ctx, o.duration+runGrace)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, "pgbench", args...)
 	cmd.Env = pgEnv(t.password)
 	var before int64
 	if t.svc != nil {
@@ -107,6 +114,13 @@ func runOnce(ctx context.Context, o options, t *target, w workload, mode string,
 			return err
 		}
 		res.cpuTicks += after - before
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
+	}
+	if runCtx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("%s: hung: pgbench still running %s after its -T ended, killed it\n%s%s",
+			what, runGrace, out, svcLog(t))
 	}
 	if runErr != nil {
 		return fmt.Errorf("%s: %w\n%s%s", what, runErr, out, svcLog(t))

@@ -17,7 +17,7 @@ import (
 
 const (
 	readyTimeout = 30 * time.Second // start-up until a query goes through
-	stopTimeout  = 15 * time.Second // SIGTERM until SIGKILL
+	stopTimeout  = 15 * time.Second // SIGINT until SIGKILL
 )
 
 // service is a proxy child process with its own temporary directory, which
@@ -107,8 +107,10 @@ func ping(ctx context.Context, url string) error {
 	return err
 }
 
-// stop sends SIGTERM, escalates to SIGKILL after stopTimeout and removes the
-// service's directory. It reports a non-zero exit. Safe to call twice.
+// stop sends SIGINT (a clean shutdown for both tenantguard and PgBouncer;
+// PgBouncer exits 1 on SIGTERM), escalates to SIGKILL after stopTimeout and
+// removes the service's directory. It reports a non-zero exit. Safe to call
+// twice.
 func (s *service) stop() error {
 	var err error
 	if s.cmd != nil && s.cmd.Process != nil {
@@ -116,14 +118,14 @@ func (s *service) stop() error {
 		case <-s.done:
 			err = s.exitErr("had already exited")
 		default:
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			_ = s.cmd.Process.Signal(syscall.SIGINT)
 			select {
 			case <-s.done:
-				err = s.exitErr("exited badly on SIGTERM")
+				err = s.exitErr("exited badly on SIGINT")
 			case <-time.After(stopTimeout):
 				_ = s.cmd.Process.Kill()
 				<-s.done
-				err = fmt.Errorf("%s: no exit %s after SIGTERM, killed\n%s", s.name, stopTimeout, s.logTail())
+				err = fmt.Errorf("%s: no exit %s after SIGINT, killed\n%s", s.name, stopTimeout, s.logTail())
 			}
 		}
 		s.cmd = nil
