@@ -5,6 +5,7 @@ package config
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 )
@@ -50,9 +52,30 @@ type File struct {
 		StartupTimeout  Duration `yaml:"startup_timeout"`
 		MaxMessageBytes int      `yaml:"max_message_bytes"`
 	} `yaml:"postgres"`
+	Isolation struct {
+		Enabled       *bool    `yaml:"enabled"`
+		BindingKey    string   `yaml:"binding_key"`
+		BindingMaxAge Duration `yaml:"binding_max_age"`
+		Tables        []struct {
+			Name         string `yaml:"name"`
+			TenantColumn string `yaml:"tenant_column"`
+			Shared       bool   `yaml:"shared"`
+		} `yaml:"tables"`
+	} `yaml:"isolation"`
 	Tenants []struct {
 		ID        string   `yaml:"id"`
 		Passwords []string `yaml:"passwords"`
+		Allow     *struct {
+			Read  bool `yaml:"read"`
+			Write bool `yaml:"write"`
+			DDL   bool `yaml:"ddl"`
+		} `yaml:"allow"`
+		Limits struct {
+			MaxConnections   int      `yaml:"max_connections"`
+			MaxTransactions  int      `yaml:"max_transactions"`
+			StatementTimeout Duration `yaml:"statement_timeout"`
+		} `yaml:"limits"`
+		ShowConstraintDetail bool `yaml:"show_constraint_detail"`
 	} `yaml:"tenants"`
 	DrainTimeout Duration `yaml:"drain_timeout"`
 }
@@ -203,7 +226,35 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 
 	spec := policy.Spec{Version: "file"}
 	for _, t := range f.Tenants {
-		spec.Tenants = append(spec.Tenants, policy.TenantSpec{ID: t.ID, Passwords: t.Passwords})
+		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail,
+			Limits: policy.Limits{
+				MaxConnections:   t.Limits.MaxConnections,
+				MaxTransactions:  t.Limits.MaxTransactions,
+				StatementTimeout: time.Duration(t.Limits.StatementTimeout),
+			}}
+		if t.Allow != nil {
+			ts.Allow = &policy.Permissions{Read: t.Allow.Read, Write: t.Allow.Write, DDL: t.Allow.DDL}
+		}
+		spec.Tenants = append(spec.Tenants, ts)
+	}
+	for _, t := range f.Isolation.Tables {
+		spec.Tables = append(spec.Tables, policy.TableSpec{Name: t.Name, TenantColumn: t.TenantColumn, Shared: t.Shared})
+	}
+	iso := f.Isolation
+	enabled := len(iso.Tables) > 0
+	if iso.Enabled != nil {
+		enabled = *iso.Enabled
+	}
+	if enabled {
+		key, err := decodeKey(iso.BindingKey)
+		if err != nil {
+			return fail("isolation.binding_key", "%v", err)
+		}
+		b, err := rls.NewBinder(key, time.Duration(iso.BindingMaxAge))
+		if err != nil {
+			return fail("isolation.binding_key", "%v", err)
+		}
+		pc.Binder = b
 	}
 	if len(spec.Tenants) == 0 {
 		return fail("tenants", "at least one tenant is required")
@@ -218,4 +269,16 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	}
 	out.Policy = snap
 	return out, nil
+}
+
+// decodeKey accepts the binding key as hex (32 to 128 digits) or as text of
+// 16 to 64 bytes.
+func decodeKey(s string) ([]byte, error) {
+	if s == "" {
+		return nil, errors.New("required when isolation is enabled (16 to 64 bytes, or hex)")
+	}
+	if b, err := hex.DecodeString(s); err == nil && len(b) >= 16 {
+		return b, nil
+	}
+	return []byte(s), nil
 }

@@ -3,6 +3,8 @@ package pg
 import (
 	"crypto/tls"
 	"time"
+
+	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
 
 // PoolMode says when a server connection returns to its pool.
@@ -45,6 +47,10 @@ type Config struct {
 	// Breaker settings for each upstream.
 	BreakerFailures uint32        // consecutive failures that open the breaker
 	BreakerOpenTime time.Duration // how long it stays open before a trial
+
+	// Binder, when set, turns isolation on: every upstream transaction runs
+	// with the client's tenant bound, and every statement passes the firewall.
+	Binder *rls.Binder
 
 	// Client limits.
 	MaxClientConns  int           // 0 = unlimited

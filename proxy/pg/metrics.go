@@ -15,6 +15,7 @@ type metrics struct {
 	errors       *prometheus.CounterVec
 	breakerState *prometheus.GaugeVec
 	authFailures *prometheus.CounterVec
+	refusals     *prometheus.CounterVec
 }
 
 const maxTenantLabels = 200
@@ -56,7 +57,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "tenantguard", Subsystem: "pg", Name: "auth_failures_total",
 			Help: "Failed client authentications, by reason.",
 		}, []string{"reason"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "refusals_total",
+			Help: "Statements refused by the firewall or the tenant's policy, by tenant and rule.",
+		}, []string{"tenant", "rule"}),
 	}
-	reg.MustRegister(m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
+	reg.MustRegister(m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
 	return m
 }

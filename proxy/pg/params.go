@@ -1,6 +1,9 @@
 package pg
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"time"
+)
 
 // paramSpec is a setting the proxy keeps per client and replays onto
 // whichever server connection serves it, as PgBouncer's track_extra_parameters.
@@ -30,12 +33,20 @@ func trackedParam(name string) *paramSpec {
 // setConfigSQL sets one setting, or resets it to the server default when $2 is NULL.
 const setConfigSQL = "SELECT pg_catalog.set_config($1, coalesce($2, (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = $1)), false)"
 
-// syncParams appends to s.out the statements that bring sc's settings to the
-// client's values. Called with sc.mu held.
-func (s *session) syncParams(sc *serverConn) {
+// settingPair is one setting to apply on a server connection; set=false
+// resets it to the server's default.
+type settingPair struct {
+	name, value string
+	set         bool
+}
+
+// syncSession appends to s.out the statements that bring sc to this
+// client: its tracked settings and, with isolation on, its tenant binding.
+// They run as one pipelined batch ahead of the client's first message, so
+// they cost no round trip. Called with sc.mu held.
+func (s *session) syncSession(sc *serverConn) {
+	var pairs []settingPair
 	s.pmu.Lock()
-	defer s.pmu.Unlock()
-	started := false
 	for _, p := range trackedParams {
 		want, set := s.params[p.name]
 		have, known := sc.params[p.name]
@@ -46,23 +57,30 @@ func (s *session) syncParams(sc *serverConn) {
 		} else if set == known && have == want {
 			continue
 		}
-		if !started {
-			s.out = appendParse(s.out, "", setConfigSQL)
-			started = true
-		}
-		if set {
-			s.out = appendBind2(s.out, p.name, &want)
+		pairs = append(pairs, settingPair{name: p.name, value: want, set: set || p.reported})
+		if set || p.reported {
 			sc.params[p.name] = want
 		} else {
-			s.out = appendBind2(s.out, p.name, nil)
 			delete(sc.params, p.name)
+		}
+	}
+	s.pmu.Unlock()
+	pairs = append(pairs, s.bindingPairs(sc, time.Now())...)
+	if len(pairs) == 0 {
+		return
+	}
+	s.out = appendParse(s.out, "", setConfigSQL)
+	for _, p := range pairs {
+		if p.set {
+			v := p.value
+			s.out = appendBind2(s.out, p.name, &v)
+		} else {
+			s.out = appendBind2(s.out, p.name, nil)
 		}
 		s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
 	}
-	if started {
-		s.out = append(s.out, 'S', 0, 0, 0, 4)
-		sc.unnamedOwner = nil
-	}
+	s.out = append(s.out, 'S', 0, 0, 0, 4)
+	sc.unnamedOwner = nil
 }
 
 func appendParse(dst []byte, name, query string) []byte {

@@ -41,7 +41,10 @@ type pool struct {
 	mu       sync.Mutex
 	idle     []*serverConn
 	total    int
-	waiters  []*poolWaiter
+	active   map[string]int           // connections held, by tenant
+	queues   map[string][]*poolWaiter // waiters, by tenant, first in first out
+	order    []string                 // tenants with waiters, served round robin
+	next     int                      // index in order of the next tenant to serve
 	closed   bool
 	defaults map[string]string // server's ParameterStatus values, learned on first connect
 	readers  sync.WaitGroup    // server connection read loops
@@ -52,12 +55,18 @@ type poolGrant struct {
 	dial bool // the waiter may dial a new connection; total already counts it
 }
 
-type poolWaiter struct{ ch chan poolGrant }
+type poolWaiter struct {
+	ch     chan poolGrant
+	tenant string
+	limit  int
+}
 
 func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *metrics) *pool {
 	p := &pool{key: key, conf: conf, cfg: cfg, log: log.With("pool", key), metrics: m,
 		idleGauge:   m.serverConns.WithLabelValues(key, "idle"),
 		activeGauge: m.serverConns.WithLabelValues(key, "active"),
+		active:      map[string]int{},
+		queues:      map[string][]*poolWaiter{},
 	}
 	p.breaker = gobreaker.NewCircuitBreaker[*serverConn](gobreaker.Settings{
 		Name:    key,
@@ -75,66 +84,134 @@ func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *
 	return p
 }
 
-// acquire returns a server connection for exclusive use, waiting up to the
-// configured time for one to free up.
-func (p *pool) acquire(ctx context.Context) (*serverConn, error) {
+// acquire returns a server connection for exclusive use by tenant, waiting
+// up to the configured time for one to free up. A tenant holds at most limit
+// connections at once (0 = the pool size); waiting tenants are served round
+// robin, so one tenant's flood cannot starve another.
+func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverConn, error) {
 	start := time.Now()
 	defer func() { p.metrics.poolWait.Observe(time.Since(start).Seconds()) }()
-	now := time.Now()
+	if limit <= 0 || limit > p.cfg.PoolSize {
+		limit = p.cfg.PoolSize
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, errPoolClosed
 	}
-	for len(p.idle) > 0 {
-		sc := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		if sc.expired(now) {
-			p.total--
-			go sc.close() // closes the socket; its read loop exits on its own
-			continue
+	if p.active[tenant] < limit && len(p.queues[tenant]) == 0 {
+		for len(p.idle) > 0 {
+			sc := p.idle[len(p.idle)-1]
+			p.idle = p.idle[:len(p.idle)-1]
+			if sc.expired(start) {
+				p.total--
+				go sc.close() // closes the socket; its read loop exits on its own
+				continue
+			}
+			p.active[tenant]++
+			sc.lease = tenant
+			p.mu.Unlock()
+			p.idleGauge.Dec()
+			p.activeGauge.Inc()
+			return sc, nil
 		}
-		p.mu.Unlock()
-		p.idleGauge.Dec()
-		p.activeGauge.Inc()
-		return sc, nil
+		if p.total < p.cfg.PoolSize {
+			p.total++
+			p.active[tenant]++
+			p.mu.Unlock()
+			return p.dial(ctx, tenant)
+		}
 	}
-	if p.total < p.cfg.PoolSize {
-		p.total++
-		p.mu.Unlock()
-		return p.dial(ctx)
+	w := &poolWaiter{ch: make(chan poolGrant, 1), tenant: tenant, limit: limit}
+	if len(p.queues[tenant]) == 0 {
+		p.order = append(p.order, tenant)
 	}
-	w := &poolWaiter{ch: make(chan poolGrant, 1)}
-	p.waiters = append(p.waiters, w)
+	p.queues[tenant] = append(p.queues[tenant], w)
 	p.mu.Unlock()
 
 	timer := time.NewTimer(p.cfg.PoolWaitTimeout)
 	defer timer.Stop()
 	select {
 	case g := <-w.ch:
-		return p.take(ctx, g)
+		return p.take(ctx, g, tenant)
 	case <-timer.C:
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	for i, x := range p.waiters {
-		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			p.mu.Unlock()
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, errPoolTimeout
+	if p.dequeue(w) {
+		p.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
+		return nil, errPoolTimeout
 	}
 	p.mu.Unlock()
 	// Granted while we gave up: use it rather than leak it.
-	return p.take(ctx, <-w.ch)
+	return p.take(ctx, <-w.ch, tenant)
 }
 
-func (p *pool) take(ctx context.Context, g poolGrant) (*serverConn, error) {
+// dequeue removes a waiter that gave up; false if it was already granted.
+// Called with p.mu held.
+func (p *pool) dequeue(w *poolWaiter) bool {
+	q := p.queues[w.tenant]
+	for i, x := range q {
+		if x == w {
+			q = append(q[:i], q[i+1:]...)
+			p.queues[w.tenant] = q
+			if len(q) == 0 {
+				p.dropTurn(w.tenant)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func (p *pool) dropTurn(tenant string) {
+	delete(p.queues, tenant)
+	for i, t := range p.order {
+		if t == tenant {
+			p.order = append(p.order[:i], p.order[i+1:]...)
+			if p.next > i {
+				p.next--
+			}
+			return
+		}
+	}
+}
+
+// nextWaiter picks, round robin over tenants, the first waiter whose
+// tenant is under its limit, and counts the connection against it.
+// Called with p.mu held.
+func (p *pool) nextWaiter() *poolWaiter {
+	for i := 0; i < len(p.order); i++ {
+		idx := (p.next + i) % len(p.order)
+		t := p.order[idx]
+		q := p.queues[t]
+		w := q[0]
+		if p.active[t] >= w.limit {
+			continue
+		}
+		p.active[t]++
+		if len(q) == 1 {
+			p.dropTurn(t)
+			if len(p.order) > 0 {
+				p.next = idx % len(p.order)
+			} else {
+				p.next = 0
+			}
+		} else {
+			p.queues[t] = q[1:]
+			p.next = (idx + 1) % len(p.order)
+		}
+		return w
+	}
+	return nil
+}
+
+func (p *pool) take(ctx context.Context, g poolGrant, tenant string) (*serverConn, error) {
 	if g.dial {
-		return p.dial(ctx)
+		return p.dial(ctx, tenant)
 	}
 	if g.sc == nil {
 		return nil, errPoolClosed
@@ -144,8 +221,9 @@ func (p *pool) take(ctx context.Context, g poolGrant) (*serverConn, error) {
 }
 
 // dial opens a new server connection through the breaker. The caller has
-// already counted it in p.total; on failure the slot is given back.
-func (p *pool) dial(ctx context.Context) (*serverConn, error) {
+// already counted it in p.total and the tenant's share; on failure both
+// are given back.
+func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 	sc, err := p.breaker.Execute(func() (*serverConn, error) {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
@@ -176,9 +254,11 @@ func (p *pool) dial(ctx context.Context) (*serverConn, error) {
 		return newServerConn(p, hj, reader), nil
 	})
 	if err != nil {
+		p.release(tenant)
 		p.slotFreed()
 		return nil, err
 	}
+	sc.lease = tenant
 	p.mu.Lock()
 	if p.defaults == nil {
 		p.defaults = make(map[string]string, len(sc.params))
@@ -193,6 +273,7 @@ func (p *pool) dial(ctx context.Context) (*serverConn, error) {
 	p.mu.Unlock()
 	if closed {
 		sc.close()
+		p.release(tenant)
 		p.slotFreed()
 		return nil, errPoolClosed
 	}
@@ -204,12 +285,22 @@ func (p *pool) dial(ctx context.Context) (*serverConn, error) {
 	return sc, nil
 }
 
-// put returns a clean server connection: to the first waiter, else to the idle stack.
+// release takes one connection off tenant's share.
+func (p *pool) release(tenant string) {
+	p.mu.Lock()
+	if p.active[tenant]--; p.active[tenant] <= 0 {
+		delete(p.active, tenant)
+	}
+	p.mu.Unlock()
+}
+
+// put returns a clean server connection: to the next waiter, else to the idle stack.
 func (p *pool) put(sc *serverConn) {
 	p.activeGauge.Dec()
 	sc.mu.Lock()
 	dead := sc.closed
 	sc.mu.Unlock()
+	p.release(sc.lease)
 	if dead {
 		// Its read loop has already discarded it, or is about to.
 		p.slotFreed()
@@ -222,14 +313,14 @@ func (p *pool) put(sc *serverConn) {
 		sc.close()
 		return
 	}
-	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if w := p.nextWaiter(); w != nil {
+		sc.lease = w.tenant
 		p.mu.Unlock()
 		w.ch <- poolGrant{sc: sc}
 		return
 	}
 	sc.idleSince = time.Now()
+	sc.lease = ""
 	p.idle = append(p.idle, sc)
 	p.mu.Unlock()
 	p.idleGauge.Inc()
@@ -254,18 +345,19 @@ func (p *pool) discard(sc *serverConn, wasIdle bool) {
 	}
 	p.mu.Unlock()
 	p.activeGauge.Dec()
+	p.release(sc.lease)
 	p.slotFreed()
 }
 
-// slotFreed gives a connection slot back, letting the first waiter dial.
+// slotFreed gives a connection slot back, letting the next waiter dial.
 func (p *pool) slotFreed() {
 	p.mu.Lock()
-	if len(p.waiters) > 0 && !p.closed {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		p.mu.Unlock()
-		w.ch <- poolGrant{dial: true}
-		return
+	if !p.closed {
+		if w := p.nextWaiter(); w != nil {
+			p.mu.Unlock()
+			w.ch <- poolGrant{dial: true}
+			return
+		}
 	}
 	p.total--
 	p.mu.Unlock()
@@ -280,7 +372,7 @@ func (p *pool) paramDefaults(ctx context.Context) (map[string]string, error) {
 	if d != nil {
 		return d, nil
 	}
-	sc, err := p.acquire(ctx)
+	sc, err := p.acquire(ctx, "", 0)
 	if err != nil {
 		return nil, err
 	}
@@ -319,8 +411,12 @@ func (p *pool) close() {
 	idle := p.idle
 	p.idle = nil
 	p.total -= len(idle)
-	waiters := p.waiters
-	p.waiters = nil
+	var waiters []*poolWaiter
+	for _, q := range p.queues {
+		waiters = append(waiters, q...)
+	}
+	clear(p.queues)
+	p.order = nil
 	p.mu.Unlock()
 	for _, w := range waiters {
 		w.ch <- poolGrant{}

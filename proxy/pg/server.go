@@ -20,7 +20,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
+	wire "github.com/tenantguard/tenantguard/wire/pg"
+
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
+	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
 
 // Server is the Postgres listener. Create it with New, run Serve, stop it
@@ -32,6 +36,7 @@ type Server struct {
 	metrics *metrics
 	pools   map[string]*pool // by client-visible database name
 	uniq    []*pool
+	fw      *firewall.Firewall // nil when isolation is off
 
 	mockSecret [32]byte
 	clients    atomic.Int64
@@ -39,6 +44,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[uint32]*session // by cancel pid
+	perTenant map[string]int      // client connections by tenant
 	labels    map[string]struct{}
 	draining  bool
 	conns     sync.WaitGroup // connection goroutines
@@ -62,6 +68,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		pools:     map[string]*pool{},
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[uint32]*session{},
+		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
 		janitor:   make(chan struct{}),
 	}
@@ -92,6 +99,13 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	}
 	if len(srv.pools) == 0 {
 		return nil, errors.New("no databases configured")
+	}
+	if cfg.Binder != nil {
+		fw, err := firewall.New(firewall.Config{BindingSetting: rls.Setting, ProtectedSchema: rls.Schema})
+		if err != nil {
+			return nil, err
+		}
+		srv.fw = fw
 	}
 	srv.bg.Add(1)
 	go srv.expireLoop()
@@ -165,11 +179,16 @@ func (srv *Server) serveConn(conn net.Conn) {
 	srv.log.Debug("client session ended", "tenant", s.tenant, "pid", s.key.pid, "error", err)
 }
 
-// register gives s a unique cancel key and makes it findable for cancels and drain.
-func (srv *Server) register(s *session) {
-	srv.clients.Add(1)
+// register gives s a unique cancel key and makes it findable for cancels
+// and drain. It refuses a tenant over its connection cap.
+func (srv *Server) register(s *session) error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	if limit := s.t.Limits.MaxConnections; limit > 0 && srv.perTenant[s.tenant] >= limit {
+		return wire.Fatalf(wire.CodeTooManyConnections, fmt.Sprintf("too many connections for tenant %q (limit %d)", s.tenant, limit))
+	}
+	srv.perTenant[s.tenant]++
+	srv.clients.Add(1)
 	for {
 		s.key = newCancelKey()
 		if _, taken := srv.sessions[s.key.pid]; !taken && s.key.pid != 0 {
@@ -180,6 +199,7 @@ func (srv *Server) register(s *session) {
 	if srv.draining {
 		s.closing = true
 	}
+	return nil
 }
 
 func (srv *Server) unregister(s *session) {
@@ -187,6 +207,9 @@ func (srv *Server) unregister(s *session) {
 	if srv.sessions[s.key.pid] == s {
 		delete(srv.sessions, s.key.pid)
 		srv.clients.Add(-1)
+		if srv.perTenant[s.tenant]--; srv.perTenant[s.tenant] <= 0 {
+			delete(srv.perTenant, s.tenant)
+		}
 	}
 	srv.mu.Unlock()
 }
@@ -308,6 +331,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		p.wait()
 	}
 	srv.bg.Wait()
+	if srv.fw != nil {
+		srv.fw.Close()
+	}
 	return err
 }
 

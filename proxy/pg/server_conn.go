@@ -49,6 +49,7 @@ type serverConn struct {
 	created time.Time
 
 	idleSince time.Time // guarded by pool.mu
+	lease     string    // tenant holding it, for the pool's per-tenant count; guarded by pool.mu
 
 	mu           sync.Mutex
 	owner        *session // nil while idle or being reset
@@ -69,6 +70,10 @@ type serverConn struct {
 	unnamedGen   uint64
 	attachedAt   time.Time
 	batchStart   time.Time
+	boundTenant  string // tenant whose binding the connection carries
+	boundAt      time.Time
+	stmtTimeout  string // statement_timeout the proxy set, in ms; "" = server default
+	scratch      []byte
 }
 
 // newServerConn wraps a hijacked connection; r is the reader pgconn read
@@ -119,8 +124,13 @@ func (sc *serverConn) readLoop() {
 		prefix, forward, fatal := sc.account(typ, raw)
 		owner := sc.owner
 		sc.mu.Unlock()
-		if owner != nil && forward {
-			owner.writeFromServer(prefix, raw, typ == 'Z' || sc.rd.Buffered() == 0)
+		if owner != nil {
+			flush := typ == 'Z' || sc.rd.Buffered() == 0
+			if forward {
+				owner.writeFromServer(prefix, raw, flush)
+			} else if prefix != nil {
+				owner.writeFromServer(nil, prefix, flush) // a replacement for raw
+			}
 		}
 		if typ == 'Z' {
 			sc.afterReady()
@@ -133,6 +143,9 @@ func (sc *serverConn) readLoop() {
 
 // account updates the connection's state for one server message and says
 // whether the owner should see it. Called with mu held.
+//
+// It returns what to write: raw (forward) preceded by prefix, or, when
+// forward is false and prefix is not nil, prefix in place of raw.
 func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fatal bool) {
 	body := raw[5:]
 	if typ == 'S' {
@@ -177,6 +190,12 @@ func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fat
 		}
 		return nil, !e.swallow, fatal
 	case 'E':
+		var replaced []byte
+		if len(sc.expect) > 0 && sc.expect[0].kind == 'E' {
+			// The failure we provoked for a refused statement: our error instead.
+			replaced = sc.expect[0].prefix
+			sc.expect = sc.expect[1:]
+		}
 		// The server skips to the next Sync: replies queued before it will not come.
 		for len(sc.expect) > 0 && sc.expect[0].kind != 'Z' {
 			if e := sc.expect[0]; e.kind == '1' && e.name != "" {
@@ -186,8 +205,15 @@ func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fat
 			}
 			sc.expect = sc.expect[1:]
 		}
+		if replaced != nil {
+			return replaced, false, fatal
+		}
 		if sc.owner != nil {
 			sc.owner.noteError(body)
+			if !sc.owner.t.ShowConstraintDetail && hidesDetail(body) {
+				sc.scratch = stripDetail(sc.scratch[:0], raw)
+				return sc.scratch, false, fatal
+			}
 		}
 		return nil, true, fatal
 	case 'Z':
@@ -236,7 +262,13 @@ func (sc *serverConn) noteCommand(body []byte) {
 func (sc *serverConn) forgetStatements() {
 	clear(sc.prepared)
 	sc.unnamedOwner = nil
-	// Non-reported settings went back to their defaults too.
+	sc.forgetSession()
+}
+
+// forgetSession notes that the connection's settings went back to the
+// server defaults (RESET ALL, DISCARD ALL): the binding is gone.
+func (sc *serverConn) forgetSession() {
+	sc.boundTenant, sc.stmtTimeout = "", ""
 	for _, k := range trackedParams {
 		if !k.reported {
 			delete(sc.params, k.name)
@@ -292,6 +324,10 @@ func (sc *serverConn) detach(resetQuery string) {
 		return
 	}
 	sc.dirty = false
+	sc.forgetSession()
+	if resetQuery == sessionResetQuery {
+		sc.forgetStatements()
+	}
 	sc.resetting = true
 	sc.resetFailed = false
 	sc.expect = append(sc.expect, expectation{kind: 'Z', swallow: true})
@@ -379,4 +415,30 @@ func appendQuery(dst []byte, q string) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(q)+1))
 	dst = append(dst, q...)
 	return append(dst, 0)
+}
+
+// hidesDetail reports whether an error's DETAIL can carry other tenants'
+// values: unique and foreign-key violations quote the conflicting key.
+func hidesDetail(body []byte) bool {
+	c := errorField(body, 'C')
+	return bytes.Equal(c, []byte("23505")) || bytes.Equal(c, []byte("23503"))
+}
+
+// stripDetail re-encodes an ErrorResponse without its DETAIL field.
+func stripDetail(dst, raw []byte) []byte {
+	dst = append(dst, raw[0], 0, 0, 0, 0)
+	body := raw[5:]
+	for len(body) > 0 && body[0] != 0 {
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			break
+		}
+		if body[0] != 'D' {
+			dst = append(dst, body[:2+end]...)
+		}
+		body = body[2+end:]
+	}
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[1:5], uint32(len(dst)-1))
+	return dst
 }

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 	"github.com/sony/gobreaker/v2"
 
 	wire "github.com/tenantguard/tenantguard/wire/pg"
@@ -40,12 +43,16 @@ type session struct {
 	sc      *serverConn
 	closing bool // draining: end the session at the next transaction boundary
 
+	t     *policy.Tenant // the tenant's policy, as of login
+	label string         // the tenant's metrics label
+
 	stmts         map[string]*clientStmt
 	unnamedParse  []byte // copy of the client's last unnamed Parse
 	unnamedGen    uint64
 	skipUntilSync bool
 	out           []byte // injected messages staged while holding sc.mu
 	msg           []byte // scratch for a rewritten client message
+	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
 
 	queryDur prometheus.Observer
 	txDur    prometheus.Observer
@@ -92,6 +99,14 @@ func (s *session) run(ctx context.Context) error {
 
 // handle forwards one client message, attaching a server connection first if needed.
 func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
+	s.verdict = nil
+	if s.srv.fw != nil && (typ == 'Q' || typ == 'P') {
+		v, refused := s.screen(typ, raw)
+		if refused != nil {
+			return s.refuseStatement(typ, refused)
+		}
+		s.verdict = v
+	}
 	sc := s.attached()
 	if sc == nil {
 		if typ == 'S' || typ == 'H' {
@@ -162,7 +177,7 @@ func (s *session) acquire(ctx context.Context) (*serverConn, error) {
 	if closing {
 		return nil, errDraining
 	}
-	sc, err := s.pool.acquire(ctx)
+	sc, err := s.pool.acquire(ctx, s.tenant, s.t.Limits.MaxTransactions)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +189,7 @@ func (s *session) acquire(ctx context.Context) (*serverConn, error) {
 	s.sc = sc
 	s.mu.Unlock()
 	s.out = s.out[:0]
-	s.syncParams(sc)
+	s.syncSession(sc)
 	if len(s.out) > 0 {
 		// Pipelined ahead of the client's first message: no extra round trip.
 		sc.expect = append(sc.expect, expectation{kind: 'Z', swallow: true})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tenantguard/tenantguard/policy"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
@@ -133,7 +134,7 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 	}
 
 	br2 := wire.NewReader(br, preAuthMaxBody)
-	tenant, err := srv.authenticate(br2, bw, user)
+	t, err := srv.authenticate(br2, bw, user)
 	if err != nil {
 		var pe *wire.Error
 		if errors.As(err, &pe) {
@@ -164,7 +165,8 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 		br:     br,
 		rd:     wire.NewReader(br, srv.cfg.MaxMessageBytes),
 		bw:     bw,
-		tenant: tenant,
+		tenant: t.ID,
+		t:      t,
 		pool:   p,
 		mode:   srv.cfg.PoolMode,
 		params: map[string]string{},
@@ -177,11 +179,15 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 			s.params[tp.name] = defaults[tp.name]
 		}
 	}
+	tenant := t.ID
 	label := srv.tenantLabel(tenant)
+	s.label = label
 	s.queryDur = srv.metrics.queryDur.WithLabelValues(label)
 	s.txDur = srv.metrics.txDuration.WithLabelValues(label)
 	s.errs = srv.metrics.errors.MustCurryWith(map[string]string{"tenant": label})
-	srv.register(s)
+	if err := srv.register(s); err != nil {
+		return refuse(err.(*wire.Error))
+	}
 
 	// What a client sees after authentication, as PostgreSQL sends it.
 	out := (&pgproto3.AuthenticationOk{}).Encode
@@ -228,7 +234,7 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 // authenticate runs SCRAM-SHA-256 for user and returns the tenant id.
 // An unknown user goes through the same exchange against a mock verifier,
 // so a client cannot tell unknown users from wrong passwords.
-func (srv *Server) authenticate(rd *wire.Reader, bw *bufio.Writer, user string) (string, error) {
+func (srv *Server) authenticate(rd *wire.Reader, bw *bufio.Writer, user string) (*policy.Tenant, error) {
 	snap := srv.policy.Load()
 	t, known := snap.Tenant(user)
 	v := wire.MockVerifier(user, srv.mockSecret[:])
@@ -238,58 +244,58 @@ func (srv *Server) authenticate(rd *wire.Reader, bw *bufio.Writer, user string) 
 	authFailed := wire.Fatalf(wire.CodeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user))
 	conv, err := wire.NewSCRAMServer(v)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	b, _ := (&pgproto3.AuthenticationSASL{AuthMechanisms: []string{wire.SCRAMMechanism}}).Encode(nil)
 	if _, err := bw.Write(b); err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := bw.Flush(); err != nil {
-		return "", err
+		return nil, err
 	}
 	typ, raw, err := rd.Next()
 	if err != nil {
-		return "", fmt.Errorf("read SASLInitialResponse: %w", err)
+		return nil, fmt.Errorf("read SASLInitialResponse: %w", err)
 	}
 	if typ != 'p' {
-		return "", wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
 	}
 	var init pgproto3.SASLInitialResponse
 	if err := init.Decode(raw[5:]); err != nil {
-		return "", wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: "+err.Error())
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: "+err.Error())
 	}
 	if init.AuthMechanism != wire.SCRAMMechanism {
-		return "", wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("client selected an invalid SASL authentication mechanism %q", init.AuthMechanism))
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("client selected an invalid SASL authentication mechanism %q", init.AuthMechanism))
 	}
 	first, err := conv.Step(init.Data)
 	if err != nil {
-		return "", wire.Fatalf(wire.CodeProtocolViolation, "malformed SCRAM message: "+err.Error())
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SCRAM message: "+err.Error())
 	}
 	b, _ = (&pgproto3.AuthenticationSASLContinue{Data: first}).Encode(nil)
 	if _, err := bw.Write(b); err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := bw.Flush(); err != nil {
-		return "", err
+		return nil, err
 	}
 	typ, raw, err = rd.Next()
 	if err != nil {
-		return "", fmt.Errorf("read SASLResponse: %w", err)
+		return nil, fmt.Errorf("read SASLResponse: %w", err)
 	}
 	if typ != 'p' {
-		return "", wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
 	}
 	var resp pgproto3.SASLResponse
 	if err := resp.Decode(raw[5:]); err != nil {
-		return "", wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLResponse: "+err.Error())
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLResponse: "+err.Error())
 	}
 	final, err := conv.Step(resp.Data)
 	if err != nil || !conv.Valid() || !known {
-		return "", authFailed
+		return nil, authFailed
 	}
 	b, _ = (&pgproto3.AuthenticationSASLFinal{Data: final}).Encode(nil)
 	_, _ = bw.Write(b)
-	return t.ID, nil
+	return t, nil
 }
 
 // checkParamValue validates startup parameter values before anything is

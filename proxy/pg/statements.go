@@ -40,7 +40,7 @@ func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 	}
 	switch typ {
 	case 'Q':
-		if leavesSessionState(body) {
+		if s.leavesState(body) {
 			sc.dirty = true
 		}
 		sc.expect = append(sc.expect, expectation{kind: 'Z'})
@@ -93,7 +93,8 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 		sc.expect = append(sc.expect, expectation{kind: '1'})
 		return raw // malformed: let the server say so
 	}
-	if leavesSessionState(rest) {
+	dirties := s.leavesState(rest)
+	if dirties {
 		// Marked now: it may run in this very batch.
 		sc.dirty = true
 	}
@@ -111,7 +112,7 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 		return st.parse
 	}
 	sum := sha256.Sum256(rest)
-	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: leavesSessionState(rest)}
+	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: dirties}
 	st.parse = s.rebuildNew('P', nil, st.serverName, rest)
 	s.stmts[string(name)] = st
 	if ps := sc.prepared[st.serverName]; ps != nil {
@@ -218,6 +219,16 @@ func cstring(b []byte) (s, rest []byte, ok bool) {
 		return nil, nil, false
 	}
 	return b[:i], b[i+1:], true
+}
+
+// leavesState reports whether the message being handled leaves session
+// state behind: the firewall's verdict when isolation is on, else a scan of
+// the query text.
+func (s *session) leavesState(q []byte) bool {
+	if s.verdict != nil {
+		return s.verdict.SessionState
+	}
+	return leavesSessionState(q)
 }
 
 // leavesSessionState reports whether query text calls functions that leave

@@ -1,0 +1,155 @@
+package pg
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
+	"github.com/tenantguard/tenantguard/proxy/pg/rls"
+	wire "github.com/tenantguard/tenantguard/wire/pg"
+)
+
+// refusedSQL fails at parse analysis with no side effect. The proxy sends it
+// in place of a refused statement while a server connection is attached, so
+// the server aborts the transaction and skips to the next Sync exactly as it
+// would for a real error; the error it returns is replaced by the proxy's.
+const refusedSQL = "SELECT tenantguard_statement_refused"
+
+// screen runs a Query's or Parse's text through the firewall and the
+// tenant's permissions. It returns the verdict, or the error to send.
+func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, *wire.Error) {
+	body := raw[5:]
+	if typ == 'P' {
+		_, rest, ok := cstring(body)
+		if !ok {
+			return nil, wire.Errorf(wire.CodeProtocolViolation, "malformed Parse message")
+		}
+		body = rest
+	}
+	text, _, ok := cstring(body)
+	if !ok {
+		return nil, wire.Errorf(wire.CodeProtocolViolation, "malformed query message")
+	}
+	v := s.srv.fw.Check(string(text))
+	if v.Syntax {
+		return nil, wire.Errorf("42601", v.Reason)
+	}
+	if v.Refused() {
+		s.srv.metrics.refusals.WithLabelValues(s.label, v.Rule).Inc()
+		return nil, refusal(v.Rule, v.Reason)
+	}
+	a := s.t.Allow
+	switch {
+	case v.Class&firewall.Read != 0 && !a.Read,
+		v.Class&firewall.Write != 0 && !a.Write,
+		v.Class&firewall.DDL != 0 && !a.DDL:
+		s.srv.metrics.refusals.WithLabelValues(s.label, "permissions").Inc()
+		return nil, refusal("permissions", fmt.Sprintf("tenant %q may not run %s statements", s.tenant, v.Class))
+	case s.mode == PoolTransaction && v.SQLPrepare:
+		s.srv.metrics.refusals.WithLabelValues(s.label, "transaction-pooling").Inc()
+		return nil, refusal("transaction-pooling", "SQL PREPARE is not supported in transaction pooling: its statement would outlive the transaction; use protocol-level prepared statements (your driver's Prepare)")
+	case s.mode == PoolTransaction && v.HoldCursor:
+		s.srv.metrics.refusals.WithLabelValues(s.label, "transaction-pooling").Inc()
+		return nil, refusal("transaction-pooling", "DECLARE … WITH HOLD is not supported in transaction pooling: the cursor would outlive the transaction")
+	case v.SetsStatementTimeout && s.t.Limits.StatementTimeout > 0:
+		s.srv.metrics.refusals.WithLabelValues(s.label, "statement-timeout").Inc()
+		return nil, refusal("statement-timeout", fmt.Sprintf("statement_timeout is fixed at %s for tenant %q", s.t.Limits.StatementTimeout, s.tenant))
+	}
+	return v, nil
+}
+
+func refusal(rule, reason string) *wire.Error {
+	return &wire.Error{Severity: "ERROR", Code: wire.CodeInsufficientPrivilege,
+		Message: "tenantguard refused the statement (rule " + rule + "): " + reason}
+}
+
+// refuseStatement answers a refused Query or Parse. Without a server
+// connection the reply is immediate; with one, replies may be owed, so a
+// statement that fails is sent in its place and its error replaced by ours,
+// keeping order and the transaction's state exactly as PostgreSQL would.
+func (s *session) refuseStatement(typ byte, e *wire.Error) error {
+	s.noteProxyError(e.Code)
+	sc := s.attached()
+	if sc == nil {
+		s.writeError(e)
+		if typ == 'Q' {
+			s.writeReady('I')
+		} else {
+			s.skipUntilSync = true
+		}
+		return nil
+	}
+	var msg []byte
+	sc.expect = append(sc.expect, expectation{kind: 'E', prefix: e.AppendTo(nil)})
+	if typ == 'Q' {
+		msg = appendQuery(s.msg[:0], refusedSQL)
+		sc.expect = append(sc.expect, expectation{kind: 'Z'})
+	} else {
+		msg = appendParse(s.msg[:0], "", refusedSQL)
+		sc.unnamedOwner = nil
+		sc.unsynced = true
+	}
+	s.msg = msg
+	sc.writing = true
+	sc.mu.Unlock()
+	if _, err := sc.bw.Write(msg); err != nil {
+		return s.serverWriteFailed(sc, err)
+	}
+	if s.rd.Buffered() == 0 {
+		return s.flushServer(sc)
+	}
+	return nil
+}
+
+// bindingPairs appends the settings that bind sc to the session's tenant,
+// when sc is not already bound to it. Called with sc.mu held.
+func (s *session) bindingPairs(sc *serverConn, now time.Time) []settingPair {
+	b := s.srv.cfg.Binder
+	if b == nil {
+		return nil
+	}
+	if sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
+		return nil
+	}
+	pairs := []settingPair{{name: rls.Setting, value: b.Sign(s.tenant, now), set: true}}
+	timeout := ""
+	if d := s.t.Limits.StatementTimeout; d > 0 {
+		timeout = strconv.FormatInt(d.Milliseconds(), 10)
+	}
+	if timeout != sc.stmtTimeout {
+		pairs = append(pairs, settingPair{name: "statement_timeout", value: timeout, set: timeout != ""})
+	}
+	sc.boundTenant, sc.boundAt, sc.stmtTimeout = s.tenant, now, timeout
+	return pairs
+}
+
+// CheckIsolation audits every upstream as its pool's role sees it. The
+// sidecar refuses to serve when it reports problems.
+func (srv *Server) CheckIsolation(ctx context.Context) ([]string, error) {
+	if srv.cfg.Binder == nil {
+		return nil, nil
+	}
+	var warnings []string
+	for _, p := range srv.uniq {
+		c, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *p.conf.Copy()})
+		if err != nil {
+			return nil, fmt.Errorf("isolation check: connect %s: %w", p.key, err)
+		}
+		rep, err := rls.Check(ctx, c, srv.policy.Load(), srv.cfg.Binder)
+		c.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("isolation check on %s: %w", p.key, err)
+		}
+		for _, w := range rep.Warnings {
+			warnings = append(warnings, p.key+": "+w)
+		}
+		if !rep.OK() {
+			return warnings, fmt.Errorf("%s: %w", p.key, rep)
+		}
+	}
+	return warnings, nil
+}

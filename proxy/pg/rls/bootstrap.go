@@ -1,0 +1,180 @@
+package rls
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantguard/tenantguard/policy"
+)
+
+// PolicyName names the isolation policy bootstrap installs on every table.
+const PolicyName = "tenantguard_isolation"
+
+// currentTenantSQL defines tenantguard.current_tenant(): the tenant of a
+// binding whose HMAC verifies and which is not too old, else NULL.
+const currentTenantSQL = `CREATE OR REPLACE FUNCTION tenantguard.current_tenant() RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  b text := current_setting('tenantguard.binding', true);
+  parts text[];
+  k record;
+BEGIN
+  IF b IS NULL OR b = '' THEN
+    RETURN NULL;
+  END IF;
+  parts := string_to_array(b, '.');
+  IF array_length(parts, 1) <> 3 OR parts[1] !~ '^[a-z0-9][a-z0-9_-]{0,62}$' OR parts[2] !~ '^[0-9]{1,12}$' THEN
+    RETURN NULL;
+  END IF;
+  SELECT ipad, opad, max_age INTO k FROM tenantguard.binding_key WHERE id = 1;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  IF encode(sha256(k.opad || sha256(k.ipad || convert_to(parts[1] || '.' || parts[2], 'UTF8'))), 'hex') <> parts[3] THEN
+    RETURN NULL;
+  END IF;
+  IF to_timestamp(parts[2]::bigint) < now() - k.max_age OR to_timestamp(parts[2]::bigint) > now() + interval '5 minutes' THEN
+    RETURN NULL;
+  END IF;
+  RETURN parts[1];
+END
+$fn$`
+
+// Bootstrap installs isolation for every table of snap, as the table owner
+// (an administrator), for the upstream role. It runs in one transaction
+// and is idempotent.
+func Bootstrap(ctx context.Context, admin *pgx.Conn, role string, snap *policy.Snapshot, b *Binder) error {
+	tx, err := admin.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	r := pgx.Identifier{role}.Sanitize()
+	ipad, opad := b.pads()
+	steps := []struct {
+		sql  string
+		args []any
+	}{
+		{"CREATE SCHEMA IF NOT EXISTS tenantguard", nil},
+		{"REVOKE ALL ON SCHEMA tenantguard FROM PUBLIC", nil},
+		{"GRANT USAGE ON SCHEMA tenantguard TO " + r, nil},
+		{`CREATE TABLE IF NOT EXISTS tenantguard.binding_key (
+			id int PRIMARY KEY CHECK (id = 1),
+			ipad bytea NOT NULL,
+			opad bytea NOT NULL,
+			max_age interval NOT NULL)`, nil},
+		{"REVOKE ALL ON tenantguard.binding_key FROM PUBLIC", nil},
+		{`INSERT INTO tenantguard.binding_key (id, ipad, opad, max_age) VALUES (1, $1, $2, make_interval(secs => $3))
+		  ON CONFLICT (id) DO UPDATE SET ipad = EXCLUDED.ipad, opad = EXCLUDED.opad, max_age = EXCLUDED.max_age`,
+			[]any{ipad, opad, b.maxAge.Seconds()}},
+		{currentTenantSQL, nil},
+		{"REVOKE ALL ON FUNCTION tenantguard.current_tenant() FROM PUBLIC", nil},
+		{"GRANT EXECUTE ON FUNCTION tenantguard.current_tenant() TO " + r, nil},
+	}
+	for _, st := range steps {
+		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
+			return fmt.Errorf("bootstrap %q: %w", firstLine(st.sql), err)
+		}
+	}
+	for _, t := range snap.Tables() {
+		rels, err := tableAndPartitions(ctx, tx, t.Name)
+		if err != nil {
+			return err
+		}
+		for _, rel := range rels {
+			if err := protect(ctx, tx, rel, t, r); err != nil {
+				return fmt.Errorf("bootstrap %s: %w", rel, err)
+			}
+		}
+	}
+	var db string
+	if err := tx.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+		return err
+	}
+	d := pgx.Identifier{db}.Sanitize()
+	for _, q := range []string{
+		"REVOKE TEMPORARY, CREATE ON DATABASE " + d + " FROM PUBLIC, " + r,
+		"REVOKE CREATE ON SCHEMA public FROM PUBLIC, " + r,
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("bootstrap %q: %w", q, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// protect installs RLS and grants on one relation.
+func protect(ctx context.Context, tx pgx.Tx, rel string, t policy.TableSpec, role string) error {
+	var stmts []string
+	if t.Shared {
+		stmts = []string{
+			"REVOKE ALL ON " + rel + " FROM " + role,
+			"GRANT SELECT ON " + rel + " TO " + role,
+		}
+	} else {
+		col := pgx.Identifier{t.TenantColumn}.Sanitize()
+		cond := col + " = (SELECT tenantguard.current_tenant())"
+		stmts = []string{
+			"ALTER TABLE " + rel + " ENABLE ROW LEVEL SECURITY",
+			"ALTER TABLE " + rel + " FORCE ROW LEVEL SECURITY",
+			"DROP POLICY IF EXISTS " + PolicyName + " ON " + rel,
+			"CREATE POLICY " + PolicyName + " ON " + rel + " AS PERMISSIVE FOR ALL TO PUBLIC USING (" + cond + ") WITH CHECK (" + cond + ")",
+			"REVOKE ALL ON " + rel + " FROM " + role,
+			"GRANT SELECT, INSERT, UPDATE, DELETE ON " + rel + " TO " + role,
+		}
+		rows, err := tx.Query(ctx, `SELECT DISTINCT s.oid::regclass::text FROM pg_depend d
+			JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+			WHERE d.refobjid = $1::regclass AND d.deptype IN ('a', 'i')`, rel)
+		if err != nil {
+			return err
+		}
+		seqs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, s := range seqs {
+			stmts = append(stmts, "GRANT USAGE ON SEQUENCE "+s+" TO "+role)
+		}
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("%q: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// tableAndPartitions returns the table and, recursively, its partitions and
+// inheritance children, as quoted regclass text.
+func tableAndPartitions(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, name string) ([]string, error) {
+	rows, err := q.Query(ctx, `WITH RECURSIVE tree(oid) AS (
+			SELECT to_regclass($1)::oid
+			UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+		SELECT oid::regclass::text FROM tree WHERE oid IS NOT NULL`, name)
+	if err != nil {
+		return nil, err
+	}
+	rels, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list %s and its partitions: %w", name, err)
+	}
+	if len(rels) == 0 {
+		return nil, fmt.Errorf("table %s does not exist", name)
+	}
+	return rels, nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
