@@ -26,6 +26,9 @@ const usage = `usage: tenantguard <command> [flags]
 commands:
   sidecar --config FILE   run the data plane (PostgreSQL listener, admin endpoint)
   demo [--env-file PATH]  run a throwaway PostgreSQL and a sidecar with two tenants
+  pg bootstrap --config FILE --admin-url URL
+                          install row-level isolation in the upstream databases
+  pg check --config FILE  audit the upstream role and protected tables
   version                 print the version
 `
 
@@ -45,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runSidecar(ctx, args[1:], stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "pg":
+		return runPG(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tenantguard", version)
 		return 0
@@ -119,6 +124,43 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts.Out = stdout
 	if err := demo.Run(ctx, opts); err != nil {
 		fmt.Fprintln(stderr, "tenantguard demo:", err)
+		return 1
+	}
+	return 0
+}
+
+func runPG(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "bootstrap" && args[0] != "check") {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("pg "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "sidecar configuration file (YAML)")
+	admin := fs.String("admin-url", os.Getenv("TG_PG_ADMIN_URL"), "bootstrap: URL of a role that owns the protected tables (default $TG_PG_ADMIN_URL)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "tenantguard pg %s: --config FILE is required\n", args[0])
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantguard pg: config error:", err)
+		return 1
+	}
+	if args[0] == "bootstrap" {
+		if *admin == "" {
+			fmt.Fprintln(stderr, "tenantguard pg bootstrap: --admin-url is required")
+			return 2
+		}
+		err = sidecar.Bootstrap(ctx, cfg, *admin, stdout)
+	} else {
+		err = sidecar.Check(ctx, cfg, stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tenantguard pg %s: %v\n", args[0], err)
 		return 1
 	}
 	return 0

@@ -71,10 +71,12 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	passwords := map[string]string{}
+	bindingKey := secret() + secret()
 	var yml strings.Builder
 	fmt.Fprintf(&yml, "listen:\n  postgres: %q\n  admin: %q\n", o.Listen, o.AdminListen)
 	fmt.Fprintf(&yml, "postgres:\n  databases:\n    - name: %s\n      url: %q\n", appDatabase, upstream)
 	fmt.Fprintf(&yml, "  pool:\n    mode: transaction\n    size: 20\n")
+	fmt.Fprintf(&yml, "isolation:\n  binding_key: %q\n  tables:\n    - name: public.orders\n      tenant_column: tenant_id\n", bindingKey)
 	fmt.Fprintf(&yml, "tenants:\n")
 	for _, t := range Tenants {
 		passwords[t] = secret()
@@ -83,6 +85,11 @@ func Run(ctx context.Context, o Options) error {
 	cfg, err := config.Parse("demo", []byte(yml.String()))
 	if err != nil {
 		return err
+	}
+	// Install row-level isolation as the table owner; the sidecar then
+	// checks it and refuses to serve if anything is missing.
+	if err := sidecar.Bootstrap(ctx, cfg, adminURL, io.Discard); err != nil {
+		return fmt.Errorf("pg bootstrap: %w", err)
 	}
 	sc, err := sidecar.Start(cfg, log)
 	if err != nil {
@@ -160,8 +167,6 @@ END $$`, appRole, appRole)); err != nil {
 			tenant_id text NOT NULL,
 			item text NOT NULL,
 			amount numeric NOT NULL DEFAULT 0)`,
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON public.orders TO ` + appRole,
-		`GRANT USAGE ON SEQUENCE public.orders_id_seq TO ` + appRole,
 		`INSERT INTO public.orders (tenant_id, item, amount)
 		 SELECT * FROM (VALUES ('acme', 'anvil', 120.00), ('acme', 'rocket skates', 75.50),
 		                       ('globex', 'hammock', 40.00), ('globex', 'doomsday device', 999.99)) v

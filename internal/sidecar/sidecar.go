@@ -40,6 +40,18 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 		return nil, err
 	}
 	sc := &Sidecar{cfg: cfg, log: log, pg: pgsrv}
+	// Fail closed: with isolation on, refuse to serve a database whose
+	// schema or role would let a tenant skip row-level security.
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	warnings, err := pgsrv.CheckIsolation(cctx)
+	cancel()
+	for _, w := range warnings {
+		log.Warn("isolation check", "warning", w)
+	}
+	if err != nil {
+		_ = pgsrv.Shutdown(context.Background())
+		return nil, fmt.Errorf("refusing to serve: %w", err)
+	}
 	sc.pgLn, err = net.Listen("tcp", cfg.PostgresListen)
 	if err != nil {
 		_ = pgsrv.Shutdown(context.Background())

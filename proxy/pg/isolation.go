@@ -135,7 +135,12 @@ func (srv *Server) CheckIsolation(ctx context.Context) ([]string, error) {
 	}
 	var warnings []string
 	for _, p := range srv.uniq {
-		c, err := pgx.ConnectConfig(ctx, &pgx.ConnConfig{Config: *p.conf.Copy()})
+		cc, err := pgx.ParseConfig("")
+		if err != nil {
+			return nil, err
+		}
+		cc.Config = *p.conf.Copy()
+		c, err := pgx.ConnectConfig(ctx, cc)
 		if err != nil {
 			return nil, fmt.Errorf("isolation check: connect %s: %w", p.key, err)
 		}
