@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/tenantguard/tenantguard/wire/pg"
 )
@@ -19,18 +20,56 @@ type TenantSpec struct {
 	// Passwords are static credentials, each either a plaintext password
 	// (hashed into a SCRAM verifier at compile time) or a "SCRAM-SHA-256$…" verifier.
 	Passwords []string
+	// Allow says which statement classes the tenant may run; nil means
+	// read and write, no DDL.
+	Allow *Permissions
+	// Limits cap the tenant's share of the sidecar.
+	Limits Limits
+	// ShowConstraintDetail keeps the DETAIL of unique and foreign-key
+	// violations, which can carry other tenants' values.
+	ShowConstraintDetail bool
+}
+
+// Permissions are the statement classes a tenant may run.
+type Permissions struct {
+	Read, Write, DDL bool
+}
+
+// Limits are per-tenant caps; zero means no cap of the tenant's own.
+type Limits struct {
+	// MaxConnections caps the tenant's client connections (then 53300).
+	MaxConnections int
+	// MaxTransactions caps the upstream connections the tenant holds at once
+	// in each pool; its further transactions queue.
+	MaxTransactions int
+	// StatementTimeout is set on every upstream transaction of the tenant.
+	StatementTimeout time.Duration
+}
+
+// TableSpec names a table the policy protects.
+type TableSpec struct {
+	// Name is schema-qualified, e.g. "public.orders".
+	Name string
+	// TenantColumn holds the tenant id; empty for a Shared table.
+	TenantColumn string
+	// Shared tables are readable by every tenant and writable by none.
+	Shared bool
 }
 
 // Spec is a whole policy as written in configuration.
 type Spec struct {
 	Version string
 	Tenants []TenantSpec
+	Tables  []TableSpec
 }
 
 // Tenant is a compiled tenant.
 type Tenant struct {
-	ID        string
-	verifiers []pg.Verifier
+	ID                   string
+	Allow                Permissions
+	Limits               Limits
+	ShowConstraintDetail bool
+	verifiers            []pg.Verifier
 }
 
 // Verifiers returns the tenant's SCRAM verifiers; any of them authenticates.
@@ -41,6 +80,7 @@ type Snapshot struct {
 	version string
 	tenants map[string]*Tenant
 	ids     []string
+	tables  []TableSpec
 }
 
 // FieldError names the field of a policy that is wrong and why.
@@ -68,7 +108,19 @@ func Compile(spec Spec) (*Snapshot, error) {
 		if len(ts.Passwords) == 0 {
 			return nil, &FieldError{field + ".passwords", "at least one credential is required"}
 		}
-		t := &Tenant{ID: ts.ID}
+		t := &Tenant{ID: ts.ID, Allow: Permissions{Read: true, Write: true}, Limits: ts.Limits, ShowConstraintDetail: ts.ShowConstraintDetail}
+		if ts.Allow != nil {
+			t.Allow = *ts.Allow
+		}
+		if ts.Limits.MaxConnections < 0 {
+			return nil, &FieldError{field + ".limits.max_connections", "must not be negative"}
+		}
+		if ts.Limits.MaxTransactions < 0 {
+			return nil, &FieldError{field + ".limits.max_transactions", "must not be negative"}
+		}
+		if ts.Limits.StatementTimeout < 0 {
+			return nil, &FieldError{field + ".limits.statement_timeout", "must not be negative"}
+		}
 		for j, p := range ts.Passwords {
 			pf := fmt.Sprintf("%s.passwords[%d]", field, j)
 			v, err := compileCredential(p)
@@ -81,8 +133,34 @@ func Compile(spec Spec) (*Snapshot, error) {
 		s.ids = append(s.ids, ts.ID)
 	}
 	sort.Strings(s.ids)
+	seen := map[string]bool{}
+	for i, t := range spec.Tables {
+		field := fmt.Sprintf("tables[%d]", i)
+		if !qualifiedName.MatchString(t.Name) {
+			return nil, &FieldError{field + ".name", fmt.Sprintf("%q is not a schema-qualified table name (schema.table, lower case)", t.Name)}
+		}
+		if seen[t.Name] {
+			return nil, &FieldError{field + ".name", fmt.Sprintf("table %q is listed twice", t.Name)}
+		}
+		seen[t.Name] = true
+		switch {
+		case t.Shared && t.TenantColumn != "":
+			return nil, &FieldError{field + ".tenant_column", "a shared table has no tenant column"}
+		case !t.Shared && !identifier.MatchString(t.TenantColumn):
+			return nil, &FieldError{field + ".tenant_column", fmt.Sprintf("%q is not a column name (lower case identifier)", t.TenantColumn)}
+		}
+		s.tables = append(s.tables, t)
+	}
 	return s, nil
 }
+
+var (
+	identifier    = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+	qualifiedName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$`)
+)
+
+// Tables lists the protected tables.
+func (s *Snapshot) Tables() []TableSpec { return s.tables }
 
 func compileCredential(p string) (pg.Verifier, error) {
 	if len(p) >= len("SCRAM-SHA-256$") && p[:len("SCRAM-SHA-256$")] == "SCRAM-SHA-256$" {

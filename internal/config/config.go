@@ -15,9 +15,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
 
 // File is the sidecar configuration file as written.

@@ -11,9 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sony/gobreaker/v2"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
-	"github.com/sony/gobreaker/v2"
 
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
@@ -50,8 +50,8 @@ type session struct {
 	unnamedParse  []byte // copy of the client's last unnamed Parse
 	unnamedGen    uint64
 	skipUntilSync bool
-	out           []byte // injected messages staged while holding sc.mu
-	msg           []byte // scratch for a rewritten client message
+	out           []byte            // injected messages staged while holding sc.mu
+	msg           []byte            // scratch for a rewritten client message
 	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
 
 	queryDur prometheus.Observer
