@@ -79,6 +79,15 @@ type proxy struct {
 // and shuts it down (checking for leaked goroutines) when the test ends.
 func startProxy(t *testing.T, pg *pgcluster.Cluster, tweak func(*proxypg.Config)) *proxy {
 	t.Helper()
+	return startProxyWith(t, pg, policy.Spec{Tenants: []policy.TenantSpec{
+		{ID: "acme", Passwords: []string{acmeSecret}},
+		{ID: "globex", Passwords: []string{globexSecret}},
+	}}, tweak)
+}
+
+// startProxyWith is startProxy with a policy of the test's choosing.
+func startProxyWith(t *testing.T, pg *pgcluster.Cluster, spec policy.Spec, tweak func(*proxypg.Config)) *proxy {
+	t.Helper()
 	ignore := goleak.IgnoreCurrent()
 	cfg := proxypg.Config{
 		Databases: []proxypg.Database{{
@@ -95,10 +104,7 @@ func startProxy(t *testing.T, pg *pgcluster.Cluster, tweak func(*proxypg.Config)
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	snap, err := policy.Compile(policy.Spec{Tenants: []policy.TenantSpec{
-		{ID: "acme", Passwords: []string{acmeSecret}},
-		{ID: "globex", Passwords: []string{globexSecret}},
-	}})
+	snap, err := policy.Compile(spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,9 @@ func (c *Command) CheckArity(argc int) error {
 //   - find_keys range takes keys up to LastKey after the start (negative:
 //     len(args)+LastKey, or with a Limit only 1/Limit of the remaining
 //     arguments) every KeyStep; keynum reads the key count at KeyNumIdx
-//     after the start and takes that many keys from FirstKey after it;
+//     after the start and takes the arguments from FirstKey after the start
+//     through count-1 further, every KeyStep (that is count keys: every
+//     built-in keynum spec has KeyStep 1);
 //   - specs marked not_key (e.g. SPUBLISH's shard channel) are skipped.
 //
 // Positions come in spec order. It does not allocate when dst has room.
@@ -154,7 +156,8 @@ func equalFoldASCII(a []byte, b string) bool {
 
 // parseCount parses a key count like redis-server's string2ll, accepting
 // only non-negative values: decimal digits without sign, leading zeros or
-// spaces.
+// spaces. It refuses more than 18 digits, a count no argument list reaches,
+// so that it cannot overflow.
 func parseCount(b []byte) (int, bool) {
 	if len(b) == 0 || len(b) > 18 || (b[0] == '0' && len(b) > 1) {
 		return 0, false

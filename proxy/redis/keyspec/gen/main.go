@@ -4,8 +4,10 @@
 //	go run ./gen -out table_gen.go              # starts a throwaway redis-server
 //	go run ./gen -addr 127.0.0.1:6379 -out x.go # asks a running one
 //
-// Flag and category names the keyspec package has no constant for make it
-// fail, so a new server version is reviewed rather than silently dropped.
+// The throwaway server listens on a free 127.0.0.1 port with persistence off
+// (--save "" --appendonly no) and is killed once the table is written. Flag
+// and category names the keyspec package has no constant for make gen fail,
+// so a new server version is reviewed rather than silently dropped.
 package main
 
 import (
@@ -41,7 +43,7 @@ func run(out, addr, bin string) error {
 		if err != nil {
 			return err
 		}
-		defer srv.kill()
+		defer srv.stop()
 		addr = srv.addr
 	}
 	c, err := dial(ctx, addr)
@@ -91,7 +93,7 @@ func startServer(ctx context.Context, bin string) (*server, error) {
 		if err == nil {
 			return s, nil
 		}
-		s.kill()
+		s.halt()
 		errs = append(errs, fmt.Errorf("%w; log:\n%s", err, log.String()))
 		if ctx.Err() != nil {
 			break
@@ -125,10 +127,15 @@ func (s *server) waitReady(ctx context.Context) error {
 	}
 }
 
-// kill kills the server, waits for it and removes its directory.
-func (s *server) kill() {
+// halt kills the server and waits for it to exit.
+func (s *server) halt() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
+}
+
+// stop halts the server and removes its directory.
+func (s *server) stop() {
+	s.halt()
 	_ = os.RemoveAll(s.dir)
 }
 
