@@ -384,10 +384,10 @@ func TestIsolationPooledState(t *testing.T) {
 			for _, q := range []struct{ sql, code string }{
 				{"SET work_mem = '7777kB'", ""},
 				{"SELECT pg_advisory_lock(99)", ""},
-				{"CREATE TEMP TABLE scratch (x int)", "42501"},                              // no DDL, and no TEMP privilege
-				{"DECLARE held CURSOR WITH HOLD FOR SELECT * FROM orders", "42501"},            // refused in transaction pooling
-				{"LISTEN secrets", "42501"},                                                  // refused: channels are not namespaced
-				{"PREPARE sqlprep AS SELECT * FROM orders", "42501"},                          // refused in transaction pooling
+				{"CREATE TEMP TABLE scratch (x int)", "42501"},                      // no DDL, and no TEMP privilege
+				{"DECLARE held CURSOR WITH HOLD FOR SELECT * FROM orders", "42501"}, // refused in transaction pooling
+				{"LISTEN secrets", "42501"},                                         // refused: channels are not namespaced
+				{"PREPARE sqlprep AS SELECT * FROM orders", "42501"},                // refused in transaction pooling
 			} {
 				_, err := leaver.Exec(ctx, q.sql, pgx.QueryExecModeSimpleProtocol)
 				if q.code == "" && err != nil {
