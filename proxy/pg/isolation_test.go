@@ -15,6 +15,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
+	"github.com/tenantguard/tenantguard/test/harness"
 )
 
 const (
@@ -524,5 +525,66 @@ func TestIsolationCheckFailsClosed(t *testing.T) {
 	defer pg.Exec(context.Background(), "iso", "ALTER TABLE public.orders FORCE ROW LEVEL SECURITY")
 	if _, err := p.srv.CheckIsolation(ctx); err == nil || !strings.Contains(err.Error(), "FORCE ROW LEVEL SECURITY") {
 		t.Fatalf("unforced table: %v", err)
+	}
+}
+
+// TestFairQueueing: a tenant at its share of upstream connections waits,
+// and the connections it cannot take stay available to other tenants.
+func TestFairQueueing(t *testing.T) {
+	pg := isolatedUpstream(t)
+	spec := isoSpec()
+	spec.Tenants[0].Limits = policy.Limits{MaxTransactions: 2}
+	p := startProxyWith(t, pg, spec, func(c *proxypgConfig) {
+		c.Databases = []proxypgDatabase{{Name: "app", URL: fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/iso?sslmode=disable", isoRole, isoPassword, pg.Port())}}
+		c.Binder = isoBinder
+		c.PoolSize = 3
+		c.PoolWaitTimeout = 10 * time.Second
+	})
+	ctx := ctxT(t, 30*time.Second)
+	var holders []pgx.Tx
+	for i := 0; i < 2; i++ {
+		c := p.connect(t, p.acmeURL())
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		holders = append(holders, tx)
+	}
+	// A third acme transaction queues behind acme's own cap…
+	third := p.connect(t, p.acmeURL())
+	thirdDone := make(chan error, 1)
+	go func() {
+		_, err := third.Exec(ctx, "SELECT 1")
+		thirdDone <- err
+	}()
+	harness.Eventually(t, 5*time.Second, func() error {
+		if p.metric(t, "tenantguard_pg_pool_waiting_clients", nil) != 1 {
+			return errors.New("third acme transaction not queued yet")
+		}
+		return nil
+	})
+	// …while globex is served at once from the connection acme may not take.
+	g := p.connect(t, p.url("globex", globexSecret))
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := g.Exec(gctx, "SELECT 1"); err != nil {
+		t.Fatalf("globex starved by acme's flood: %v", err)
+	}
+	select {
+	case err := <-thirdDone:
+		t.Fatalf("acme exceeded its share of 2 connections (err %v)", err)
+	default:
+	}
+	if err := holders[0].Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-thirdDone; err != nil {
+		t.Fatalf("queued acme transaction: %v", err)
+	}
+	if err := holders[1].Commit(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

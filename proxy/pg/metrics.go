@@ -16,6 +16,7 @@ type metrics struct {
 	breakerState *prometheus.GaugeVec
 	authFailures *prometheus.CounterVec
 	refusals     *prometheus.CounterVec
+	waiting      *prometheus.GaugeVec
 }
 
 const maxTenantLabels = 200
@@ -62,6 +63,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Statements refused by the firewall or the tenant's policy, by tenant and rule.",
 		}, []string{"tenant", "rule"}),
 	}
-	reg.MustRegister(m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
+	m.waiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "pool_waiting_clients",
+		Help: "Clients waiting for a server connection, by pool.",
+	}, []string{"pool"})
+	reg.MustRegister(m.waiting, m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
 	return m
 }

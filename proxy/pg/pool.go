@@ -35,8 +35,9 @@ type pool struct {
 	metrics *metrics
 	breaker *gobreaker.CircuitBreaker[*serverConn]
 
-	idleGauge   prometheus.Gauge
-	activeGauge prometheus.Gauge
+	idleGauge    prometheus.Gauge
+	activeGauge  prometheus.Gauge
+	waitingGauge prometheus.Gauge
 
 	mu       sync.Mutex
 	idle     []*serverConn
@@ -63,10 +64,11 @@ type poolWaiter struct {
 
 func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *metrics) *pool {
 	p := &pool{key: key, conf: conf, cfg: cfg, log: log.With("pool", key), metrics: m,
-		idleGauge:   m.serverConns.WithLabelValues(key, "idle"),
-		activeGauge: m.serverConns.WithLabelValues(key, "active"),
-		active:      map[string]int{},
-		queues:      map[string][]*poolWaiter{},
+		idleGauge:    m.serverConns.WithLabelValues(key, "idle"),
+		activeGauge:  m.serverConns.WithLabelValues(key, "active"),
+		waitingGauge: m.waiting.WithLabelValues(key),
+		active:       map[string]int{},
+		queues:       map[string][]*poolWaiter{},
 	}
 	p.breaker = gobreaker.NewCircuitBreaker[*serverConn](gobreaker.Settings{
 		Name:    key,
@@ -127,6 +129,7 @@ func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverCo
 		p.order = append(p.order, tenant)
 	}
 	p.queues[tenant] = append(p.queues[tenant], w)
+	p.waitingGauge.Inc()
 	p.mu.Unlock()
 
 	timer := time.NewTimer(p.cfg.PoolWaitTimeout)
@@ -156,6 +159,7 @@ func (p *pool) dequeue(w *poolWaiter) bool {
 	q := p.queues[w.tenant]
 	for i, x := range q {
 		if x == w {
+			p.waitingGauge.Dec()
 			q = append(q[:i], q[i+1:]...)
 			p.queues[w.tenant] = q
 			if len(q) == 0 {
@@ -193,6 +197,7 @@ func (p *pool) nextWaiter() *poolWaiter {
 			continue
 		}
 		p.active[t]++
+		p.waitingGauge.Dec()
 		if len(q) == 1 {
 			p.dropTurn(t)
 			if len(p.order) > 0 {
@@ -417,6 +422,7 @@ func (p *pool) close() {
 	}
 	clear(p.queues)
 	p.order = nil
+	p.waitingGauge.Set(0)
 	p.mu.Unlock()
 	for _, w := range waiters {
 		w.ch <- poolGrant{}
