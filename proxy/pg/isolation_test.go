@@ -509,8 +509,12 @@ func TestIsolationCheckFailsClosed(t *testing.T) {
 	pg := isolatedUpstream(t)
 	ctx := ctxT(t, 30*time.Second)
 	p := startIsolated(t, nil)
-	if w, err := p.srv.CheckIsolation(ctx); err != nil {
+	w, err := p.srv.CheckIsolation(ctx)
+	if err != nil {
 		t.Fatalf("bootstrapped database fails the check: %v (%v)", err, w)
+	}
+	if !strings.Contains(strings.Join(w, "\n"), "unique index orders_item_key on orders omits the tenant column") {
+		t.Fatalf("no warning about the unique index without the tenant column: %q", w)
 	}
 	super := startProxyWith(t, pg, isoSpec(), func(c *proxypgConfig) {
 		c.Databases = []proxypgDatabase{{Name: "app", URL: pg.AdminURL("iso")}}

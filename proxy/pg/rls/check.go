@@ -169,10 +169,14 @@ func checkTable(ctx context.Context, conn *pgx.Conn, r *Report, role, rel string
 	if !found {
 		r.problem("table %s lacks the %s policy: run tenantguard pg bootstrap", rel, PolicyName)
 	}
-	// Unique constraints and foreign keys that omit the tenant column leak
+	// Unique indexes and foreign keys that omit the tenant column leak
 	// other tenants' values through violations (and block their inserts).
-	rows, err = conn.Query(ctx, `SELECT con.conname, con.contype::text FROM pg_constraint con
-		WHERE con.conrelid = $1::regclass AND con.contype IN ('u', 'p', 'f')
+	rows, err = conn.Query(ctx, `SELECT i.indexrelid::regclass::text, 'unique index' FROM pg_index i
+		WHERE i.indrelid = $1::regclass AND i.indisunique AND NOT i.indisprimary
+		AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attname = $2 AND a.attnum = ANY (i.indkey))
+		UNION ALL
+		SELECT con.conname::text, 'foreign key' FROM pg_constraint con
+		WHERE con.conrelid = $1::regclass AND con.contype = 'f'
 		AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attname = $2 AND a.attnum = ANY (con.conkey))`, rel, t.TenantColumn)
 	if err != nil {
 		return err
@@ -185,12 +189,10 @@ func checkTable(ctx context.Context, conn *pgx.Conn, r *Report, role, rel string
 	if err != nil {
 		return err
 	}
+	// Primary keys are left out: surrogate keys are unique by design and
+	// their values carry no tenant data.
 	for _, c := range cons {
-		kind := map[string]string{"u": "unique constraint", "p": "primary key", "f": "foreign key"}[c.kind]
-		if c.kind == "p" {
-			continue // surrogate keys are globally unique by design; their values carry no tenant data
-		}
-		r.warn("%s %q on %s omits the tenant column %s: its violations reveal other tenants' values", kind, c.name, rel, t.TenantColumn)
+		r.warn("%s %s on %s omits the tenant column %s: its violations reveal other tenants' values", c.kind, c.name, rel, t.TenantColumn)
 	}
 	return nil
 }
