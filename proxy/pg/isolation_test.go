@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/policy"
@@ -590,5 +591,75 @@ func TestFairQueueing(t *testing.T) {
 	}
 	if err := holders[1].Commit(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBootstrapIdempotent: running pg bootstrap again changes nothing and
+// the check still passes.
+func TestBootstrapIdempotent(t *testing.T) {
+	pg := isolatedUpstream(t)
+	ctx := ctxT(t, 30*time.Second)
+	c, err := pgx.Connect(ctx, pg.AdminURL("iso"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for i := 0; i < 2; i++ {
+		if err := rls.Bootstrap(ctx, c, isoRole, isoPolicy(t), isoBinder); err != nil {
+			t.Fatalf("bootstrap run %d: %v", i+2, err)
+		}
+	}
+	var policies int
+	if err := c.QueryRow(ctx, "SELECT count(*)::int FROM pg_policy WHERE polname = $1", rls.PolicyName).Scan(&policies); err != nil {
+		t.Fatal(err)
+	}
+	if policies != 3 { // orders, events, events_2026
+		t.Fatalf("%d isolation policies after repeated bootstrap, want 3", policies)
+	}
+	p := startIsolated(t, nil)
+	if _, err := p.srv.CheckIsolation(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIsolationFunctionCall: the FunctionCall message cannot reach
+// set_config (or anything else) as a tenant.
+func TestIsolationFunctionCall(t *testing.T) {
+	pg := isolatedUpstream(t)
+	p := startIsolated(t, nil)
+	ctx := ctxT(t, 20*time.Second)
+	before, err := globexState(ctx, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := p.connect(t, p.acmeURL())
+	fe := c.PgConn().Frontend()
+	fe.Send(&pgproto3.FunctionCall{Function: 2078, // set_config(text, text, bool)
+		ArgFormatCodes: []uint16{0}, Arguments: [][]byte{[]byte("tenantguard.binding"), []byte("globex"), []byte("f")}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var code string
+	for {
+		msg, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+			code = e.Code
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if code != "0A000" {
+		t.Fatalf("FunctionCall answered %q", code)
+	}
+	seen, err := tenantRows(ctx, c)
+	if err != nil || len(seen) != 1 || seen["acme"] == 0 {
+		t.Fatalf("after FunctionCall acme sees %v (%v)", seen, err)
+	}
+	if after, err := globexState(ctx, pg); err != nil || after != before {
+		t.Fatalf("globex rows changed: %v", err)
 	}
 }
