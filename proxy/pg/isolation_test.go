@@ -15,6 +15,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/policy"
+	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
@@ -662,4 +663,39 @@ func TestIsolationFunctionCall(t *testing.T) {
 	if after, err := globexState(ctx, pg); err != nil || after != before {
 		t.Fatalf("globex rows changed: %v", err)
 	}
+}
+
+// TestBindingRefreshInSessionPooling: a session-pooled client keeps its
+// server connection; its binding is re-signed before it ages out.
+func TestBindingRefreshInSessionPooling(t *testing.T) {
+	pg := isolatedUpstream(t)
+	short, err := rls.NewBinder([]byte("0123456789abcdef0123456789abcdef"), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxyWith(t, pg, isoSpec(), func(c *proxypgConfig) {
+		c.Databases = []proxypgDatabase{{Name: "app", URL: fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/iso?sslmode=disable", isoRole, isoPassword, pg.Port())}}
+		c.Binder = short
+		c.PoolMode = proxypg.PoolSession
+	})
+	ctx := ctxT(t, 30*time.Second)
+	c := p.connect(t, p.url("globex", globexSecret))
+	var first string
+	if err := c.QueryRow(ctx, "SELECT current_setting('tenantguard.binding')").Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		var now string
+		if err := c.QueryRow(ctx, "SELECT current_setting('tenantguard.binding')").Scan(&now); err != nil {
+			return err
+		}
+		if now == first {
+			return errors.New("binding not refreshed yet")
+		}
+		seen, err := tenantRows(ctx, c)
+		if err != nil || seen["globex"] != 2 {
+			return fmt.Errorf("after refresh globex sees %v (%v)", seen, err)
+		}
+		return nil
+	})
 }

@@ -128,6 +128,14 @@ func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
 	s.out = s.out[:0]
 	if len(sc.expect) == 0 {
 		sc.batchStart = time.Now()
+		if s.mode == PoolSession && sc.tx == 'I' && !sc.unsynced {
+			// A session-pooled client keeps its connection for hours:
+			// refresh the binding at transaction boundaries before it ages out.
+			s.syncSession(sc)
+			if len(s.out) > 0 {
+				sc.expect = append(sc.expect, expectation{kind: 'Z', swallow: true})
+			}
+		}
 	}
 	sc.writing = true
 	msg := s.rewrite(sc, typ, raw)
