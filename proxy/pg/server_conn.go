@@ -63,6 +63,7 @@ type serverConn struct {
 	discardOnRel bool // state we cannot reset without losing our statements: close instead
 	cancels      int  // cancel requests in flight for this backend
 	expect       []expectation
+	expectBuf    []expectation // the queue's backing array, reused
 	params       map[string]string
 	prepared     map[string]*preparedState
 	useClock     uint64
@@ -83,21 +84,36 @@ func newServerConn(p *pool, hj *pgconn.HijackedConn, r io.Reader) *serverConn {
 		r = hj.Conn
 	}
 	sc := &serverConn{
-		pool:     p,
-		conn:     hj.Conn,
-		rd:       wire.NewReader(bufio.NewReaderSize(r, 32<<10), serverMaxMessage),
-		bw:       bufio.NewWriterSize(hj.Conn, 32<<10),
-		pid:      hj.PID,
-		secret:   hj.SecretKey,
-		created:  time.Now(),
-		tx:       hj.TxStatus,
-		params:   hj.ParameterStatuses,
-		prepared: make(map[string]*preparedState),
+		pool:      p,
+		conn:      hj.Conn,
+		rd:        wire.NewReader(bufio.NewReaderSize(r, 32<<10), serverMaxMessage),
+		bw:        bufio.NewWriterSize(hj.Conn, 32<<10),
+		pid:       hj.PID,
+		secret:    hj.SecretKey,
+		created:   time.Now(),
+		tx:        hj.TxStatus,
+		params:    hj.ParameterStatuses,
+		prepared:  make(map[string]*preparedState),
+		expectBuf: make([]expectation, 0, 16),
 	}
+	sc.expect = sc.expectBuf[:0]
 	if sc.params == nil {
 		sc.params = map[string]string{}
 	}
 	return sc
+}
+
+// popExpect drops the first expectation. An emptied queue starts again at
+// the front of its array, so steady traffic does not reallocate it.
+func (sc *serverConn) popExpect() {
+	clear(sc.expect[:1])
+	sc.expect = sc.expect[1:]
+	if len(sc.expect) == 0 {
+		sc.expect = sc.expect[:0:0]
+		if cap(sc.expectBuf) > 0 {
+			sc.expect = sc.expectBuf[:0]
+		}
+	}
 }
 
 func (sc *serverConn) expired(now time.Time) bool {
@@ -166,7 +182,7 @@ func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fat
 			sc.resetFailed = true
 			sc.pool.log.Warn("injected statement failed", "pid", sc.pid, "error", errorMessage(body))
 		case 'Z':
-			sc.expect = sc.expect[1:]
+			sc.popExpect()
 			if len(body) > 0 {
 				sc.tx = body[0]
 			}
@@ -182,7 +198,7 @@ func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fat
 			return nil, false, true
 		}
 		e := sc.expect[0]
-		sc.expect = sc.expect[1:]
+		sc.popExpect()
 		if typ == '1' && e.name != "" {
 			if ps := sc.prepared[e.name]; ps != nil {
 				ps.ready = true
@@ -194,7 +210,7 @@ func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fat
 		if len(sc.expect) > 0 && sc.expect[0].kind == 'E' {
 			// The failure we provoked for a refused statement: our error instead.
 			replaced = sc.expect[0].prefix
-			sc.expect = sc.expect[1:]
+			sc.popExpect()
 		}
 		// The server skips to the next Sync: replies queued before it will not come.
 		for len(sc.expect) > 0 && sc.expect[0].kind != 'Z' {
@@ -203,7 +219,7 @@ func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fat
 					delete(sc.prepared, e.name)
 				}
 			}
-			sc.expect = sc.expect[1:]
+			sc.popExpect()
 		}
 		if replaced != nil {
 			return replaced, false, fatal
@@ -219,7 +235,7 @@ func (sc *serverConn) account(typ byte, raw []byte) (prefix []byte, forward, fat
 	case 'Z':
 		if len(sc.expect) > 0 && sc.expect[0].kind == 'Z' {
 			prefix = sc.expect[0].prefix
-			sc.expect = sc.expect[1:]
+			sc.popExpect()
 		}
 		if len(body) > 0 {
 			sc.tx = body[0]
