@@ -148,7 +148,7 @@ func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
 	if _, err := sc.bw.Write(msg); err != nil {
 		return s.serverWriteFailed(sc, err)
 	}
-	s.rd.Shrink(1 << 20)
+	s.rd.Shrink(64 << 10)
 	if s.rd.Buffered() == 0 {
 		return s.flushServer(sc)
 	}

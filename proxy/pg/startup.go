@@ -20,6 +20,13 @@ import (
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
+// Client buffers are small, as PgBouncer's 4 KiB pkt_buf: thousands of idle
+// clients should cost little memory; large messages pass through in chunks.
+const (
+	clientReadBuffer  = 4 << 10
+	clientWriteBuffer = 8 << 10
+)
+
 // preAuthMaxBody bounds messages before authentication: SASL messages are
 // a few hundred bytes.
 const preAuthMaxBody = 8 << 10
@@ -43,7 +50,7 @@ var allowedStartupParams = map[string]string{
 // CancelRequest or was refused (the client has been told why).
 func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error) {
 	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
-	br := bufio.NewReaderSize(conn, 8<<10)
+	br := bufio.NewReaderSize(conn, clientReadBuffer)
 	isTLS := false
 	var msg *pgproto3.StartupMessage
 	for msg == nil {
@@ -74,7 +81,7 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				return nil, fmt.Errorf("tls handshake: %w", err)
 			}
-			conn, br, isTLS = tc, bufio.NewReaderSize(tc, 8<<10), true
+			conn, br, isTLS = tc, bufio.NewReaderSize(tc, clientReadBuffer), true
 		case *pgproto3.GSSEncRequest:
 			if _, err := conn.Write([]byte{'N'}); err != nil {
 				return nil, err
@@ -86,7 +93,7 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 			msg = m
 		}
 	}
-	bw := bufio.NewWriterSize(conn, 16<<10)
+	bw := bufio.NewWriterSize(conn, clientWriteBuffer)
 	refuse := func(e *wire.Error) (*session, error) {
 		srv.metrics.authFailures.WithLabelValues(reasonOf(e.Code)).Inc()
 		_, _ = bw.Write(e.AppendTo(nil))

@@ -53,7 +53,7 @@ func (r *Reader) Next() (typ byte, raw []byte, err error) {
 	}
 	total := 5 + n
 	if cap(r.buf) < total {
-		r.buf = make([]byte, total, max(total, 8192))
+		r.buf = make([]byte, total, max(total, 1024))
 	}
 	r.buf = r.buf[:total]
 	copy(r.buf, r.hdr[:])
