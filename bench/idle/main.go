@@ -1,0 +1,188 @@
+// Command idle measures the sidecar's memory with many idle clients: it
+// starts a throwaway PostgreSQL and `tenantguard sidecar`, opens 1 and then
+// N authenticated client connections that stay idle, and prints the
+// sidecar's RSS at each step and the cost per idle client.
+//
+//	go build -o bin/tenantguard ./cmd/tenantguard && go run ./bench/idle -n 10000
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantguard/tenantguard/internal/pgcluster"
+)
+
+func main() {
+	n := flag.Int("n", 10000, "idle client connections to open")
+	bin := flag.String("tenantguard", "bin/tenantguard", "tenantguard binary")
+	flag.Parse()
+	if err := run(*n, *bin); err != nil {
+		fmt.Fprintln(os.Stderr, "idle:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n int, bin string) error {
+	raiseFDLimit()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	pg, err := pgcluster.Start(ctx, pgcluster.Options{})
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	if err := pg.Exec(ctx, "postgres", "CREATE ROLE idle_app LOGIN PASSWORD 'idle_pw'"); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "tg-idle-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	listen, admin := freeAddr(), freeAddr()
+	cfg := fmt.Sprintf(`listen: {postgres: %q, admin: %q}
+postgres:
+  databases: [{name: postgres, url: "postgres://idle_app:idle_pw@127.0.0.1:%d/postgres?sslmode=disable"}]
+  pool: {size: 4}
+tenants: [{id: acme, passwords: ["acme-secret-1"]}]
+`, listen, admin, pg.Port())
+	path := filepath.Join(dir, "sidecar.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "sidecar", "--config", path, "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGINT); _ = cmd.Wait() }()
+	if err := waitReady(ctx, "http://"+admin+"/readyz"); err != nil {
+		return err
+	}
+	url := "postgres://acme:acme-secret-1@" + listen + "/postgres?sslmode=disable"
+	var conns []*pgconn.PgConn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close(context.Background())
+		}
+	}()
+	open := func(k int) error {
+		var mu sync.Mutex
+		var failed atomic.Value
+		var wg sync.WaitGroup
+		next := make(chan struct{}, k)
+		for i := 0; i < k; i++ {
+			next <- struct{}{}
+		}
+		close(next)
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range next {
+					c, err := pgconn.Connect(ctx, url)
+					if err != nil {
+						failed.Store(err)
+						return
+					}
+					mu.Lock()
+					conns = append(conns, c)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			return err
+		}
+		return nil
+	}
+	base, err := rss(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	if err := open(1); err != nil {
+		return err
+	}
+	one, _ := rss(cmd.Process.Pid)
+	start := time.Now()
+	if err := open(n - 1); err != nil {
+		return fmt.Errorf("after %d connections: %w", len(conns), err)
+	}
+	took := time.Since(start)
+	many, _ := rss(cmd.Process.Pid)
+	fmt.Printf("sidecar RSS: %.1f MiB before clients, %.1f MiB with 1 idle client, %.1f MiB with %d idle clients (opened in %s)\n",
+		mib(base), mib(one), mib(many), len(conns), took.Round(time.Millisecond))
+	fmt.Printf("per idle client: %.1f KiB\n", float64(many-one)/float64(len(conns)-1)/1024)
+	return nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// rss reads VmRSS of a process, in bytes.
+func rss(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
+
+func waitReady(ctx context.Context, url string) error {
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sidecar not ready: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func freeAddr() string {
+	p, err := pgcluster.FreePort()
+	if err != nil {
+		panic(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+}
+
+// raiseFDLimit lifts the soft open-files limit to the hard one; the
+// sidecar inherits it.
+func raiseFDLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
