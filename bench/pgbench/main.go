@@ -1,5 +1,8 @@
-// Command pgbench compares PostgreSQL throughput three ways in one run: direct,
-// through tenantguard and through PgBouncer, both in transaction pooling mode.
+// Command pgbench compares PostgreSQL throughput four ways in one run:
+// direct, through tenantguard without and with row isolation, and through
+// PgBouncer, all proxies in transaction pooling mode. With -noisy it instead
+// measures how one tenant's flood of long transactions affects another
+// tenant's latency through tenantguard with isolation on.
 //
 // It starts a throwaway PostgreSQL (internal/pgcluster), loads the standard
 // pgbench tables, starts tenantguard and PgBouncer in front of it, runs the
@@ -25,14 +28,27 @@ const (
 	clients  = 16 // pgbench -c
 	jobs     = 2  // pgbench -j
 	scale    = 10 // pgbench -i -s
-	poolSize = 20 // server connections per pool in both proxies
+	poolSize = 20 // server connections per pool in all proxies
 
 	dbName     = "bench"
-	dbUser     = "benchuser"
+	dbUser     = "benchuser" // upstream role of direct, tenantguard and PgBouncer: BYPASSRLS
 	dbPassword = "benchpw"
+	isoUser    = "benchiso" // upstream role of tenantguard+iso: subject to row-level security
+	isoPass    = "benchisopw"
 	tenantID   = "acme"
 	tenantPass = "acme-bench-secret"
+	otherID    = "globex" // a tenant that owns no rows, for the isolation check
+	otherPass  = "globex-bench-secret"
+
+	// bindingKey signs tenant bindings (text, 16 to 64 bytes, not hex).
+	bindingKey = "bench-binding-key-not-for-production"
+	// tenantColumn is added to every pgbench table and protected by RLS.
+	tenantColumn = "tenant_id"
 )
+
+// isoTables are the pgbench tables that get a tenant column and row-level
+// security.
+var isoTables = []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"}
 
 // options are the command-line flags.
 type options struct {
@@ -41,6 +57,7 @@ type options struct {
 	rounds      int
 	modes       []string
 	out         string
+	noisy       bool
 }
 
 func main() {
@@ -50,7 +67,11 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o)
+	if o.noisy {
+		err = runNoisy(ctx, o)
+	} else {
+		err = run(ctx, o)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pgbench: FAILED:", err)
@@ -67,6 +88,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 1, "times to run every target; the median tps is reported")
 	modes := fs.String("modes", "simple,prepared", "comma-separated pgbench protocol modes (simple, extended, prepared)")
 	fs.StringVar(&o.out, "out", "", "also write the results as markdown to this file")
+	fs.BoolVar(&o.noisy, "noisy", false, "noisy-neighbour mode: a quiet tenant's latency while another floods the pool (uses -duration and -out only)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -78,6 +100,17 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.rounds < 1 {
 		return o, errors.New("-rounds must be at least 1")
+	}
+	if o.noisy {
+		var bad []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "rounds" || f.Name == "modes" {
+				bad = append(bad, "-"+f.Name)
+			}
+		})
+		if len(bad) > 0 {
+			return o, fmt.Errorf("-noisy does not use %s", strings.Join(bad, ", "))
+		}
 	}
 	for _, m := range strings.Split(*modes, ",") {
 		switch m = strings.TrimSpace(m); m {
@@ -100,17 +133,32 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	logf("starting PostgreSQL and loading pgbench tables (scale %d)", scale)
-	pg, err := startPostgres(ctx)
+	pg, err := startPostgres(ctx, tenantID)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, pg.Close()) }()
 
-	tg, err := startTenantguard(ctx, o.tenantguard, pg.Port())
+	acme := tgTenant{id: tenantID, password: tenantPass}
+	tg, err := startTenantguard(ctx, o.tenantguard, pg, tgOptions{
+		name: "tenantguard", user: dbUser, password: dbPassword, poolSize: poolSize,
+		tenants: []tgTenant{acme},
+	})
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, tg.stop()) }()
+	iso, err := startTenantguard(ctx, o.tenantguard, pg, tgOptions{
+		name: "tenantguard+iso", user: isoUser, password: isoPass, poolSize: poolSize, isolation: true,
+		tenants: []tgTenant{acme, {id: otherID, password: otherPass}},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, iso.stop()) }()
+	if err := checkIsolation(ctx, pg, iso, tenantID, tenantPass, otherID, otherPass); err != nil {
+		return err
+	}
 	pgb, err := startPgBouncer(ctx, pg.Port())
 	if err != nil {
 		return err
@@ -118,30 +166,24 @@ func run(ctx context.Context, o options) (err error) {
 	defer func() { err = errors.Join(err, pgb.stop()) }()
 
 	targets := []*target{
-		{name: "direct", port: pg.Port(), user: dbUser, password: dbPassword},
-		{name: "tenantguard", port: tg.port, user: tenantID, password: tenantPass, svc: tg},
-		{name: "pgbouncer", port: pgb.port, user: tenantID, password: tenantPass, svc: pgb.service},
+		iDirect:      {name: "direct", port: pg.Port(), user: dbUser, password: dbPassword},
+		iTenantguard: {name: "tenantguard", port: tg.port, user: tenantID, password: tenantPass, svc: tg},
+		iIso:         {name: "tenantguard+iso", port: iso.port, user: tenantID, password: tenantPass, svc: iso},
+		iPgBouncer:   {name: "pgbouncer", port: pgb.port, user: tenantID, password: tenantPass, svc: pgb.service},
 	}
 	if !pgb.preparedOK {
-		targets[2].skipModes = map[string]string{"prepared": "PgBouncer " + pgb.version +
+		targets[iPgBouncer].skipModes = map[string]string{"prepared": "PgBouncer " + pgb.version +
 			" has no max_prepared_statements (added in 1.21), so -M prepared cannot work in transaction mode"}
 	}
 	rows, err := runMatrix(ctx, o, targets)
 	if err != nil {
 		return err
 	}
-	rep, err := newReport(o, rows, tg, pgb)
+	rep, err := newReport(o, rows, tg, iso, pgb)
 	if err != nil {
 		return err
 	}
-	fmt.Print(rep.text())
-	if o.out != "" {
-		if err := os.WriteFile(o.out, []byte(rep.markdown()), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", o.out, err)
-		}
-		logf("wrote %s", o.out)
-	}
-	return nil
+	return rep.write(o.out)
 }
 
 // logf prints a progress line to stderr.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -34,10 +35,15 @@ func ensureBinary(ctx context.Context, path string) error {
 	return nil
 }
 
-// startPostgres starts a throwaway PostgreSQL with database bench, the
-// pgbench tables at scale `scale`, and a non-superuser benchuser allowed to
-// read and write them.
-func startPostgres(ctx context.Context) (c *pgcluster.Cluster, err error) {
+// startPostgres starts a throwaway PostgreSQL with database bench and the
+// pgbench tables at scale `scale`, owned by the superuser, each with a
+// tenant column whose every row belongs to rowTenant. It creates two
+// non-superuser roles allowed to read and write them: benchuser, with
+// BYPASSRLS, for the targets without isolation (so row-level security,
+// installed later for tenantguard+iso, does not hide rows from them), and
+// benchiso, the upstream role of tenantguard+iso, which pg bootstrap grants
+// its privileges.
+func startPostgres(ctx context.Context, rowTenant string) (c *pgcluster.Cluster, err error) {
 	c, err = pgcluster.Start(ctx, pgcluster.Options{ExtraConf: map[string]string{
 		"max_connections": "300",
 		"shared_buffers":  "256MB",
@@ -56,9 +62,11 @@ func startPostgres(ctx context.Context) (c *pgcluster.Cluster, err error) {
 	if err := c.CreateDatabase(ctx, dbName); err != nil {
 		return nil, fmt.Errorf("create database: %w", err)
 	}
-	role := fmt.Sprintf("SET password_encryption = 'scram-sha-256'; CREATE ROLE %s LOGIN PASSWORD '%s'", dbUser, dbPassword)
-	if err := c.Exec(ctx, "postgres", role); err != nil {
-		return nil, fmt.Errorf("create role %s: %w", dbUser, err)
+	roles := fmt.Sprintf("SET password_encryption = 'scram-sha-256'; "+
+		"CREATE ROLE %s LOGIN BYPASSRLS PASSWORD '%s'; CREATE ROLE %s LOGIN PASSWORD '%s'",
+		dbUser, dbPassword, isoUser, isoPass)
+	if err := c.Exec(ctx, "postgres", roles); err != nil {
+		return nil, fmt.Errorf("create roles %s, %s: %w", dbUser, isoUser, err)
 	}
 	cmd := exec.CommandContext(ctx, "pgbench", "-i", "-s", strconv.Itoa(scale), "-q",
 		"-h", "127.0.0.1", "-p", strconv.Itoa(c.Port()), "-U", "postgres", dbName)
@@ -66,11 +74,25 @@ func startPostgres(ctx context.Context) (c *pgcluster.Cluster, err error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pgbench -i: %w\n%s", err, out)
 	}
+	// A constant default is stored in the catalog, not written to every row.
+	var alter strings.Builder
+	for _, t := range isoTables {
+		fmt.Fprintf(&alter, "ALTER TABLE %s ADD COLUMN %s text NOT NULL DEFAULT %s; ",
+			t, tenantColumn, quoteLiteral(rowTenant))
+	}
+	if err := c.Exec(ctx, dbName, alter.String()); err != nil {
+		return nil, fmt.Errorf("add tenant columns: %w", err)
+	}
 	grant := "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO " + dbUser
 	if err := c.Exec(ctx, dbName, grant); err != nil {
 		return nil, fmt.Errorf("grant to %s: %w", dbUser, err)
 	}
 	return c, nil
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 // requirePasswords installs hbaConf and reloads the server configuration.

@@ -9,29 +9,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 )
-
-// tenantguardConf is the sidecar configuration; %d are the listen port, the
-// admin port and the PostgreSQL port.
-const tenantguardConf = `listen:
-  postgres: "127.0.0.1:%d"
-  admin: "127.0.0.1:%d"
-postgres:
-  databases:
-    - name: ` + dbName + `
-      url: "postgres://` + dbUser + `:` + dbPassword + `@127.0.0.1:%d/` + dbName + `?sslmode=disable"
-  pool:
-    mode: transaction
-    size: %d
-    max_prepared_statements: 200
-tenants:
-  - id: ` + tenantID + `
-    passwords: ["` + tenantPass + `"]
-drain_timeout: 5s
-`
 
 // pgbouncerConf is the PgBouncer configuration; %d are the PostgreSQL port,
 // the listen port and the pool size, %s the auth file and extra settings.
@@ -55,17 +38,70 @@ log_disconnections = 0
 // pgbouncerBin is the Debian package's PgBouncer.
 const pgbouncerBin = "/usr/sbin/pgbouncer"
 
-// startTenantguard runs `tenantguard sidecar` in front of PostgreSQL on pgPort.
-func startTenantguard(ctx context.Context, bin string, pgPort int) (*service, error) {
+// tgTenant is one tenant in a tenantguard configuration.
+type tgTenant struct {
+	id, password     string
+	maxTransactions  int           // limits.max_transactions; 0 = none
+	statementTimeout time.Duration // limits.statement_timeout; 0 = none
+}
+
+// tgOptions describe one tenantguard process.
+type tgOptions struct {
+	name           string // for logs and reports
+	user, password string // upstream role
+	poolSize       int
+	waitTimeout    time.Duration // postgres.pool.wait_timeout; 0 = tenantguard's default
+	isolation      bool          // row isolation of isoTables, bootstrapped before start
+	tenants        []tgTenant    // the first one is used to check readiness
+}
+
+// tenantguardConfig renders the sidecar configuration.
+func tenantguardConfig(o tgOptions, port, admin, pgPort int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen:\n  postgres: \"127.0.0.1:%d\"\n  admin: \"127.0.0.1:%d\"\n", port, admin)
+	fmt.Fprintf(&b, "postgres:\n  databases:\n    - name: %s\n      url: \"postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable\"\n",
+		dbName, o.user, o.password, pgPort, dbName)
+	fmt.Fprintf(&b, "  pool:\n    mode: transaction\n    size: %d\n    max_prepared_statements: 200\n", o.poolSize)
+	if o.waitTimeout > 0 {
+		fmt.Fprintf(&b, "    wait_timeout: %s\n", o.waitTimeout)
+	}
+	if o.isolation {
+		fmt.Fprintf(&b, "isolation:\n  binding_key: %q\n  tables:\n", bindingKey)
+		for _, t := range isoTables {
+			fmt.Fprintf(&b, "    - name: public.%s\n      tenant_column: %s\n", t, tenantColumn)
+		}
+	}
+	b.WriteString("tenants:\n")
+	for _, t := range o.tenants {
+		fmt.Fprintf(&b, "  - id: %s\n    passwords: [%q]\n", t.id, t.password)
+		if t.maxTransactions > 0 || t.statementTimeout > 0 {
+			b.WriteString("    limits:\n")
+			if t.maxTransactions > 0 {
+				fmt.Fprintf(&b, "      max_transactions: %d\n", t.maxTransactions)
+			}
+			if t.statementTimeout > 0 {
+				fmt.Fprintf(&b, "      statement_timeout: %s\n", t.statementTimeout)
+			}
+		}
+	}
+	b.WriteString("drain_timeout: 5s\n")
+	return b.String()
+}
+
+// startTenantguard runs `tenantguard sidecar` in front of pg's database
+// bench. With isolation on it first runs `tenantguard pg bootstrap` with the
+// same configuration, as the superuser.
+func startTenantguard(ctx context.Context, bin string, pg *pgcluster.Cluster, o tgOptions) (*service, error) {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return nil, fmt.Errorf("tenantguard binary path: %w", err)
 	}
-	s, err := newService("tenantguard")
+	s, err := newService(o.name)
 	if err != nil {
 		return nil, err
 	}
-	admin, err := pgcluster.FreePort()
+	s.user, s.password = o.tenants[0].id, o.tenants[0].password
+	s.adminPort, err = pgcluster.FreePort()
 	if err == nil {
 		s.port, err = pgcluster.FreePort()
 	}
@@ -73,9 +109,16 @@ func startTenantguard(ctx context.Context, bin string, pgPort int) (*service, er
 		return nil, joinStop(s, err)
 	}
 	conf := filepath.Join(s.dir, "tenantguard.yaml")
-	text := fmt.Sprintf(tenantguardConf, s.port, admin, pgPort, poolSize)
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		return nil, joinStop(s, fmt.Errorf("tenantguard: write config: %w", err))
+	if err := os.WriteFile(conf, []byte(tenantguardConfig(o, s.port, s.adminPort, pg.Port())), 0o600); err != nil {
+		return nil, joinStop(s, fmt.Errorf("%s: write config: %w", o.name, err))
+	}
+	if o.isolation {
+		cmd := exec.CommandContext(ctx, bin, "pg", "bootstrap", "--config", conf, "--admin-url", pg.AdminURL(dbName))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return nil, joinStop(s, fmt.Errorf("%s: %s: %w\n%s", o.name, strings.Join(cmd.Args, " "), err, out))
+		}
+		logf("%s: tenantguard pg bootstrap: %s", o.name, strings.TrimSpace(string(out)))
 	}
 	// Log warnings and errors only, as PgBouncer logs no connections below.
 	if err := s.start(ctx, nil, bin, "sidecar", "--config", conf, "--log-level", "warn"); err != nil {
@@ -102,6 +145,7 @@ func startPgBouncer(ctx context.Context, pgPort int) (*pgbouncer, error) {
 	if p.service, err = newService("pgbouncer"); err != nil {
 		return nil, err
 	}
+	p.user, p.password = tenantID, tenantPass
 	if p.port, err = pgcluster.FreePort(); err != nil {
 		return nil, joinStop(p.service, err)
 	}

@@ -70,7 +70,7 @@ func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error)
 					if err := runOnce(ctx, o, t, w, mode, res); err != nil {
 						return nil, err
 					}
-					logf("%-11s %-8s round %d/%d %-11s %10.0f tps", w.name, mode, round+1, o.rounds, t.name, res.tps[len(res.tps)-1])
+					logf("%-11s %-8s round %d/%d %-15s %10.0f tps", w.name, mode, round+1, o.rounds, t.name, res.tps[len(res.tps)-1])
 				}
 			}
 			rows = append(rows, r)
@@ -91,11 +91,6 @@ func runOnce(ctx context.Context, o options, t *target, w workload, mode string,
 	args := []string{"-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
 		"-T", strconv.Itoa(int(o.duration.Seconds())), "-M", mode}
 	args = append(args, w.args...)
-	args = append(args, "-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", t.user, dbName)
-	runCtx, cancel := context.WithTimeout(ctx, o.duration+runGrace)
-	defer cancel()
-	cmd := exec.CommandContext(runCtx, "pgbench", args...)
-	cmd.Env = pgEnv(t.password)
 	var before int64
 	if t.svc != nil {
 		var err error
@@ -103,40 +98,64 @@ func runOnce(ctx context.Context, o options, t *target, w workload, mode string,
 			return err
 		}
 	}
-	out, runErr := cmd.CombinedOutput()
-	what := fmt.Sprintf("pgbench %s -M %s via %s", w.name, mode, t.name)
+	out, err := runPgbench(ctx, fmt.Sprintf("pgbench %s -M %s via %s", w.name, mode, t.name), t, o.duration, args)
+	if err != nil {
+		return err
+	}
 	if t.svc != nil {
-		if err := t.svc.alive(); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
 		after, err := t.svc.cpuTicks()
 		if err != nil {
 			return err
 		}
 		res.cpuTicks += after - before
 	}
+	res.tps = append(res.tps, out.tps)
+	res.txns += out.txns
+	return nil
+}
+
+// pgbenchOut is what runPgbench reads from pgbench's summary.
+type pgbenchOut struct {
+	tps  float64
+	txns int64
+}
+
+// runPgbench runs pgbench with args (which must include -T duration)
+// against t. A non-zero exit, a failed transaction, a proxy that died or a
+// run that hangs past its duration is an error carrying pgbench's output
+// and the proxy's log; what names the run in it.
+func runPgbench(ctx context.Context, what string, t *target, duration time.Duration, args []string) (pgbenchOut, error) {
+	args = append(slices.Clip(args), "-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", t.user, dbName)
+	runCtx, cancel := context.WithTimeout(ctx, duration+runGrace)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, "pgbench", args...)
+	cmd.Env = pgEnv(t.password)
+	out, runErr := cmd.CombinedOutput()
+	if t.svc != nil {
+		if err := t.svc.alive(); err != nil {
+			return pgbenchOut{}, fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
+		return pgbenchOut{}, fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
 	}
 	if runCtx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("%s: hung: pgbench still running %s after its -T ended, killed it\n%s%s",
+		return pgbenchOut{}, fmt.Errorf("%s: hung: pgbench still running %s after its -T ended, killed it\n%s%s",
 			what, runGrace, out, svcLog(t))
 	}
 	if runErr != nil {
-		return fmt.Errorf("%s: %w\n%s%s", what, runErr, out, svcLog(t))
+		return pgbenchOut{}, fmt.Errorf("%s: %w\n%s%s", what, runErr, out, svcLog(t))
 	}
 	tps, err1 := match(tpsRe, out)
 	failed, err2 := match(failedRe, out)
 	txns, err3 := match(txnsRe, out)
 	if err1 != nil || err2 != nil || err3 != nil {
-		return fmt.Errorf("%s: cannot parse output:\n%s", what, out)
+		return pgbenchOut{}, fmt.Errorf("%s: cannot parse output:\n%s", what, out)
 	}
 	if failed != 0 {
-		return fmt.Errorf("%s: %.0f failed transactions:\n%s%s", what, failed, out, svcLog(t))
+		return pgbenchOut{}, fmt.Errorf("%s: %.0f failed transactions:\n%s%s", what, failed, out, svcLog(t))
 	}
-	res.tps = append(res.tps, tps)
-	res.txns += int64(txns)
-	return nil
+	return pgbenchOut{tps: tps, txns: int64(txns)}, nil
 }
 
 // match returns the number in re's first group.

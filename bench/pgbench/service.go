@@ -23,12 +23,14 @@ const (
 // service is a proxy child process with its own temporary directory, which
 // holds its configuration and its log.
 type service struct {
-	name string
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, valid after done
+	name           string
+	port           int
+	adminPort      int    // tenantguard's metrics listener; 0 for PgBouncer
+	user, password string // a client login, to check readiness
+	dir            string
+	cmd            *exec.Cmd
+	done           chan struct{} // closed when the process has exited
+	err            error         // its exit status, valid after done
 }
 
 // newService creates the service's temporary directory; start runs it.
@@ -44,7 +46,7 @@ func newService(name string) (*service, error) {
 func (s *service) logPath() string { return filepath.Join(s.dir, "output.log") }
 
 // start runs bin, optionally as another user, and waits until a client can
-// log in as tenantID and run a query on s.port. On error the service is
+// log in as s.user and run a query on s.port. On error the service is
 // stopped and its directory removed.
 func (s *service) start(ctx context.Context, cred *syscall.Credential, bin string, args ...string) (err error) {
 	defer func() {
@@ -76,7 +78,7 @@ func (s *service) start(ctx context.Context, cred *syscall.Credential, bin strin
 func (s *service) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	url := fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", tenantID, tenantPass, s.port, dbName)
+	url := s.url(s.user, s.password)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -92,6 +94,11 @@ func (s *service) waitReady(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// url is a connection URL for database bench through the service.
+func (s *service) url(user, password string) string {
+	return fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", user, password, s.port, dbName)
 }
 
 // ping connects to url and runs one query with the simple protocol.
