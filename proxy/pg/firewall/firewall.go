@@ -116,18 +116,18 @@ func (f *Firewall) Check(query string) *Verdict {
 		return invalidUTF8
 	}
 	key := query
-	if norm, err := pg_query.Normalize(query); err == nil {
+	norm, err := pg_query.Normalize(query)
+	if err == nil && norm != query {
+		// Queries that differ only in constants share one entry; the raw
+		// text is not cached too, so a stream of distinct constants (every
+		// simple-protocol query) does not churn the cache.
 		key = "\x00" + norm
 		if v, ok := f.cache.Get(key); ok {
-			f.cache.Set(query, v, 1)
 			return v
 		}
 	}
 	v := f.classify(query)
 	f.cache.Set(key, v, 1)
-	if key != query {
-		f.cache.Set(query, v, 1)
-	}
 	return v
 }
 
