@@ -141,3 +141,14 @@ func (s *SCRAMServer) Step(clientMsg []byte) ([]byte, error) {
 
 // Valid reports whether the client proved knowledge of the password.
 func (s *SCRAMServer) Valid() bool { return s.conv.Valid() }
+
+// Verify reports whether password matches the verifier, for protocols that
+// receive the password itself (Redis AUTH). It costs one PBKDF2 of
+// Iterations rounds; compare in constant time.
+func (v Verifier) Verify(password string) bool {
+	d, err := deriveVerifier(password, v.Salt, v.Iterations)
+	if err != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare(d.StoredKey, v.StoredKey) == 1 && subtle.ConstantTimeCompare(d.ServerKey, v.ServerKey) == 1
+}

@@ -81,3 +81,13 @@ func TestMockVerifierIsStable(t *testing.T) {
 		t.Fatal("mock verifier not deterministic per user")
 	}
 }
+
+func TestVerifierVerify(t *testing.T) {
+	v, err := NewVerifier("open sesame!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Verify("open sesame!") || v.Verify("open sesame?") || v.Verify("") {
+		t.Fatal("Verify disagrees with the password")
+	}
+}

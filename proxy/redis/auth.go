@@ -1,0 +1,204 @@
+package redis
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"strings"
+	"time"
+
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
+	"github.com/tenantguard/tenantguard/proxy/redis/rules"
+	"github.com/tenantguard/tenantguard/wire/resp"
+)
+
+// preAuth serves the commands allowed before authentication: AUTH, HELLO,
+// PING and QUIT. AUTH and HELLO are terminated here, never forwarded.
+func (s *session) preAuth(name string, args [][]byte) error {
+	switch name {
+	case "auth":
+		return s.reauth(args)
+	case "hello":
+		return s.hello(args)
+	case "ping":
+		s.writeLocal(pong(args))
+		return nil
+	case "quit":
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+		s.flushClient()
+		return errQuit
+	}
+	s.writeLocal(resp.AppendError(nil, "NOAUTH Authentication required."))
+	return nil
+}
+
+func pong(args [][]byte) []byte {
+	if len(args) == 2 {
+		return resp.AppendBulk(nil, args[1])
+	}
+	return resp.AppendSimple(nil, "PONG")
+}
+
+// reauth handles AUTH [user] password. A connection is bound to one tenant
+// for its life: AUTH as another tenant is refused.
+func (s *session) reauth(args [][]byte) error {
+	var user, pass []byte
+	switch len(args) {
+	case 2:
+		s.writeLocal(resp.AppendError(nil, "WRONGPASS tenantguard needs AUTH <tenant> <secret>"))
+		return nil
+	case 3:
+		user, pass = args[1], args[2]
+	default:
+		s.writeLocal(resp.AppendError(nil, "ERR wrong number of arguments for 'auth' command"))
+		return nil
+	}
+	if msg := s.authenticate(string(user), string(pass)); msg != "" {
+		s.writeLocal(resp.AppendError(nil, msg))
+		return nil
+	}
+	s.writeLocal(resp.AppendSimple(nil, "OK"))
+	return nil
+}
+
+// authenticate checks a tenant's secret and binds the session, returning a
+// RESP error text on failure.
+func (s *session) authenticate(user, pass string) string {
+	const wrongpass = "WRONGPASS invalid username-password pair or user is disabled."
+	if s.tenant != nil {
+		if user != s.tenant.ID || !s.srv.checkSecret(s.tenant.ID, pass) {
+			return wrongpass
+		}
+		return ""
+	}
+	t, ok := s.srv.policy.Load().Tenant(user)
+	if !ok || !s.srv.checkSecret(user, pass) {
+		s.srv.metrics.authFailures.Inc()
+		return wrongpass
+	}
+	ns, err := namespace.New(t.ID, s.srv.cfg.Namespace)
+	if err != nil {
+		return "ERR tenantguard: " + err.Error()
+	}
+	if msg := s.srv.register(s, t); msg != "" {
+		return msg
+	}
+	s.tenant, s.ns = t, ns
+	s.rw = rules.NewRewriter(ns, &s.srv.rulesPolicy)
+	s.label = s.srv.tenantLabel(t.ID)
+	s.cmds = s.srv.metrics.commands.WithLabelValues(s.label)
+	s.latency = s.srv.metrics.latency.WithLabelValues(s.label)
+	s.rd.SetLimits(resp.DefaultLimits())
+	_ = s.conn.SetReadDeadline(time.Time{})
+	return ""
+}
+
+// checkSecret verifies a tenant's secret against its verifiers. A verified
+// secret is remembered by its SHA-256, so reconnecting clients (a benchmark
+// opening hundreds) do not pay PBKDF2 each time.
+func (srv *Server) checkSecret(tenant, pass string) bool {
+	sum := sha256.Sum256([]byte(tenant + "\x00" + pass))
+	srv.mu.Lock()
+	known, ok := srv.verified[tenant]
+	srv.mu.Unlock()
+	if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
+		return true
+	}
+	t, ok := srv.policy.Load().Tenant(tenant)
+	if !ok {
+		return false
+	}
+	for _, v := range t.Verifiers() {
+		if v.Verify(pass) {
+			srv.mu.Lock()
+			srv.verified[tenant] = sum
+			srv.mu.Unlock()
+			return true
+		}
+	}
+	return false
+}
+
+// hello handles HELLO [protover [AUTH user pass] [SETNAME name]].
+func (s *session) hello(args [][]byte) error {
+	proto := 2
+	if s.resp3 {
+		proto = 3
+	}
+	i := 1
+	if len(args) > 1 {
+		switch string(args[1]) {
+		case "2":
+			proto = 2
+		case "3":
+			proto = 3
+		default:
+			s.writeLocal(resp.AppendError(nil, "NOPROTO unsupported protocol version"))
+			return nil
+		}
+		i = 2
+	}
+	var name []byte
+	for i < len(args) {
+		switch strings.ToLower(string(args[i])) {
+		case "auth":
+			if i+2 >= len(args) {
+				s.writeLocal(resp.AppendError(nil, "ERR Syntax error in HELLO option 'auth'"))
+				return nil
+			}
+			if msg := s.authenticate(string(args[i+1]), string(args[i+2])); msg != "" {
+				s.writeLocal(resp.AppendError(nil, msg))
+				return nil
+			}
+			i += 3
+		case "setname":
+			if i+1 >= len(args) {
+				s.writeLocal(resp.AppendError(nil, "ERR Syntax error in HELLO option 'setname'"))
+				return nil
+			}
+			name = args[i+1]
+			i += 2
+		default:
+			s.writeLocal(resp.AppendError(nil, "ERR Syntax error in HELLO option '"+string(args[i])+"'"))
+			return nil
+		}
+	}
+	if s.tenant == nil {
+		s.writeLocal(resp.AppendError(nil, "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"))
+		return nil
+	}
+	if name != nil {
+		s.name = append([]byte(nil), name...)
+	}
+	if proto == 3 && !s.resp3 && s.up != nil && !s.dedicated {
+		s.waitDrained() // replies owed in RESP2 go out first
+	}
+	s.resp3 = proto == 3
+	s.writeLocal(s.helloReply(proto))
+	return nil
+}
+
+func (s *session) helloReply(proto int) []byte {
+	kv := []struct {
+		k string
+		v []byte
+	}{
+		{"server", resp.AppendBulkString(nil, "redis")},
+		{"version", resp.AppendBulkString(nil, s.srv.upstreamVersion())},
+		{"proto", resp.AppendInt(nil, int64(proto))},
+		{"id", resp.AppendInt(nil, s.id)},
+		{"mode", resp.AppendBulkString(nil, "standalone")},
+		{"role", resp.AppendBulkString(nil, "master")},
+		{"modules", resp.AppendArrayHeader(nil, 0)},
+	}
+	var b []byte
+	if proto == 3 {
+		b = resp.AppendMapHeader(b, len(kv))
+	} else {
+		b = resp.AppendArrayHeader(b, 2*len(kv))
+	}
+	for _, e := range kv {
+		b = resp.AppendBulkString(b, e.k)
+		b = append(b, e.v...)
+	}
+	return b
+}

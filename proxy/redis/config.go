@@ -1,0 +1,66 @@
+// Package redis is tenantguard's Redis data plane: a listener that speaks
+// RESP2/RESP3 to stock clients, binds each connection to a tenant at AUTH,
+// rewrites every key, pattern and channel into the tenant's namespace of
+// one shared Redis, and refuses what could cross tenants with -NOPERM.
+//
+// Stateless commands of many clients are multiplexed, pipelined, onto a few
+// shared upstream connections; replies come back in order, one FIFO per
+// connection. A client that needs connection state (MULTI/WATCH, blocking
+// commands, pub/sub, RESP3) gets a dedicated upstream connection for the
+// rest of its session, closed when it leaves.
+package redis
+
+import (
+	"time"
+
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
+)
+
+// Config is what the Redis listener needs.
+type Config struct {
+	// Upstream is the redis-server address (host:port).
+	Upstream string
+	// UpstreamUser and UpstreamPassword authenticate to the upstream (ACL user).
+	UpstreamUser, UpstreamPassword string
+	// SharedConns is the number of multiplexed upstream connections.
+	SharedConns int
+	// MaxDedicated caps dedicated upstream connections (stateful clients).
+	MaxDedicated int
+	// Namespace chooses how tenants map onto Redis Cluster slots.
+	Namespace namespace.Mode
+	// AllowScripting lets tenants run EVAL/FCALL with declared keys only.
+	AllowScripting bool
+	// Emulate names commands answered per tenant: flushdb, flushall, dbsize.
+	Emulate map[string]bool
+	// MaxClientConns caps client connections; 0 = unlimited.
+	MaxClientConns int
+	// AuthTimeout bounds the time to authenticate.
+	AuthTimeout time.Duration
+	// ConnectTimeout bounds an upstream dial and handshake.
+	ConnectTimeout time.Duration
+	// BreakerFailures and BreakerOpenTime configure the upstream breaker.
+	BreakerFailures uint32
+	BreakerOpenTime time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.SharedConns <= 0 {
+		c.SharedConns = 4
+	}
+	if c.MaxDedicated <= 0 {
+		c.MaxDedicated = 256
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = 5
+	}
+	if c.BreakerOpenTime <= 0 {
+		c.BreakerOpenTime = 5 * time.Second
+	}
+	return c
+}

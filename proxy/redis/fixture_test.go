@@ -1,0 +1,94 @@
+package redis_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/tenantguard/tenantguard/policy"
+	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
+	"github.com/tenantguard/tenantguard/test/harness"
+)
+
+func TestMain(m *testing.M) { harness.Main(m) }
+
+const (
+	acmeSecret   = "acme-secret-1"
+	globexSecret = "globex-secret-1"
+)
+
+type proxy struct {
+	srv   *proxyredis.Server
+	addr  string
+	redis string // upstream address
+}
+
+func startProxy(t *testing.T, tweak func(*proxyredis.Config)) *proxy {
+	t.Helper()
+	rd := harness.Redis(t)
+	ignore := goleak.IgnoreCurrent()
+	cfg := proxyredis.Config{Upstream: rd.Addr(), Emulate: map[string]bool{"flushdb": true, "flushall": true, "dbsize": true}}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	snap, err := policy.Compile(policy.Spec{Tenants: []policy.TenantSpec{
+		{ID: "acme", Passwords: []string{acmeSecret}},
+		{ID: "globex", Passwords: []string{globexSecret}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	srv, err := proxyredis.New(cfg, policy.NewStore(snap), prometheus.NewRegistry(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		goleak.VerifyNone(t, ignore)
+	})
+	return &proxy{srv: srv, addr: ln.Addr().String(), redis: rd.Addr()}
+}
+
+func (p *proxy) client(t *testing.T, tenant, secret string, proto int) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: p.addr, Username: tenant, Password: secret, Protocol: proto, DisableIdentity: true, PoolSize: 4})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (p *proxy) direct(t *testing.T) *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: p.redis, Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

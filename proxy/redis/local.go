@@ -1,0 +1,136 @@
+package redis
+
+import (
+	"context"
+	"strings"
+
+	"github.com/tenantguard/tenantguard/wire/resp"
+)
+
+// clientCommand answers the CLIENT subcommands that describe the client
+// itself, per tenant. It reports false for those it leaves to the rules.
+func (s *session) clientCommand(args [][]byte) bool {
+	if len(args) < 2 {
+		return false
+	}
+	switch strings.ToLower(string(args[1])) {
+	case "setname":
+		if len(args) != 3 {
+			return false
+		}
+		s.name = append(s.name[:0], args[2]...)
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+	case "getname":
+		if s.name == nil {
+			s.writeLocal(resp.AppendNull(nil, s.resp3))
+		} else {
+			s.writeLocal(resp.AppendBulk(nil, s.name))
+		}
+	case "id":
+		s.writeLocal(resp.AppendInt(nil, s.id))
+	case "info":
+		info := "id=" + string(itoa(s.id)) + " name=" + string(s.name) + " user=" + s.tenant.ID + " resp=" + map[bool]string{true: "3", false: "2"}[s.resp3] + "\n"
+		s.writeLocal(resp.AppendBulkString(nil, info))
+	case "setinfo":
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+	default:
+		return false
+	}
+	return true
+}
+
+// reset answers RESET: back to a fresh authenticated connection of the same
+// tenant. A dedicated upstream connection is closed, not reused.
+func (s *session) reset(ctx context.Context) error {
+	if s.up != nil {
+		_ = s.up.flush()
+	}
+	s.waitDrained()
+	if s.dedicated {
+		s.up.close()
+		s.srv.releaseDedicated()
+		s.up, s.dedicated = nil, false
+	}
+	s.inMulti, s.queued, s.subs, s.name, s.resp3 = false, nil, nil, nil, false
+	s.writeLocal(resp.AppendSimple(nil, "RESET"))
+	return nil
+}
+
+// emulateFlush deletes the tenant's keys: SCAN MATCH <prefix>* and UNLINK,
+// on a connection of its own, after everything the client sent before.
+func (s *session) emulateFlush(ctx context.Context, args [][]byte) error {
+	n, err := s.scanTenant(ctx, true)
+	_ = n
+	if err != nil {
+		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: "+err.Error()))
+		return nil
+	}
+	s.writeLocal(resp.AppendSimple(nil, "OK"))
+	return nil
+}
+
+// emulateDBSize counts the tenant's keys.
+func (s *session) emulateDBSize(ctx context.Context) error {
+	n, err := s.scanTenant(ctx, false)
+	if err != nil {
+		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: "+err.Error()))
+		return nil
+	}
+	s.writeLocal(resp.AppendInt(nil, n))
+	return nil
+}
+
+// scanTenant walks the tenant's keys with SCAN, unlinking them if asked,
+// and returns how many it saw.
+func (s *session) scanTenant(ctx context.Context, unlink bool) (int64, error) {
+	if s.up != nil {
+		if err := s.up.flush(); err != nil {
+			return 0, err
+		}
+	}
+	s.waitDrained()
+	u, err := s.srv.dialUpstream(ctx, false)
+	if err != nil {
+		return 0, err
+	}
+	defer u.close()
+	pattern := s.ns.AppendPattern(nil, []byte("*"))
+	cursor := []byte("0")
+	var total int64
+	for {
+		cmd := resp.AppendCommand(nil, [][]byte{[]byte("SCAN"), cursor, []byte("MATCH"), pattern, []byte("COUNT"), []byte("1000")})
+		if _, err := u.conn.Write(cmd); err != nil {
+			return total, err
+		}
+		rep, err := u.rr.ReadReply()
+		if err != nil {
+			return total, err
+		}
+		root := rep.Root()
+		if root.Type() == resp.TypeSimpleError || root.Len() != 2 {
+			return total, errString("unexpected SCAN reply")
+		}
+		cursor = append([]byte(nil), root.Index(0).Bytes()...)
+		keys := root.Index(1)
+		total += int64(keys.Len())
+		if unlink && keys.Len() > 0 {
+			del := [][]byte{[]byte("UNLINK")}
+			for it := keys.Iter(); it.Next(); {
+				del = append(del, append([]byte(nil), it.Value().Bytes()...))
+			}
+			if _, err := u.conn.Write(resp.AppendCommand(nil, del)); err != nil {
+				return total, err
+			}
+			if _, err := u.rr.ReadReply(); err != nil {
+				return total, err
+			}
+		}
+		if string(cursor) == "0" {
+			return total, nil
+		}
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }

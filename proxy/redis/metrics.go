@@ -1,0 +1,44 @@
+package redis
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	clients      *prometheus.GaugeVec
+	commands     *prometheus.CounterVec
+	refusals     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	authFailures prometheus.Counter
+	breaker      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "client_connections",
+			Help: "Authenticated Redis client connections, by tenant.",
+		}, []string{"tenant"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "commands_total",
+			Help: "Commands received from authenticated clients, by tenant.",
+		}, []string{"tenant"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "refusals_total",
+			Help: "Commands refused, by tenant and rule.",
+		}, []string{"tenant", "rule"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "command_duration_seconds",
+			Help:    "Time from forwarding a command to delivering its reply.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
+		}, []string{"tenant"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "auth_failures_total",
+			Help: "Failed AUTH/HELLO AUTH attempts.",
+		}),
+		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "breaker_state",
+			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
+		}),
+	}
+	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.breaker)
+	return m
+}

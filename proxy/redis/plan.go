@@ -1,0 +1,101 @@
+package redis
+
+import (
+	"errors"
+
+	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
+	"github.com/tenantguard/tenantguard/proxy/redis/rules"
+	"github.com/tenantguard/tenantguard/wire/resp"
+)
+
+// plan is what the session must do with one forwarded command.
+type plan struct {
+	reply     rules.Plan // how to rewrite the reply
+	replies   int        // replies it produces (pub/sub: one per channel)
+	dedicated bool       // needs connection state: run on the session's own upstream connection
+	multi     bool       // MULTI: queue plans until EXEC
+	discard   bool       // DISCARD: forget the queued plans
+}
+
+// refusal is a command answered with an error instead of being forwarded.
+type refusal struct {
+	msg  string // RESP error text without '-'
+	rule string // metrics label
+}
+
+// prepare runs a command through the tenant's rules and returns the bytes
+// to send upstream and the plan, or the refusal.
+func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
+	out, rp, err := s.rw.Rewrite(args)
+	if err != nil {
+		var re *rules.Error
+		var ke *keyspec.Error
+		switch {
+		case errors.As(err, &re):
+			return nil, plan{}, 0, &refusal{msg: re.Error(), rule: re.Rule}
+		case errors.As(err, &ke):
+			return nil, plan{}, 0, &refusal{msg: ke.Error(), rule: "invalid"}
+		default:
+			return nil, plan{}, 0, &refusal{msg: "ERR syntax error", rule: "syntax"}
+		}
+	}
+	if !rp.Forward() {
+		return nil, plan{}, rp, nil
+	}
+	p := plan{reply: rp, replies: 1}
+	cmd, _ := keyspec.Lookup(args)
+	switch cmd.Name {
+	case "multi":
+		p.multi, p.dedicated = true, true
+	case "watch", "unwatch", "exec":
+		p.dedicated = true
+	case "discard":
+		p.discard, p.dedicated = true, true
+	case "subscribe", "psubscribe", "ssubscribe":
+		p.dedicated, p.replies = true, len(args)-1
+		s.subscribed(cmd.Name, len(args)-1)
+	case "unsubscribe", "punsubscribe", "sunsubscribe":
+		p.dedicated, p.replies = true, s.unsubscribed(cmd.Name, len(args)-1)
+	default:
+		if cmd.Flags.Has(keyspec.FlagBlocking) {
+			p.dedicated = true
+		}
+	}
+	s.cmdBuf = resp.AppendCommand(s.cmdBuf[:0], out)
+	return s.cmdBuf, p, rp, nil
+}
+
+// subKind groups (un)subscribe commands by what they subscribe to.
+func subKind(name string) string {
+	switch name {
+	case "psubscribe", "punsubscribe":
+		return "pattern"
+	case "ssubscribe", "sunsubscribe":
+		return "shard"
+	}
+	return "channel"
+}
+
+// subscribed counts subscriptions, to know how many confirmations a later
+// argument-less UNSUBSCRIBE produces.
+func (s *session) subscribed(name string, n int) {
+	if s.subs == nil {
+		s.subs = map[string]int{}
+	}
+	s.subs[subKind(name)] += n
+}
+
+// unsubscribed returns how many confirmations an unsubscribe of n names
+// (0: all) produces: one per name, or one per subscription, at least one.
+func (s *session) unsubscribed(name string, n int) int {
+	k := subKind(name)
+	if n == 0 {
+		n = max(s.subs[k], 1)
+		delete(s.subs, k)
+		return n
+	}
+	if s.subs != nil {
+		s.subs[k] = max(s.subs[k]-n, 0)
+	}
+	return n
+}

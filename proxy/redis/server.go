@@ -1,0 +1,333 @@
+package redis
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/redis/rules"
+	"github.com/tenantguard/tenantguard/wire/resp"
+)
+
+// Server is the Redis listener.
+type Server struct {
+	cfg         Config
+	policy      *policy.Store
+	log         *slog.Logger
+	metrics     *metrics
+	breaker     *gobreaker.CircuitBreaker[*upConn]
+	rulesPolicy rules.Policy
+
+	ids atomic.Int64
+
+	mu        sync.Mutex
+	verified  map[string][32]byte
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	perTenant map[string]int
+	labels    map[string]struct{}
+	sharedUp  []*upConn
+	dedicated int
+	version   string
+	draining  bool
+	conns     sync.WaitGroup
+	readers   sync.WaitGroup
+}
+
+// New builds a Server; nothing connects until the first client.
+func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Upstream == "" {
+		return nil, errors.New("redis upstream address is required")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	srv := &Server{
+		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
+		verified:    map[string][32]byte{},
+		listeners:   map[net.Listener]struct{}{},
+		sessions:    map[*session]struct{}{},
+		perTenant:   map[string]int{},
+		labels:      map[string]struct{}{},
+		sharedUp:    make([]*upConn, cfg.SharedConns),
+		rulesPolicy: rules.Policy{AllowScripting: cfg.AllowScripting, Emulate: cfg.Emulate},
+	}
+	srv.breaker = gobreaker.NewCircuitBreaker[*upConn](gobreaker.Settings{
+		Name:    cfg.Upstream,
+		Timeout: cfg.BreakerOpenTime,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= cfg.BreakerFailures
+		},
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			log.Warn("redis upstream circuit breaker", "from", from.String(), "to", to.String())
+			srv.metrics.breaker.Set(float64(to))
+		},
+	})
+	return srv, nil
+}
+
+// Serve accepts clients on ln until Shutdown.
+func (srv *Server) Serve(ln net.Listener) error {
+	srv.mu.Lock()
+	if srv.draining {
+		srv.mu.Unlock()
+		return nil
+	}
+	srv.listeners[ln] = struct{}{}
+	srv.mu.Unlock()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			srv.mu.Lock()
+			draining := srv.draining
+			srv.mu.Unlock()
+			if draining {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		srv.mu.Lock()
+		if srv.draining {
+			srv.mu.Unlock()
+			c.Close()
+			continue
+		}
+		srv.conns.Add(1)
+		srv.mu.Unlock()
+		go srv.serveConn(c)
+	}
+}
+
+func (srv *Server) serveConn(c net.Conn) {
+	defer srv.conns.Done()
+	defer c.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			srv.log.Error("redis session panic", "panic", r)
+		}
+	}()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	s := &session{srv: srv, conn: c, rd: resp.NewReader(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), id: srv.ids.Add(1)}
+	s.cond = sync.NewCond(&s.qmu)
+	srv.mu.Lock()
+	srv.sessions[s] = struct{}{}
+	srv.mu.Unlock()
+	err := s.run(context.Background())
+	srv.log.Debug("redis session ended", "id", s.id, "error", err)
+}
+
+// register binds a session to a tenant, enforcing connection caps; it
+// returns a RESP error text when refused.
+func (srv *Server) register(s *session, t *policy.Tenant) string {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.cfg.MaxClientConns > 0 && len(srv.sessions) > srv.cfg.MaxClientConns {
+		return "ERR max number of clients reached"
+	}
+	if lim := t.Limits.MaxConnections; lim > 0 && srv.perTenant[t.ID] >= lim {
+		return fmt.Sprintf("ERR max number of clients reached for tenant %s (limit %d)", t.ID, lim)
+	}
+	srv.perTenant[t.ID]++
+	srv.metrics.clients.WithLabelValues(srv.tenantLabelLocked(t.ID)).Inc()
+	return ""
+}
+
+func (srv *Server) unregister(s *session) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	delete(srv.sessions, s)
+	if s.tenant != nil {
+		if srv.perTenant[s.tenant.ID]--; srv.perTenant[s.tenant.ID] <= 0 {
+			delete(srv.perTenant, s.tenant.ID)
+		}
+		srv.metrics.clients.WithLabelValues(s.label).Dec()
+	}
+}
+
+func (srv *Server) tenantLabel(id string) string {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.tenantLabelLocked(id)
+}
+
+func (srv *Server) tenantLabelLocked(id string) string {
+	if _, ok := srv.labels[id]; ok {
+		return id
+	}
+	if len(srv.labels) >= 200 {
+		return "_other"
+	}
+	srv.labels[id] = struct{}{}
+	return id
+}
+
+// shared returns the multiplexed connection for a session, dialling it
+// if needed. A session always uses the same one, so its replies stay in order.
+func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
+	i := int(id % int64(len(srv.sharedUp)))
+	srv.mu.Lock()
+	u := srv.sharedUp[i]
+	srv.mu.Unlock()
+	if u != nil {
+		return u, nil
+	}
+	u, err := srv.dialUpstream(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	srv.mu.Lock()
+	if srv.draining {
+		srv.mu.Unlock()
+		u.close()
+		return nil, errors.New("shutting down")
+	}
+	if cur := srv.sharedUp[i]; cur != nil {
+		srv.mu.Unlock()
+		u.close()
+		return cur, nil
+	}
+	srv.sharedUp[i] = u
+	srv.readers.Add(1)
+	srv.mu.Unlock()
+	go func() {
+		defer srv.readers.Done()
+		u.readLoop()
+	}()
+	return u, nil
+}
+
+// dedicatedConn dials an upstream connection owned by one session.
+func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, error) {
+	srv.mu.Lock()
+	if srv.dedicated >= srv.cfg.MaxDedicated {
+		srv.mu.Unlock()
+		return nil, fmt.Errorf("too many stateful clients (limit %d)", srv.cfg.MaxDedicated)
+	}
+	srv.dedicated++
+	srv.mu.Unlock()
+	u, err := srv.dialUpstream(ctx, s.resp3)
+	if err != nil {
+		srv.releaseDedicated()
+		return nil, err
+	}
+	u.dedicated = s
+	srv.mu.Lock()
+	srv.readers.Add(1)
+	srv.mu.Unlock()
+	go func() {
+		defer srv.readers.Done()
+		u.readLoop()
+	}()
+	return u, nil
+}
+
+func (srv *Server) releaseDedicated() {
+	srv.mu.Lock()
+	srv.dedicated--
+	srv.mu.Unlock()
+}
+
+// upstreamLost forgets a failed shared connection; sessions on it move to
+// a new one on their next command.
+func (srv *Server) upstreamLost(u *upConn, err error) {
+	srv.mu.Lock()
+	for i, x := range srv.sharedUp {
+		if x == u {
+			srv.sharedUp[i] = nil
+		}
+	}
+	for s := range srv.sessions {
+		_ = s // sessions notice through errUpstreamClosed on their next send
+	}
+	srv.mu.Unlock()
+	if !errors.Is(err, net.ErrClosed) {
+		srv.log.Warn("redis upstream connection lost", "error", err)
+	}
+}
+
+func (srv *Server) upstreamVersion() string {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.version == "" {
+		return "7.0.0"
+	}
+	return srv.version
+}
+
+// Ready reports whether the server accepts clients.
+func (srv *Server) Ready() bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return !srv.draining && len(srv.listeners) > 0
+}
+
+// Shutdown stops accepting, closes clients once ctx ends or they leave,
+// and closes upstream connections.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	srv.draining = true
+	for ln := range srv.listeners {
+		_ = ln.Close()
+	}
+	var sessions []*session
+	for s := range srv.sessions {
+		sessions = append(sessions, s)
+	}
+	srv.mu.Unlock()
+	// Redis clients have no transaction boundary to wait for: give in-flight
+	// replies a moment, then close.
+	for _, s := range sessions {
+		go func(s *session) {
+			s.qmu.Lock()
+			for len(s.outq) > 0 && ctx.Err() == nil {
+				s.cond.Wait()
+			}
+			s.qmu.Unlock()
+			_ = s.conn.Close()
+		}(s)
+	}
+	done := make(chan struct{})
+	go func() { srv.conns.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, s := range sessions {
+			_ = s.conn.Close()
+			s.qmu.Lock()
+			s.outq = nil
+			s.cond.Broadcast()
+			s.qmu.Unlock()
+		}
+		<-done
+	}
+	srv.mu.Lock()
+	for _, u := range srv.sharedUp {
+		if u != nil {
+			u.close()
+		}
+	}
+	srv.mu.Unlock()
+	srv.readers.Wait()
+	return err
+}
+
+var _ = time.Second

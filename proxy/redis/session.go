@@ -1,0 +1,334 @@
+package redis
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
+	"github.com/tenantguard/tenantguard/proxy/redis/rules"
+	"github.com/tenantguard/tenantguard/wire/resp"
+)
+
+// slot is one reply the client is owed, in order: from upstream (local ==
+// nil) or the proxy's own.
+type slot struct {
+	local []byte
+	plan  plan
+	start time.Time
+	multi []plan // for EXEC: the plans of the queued commands
+}
+
+// session is one client connection.
+type session struct {
+	srv  *Server
+	conn net.Conn
+	rd   *resp.Reader
+	id   int64
+	name []byte
+
+	tenant *policy.Tenant
+	label  string
+	ns     *namespace.Namespace
+	resp3  bool
+
+	rw        *rules.Rewriter
+	cmdBuf    []byte
+	up        *upConn // shared, or dedicated once stateful
+	dedicated bool
+	queued    []plan // plans of commands queued in MULTI
+	inMulti   bool
+	subs      map[string]int // subscriptions by kind: "", "p", "s"
+
+	qmu   sync.Mutex // guards outq and writes to bw
+	cond  *sync.Cond // signalled when outq empties
+	outq  []slot
+	bw    *bufio.Writer
+	dirty bool // bw holds unflushed data
+
+	scratch []byte
+	args    [][]byte
+
+	cmds    prometheus.Counter
+	latency prometheus.Observer
+}
+
+var errQuit = errors.New("client quit")
+
+// run serves the client until it leaves.
+func (s *session) run(ctx context.Context) error {
+	defer s.finish()
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.AuthTimeout))
+	s.rd.SetLimits(resp.PreAuthLimits())
+	for {
+		cmd, err := s.rd.ReadCommand()
+		if err != nil {
+			var pe *resp.ProtocolError
+			if errors.As(err, &pe) {
+				s.writeLocal(pe.AppendReply(nil))
+				s.flushClient()
+			}
+			return err
+		}
+		if len(cmd.Args) == 0 {
+			continue
+		}
+		if err := s.handle(ctx, cmd.Args); err != nil {
+			if errors.Is(err, errQuit) {
+				return nil
+			}
+			return err
+		}
+		if s.rd.Buffered() == 0 {
+			if s.up != nil {
+				if err := s.up.flush(); err != nil {
+					s.writeLocal(resp.AppendError(nil, "ERR tenantguard: upstream connection lost"))
+				}
+			}
+			s.flushClient()
+		}
+	}
+}
+
+// handle serves one command.
+func (s *session) handle(ctx context.Context, args [][]byte) error {
+	var nb [16]byte
+	name := lowerName(nb[:0], args[0])
+	if s.tenant == nil {
+		return s.preAuth(string(name), args)
+	}
+	switch string(name) {
+	case "auth":
+		return s.reauth(args)
+	case "hello":
+		return s.hello(args)
+	case "quit":
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+		s.flushClient()
+		return errQuit
+	case "reset":
+		return s.reset(ctx)
+	case "client":
+		if s.clientCommand(args) {
+			return nil
+		}
+	}
+	s.cmds.Inc()
+	out, p, rp, rerr := s.prepare(args)
+	if rerr != nil {
+		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
+		s.writeLocal(resp.AppendError(nil, rerr.msg))
+		return nil
+	}
+	switch rp {
+	case rules.ReplyLocalOK:
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+		return nil
+	case rules.ReplyEmulateFlush:
+		return s.emulateFlush(ctx, args)
+	case rules.ReplyEmulateDBSize:
+		return s.emulateDBSize(ctx)
+	case rules.ReplyEmulateSetName, rules.ReplyEmulateGetName, rules.ReplySession:
+		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: unexpected local command"))
+		return nil
+	}
+	return s.forward(ctx, out, p)
+}
+
+// forward sends a rewritten command upstream.
+func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
+	if (p.dedicated || s.resp3) && !s.dedicated {
+		if err := s.becomeDedicated(ctx); err != nil {
+			s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream unavailable: "+err.Error()))
+			return nil
+		}
+	}
+	if s.up == nil {
+		u, err := s.srv.shared(ctx, s.id)
+		if err != nil {
+			s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream unavailable: "+err.Error()))
+			return nil
+		}
+		s.up = u
+	}
+	sl := slot{plan: p, start: time.Now()}
+	switch {
+	case p.multi:
+		s.inMulti = true
+		s.queued = s.queued[:0]
+	case s.inMulti && p.reply == rules.ReplyExec:
+		sl.multi = append([]plan(nil), s.queued...)
+		s.inMulti = false
+	case s.inMulti && p.discard:
+		s.inMulti = false
+	case s.inMulti:
+		s.queued = append(s.queued, p)
+		sl.plan.reply = rules.ReplyPlain // the reply now is +QUEUED
+	case p.reply == rules.ReplyExec:
+		sl.plan.reply = rules.ReplyPlain // EXEC without MULTI: an error
+	}
+	replies := max(p.replies, 1)
+	s.qmu.Lock()
+	for i := 0; i < replies; i++ {
+		s.outq = append(s.outq, sl)
+	}
+	s.qmu.Unlock()
+	if err := s.up.send(s, cmd, replies); err != nil {
+		s.dropSlots(replies)
+		s.up = nil
+		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream connection lost"))
+	}
+	return nil
+}
+
+// becomeDedicated moves the session onto an upstream connection of its
+// own, after every reply owed on the shared one has arrived.
+func (s *session) becomeDedicated(ctx context.Context) error {
+	if s.up != nil {
+		if err := s.up.flush(); err != nil {
+			return err
+		}
+	}
+	s.waitDrained()
+	u, err := s.srv.dedicatedConn(ctx, s)
+	if err != nil {
+		return err
+	}
+	s.up, s.dedicated = u, true
+	return nil
+}
+
+// waitDrained blocks until the client has been sent every reply it is owed.
+func (s *session) waitDrained() {
+	s.qmu.Lock()
+	for len(s.outq) > 0 {
+		s.cond.Wait()
+	}
+	s.qmu.Unlock()
+}
+
+func (s *session) dropSlots(n int) {
+	s.qmu.Lock()
+	s.outq = s.outq[:len(s.outq)-n]
+	s.qmu.Unlock()
+}
+
+// writeLocal sends a reply of the proxy's own, after any still owed.
+func (s *session) writeLocal(b []byte) {
+	s.qmu.Lock()
+	if len(s.outq) == 0 {
+		_, _ = s.bw.Write(b)
+		s.dirty = true
+	} else {
+		s.outq = append(s.outq, slot{local: b})
+	}
+	s.qmu.Unlock()
+}
+
+// deliver writes an upstream reply to the client, rewritten by its plan,
+// then any of the proxy's own replies queued behind it.
+func (s *session) deliver(rep *resp.Reply) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if len(s.outq) == 0 || s.outq[0].local != nil {
+		return // the session gave up on it (closed); drop
+	}
+	sl := s.outq[0]
+	s.popSlot()
+	s.latency.Observe(time.Since(sl.start).Seconds())
+	s.scratch = s.transform(s.scratch[:0], rep, sl)
+	_, _ = s.bw.Write(s.scratch)
+	s.dirty = true
+	s.drainLocal()
+}
+
+// deliverError answers an owed reply with an error (the upstream died).
+func (s *session) deliverError(msg string) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if len(s.outq) == 0 || s.outq[0].local != nil {
+		return
+	}
+	s.popSlot()
+	_, _ = s.bw.Write(resp.AppendError(nil, msg))
+	s.dirty = true
+	s.drainLocal()
+}
+
+func (s *session) popSlot() {
+	s.outq[0] = slot{}
+	s.outq = s.outq[1:]
+	if len(s.outq) == 0 {
+		s.outq = s.outq[:0:0]
+	}
+}
+
+// drainLocal writes queued local replies now at the front. qmu held.
+func (s *session) drainLocal() {
+	for len(s.outq) > 0 && s.outq[0].local != nil {
+		_, _ = s.bw.Write(s.outq[0].local)
+		s.popSlot()
+	}
+	if len(s.outq) == 0 {
+		s.cond.Broadcast()
+	}
+}
+
+// flushClient sends what is buffered for the client.
+func (s *session) flushClient() {
+	s.qmu.Lock()
+	if s.dirty {
+		if err := s.bw.Flush(); err != nil {
+			_ = s.conn.Close()
+		}
+		s.dirty = false
+	}
+	s.qmu.Unlock()
+}
+
+func (s *session) refuse(cmd, reason, rule string) {
+	s.srv.metrics.refusals.WithLabelValues(s.label, rule).Inc()
+	s.writeLocal(resp.AppendError(nil, "NOPERM tenantguard: "+cmd+" is not allowed: "+reason+" (rule "+rule+")"))
+}
+
+// finish runs when the client leaves.
+func (s *session) finish() {
+	if s.dedicated && s.up != nil {
+		s.up.close()
+		s.srv.releaseDedicated()
+	}
+	// Replies still owed go nowhere: deliver drops what has no slot.
+	s.qmu.Lock()
+	s.outq = nil
+	s.cond.Broadcast()
+	s.qmu.Unlock()
+	s.srv.unregister(s)
+}
+
+// lowerName appends a lower-cased command name to dst (names longer than
+// dst's capacity give an empty result: no command the session handles
+// itself is that long).
+func lowerName(dst, b []byte) []byte {
+	if len(b) > cap(dst) {
+		return dst[:0]
+	}
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+func itoa(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
+
+var _ = bytes.Equal
