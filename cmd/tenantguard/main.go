@@ -24,8 +24,8 @@ var version = "dev"
 const usage = `usage: tenantguard <command> [flags]
 
 commands:
-  sidecar --config FILE   run the data plane (PostgreSQL listener, admin endpoint)
-  demo [--env-file PATH]  run a throwaway PostgreSQL and a sidecar with two tenants
+  sidecar --config FILE   run the data plane (PostgreSQL and Redis listeners, admin endpoint)
+  demo [--env-file PATH]  run a throwaway PostgreSQL and redis-server and a sidecar with two tenants
   pg bootstrap --config FILE --admin-url URL
                           install row-level isolation in the upstream databases
   pg check --config FILE  audit the upstream role and protected tables
@@ -109,7 +109,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var opts demo.Options
 	fs.StringVar(&opts.EnvFile, "env-file", "tenantguard-demo.env", "where to write the connection settings (dotenv)")
 	fs.StringVar(&opts.PostgresURL, "pg-url", "", "use this PostgreSQL (superuser URL) instead of starting one")
+	fs.StringVar(&opts.RedisURL, "redis-url", "", "use this redis-server (redis://host:port) instead of starting one")
 	fs.StringVar(&opts.Listen, "listen", "127.0.0.1:0", "sidecar PostgreSQL listen address")
+	fs.StringVar(&opts.RedisListen, "redis-listen", "127.0.0.1:0", "sidecar Redis listen address")
 	fs.StringVar(&opts.AdminListen, "admin-listen", "127.0.0.1:0", "sidecar admin (metrics) listen address")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {

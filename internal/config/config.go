@@ -17,6 +17,8 @@ import (
 
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
 
@@ -24,8 +26,21 @@ import (
 type File struct {
 	Listen struct {
 		Postgres string `yaml:"postgres"`
+		Redis    string `yaml:"redis"`
 		Admin    string `yaml:"admin"`
 	} `yaml:"listen"`
+	Redis struct {
+		Upstream          string   `yaml:"upstream"`
+		Username          string   `yaml:"username"`
+		Password          string   `yaml:"password"`
+		SharedConnections int      `yaml:"shared_connections"`
+		MaxDedicated      int      `yaml:"max_dedicated_connections"`
+		Namespace         string   `yaml:"namespace"`
+		AllowScripting    bool     `yaml:"allow_scripting"`
+		Emulate           []string `yaml:"emulate"`
+		MaxClientConns    int      `yaml:"max_client_connections"`
+		AuthTimeout       Duration `yaml:"auth_timeout"`
+	} `yaml:"redis"`
 	TLS struct {
 		CertFile string `yaml:"cert_file"`
 		KeyFile  string `yaml:"key_file"`
@@ -103,8 +118,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // Sidecar is the compiled configuration the sidecar runs with.
 type Sidecar struct {
 	PostgresListen string
+	RedisListen    string // "" = no Redis listener
 	AdminListen    string
 	Postgres       proxypg.Config
+	Redis          proxyredis.Config
 	Policy         *policy.Snapshot
 	DrainTimeout   time.Duration
 }
@@ -145,6 +162,7 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	}
 	out := &Sidecar{
 		PostgresListen: f.Listen.Postgres,
+		RedisListen:    f.Listen.Redis,
 		AdminListen:    f.Listen.Admin,
 		DrainTimeout:   time.Duration(f.DrainTimeout),
 	}
@@ -154,7 +172,7 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	if out.PostgresListen == "" {
 		return fail("listen.postgres", "required (e.g. 127.0.0.1:6432)")
 	}
-	for field, addr := range map[string]string{"listen.postgres": f.Listen.Postgres, "listen.admin": f.Listen.Admin} {
+	for field, addr := range map[string]string{"listen.postgres": f.Listen.Postgres, "listen.admin": f.Listen.Admin, "listen.redis": f.Listen.Redis, "redis.upstream": f.Redis.Upstream} {
 		if addr == "" {
 			continue
 		}
@@ -224,6 +242,10 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	}
 	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
 
+	if err := parseRedis(&f, out); err != nil {
+		return fail(err.field, "%s", err.msg)
+	}
+
 	spec := policy.Spec{Version: "file"}
 	for _, t := range f.Tenants {
 		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail,
@@ -281,4 +303,47 @@ func decodeKey(s string) ([]byte, error) {
 		return b, nil
 	}
 	return []byte(s), nil
+}
+
+type fieldErr struct{ field, msg string }
+
+// parseRedis fills the Redis listener's settings.
+func parseRedis(f *File, out *Sidecar) *fieldErr {
+	r := f.Redis
+	if out.RedisListen == "" {
+		if r.Upstream != "" {
+			return &fieldErr{"listen.redis", "required when redis.upstream is set"}
+		}
+		return nil
+	}
+	if r.Upstream == "" {
+		return &fieldErr{"redis.upstream", "required when listen.redis is set (host:port of redis-server)"}
+	}
+	c := proxyredis.Config{
+		Upstream: r.Upstream, UpstreamUser: r.Username, UpstreamPassword: r.Password,
+		SharedConns: r.SharedConnections, MaxDedicated: r.MaxDedicated,
+		AllowScripting: r.AllowScripting, MaxClientConns: r.MaxClientConns,
+		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
+	}
+	switch r.Namespace {
+	case "", "spread":
+		c.Namespace = namespace.Spread
+	case "one-slot":
+		c.Namespace = namespace.OneSlot
+	default:
+		return &fieldErr{"redis.namespace", fmt.Sprintf("%q is not a namespace mode (spread or one-slot)", r.Namespace)}
+	}
+	if r.SharedConnections < 0 || r.SharedConnections > 1024 {
+		return &fieldErr{"redis.shared_connections", "must be between 1 and 1024"}
+	}
+	for i, e := range r.Emulate {
+		switch e {
+		case "flushdb", "flushall", "dbsize":
+			c.Emulate[e] = true
+		default:
+			return &fieldErr{fmt.Sprintf("redis.emulate[%d]", i), fmt.Sprintf("%q cannot be emulated (flushdb, flushall, dbsize)", e)}
+		}
+	}
+	out.Redis = c
+	return nil
 }

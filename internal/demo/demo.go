@@ -17,9 +17,11 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/redisserver"
 	"github.com/tenantguard/tenantguard/internal/sidecar"
 )
 
@@ -27,7 +29,9 @@ import (
 type Options struct {
 	EnvFile     string // dotenv file to write
 	PostgresURL string // superuser URL of an existing PostgreSQL; "" starts one
+	RedisURL    string // URL of an existing redis-server; "" starts one
 	Listen      string // sidecar PostgreSQL listen address
+	RedisListen string // sidecar Redis listen address
 	AdminListen string // sidecar admin listen address
 	Logger      *slog.Logger
 	Out         io.Writer // where the how-to-connect text goes
@@ -58,6 +62,21 @@ func Run(ctx context.Context, o Options) error {
 		adminURL = cl.AdminURL("postgres")
 		log.Info("started throwaway postgres", "port", cl.Port(), "dir", cl.Dir())
 	}
+	redisAddr, redisAdminURL := "", o.RedisURL
+	if o.RedisURL == "" {
+		rs, err := redisserver.Start(ctx, redisserver.Options{Logger: log})
+		if err != nil {
+			return fmt.Errorf("start redis: %w", err)
+		}
+		defer rs.Close()
+		redisAddr, redisAdminURL = rs.Addr(), "redis://"+rs.Addr()+"/0"
+	} else {
+		u, err := url.Parse(o.RedisURL)
+		if err != nil {
+			return fmt.Errorf("--redis-url: %w", err)
+		}
+		redisAddr = u.Host
+	}
 	appAdminURL, err := withDatabase(adminURL, appDatabase)
 	if err != nil {
 		return err
@@ -73,7 +92,8 @@ func Run(ctx context.Context, o Options) error {
 	passwords := map[string]string{}
 	bindingKey := secret() + secret()
 	var yml strings.Builder
-	fmt.Fprintf(&yml, "listen:\n  postgres: %q\n  admin: %q\n", o.Listen, o.AdminListen)
+	fmt.Fprintf(&yml, "listen:\n  postgres: %q\n  redis: %q\n  admin: %q\n", o.Listen, o.RedisListen, o.AdminListen)
+	fmt.Fprintf(&yml, "redis:\n  upstream: %q\n  emulate: [flushdb, flushall, dbsize]\n", redisAddr)
 	fmt.Fprintf(&yml, "postgres:\n  databases:\n    - name: %s\n      url: %q\n", appDatabase, upstream)
 	fmt.Fprintf(&yml, "  pool:\n    mode: transaction\n    size: 20\n")
 	fmt.Fprintf(&yml, "isolation:\n  binding_key: %q\n  tables:\n    - name: public.orders\n      tenant_column: tenant_id\n", bindingKey)
@@ -96,17 +116,25 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	env := map[string]string{
-		"TG_PG_ADMIN_URL": appAdminURL,
-		"TG_METRICS_URL":  "http://" + sc.AdminAddr() + "/metrics",
+		"TG_PG_ADMIN_URL":    appAdminURL,
+		"TG_REDIS_ADMIN_URL": redisAdminURL,
+		"TG_METRICS_URL":     "http://" + sc.AdminAddr() + "/metrics",
 	}
 	for _, t := range Tenants {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword(t, passwords[t]), Host: sc.PostgresAddr(), Path: "/" + appDatabase, RawQuery: "sslmode=disable"}
 		env["TG_PG_URL_"+strings.ToUpper(t)] = u.String()
+		r := url.URL{Scheme: "redis", User: url.UserPassword(t, passwords[t]), Host: sc.RedisAddr(), Path: "/0"}
+		env["TG_REDIS_URL_"+strings.ToUpper(t)] = r.String()
 	}
 	runErr := make(chan error, 1)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { runErr <- sc.Run(rctx) }()
+	if err := seedRedis(ctx, sc.RedisAddr(), passwords); err != nil {
+		cancel()
+		<-runErr
+		return fmt.Errorf("seed redis: %w", err)
+	}
 	if err := writeEnv(o.EnvFile, env); err != nil {
 		cancel()
 		<-runErr
@@ -117,7 +145,7 @@ func Run(ctx context.Context, o Options) error {
 		for _, k := range sortedKeys(env) {
 			fmt.Fprintf(o.Out, "  %s=%s\n", k, env[k])
 		}
-		fmt.Fprintf(o.Out, "\nTry:  psql \"$TG_PG_URL_ACME\" -c 'select * from orders'\nStop with Ctrl-C.\n")
+		fmt.Fprintf(o.Out, "\nTry:  psql \"$TG_PG_URL_ACME\" -c 'select * from orders'\n      redis-cli -u \"$TG_REDIS_URL_ACME\" get greeting\nStop with Ctrl-C.\n")
 	}
 	err = <-runErr
 	_ = os.Remove(o.EnvFile)
@@ -173,6 +201,23 @@ END $$`, appRole, appRole)); err != nil {
 		 WHERE NOT EXISTS (SELECT 1 FROM public.orders)`,
 	} {
 		if _, err := a.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seedRedis stores a few keys for each tenant, through the sidecar, so
+// they land in the tenant's namespace.
+func seedRedis(ctx context.Context, addr string, passwords map[string]string) error {
+	for _, t := range Tenants {
+		c := goredis.NewClient(&goredis.Options{Addr: addr, Username: t, Password: passwords[t], DisableIdentity: true})
+		err := c.MSet(ctx, "greeting", "hello from "+t, "plan", map[string]string{"acme": "pro", "globex": "basic"}[t]).Err()
+		if err == nil {
+			err = c.RPush(ctx, "orders:recent", t+"-1001", t+"-1002").Err()
+		}
+		c.Close()
+		if err != nil {
 			return err
 		}
 	}

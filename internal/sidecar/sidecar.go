@@ -18,6 +18,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
 )
 
 // Sidecar is a running data plane.
@@ -26,6 +27,8 @@ type Sidecar struct {
 	log     *slog.Logger
 	pg      *proxypg.Server
 	pgLn    net.Listener
+	redis   *proxyredis.Server
+	redisLn net.Listener
 	adminLn net.Listener
 	admin   *http.Server
 }
@@ -57,6 +60,17 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 		_ = pgsrv.Shutdown(context.Background())
 		return nil, fmt.Errorf("listen postgres: %w", err)
 	}
+	if cfg.RedisListen != "" {
+		sc.redis, err = proxyredis.New(cfg.Redis, policy.NewStore(cfg.Policy), reg, log.With("component", "redis"))
+		if err == nil {
+			sc.redisLn, err = net.Listen("tcp", cfg.RedisListen)
+		}
+		if err != nil {
+			_ = sc.pgLn.Close()
+			_ = pgsrv.Shutdown(context.Background())
+			return nil, fmt.Errorf("redis listener: %w", err)
+		}
+	}
 	if cfg.AdminListen != "" {
 		sc.adminLn, err = net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
@@ -70,7 +84,7 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 			_, _ = w.Write([]byte("ok\n"))
 		})
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !pgsrv.Ready() {
+			if !pgsrv.Ready() || (sc.redis != nil && !sc.redis.Ready()) {
 				http.Error(w, "not ready", http.StatusServiceUnavailable)
 				return
 			}
@@ -89,6 +103,14 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 // PostgresAddr is the address the Postgres listener is bound to.
 func (sc *Sidecar) PostgresAddr() string { return sc.pgLn.Addr().String() }
 
+// RedisAddr is the Redis listener's address, or "" if there is none.
+func (sc *Sidecar) RedisAddr() string {
+	if sc.redisLn == nil {
+		return ""
+	}
+	return sc.redisLn.Addr().String()
+}
+
 // AdminAddr is the admin listener's address, or "" if there is none.
 func (sc *Sidecar) AdminAddr() string {
 	if sc.adminLn == nil {
@@ -99,9 +121,12 @@ func (sc *Sidecar) AdminAddr() string {
 
 // Run serves until ctx ends, then drains for up to the configured drain timeout.
 func (sc *Sidecar) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- sc.pg.Serve(sc.pgLn) }()
-	sc.log.Info("sidecar ready", "postgres", sc.PostgresAddr(), "admin", sc.AdminAddr())
+	if sc.redis != nil {
+		go func() { errc <- sc.redis.Serve(sc.redisLn) }()
+	}
+	sc.log.Info("sidecar ready", "postgres", sc.PostgresAddr(), "redis", sc.RedisAddr(), "admin", sc.AdminAddr())
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -111,8 +136,14 @@ func (sc *Sidecar) Run(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(context.Background(), sc.cfg.DrainTimeout)
 	defer cancel()
 	err := sc.pg.Shutdown(dctx)
+	if sc.redis != nil {
+		err = errors.Join(err, sc.redis.Shutdown(dctx))
+	}
 	if serveErr == nil {
 		serveErr = <-errc
+	}
+	if sc.redis != nil {
+		serveErr = errors.Join(serveErr, <-errc)
 	}
 	if sc.admin != nil {
 		_ = sc.admin.Shutdown(dctx)
