@@ -17,9 +17,9 @@ import (
 
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
-	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
 
 // File is the sidecar configuration file as written.
