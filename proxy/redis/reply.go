@@ -78,7 +78,8 @@ func (s *session) stripChannel(edits []resp.Edit, v resp.Value) []resp.Edit {
 	if v.IsAggregate() || v.IsNull() {
 		return edits
 	}
-	c, ok := s.ns.StripChannel(v.Bytes())
+	// Keyspace-notification names keep their header and lose the key prefix.
+	c, ok := s.ns.AppendStripChannel(nil, v.Bytes())
 	if !ok {
 		c = nil
 	}

@@ -43,6 +43,11 @@
 // so they cannot be scoped by renaming and are refused (AppendChannel
 // reports false); a client that needs them must use keyspace channels.
 // Malformed notification names (say "__keyspace@x") are refused too.
+// Keyspace notification payloads are event names ("set", "expired"...),
+// so messages need no rewriting beyond their channel (AppendStripChannel).
+// A plain channel pattern such as "*" becomes "c:<enc>:*" and so never
+// matches notification channels: a tenant wanting notifications must name
+// them ("__keyspace@0__:*").
 //
 // Match is a port of redis-server's glob matcher (stringmatchlen), used by
 // the tests to prove that no pattern of one tenant matches another tenant's

@@ -15,9 +15,12 @@ const (
 
 // Defaults for the Policy limits left at zero.
 const (
-	DefaultMaxPatternLen       = 256
+	// DefaultMaxPatternLen is the default Policy.MaxPatternLen.
+	DefaultMaxPatternLen = 256
+	// DefaultMaxPatternWildcards is the default Policy.MaxPatternWildcards.
 	DefaultMaxPatternWildcards = 8
-	DefaultMaxScanCount        = 1000
+	// DefaultMaxScanCount is the default Policy.MaxScanCount.
+	DefaultMaxScanCount = 1000
 )
 
 // Policy is the per-tenant command policy. The zero value refuses
