@@ -132,7 +132,9 @@ func startProxyWith(t *testing.T, pg *pgcluster.Cluster, spec policy.Spec, tweak
 		if err := <-p.done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		goleak.VerifyNone(t, ignore)
+		goleak.VerifyNone(t, ignore,
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/redisserver.startProcess.func1"),
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/pgcluster.startProcess.func1"))
 	})
 	return p
 }

@@ -69,7 +69,9 @@ func startProxy(t *testing.T, tweak func(*proxyredis.Config)) *proxy {
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		goleak.VerifyNone(t, ignore)
+		goleak.VerifyNone(t, ignore,
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/redisserver.startProcess.func1"),
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/pgcluster.startProcess.func1"))
 	})
 	return &proxy{srv: srv, addr: ln.Addr().String(), redis: rd.Addr()}
 }

@@ -334,6 +334,7 @@ func TestRewriteCaseCount(t *testing.T) {
 			names[cmd.Name] = true
 		}
 	}
+	t.Logf("%d cases cover %d commands", len(rewriteCases), len(names))
 	if len(names) < 80 {
 		t.Errorf("the table covers %d commands, want at least 80", len(names))
 	}
