@@ -44,6 +44,9 @@ type Limits struct {
 	MaxTransactions int
 	// StatementTimeout is set on every upstream transaction of the tenant.
 	StatementTimeout time.Duration
+	// CommandsPerSecond caps the tenant's Redis commands across its
+	// connections to this sidecar (bursts up to one second's worth).
+	CommandsPerSecond int
 }
 
 // TableSpec names a table the policy protects.
@@ -117,6 +120,9 @@ func Compile(spec Spec) (*Snapshot, error) {
 		}
 		if ts.Limits.MaxTransactions < 0 {
 			return nil, &FieldError{field + ".limits.max_transactions", "must not be negative"}
+		}
+		if ts.Limits.CommandsPerSecond < 0 {
+			return nil, &FieldError{field + ".limits.commands_per_second", "must not be negative"}
 		}
 		if ts.Limits.StatementTimeout < 0 {
 			return nil, &FieldError{field + ".limits.statement_timeout", "must not be negative"}

@@ -88,7 +88,8 @@ type File struct {
 		Limits struct {
 			MaxConnections   int      `yaml:"max_connections"`
 			MaxTransactions  int      `yaml:"max_transactions"`
-			StatementTimeout Duration `yaml:"statement_timeout"`
+			StatementTimeout  Duration `yaml:"statement_timeout"`
+			CommandsPerSecond int      `yaml:"commands_per_second"`
 		} `yaml:"limits"`
 		ShowConstraintDetail bool `yaml:"show_constraint_detail"`
 	} `yaml:"tenants"`
@@ -252,7 +253,8 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 			Limits: policy.Limits{
 				MaxConnections:   t.Limits.MaxConnections,
 				MaxTransactions:  t.Limits.MaxTransactions,
-				StatementTimeout: time.Duration(t.Limits.StatementTimeout),
+				StatementTimeout:  time.Duration(t.Limits.StatementTimeout),
+				CommandsPerSecond: t.Limits.CommandsPerSecond,
 			}}
 		if t.Allow != nil {
 			ts.Allow = &policy.Permissions{Read: t.Allow.Read, Write: t.Allow.Write, DDL: t.Allow.DDL}

@@ -84,6 +84,7 @@ func (s *session) authenticate(user, pass string) string {
 	}
 	s.tenant, s.ns = t, ns
 	s.rw = rules.NewRewriter(ns, &s.srv.rulesPolicy)
+	s.rate = s.srv.limiter(t.ID, t.Limits.CommandsPerSecond)
 	s.label = s.srv.tenantLabel(t.ID)
 	s.cmds = s.srv.metrics.commands.WithLabelValues(s.label)
 	s.latency = s.srv.metrics.latency.WithLabelValues(s.label)

@@ -8,6 +8,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tenantguard/tenantguard/policy"
 	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
@@ -102,4 +103,52 @@ func TestUpstreamDownAndBack(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestLimits: a tenant over its connection cap or command rate is refused;
+// another tenant is not affected.
+func TestLimits(t *testing.T) {
+	p := startProxyWith(t, func(spec *policy.Spec) {
+		spec.Tenants[0].Limits = policy.Limits{MaxConnections: 2, CommandsPerSecond: 100}
+	}, nil)
+	ctx := ctxT(t, 20*time.Second)
+	a := p.client(t, "acme", acmeSecret, 2)
+	pipe := a.Pipeline()
+	var cmds []*goredis.IntCmd
+	for i := 0; i < 500; i++ {
+		cmds = append(cmds, pipe.Incr(ctx, "counter"))
+	}
+	_, _ = pipe.Exec(ctx)
+	limited := 0
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			if !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+				t.Fatal(err)
+			}
+			limited++
+		}
+	}
+	if limited == 0 || limited == len(cmds) {
+		t.Fatalf("%d of %d commands rate-limited", limited, len(cmds))
+	}
+	g := p.client(t, "globex", globexSecret, 2)
+	gp := g.Pipeline()
+	var gcmds []*goredis.IntCmd
+	for i := 0; i < 500; i++ {
+		gcmds = append(gcmds, gp.Incr(ctx, "counter"))
+	}
+	if _, err := gp.Exec(ctx); err != nil {
+		t.Fatalf("globex limited by acme's rate: %v", err)
+	}
+	// Connection cap: the third acme connection is refused.
+	conns := []*goredis.Conn{a.Conn(), a.Conn()}
+	for _, c := range conns {
+		defer c.Close()
+		_ = c.Ping(ctx).Err()
+	}
+	third := goredis.NewClient(&goredis.Options{Addr: p.addr, Username: "acme", Password: acmeSecret, DisableIdentity: true, Protocol: 2})
+	defer third.Close()
+	if err := third.Ping(ctx).Err(); err == nil || !strings.Contains(err.Error(), "max number of clients") {
+		t.Fatalf("third acme connection: %v", err)
+	}
 }

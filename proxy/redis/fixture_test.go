@@ -33,16 +33,26 @@ type proxy struct {
 
 func startProxy(t *testing.T, tweak func(*proxyredis.Config)) *proxy {
 	t.Helper()
+	return startProxyWith(t, nil, tweak)
+}
+
+// startProxyWith lets a test change the policy too.
+func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*proxyredis.Config)) *proxy {
+	t.Helper()
 	rd := harness.Redis(t)
 	ignore := goleak.IgnoreCurrent()
 	cfg := proxyredis.Config{Upstream: rd.Addr(), Emulate: map[string]bool{"flushdb": true, "flushall": true, "dbsize": true}}
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	snap, err := policy.Compile(policy.Spec{Tenants: []policy.TenantSpec{
+	spec := policy.Spec{Tenants: []policy.TenantSpec{
 		{ID: "acme", Passwords: []string{acmeSecret}},
 		{ID: "globex", Passwords: []string{globexSecret}},
-	}})
+	}}
+	if specTweak != nil {
+		specTweak(&spec)
+	}
+	snap, err := policy.Compile(spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	verified  map[string][32]byte
+	buckets   map[string]*bucket
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	perTenant map[string]int
@@ -56,6 +57,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv := &Server{
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
 		verified:    map[string][32]byte{},
+		buckets:     map[string]*bucket{},
 		listeners:   map[net.Listener]struct{}{},
 		sessions:    map[*session]struct{}{},
 		perTenant:   map[string]int{},

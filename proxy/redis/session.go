@@ -57,6 +57,7 @@ type session struct {
 	scratch []byte
 	args    [][]byte
 
+	rate    *bucket // the tenant's command rate, shared by its sessions
 	cmds    prometheus.Counter
 	latency prometheus.Observer
 }
@@ -122,6 +123,11 @@ func (s *session) handle(ctx context.Context, args [][]byte) error {
 		}
 	}
 	s.cmds.Inc()
+	if s.rate != nil && !s.rate.take(time.Now()) {
+		s.srv.metrics.refusals.WithLabelValues(s.label, "rate-limit").Inc()
+		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: tenant "+s.tenant.ID+" is over its command rate of "+strconv.Itoa(s.tenant.Limits.CommandsPerSecond)+"/s"))
+		return nil
+	}
 	out, p, rp, rerr := s.prepare(args)
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
