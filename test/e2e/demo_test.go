@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tenantguard/tenantguard/test/harness"
 )
@@ -37,7 +38,7 @@ func TestDemo(t *testing.T) {
 		}
 		return nil
 	})
-	for _, k := range []string{"TG_PG_URL_ACME", "TG_PG_URL_GLOBEX", "TG_PG_ADMIN_URL", "TG_METRICS_URL"} {
+	for _, k := range []string{"TG_PG_URL_ACME", "TG_PG_URL_GLOBEX", "TG_PG_ADMIN_URL", "TG_METRICS_URL", "TG_REDIS_URL_ACME", "TG_REDIS_URL_GLOBEX", "TG_REDIS_ADMIN_URL"} {
 		if env[k] == "" {
 			t.Fatalf("env file lacks %s: %v", k, env)
 		}
@@ -52,6 +53,31 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("%s: orders %d %v", k, n, err)
 		}
 		c.Close(ctx)
+	}
+	// Each tenant sees its own rows and keys only.
+	for tenant, key := range map[string]string{"acme": "TG_PG_URL_ACME", "globex": "TG_PG_URL_GLOBEX"} {
+		c, err := pgx.Connect(ctx, env[key])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var others int
+		if err := c.QueryRow(ctx, "SELECT count(*)::int FROM public.orders WHERE tenant_id <> $1", tenant).Scan(&others); err != nil || others != 0 {
+			t.Fatalf("%s sees %d rows of other tenants (%v)", tenant, others, err)
+		}
+		c.Close(ctx)
+	}
+	for tenant, key := range map[string]string{"acme": "TG_REDIS_URL_ACME", "globex": "TG_REDIS_URL_GLOBEX"} {
+		opt, err := goredis.ParseURL(env[key])
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt.DisableIdentity = true
+		r := goredis.NewClient(opt)
+		v, err := r.Get(ctx, "greeting").Result()
+		r.Close()
+		if err != nil || v != "hello from "+tenant {
+			t.Fatalf("%s greeting %q %v", tenant, v, err)
+		}
 	}
 	code, body, err := httpGet(ctx, env["TG_METRICS_URL"])
 	if err != nil || code != 200 || !strings.Contains(body, "tenantguard_pg_client_connections") {
