@@ -86,8 +86,8 @@ type File struct {
 			DDL   bool `yaml:"ddl"`
 		} `yaml:"allow"`
 		Limits struct {
-			MaxConnections   int      `yaml:"max_connections"`
-			MaxTransactions  int      `yaml:"max_transactions"`
+			MaxConnections    int      `yaml:"max_connections"`
+			MaxTransactions   int      `yaml:"max_transactions"`
 			StatementTimeout  Duration `yaml:"statement_timeout"`
 			CommandsPerSecond int      `yaml:"commands_per_second"`
 		} `yaml:"limits"`
@@ -251,8 +251,8 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	for _, t := range f.Tenants {
 		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail,
 			Limits: policy.Limits{
-				MaxConnections:   t.Limits.MaxConnections,
-				MaxTransactions:  t.Limits.MaxTransactions,
+				MaxConnections:    t.Limits.MaxConnections,
+				MaxTransactions:   t.Limits.MaxTransactions,
 				StatementTimeout:  time.Duration(t.Limits.StatementTimeout),
 				CommandsPerSecond: t.Limits.CommandsPerSecond,
 			}}
