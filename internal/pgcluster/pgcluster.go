@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantguard/tenantguard/internal/childproc"
 	"log/slog"
 	"net/url"
 	"os"
@@ -40,7 +41,7 @@ type Cluster struct {
 	cred    *syscall.Credential
 	extra   map[string]string
 	mu      sync.Mutex
-	proc    *process
+	proc    *childproc.Process
 	removed bool
 }
 

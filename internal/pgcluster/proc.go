@@ -12,64 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 )
-
-// stopTimeout is how long a fast shutdown may take before SIGKILL.
-const stopTimeout = 30 * time.Second
-
-// process is one running server child.
-type process struct {
-	cmd  *exec.Cmd
-	logf *os.File
-	done chan struct{} // closed once the child has exited
-	err  error         // exit status, valid after done
-}
-
-// startProcess starts bin with its output sent to logf, which it takes over.
-func startProcess(bin string, args []string, dir string, logf *os.File, cred *syscall.Credential) (*process, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
-	cmd.SysProcAttr = sysProcAttr(cred)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	p := &process{cmd: cmd, logf: logf, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// stop sends SIGINT (PostgreSQL's fast shutdown), escalating to SIGKILL after
-// stopTimeout, and waits for the child to exit.
-func (p *process) stop() error {
-	select {
-	case <-p.done:
-		return p.err // exited on its own: report why
-	default:
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("signal: %w", err)
-	}
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(stopTimeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("no exit %s after SIGINT, killed", stopTimeout)
-	}
-}
-
-// sysProcAttr makes the child die with its parent, keeps it out of the
-// terminal's process group and, if cred is set, drops to that user.
-func sysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: cred}
-}
 
 // serverCredential returns nil unless running as root, where initdb and
 // postgres refuse to run: then it picks the "postgres" user, else "nobody".

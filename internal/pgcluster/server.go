@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantguard/tenantguard/internal/childproc"
 	"maps"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,7 +32,7 @@ func (c *Cluster) initdb(ctx context.Context) error {
 	}
 	defer logf.Close()
 	cmd.Dir, cmd.Stdout, cmd.Stderr = c.dir, logf, logf
-	cmd.SysProcAttr = sysProcAttr(c.cred)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: c.cred}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("pgcluster: initdb: %w\n%s", err, logTail(c.logPath()))
 	}
@@ -58,13 +60,13 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := startProcess(filepath.Join(c.binDir, "postgres"), args, c.dir, logf, c.cred)
+	p, err := childproc.Start(filepath.Join(c.binDir, "postgres"), args, c.dir, logf, c.cred)
 	if err != nil {
 		return fmt.Errorf("pgcluster: start postgres: %w", err)
 	}
-	c.log.Info("pgcluster: started", "port", c.port, "pid", p.cmd.Process.Pid, "dir", c.dir)
+	c.log.Info("pgcluster: started", "port", c.port, "pid", p.Pid(), "dir", c.dir)
 	if err := c.waitReady(ctx, p); err != nil {
-		return errors.Join(err, p.stop())
+		return errors.Join(err, p.Stop(syscall.SIGINT))
 	}
 	c.proc = p
 	return nil
@@ -78,7 +80,7 @@ func (c *Cluster) Stop() error {
 	if c.proc == nil {
 		return nil
 	}
-	err := c.proc.stop()
+	err := c.proc.Stop(syscall.SIGINT)
 	c.proc = nil
 	c.log.Info("pgcluster: stopped", "port", c.port)
 	if err != nil {
@@ -88,7 +90,7 @@ func (c *Cluster) Stop() error {
 }
 
 // waitReady polls with a superuser connection until the server answers.
-func (c *Cluster) waitReady(ctx context.Context, p *process) error {
+func (c *Cluster) waitReady(ctx context.Context, p *childproc.Process) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, readyTimeout)
@@ -102,8 +104,8 @@ func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 			return nil
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("pgcluster: postgres exited during start-up: %w\n%s", p.err, logTail(c.logPath()))
+		case <-p.Done():
+			return fmt.Errorf("pgcluster: postgres exited during start-up: %w\n%s", p.Err(), logTail(c.logPath()))
 		case <-ctx.Done():
 			return fmt.Errorf("pgcluster: waiting for postgres on port %d: %w (last error: %v)\n%s",
 				c.port, ctx.Err(), err, logTail(c.logPath()))

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantguard/tenantguard/internal/childproc"
 	"log/slog"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 )
@@ -35,7 +37,7 @@ type Server struct {
 	dir     string
 	port    int
 	mu      sync.Mutex
-	proc    *process
+	proc    *childproc.Process
 	removed bool
 }
 
@@ -92,13 +94,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("redisserver: open log: %w", err)
 	}
-	p, err := startProcess(s.bin, args, s.dir, logf)
+	p, err := childproc.Start(s.bin, args, s.dir, logf, nil)
 	if err != nil {
 		return fmt.Errorf("redisserver: start: %w", err)
 	}
-	s.log.Info("redisserver: started", "addr", s.Addr(), "pid", p.cmd.Process.Pid, "dir", s.dir)
+	s.log.Info("redisserver: started", "addr", s.Addr(), "pid", p.Pid(), "dir", s.dir)
 	if err := waitReady(ctx, s.Addr(), p); err != nil {
-		return errors.Join(fmt.Errorf("redisserver: %w", err), p.stop())
+		return errors.Join(fmt.Errorf("redisserver: %w", err), p.Stop(syscall.SIGTERM))
 	}
 	s.proc = p
 	return nil
@@ -111,7 +113,7 @@ func (s *Server) Stop() error {
 	if s.proc == nil {
 		return nil
 	}
-	err := s.proc.stop()
+	err := s.proc.Stop(syscall.SIGTERM)
 	s.proc = nil
 	s.log.Info("redisserver: stopped", "addr", s.Addr())
 	if err != nil {
