@@ -140,6 +140,7 @@ func (s *session) isPushMessage(rep *resp.Reply) bool {
 func (s *session) deliverPush(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
+	s.armWrite()
 	s.scratch = s.transform(s.scratch[:0], rep, slot{plan: plan{reply: rules.ReplyPubSub}})
 	_, _ = s.bw.Write(s.scratch)
 	s.dirty = true

@@ -249,6 +249,7 @@ func (s *session) deliver(rep *resp.Reply) {
 	}
 	sl := s.outq[0]
 	s.popSlot()
+	s.armWrite()
 	s.latency.Observe(time.Since(sl.start).Seconds())
 	s.scratch = s.transform(s.scratch[:0], rep, sl)
 	_, _ = s.bw.Write(s.scratch)
@@ -288,10 +289,22 @@ func (s *session) drainLocal() {
 	}
 }
 
+// clientWriteTimeout bounds how long a reply may wait on a client that does
+// not read. Replies are written by a shared connection's read loop, so a
+// stalled client must not hold up the other tenants multiplexed with it:
+// past this it is disconnected.
+const clientWriteTimeout = 5 * time.Second
+
+// armWrite sets the write deadline before writing to the client. qmu held.
+func (s *session) armWrite() {
+	_ = s.conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+}
+
 // flushClient sends what is buffered for the client.
 func (s *session) flushClient() {
 	s.qmu.Lock()
 	if s.dirty {
+		s.armWrite()
 		if err := s.bw.Flush(); err != nil {
 			_ = s.conn.Close()
 		}
