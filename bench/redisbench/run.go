@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"net"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// target is one place redis-benchmark connects to.
+type target struct {
+	name           string
+	addr           string
+	user, password string   // AUTH; "" = none
+	svc            *service // the proxy process; nil for direct redis-server
+}
+
+// tests are the redis-benchmark tests measured, in the order they run
+// against each target (SET first, so GET finds the keys).
+var tests = []string{"SET", "GET"}
+
+// result is one target's runs for one test and pipeline depth.
+type result struct {
+	rps      []float64 // one per round
+	requests int64     // requests over all rounds
+	cpuTicks int64     // proxy CPU time over all rounds
+}
+
+// row is one test and pipeline depth, with a result per target (same order).
+type row struct {
+	test     string
+	pipeline int
+	results  []*result
+}
+
+// runMatrix runs every pipeline × round × target × test. Within a round the
+// targets run one after another, starting with a different one each round,
+// so slow drift (memory growth, thermal) hits every target alike.
+func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error) {
+	var rows []row
+	for _, p := range o.pipelines {
+		first := len(rows)
+		for _, test := range tests {
+			r := row{test: test, pipeline: p}
+			for range targets {
+				r.results = append(r.results, &result{})
+			}
+			rows = append(rows, r)
+		}
+		for round := range o.rounds {
+			for i := range targets {
+				k := (i + round) % len(targets)
+				t := targets[k]
+				for j, test := range tests {
+					res := rows[first+j].results[k]
+					if err := runOnce(ctx, o, t, test, p, res); err != nil {
+						return nil, err
+					}
+					logf("%-3s -P %-3d round %d/%d %-18s %12.0f rps", test, p, round+1, o.rounds, t.name, res.rps[len(res.rps)-1])
+				}
+			}
+		}
+	}
+	return rows, nil
+}
+
+// runOnce runs one redis-benchmark test against t and adds the outcome to
+// res.
+func runOnce(ctx context.Context, o options, t *target, test string, pipeline int, res *result) error {
+	args := []string{"-t", strings.ToLower(test), "-c", strconv.Itoa(clients), "-n", strconv.Itoa(o.requests),
+		"-P", strconv.Itoa(pipeline), "-r", strconv.Itoa(keyspace), "--csv"}
+	var before int64
+	if t.svc != nil {
+		var err error
+		if before, err = t.svc.cpuTicks(); err != nil {
+			return err
+		}
+	}
+	what := fmt.Sprintf("redis-benchmark %s -P %d via %s", test, pipeline, t.name)
+	out, err := runBenchmark(ctx, what, t, o.timeout, args)
+	if err != nil {
+		return err
+	}
+	if t.svc != nil {
+		after, err := t.svc.cpuTicks()
+		if err != nil {
+			return err
+		}
+		res.cpuTicks += after - before
+	}
+	rps, err := csvRPS(out, test)
+	if err != nil {
+		return fmt.Errorf("%s: %w:\n%s", what, err, out)
+	}
+	res.rps = append(res.rps, rps)
+	res.requests += int64(o.requests)
+	return nil
+}
+
+// runDefaultSet runs redis-benchmark's whole default test set through tg
+// with -P pipeline and fails on any error. It returns the tests that ran.
+func runDefaultSet(ctx context.Context, o options, tg *service, pipeline int) ([]string, error) {
+	t := &target{name: tg.name, addr: tg.addr, user: tenantID, password: tenantPass, svc: tg}
+	args := []string{"-c", strconv.Itoa(clients), "-n", strconv.Itoa(defaultSetRequests),
+		"-P", strconv.Itoa(pipeline), "-q"}
+	what := fmt.Sprintf("redis-benchmark default test set -P %d via %s", pipeline, tg.name)
+	logf("running %s", what)
+	out, err := runBenchmark(ctx, what, t, max(o.timeout, 2*time.Minute), args)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, line := range outputLines(out) {
+		if strings.Contains(line, "requests per second") {
+			name, _, _ := strings.Cut(line, ":")
+			names = append(names, name)
+			logf("    %s", line)
+		}
+	}
+	for _, want := range []string{"PING_INLINE", "SET", "GET", "LRANGE_600 (first 600 elements)", "MSET (10 keys)"} {
+		if !slices.Contains(names, want) {
+			return nil, fmt.Errorf("%s: test %s did not run:\n%s", what, want, out)
+		}
+	}
+	return names, nil
+}
+
+// runBenchmark runs redis-benchmark with args against t. A non-zero exit,
+// an error in its output, a proxy that died or a run that takes longer than
+// timeout is an error carrying redis-benchmark's output and the proxy's
+// log; what names the run in it.
+func runBenchmark(ctx context.Context, what string, t *target, timeout time.Duration, args []string) ([]byte, error) {
+	host, port, _ := net.SplitHostPort(t.addr)
+	args = append([]string{"-h", host, "-p", port}, args...)
+	if t.user != "" {
+		args = append(args, "--user", t.user, "-a", t.password)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, "redis-benchmark", args...)
+	cmd.WaitDelay = 5 * time.Second
+	out, runErr := cmd.CombinedOutput()
+	if t.svc != nil {
+		if err := t.svc.alive(); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
+	}
+	if runCtx.Err() == context.DeadlineExceeded {
+		return nil, fmt.Errorf("%s: hung: still running after %s, killed it (-timeout to allow longer)\n%s\n%s",
+			what, timeout, tail(out), svcLog(t))
+	}
+	if runErr != nil {
+		return nil, fmt.Errorf("%s: %w\n%s\n%s", what, runErr, tail(out), svcLog(t))
+	}
+	for _, line := range outputLines(out) {
+		if strings.Contains(line, "ERR") || strings.Contains(strings.ToLower(line), "error") {
+			return nil, fmt.Errorf("%s: error in output: %s\n%s\n%s", what, line, tail(out), svcLog(t))
+		}
+	}
+	return out, nil
+}
+
+// outputLines splits redis-benchmark's output into lines, also at the
+// carriage returns of its progress display, dropping the progress lines.
+func outputLines(out []byte) []string {
+	var lines []string
+	for _, l := range strings.FieldsFunc(string(out), func(r rune) bool { return r == '\n' || r == '\r' }) {
+		if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, "rps=") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// csvRPS returns the rps column of test's row in redis-benchmark --csv
+// output.
+func csvRPS(out []byte, test string) (float64, error) {
+	for _, line := range outputLines(out) {
+		if !strings.HasPrefix(line, `"`) {
+			continue
+		}
+		rec, err := csv.NewReader(strings.NewReader(line)).Read()
+		if err != nil || len(rec) < 2 || rec[0] != test {
+			continue
+		}
+		rps, err := strconv.ParseFloat(rec[1], 64)
+		if err != nil || rps <= 0 {
+			return 0, fmt.Errorf("bad rps %q for %s", rec[1], test)
+		}
+		return rps, nil
+	}
+	return 0, fmt.Errorf("no %q row in the CSV output", test)
+}
+
+// tail is the last lines of a tool's output, progress lines dropped.
+func tail(out []byte) string {
+	lines := outputLines(out)
+	return strings.Join(lines[max(0, len(lines)-30):], "\n")
+}
+
+// svcLog is the tail of the proxy's logs, or "" for direct redis-server.
+func svcLog(t *target) string {
+	if t.svc == nil {
+		return ""
+	}
+	return t.svc.logTail()
+}
+
+// median of a non-empty slice.
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
