@@ -90,8 +90,12 @@ func (s *session) run(ctx context.Context) error {
 		}
 		if s.rd.Buffered() == 0 {
 			if s.up != nil {
-				if err := s.up.flush(); err != nil {
-					s.writeLocal(resp.AppendError(nil, "ERR tenantguard: upstream connection lost"))
+				if s.dedicated {
+					if err := s.up.flush(); err != nil {
+						s.writeLocal(resp.AppendError(nil, "ERR tenantguard: upstream connection lost"))
+					}
+				} else {
+					s.up.flushSoon()
 				}
 			}
 			s.flushClient()

@@ -28,6 +28,11 @@ type upConn struct {
 	pending []*session // who each outstanding reply goes to
 	closed  bool
 	done    chan struct{}
+
+	// kick asks the flusher to send what sessions have buffered. Many
+	// sessions share a connection: one write carries all their commands.
+	kick    chan struct{}
+	flushed chan struct{} // closed when the flusher exits
 }
 
 var errUpstreamClosed = errors.New("upstream connection closed")
@@ -45,7 +50,8 @@ func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error
 		if dl, ok := ctx.Deadline(); ok {
 			_ = c.SetDeadline(dl)
 		}
-		u := &upConn{srv: srv, conn: c, rr: resp.NewReplyReader(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), done: make(chan struct{})}
+		u := &upConn{srv: srv, conn: c, rr: resp.NewReplyReader(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10),
+			done: make(chan struct{}), kick: make(chan struct{}, 1), flushed: make(chan struct{})}
 		// HELLO sets the protocol and authenticates in one round trip.
 		args := [][]byte{[]byte("HELLO"), []byte("2")}
 		if resp3 {
@@ -93,15 +99,45 @@ func (u *upConn) send(s *session, cmd []byte, replies int) error {
 	return err
 }
 
-// flush sends what is buffered.
+// flush sends what is buffered, now.
 func (u *upConn) flush() error {
 	u.wmu.Lock()
 	defer u.wmu.Unlock()
 	return u.bw.Flush()
 }
 
-// readLoop delivers every reply until the connection ends.
+// flushSoon asks the flusher to send what is buffered, coalescing the
+// batches of every session that writes meanwhile into one write.
+func (u *upConn) flushSoon() {
+	select {
+	case u.kick <- struct{}{}:
+	default: // a flush is already due
+	}
+}
+
+// flusher runs for the connection's life, owned by its read loop.
+func (u *upConn) flusher() {
+	defer close(u.flushed)
+	for {
+		select {
+		case <-u.done:
+			return
+		case <-u.kick:
+		}
+		u.wmu.Lock()
+		err := u.bw.Flush()
+		u.wmu.Unlock()
+		if err != nil {
+			_ = u.conn.Close() // the read loop sees it and fails the pending replies
+		}
+	}
+}
+
+// readLoop delivers every reply until the connection ends; it starts and
+// stops the connection's flusher.
 func (u *upConn) readLoop() {
+	go u.flusher()
+	defer func() { <-u.flushed }()
 	defer close(u.done)
 	var touched []*session
 	for {
