@@ -251,3 +251,35 @@ func TestRedisBenchmark(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestPubSubRESP3: in RESP3 subscriptions and messages arrive as push
+// replies on the client's dedicated connection, with plain channel names.
+func TestPubSubRESP3(t *testing.T) {
+	p := startProxy(t, nil)
+	ctx := ctxT(t, 20*time.Second)
+	a := p.client(t, "acme", acmeSecret, 3)
+	pub := p.client(t, "acme", acmeSecret, 3)
+	g := p.client(t, "globex", globexSecret, 3)
+	sub := a.Subscribe(ctx, "alerts")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := g.Publish(ctx, "alerts", "for globex").Result(); err != nil || n != 0 {
+		t.Fatalf("globex PUBLISH reached %d (%v)", n, err)
+	}
+	if n, err := pub.Publish(ctx, "alerts", "for acme").Result(); err != nil || n != 1 {
+		t.Fatalf("acme PUBLISH reached %d (%v)", n, err)
+	}
+	msg, err := sub.ReceiveMessage(ctx)
+	if err != nil || msg.Channel != "alerts" || msg.Payload != "for acme" {
+		t.Fatalf("message %+v %v", msg, err)
+	}
+	// Commands still work on a RESP3 connection with a map reply.
+	if err := pub.HSet(ctx, "h3", "a", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := pub.HGetAll(ctx, "h3").Result(); err != nil || m["a"] != "1" {
+		t.Fatalf("HGETALL %v %v", m, err)
+	}
+}
