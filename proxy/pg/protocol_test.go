@@ -2,7 +2,6 @@ package pg_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -430,5 +429,3 @@ func TestPgbench(t *testing.T) {
 		})
 	}
 }
-
-var _ = context.Background

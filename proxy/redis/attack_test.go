@@ -210,5 +210,3 @@ func TestKeyspaceNotifications(t *testing.T) {
 		t.Fatalf("first keyspace event %+v", msg)
 	}
 }
-
-var _ = sort.Strings

@@ -9,7 +9,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
@@ -255,9 +254,7 @@ func (srv *Server) upstreamLost(u *upConn, err error) {
 			srv.sharedUp[i] = nil
 		}
 	}
-	for s := range srv.sessions {
-		_ = s // sessions notice through errUpstreamClosed on their next send
-	}
+	// Sessions on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) {
 		srv.log.Warn("redis upstream connection lost", "error", err)
@@ -331,5 +328,3 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.readers.Wait()
 	return err
 }
-
-var _ = time.Second

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -353,5 +352,3 @@ func lowerName(dst, b []byte) []byte {
 }
 
 func itoa(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
-
-var _ = bytes.Equal
