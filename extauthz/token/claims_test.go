@@ -1,0 +1,91 @@
+package token
+
+import (
+	"errors"
+	"math/rand/v2"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidTenantID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"a": true, "acme": true, "0": true, "a-b_c": true, "9lives": true, "a-": true,
+		"t" + strings.Repeat("x", 62): true,
+		"":                            false,
+		"t" + strings.Repeat("x", 63): false,
+		"Acme":                        false, "-a": false, "_a": false, "a.b": false, "a b": false, "a/b": false,
+		"acme\n": false, "ácme": false, "a\x00": false,
+	} {
+		if got := ValidTenantID(id); got != want {
+			t.Errorf("ValidTenantID(%q) = %v, want %v", id, got, want)
+		}
+	}
+	// Same answer as the regular expression on random strings.
+	re := regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	const chars = "abz09_-A.\n\x00é"
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 20000; i++ {
+		b := make([]byte, r.IntN(70))
+		for j := range b {
+			b[j] = chars[r.IntN(len(chars))]
+		}
+		if ValidTenantID(string(b)) != re.MatchString(string(b)) {
+			t.Fatalf("ValidTenantID(%q) disagrees with the regexp", b)
+		}
+	}
+}
+
+func TestNewClaims(t *testing.T) {
+	now := time.Unix(1_800_000_000, 999_000_000)
+	c, err := NewClaims("acme", "alice@example.com", now, 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SessionID.IsZero() || c.IssuedAt.Unix() != 1_800_000_000 || c.ExpiresAt.Sub(c.IssuedAt) != 15*time.Minute {
+		t.Fatalf("%+v", c)
+	}
+	if c2, _ := NewClaims("acme", "alice", now, time.Minute); c2.SessionID == c.SessionID {
+		t.Fatal("session ids repeat")
+	}
+	if s := c.SessionID.String(); len(s) != 32 || strings.Trim(s, "0123456789abcdef") != "" {
+		t.Fatalf("SessionID.String() = %q", s)
+	}
+	for _, tc := range []struct {
+		tenant, user string
+		ttl          time.Duration
+	}{
+		{"acme", "alice", 999 * time.Millisecond},
+		{"acme", "alice", -time.Hour},
+		{"", "alice", time.Minute},
+		{"Acme", "alice", time.Minute},
+		{"acme", "", time.Minute},
+		{"acme", "a b", time.Minute},
+		{"acme", strings.Repeat("u", 256), time.Minute},
+	} {
+		if _, err := NewClaims(tc.tenant, tc.user, now, tc.ttl); !errors.Is(err, ErrInvalidClaims) {
+			t.Errorf("NewClaims(%q, %q, %v): %v, want ErrInvalidClaims", tc.tenant, tc.user, tc.ttl, err)
+		}
+	}
+}
+
+func TestSignRefusesInvalidClaims(t *testing.T) {
+	k := mustKey(t, "k1")
+	for name, f := range map[string]func(*Claims){
+		"zero session id":   func(c *Claims) { c.SessionID = SessionID{} },
+		"bad tenant":        func(c *Claims) { c.TenantID = "ACME" },
+		"long user":         func(c *Claims) { c.UserID = strings.Repeat("u", 256) },
+		"zero times":        func(c *Claims) { c.IssuedAt, c.ExpiresAt = time.Time{}, time.Time{} },
+		"expiry = issue":    func(c *Claims) { c.ExpiresAt = c.IssuedAt },
+		"sub-second window": func(c *Claims) { c.ExpiresAt = c.IssuedAt.Add(500 * time.Millisecond) },
+		"before 1970":       func(c *Claims) { c.IssuedAt = time.Unix(-5, 0) },
+		"after 9999":        func(c *Claims) { c.ExpiresAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) },
+	} {
+		c := claimsFor("acme", "alice")
+		f(&c)
+		if tok, err := k.Sign(c); !errors.Is(err, ErrInvalidClaims) || tok != "" {
+			t.Errorf("%s: %q, %v; want ErrInvalidClaims", name, tok, err)
+		}
+	}
+}
