@@ -35,6 +35,9 @@ fuzz:
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadReply -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/keyspec -run '^$$' -fuzz FuzzLocate -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/redis/namespace -run '^$$' -fuzz FuzzNamespace -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/redis/rules -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
+	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 
 bench: build
 	./bench/pgbench.sh
