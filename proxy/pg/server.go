@@ -22,6 +22,7 @@ import (
 
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 
+	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
@@ -41,13 +42,12 @@ type Server struct {
 	mockSecret [32]byte
 	clients    atomic.Int64
 
+	acc netserve.Acceptor
+
 	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
 	sessions  map[uint32]*session // by cancel pid
 	perTenant map[string]int      // client connections by tenant
 	labels    map[string]struct{}
-	draining  bool
-	conns     sync.WaitGroup // connection goroutines
 	janitor   chan struct{}
 	bg        sync.WaitGroup
 	readyOnce sync.Once
@@ -66,12 +66,12 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		log:       log,
 		metrics:   newMetrics(reg),
 		pools:     map[string]*pool{},
-		listeners: map[net.Listener]struct{}{},
 		sessions:  map[uint32]*session{},
 		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
 		janitor:   make(chan struct{}),
 	}
+	srv.acc.Log = log
 	_, _ = rand.Read(srv.mockSecret[:])
 	byKey := map[string]*pool{}
 	for _, db := range cfg.Databases {
@@ -114,55 +114,10 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 
 // Serve accepts clients on ln until Shutdown. It returns nil after Shutdown.
 func (srv *Server) Serve(ln net.Listener) error {
-	srv.mu.Lock()
-	if srv.draining {
-		srv.mu.Unlock()
-		return nil
-	}
-	srv.listeners[ln] = struct{}{}
-	srv.mu.Unlock()
-	var delay time.Duration
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			srv.mu.Lock()
-			draining := srv.draining
-			srv.mu.Unlock()
-			if draining {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(delay) // accept backoff, as net/http does
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		delay = 0
-		srv.mu.Lock()
-		if srv.draining {
-			srv.mu.Unlock()
-			_ = conn.Close()
-			continue
-		}
-		srv.conns.Add(1)
-		srv.mu.Unlock()
-		go srv.serveConn(conn)
-	}
+	return srv.acc.Serve(ln, srv.serveConn)
 }
 
 func (srv *Server) serveConn(conn net.Conn) {
-	defer srv.conns.Done()
-	defer conn.Close()
-	defer func() {
-		if r := recover(); r != nil {
-			srv.log.Error("session panic", "panic", r, "remote", conn.RemoteAddr().String())
-		}
-	}()
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 	ctx := context.Background()
 	s, err := srv.startup(ctx, conn)
 	if err != nil {
@@ -196,7 +151,7 @@ func (srv *Server) register(s *session) error {
 		}
 	}
 	srv.sessions[s.key.pid] = s
-	if srv.draining {
+	if srv.acc.Draining() {
 		s.closing = true
 	}
 	return nil
@@ -273,22 +228,16 @@ func (srv *Server) tenantLabel(id string) string {
 }
 
 // Ready reports whether the server accepts clients.
-func (srv *Server) Ready() bool {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return !srv.draining && len(srv.listeners) > 0
-}
+func (srv *Server) Ready() bool { return srv.acc.Listening() }
 
 // Shutdown drains: listeners close at once, idle clients are told the proxy
 // is shutting down, clients inside a transaction finish it first. When ctx
 // ends, whatever is left is closed. Then the pools close.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
-	if !srv.draining {
-		srv.draining = true
-		for ln := range srv.listeners {
-			_ = ln.Close()
-		}
+	// Under srv.mu, so a client registering now is either in the list
+	// below or sees the drain and marks itself closing.
+	if srv.acc.Drain() {
 		close(srv.janitor)
 	}
 	sessions := make([]*session, 0, len(srv.sessions))
@@ -309,7 +258,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() {
-		srv.conns.Wait()
+		srv.acc.Wait()
 		close(done)
 	}()
 	var err error

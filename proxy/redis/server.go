@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -32,15 +33,13 @@ type Server struct {
 	mu        sync.Mutex
 	verified  map[string][32]byte
 	buckets   map[string]*bucket
-	listeners map[net.Listener]struct{}
+	acc       netserve.Acceptor
 	sessions  map[*session]struct{}
 	perTenant map[string]int
 	labels    map[string]struct{}
 	sharedUp  []*upConn
 	dedicated int
 	version   string
-	draining  bool
-	conns     sync.WaitGroup
 	readers   sync.WaitGroup
 }
 
@@ -57,13 +56,13 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
 		verified:    map[string][32]byte{},
 		buckets:     map[string]*bucket{},
-		listeners:   map[net.Listener]struct{}{},
 		sessions:    map[*session]struct{}{},
 		perTenant:   map[string]int{},
 		labels:      map[string]struct{}{},
 		sharedUp:    make([]*upConn, cfg.SharedConns),
 		rulesPolicy: rules.Policy{AllowScripting: cfg.AllowScripting, Emulate: cfg.Emulate},
 	}
+	srv.acc.Log = log
 	srv.breaker = gobreaker.NewCircuitBreaker[*upConn](gobreaker.Settings{
 		Name:    cfg.Upstream,
 		Timeout: cfg.BreakerOpenTime,
@@ -80,51 +79,10 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 
 // Serve accepts clients on ln until Shutdown.
 func (srv *Server) Serve(ln net.Listener) error {
-	srv.mu.Lock()
-	if srv.draining {
-		srv.mu.Unlock()
-		return nil
-	}
-	srv.listeners[ln] = struct{}{}
-	srv.mu.Unlock()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			srv.mu.Lock()
-			draining := srv.draining
-			srv.mu.Unlock()
-			if draining {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		srv.mu.Lock()
-		if srv.draining {
-			srv.mu.Unlock()
-			c.Close()
-			continue
-		}
-		srv.conns.Add(1)
-		srv.mu.Unlock()
-		go srv.serveConn(c)
-	}
+	return srv.acc.Serve(ln, srv.serveConn)
 }
 
 func (srv *Server) serveConn(c net.Conn) {
-	defer srv.conns.Done()
-	defer c.Close()
-	defer func() {
-		if r := recover(); r != nil {
-			srv.log.Error("redis session panic", "panic", r)
-		}
-	}()
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
 	s := &session{srv: srv, conn: c, rd: resp.NewReader(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), id: srv.ids.Add(1)}
 	s.cond = sync.NewCond(&s.qmu)
 	srv.mu.Lock()
@@ -194,7 +152,7 @@ func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
 		return nil, err
 	}
 	srv.mu.Lock()
-	if srv.draining {
+	if srv.acc.Draining() {
 		srv.mu.Unlock()
 		u.close()
 		return nil, errors.New("shutting down")
@@ -271,20 +229,13 @@ func (srv *Server) upstreamVersion() string {
 }
 
 // Ready reports whether the server accepts clients.
-func (srv *Server) Ready() bool {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return !srv.draining && len(srv.listeners) > 0
-}
+func (srv *Server) Ready() bool { return srv.acc.Listening() }
 
 // Shutdown stops accepting, closes clients once ctx ends or they leave,
 // and closes upstream connections.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
-	srv.draining = true
-	for ln := range srv.listeners {
-		_ = ln.Close()
-	}
+	srv.acc.Drain()
 	var sessions []*session
 	for s := range srv.sessions {
 		sessions = append(sessions, s)
@@ -303,7 +254,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}(s)
 	}
 	done := make(chan struct{})
-	go func() { srv.conns.Wait(); close(done) }()
+	go func() { srv.acc.Wait(); close(done) }()
 	var err error
 	select {
 	case <-done:
