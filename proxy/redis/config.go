@@ -36,6 +36,10 @@ type Config struct {
 	MaxClientConns int
 	// AuthTimeout bounds the time to authenticate.
 	AuthTimeout time.Duration
+	// ClientWriteTimeout disconnects a client that stops reading its
+	// replies, so it cannot stall the shared upstream connection it is
+	// multiplexed on with other tenants.
+	ClientWriteTimeout time.Duration
 	// ConnectTimeout bounds an upstream dial and handshake.
 	ConnectTimeout time.Duration
 	// BreakerFailures and BreakerOpenTime configure the upstream breaker.
@@ -52,6 +56,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AuthTimeout <= 0 {
 		c.AuthTimeout = 10 * time.Second
+	}
+	if c.ClientWriteTimeout <= 0 {
+		c.ClientWriteTimeout = 5 * time.Second
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 5 * time.Second

@@ -292,15 +292,12 @@ func (s *session) drainLocal() {
 	}
 }
 
-// clientWriteTimeout bounds how long a reply may wait on a client that does
-// not read. Replies are written by a shared connection's read loop, so a
-// stalled client must not hold up the other tenants multiplexed with it:
-// past this it is disconnected.
-const clientWriteTimeout = 5 * time.Second
-
-// armWrite sets the write deadline before writing to the client. qmu held.
+// armWrite sets the write deadline before writing to the client. Replies
+// are written by a shared connection's read loop, so a client that stops
+// reading must not hold up the other tenants multiplexed with it: past
+// Config.ClientWriteTimeout it is disconnected. qmu held.
 func (s *session) armWrite() {
-	_ = s.conn.SetWriteDeadline(time.Now().Add(clientWriteTimeout))
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.ClientWriteTimeout))
 }
 
 // flushClient sends what is buffered for the client.
