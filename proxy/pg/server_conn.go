@@ -297,22 +297,29 @@ func (sc *serverConn) forgetSession() {
 func (sc *serverConn) afterReady() {
 	sc.mu.Lock()
 	if sc.owner == nil {
-		if sc.resetting && len(sc.expect) == 0 {
-			sc.resetting = false
-			ok := !sc.resetFailed && sc.tx == 'I' && !sc.closed
-			sc.mu.Unlock()
-			if ok {
-				sc.pool.put(sc)
-			} else {
-				sc.pool.log.Warn("server reset failed; closing connection", "pid", sc.pid)
-				_ = sc.conn.Close()
-			}
+		if sc.resetting && len(sc.expect) == 0 && !sc.writing {
+			sc.finishReset() // unlocks
 			return
 		}
+		// Still flushing the reset: detach finishes it.
 		sc.mu.Unlock()
 		return
 	}
 	sc.owner.tryRelease(sc) // unlocks
+}
+
+// finishReset returns a connection whose reset completed to the pool, or
+// closes it if the reset failed. Called with mu held; unlocks it.
+func (sc *serverConn) finishReset() {
+	sc.resetting = false
+	ok := !sc.resetFailed && sc.tx == 'I' && !sc.closed
+	sc.mu.Unlock()
+	if ok {
+		sc.pool.put(sc)
+		return
+	}
+	sc.pool.log.Warn("server reset failed; closing connection", "pid", sc.pid)
+	_ = sc.conn.Close()
 }
 
 // releasable reports whether the owner may give the connection back now.
@@ -347,16 +354,28 @@ func (sc *serverConn) detach(resetQuery string) {
 	sc.resetting = true
 	sc.resetFailed = false
 	sc.expect = append(sc.expect, expectation{kind: 'Z', swallow: true})
+	// No one else writes: the owner is gone and the pool does not have it
+	// yet. writing keeps it that way until Flush has returned, even if the
+	// reset's reply arrives first.
+	sc.writing = true
 	sc.mu.Unlock()
-	// No one else writes: the owner is gone and the pool does not have it yet.
 	msg := appendQuery(nil, resetQuery)
-	if _, err := sc.bw.Write(msg); err == nil {
+	_, err := sc.bw.Write(msg)
+	if err == nil {
 		err = sc.bw.Flush()
-		if err == nil {
-			return
-		}
 	}
-	_ = sc.conn.Close()
+	sc.mu.Lock()
+	sc.writing = false
+	if err != nil {
+		sc.mu.Unlock()
+		_ = sc.conn.Close()
+		return
+	}
+	if sc.resetting && len(sc.expect) == 0 {
+		sc.finishReset() // the reply came while we were flushing
+		return
+	}
+	sc.mu.Unlock()
 }
 
 // transactionResetQuery undoes what a client may leave on a connection in
