@@ -7,17 +7,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 )
 
@@ -55,7 +52,11 @@ func run(n int, bin string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	listen, admin := freeAddr(), freeAddr()
+	ports, err := benchkit.FreePorts(2)
+	if err != nil {
+		return err
+	}
+	listen, admin := benchkit.LocalAddr(ports[0]), benchkit.LocalAddr(ports[1])
 	cfg := fmt.Sprintf(`listen: {postgres: %q, admin: %q}
 postgres:
   databases: [{name: postgres, url: "postgres://idle_app:idle_pw@127.0.0.1:%d/postgres?sslmode=disable"}]
@@ -137,19 +138,8 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // rss reads VmRSS of a process, in bytes.
 func rss(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+	kib, err := benchkit.RSSKiB(pid)
+	return kib * 1024, err
 }
 
 func waitReady(ctx context.Context, url string) error {
@@ -167,14 +157,6 @@ func waitReady(ctx context.Context, url string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-func freeAddr() string {
-	p, err := pgcluster.FreePort()
-	if err != nil {
-		panic(err)
-	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
 
 // raiseFDLimit lifts the soft open-files limit to the hard one; the

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 )
 
@@ -28,15 +29,15 @@ func checkIsolation(ctx context.Context, pg *pgcluster.Cluster, iso *service, ow
 		got, err := countAccounts(ctx, iso.url(c.tenant, c.password))
 		if err != nil {
 			return fmt.Errorf("isolation check: SELECT count(*) FROM pgbench_accounts as tenant %s via %s: %w\n%s",
-				c.tenant, iso.name, err, iso.logTail())
+				c.tenant, iso.Name, err, iso.LogTail())
 		}
 		if got != c.want {
 			return fmt.Errorf("isolation check FAILED: SELECT count(*) FROM pgbench_accounts as tenant %s via %s returned %d, want %d (the superuser sees %d): row isolation is not in effect",
-				c.tenant, iso.name, got, c.want, total)
+				c.tenant, iso.Name, got, c.want, total)
 		}
 	}
-	logf("isolation check via %s: tenant %s sees %d of %d pgbench_accounts rows, tenant %s sees 0",
-		iso.name, owner, total, total, other)
+	benchkit.Logf("isolation check via %s: tenant %s sees %d of %d pgbench_accounts rows, tenant %s sees 0",
+		iso.Name, owner, total, total, other)
 	return nil
 }
 

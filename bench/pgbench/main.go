@@ -16,11 +16,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 )
 
 // Fixed benchmark shape, shared by every target.
@@ -52,54 +51,34 @@ var isoTables = []string{"pgbench_accounts", "pgbench_branches", "pgbench_teller
 
 // options are the command-line flags.
 type options struct {
-	tenantguard string
-	duration    time.Duration
-	rounds      int
-	modes       []string
-	out         string
-	noisy       bool
+	benchkit.Options
+	duration time.Duration
+	modes    []string
+	noisy    bool
 }
 
 func main() {
-	o, err := parseFlags(os.Args[1:])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pgbench:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	if o.noisy {
-		err = runNoisy(ctx, o)
-	} else {
-		err = run(ctx, o)
-	}
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pgbench: FAILED:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("pgbench", parseFlags, func(ctx context.Context, o options) error {
+		if o.noisy {
+			return runNoisy(ctx, o)
+		}
+		return run(ctx, o)
+	})
 }
 
 // parseFlags reads and checks the command line.
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("pgbench", flag.ContinueOnError)
-	fs.StringVar(&o.tenantguard, "tenantguard", "bin/tenantguard", "tenantguard binary (built with go build if missing)")
+	o.Register(fs, "tps")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each pgbench run (whole seconds)")
-	fs.IntVar(&o.rounds, "rounds", 1, "times to run every target; the median tps is reported")
 	modes := fs.String("modes", "simple,prepared", "comma-separated pgbench protocol modes (simple, extended, prepared)")
-	fs.StringVar(&o.out, "out", "", "also write the results as markdown to this file")
 	fs.BoolVar(&o.noisy, "noisy", false, "noisy-neighbour mode: a quiet tenant's latency while another floods the pool (uses -duration and -out only)")
-	if err := fs.Parse(args); err != nil {
+	if err := o.Parse(fs, args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if o.duration < time.Second {
 		return o, errors.New("-duration must be at least 1s")
-	}
-	if o.rounds < 1 {
-		return o, errors.New("-rounds must be at least 1")
 	}
 	if o.noisy {
 		var bad []string
@@ -129,10 +108,10 @@ func parseFlags(args []string) (options, error) {
 
 // run sets everything up, runs the benchmark matrix, reports and tears down.
 func run(ctx context.Context, o options) (err error) {
-	if err := ensureBinary(ctx, o.tenantguard); err != nil {
+	if err := benchkit.EnsureBinary(ctx, o.Tenantguard); err != nil {
 		return err
 	}
-	logf("starting PostgreSQL and loading pgbench tables (scale %d)", scale)
+	benchkit.Logf("starting PostgreSQL and loading pgbench tables (scale %d)", scale)
 	pg, err := startPostgres(ctx, tenantID)
 	if err != nil {
 		return err
@@ -140,22 +119,22 @@ func run(ctx context.Context, o options) (err error) {
 	defer func() { err = errors.Join(err, pg.Close()) }()
 
 	acme := tgTenant{id: tenantID, password: tenantPass}
-	tg, err := startTenantguard(ctx, o.tenantguard, pg, tgOptions{
+	tg, err := startTenantguard(ctx, o.Tenantguard, pg, tgOptions{
 		name: "tenantguard", user: dbUser, password: dbPassword, poolSize: poolSize,
 		tenants: []tgTenant{acme},
 	})
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, tg.stop()) }()
-	iso, err := startTenantguard(ctx, o.tenantguard, pg, tgOptions{
+	defer func() { err = errors.Join(err, tg.Stop()) }()
+	iso, err := startTenantguard(ctx, o.Tenantguard, pg, tgOptions{
 		name: "tenantguard+iso", user: isoUser, password: isoPass, poolSize: poolSize, isolation: true,
 		tenants: []tgTenant{acme, {id: otherID, password: otherPass}},
 	})
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, iso.stop()) }()
+	defer func() { err = errors.Join(err, iso.Stop()) }()
 	if err := checkIsolation(ctx, pg, iso, tenantID, tenantPass, otherID, otherPass); err != nil {
 		return err
 	}
@@ -163,13 +142,13 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, pgb.stop()) }()
+	defer func() { err = errors.Join(err, pgb.Stop()) }()
 
 	targets := []*target{
 		iDirect:      {name: "direct", port: pg.Port(), user: dbUser, password: dbPassword},
-		iTenantguard: {name: "tenantguard", port: tg.port, user: tenantID, password: tenantPass, svc: tg},
-		iIso:         {name: "tenantguard+iso", port: iso.port, user: tenantID, password: tenantPass, svc: iso},
-		iPgBouncer:   {name: "pgbouncer", port: pgb.port, user: tenantID, password: tenantPass, svc: pgb.service},
+		iTenantguard: {name: "tenantguard", port: tg.port, user: tenantID, password: tenantPass, svc: tg.Service},
+		iIso:         {name: "tenantguard+iso", port: iso.port, user: tenantID, password: tenantPass, svc: iso.Service},
+		iPgBouncer:   {name: "pgbouncer", port: pgb.port, user: tenantID, password: tenantPass, svc: pgb.Service},
 	}
 	if !pgb.preparedOK {
 		targets[iPgBouncer].skipModes = map[string]string{"prepared": "PgBouncer " + pgb.version +
@@ -183,10 +162,5 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	return rep.write(o.out)
-}
-
-// logf prints a progress line to stderr.
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	return rep.Write(o.Out)
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 )
 
@@ -63,10 +64,10 @@ type scenario struct {
 // then against noisy uncapped, each through tenantguard+iso, and reports
 // quiet's latency percentiles.
 func runNoisy(ctx context.Context, o options) (err error) {
-	if err := ensureBinary(ctx, o.tenantguard); err != nil {
+	if err := benchkit.EnsureBinary(ctx, o.Tenantguard); err != nil {
 		return err
 	}
-	logf("starting PostgreSQL and loading pgbench tables (scale %d), rows owned by tenant %s", scale, quietID)
+	benchkit.Logf("starting PostgreSQL and loading pgbench tables (scale %d), rows owned by tenant %s", scale, quietID)
 	pg, err := startPostgres(ctx, quietID)
 	if err != nil {
 		return err
@@ -85,7 +86,7 @@ func runNoisy(ctx context.Context, o options) (err error) {
 	var scenarios []*scenario
 	for _, capped := range []bool{true, false} {
 		opts := noisyTenantguard(capped)
-		err := withTenantguard(ctx, o.tenantguard, pg, opts, func(tg *service) error {
+		err := withTenantguard(ctx, o.Tenantguard, pg, opts, func(tg *service) error {
 			if capped {
 				if err := checkIsolation(ctx, pg, tg, quietID, quietPass, noisyID, noisyPass); err != nil {
 					return err
@@ -107,7 +108,7 @@ func runNoisy(ctx context.Context, o options) (err error) {
 			return err
 		}
 	}
-	return newNoisyReport(o, scenarios).write(o.out)
+	return newNoisyReport(o, scenarios).Write(o.Out)
 }
 
 // noisyTenantguard is the tenantguard+iso configuration for the noisy
@@ -132,17 +133,17 @@ func withTenantguard(ctx context.Context, bin string, pg *pgcluster.Cluster, opt
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, tg.stop()) }()
+	defer func() { err = errors.Join(err, tg.Stop()) }()
 	return f(tg)
 }
 
 // quietRun runs quiet's workload once with per-transaction logs in dir.
 func quietRun(ctx context.Context, o options, tg *service, dir, name string) (*scenario, error) {
 	prefix := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
-	t := &target{name: tg.name, port: tg.port, user: quietID, password: quietPass, svc: tg}
+	t := &target{name: tg.Name, port: tg.port, user: quietID, password: quietPass, svc: tg.Service}
 	args := []string{"-n", "-S", "-c", strconv.Itoa(quietClients), "-j", strconv.Itoa(noisyJobs),
 		"-T", strconv.Itoa(int(o.duration.Seconds())), "-l", "--log-prefix", prefix}
-	out, err := runPgbench(ctx, "pgbench select-only as "+quietID+" ("+name+") via "+tg.name, t, o.duration, args)
+	out, err := runPgbench(ctx, "pgbench select-only as "+quietID+" ("+name+") via "+tg.Name, t, o.duration, args)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +155,7 @@ func quietRun(ctx context.Context, o options, tg *service, dir, name string) (*s
 		return nil, fmt.Errorf("%s: no transactions in pgbench's logs %s.*", name, prefix)
 	}
 	sc := &scenario{name: name, quiet: out, lat: lat}
-	logf("%-34s quiet %6.0f tps, p50 %.2f ms, p99 %.2f ms", name, out.tps, percentile(lat, 0.50), percentile(lat, 0.99))
+	benchkit.Logf("%-34s quiet %6.0f tps, p50 %.2f ms, p99 %.2f ms", name, out.tps, percentile(lat, 0.50), percentile(lat, 0.99))
 	return sc, nil
 }
 
@@ -166,7 +167,7 @@ func contendedRun(ctx context.Context, o options, tg *service, dir, script strin
 	if limit > 0 {
 		name, capLabel, want = "contended, noisy capped", strconv.Itoa(limit), min(limit, noisyPoolSize)
 	}
-	noisyT := &target{name: tg.name, port: tg.port, user: noisyID, password: noisyPass, svc: tg}
+	noisyT := &target{name: tg.Name, port: tg.port, user: noisyID, password: noisyPass, svc: tg.Service}
 	noisyDur := noisyRamp + o.duration + noisySlack
 	args := []string{"-n", "-f", script, "-c", strconv.Itoa(noisyClients), "-j", strconv.Itoa(noisyJobs),
 		"-T", strconv.Itoa(int(noisyDur.Seconds()))}
@@ -179,7 +180,7 @@ func contendedRun(ctx context.Context, o options, tg *service, dir, script strin
 	done := make(chan noisyResult, 1)
 	start := time.Now()
 	go func() {
-		out, err := runPgbench(nctx, "pgbench pg_sleep flood as "+noisyID+" ("+name+") via "+tg.name, noisyT, noisyDur, args)
+		out, err := runPgbench(nctx, "pgbench pg_sleep flood as "+noisyID+" ("+name+") via "+tg.Name, noisyT, noisyDur, args)
 		done <- noisyResult{out, err}
 	}()
 	// stopNoisy ends the flood early and returns err, plus noisy's own error
@@ -195,7 +196,7 @@ func contendedRun(ctx context.Context, o options, tg *service, dir, script strin
 	if err != nil {
 		return nil, stopNoisy(fmt.Errorf("%s: %w", name, err))
 	}
-	logf("%s: noisy holds %d of %d server connections with %d clients queued; starting quiet", name, active, noisyPoolSize, waiting)
+	benchkit.Logf("%s: noisy holds %d of %d server connections with %d clients queued; starting quiet", name, active, noisyPoolSize, waiting)
 	sc, err := quietRun(ctx, o, tg, dir, name)
 	if err != nil {
 		return nil, stopNoisy(err)
@@ -213,7 +214,7 @@ func contendedRun(ctx context.Context, o options, tg *service, dir, script strin
 		return nil, r.err
 	}
 	sc.noisyCap, sc.noisy = capLabel, &r.out
-	logf("%-34s noisy %6.1f tps (%d transactions)", name, r.out.tps, r.out.txns)
+	benchkit.Logf("%-34s noisy %6.1f tps (%d transactions)", name, r.out.tps, r.out.txns)
 	return sc, nil
 }
 
@@ -253,11 +254,11 @@ func poolGauges(ctx context.Context, tg *service) (active, waiting int, err erro
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s: read metrics: %w", tg.name, err)
+		return 0, 0, fmt.Errorf("%s: read metrics: %w", tg.Name, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("%s: GET %s: %s", tg.name, url, resp.Status)
+		return 0, 0, fmt.Errorf("%s: GET %s: %s", tg.Name, url, resp.Status)
 	}
 	var a, w float64
 	sc := bufio.NewScanner(resp.Body)
@@ -274,12 +275,12 @@ func poolGauges(ctx context.Context, tg *service) (active, waiting int, err erro
 		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: metrics line %q: %w", tg.name, line, err)
+			return 0, 0, fmt.Errorf("%s: metrics line %q: %w", tg.Name, line, err)
 		}
 		*sum += v
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, fmt.Errorf("%s: read metrics: %w", tg.name, err)
+		return 0, 0, fmt.Errorf("%s: read metrics: %w", tg.Name, err)
 	}
 	return int(a), int(w), nil
 }
@@ -338,14 +339,14 @@ func percentile(sorted []float64, p float64) float64 {
 
 // newNoisyReport tabulates quiet's latency per scenario against quiet alone
 // (the first scenario).
-func newNoisyReport(o options, scenarios []*scenario) *report {
-	rep := &report{setup: fmt.Sprintf("tenantguard+iso, pool size %d, wait_timeout %s, scale %d, %d CPUs; %s\n"+
+func newNoisyReport(o options, scenarios []*scenario) *benchkit.Report {
+	rep := &benchkit.Report{Setup: fmt.Sprintf("tenantguard+iso, pool size %d, wait_timeout %s, scale %d, %d CPUs; %s\n"+
 		"quiet: pgbench -n -S -c %d -j %d -T %d as tenant %s (no max_transactions)\n"+
 		"noisy: pgbench -n -c %d -j %d with BEGIN; SELECT pg_sleep(%g); COMMIT as tenant %s, running from before quiet starts until after it ends",
 		noisyPoolSize, noisyWait, scale, runtime.NumCPU(), pgbenchVersion(),
 		quietClients, noisyJobs, int(o.duration.Seconds()), quietID,
 		noisyClients, noisyJobs, noisySleep, noisyID)}
-	t := table{left: 1, header: []string{"scenario", "noisy max_transactions", "quiet tps", "quiet tx",
+	t := benchkit.Table{Left: 1, Header: []string{"scenario", "noisy max_transactions", "quiet tps", "quiet tx",
 		"quiet p50 ms", "quiet p99 ms", "p50÷alone", "p99÷alone", "noisy tps"}}
 	base := scenarios[0]
 	bp50, bp99 := percentile(base.lat, 0.50), percentile(base.lat, 0.99)
@@ -355,17 +356,17 @@ func newNoisyReport(o options, scenarios []*scenario) *report {
 		if sc.noisy != nil {
 			capLabel, noisyTPS = sc.noisyCap, fmt.Sprintf("%.1f", sc.noisy.tps)
 		}
-		t.rows = append(t.rows, []string{sc.name, capLabel, fmt.Sprintf("%.0f", sc.quiet.tps), strconv.Itoa(len(sc.lat)),
-			fmt.Sprintf("%.2f", p50), fmt.Sprintf("%.2f", p99), ratio(p50, bp50), ratio(p99, bp99), noisyTPS})
+		t.Rows = append(t.Rows, []string{sc.name, capLabel, fmt.Sprintf("%.0f", sc.quiet.tps), strconv.Itoa(len(sc.lat)),
+			fmt.Sprintf("%.2f", p50), fmt.Sprintf("%.2f", p99), benchkit.Ratio(p50, bp50), benchkit.Ratio(p99, bp99), noisyTPS})
 		if sc.noisy != nil && sc.noisyCap != "none" {
 			verdict := "met"
 			if p99 > 2*bp99 {
 				verdict = "NOT met"
 			}
-			rep.notes = append(rep.notes, fmt.Sprintf("Goal (noisy capped at %s: quiet p99 within 2× of quiet alone): %s, %.2f ms vs %.2f ms alone (%.2f×).",
+			rep.Notes = append(rep.Notes, fmt.Sprintf("Goal (noisy capped at %s: quiet p99 within 2× of quiet alone): %s, %.2f ms vs %.2f ms alone (%.2f×).",
 				sc.noisyCap, verdict, p99, bp99, p99/bp99))
 		}
 	}
-	rep.tables = []table{t}
+	rep.Tables = []benchkit.Table{t}
 	return rep
 }

@@ -22,19 +22,6 @@ host all postgres 127.0.0.1/32 trust
 host all all 127.0.0.1/32 scram-sha-256
 `
 
-// ensureBinary builds tenantguard into path if it does not exist yet.
-func ensureBinary(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	}
-	logf("building %s", path)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./cmd/tenantguard")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build -o %s ./cmd/tenantguard (run from the repository root): %w\n%s", path, err, out)
-	}
-	return nil
-}
-
 // startPostgres starts a throwaway PostgreSQL with database bench and the
 // pgbench tables at scale `scale`, owned by the superuser, each with a
 // tenant column whose every row belongs to rowTenant. It creates two

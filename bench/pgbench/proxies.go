@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 )
 
@@ -101,27 +102,25 @@ func startTenantguard(ctx context.Context, bin string, pg *pgcluster.Cluster, o 
 		return nil, err
 	}
 	s.user, s.password = o.tenants[0].id, o.tenants[0].password
-	s.adminPort, err = pgcluster.FreePort()
-	if err == nil {
-		s.port, err = pgcluster.FreePort()
-	}
+	ports, err := benchkit.FreePorts(2)
 	if err != nil {
-		return nil, joinStop(s, err)
+		return nil, s.Discard(err)
 	}
-	conf := filepath.Join(s.dir, "tenantguard.yaml")
+	s.adminPort, s.port = ports[0], ports[1]
+	conf := filepath.Join(s.Dir, "tenantguard.yaml")
 	if err := os.WriteFile(conf, []byte(tenantguardConfig(o, s.port, s.adminPort, pg.Port())), 0o600); err != nil {
-		return nil, joinStop(s, fmt.Errorf("%s: write config: %w", o.name, err))
+		return nil, s.Discard(fmt.Errorf("%s: write config: %w", o.name, err))
 	}
 	if o.isolation {
 		cmd := exec.CommandContext(ctx, bin, "pg", "bootstrap", "--config", conf, "--admin-url", pg.AdminURL(dbName))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return nil, joinStop(s, fmt.Errorf("%s: %s: %w\n%s", o.name, strings.Join(cmd.Args, " "), err, out))
+			return nil, s.Discard(fmt.Errorf("%s: %s: %w\n%s", o.name, strings.Join(cmd.Args, " "), err, out))
 		}
-		logf("%s: tenantguard pg bootstrap: %s", o.name, strings.TrimSpace(string(out)))
+		benchkit.Logf("%s: tenantguard pg bootstrap: %s", o.name, strings.TrimSpace(string(out)))
 	}
 	// Log warnings and errors only, as PgBouncer logs no connections below.
-	if err := s.start(ctx, nil, bin, "sidecar", "--config", conf, "--log-level", "warn"); err != nil {
+	if err := s.start(ctx, bin, "sidecar", "--config", conf, "--log-level", "warn"); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -147,14 +146,14 @@ func startPgBouncer(ctx context.Context, pgPort int) (*pgbouncer, error) {
 	}
 	p.user, p.password = tenantID, tenantPass
 	if p.port, err = pgcluster.FreePort(); err != nil {
-		return nil, joinStop(p.service, err)
+		return nil, p.Discard(err)
 	}
 	cred, err := unprivileged()
 	if err != nil {
-		return nil, joinStop(p.service, err)
+		return nil, p.Discard(err)
 	}
-	users := filepath.Join(p.dir, "users.txt")
-	conf := filepath.Join(p.dir, "pgbouncer.ini")
+	users := filepath.Join(p.Dir, "users.txt")
+	conf := filepath.Join(p.Dir, "pgbouncer.ini")
 	extra := ""
 	if p.preparedOK {
 		extra = "max_prepared_statements = 200\n"
@@ -165,17 +164,18 @@ func startPgBouncer(ctx context.Context, pgPort int) (*pgbouncer, error) {
 	}
 	for path, text := range files {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			return nil, joinStop(p.service, fmt.Errorf("pgbouncer: write %s: %w", path, err))
+			return nil, p.Discard(fmt.Errorf("pgbouncer: write %s: %w", path, err))
 		}
 	}
 	if cred != nil {
-		for _, path := range []string{p.dir, users, conf} {
+		for _, path := range []string{p.Dir, users, conf} {
 			if err := os.Chown(path, int(cred.Uid), int(cred.Gid)); err != nil {
-				return nil, joinStop(p.service, fmt.Errorf("pgbouncer: chown %s: %w", path, err))
+				return nil, p.Discard(fmt.Errorf("pgbouncer: chown %s: %w", path, err))
 			}
 		}
 	}
-	if err := p.start(ctx, cred, pgbouncerBin, conf); err != nil {
+	p.Cred = cred
+	if err := p.start(ctx, pgbouncerBin, conf); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -212,12 +212,4 @@ func unprivileged() (*syscall.Credential, error) {
 		return nil, fmt.Errorf("pgbouncer: bad uid/gid %s/%s for postgres", u.Uid, u.Gid)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// joinStop stops a service that failed to start and adds any error from that.
-func joinStop(s *service, err error) error {
-	if stopErr := s.stop(); stopErr != nil {
-		return fmt.Errorf("%w (cleanup: %v)", err, stopErr)
-	}
-	return err
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 )
 
 // target is one place pgbench connects to.
@@ -15,7 +17,7 @@ type target struct {
 	name           string
 	port           int
 	user, password string
-	svc            *service          // the proxy process; nil for direct PostgreSQL
+	svc            *benchkit.Service // the proxy process; nil for direct PostgreSQL
 	skipModes      map[string]string // protocol mode → why this target cannot run it
 }
 
@@ -60,7 +62,7 @@ func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error)
 			for _, t := range targets {
 				r.results = append(r.results, &result{skipped: t.skipModes[mode]})
 			}
-			for round := range o.rounds {
+			for round := range o.Rounds {
 				for i := range targets {
 					k := (i + round) % len(targets)
 					t, res := targets[k], r.results[k]
@@ -70,7 +72,7 @@ func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error)
 					if err := runOnce(ctx, o, t, w, mode, res); err != nil {
 						return nil, err
 					}
-					logf("%-11s %-8s round %d/%d %-15s %10.0f tps", w.name, mode, round+1, o.rounds, t.name, res.tps[len(res.tps)-1])
+					benchkit.Logf("%-11s %-8s round %d/%d %-15s %10.0f tps", w.name, mode, round+1, o.Rounds, t.name, res.tps[len(res.tps)-1])
 				}
 			}
 			rows = append(rows, r)
@@ -91,24 +93,15 @@ func runOnce(ctx context.Context, o options, t *target, w workload, mode string,
 	args := []string{"-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
 		"-T", strconv.Itoa(int(o.duration.Seconds())), "-M", mode}
 	args = append(args, w.args...)
-	var before int64
-	if t.svc != nil {
-		var err error
-		if before, err = t.svc.cpuTicks(); err != nil {
-			return err
-		}
-	}
-	out, err := runPgbench(ctx, fmt.Sprintf("pgbench %s -M %s via %s", w.name, mode, t.name), t, o.duration, args)
+	var out pgbenchOut
+	ticks, err := benchkit.CPUDuring(t.svc, func() (err error) {
+		out, err = runPgbench(ctx, fmt.Sprintf("pgbench %s -M %s via %s", w.name, mode, t.name), t, o.duration, args)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	if t.svc != nil {
-		after, err := t.svc.cpuTicks()
-		if err != nil {
-			return err
-		}
-		res.cpuTicks += after - before
-	}
+	res.cpuTicks += ticks
 	res.tps = append(res.tps, out.tps)
 	res.txns += out.txns
 	return nil
@@ -126,25 +119,16 @@ type pgbenchOut struct {
 // and the proxy's log; what names the run in it.
 func runPgbench(ctx context.Context, what string, t *target, duration time.Duration, args []string) (pgbenchOut, error) {
 	args = append(slices.Clip(args), "-h", "127.0.0.1", "-p", strconv.Itoa(t.port), "-U", t.user, dbName)
-	runCtx, cancel := context.WithTimeout(ctx, duration+runGrace)
-	defer cancel()
-	cmd := exec.CommandContext(runCtx, "pgbench", args...)
-	cmd.Env = pgEnv(t.password)
-	out, runErr := cmd.CombinedOutput()
-	if t.svc != nil {
-		if err := t.svc.alive(); err != nil {
-			return pgbenchOut{}, fmt.Errorf("%s: %w", what, err)
-		}
-	}
-	if ctx.Err() != nil {
-		return pgbenchOut{}, fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
-	}
-	if runCtx.Err() == context.DeadlineExceeded {
-		return pgbenchOut{}, fmt.Errorf("%s: hung: pgbench still running %s after its -T ended, killed it\n%s%s",
-			what, runGrace, out, svcLog(t))
-	}
-	if runErr != nil {
-		return pgbenchOut{}, fmt.Errorf("%s: %w\n%s%s", what, runErr, out, svcLog(t))
+	tool := benchkit.Tool{What: what, Svc: t.svc, Timeout: duration + runGrace,
+		Hung:   fmt.Sprintf("pgbench still running %s after its -T ended, killed it", runGrace),
+		Output: func(out []byte) string { return string(out) }}
+	out, err := tool.Run(ctx, func(ctx context.Context) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, "pgbench", args...)
+		cmd.Env = pgEnv(t.password)
+		return cmd
+	})
+	if err != nil {
+		return pgbenchOut{}, err
 	}
 	tps, err1 := match(tpsRe, out)
 	failed, err2 := match(failedRe, out)
@@ -153,7 +137,7 @@ func runPgbench(ctx context.Context, what string, t *target, duration time.Durat
 		return pgbenchOut{}, fmt.Errorf("%s: cannot parse output:\n%s", what, out)
 	}
 	if failed != 0 {
-		return pgbenchOut{}, fmt.Errorf("%s: %.0f failed transactions:\n%s%s", what, failed, out, svcLog(t))
+		return pgbenchOut{}, fmt.Errorf("%s: %.0f failed transactions:\n%s%s", what, failed, out, t.svc.LogTail())
 	}
 	return pgbenchOut{tps: tps, txns: int64(txns)}, nil
 }
@@ -165,22 +149,4 @@ func match(re *regexp.Regexp, out []byte) (float64, error) {
 		return 0, fmt.Errorf("no match for %s", re)
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
-}
-
-// svcLog is the tail of the proxy's log, or "" for direct PostgreSQL.
-func svcLog(t *target) string {
-	if t.svc == nil {
-		return ""
-	}
-	return t.svc.logTail()
-}
-
-// median of a non-empty slice.
-func median(xs []float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }

@@ -17,14 +17,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 )
 
 // Fixed benchmark shape, shared by every target.
@@ -51,53 +50,30 @@ var defaultSetPipelines = []int{1, 16}
 
 // options are the command-line flags.
 type options struct {
-	tenantguard string
-	requests    int
-	rounds      int
-	pipelines   []int
-	shared      []int // redis.shared_connections, one tenantguard per value
-	timeout     time.Duration
-	out         string
+	benchkit.Options
+	requests  int
+	pipelines []int
+	shared    []int // redis.shared_connections, one tenantguard per value
+	timeout   time.Duration
 }
 
-func main() {
-	o, err := parseFlags(os.Args[1:])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "redisbench:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "redisbench: FAILED:", err)
-		os.Exit(1)
-	}
-}
+func main() { benchkit.Main("redisbench", parseFlags, run) }
 
 // parseFlags reads and checks the command line.
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("redisbench", flag.ContinueOnError)
-	fs.StringVar(&o.tenantguard, "tenantguard", "bin/tenantguard", "tenantguard binary (built with go build if missing)")
+	o.Register(fs, "rps")
 	fs.IntVar(&o.requests, "n", 1000000, "redis-benchmark -n: requests per test and run")
-	fs.IntVar(&o.rounds, "rounds", 1, "times to run every target; the median rps is reported")
 	pipelines := fs.String("pipelines", "1,16", "comma-separated redis-benchmark -P values")
 	shared := fs.String("shared-connections", strconv.Itoa(defaultSharedConns),
 		"comma-separated redis.shared_connections values; one tenantguard target per value")
 	fs.DurationVar(&o.timeout, "timeout", 0, "longest one redis-benchmark run may take (0: 60s plus 1ms per 5 requests)")
-	fs.StringVar(&o.out, "out", "", "also write the results as markdown to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := o.Parse(fs, args); err != nil {
 		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if o.requests < 1000 {
 		return o, errors.New("-n must be at least 1000")
-	}
-	if o.rounds < 1 {
-		return o, errors.New("-rounds must be at least 1")
 	}
 	var err error
 	if o.pipelines, err = intList("-pipelines", *pipelines, 1, 10000); err != nil {
@@ -137,11 +113,11 @@ func intList(flagName, s string, lo, hi int) ([]int, error) {
 // run sets everything up, runs the checks and the benchmark matrix, reports
 // and tears down.
 func run(ctx context.Context, o options) (err error) {
-	if err := ensureBinary(ctx, o.tenantguard); err != nil {
+	if err := benchkit.EnsureBinary(ctx, o.Tenantguard); err != nil {
 		return err
 	}
 	// The sidecars run in their own directories.
-	if o.tenantguard, err = filepath.Abs(o.tenantguard); err != nil {
+	if o.Tenantguard, err = filepath.Abs(o.Tenantguard); err != nil {
 		return err
 	}
 	rbVersion, err := toolVersion("redis-benchmark", "--version")
@@ -158,27 +134,27 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, rs.Close()) }()
-	logf("starting PostgreSQL (tenantguard's sidecar needs a PostgreSQL upstream too)")
+	benchkit.Logf("starting PostgreSQL (tenantguard's sidecar needs a PostgreSQL upstream too)")
 	pg, err := startPostgres(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, pg.Close()) }()
 
-	var tgs []*service
+	var tgs []*benchkit.Service
 	for _, n := range o.shared {
-		tg, err := startTenantguard(ctx, o.tenantguard, rs.Addr(), pg.Port(), n, len(o.shared) > 1)
+		tg, err := startTenantguard(ctx, o.Tenantguard, rs.Addr(), pg.Port(), n, len(o.shared) > 1)
 		if err != nil {
 			return err
 		}
-		defer func() { err = errors.Join(err, tg.stop()) }()
+		defer func() { err = errors.Join(err, tg.Stop()) }()
 		tgs = append(tgs, tg)
 	}
 	nc, err := startTwemproxy(ctx, rs.Addr())
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, nc.stop()) }()
+	defer func() { err = errors.Join(err, nc.Stop()) }()
 
 	// Evidence that stock clients work through the sidecar: the whole
 	// default test set, unpipelined and pipelined, with zero errors.
@@ -196,7 +172,7 @@ func run(ctx context.Context, o options) (err error) {
 			ran = append(ran, fmt.Sprintf("-P %d: %d tests", p, len(names)))
 		}
 		checks = append(checks, fmt.Sprintf("Default test set (-c %d -n %d) via %s with zero errors (%s).",
-			clients, defaultSetRequests, tg.name, strings.Join(ran, "; ")))
+			clients, defaultSetRequests, tg.Name, strings.Join(ran, "; ")))
 	}
 	// Start the measurements from an empty server.
 	if err := flushAll(ctx, rs.Addr()); err != nil {
@@ -205,9 +181,9 @@ func run(ctx context.Context, o options) (err error) {
 
 	targets := []*target{{name: "direct", addr: rs.Addr()}}
 	for _, tg := range tgs {
-		targets = append(targets, &target{name: tg.name, addr: tg.addr, user: tenantID, password: tenantPass, svc: tg})
+		targets = append(targets, &target{name: tg.Name, addr: tg.Addr, user: tenantID, password: tenantPass, svc: tg})
 	}
-	targets = append(targets, &target{name: nc.name, addr: nc.addr, svc: nc})
+	targets = append(targets, &target{name: nc.Name, addr: nc.Addr, svc: nc})
 	rows, err := runMatrix(ctx, o, targets)
 	if err != nil {
 		return err
@@ -216,10 +192,5 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	return rep.write(o.out)
-}
-
-// logf prints a progress line to stderr.
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	return rep.Write(o.Out)
 }

@@ -10,14 +10,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 )
 
 // target is one place redis-benchmark connects to.
 type target struct {
 	name           string
 	addr           string
-	user, password string   // AUTH; "" = none
-	svc            *service // the proxy process; nil for direct redis-server
+	user, password string            // AUTH; "" = none
+	svc            *benchkit.Service // the proxy process; nil for direct redis-server
 }
 
 // tests are the redis-benchmark tests measured, in the order they run
@@ -52,7 +54,7 @@ func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error)
 			}
 			rows = append(rows, r)
 		}
-		for round := range o.rounds {
+		for round := range o.Rounds {
 			for i := range targets {
 				k := (i + round) % len(targets)
 				t := targets[k]
@@ -61,7 +63,7 @@ func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error)
 					if err := runOnce(ctx, o, t, test, p, res); err != nil {
 						return nil, err
 					}
-					logf("%-3s -P %-3d round %d/%d %-18s %12.0f rps", test, p, round+1, o.rounds, t.name, res.rps[len(res.rps)-1])
+					benchkit.Logf("%-3s -P %-3d round %d/%d %-18s %12.0f rps", test, p, round+1, o.Rounds, t.name, res.rps[len(res.rps)-1])
 				}
 			}
 		}
@@ -74,25 +76,16 @@ func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error)
 func runOnce(ctx context.Context, o options, t *target, test string, pipeline int, res *result) error {
 	args := []string{"-t", strings.ToLower(test), "-c", strconv.Itoa(clients), "-n", strconv.Itoa(o.requests),
 		"-P", strconv.Itoa(pipeline), "-r", strconv.Itoa(keyspace), "--csv"}
-	var before int64
-	if t.svc != nil {
-		var err error
-		if before, err = t.svc.cpuTicks(); err != nil {
-			return err
-		}
-	}
 	what := fmt.Sprintf("redis-benchmark %s -P %d via %s", test, pipeline, t.name)
-	out, err := runBenchmark(ctx, what, t, o.timeout, args)
+	var out []byte
+	ticks, err := benchkit.CPUDuring(t.svc, func() (err error) {
+		out, err = runBenchmark(ctx, what, t, o.timeout, args)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	if t.svc != nil {
-		after, err := t.svc.cpuTicks()
-		if err != nil {
-			return err
-		}
-		res.cpuTicks += after - before
-	}
+	res.cpuTicks += ticks
 	rps, err := csvRPS(out, test)
 	if err != nil {
 		return fmt.Errorf("%s: %w:\n%s", what, err, out)
@@ -104,12 +97,12 @@ func runOnce(ctx context.Context, o options, t *target, test string, pipeline in
 
 // runDefaultSet runs redis-benchmark's whole default test set through tg
 // with -P pipeline and fails on any error. It returns the tests that ran.
-func runDefaultSet(ctx context.Context, o options, tg *service, pipeline int) ([]string, error) {
-	t := &target{name: tg.name, addr: tg.addr, user: tenantID, password: tenantPass, svc: tg}
+func runDefaultSet(ctx context.Context, o options, tg *benchkit.Service, pipeline int) ([]string, error) {
+	t := &target{name: tg.Name, addr: tg.Addr, user: tenantID, password: tenantPass, svc: tg}
 	args := []string{"-c", strconv.Itoa(clients), "-n", strconv.Itoa(defaultSetRequests),
 		"-P", strconv.Itoa(pipeline), "-q"}
-	what := fmt.Sprintf("redis-benchmark default test set -P %d via %s", pipeline, tg.name)
-	logf("running %s", what)
+	what := fmt.Sprintf("redis-benchmark default test set -P %d via %s", pipeline, tg.Name)
+	benchkit.Logf("running %s", what)
 	out, err := runBenchmark(ctx, what, t, max(o.timeout, 2*time.Minute), args)
 	if err != nil {
 		return nil, err
@@ -119,7 +112,7 @@ func runDefaultSet(ctx context.Context, o options, tg *service, pipeline int) ([
 		if strings.Contains(line, "requests per second") {
 			name, _, _ := strings.Cut(line, ":")
 			names = append(names, name)
-			logf("    %s", line)
+			benchkit.Logf("    %s", line)
 		}
 	}
 	for _, want := range []string{"PING_INLINE", "SET", "GET", "LRANGE_600 (first 600 elements)", "MSET (10 keys)"} {
@@ -140,29 +133,22 @@ func runBenchmark(ctx context.Context, what string, t *target, timeout time.Dura
 	if t.user != "" {
 		args = append(args, "--user", t.user, "-a", t.password)
 	}
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(runCtx, "redis-benchmark", args...)
-	cmd.WaitDelay = 5 * time.Second
-	out, runErr := cmd.CombinedOutput()
-	if t.svc != nil {
-		if err := t.svc.alive(); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
+	tool := benchkit.Tool{
+		What: what, Svc: t.svc, Timeout: timeout,
+		Hung:   fmt.Sprintf("still running after %s, killed it (-timeout to allow longer)", timeout),
+		Output: func(out []byte) string { return tail(out) + "\n" },
 	}
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("%s: interrupted: %w", what, ctx.Err())
-	}
-	if runCtx.Err() == context.DeadlineExceeded {
-		return nil, fmt.Errorf("%s: hung: still running after %s, killed it (-timeout to allow longer)\n%s\n%s",
-			what, timeout, tail(out), svcLog(t))
-	}
-	if runErr != nil {
-		return nil, fmt.Errorf("%s: %w\n%s\n%s", what, runErr, tail(out), svcLog(t))
+	out, err := tool.Run(ctx, func(ctx context.Context) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, "redis-benchmark", args...)
+		cmd.WaitDelay = 5 * time.Second
+		return cmd
+	})
+	if err != nil {
+		return nil, err
 	}
 	for _, line := range outputLines(out) {
 		if strings.Contains(line, "ERR") || strings.Contains(strings.ToLower(line), "error") {
-			return nil, fmt.Errorf("%s: error in output: %s\n%s\n%s", what, line, tail(out), svcLog(t))
+			return nil, fmt.Errorf("%s: error in output: %s\n%s\n%s", what, line, tail(out), t.svc.LogTail())
 		}
 	}
 	return out, nil
@@ -204,22 +190,4 @@ func csvRPS(out []byte, test string) (float64, error) {
 func tail(out []byte) string {
 	lines := outputLines(out)
 	return strings.Join(lines[max(0, len(lines)-30):], "\n")
-}
-
-// svcLog is the tail of the proxy's logs, or "" for direct redis-server.
-func svcLog(t *target) string {
-	if t.svc == nil {
-		return ""
-	}
-	return t.svc.logTail()
-}
-
-// median of a non-empty slice.
-func median(xs []float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }

@@ -4,33 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/internal/redisserver"
 )
 
 // nutcrackerBin is twemproxy, from the Debian package nutcracker.
 const nutcrackerBin = "nutcracker"
-
-// ensureBinary builds tenantguard into path if it does not exist yet.
-func ensureBinary(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	}
-	logf("building %s", path)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, "./cmd/tenantguard")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build -o %s ./cmd/tenantguard (run from the repository root): %w\n%s", path, err, out)
-	}
-	return nil
-}
 
 // toolVersion runs bin with args and returns the first line of its output.
 func toolVersion(bin string, args ...string) (string, error) {
@@ -49,7 +35,7 @@ func startRedis(ctx context.Context) (*redisserver.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	logf("started redis-server on %s", rs.Addr())
+	benchkit.Logf("started redis-server on %s", rs.Addr())
 	return rs, nil
 }
 
@@ -93,7 +79,7 @@ tenants:
 // startTenantguard runs `tenantguard sidecar` with its Redis listener in
 // front of redisUpstream. With several sidecars (labelled) each is named
 // after its shared_connections.
-func startTenantguard(ctx context.Context, bin, redisUpstream string, pgPort, sharedConns int, labelled bool) (*service, error) {
+func startTenantguard(ctx context.Context, bin, redisUpstream string, pgPort, sharedConns int, labelled bool) (*benchkit.Service, error) {
 	name := "tenantguard"
 	if labelled {
 		name = fmt.Sprintf("tenantguard sc=%d", sharedConns)
@@ -102,19 +88,18 @@ func startTenantguard(ctx context.Context, bin, redisUpstream string, pgPort, sh
 	if err != nil {
 		return nil, err
 	}
-	s.user, s.password = tenantID, tenantPass
-	ports, err := freePorts(3)
+	ports, err := benchkit.FreePorts(3)
 	if err != nil {
-		return nil, joinStop(s, err)
+		return nil, s.Discard(err)
 	}
-	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	conf := filepath.Join(s.dir, "tenantguard.yaml")
+	s.Addr = benchkit.LocalAddr(ports[1])
+	conf := filepath.Join(s.Dir, "tenantguard.yaml")
 	text := tenantguardConfig(pgPort, ports[1], ports[2], ports[0], redisUpstream, sharedConns)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		return nil, joinStop(s, fmt.Errorf("%s: write config: %w", name, err))
+		return nil, s.Discard(fmt.Errorf("%s: write config: %w", name, err))
 	}
 	// Warnings and errors only: no per-connection logging on the hot path.
-	if err := s.start(ctx, bin, "sidecar", "--config", conf, "--log-level", "warn"); err != nil {
+	if err := s.Start(ctx, readyFor(s, tenantID, tenantPass), bin, "sidecar", "--config", conf, "--log-level", "warn"); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -134,53 +119,40 @@ const nutcrackerConf = `bench:
 
 // startTwemproxy runs nutcracker in the foreground in front of
 // redisUpstream, with its stats listener on a free local port.
-func startTwemproxy(ctx context.Context, redisUpstream string) (*service, error) {
+func startTwemproxy(ctx context.Context, redisUpstream string) (*benchkit.Service, error) {
 	s, err := newService("twemproxy")
 	if err != nil {
 		return nil, err
 	}
-	s.stopExit = 1 // nutcracker exits 1 on SIGINT
-	ports, err := freePorts(2)
+	s.StopExit = 1 // nutcracker exits 1 on SIGINT
+	ports, err := benchkit.FreePorts(2)
 	if err != nil {
-		return nil, joinStop(s, err)
+		return nil, s.Discard(err)
 	}
-	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
-	conf := filepath.Join(s.dir, "nutcracker.yml")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nutcrackerConf, s.addr, redisUpstream)), 0o600); err != nil {
-		return nil, joinStop(s, fmt.Errorf("twemproxy: write config: %w", err))
+	s.Addr = benchkit.LocalAddr(ports[0])
+	conf := filepath.Join(s.Dir, "nutcracker.yml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nutcrackerConf, s.Addr, redisUpstream)), 0o600); err != nil {
+		return nil, s.Discard(fmt.Errorf("twemproxy: write config: %w", err))
 	}
-	ncLog := filepath.Join(s.dir, "nutcracker.log")
-	s.logs = append(s.logs, ncLog)
+	ncLog := filepath.Join(s.Dir, "nutcracker.log")
+	s.Logs = append(s.Logs, ncLog)
 	if out, err := exec.CommandContext(ctx, nutcrackerBin, "-t", "-c", conf).CombinedOutput(); err != nil {
-		return nil, joinStop(s, fmt.Errorf("twemproxy: nutcracker -t -c %s: %w\n%s", conf, err, out))
+		return nil, s.Discard(fmt.Errorf("twemproxy: nutcracker -t -c %s: %w\n%s", conf, err, out))
 	}
-	if err := s.start(ctx, nutcrackerBin, "-c", conf, "-o", ncLog,
+	if err := s.Start(ctx, readyFor(s, "", ""), nutcrackerBin, "-c", conf, "-o", ncLog,
 		"-s", strconv.Itoa(ports[1]), "-a", "127.0.0.1"); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// freePorts returns n distinct ports on 127.0.0.1 that were free a moment
-// ago.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for len(ports) < n {
-		p, err := pgcluster.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		if !slices.Contains(ports, p) {
-			ports = append(ports, p)
-		}
-	}
-	return ports, nil
+// newService creates a proxy's temporary directory; Start runs it.
+func newService(name string) (*benchkit.Service, error) {
+	return benchkit.NewService(name, "redisbench-"+strings.ReplaceAll(name, " ", "-")+"-")
 }
 
-// joinStop stops a service that failed to start and adds any error from that.
-func joinStop(s *service, err error) error {
-	if stopErr := s.stop(); stopErr != nil {
-		return fmt.Errorf("%w (cleanup: %v)", err, stopErr)
-	}
-	return err
+// readyFor is a readiness check for s: a client can (log in as user and)
+// PING s.Addr.
+func readyFor(s *benchkit.Service, user, password string) func(context.Context) error {
+	return func(ctx context.Context) error { return ping(ctx, s.Addr, user, password) }
 }
