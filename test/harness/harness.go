@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/internal/redisserver"
 )
@@ -133,4 +135,25 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 		}
 		<-tick.C
 	}
+}
+
+// FreshRedis starts a redis-server of the test's own, for tests that need
+// an empty server, and returns a RESP2 client to it; both are closed when
+// the test ends.
+func FreshRedis(t testing.TB) *goredis.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	srv, err := redisserver.Start(ctx, redisserver.Options{Logger: logger()})
+	if err != nil {
+		t.Fatalf("harness: start redis: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("harness: stop redis: %v", err)
+		}
+	})
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr(), Protocol: 2, DisableIdentity: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

@@ -19,38 +19,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantguard/tenantguard/internal/redisserver"
 	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
+	"github.com/tenantguard/tenantguard/test/harness"
 )
 
-// needRedisServer skips t when redis-server is not installed.
-func needRedisServer(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skipf("redis-server is not installed (%v); install it (Debian: apt-get install redis-server) to run this test", err)
-	}
-}
-
-// startRedis starts a throwaway redis-server on a free port, polling it
-// until it answers, and returns a client; both are closed when t ends.
-func startRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	needRedisServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, err := redisserver.Start(ctx, redisserver.Options{})
-	if err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("stop redis-server: %v", err)
-		}
-	})
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Protocol: 2, DisableIdentity: true, MaxRetries: -1})
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
-}
+// startRedis starts a redis-server of the test's own.
+func startRedis(t *testing.T) *redis.Client { return harness.FreshRedis(t) }
 
 func toAny(args []string) []any {
 	out := make([]any, len(args))
@@ -308,7 +282,6 @@ func TestErrorsMatchRedis(t *testing.T) {
 // TestTableIsGenerated regenerates the table with the generator against the
 // local redis-server and compares it with the committed table_gen.go.
 func TestTableIsGenerated(t *testing.T) {
-	needRedisServer(t)
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -12,32 +11,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tenantguard/tenantguard/internal/redisserver"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
+	"github.com/tenantguard/tenantguard/test/harness"
 )
 
-// startRedis starts a throwaway redis-server, or skips t without one.
-func startRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skipf("redis-server is not installed (%v)", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, err := redisserver.Start(ctx, redisserver.Options{})
-	if err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("stop redis-server: %v", err)
-		}
-	})
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Protocol: 2, DisableIdentity: true, MaxRetries: -1})
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
-}
+// startRedis starts a redis-server of the test's own.
+func startRedis(t *testing.T) *redis.Client { return harness.FreshRedis(t) }
 
 // tenant runs commands of one tenant through a Rewriter on rdb.
 type tenant struct {
