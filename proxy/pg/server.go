@@ -128,8 +128,9 @@ func (srv *Server) serveConn(conn net.Conn) {
 		return
 	}
 	defer s.conn.Close()
-	srv.metrics.clientConns.WithLabelValues(srv.tenantLabel(s.tenant)).Inc()
-	defer srv.metrics.clientConns.WithLabelValues(srv.tenantLabel(s.tenant)).Dec()
+	conns := srv.metrics.clientConns.WithLabelValues(s.label)
+	conns.Inc()
+	defer conns.Dec()
 	err = s.run(ctx)
 	srv.log.Debug("client session ended", "tenant", s.tenant, "pid", s.key.pid, "error", err)
 }

@@ -210,3 +210,35 @@ func TestKeyspaceNotifications(t *testing.T) {
 		t.Fatalf("first keyspace event %+v", msg)
 	}
 }
+
+// TestTransactionRepliesStayScoped: key names inside EXEC's reply (KEYS,
+// SCAN, BLPOP queued in MULTI) lose the namespace like any other reply,
+// and show nothing of the other tenant.
+func TestTransactionRepliesStayScoped(t *testing.T) {
+	p := startProxy(t, nil)
+	ctx := ctxT(t, 20*time.Second)
+	g := p.client(t, "globex", globexSecret, 2)
+	if err := g.Set(ctx, "tx-secret", "globex-data", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a := p.client(t, "acme", acmeSecret, 2)
+	if err := a.RPush(ctx, "tx-list", "acme-item").Err(); err != nil {
+		t.Fatal(err)
+	}
+	tx := a.TxPipeline()
+	keys := tx.Keys(ctx, "tx-*")
+	scan := tx.Scan(ctx, 0, "tx-*", 1000)
+	pop := tx.BLPop(ctx, time.Second, "tx-list")
+	if _, err := tx.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys.Val(); len(got) != 1 || got[0] != "tx-list" {
+		t.Fatalf("KEYS in EXEC: %q", got)
+	}
+	if got, _ := scan.Val(); len(got) != 1 || got[0] != "tx-list" {
+		t.Fatalf("SCAN in EXEC: %q", got)
+	}
+	if got := pop.Val(); len(got) != 2 || got[0] != "tx-list" || got[1] != "acme-item" {
+		t.Fatalf("BLPOP in EXEC: %q", got)
+	}
+}
