@@ -226,11 +226,14 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 	binary.BigEndian.PutUint32(sec[:], s.key.secret)
 	b, _ = (&pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: sec[:]}).Encode(b)
 	b = append(b, 'Z', 0, 0, 0, 5, 'I')
-	if _, err := bw.Write(b); err != nil {
-		srv.unregister(s)
-		return nil, err
+	// Registered sessions are written to by Shutdown too: hold the write lock.
+	s.wmu.Lock()
+	_, err = bw.Write(b)
+	if err == nil {
+		err = bw.Flush()
 	}
-	if err := bw.Flush(); err != nil {
+	s.wmu.Unlock()
+	if err != nil {
 		srv.unregister(s)
 		return nil, err
 	}
