@@ -30,11 +30,11 @@ const (
 // same authentication failure a wrong password gets; the distinction is for
 // logs and metrics.
 var (
-	ErrSessionInvalid     = errors.New("session token is invalid")               // malformed, bad signature, unknown key, wrong tenant
-	ErrSessionExpired     = errors.New("session token has expired")              // or is not yet valid
-	ErrSessionRevoked     = errors.New("session has been revoked")               // or is unknown to the store
-	ErrSessionUnavailable = errors.New("session store is unreachable")           // fail closed
-	ErrSessionEnded       = errors.New("session ended: revoked or expired")      // reported to a lease's onEnd
+	ErrSessionInvalid     = errors.New("session token is invalid")                 // malformed, bad signature, unknown key, wrong tenant
+	ErrSessionExpired     = errors.New("session token has expired")                // or is not yet valid
+	ErrSessionRevoked     = errors.New("session has been revoked")                 // or is unknown to the store
+	ErrSessionUnavailable = errors.New("session store is unreachable")             // fail closed
+	ErrSessionEnded       = errors.New("session ended: revoked or expired")        // reported to a lease's onEnd
 	ErrSessionStoreLost   = errors.New("session ended: session store unreachable") // grace ran out
 )
 
