@@ -61,6 +61,10 @@ type Verdict struct {
 	SetsStatementTimeout bool
 	// Syntax is set when the text does not parse; Reason holds the error.
 	Syntax bool
+	// Fingerprint identifies the statement's shape: a 64-bit FNV-1a hash of
+	// its normalized text (constants replaced by $n), or of the text itself
+	// when it does not normalize. 0 for text refused before parsing.
+	Fingerprint uint64
 }
 
 // Refused reports whether the verdict refuses the query.
@@ -115,9 +119,11 @@ func (f *Firewall) Check(query string) *Verdict {
 	if !utf8.ValidString(query) || strings.IndexByte(query, 0) >= 0 {
 		return invalidUTF8
 	}
-	key := query
-	norm, err := pg_query.Normalize(query)
-	if err == nil && norm != query {
+	key, norm := query, query
+	if n, err := pg_query.Normalize(query); err == nil {
+		norm = n
+	}
+	if norm != query {
 		// Queries that differ only in constants share one entry; the raw
 		// text is not cached too, so a stream of distinct constants (every
 		// simple-protocol query) does not churn the cache.
@@ -127,8 +133,20 @@ func (f *Firewall) Check(query string) *Verdict {
 		}
 	}
 	v := f.classify(query)
+	v.Fingerprint = fingerprint(norm)
 	f.cache.Set(key, v, 1)
 	return v
+}
+
+// fingerprint is FNV-1a, 64-bit: stable across processes, so counts of
+// distinct statements can be merged across sidecars.
+func fingerprint(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 func (f *Firewall) classify(query string) *Verdict {

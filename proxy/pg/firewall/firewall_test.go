@@ -138,6 +138,27 @@ func TestCacheKeyIgnoresOnlyConstants(t *testing.T) {
 	}
 }
 
+// TestFingerprint: statements that differ only in constants share a
+// fingerprint, whether or not their verdict came from the cache; others
+// do not.
+func TestFingerprint(t *testing.T) {
+	f := newTestFirewall(t)
+	a := f.Check("SELECT name FROM items WHERE id = 1").Fingerprint
+	f.cache.Wait()
+	b := f.Check("SELECT name FROM items WHERE id = 42").Fingerprint
+	c := f.Check("SELECT name FROM items WHERE qty = 1").Fingerprint
+	d := f.Check("SELECT name FROM items WHERE id = $1").Fingerprint
+	if a == 0 || a != b || a != d {
+		t.Fatalf("same shape, fingerprints %x %x %x", a, b, d)
+	}
+	if c == a {
+		t.Fatal("different statements share a fingerprint")
+	}
+	if v := f.Check("SELEC nonsense"); v.Fingerprint == 0 || !v.Syntax {
+		t.Fatalf("syntax error: %+v", v)
+	}
+}
+
 func BenchmarkCheckCached(b *testing.B) {
 	f, _ := New(Config{BindingSetting: "tenantguard.binding", ProtectedSchema: "tenantguard"})
 	defer f.Close()
