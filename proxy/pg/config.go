@@ -2,8 +2,10 @@ package pg
 
 import (
 	"crypto/tls"
+	"fmt"
 	"time"
 
+	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
 
@@ -26,6 +28,24 @@ type Database struct {
 	// user and password; each distinct (host, port, database, user) is one pool.
 	URL string
 }
+
+// TokenAuth says on which connections the listener asks for the password
+// itself (AuthenticationCleartextPassword) instead of running SCRAM. Session
+// tokens need it: SCRAM never shows the server the secret, and a token is
+// checked by the session service, not against a stored verifier.
+type TokenAuth string
+
+// TokenAuth values. Cleartext is asked for only when Config.Sessions is set.
+const (
+	// TokenAuthLocalOrTLS (the default, also as "") asks for a cleartext
+	// password on TLS connections and on loopback or unix-socket ones, and
+	// runs SCRAM, static credentials only, on any other plaintext connection.
+	TokenAuthLocalOrTLS TokenAuth = "local-or-tls"
+	// TokenAuthTLS asks for a cleartext password on TLS connections only.
+	TokenAuthTLS TokenAuth = "tls"
+	// TokenAuthOff always runs SCRAM: session tokens are never accepted.
+	TokenAuthOff TokenAuth = "off"
+)
 
 // Config is everything the Postgres listener needs; it is built once from
 // the sidecar's configuration file and never changed while serving.
@@ -52,14 +72,44 @@ type Config struct {
 	// with the client's tenant bound, and every statement passes the firewall.
 	Binder *rls.Binder
 
+	// Sessions, when set, lets clients present session tokens as passwords
+	// (see TokenAuth for where); nil accepts static credentials only.
+	Sessions policy.SessionVerifier
+	// SessionEnd says how a token-authenticated client is ended when its
+	// session is revoked or expires; default policy.SessionEndBoundary.
+	SessionEnd policy.SessionEndMode
+	// TokenAuth says on which connections tokens can be presented.
+	TokenAuth TokenAuth
+
 	// Client limits.
 	MaxClientConns  int           // 0 = unlimited
 	StartupTimeout  time.Duration // time to send a startup packet and authenticate
 	MaxMessageBytes int           // largest message a client may send once authenticated
 }
 
+// validate rejects settings withDefaults cannot repair.
+func (c *Config) validate() error {
+	switch c.SessionEnd {
+	case policy.SessionEndImmediate, policy.SessionEndBoundary:
+	default:
+		return fmt.Errorf("session end mode %q: want %q or %q", c.SessionEnd, policy.SessionEndImmediate, policy.SessionEndBoundary)
+	}
+	switch c.TokenAuth {
+	case TokenAuthLocalOrTLS, TokenAuthTLS, TokenAuthOff:
+	default:
+		return fmt.Errorf("token auth %q: want %q, %q or %q", c.TokenAuth, TokenAuthLocalOrTLS, TokenAuthTLS, TokenAuthOff)
+	}
+	return nil
+}
+
 func (c *Config) withDefaults() Config {
 	out := *c
+	if out.SessionEnd == "" {
+		out.SessionEnd = policy.SessionEndBoundary
+	}
+	if out.TokenAuth == "" {
+		out.TokenAuth = TokenAuthLocalOrTLS
+	}
 	if out.PoolMode == "" {
 		out.PoolMode = PoolTransaction
 	}

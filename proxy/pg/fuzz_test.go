@@ -59,7 +59,7 @@ func FuzzClientStartup(f *testing.F) {
 			_, _ = io.Copy(io.Discard, client)
 			close(done)
 		}()
-		s, err := srv.startup(context.Background(), server)
+		s, err := srv.startup(context.Background(), func() {}, server)
 		_ = server.Close()
 		<-done
 		if s != nil || err == nil && len(data) > 0 && !isCancel(data) {

@@ -20,46 +20,48 @@ import (
 const refusedSQL = "SELECT tenantguard_statement_refused"
 
 // screen runs a Query's or Parse's text through the firewall and the
-// tenant's permissions. It returns the verdict, or the error to send.
-func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, *wire.Error) {
+// tenant's permissions. It returns the verdict (nil if the message could not
+// be read) and, for a refused statement, the refusing rule and the error to
+// send.
+func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, string, *wire.Error) {
 	body := raw[5:]
 	if typ == 'P' {
 		_, rest, ok := cstring(body)
 		if !ok {
-			return nil, wire.Errorf(wire.CodeProtocolViolation, "malformed Parse message")
+			return nil, "", wire.Errorf(wire.CodeProtocolViolation, "malformed Parse message")
 		}
 		body = rest
 	}
 	text, _, ok := cstring(body)
 	if !ok {
-		return nil, wire.Errorf(wire.CodeProtocolViolation, "malformed query message")
+		return nil, "", wire.Errorf(wire.CodeProtocolViolation, "malformed query message")
 	}
 	v := s.srv.fw.Check(string(text))
 	if v.Syntax {
-		return nil, wire.Errorf("42601", v.Reason)
+		return v, "", wire.Errorf("42601", v.Reason)
 	}
 	if v.Refused() {
 		s.srv.metrics.refusals.WithLabelValues(s.label, v.Rule).Inc()
-		return nil, refusal(v.Rule, v.Reason)
+		return v, v.Rule, refusal(v.Rule, v.Reason)
 	}
 	a := s.t.Allow
+	rule, reason := "", ""
 	switch {
 	case v.Class&firewall.Read != 0 && !a.Read,
 		v.Class&firewall.Write != 0 && !a.Write,
 		v.Class&firewall.DDL != 0 && !a.DDL:
-		s.srv.metrics.refusals.WithLabelValues(s.label, "permissions").Inc()
-		return nil, refusal("permissions", fmt.Sprintf("tenant %q may not run %s statements", s.tenant, v.Class))
+		rule, reason = "permissions", fmt.Sprintf("tenant %q may not run %s statements", s.tenant, v.Class)
 	case s.mode == PoolTransaction && v.SQLPrepare:
-		s.srv.metrics.refusals.WithLabelValues(s.label, "transaction-pooling").Inc()
-		return nil, refusal("transaction-pooling", "SQL PREPARE is not supported in transaction pooling: its statement would outlive the transaction; use protocol-level prepared statements (your driver's Prepare)")
+		rule, reason = "transaction-pooling", "SQL PREPARE is not supported in transaction pooling: its statement would outlive the transaction; use protocol-level prepared statements (your driver's Prepare)"
 	case s.mode == PoolTransaction && v.HoldCursor:
-		s.srv.metrics.refusals.WithLabelValues(s.label, "transaction-pooling").Inc()
-		return nil, refusal("transaction-pooling", "DECLARE … WITH HOLD is not supported in transaction pooling: the cursor would outlive the transaction")
+		rule, reason = "transaction-pooling", "DECLARE … WITH HOLD is not supported in transaction pooling: the cursor would outlive the transaction"
 	case v.SetsStatementTimeout && s.t.Limits.StatementTimeout > 0:
-		s.srv.metrics.refusals.WithLabelValues(s.label, "statement-timeout").Inc()
-		return nil, refusal("statement-timeout", fmt.Sprintf("statement_timeout is fixed at %s for tenant %q", s.t.Limits.StatementTimeout, s.tenant))
+		rule, reason = "statement-timeout", fmt.Sprintf("statement_timeout is fixed at %s for tenant %q", s.t.Limits.StatementTimeout, s.tenant)
+	default:
+		return v, "", nil
 	}
-	return v, nil
+	s.srv.metrics.refusals.WithLabelValues(s.label, rule).Inc()
+	return v, rule, refusal(rule, reason)
 }
 
 func refusal(rule, reason string) *wire.Error {

@@ -7,16 +7,17 @@ import (
 // metrics are the Postgres listener's Prometheus collectors. Tenant labels
 // are bounded: tenants beyond the first maxTenantLabels seen share "_other".
 type metrics struct {
-	clientConns  *prometheus.GaugeVec
-	serverConns  *prometheus.GaugeVec
-	poolWait     prometheus.Histogram
-	txDuration   *prometheus.HistogramVec
-	queryDur     *prometheus.HistogramVec
-	errors       *prometheus.CounterVec
-	breakerState *prometheus.GaugeVec
-	authFailures *prometheus.CounterVec
-	refusals     *prometheus.CounterVec
-	waiting      *prometheus.GaugeVec
+	clientConns   *prometheus.GaugeVec
+	serverConns   *prometheus.GaugeVec
+	poolWait      prometheus.Histogram
+	txDuration    *prometheus.HistogramVec
+	queryDur      *prometheus.HistogramVec
+	errors        *prometheus.CounterVec
+	breakerState  *prometheus.GaugeVec
+	authFailures  *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
+	waiting       *prometheus.GaugeVec
+	sessionsEnded *prometheus.CounterVec
 }
 
 const maxTenantLabels = 200
@@ -56,7 +57,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"pool"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg", Name: "auth_failures_total",
-			Help: "Failed client authentications, by reason.",
+			Help: "Failed client authentications, by reason: password, token_invalid, token_expired, token_revoked, store_unavailable, database, limit, protocol, refused.",
+		}, []string{"reason"}),
+		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "sessions_ended_total",
+			Help: "Client connections logged in with a session token that were ended because the session ended, by reason: revoked_or_expired, store_unavailable.",
 		}, []string{"reason"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg", Name: "refusals_total",
@@ -67,6 +72,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Namespace: "tenantguard", Subsystem: "pg", Name: "pool_waiting_clients",
 		Help: "Clients waiting for a server connection, by pool.",
 	}, []string{"pool"})
-	reg.MustRegister(m.waiting, m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
+	reg.MustRegister(m.sessionsEnded, m.waiting, m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
 	return m
 }

@@ -40,6 +40,7 @@ type Server struct {
 	fw      *firewall.Firewall // nil when isolation is off
 
 	mockSecret [32]byte
+	secrets    secretCache // static secrets verified on cleartext logins
 	clients    atomic.Int64
 
 	acc netserve.Acceptor
@@ -57,6 +58,9 @@ type Server struct {
 // before anything listens; no upstream connection is made yet.
 func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -118,8 +122,9 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(conn net.Conn) {
-	ctx := context.Background()
-	s, err := srv.startup(ctx, conn)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := srv.startup(ctx, cancel, conn)
 	if err != nil {
 		srv.log.Debug("client startup failed", "remote", conn.RemoteAddr().String(), "error", err)
 		return
@@ -153,7 +158,8 @@ func (srv *Server) register(s *session) error {
 	}
 	srv.sessions[s.key.pid] = s
 	if srv.acc.Draining() {
-		s.closing = true
+		// startup wakes the session once its deadline is cleared.
+		s.closing, s.endErr = true, errShutdown
 	}
 	return nil
 }
@@ -248,14 +254,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Unlock()
 
 	for _, s := range sessions {
-		s.mu.Lock()
-		s.closing = true
-		s.mu.Unlock()
-		if sc := s.attached(); sc != nil {
-			s.tryRelease(sc) // ends the session now if it is between transactions
-			continue
-		}
-		s.endForDrain()
+		s.end(errShutdown, policy.SessionEndBoundary)
 	}
 	done := make(chan struct{})
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,12 +37,21 @@ type session struct {
 	pmu    sync.Mutex
 	params map[string]string
 
-	wmu sync.Mutex // guards bw: server read loops and the session write to the client
-	bw  *bufio.Writer
+	wmu   sync.Mutex // guards bw and ended: server read loops and the session write to the client
+	bw    *bufio.Writer
+	ended bool // the final FATAL has been written
 
-	mu      sync.Mutex // guards sc and closing for cancel and drain
+	mu      sync.Mutex // guards sc, closing and endErr for cancel, drain and session end
 	sc      *serverConn
-	closing bool // draining: end the session at the next transaction boundary
+	closing bool        // ending: no new transaction starts; end at the next boundary
+	endErr  *wire.Error // the FATAL the client gets when it ends
+	abort   atomic.Bool // ending immediately, transaction or not
+	cancel  context.CancelFunc
+
+	// lease, when the client logged in with a session token, is its hold on
+	// the session; link routes the lease's end to this session.
+	lease policy.SessionLease
+	link  *leaseLink
 
 	t     *policy.Tenant // the tenant's policy, as of login
 	label string         // the tenant's metrics label
@@ -71,7 +81,14 @@ func (s *session) run(ctx context.Context) error {
 	for {
 		typ, raw, err := s.rd.Next()
 		if err != nil {
+			if s.ending() {
+				// Woken to end, or the client left while the end was pending.
+				return s.terminate()
+			}
 			return err
+		}
+		if s.abort.Load() {
+			return s.terminate()
 		}
 		switch typ {
 		case 'X':
@@ -100,14 +117,32 @@ func (s *session) run(ctx context.Context) error {
 // handle forwards one client message, attaching a server connection first if needed.
 func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
 	s.verdict = nil
-	if s.srv.fw != nil && (typ == 'Q' || typ == 'P') {
-		v, refused := s.screen(typ, raw)
+	if typ == 'Q' || typ == 'P' {
+		var v *firewall.Verdict
+		var refused *wire.Error
+		rule := ""
+		if s.srv.fw != nil {
+			v, rule, refused = s.screen(typ, raw)
+		}
+		if s.lease != nil {
+			var fp uint64
+			if v != nil {
+				fp = v.Fingerprint
+			}
+			s.lease.Record(fp, rule)
+		}
 		if refused != nil {
 			return s.refuseStatement(typ, refused)
 		}
 		s.verdict = v
 	}
 	sc := s.attached()
+	if sc != nil && sc.releasable() && s.ending() {
+		// Between transactions on a session-pooled connection: the
+		// next transaction must not start.
+		sc.mu.Unlock()
+		return s.terminate()
+	}
 	if sc == nil {
 		if typ == 'S' || typ == 'H' {
 			// Nothing outstanding: answer without taking a server connection.
@@ -190,12 +225,21 @@ func (s *session) acquire(ctx context.Context) (*serverConn, error) {
 		return nil, err
 	}
 	sc.mu.Lock()
+	// Checked again with the connection published under s.mu: an end
+	// signalled meanwhile either sees it attached or is seen here.
+	s.mu.Lock()
+	closing = s.closing
+	if !closing {
+		s.sc = sc
+	}
+	s.mu.Unlock()
+	if closing {
+		sc.detach("") // unlocks; back to the pool untouched
+		return nil, errDraining
+	}
 	sc.owner = s
 	sc.attachedAt = time.Now()
 	sc.batchStart = sc.attachedAt
-	s.mu.Lock()
-	s.sc = sc
-	s.mu.Unlock()
 	s.out = s.out[:0]
 	s.syncSession(sc)
 	if len(s.out) > 0 {
@@ -216,10 +260,14 @@ var errDraining = errors.New("draining")
 
 // acquireFailed answers a message that could not get a server connection.
 func (s *session) acquireFailed(typ byte, err error) error {
+	if s.ending() {
+		// Ending: the pool wait was cut short, or nothing new may start.
+		return s.terminate()
+	}
 	var pe *wire.Error
 	switch {
 	case errors.Is(err, errDraining), errors.Is(err, errPoolClosed):
-		return s.fatal(wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command (tenantguard is shutting down)"))
+		return s.fatal(errShutdown)
 	case errors.Is(err, errPoolTimeout):
 		pe = wire.Errorf(wire.CodeTooManyConnections, fmt.Sprintf("no server connection available for tenant %q within %s (pool %s is at its limit of %d)",
 			s.tenant, s.pool.cfg.PoolWaitTimeout, s.pool.key, s.pool.cfg.PoolSize))
@@ -298,7 +346,7 @@ func (s *session) tryRelease(sc *serverConn) {
 			reset = sessionResetQuery
 		}
 		sc.detach(reset)
-		s.endForDrain()
+		_ = s.terminate()
 		return
 	}
 	s.txDur.Observe(time.Since(sc.attachedAt).Seconds())
@@ -307,7 +355,7 @@ func (s *session) tryRelease(sc *serverConn) {
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
-		s.endForDrain()
+		_ = s.terminate()
 	}
 }
 
@@ -315,6 +363,10 @@ func (s *session) tryRelease(sc *serverConn) {
 // if it is clean, and is closed if the client left it mid-transaction.
 func (s *session) finish() {
 	s.srv.unregister(s)
+	if s.lease != nil {
+		s.link.detach()
+		s.lease.Close()
+	}
 	sc := s.attached()
 	if sc == nil {
 		return
@@ -345,19 +397,14 @@ func (s *session) serverLost(sc *serverConn) {
 	_ = s.conn.Close()
 }
 
-// endForDrain tells an idle client the proxy is shutting down and closes it.
-func (s *session) endForDrain() {
-	s.wmu.Lock()
-	_, _ = s.bw.Write(wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command (tenantguard is shutting down)").AppendTo(nil))
-	_ = s.bw.Flush()
-	s.wmu.Unlock()
-	_ = s.conn.Close()
-}
-
 // --- writing to the client ---
 
 func (s *session) writeFromServer(prefix, raw []byte, flush bool) {
 	s.wmu.Lock()
+	if s.ended {
+		s.wmu.Unlock()
+		return // nothing follows the final FATAL
+	}
 	if prefix != nil {
 		_, _ = s.bw.Write(prefix)
 	}

@@ -28,7 +28,8 @@ const (
 )
 
 // preAuthMaxBody bounds messages before authentication: SASL messages are
-// a few hundred bytes.
+// a few hundred bytes; a cleartext PasswordMessage holding the longest
+// session token (5062 bytes) is 5063.
 const preAuthMaxBody = 8 << 10
 
 // allowedStartupParams are the startup parameters a client may set; anything
@@ -45,10 +46,11 @@ var allowedStartupParams = map[string]string{
 }
 
 // startup runs the startup phase on a new client connection: TLS
-// negotiation, protocol checks, parameters and SCRAM authentication. It
-// returns an authenticated session, or nil when the connection was a
-// CancelRequest or was refused (the client has been told why).
-func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error) {
+// negotiation, protocol checks, parameters and authentication (SCRAM, or a
+// cleartext password or session token; see auth.go). It returns an
+// authenticated session, or nil when the connection was a CancelRequest or
+// was refused (the client has been told why). cancel ends the session's ctx.
+func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn net.Conn) (*session, error) {
 	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
 	br := bufio.NewReaderSize(conn, clientReadBuffer)
 	isTLS := false
@@ -94,12 +96,13 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 		}
 	}
 	bw := bufio.NewWriterSize(conn, clientWriteBuffer)
-	refuse := func(e *wire.Error) (*session, error) {
-		srv.metrics.authFailures.WithLabelValues(reasonOf(e.Code)).Inc()
+	refuseFor := func(reason string, e *wire.Error) (*session, error) {
+		srv.metrics.authFailures.WithLabelValues(reason).Inc()
 		_, _ = bw.Write(e.AppendTo(nil))
 		_ = bw.Flush()
 		return nil, e
 	}
+	refuse := func(e *wire.Error) (*session, error) { return refuseFor(reasonOf(e.Code), e) }
 
 	// Protocol 3.x with a newer minor version, or _pq_ options: answer
 	// NegotiateProtocolVersion and go on with 3.0, as PostgreSQL does.
@@ -141,13 +144,30 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 	}
 
 	br2 := wire.NewReader(br, preAuthMaxBody)
-	t, err := srv.authenticate(br2, bw, user)
+	link := &leaseLink{srv: srv}
+	t, lease, err := srv.authenticate(ctx, br2, bw, user, srv.asksCleartext(conn.RemoteAddr(), isTLS), link)
 	if err != nil {
+		var af *authFailure
+		if errors.As(err, &af) {
+			if af.reason != "password" {
+				srv.log.Info("client authentication failed", "user", user, "reason", af.reason, "error", af.cause, "remote", conn.RemoteAddr().String())
+			}
+			return refuseFor(af.reason, af.reply)
+		}
 		var pe *wire.Error
 		if errors.As(err, &pe) {
 			return refuse(pe)
 		}
 		return nil, err
+	}
+	if lease != nil {
+		// Until the session owns it, the lease is ours to close.
+		defer func() {
+			if lease != nil {
+				link.detach()
+				lease.Close()
+			}
+		}()
 	}
 
 	p := srv.pools[dbName]
@@ -178,6 +198,7 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 		mode:   srv.cfg.PoolMode,
 		params: map[string]string{},
 		stmts:  map[string]*clientStmt{},
+		cancel: cancel,
 	}
 	for _, tp := range trackedParams {
 		if v, ok := params[tp.name]; ok {
@@ -238,13 +259,22 @@ func (srv *Server) startup(ctx context.Context, conn net.Conn) (*session, error)
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
+	if lease != nil {
+		s.lease, s.link = lease, link
+		lease = nil // the session closes it when it finishes
+		link.attach(s)
+	}
+	// An end signalled before the deadline was cleared lost its wake-up.
+	if s.ending() {
+		s.wake()
+	}
 	return s, nil
 }
 
-// authenticate runs SCRAM-SHA-256 for user and returns the tenant id.
+// scram runs SCRAM-SHA-256 for user and returns the tenant.
 // An unknown user goes through the same exchange against a mock verifier,
 // so a client cannot tell unknown users from wrong passwords.
-func (srv *Server) authenticate(rd *wire.Reader, bw *bufio.Writer, user string) (*policy.Tenant, error) {
+func (srv *Server) scram(rd *wire.Reader, bw *bufio.Writer, user string) (*policy.Tenant, error) {
 	snap := srv.policy.Load()
 	t, known := snap.Tenant(user)
 	v := wire.MockVerifier(user, srv.mockSecret[:])

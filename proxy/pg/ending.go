@@ -1,0 +1,158 @@
+package pg
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/tenantguard/tenantguard/policy"
+	wire "github.com/tenantguard/tenantguard/wire/pg"
+)
+
+// Ending a client session from outside its goroutine.
+//
+// A session ends early for two reasons: the proxy is draining (Shutdown),
+// or the session token it logged in with was revoked or expired (its
+// lease's onEnd). Both go through session.end, which only marks the
+// session and never does I/O, so the verifier's goroutine is never held up
+// by a slow client. Whoever then finds the session at its end sends the
+// FATAL and closes the connection (session.terminate): the session's own
+// goroutine, woken from its read by a past read deadline, when it is
+// between transactions or the end is immediate; or the server read loop
+// that delivers the ReadyForQuery 'I' ending the transaction in progress.
+
+// endWriteTimeout bounds the final write to a client that is not reading.
+const endWriteTimeout = 2 * time.Second
+
+// errShutdown is what clients are told when the proxy drains.
+var errShutdown = wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command (tenantguard is shutting down)")
+
+// end asks the session to end with e, a FATAL: at once in immediate mode,
+// aborting a transaction in progress; in boundary mode once no transaction
+// is in progress. From then on no new transaction starts. It does no I/O,
+// may be called from any goroutine, more than once (the first e wins), and
+// after the session has finished.
+func (s *session) end(e *wire.Error, mode policy.SessionEndMode) {
+	s.mu.Lock()
+	if s.endErr == nil {
+		s.endErr = e
+	}
+	s.closing = true
+	s.mu.Unlock()
+	if mode == policy.SessionEndImmediate {
+		s.abort.Store(true)
+	} else if sc := s.attached(); sc != nil {
+		busy := !sc.releasable()
+		sc.mu.Unlock()
+		if busy {
+			// tryRelease ends it when the server reports the transaction over.
+			return
+		}
+	}
+	if s.cancel != nil {
+		s.cancel() // a pool wait or dial in progress gives up
+	}
+	s.wake()
+}
+
+// wake makes the session goroutine's read of the client return at once, so
+// it sees the end. Reads are only interrupted where the session is ending
+// anyway: a partly read message is never resumed.
+func (s *session) wake() {
+	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// ending reports whether the session has been asked to end.
+func (s *session) ending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// terminate sends the session's ending error, once, and closes the client
+// connection. The caller has made sure no transaction is left to finish, or
+// that it is to be aborted (the session's finish closes a server connection
+// left mid-transaction, so it is never pooled dirty).
+func (s *session) terminate() error {
+	s.mu.Lock()
+	e := s.endErr
+	s.mu.Unlock()
+	if e == nil {
+		e = errShutdown
+	}
+	// A client that stops reading must not keep the connection open.
+	_ = s.conn.SetWriteDeadline(time.Now().Add(endWriteTimeout))
+	s.wmu.Lock()
+	if !s.ended {
+		s.ended = true
+		s.noteProxyError(e.Code)
+		_, _ = s.bw.Write(e.AppendTo(nil))
+		_ = s.bw.Flush()
+	}
+	s.wmu.Unlock()
+	_ = s.conn.Close()
+	return e
+}
+
+// leaseLink connects a session lease's onEnd, called from the verifier's
+// goroutine, to the session it ends. The lease is opened during
+// authentication, before the session exists: an end reported before the
+// session attaches is kept and applied then. After detach, onEnd does
+// nothing.
+type leaseLink struct {
+	srv *Server
+
+	mu       sync.Mutex
+	s        *session
+	early    error
+	fired    bool
+	detached bool
+}
+
+// onEnd is the lease's callback. It never blocks: session.end does no I/O.
+func (l *leaseLink) onEnd(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.detached || l.fired {
+		return
+	}
+	if l.s == nil {
+		if l.early == nil {
+			l.early = err
+		}
+		return
+	}
+	l.fired = true
+	l.s.sessionEnded(err)
+}
+
+// attach makes s the session the lease ends.
+func (l *leaseLink) attach(s *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.s = s
+	if l.early != nil && !l.detached {
+		l.fired = true
+		s.sessionEnded(l.early)
+	}
+}
+
+// detach stops onEnd from reaching the session; the lease is about to close.
+func (l *leaseLink) detach() {
+	l.mu.Lock()
+	l.detached, l.s = true, nil
+	l.mu.Unlock()
+}
+
+// sessionEnded ends a session whose token session was revoked, expired, or
+// can no longer be checked. Called with the link's mu held.
+func (s *session) sessionEnded(err error) {
+	reason, msg := "revoked_or_expired", "tenantguard: session "+s.lease.ID()+" has been revoked or has expired"
+	if errors.Is(err, policy.ErrSessionStoreLost) {
+		reason, msg = "store_unavailable", "tenantguard: session "+s.lease.ID()+" can no longer be verified: the session store is unreachable"
+	}
+	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
+	s.srv.log.Info("session token ended; ending client connection",
+		"tenant", s.tenant, "session", s.lease.ID(), "pid", s.key.pid, "reason", err, "mode", string(s.srv.cfg.SessionEnd))
+	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, msg), s.srv.cfg.SessionEnd)
+}
