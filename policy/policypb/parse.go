@@ -291,16 +291,14 @@ func MarshalYAML(p *Policy) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// JSON is YAML: decoding it into a node keeps the field order.
-	var doc yaml.Node
-	if err := yaml.Unmarshal(js, &doc); err != nil {
+	doc, err := jsonNode(json.NewDecoder(bytes.NewReader(js)))
+	if err != nil {
 		return nil, fmt.Errorf("policy yaml: %w", err)
 	}
-	blockStyle(&doc)
 	var out bytes.Buffer
 	enc := yaml.NewEncoder(&out)
 	enc.SetIndent(2)
-	if err := enc.Encode(&doc); err != nil {
+	if err := enc.Encode(doc); err != nil {
 		return nil, fmt.Errorf("policy yaml: %w", err)
 	}
 	if err := enc.Close(); err != nil {
@@ -309,11 +307,51 @@ func MarshalYAML(p *Policy) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// blockStyle drops the flow and quoting styles a JSON source gives; the
-// encoder still quotes any string that would otherwise read as another type.
-func blockStyle(n *yaml.Node) {
-	n.Style = 0
-	for _, c := range n.Content {
-		blockStyle(c)
+// jsonNode reads one JSON value from dec as a YAML node tree in block
+// style, keeping the field order. (Decoding the JSON text as YAML would keep
+// the order too, but YAML refuses some characters, e.g. U+0080, that JSON
+// carries raw; as a node's value the encoder escapes them.)
+func jsonNode(dec *json.Decoder) (*yaml.Node, error) {
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch x := tok.(type) {
+	case json.Delim: // '{' or '[': Token never returns a closing one here
+		n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		if x == '{' {
+			n.Kind, n.Tag = yaml.MappingNode, "!!map"
+		}
+		for dec.More() {
+			if n.Kind == yaml.MappingNode {
+				key, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key.(string)})
+			}
+			e, err := jsonNode(dec)
+			if err != nil {
+				return nil, err
+			}
+			n.Content = append(n.Content, e)
+		}
+		if _, err := dec.Token(); err != nil { // the closing delimiter
+			return nil, err
+		}
+		return n, nil
+	case string:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: x}, nil
+	case json.Number:
+		tag := "!!int"
+		if strings.ContainsAny(x.String(), ".eE") {
+			tag = "!!float"
+		}
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: x.String()}, nil
+	case bool:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(x)}, nil
+	default: // nil
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}, nil
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/tenantguard/tenantguard/policy/policypb"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/two-tenants.json (the MarshalJSON golden file)")
+var update = flag.Bool("update", false, "rewrite the MarshalJSON and MarshalYAML golden files in testdata")
 
 const (
 	acmeVerifier1  = "SCRAM-SHA-256$4096:OLopLdLn2iIXV2xKEo1XcA==$//3M5CupSzKX1w6u8HiK635fFImcH0okPkDYYZHP8jQ=:ZiWR3X/MmfuYovCcz0sGV9woCQm3U1q95TjeelpKh+A="
@@ -92,6 +92,24 @@ func TestMarshalJSONGolden(t *testing.T) {
 	}
 }
 
+// TestMarshalYAMLGolden pins MarshalYAML's output: block style, the field
+// order of MarshalJSON, two-space indent.
+func TestMarshalYAMLGolden(t *testing.T) {
+	got, err := policypb.MarshalYAML(twoTenants())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const golden = "testdata/two-tenants.marshal.yaml"
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := readFile(t, golden); !bytes.Equal(got, want) {
+		t.Fatalf("MarshalYAML differs from %s (go test -run TestMarshalYAMLGolden -update to accept):\n%s", golden, got)
+	}
+}
+
 func TestRoundTrip(t *testing.T) {
 	cases := []struct {
 		name string
@@ -103,6 +121,8 @@ func TestRoundTrip(t *testing.T) {
 			StripAuthorization: proto.Bool(false), Grace: durationpb.New(0)}}},
 		{"string that reads as other types", &policypb.Policy{Version: "true", Tenants: []*policypb.Tenant{
 			{Id: "123", Credentials: []string{"null", "1.5", "- x", "a: b", "#c", "  padded  ", "line\nbreak"}}}}},
+		{"characters YAML must escape", &policypb.Policy{Version: "\t\u0080\u007f\u0085\ufeff\u2028\U0001F600\x00\r\n", Tenants: []*policypb.Tenant{
+			{Id: "\ufeffbom", Credentials: []string{"\u0080", "'\"", "\\", "~", ""}}}}},
 		{"enum values outside the enum", &policypb.Policy{Redis: &policypb.RedisRules{Namespace: 7},
 			Sessions: &policypb.SessionSettings{EndMode: -3}}},
 		{"suspended and shared", &policypb.Policy{Tenants: []*policypb.Tenant{{Id: "x", Suspended: true}},
