@@ -1,0 +1,343 @@
+package session
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantguard/tenantguard/extauthz/token"
+	"github.com/tenantguard/tenantguard/policy"
+)
+
+var _ policy.SessionVerifier = (*Verifier)(nil)
+
+// closeFlushTimeout bounds the last analytics flush in Close.
+const closeFlushTimeout = time.Second
+
+// Verifier checks session tokens against the store: the checking side, for
+// the ext_authz server (Check, Record) and the sidecars (Open, as a
+// policy.SessionVerifier). It owns three goroutines — the revocation
+// subscriber, the analytics flusher and the lease watcher — which Close
+// stops. It is safe for concurrent use.
+type Verifier struct {
+	rdb   *redis.Client
+	tv    *token.Verifier
+	cfg   Config
+	keys  keys
+	log   *slog.Logger
+	m     *metrics
+	cache *ristretto.Cache[string, *verdict]
+
+	link      atomic.Pointer[link]
+	ready     chan struct{} // closed once the first subscription attempt has ended
+	readyOnce sync.Once
+
+	mu     sync.RWMutex
+	states map[token.SessionID]*sessionState
+
+	watchMu sync.Mutex
+	watch   watchHeap
+	wake    chan struct{}
+
+	dirtyMu sync.Mutex
+	dirty   []*sessionState // sessions with unflushed analytics, each listed once
+
+	flushMu      sync.Mutex
+	pending      []*sessionState // sessions whose analytics the last flush did not write
+	spare        []*sessionState
+	scriptLoaded bool
+
+	psMu    sync.Mutex
+	ps      *redis.PubSub
+	closing bool
+
+	closed    atomic.Bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// verdict is a cached answer of the store for one token: its session was
+// live and matched the token's tenant and user.
+type verdict struct {
+	sum  [sha256.Size]byte // of the token: the cache's own key hash is not collision-proof
+	st   *sessionState
+	link *link // the up period it was made in
+	exp  time.Time
+}
+
+// NewVerifier returns a Verifier that checks tokens with tv and sessions in
+// rdb, registering its metrics with reg (nil: none) and logging to log
+// (nil: slog.Default). It starts its goroutines and subscribes to the
+// revocation channel in the background; until the first subscription
+// attempt ends, lookups wait for it.
+func NewVerifier(rdb *redis.Client, tv *token.Verifier, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Verifier, error) {
+	if rdb == nil || tv == nil {
+		return nil, errors.New("session: NewVerifier needs a Redis client and a token verifier")
+	}
+	cfg = cfg.withDefaults()
+	if cfg.ClockSkew > 0 {
+		tv.SetClockSkew(cfg.ClockSkew)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	cache, err := ristretto.NewCache(&ristretto.Config[string, *verdict]{
+		NumCounters:        10 * cfg.CacheEntries,
+		MaxCost:            cfg.CacheEntries,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session: verdict cache: %w", err)
+	}
+	v := &Verifier{
+		rdb: rdb, tv: tv, cfg: cfg, keys: keys{cfg.KeyPrefix}, log: log, m: m, cache: cache,
+		ready:  make(chan struct{}),
+		states: make(map[token.SessionID]*sessionState),
+		wake:   make(chan struct{}, 1),
+	}
+	v.link.Store(&link{state: linkConnecting, since: cfg.Now()})
+	m.storeUp.Set(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	v.cancel = cancel
+	v.wg.Add(3)
+	go v.subscribeLoop(ctx)
+	go v.watchLoop(ctx)
+	go v.flushLoop(ctx)
+	return v, nil
+}
+
+// Close stops the verifier's goroutines, writes the analytics not yet
+// flushed (if the store is reachable, for at most a second) and releases
+// the cache. Open leases stay open but are never ended after Close. Close
+// does not close the Redis client.
+func (v *Verifier) Close() error {
+	v.closeOnce.Do(func() {
+		v.closed.Store(true)
+		v.cancel()
+		v.psMu.Lock()
+		v.closing = true
+		if v.ps != nil {
+			_ = v.ps.Close()
+		}
+		v.psMu.Unlock()
+		v.wg.Wait()
+		if v.link.Load().state == linkUp {
+			ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
+			if err := v.flush(ctx); err != nil {
+				v.closeErr = fmt.Errorf("session: last analytics flush: %w", err)
+			}
+			cancel()
+		}
+		v.cache.Close()
+		v.m.storeUp.Set(0)
+	})
+	return v.closeErr
+}
+
+// Healthy reports whether the store is reachable: the revocation
+// subscription is up.
+func (v *Verifier) Healthy() bool { return v.link.Load().state == linkUp }
+
+// IsToken reports whether secret has the form of a session token ("tg1."
+// prefix); it does not verify anything.
+func (v *Verifier) IsToken(secret string) bool { return strings.HasPrefix(secret, token.Prefix) }
+
+// Check verifies tok for the ext_authz path (any tenant): signatures, key
+// id and times, then that its session is live in the store. Errors wrap
+// one of policy.ErrSessionInvalid, ErrSessionExpired, ErrSessionRevoked
+// and ErrSessionUnavailable and, when the token itself is at fault, the
+// token.Err* that says why.
+func (v *Verifier) Check(ctx context.Context, tok string) (token.Claims, error) {
+	c, result, err := v.check(ctx, tok)
+	v.m.byResult[result].Inc()
+	return c, err
+}
+
+func (v *Verifier) check(ctx context.Context, tok string) (token.Claims, string, error) {
+	now := v.cfg.Now()
+	c, result, err := v.claims(tok, now)
+	if err != nil {
+		return token.Claims{}, result, err
+	}
+	sum := tokenSum(tok)
+	cur := v.link.Load()
+	vd, result, err := v.cached(tok, &sum, now, cur)
+	if err != nil || vd != nil {
+		return c, result, err
+	}
+	st := v.acquire(c.SessionID, c.TenantID)
+	defer v.release(st)
+	result, err = v.confirm(ctx, c, st, tok, &sum, now, cur)
+	return c, result, err
+}
+
+// Open verifies tok as a credential for tenant — Check, plus the token must
+// have been issued for that very tenant — and returns a lease that watches
+// the session: onEnd(policy.ErrSessionEnded) when it is revoked or the
+// token expires, onEnd(policy.ErrSessionStoreLost) when the store stays
+// unreachable past the grace period (at once with Grace 0). onEnd is called
+// at most once, from a goroutine of the Verifier, and never after the
+// lease's Close has returned.
+func (v *Verifier) Open(ctx context.Context, tenant, tok string, onEnd func(error)) (policy.SessionLease, error) {
+	l, result, err := v.open(ctx, tenant, tok, onEnd)
+	v.m.byResult[result].Inc()
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (v *Verifier) open(ctx context.Context, tenant, tok string, onEnd func(error)) (*lease, string, error) {
+	now := v.cfg.Now()
+	c, result, err := v.claims(tok, now)
+	if err != nil {
+		return nil, result, err
+	}
+	if c.TenantID != tenant {
+		return nil, resultInvalid, fmt.Errorf("%w: the token was issued for another tenant", policy.ErrSessionInvalid)
+	}
+	sum := tokenSum(tok)
+	cur := v.link.Load()
+	st := v.acquire(c.SessionID, c.TenantID)
+	defer v.release(st)
+	vd, result, err := v.cached(tok, &sum, now, cur)
+	if err != nil {
+		return nil, result, err
+	}
+	if vd == nil || vd.st != st {
+		if result, err = v.confirm(ctx, c, st, tok, &sum, now, cur); err != nil {
+			return nil, result, err
+		}
+	}
+	if onEnd == nil {
+		onEnd = func(error) {}
+	}
+	l := &lease{v: v, st: st, user: c.UserID, exp: c.ExpiresAt, onEnd: onEnd}
+	if !v.addLease(l) {
+		return nil, resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
+	}
+	return l, result, nil
+}
+
+// claims verifies the token itself.
+func (v *Verifier) claims(tok string, now time.Time) (token.Claims, string, error) {
+	if v.closed.Load() {
+		return token.Claims{}, resultUnavailable, fmt.Errorf("%w: the verifier is closed", policy.ErrSessionUnavailable)
+	}
+	c, err := v.tv.Verify(tok, now)
+	switch {
+	case err == nil:
+		return c, "", nil
+	case errors.Is(err, token.ErrExpired), errors.Is(err, token.ErrNotYetValid):
+		return c, resultExpired, fmt.Errorf("%w: %w", policy.ErrSessionExpired, err)
+	default:
+		return c, resultInvalid, fmt.Errorf("%w: %w", policy.ErrSessionInvalid, err)
+	}
+}
+
+// tokenSum hashes tok without copying it (sha256 only reads its input).
+func tokenSum(tok string) [sha256.Size]byte {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))
+}
+
+// cached looks for a usable cached verdict. It returns the verdict and
+// resultCached on a usable hit, an error if the verdict says no (session
+// revoked, or the store unreachable past the grace period), and neither on
+// a miss (including a verdict from an earlier link period).
+func (v *Verifier) cached(tok string, sum *[sha256.Size]byte, now time.Time, cur *link) (*verdict, string, error) {
+	vd, ok := v.cache.Get(tok)
+	if !ok || vd.sum != *sum {
+		return nil, "", nil
+	}
+	switch {
+	case vd.st.revoked.Load():
+		return nil, resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, vd.st.idHex)
+	case !now.Before(vd.exp): // Verify has refused this already; kept for safety
+		return nil, resultExpired, fmt.Errorf("%w: %w", policy.ErrSessionExpired, token.ErrExpired)
+	case vd.link == cur:
+	case cur.state == linkDown && cur.prevUp == vd.link && v.cfg.Grace > 0 && now.Before(cur.since.Add(v.cfg.Grace)):
+		// Made before this outage and still within its grace period.
+	case cur.state == linkDown:
+		return nil, resultUnavailable, fmt.Errorf("%w: since %s", policy.ErrSessionUnavailable, cur.since.UTC().Format(time.RFC3339))
+	default:
+		return nil, "", nil
+	}
+	v.m.cacheHits.Inc()
+	return vd, resultCached, nil
+}
+
+// confirm asks the store whether st's session is live and matches the
+// claims, and caches a good answer until the token expires.
+func (v *Verifier) confirm(ctx context.Context, c token.Claims, st *sessionState, tok string, sum *[sha256.Size]byte, now time.Time, cur *link) (string, error) {
+	if cur.state == linkConnecting {
+		select {
+		case <-v.ready:
+		case <-ctx.Done():
+			return resultUnavailable, fmt.Errorf("%w: %w", policy.ErrSessionUnavailable, ctx.Err())
+		}
+		cur = v.link.Load()
+	}
+	if cur.state != linkUp {
+		return resultUnavailable, fmt.Errorf("%w: since %s", policy.ErrSessionUnavailable, cur.since.UTC().Format(time.RFC3339))
+	}
+	if st.revoked.Load() {
+		return resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
+	}
+	v.m.storeLookups.Inc()
+	vals, err := v.rdb.HMGet(ctx, v.keys.session(st.idHex), "tenant", "user").Result()
+	if err != nil {
+		return resultUnavailable, fmt.Errorf("%w: %w", policy.ErrSessionUnavailable, err)
+	}
+	tenant, _ := vals[0].(string)
+	user, _ := vals[1].(string)
+	switch {
+	case vals[0] == nil:
+		return resultRevoked, fmt.Errorf("%w: session %s is not in the store", policy.ErrSessionRevoked, st.idHex)
+	case tenant != c.TenantID || user != c.UserID:
+		v.log.Warn("token claims do not match its session in the store", "session", st.idHex, "tenant", c.TenantID)
+		return resultInvalid, fmt.Errorf("%w: session %s belongs to another tenant or user", policy.ErrSessionInvalid, st.idHex)
+	case st.revoked.Load(): // the revocation arrived while we asked
+		return resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
+	}
+	if ttl := c.ExpiresAt.Sub(now); ttl > 0 {
+		st.noteCached(c.ExpiresAt)
+		v.cache.SetWithTTL(tok, &verdict{sum: *sum, st: st, link: cur, exp: c.ExpiresAt}, 1, ttl)
+	}
+	return resultOK, nil
+}
+
+// Record counts one HTTP request of session id (from Check) for its
+// analytics: fingerprint identifies the request's shape (0 if none),
+// refusedRule names the rule that refused it ("" if allowed). It does no
+// I/O and never waits for any.
+func (v *Verifier) Record(id token.SessionID, fingerprint uint64, refusedRule string) {
+	v.mu.RLock()
+	st := v.states[id]
+	v.mu.RUnlock()
+	if st == nil {
+		if v.closed.Load() || id.IsZero() {
+			return
+		}
+		st = v.acquire(id, "")
+		v.release(st)
+	}
+	v.record(st, fingerprint, refusedRule)
+}
