@@ -39,7 +39,8 @@ type statsDelta struct {
 	minutes           []minuteCount
 }
 
-func (d *statsDelta) empty() bool { return d.requests == 0 && d.refused == 0 && len(d.prints) == 0 }
+// empty reports whether d holds nothing; every request adds a minute bucket.
+func (d *statsDelta) empty() bool { return len(d.minutes) == 0 }
 
 func (d *statsDelta) reset() {
 	d.requests, d.refused = 0, 0
@@ -246,7 +247,7 @@ func (v *Verifier) flush(ctx context.Context) error {
 	for _, st := range dirty {
 		s := &st.stats
 		s.mu.Lock()
-		if s.out.empty() && len(s.out.minutes) == 0 {
+		if s.out.empty() {
 			s.cur, s.out = s.out, s.cur // swap: both keep their maps
 		} else {
 			dropped += s.out.merge(&s.cur)

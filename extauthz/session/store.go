@@ -46,7 +46,8 @@ type Store struct {
 	keys keys
 }
 
-// NewStore returns a Store signing with key.
+// NewStore returns a Store signing with key (Create and Refresh fail
+// while it is nil).
 func NewStore(rdb *redis.Client, key *token.SigningKey, cfg Config) *Store {
 	cfg = cfg.withDefaults()
 	s := &Store{rdb: rdb, cfg: cfg, keys: keys{cfg.KeyPrefix}}
@@ -124,6 +125,9 @@ func (s *Store) Create(ctx context.Context, tenant, user string) (Session, strin
 		return Session{}, "", err
 	}
 	k := s.key.Load()
+	if k == nil {
+		return Session{}, "", errors.New("create session: the store has no signing key")
+	}
 	tok, err := k.Sign(c)
 	if err != nil {
 		return Session{}, "", err
@@ -217,6 +221,9 @@ func (s *Store) Refresh(ctx context.Context, id string) (Session, string, error)
 		exp = ss.MaxExpiresAt
 	}
 	k := s.key.Load()
+	if k == nil {
+		return Session{}, "", errors.New("refresh session: the store has no signing key")
+	}
 	tok, err := k.Sign(token.Claims{SessionID: sid, TenantID: ss.Tenant, UserID: ss.User, IssuedAt: iat, ExpiresAt: exp})
 	if err != nil {
 		return Session{}, "", err
