@@ -1,11 +1,14 @@
 package redis
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"strings"
 	"time"
 
+	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -60,21 +63,71 @@ func (s *session) reauth(args [][]byte) error {
 	return nil
 }
 
-// authenticate checks a tenant's secret and binds the session, returning a
-// RESP error text on failure.
+// wrongpass answers every failed AUTH, whatever the reason, as Redis does.
+const wrongpass = "WRONGPASS invalid username-password pair or user is disabled."
+
+// authenticate checks a tenant's secret, a static one or a session token,
+// and binds the session, returning a RESP error text on failure. A bound
+// session stays with its tenant: AUTH again succeeds only for the same one.
 func (s *session) authenticate(user, pass string) string {
-	const wrongpass = "WRONGPASS invalid username-password pair or user is disabled."
+	if s.srv.cfg.Sessions != nil && s.srv.cfg.Sessions.IsToken(pass) {
+		return s.authenticateToken(user, pass)
+	}
 	if s.tenant != nil {
 		if user != s.tenant.ID || !s.srv.checkSecret(s.tenant.ID, pass) {
+			s.srv.metrics.authFailures.WithLabelValues("password").Inc()
 			return wrongpass
 		}
+		s.setLease(nil, nil) // authenticated by the static secret from now on
 		return ""
 	}
 	t, ok := s.srv.policy.Load().Tenant(user)
 	if !ok || !s.srv.checkSecret(user, pass) {
-		s.srv.metrics.authFailures.Inc()
+		s.srv.metrics.authFailures.WithLabelValues("password").Inc()
 		return wrongpass
 	}
+	return s.bind(t)
+}
+
+// authenticateToken checks a session token for user's tenant. On success
+// the session holds the token's lease, replacing any it held; a token is
+// never remembered as a static secret.
+func (s *session) authenticateToken(user, token string) string {
+	fail := func(reason string, err error) string {
+		s.srv.metrics.authFailures.WithLabelValues(reason).Inc()
+		s.srv.log.Info("redis client authentication failed", "user", user, "reason", reason, "error", err, "client", s.id)
+		return wrongpass
+	}
+	if s.tenant != nil && user != s.tenant.ID {
+		return fail("token_invalid", errors.New("AUTH as another tenant on a bound connection"))
+	}
+	link := &leaseLink{}
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.AuthTimeout)
+	lease, err := s.srv.cfg.Sessions.Open(ctx, user, token, link.onEnd)
+	cancel()
+	if err != nil {
+		return fail(tokenFailureReason(err), err)
+	}
+	if s.tenant == nil {
+		t, ok := s.srv.policy.Load().Tenant(user)
+		msg := ""
+		if !ok {
+			msg = fail("token_invalid", errors.New("the policy has no such tenant"))
+		} else {
+			msg = s.bind(t)
+		}
+		if msg != "" {
+			link.detach()
+			lease.Close()
+			return msg
+		}
+	}
+	s.setLease(lease, link)
+	return ""
+}
+
+// bind makes the session t's.
+func (s *session) bind(t *policy.Tenant) string {
 	ns, err := namespace.New(t.ID, s.srv.cfg.Namespace)
 	if err != nil {
 		return "ERR tenantguard: " + err.Error()

@@ -11,8 +11,10 @@
 package redis
 
 import (
+	"fmt"
 	"time"
 
+	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 )
 
@@ -45,9 +47,18 @@ type Config struct {
 	// BreakerFailures and BreakerOpenTime configure the upstream breaker.
 	BreakerFailures uint32
 	BreakerOpenTime time.Duration
+	// Sessions, when set, lets clients present session tokens as the AUTH
+	// secret; nil accepts static credentials only.
+	Sessions policy.SessionVerifier
+	// SessionEnd says how a connection authenticated with a token is ended
+	// when its session is revoked or expires; default policy.SessionEndBoundary.
+	SessionEnd policy.SessionEndMode
 }
 
 func (c Config) withDefaults() Config {
+	if c.SessionEnd == "" {
+		c.SessionEnd = policy.SessionEndBoundary
+	}
 	if c.SharedConns <= 0 {
 		c.SharedConns = 4
 	}
@@ -70,4 +81,13 @@ func (c Config) withDefaults() Config {
 		c.BreakerOpenTime = 5 * time.Second
 	}
 	return c
+}
+
+// validate rejects settings withDefaults cannot repair.
+func (c Config) validate() error {
+	switch c.SessionEnd {
+	case policy.SessionEndImmediate, policy.SessionEndBoundary:
+		return nil
+	}
+	return fmt.Errorf("session end mode %q: want %q or %q", c.SessionEnd, policy.SessionEndImmediate, policy.SessionEndBoundary)
 }

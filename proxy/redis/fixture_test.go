@@ -29,6 +29,7 @@ type proxy struct {
 	srv   *proxyredis.Server
 	addr  string
 	redis string // upstream address
+	reg   *prometheus.Registry
 }
 
 func startProxy(t *testing.T, tweak func(*proxyredis.Config)) *proxy {
@@ -60,7 +61,8 @@ func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*prox
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, err := proxyredis.New(cfg, policy.NewStore(snap), prometheus.NewRegistry(), log)
+	reg := prometheus.NewRegistry()
+	srv, err := proxyredis.New(cfg, policy.NewStore(snap), reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*prox
 			// a server the test restarted is watched by a new goroutine of the harness
 			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
 	})
-	return &proxy{srv: srv, addr: ln.Addr().String(), redis: rd.Addr()}
+	return &proxy{srv: srv, addr: ln.Addr().String(), redis: rd.Addr(), reg: reg}
 }
 
 func (p *proxy) client(t *testing.T, tenant, secret string, proto int) *goredis.Client {
@@ -103,4 +105,35 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// metric returns the value of a counter or gauge with the given labels.
+func (p *proxy) metric(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for k, v := range labels {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == k && l.GetValue() == v
+				}
+				if !found {
+					continue next
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }

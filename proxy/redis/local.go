@@ -51,7 +51,10 @@ func (s *session) reset(ctx context.Context) error {
 		s.srv.releaseDedicated()
 		s.up, s.dedicated = nil, false
 	}
-	s.inMulti, s.queued, s.subs, s.name, s.resp3 = false, nil, nil, nil, false
+	s.queued, s.subs, s.name, s.resp3 = nil, nil, nil, false
+	s.qmu.Lock()
+	s.inMulti, s.pubsub = false, false
+	s.qmu.Unlock()
 	s.writeLocal(resp.AppendSimple(nil, "RESET"))
 	return nil
 }

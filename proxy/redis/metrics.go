@@ -3,12 +3,13 @@ package redis
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	clients      *prometheus.GaugeVec
-	commands     *prometheus.CounterVec
-	refusals     *prometheus.CounterVec
-	latency      *prometheus.HistogramVec
-	authFailures prometheus.Counter
-	breaker      prometheus.Gauge
+	clients       *prometheus.GaugeVec
+	commands      *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	authFailures  *prometheus.CounterVec
+	sessionsEnded *prometheus.CounterVec
+	breaker       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,15 +31,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from forwarding a command to delivering its reply.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
 		}, []string{"tenant"}),
-		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "auth_failures_total",
-			Help: "Failed AUTH/HELLO AUTH attempts.",
-		}),
+			Help: "Failed AUTH/HELLO AUTH attempts, by reason: password, token_invalid, token_expired, token_revoked, store_unavailable.",
+		}, []string{"reason"}),
+		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "sessions_ended_total",
+			Help: "Client connections authenticated with a session token that were ended because the session ended, by reason: revoked_or_expired, store_unavailable.",
+		}, []string{"reason"}),
 		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "breaker_state",
 			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
 		}),
 	}
-	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.breaker)
+	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker)
 	return m
 }

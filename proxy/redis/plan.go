@@ -85,6 +85,16 @@ func (s *session) subscribed(name string, n int) {
 	s.subs[subKind(name)] += n
 }
 
+// subscribedAny reports whether any subscription is left.
+func subscribedAny(subs map[string]int) bool {
+	for _, n := range subs {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // unsubscribed returns how many confirmations an unsubscribe of n names
 // (0: all) produces: one per name, or one per subscription, at least one.
 func (s *session) unsubscribed(name string, n int) int {

@@ -49,6 +49,9 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	if cfg.Upstream == "" {
 		return nil, errors.New("redis upstream address is required")
 	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = slog.Default()
 	}

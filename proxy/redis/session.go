@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,15 +45,23 @@ type session struct {
 	cmdBuf    []byte
 	up        *upConn // shared, or dedicated once stateful
 	dedicated bool
-	queued    []plan // plans of commands queued in MULTI
-	inMulti   bool
+	queued    []plan         // plans of commands queued in MULTI
+	inMulti   bool           // written under qmu (end reads it); the session goroutine reads it freely
 	subs      map[string]int // subscriptions by kind: "", "p", "s"
 
-	qmu   sync.Mutex // guards outq and writes to bw
-	cond  *sync.Cond // signalled when outq empties
-	outq  []slot
-	bw    *bufio.Writer
-	dirty bool // bw holds unflushed data
+	qmu    sync.Mutex // guards outq, writes to bw, ending, and writes to inMulti and pubsub
+	cond   *sync.Cond // signalled when outq empties
+	outq   []slot
+	bw     *bufio.Writer
+	dirty  bool // bw holds unflushed data
+	pubsub bool // subscribed to something
+	ending bool // the token session ended: close at the next boundary
+
+	// lease, when the client authenticated with a session token, is its
+	// hold on the session; link routes the lease's end here.
+	lease      policy.SessionLease
+	link       *leaseLink
+	endPending atomic.Bool // ending, for the per-command check without qmu
 
 	scratch []byte
 	args    [][]byte
@@ -88,18 +98,25 @@ func (s *session) run(ctx context.Context) error {
 			return err
 		}
 		if s.rd.Buffered() == 0 {
-			if s.up != nil {
-				if s.dedicated {
-					if err := s.up.flush(); err != nil {
-						s.writeLocal(resp.AppendError(nil, "ERR tenantguard: upstream connection lost"))
-					}
-				} else {
-					s.up.flushSoon()
-				}
-			}
+			s.flushUpstream()
 			s.flushClient()
 		}
 	}
+}
+
+// flushUpstream sends the commands buffered for the upstream: now on a
+// dedicated connection, soon (coalesced with other sessions') on a shared one.
+func (s *session) flushUpstream() {
+	if s.up == nil {
+		return
+	}
+	if s.dedicated {
+		if err := s.up.flush(); err != nil {
+			s.writeLocal(resp.AppendError(nil, "ERR tenantguard: upstream connection lost"))
+		}
+		return
+	}
+	s.up.flushSoon()
 }
 
 // handle serves one command.
@@ -109,47 +126,64 @@ func (s *session) handle(ctx context.Context, args [][]byte) error {
 	if s.tenant == nil {
 		return s.preAuth(string(name), args)
 	}
+	if s.endPending.Load() && s.stopForEnd() {
+		return errSessionEnded
+	}
+	fp := commandFingerprint(args[0])
+	rule, err := s.serve(ctx, name, args)
+	if s.lease != nil && err != errSessionEnded {
+		s.lease.Record(fp, rule)
+	}
+	return err
+}
+
+// serve runs one command of an authenticated client. It returns the rule
+// that refused the command with NOPERM, if one did.
+func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string, error) {
 	switch string(name) {
 	case "auth":
-		return s.reauth(args)
+		return "", s.reauth(args)
 	case "hello":
-		return s.hello(args)
+		return "", s.hello(args)
 	case "quit":
 		s.writeLocal(resp.AppendSimple(nil, "OK"))
 		s.flushClient()
-		return errQuit
+		return "", errQuit
 	case "reset":
-		return s.reset(ctx)
+		return "", s.reset(ctx)
 	case "client":
 		if s.clientCommand(args) {
-			return nil
+			return "", nil
 		}
 	}
 	s.cmds.Inc()
 	if s.rate != nil && !s.rate.take(time.Now()) {
 		s.srv.metrics.refusals.WithLabelValues(s.label, "rate-limit").Inc()
 		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: tenant "+s.tenant.ID+" is over its command rate of "+strconv.Itoa(s.tenant.Limits.CommandsPerSecond)+"/s"))
-		return nil
+		return "", nil
 	}
 	out, p, rp, rerr := s.prepare(args)
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
 		s.writeLocal(resp.AppendError(nil, rerr.msg))
-		return nil
+		if strings.HasPrefix(rerr.msg, "NOPERM") {
+			return rerr.rule, nil
+		}
+		return "", nil
 	}
 	switch rp {
 	case rules.ReplyLocalOK:
 		s.writeLocal(resp.AppendSimple(nil, "OK"))
-		return nil
+		return "", nil
 	case rules.ReplyEmulateFlush:
-		return s.emulateFlush(ctx, args)
+		return "", s.emulateFlush(ctx, args)
 	case rules.ReplyEmulateDBSize:
-		return s.emulateDBSize(ctx)
+		return "", s.emulateDBSize(ctx)
 	case rules.ReplyEmulateSetName, rules.ReplyEmulateGetName, rules.ReplySession:
 		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: unexpected local command"))
-		return nil
+		return "", nil
 	}
-	return s.forward(ctx, out, p)
+	return "", s.forward(ctx, out, p)
 }
 
 // forward sends a rewritten command upstream.
@@ -169,15 +203,16 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 		s.up = u
 	}
 	sl := slot{plan: p, start: time.Now()}
+	inMulti := s.inMulti
 	switch {
 	case p.multi:
-		s.inMulti = true
+		inMulti = true
 		s.queued = s.queued[:0]
 	case s.inMulti && p.reply == rules.ReplyExec:
 		sl.multi = append([]plan(nil), s.queued...)
-		s.inMulti = false
+		inMulti = false
 	case s.inMulti && p.discard:
-		s.inMulti = false
+		inMulti = false
 	case s.inMulti:
 		s.queued = append(s.queued, p)
 		sl.plan.reply = rules.ReplyPlain // the reply now is +QUEUED
@@ -186,6 +221,14 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 	}
 	replies := max(p.replies, 1)
 	s.qmu.Lock()
+	if s.ending && !s.inMulti {
+		// Ended while this command was being read: it does not start.
+		s.qmu.Unlock()
+		s.stopForEnd()
+		return errSessionEnded
+	}
+	s.inMulti = inMulti
+	s.pubsub = subscribedAny(s.subs)
 	for i := 0; i < replies; i++ {
 		s.outq = append(s.outq, sl)
 	}
@@ -300,7 +343,8 @@ func (s *session) armWrite() {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.ClientWriteTimeout))
 }
 
-// flushClient sends what is buffered for the client.
+// flushClient sends what is buffered for the client; an ending session
+// is closed once that leaves it at a boundary.
 func (s *session) flushClient() {
 	s.qmu.Lock()
 	if s.dirty {
@@ -309,6 +353,9 @@ func (s *session) flushClient() {
 			_ = s.conn.Close()
 		}
 		s.dirty = false
+	}
+	if s.ending && s.atBoundary() {
+		_ = s.conn.Close()
 	}
 	s.qmu.Unlock()
 }
@@ -320,6 +367,7 @@ func (s *session) refuse(cmd, reason, rule string) {
 
 // finish runs when the client leaves.
 func (s *session) finish() {
+	s.setLease(nil, nil)
 	if s.dedicated && s.up != nil {
 		s.up.close()
 		s.srv.releaseDedicated()

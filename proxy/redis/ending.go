@@ -1,0 +1,161 @@
+package redis
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/tenantguard/tenantguard/policy"
+)
+
+// Sessions authenticated with a token, and how they end.
+//
+// A connection that AUTHed with a session token holds a lease on the
+// session. When the session is revoked or expires, the lease's onEnd (on
+// the verifier's goroutine) ends the connection without writing anything:
+// RESP2 has no out-of-band channel, and an unsolicited error would be read
+// as the reply to the client's next command. In immediate mode the
+// connection is closed at once. In boundary mode it is closed once no
+// reply is owed and no MULTI is open; a command that would start after the
+// end is not run; a subscribed connection is closed at once, having no
+// boundary to wait for.
+
+var errSessionEnded = errors.New("session ended")
+
+// tokenFailureReason maps a SessionVerifier error to its metrics label.
+func tokenFailureReason(err error) string {
+	switch {
+	case errors.Is(err, policy.ErrSessionExpired):
+		return "token_expired"
+	case errors.Is(err, policy.ErrSessionRevoked):
+		return "token_revoked"
+	case errors.Is(err, policy.ErrSessionUnavailable):
+		return "store_unavailable"
+	}
+	return "token_invalid"
+}
+
+// leaseLink routes one lease's onEnd to the session holding it. Opened
+// before it is attached, a lease may end first: that end is applied on
+// attach. Once detached (the lease was replaced, or the session finished),
+// onEnd does nothing.
+type leaseLink struct {
+	mu       sync.Mutex
+	s        *session
+	id       string // the session id, for the log
+	early    error
+	fired    bool
+	detached bool
+}
+
+// onEnd is the lease's callback; it never blocks (session.end does no I/O
+// beyond closing a socket).
+func (l *leaseLink) onEnd(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.detached || l.fired {
+		return
+	}
+	if l.s == nil {
+		if l.early == nil {
+			l.early = err
+		}
+		return
+	}
+	l.fired = true
+	l.s.sessionEnded(l.id, err)
+}
+
+func (l *leaseLink) attach(s *session, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.s, l.id = s, id
+	if l.early != nil && !l.detached {
+		l.fired = true
+		s.sessionEnded(id, l.early)
+	}
+}
+
+func (l *leaseLink) detach() {
+	l.mu.Lock()
+	l.detached, l.s = true, nil
+	l.mu.Unlock()
+}
+
+// setLease makes lease (with its link) the session's, closing the one it
+// replaces; nil just drops the current one.
+func (s *session) setLease(lease policy.SessionLease, link *leaseLink) {
+	old, oldLink := s.lease, s.link
+	s.lease, s.link = lease, link
+	if lease != nil {
+		link.attach(s, lease.ID())
+	}
+	if old != nil {
+		oldLink.detach()
+		old.Close()
+	}
+}
+
+// sessionEnded ends the connection whose token session ended. Called from
+// the verifier's goroutine, with the link's mu held.
+func (s *session) sessionEnded(id string, err error) {
+	reason := "revoked_or_expired"
+	if errors.Is(err, policy.ErrSessionStoreLost) {
+		reason = "store_unavailable"
+	}
+	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
+	s.srv.log.Info("session token ended; ending client connection",
+		"tenant", s.tenant.ID, "session", id, "client", s.id, "reason", err, "mode", string(s.srv.cfg.SessionEnd))
+	s.end(s.srv.cfg.SessionEnd)
+}
+
+// end ends the session: now, or in boundary mode once nothing is owed and
+// no MULTI is open. Safe from any goroutine, and after the session finished.
+func (s *session) end(mode policy.SessionEndMode) {
+	s.endPending.Store(true)
+	s.qmu.Lock()
+	s.ending = true
+	now := mode == policy.SessionEndImmediate || s.pubsub || s.atBoundary()
+	s.qmu.Unlock()
+	if now {
+		_ = s.conn.Close()
+	}
+}
+
+// atBoundary reports whether the client is owed nothing, not even bytes
+// not yet flushed, and has no MULTI open. qmu held.
+func (s *session) atBoundary() bool {
+	return len(s.outq) == 0 && !s.dirty && !s.inMulti
+}
+
+// stopForEnd runs before a command once the session is ending: it reports
+// whether the command must not run, in which case the connection has been
+// closed, after every reply owed was delivered in boundary mode. Inside an
+// open MULTI the commands of that transaction still run.
+func (s *session) stopForEnd() bool {
+	if s.srv.cfg.SessionEnd == policy.SessionEndImmediate {
+		_ = s.conn.Close()
+		return true
+	}
+	if s.inMulti {
+		return false
+	}
+	s.flushUpstream()
+	s.waitDrained()
+	s.flushClient()
+	_ = s.conn.Close()
+	return true
+}
+
+// commandFingerprint is the FNV-1a hash of a command's lower-case name,
+// computed without allocating.
+func commandFingerprint(name []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
+}
