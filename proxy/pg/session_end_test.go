@@ -162,11 +162,11 @@ func TestSessionEndRace(t *testing.T) {
 			p := startTokenProxy(t, pg, fs, func(c *proxypg.Config) { c.SessionEnd, c.PoolSize = mode, 4 })
 			const clients = 8
 			errs := make(chan error, clients)
-			var leases []*fakeLease
+			var tokens []string
 			for i := 0; i < clients; i++ {
 				tok := fs.issue("acme", nil)
 				c := p.connect(t, p.url("acme", tok))
-				leases = append(leases, fs.lease(t, tok, 0))
+				tokens = append(tokens, tok)
 				go func() {
 					for {
 						tx, err := c.Begin(ctx)
@@ -185,8 +185,8 @@ func TestSessionEndRace(t *testing.T) {
 					}
 				}()
 			}
-			for _, l := range leases {
-				l.end(policy.ErrSessionEnded)
+			for _, tok := range tokens {
+				fs.revoke(tok, policy.ErrSessionEnded)
 			}
 			for i := 0; i < clients; i++ {
 				select {
@@ -198,8 +198,8 @@ func TestSessionEndRace(t *testing.T) {
 					t.Fatal("a client was not ended")
 				}
 			}
-			for _, l := range leases {
-				l.waitClosed(t)
+			for _, tok := range tokens {
+				fs.lease(t, tok, 0).waitClosed(t)
 			}
 		})
 	}

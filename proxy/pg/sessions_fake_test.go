@@ -68,6 +68,20 @@ func (f *fakeSessions) Open(ctx context.Context, tenant, token string, onEnd fun
 	return l, nil
 }
 
+// revoke ends the session of token, as the session service does: no
+// new lease opens with it, and every open lease's onEnd is called with err.
+func (f *fakeSessions) revoke(token string, err error) {
+	f.mu.Lock()
+	tk := f.tokens[token]
+	tk.err = policy.ErrSessionRevoked
+	f.tokens[token] = tk
+	leases := append([]*fakeLease(nil), f.leases[token]...)
+	f.mu.Unlock()
+	for _, l := range leases {
+		l.end(err)
+	}
+}
+
 // lease returns the i-th lease opened with token.
 func (f *fakeSessions) lease(t *testing.T, token string, i int) *fakeLease {
 	t.Helper()
