@@ -37,12 +37,16 @@
 //
 // # Verification
 //
-// Verifier.Check verifies the token (token.Verifier.Verify) on every call,
-// so a removed key or an expired token is refused at once. It then looks
-// for a cached verdict (ristretto, keyed by the token, holding the token's
-// SHA-256 so a hash collision cannot lend one token another's verdict). On a
-// miss it reads the session's tenant and user from Redis (one HMGET) and
-// caches the verdict until the token expires. A refresh does not invalidate
+// Verifier.Check first looks for a cached verdict (ristretto, keyed by the
+// token, holding the token's SHA-256 so a hash collision cannot lend one
+// token another's verdict, and the verified claims). A hit whose signing
+// key is still held, whose token has not expired and whose session is not
+// revoked is the answer: neither signature is checked again, which is most
+// of the cost (about 70 µs of the 75). A removed key or an expired token is
+// still refused at once, since both are checked on every hit. On a miss the
+// token is verified (token.Verifier.Verify), the session's tenant and user
+// are read from Redis (one HMGET), and the verdict is cached until the
+// token expires. A refresh does not invalidate
 // the older tokens of the same session: each stays good until its own
 // expiry or until the session is revoked.
 //

@@ -72,10 +72,11 @@ type Verifier struct {
 // verdict is a cached answer of the store for one token: its session was
 // live and matched the token's tenant and user.
 type verdict struct {
-	sum  [sha256.Size]byte // of the token: the cache's own key hash is not collision-proof
-	st   *sessionState
-	link *link // the up period it was made in
-	exp  time.Time
+	sum    [sha256.Size]byte // of the token: the cache's own key hash is not collision-proof
+	claims token.Claims      // as verified, KeyID included
+	st     *sessionState
+	link   *link // the up period it was made in
+	exp    time.Time
 }
 
 // NewVerifier returns a Verifier that checks tokens with tv and sessions in
@@ -173,15 +174,23 @@ func (v *Verifier) Check(ctx context.Context, tok string) (token.Claims, error) 
 
 func (v *Verifier) check(ctx context.Context, tok string) (token.Claims, string, error) {
 	now := v.cfg.Now()
-	c, result, err := v.claims(tok, now)
-	if err != nil {
-		return token.Claims{}, result, err
+	if v.closed.Load() {
+		return token.Claims{}, resultUnavailable, errClosed
 	}
+	// A cached verdict stands for both signatures: the token's SHA-256
+	// matched and its key is still held, so neither is checked again.
 	sum := tokenSum(tok)
 	cur := v.link.Load()
 	vd, result, err := v.cached(tok, &sum, now, cur)
-	if err != nil || vd != nil {
-		return c, result, err
+	if err != nil {
+		return token.Claims{}, result, err
+	}
+	if vd != nil {
+		return vd.claims, result, nil
+	}
+	c, result, err := v.claims(tok, now)
+	if err != nil {
+		return token.Claims{}, result, err
 	}
 	st := v.acquire(c.SessionID, c.TenantID)
 	defer v.release(st)
@@ -207,21 +216,26 @@ func (v *Verifier) Open(ctx context.Context, tenant, tok string, onEnd func(erro
 
 func (v *Verifier) open(ctx context.Context, tenant, tok string, onEnd func(error)) (*lease, string, error) {
 	now := v.cfg.Now()
-	c, result, err := v.claims(tok, now)
+	if v.closed.Load() {
+		return nil, resultUnavailable, errClosed
+	}
+	sum := tokenSum(tok)
+	cur := v.link.Load()
+	vd, result, err := v.cached(tok, &sum, now, cur)
 	if err != nil {
+		return nil, result, err
+	}
+	var c token.Claims
+	if vd != nil {
+		c = vd.claims
+	} else if c, result, err = v.claims(tok, now); err != nil {
 		return nil, result, err
 	}
 	if c.TenantID != tenant {
 		return nil, resultInvalid, fmt.Errorf("%w: the token was issued for another tenant", policy.ErrSessionInvalid)
 	}
-	sum := tokenSum(tok)
-	cur := v.link.Load()
 	st := v.acquire(c.SessionID, c.TenantID)
 	defer v.release(st)
-	vd, result, err := v.cached(tok, &sum, now, cur)
-	if err != nil {
-		return nil, result, err
-	}
 	if vd == nil || vd.st != st {
 		if result, err = v.confirm(ctx, c, st, tok, &sum, now, cur); err != nil {
 			return nil, result, err
@@ -237,11 +251,19 @@ func (v *Verifier) open(ctx context.Context, tenant, tok string, onEnd func(erro
 	return l, result, nil
 }
 
+// skew is the clock skew a cached verdict allows before a token's issue
+// time: the configured one, else the token package's default.
+func (v *Verifier) skew() time.Duration {
+	if v.cfg.ClockSkew > 0 {
+		return v.cfg.ClockSkew
+	}
+	return token.DefaultClockSkew
+}
+
+var errClosed = fmt.Errorf("%w: the verifier is closed", policy.ErrSessionUnavailable)
+
 // claims verifies the token itself.
 func (v *Verifier) claims(tok string, now time.Time) (token.Claims, string, error) {
-	if v.closed.Load() {
-		return token.Claims{}, resultUnavailable, fmt.Errorf("%w: the verifier is closed", policy.ErrSessionUnavailable)
-	}
 	c, err := v.tv.Verify(tok, now)
 	switch {
 	case err == nil:
@@ -264,7 +286,10 @@ func tokenSum(tok string) [sha256.Size]byte {
 // a miss (including a verdict from an earlier link period).
 func (v *Verifier) cached(tok string, sum *[sha256.Size]byte, now time.Time, cur *link) (*verdict, string, error) {
 	vd, ok := v.cache.Get(tok)
-	if !ok || vd.sum != *sum {
+	if !ok || vd.sum != *sum || !v.tv.HasKey(vd.claims.KeyID) || now.Before(vd.claims.IssuedAt.Add(-v.skew())) {
+		// A miss, a colliding key, a retired signing key, or a clock that
+		// went back before the issue time: verify afresh, which gives the
+		// right refusal.
 		return nil, "", nil
 	}
 	switch {
@@ -319,7 +344,7 @@ func (v *Verifier) confirm(ctx context.Context, c token.Claims, st *sessionState
 	}
 	if ttl := c.ExpiresAt.Sub(now); ttl > 0 {
 		st.noteCached(c.ExpiresAt)
-		v.cache.SetWithTTL(tok, &verdict{sum: *sum, st: st, link: cur, exp: c.ExpiresAt}, 1, ttl)
+		v.cache.SetWithTTL(tok, &verdict{sum: *sum, claims: c, st: st, link: cur, exp: c.ExpiresAt}, 1, ttl)
 	}
 	return resultOK, nil
 }

@@ -98,6 +98,14 @@ func (v *Verifier) load() map[string]*VerificationKey {
 	return nil
 }
 
+// HasKey reports whether a key with the given id is held; a cache of
+// verified tokens asks it so that removing a key retires its cached tokens
+// too.
+func (v *Verifier) HasKey(id string) bool {
+	_, ok := v.load()[id]
+	return ok
+}
+
 // KeyIDs returns the ids of the keys held, sorted.
 func (v *Verifier) KeyIDs() []string {
 	m := v.load()
