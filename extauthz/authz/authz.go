@@ -1,0 +1,286 @@
+// Package authz is tenantguard's Envoy external authorization service: an
+// envoy.service.auth.v3.Authorization gRPC server that checks the session
+// token in each HTTP request's Authorization header and, when it is good,
+// tells Envoy to pass the request on with a trusted tenant identity in
+// x-tenant-id, x-user-id and x-session-id.
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+
+	"github.com/tenantguard/tenantguard/extauthz/token"
+	"github.com/tenantguard/tenantguard/policy"
+)
+
+// Identity headers the service sets on allowed requests. They overwrite
+// whatever the client sent under the same names, so an app behind Envoy
+// can trust them.
+const (
+	HeaderTenant  = "x-tenant-id"
+	HeaderUser    = "x-user-id"
+	HeaderSession = "x-session-id"
+)
+
+// TokenChecker verifies session tokens; *session.Verifier is the
+// implementation.
+type TokenChecker interface {
+	// Check verifies tok (format, signature, times, revocation).
+	Check(ctx context.Context, tok string) (token.Claims, error)
+	// Record counts a request of the session for its analytics.
+	Record(id token.SessionID, fingerprint uint64, refusedRule string)
+}
+
+// Options configure a Server.
+type Options struct {
+	// StripAuthorization removes the Authorization header from allowed
+	// requests, so the app never holds the bearer token.
+	StripAuthorization bool
+	// TenantAllowed, if set, is asked for every verified token: a tenant
+	// the current policy no longer has (or has suspended) is refused.
+	TenantAllowed func(tenant string) bool
+	// Realm goes into WWW-Authenticate; default "tenantguard".
+	Realm string
+}
+
+// Server implements authv3.AuthorizationServer.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	checker TokenChecker
+	opts    Options
+	log     *slog.Logger
+	m       *metrics
+	seed    maphash.Seed
+	lastLog atomic.Int64 // unix nanoseconds of the last outage log line
+}
+
+// logEvery reports whether a repeated warning may be logged now: at most
+// once a second, so an outage under load does not flood the log.
+func (s *Server) logEvery(now time.Time) bool {
+	last := s.lastLog.Load()
+	return now.UnixNano()-last >= int64(time.Second) && s.lastLog.CompareAndSwap(last, now.UnixNano())
+}
+
+// New returns a Server checking tokens with c and registering its metrics
+// with reg.
+func New(c TokenChecker, opts Options, reg prometheus.Registerer, log *slog.Logger) *Server {
+	if opts.Realm == "" {
+		opts.Realm = "tenantguard"
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{checker: c, opts: opts, log: log, m: newMetrics(reg), seed: maphash.MakeSeed()}
+}
+
+// Denial codes: stable strings in the JSON body of a 401, for clients and
+// dashboards. They never say more than the client needs to act: every
+// one means "get a new token" except store_unavailable ("retry").
+const (
+	CodeMissing     = "token_missing"
+	CodeWrongScheme = "wrong_scheme"
+	CodeMalformed   = "token_malformed"
+	CodeInvalid     = "token_invalid" // bad signature or unknown key
+	CodeExpired     = "token_expired"
+	CodeRevoked     = "session_revoked"
+	CodeForbidden   = "tenant_not_allowed"
+	CodeUnavailable = "store_unavailable"
+)
+
+// Check answers one request from Envoy.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	resp, result := s.check(ctx, req)
+	s.m.checks.WithLabelValues(result).Inc()
+	s.m.latency.Observe(time.Since(start).Seconds())
+	return resp, nil
+}
+
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, string) {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	raw, ok := header(httpReq, "authorization")
+	if !ok || raw == "" {
+		return s.deny(CodeMissing, "the request has no Authorization header", ""), CodeMissing
+	}
+	scheme, tok, found := strings.Cut(raw, " ")
+	// RFC 6750 §2.1: "Bearer" 1*SP b64token; the scheme is case-insensitive.
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return s.deny(CodeWrongScheme, "the Authorization header must use the Bearer scheme", "invalid_request"), CodeWrongScheme
+	}
+	tok = strings.TrimLeft(tok, " ")
+	claims, err := s.checker.Check(ctx, tok)
+	if err != nil {
+		code := denialCode(err)
+		if code == CodeUnavailable && s.logEvery(time.Now()) {
+			s.log.Warn("session store unavailable; refusing checks (logged at most once a second)", "error", err)
+		}
+		return s.deny(code, denialMessage(code), "invalid_token"), code
+	}
+	if s.opts.TenantAllowed != nil && !s.opts.TenantAllowed(claims.TenantID) {
+		s.checker.Record(claims.SessionID, 0, "tenant_not_allowed")
+		return s.deny(CodeForbidden, denialMessage(CodeForbidden), "invalid_token"), CodeForbidden
+	}
+	s.checker.Record(claims.SessionID, s.fingerprint(httpReq), "")
+
+	ok3 := &authv3.OkHttpResponse{
+		Headers: []*corev3.HeaderValueOption{
+			setHeader(HeaderTenant, claims.TenantID),
+			setHeader(HeaderUser, claims.UserID),
+			setHeader(HeaderSession, claims.SessionID.String()),
+		},
+	}
+	if s.opts.StripAuthorization {
+		ok3.HeadersToRemove = []string{"authorization"}
+	}
+	return &authv3.CheckResponse{
+		Status:       &status.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok3},
+	}, "ok"
+}
+
+// fingerprint identifies a request's shape for the session's analytics:
+// method and path without the query string.
+func (s *Server) fingerprint(h *authv3.AttributeContext_HttpRequest) uint64 {
+	var mh maphash.Hash
+	mh.SetSeed(s.seed)
+	mh.WriteString(h.GetMethod())
+	mh.WriteByte(' ')
+	p := h.GetPath()
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	mh.WriteString(p)
+	return mh.Sum64()
+}
+
+// header finds a request header: Envoy sends lower-case names in Headers,
+// or in HeaderMap when encode_raw_headers is on.
+func header(h *authv3.AttributeContext_HttpRequest, name string) (string, bool) {
+	if v, ok := h.GetHeaders()[name]; ok {
+		return v, true
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		if strings.EqualFold(hv.GetKey(), name) {
+			if hv.GetRawValue() != nil {
+				return string(hv.GetRawValue()), true
+			}
+			return hv.GetValue(), true
+		}
+	}
+	return "", false
+}
+
+func setHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// denialCode maps a verification error to its stable code.
+func denialCode(err error) string {
+	switch {
+	case errors.Is(err, policy.ErrSessionUnavailable):
+		return CodeUnavailable
+	case errors.Is(err, token.ErrExpired), errors.Is(err, token.ErrNotYetValid), errors.Is(err, policy.ErrSessionExpired):
+		return CodeExpired
+	case errors.Is(err, policy.ErrSessionRevoked):
+		return CodeRevoked
+	case errors.Is(err, token.ErrMalformed), errors.Is(err, token.ErrUnsupportedVersion):
+		return CodeMalformed
+	default:
+		return CodeInvalid
+	}
+}
+
+func denialMessage(code string) string {
+	switch code {
+	case CodeExpired:
+		return "the session token has expired or is not yet valid; refresh the session or sign in again"
+	case CodeRevoked:
+		return "the session has been revoked"
+	case CodeMalformed:
+		return "the bearer token is not a tenantguard session token"
+	case CodeUnavailable:
+		return "sessions cannot be checked right now; retry shortly"
+	case CodeForbidden:
+		return "the session's tenant is not allowed by the current policy"
+	default:
+		return "the session token is not valid"
+	}
+}
+
+// errorBody is the JSON body of a denial, the same shape as the session
+// API's errors.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// deny builds a 401 with RFC 6750 WWW-Authenticate and a JSON body. A
+// request with no credentials gets a challenge without an error code
+// (RFC 6750 §3.1). A store outage is a 503 with Retry-After instead: the
+// token may be fine, and the client should retry, not sign in again.
+func (s *Server) deny(code, msg, oauthErr string) *authv3.CheckResponse {
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, msg
+	body, _ := json.Marshal(b)
+	grpcCode, httpCode := codes.Unauthenticated, typev3.StatusCode_Unauthorized
+	headers := []*corev3.HeaderValueOption{setHeader("content-type", "application/json")}
+	if code == CodeUnavailable {
+		grpcCode, httpCode = codes.Unavailable, typev3.StatusCode_ServiceUnavailable
+		headers = append(headers, setHeader("retry-after", "1"))
+	} else {
+		challenge := `Bearer realm="` + s.opts.Realm + `"`
+		if oauthErr != "" {
+			challenge += `, error="` + oauthErr + `", error_description="` + msg + `"`
+		}
+		headers = append(headers, setHeader("www-authenticate", challenge))
+	}
+	return &authv3.CheckResponse{
+		Status: &status.Status{Code: int32(grpcCode), Message: code},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: httpCode},
+			Headers: headers,
+			Body:    string(body),
+		}},
+	}
+}
+
+type metrics struct {
+	checks  *prometheus.CounterVec
+	latency prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tenantguard_extauthz_checks_total",
+			Help: "ext_authz Check calls by result (ok or a denial code).",
+		}, []string{"result"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tenantguard_extauthz_check_seconds",
+			Help:    "Time to answer one ext_authz Check.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3},
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.checks, m.latency)
+	}
+	return m
+}
