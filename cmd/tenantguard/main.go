@@ -25,6 +25,9 @@ const usage = `usage: tenantguard <command> [flags]
 
 commands:
   sidecar --config FILE   run the data plane (PostgreSQL and Redis listeners, admin endpoint)
+  extauthz --config FILE  run the session API and the Envoy ext_authz gRPC service
+  extauthz keygen --id ID [--dir DIR]
+                          write a new token signing key and its verification key
   demo [--env-file PATH]  run a throwaway PostgreSQL and redis-server and a sidecar with two tenants
   pg bootstrap --config FILE --admin-url URL
                           install row-level isolation in the upstream databases
@@ -46,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "sidecar":
 		return runSidecar(ctx, args[1:], stderr)
+	case "extauthz":
+		return runExtAuthz(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "pg":
@@ -113,6 +118,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.Listen, "listen", "127.0.0.1:0", "sidecar PostgreSQL listen address")
 	fs.StringVar(&opts.RedisListen, "redis-listen", "127.0.0.1:0", "sidecar Redis listen address")
 	fs.StringVar(&opts.AdminListen, "admin-listen", "127.0.0.1:0", "sidecar admin (metrics) listen address")
+	fs.StringVar(&opts.AuthzListen, "extauthz-listen", "127.0.0.1:0", "ext_authz gRPC listen address")
+	fs.StringVar(&opts.APIListen, "session-api-listen", "127.0.0.1:0", "session HTTP API listen address")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return 2

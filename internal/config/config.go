@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -93,7 +94,10 @@ type File struct {
 		} `yaml:"limits"`
 		ShowConstraintDetail bool `yaml:"show_constraint_detail"`
 	} `yaml:"tenants"`
-	DrainTimeout Duration `yaml:"drain_timeout"`
+	// Sessions, if present, lets clients authenticate with session tokens
+	// issued by ext_authz.
+	Sessions     *SessionsFile `yaml:"sessions"`
+	DrainTimeout Duration      `yaml:"drain_timeout"`
 }
 
 // Duration is a time.Duration written as "5s", "250ms".
@@ -124,6 +128,7 @@ type Sidecar struct {
 	Postgres       proxypg.Config
 	Redis          proxyredis.Config
 	Policy         *policy.Snapshot
+	Sessions       *Sessions // nil: session tokens are not accepted
 	DrainTimeout   time.Duration
 }
 
@@ -292,6 +297,13 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 		return fail("tenants", "%v", err)
 	}
 	out.Policy = snap
+	if f.Sessions != nil {
+		s, ferr := parseSessions(f.Sessions, filepath.Dir(name), false)
+		if ferr != nil {
+			return fail(ferr.field, "%s", ferr.msg)
+		}
+		out.Sessions = s
+	}
 	return out, nil
 }
 

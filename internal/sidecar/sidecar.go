@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/sessions"
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
@@ -31,6 +32,7 @@ type Sidecar struct {
 	redisLn net.Listener
 	adminLn net.Listener
 	admin   *http.Server
+	tokens  *sessions.Verifier // nil unless session tokens are accepted
 }
 
 // Start listens on every configured address and starts serving. Listening
@@ -38,11 +40,27 @@ type Sidecar struct {
 func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var tokens *sessions.Verifier
+	if cfg.Sessions != nil {
+		var err error
+		if tokens, err = sessions.Open(cfg.Sessions, reg, log.With("component", "sessions")); err != nil {
+			return nil, err
+		}
+		cfg.Postgres.Sessions, cfg.Postgres.SessionEnd = tokens, cfg.Sessions.EndMode
+		cfg.Redis.Sessions, cfg.Redis.SessionEnd = tokens, cfg.Sessions.EndMode
+	}
 	pgsrv, err := proxypg.New(cfg.Postgres, policy.NewStore(cfg.Policy), reg, log.With("component", "pg"))
 	if err != nil {
+		closeTokens(tokens)
 		return nil, err
 	}
-	sc := &Sidecar{cfg: cfg, log: log, pg: pgsrv}
+	sc := &Sidecar{cfg: cfg, log: log, pg: pgsrv, tokens: tokens}
+	startOK := false
+	defer func() {
+		if !startOK {
+			closeTokens(tokens)
+		}
+	}()
 	// Fail closed: with isolation on, refuse to serve a database whose
 	// schema or role would let a tenant skip row-level security.
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -97,7 +115,14 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 			}
 		}()
 	}
+	startOK = true
 	return sc, nil
+}
+
+func closeTokens(v *sessions.Verifier) {
+	if v != nil {
+		_ = v.Close()
+	}
 }
 
 // PostgresAddr is the address the Postgres listener is bound to.
@@ -148,6 +173,7 @@ func (sc *Sidecar) Run(ctx context.Context) error {
 	if sc.admin != nil {
 		_ = sc.admin.Shutdown(dctx)
 	}
+	closeTokens(sc.tokens)
 	sc.log.Info("stopped")
 	return errors.Join(serveErr, err)
 }

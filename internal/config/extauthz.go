@@ -1,0 +1,106 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tenantguard/tenantguard/extauthz/token"
+)
+
+// ExtAuthzFile is the ext_authz service's configuration file as written.
+type ExtAuthzFile struct {
+	Listen struct {
+		// GRPC serves envoy.service.auth.v3.Authorization and grpc.health.v1.
+		GRPC string `yaml:"grpc"`
+		// HTTP serves the session API, /metrics, /healthz and /readyz.
+		HTTP string `yaml:"http"`
+	} `yaml:"listen"`
+	// AdminToken (or AdminTokenFile) is the bearer token the session API
+	// requires.
+	AdminToken     string       `yaml:"admin_token"`
+	AdminTokenFile string       `yaml:"admin_token_file"`
+	Sessions       SessionsFile `yaml:"sessions"`
+	// Tenants lists the tenant ids sessions may be issued for.
+	Tenants      []string `yaml:"tenants"`
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// ExtAuthz is the compiled ext_authz configuration.
+type ExtAuthz struct {
+	GRPCListen, HTTPListen string
+	AdminToken             string
+	Sessions               *Sessions
+	Tenants                map[string]bool
+	DrainTimeout           Duration
+}
+
+// LoadExtAuthz reads and validates the ext_authz configuration at path.
+func LoadExtAuthz(path string) (*ExtAuthz, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	return ParseExtAuthz(path, data)
+}
+
+// ParseExtAuthz validates configuration text; name is used in errors and
+// its directory resolves relative key paths.
+func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
+	var f ExtAuthzFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	fail := func(field, format string, args ...any) (*ExtAuthz, error) {
+		return nil, &Error{File: name, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	out := &ExtAuthz{GRPCListen: f.Listen.GRPC, HTTPListen: f.Listen.HTTP, Tenants: map[string]bool{}, DrainTimeout: f.DrainTimeout}
+	if out.DrainTimeout == 0 {
+		out.DrainTimeout = Duration(10e9)
+	}
+	for field, addr := range map[string]string{"listen.grpc": f.Listen.GRPC, "listen.http": f.Listen.HTTP} {
+		if addr == "" {
+			return fail(field, "required (host:port)")
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fail(field, "%q is not host:port: %v", addr, err)
+		}
+	}
+	switch {
+	case f.AdminToken != "" && f.AdminTokenFile != "":
+		return fail("admin_token", "give admin_token or admin_token_file, not both")
+	case f.AdminTokenFile != "":
+		b, err := os.ReadFile(resolve(filepath.Dir(name), f.AdminTokenFile))
+		if err != nil {
+			return fail("admin_token_file", "%v", err)
+		}
+		out.AdminToken = strings.TrimSpace(string(b))
+	default:
+		out.AdminToken = f.AdminToken
+	}
+	if len(out.AdminToken) < 16 {
+		return fail("admin_token", "required, at least 16 characters")
+	}
+	s, ferr := parseSessions(&f.Sessions, filepath.Dir(name), true)
+	if ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
+	}
+	out.Sessions = s
+	if len(f.Tenants) == 0 {
+		return fail("tenants", "at least one tenant id is required")
+	}
+	for i, t := range f.Tenants {
+		if !token.ValidTenantID(t) {
+			return fail(fmt.Sprintf("tenants[%d]", i), "%q is not a valid tenant id", t)
+		}
+		out.Tenants[t] = true
+	}
+	return out, nil
+}

@@ -1,0 +1,124 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tenantguard/tenantguard/extauthz/token"
+	"github.com/tenantguard/tenantguard/policy"
+)
+
+// SessionsFile is the `sessions:` section, shared by the sidecar (which
+// accepts tokens as credentials) and ext_authz (which issues and checks
+// them). Key files are PEM, as written by `tenantguard extauthz keygen`.
+type SessionsFile struct {
+	// Store is the session store, a redis:// URL.
+	Store string `yaml:"store"`
+	// VerificationKeys are public key files; a token verifies if its key id
+	// is among them. During a rotation list both the new and the old key.
+	VerificationKeys []string `yaml:"verification_keys"`
+	// EndMode: "boundary" (default) or "immediate" — when a data-plane
+	// connection whose session is revoked or expires is ended.
+	EndMode string `yaml:"end_mode"`
+	// Grace keeps already-verified sessions working this long after the
+	// store becomes unreachable; 0 fails closed at once.
+	Grace Duration `yaml:"grace"`
+
+	// ext_authz only.
+	SigningKey         string   `yaml:"signing_key"`
+	TTL                Duration `yaml:"ttl"`
+	MaxAge             Duration `yaml:"max_age"`
+	StripAuthorization *bool    `yaml:"strip_authorization"`
+}
+
+// Sessions is the compiled `sessions:` section.
+type Sessions struct {
+	StoreURL           string
+	VerificationKeys   []*token.VerificationKey
+	EndMode            policy.SessionEndMode
+	Grace              time.Duration
+	SigningKey         *token.SigningKey // ext_authz only
+	TTL, MaxAge        time.Duration
+	StripAuthorization bool
+}
+
+// parseSessions compiles the section; base resolves relative key paths
+// (the configuration file's directory). signing says whether a signing key
+// is required (ext_authz) or refused (sidecar: it only verifies).
+func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fieldErr) {
+	out := &Sessions{Grace: time.Duration(f.Grace), TTL: time.Duration(f.TTL), MaxAge: time.Duration(f.MaxAge), StripAuthorization: true}
+	if f.StripAuthorization != nil {
+		out.StripAuthorization = *f.StripAuthorization
+	}
+	u, err := url.Parse(f.Store)
+	if f.Store == "" || err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return nil, &fieldErr{"sessions.store", "required: a redis:// URL of the session store (e.g. redis://127.0.0.1:6379/1)"}
+	}
+	out.StoreURL = f.Store
+	switch f.EndMode {
+	case "", "boundary":
+		out.EndMode = policy.SessionEndBoundary
+	case "immediate":
+		out.EndMode = policy.SessionEndImmediate
+	default:
+		return nil, &fieldErr{"sessions.end_mode", fmt.Sprintf("%q is not an end mode (boundary or immediate)", f.EndMode)}
+	}
+	if out.TTL != 0 && out.TTL < time.Second {
+		return nil, &fieldErr{"sessions.ttl", "must be at least 1s"}
+	}
+	if out.MaxAge != 0 && out.TTL != 0 && out.MaxAge < out.TTL {
+		return nil, &fieldErr{"sessions.max_age", "must not be shorter than sessions.ttl"}
+	}
+	ids := map[string]bool{}
+	for i, p := range f.VerificationKeys {
+		field := fmt.Sprintf("sessions.verification_keys[%d]", i)
+		data, err := os.ReadFile(resolve(base, p))
+		if err != nil {
+			return nil, &fieldErr{field, err.Error()}
+		}
+		keys, err := token.ParseVerificationKeys(data)
+		if err != nil {
+			return nil, &fieldErr{field, err.Error()}
+		}
+		for _, k := range keys {
+			if ids[k.ID()] {
+				return nil, &fieldErr{field, fmt.Sprintf("key id %q is listed twice", k.ID())}
+			}
+			ids[k.ID()] = true
+			out.VerificationKeys = append(out.VerificationKeys, k)
+		}
+	}
+	switch {
+	case signing && f.SigningKey == "":
+		return nil, &fieldErr{"sessions.signing_key", "required: the PEM signing key new tokens are signed with"}
+	case !signing && f.SigningKey != "":
+		return nil, &fieldErr{"sessions.signing_key", "a sidecar only verifies tokens: give it verification_keys, never the signing key"}
+	case signing:
+		data, err := os.ReadFile(resolve(base, f.SigningKey))
+		if err != nil {
+			return nil, &fieldErr{"sessions.signing_key", err.Error()}
+		}
+		k, err := token.ParseSigningKey(data)
+		if err != nil {
+			return nil, &fieldErr{"sessions.signing_key", err.Error()}
+		}
+		out.SigningKey = k
+		if !ids[k.ID()] {
+			out.VerificationKeys = append(out.VerificationKeys, k.Public())
+		}
+	}
+	if len(out.VerificationKeys) == 0 {
+		return nil, &fieldErr{"sessions.verification_keys", "at least one verification key is required"}
+	}
+	return out, nil
+}
+
+func resolve(base, p string) string {
+	if filepath.IsAbs(p) || base == "" {
+		return p
+	}
+	return filepath.Join(base, p)
+}
