@@ -7,9 +7,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,7 +21,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tenantguard/tenantguard/extauthz/token"
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/extauthzsvc"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/internal/redisserver"
 	"github.com/tenantguard/tenantguard/internal/sidecar"
@@ -33,6 +37,8 @@ type Options struct {
 	Listen      string // sidecar PostgreSQL listen address
 	RedisListen string // sidecar Redis listen address
 	AdminListen string // sidecar admin listen address
+	AuthzListen string // ext_authz gRPC listen address
+	APIListen   string // session HTTP API listen address
 	Logger      *slog.Logger
 	Out         io.Writer // where the how-to-connect text goes
 }
@@ -51,6 +57,12 @@ func Run(ctx context.Context, o Options) error {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if o.AuthzListen == "" {
+		o.AuthzListen = "127.0.0.1:0"
+	}
+	if o.APIListen == "" {
+		o.APIListen = "127.0.0.1:0"
 	}
 	adminURL := o.PostgresURL
 	if adminURL == "" {
@@ -102,7 +114,29 @@ func Run(ctx context.Context, o Options) error {
 		passwords[t] = secret()
 		fmt.Fprintf(&yml, "  - id: %s\n    passwords: [%q]\n", t, passwords[t])
 	}
+	// Session tokens: a fresh key pair in a temp dir; the session store is
+	// database 1 of the same redis-server (tenants' keys live in 0).
+	keyDir, err := os.MkdirTemp("", "tenantguard-demo-keys-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(keyDir)
+	signing, verify, err := writeKeys(keyDir)
+	if err != nil {
+		return err
+	}
+	storeURL := "redis://" + redisAddr + "/1"
+	fmt.Fprintf(&yml, "sessions:\n  store: %q\n  verification_keys: [%q]\n", storeURL, verify)
 	cfg, err := config.Parse("demo", []byte(yml.String()))
+	if err != nil {
+		return err
+	}
+	adminToken := secret() + secret()
+	var ayml strings.Builder
+	fmt.Fprintf(&ayml, "listen:\n  grpc: %q\n  http: %q\nadmin_token: %q\n", o.AuthzListen, o.APIListen, adminToken)
+	fmt.Fprintf(&ayml, "sessions:\n  store: %q\n  signing_key: %q\n  ttl: 15m\n  max_age: 12h\n", storeURL, signing)
+	fmt.Fprintf(&ayml, "tenants: [%s]\n", strings.Join(Tenants, ", "))
+	acfg, err := config.ParseExtAuthz(filepath.Join(keyDir, "extauthz.yaml"), []byte(ayml.String()))
 	if err != nil {
 		return err
 	}
@@ -115,10 +149,18 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	az, err := extauthzsvc.Start(acfg, log.With("service", "extauthz"))
+	if err != nil {
+		_ = sc.Run(canceled())
+		return err
+	}
 	env := map[string]string{
 		"TG_PG_ADMIN_URL":    appAdminURL,
 		"TG_REDIS_ADMIN_URL": redisAdminURL,
 		"TG_METRICS_URL":     "http://" + sc.AdminAddr() + "/metrics",
+		"TG_EXTAUTHZ_ADDR":   az.GRPCAddr(),
+		"TG_SESSION_API":     "http://" + az.HTTPAddr(),
+		"TG_ADMIN_TOKEN":     adminToken,
 	}
 	for _, t := range Tenants {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword(t, passwords[t]), Host: sc.PostgresAddr(), Path: "/" + appDatabase, RawQuery: "sslmode=disable"}
@@ -126,18 +168,21 @@ func Run(ctx context.Context, o Options) error {
 		r := url.URL{Scheme: "redis", User: url.UserPassword(t, passwords[t]), Host: sc.RedisAddr(), Path: "/0"}
 		env["TG_REDIS_URL_"+strings.ToUpper(t)] = r.String()
 	}
-	runErr := make(chan error, 1)
+	runErr := make(chan error, 2)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { runErr <- sc.Run(rctx) }()
-	if err := seedRedis(ctx, sc.RedisAddr(), passwords); err != nil {
+	go func() { runErr <- az.Run(rctx) }()
+	stop := func() error {
 		cancel()
-		<-runErr
+		return errors.Join(<-runErr, <-runErr)
+	}
+	if err := seedRedis(ctx, sc.RedisAddr(), passwords); err != nil {
+		_ = stop()
 		return fmt.Errorf("seed redis: %w", err)
 	}
 	if err := writeEnv(o.EnvFile, env); err != nil {
-		cancel()
-		<-runErr
+		_ = stop()
 		return err
 	}
 	if o.Out != nil {
@@ -145,11 +190,41 @@ func Run(ctx context.Context, o Options) error {
 		for _, k := range sortedKeys(env) {
 			fmt.Fprintf(o.Out, "  %s=%s\n", k, env[k])
 		}
-		fmt.Fprintf(o.Out, "\nTry:  psql \"$TG_PG_URL_ACME\" -c 'select * from orders'\n      redis-cli -u \"$TG_REDIS_URL_ACME\" get greeting\nStop with Ctrl-C.\n")
+		fmt.Fprintf(o.Out, "\nTry:  psql \"$TG_PG_URL_ACME\" -c 'select * from orders'\n      redis-cli -u \"$TG_REDIS_URL_ACME\" get greeting\n")
+		fmt.Fprintf(o.Out, "A session token instead of the static password:\n"+
+			"      curl -s -H \"Authorization: Bearer $TG_ADMIN_TOKEN\" -d '{\"tenant_id\":\"acme\",\"user_id\":\"alice\"}' $TG_SESSION_API/v1/sessions\n"+
+			"      PGPASSWORD=<token> psql \"host=127.0.0.1 port=%s user=acme dbname=app\"\nStop with Ctrl-C.\n", portOf(sc.PostgresAddr()))
 	}
+	// Either service ending (ctx done, or a failure) stops the other.
 	err = <-runErr
+	cancel()
+	err = errors.Join(err, <-runErr)
 	_ = os.Remove(o.EnvFile)
 	return err
+}
+
+// writeKeys writes a token signing key and its verification key.
+func writeKeys(dir string) (signing, verify string, err error) {
+	k, err := token.GenerateKey("demo-1")
+	if err != nil {
+		return "", "", err
+	}
+	signing, verify = filepath.Join(dir, "demo-1.key.pem"), filepath.Join(dir, "demo-1.pub.pem")
+	if err := os.WriteFile(signing, k.MarshalPEM(), 0o600); err != nil {
+		return "", "", err
+	}
+	return signing, verify, os.WriteFile(verify, k.Public().MarshalPEM(), 0o644)
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
 }
 
 // seed creates the app database, the upstream role the sidecar uses, and

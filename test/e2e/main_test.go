@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,6 +87,20 @@ func (p *process) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.out.String()
+}
+
+// exited returns the exit error if the process has ended, else nil.
+func (p *process) exited() error {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		return err
+	default:
+		return nil
+	}
 }
 
 // wait waits for exit and returns the exit code.
