@@ -178,6 +178,14 @@ func TestSessionTokensEndToEnd(t *testing.T) {
 	}
 	gc.Close()
 
+	// Refusals are counted per rule in the session's analytics.
+	if _, err := pgc.Exec(ctx, "SET tenantguard.binding = 'globex'"); pgCode(err) != "42501" {
+		t.Fatalf("setting the binding: %v, want 42501", err)
+	}
+	if err := rc.Do(ctx, "CONFIG", "GET", "*").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Fatalf("CONFIG GET through the sidecar: %v, want NOPERM", err)
+	}
+
 	// globex, with its static password, runs throughout.
 	gpg, err := pgx.Connect(ctx, env["TG_PG_URL_GLOBEX"])
 	if err != nil {
@@ -234,17 +242,24 @@ func TestSessionTokensEndToEnd(t *testing.T) {
 
 	// Analytics of the session: its requests were counted.
 	var a struct {
-		Requests int64 `json:"requests"`
+		Requests           int64            `json:"requests"`
+		Refused            int64            `json:"refused"`
+		RefusedByRule      map[string]int64 `json:"refused_by_rule"`
+		DistinctStatements int64            `json:"distinct_statements"`
+		Anomaly            struct {
+			Method string `json:"method"`
+		} `json:"anomaly"`
 	}
 	harness.Eventually(t, 5*time.Second, func() error {
 		if st := sessionAPI(t, env, "GET", "/v1/sessions/"+s.SessionID+"/analytics", "", &a); st != http.StatusOK {
 			return fmt.Errorf("analytics %d", st)
 		}
-		if a.Requests < 3 {
-			return fmt.Errorf("analytics counted %d requests", a.Requests)
+		if a.Requests < 5 || a.Refused < 2 || len(a.RefusedByRule) < 2 || a.DistinctStatements < 2 || a.Anomaly.Method == "" {
+			return fmt.Errorf("analytics %+v", a)
 		}
 		return nil
 	})
+	t.Logf("analytics: %+v", a)
 
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
