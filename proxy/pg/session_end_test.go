@@ -209,3 +209,16 @@ func TestSessionEndRace(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionEndDuringLogin: a session that ends while the login is still
+// in progress ends the connection as soon as it is established.
+func TestSessionEndDuringLogin(t *testing.T) {
+	ctx := ctxT(t, 30*time.Second)
+	fs := newFakeSessions()
+	p := startTokenProxy(t, upstream(t), fs, nil)
+	tok := fs.issueEnding("acme", policy.ErrSessionEnded)
+	c := p.connect(t, p.url("acme", tok))
+	_, err := c.PgConn().ReceiveMessage(ctx)
+	assertSQLState(t, err, "28000")
+	fs.lease(t, tok, 0).waitClosed(t)
+}

@@ -21,8 +21,9 @@ type fakeSessions struct {
 }
 
 type fakeToken struct {
-	tenant string
-	err    error // what Open fails with, if anything
+	tenant    string
+	err       error // what Open fails with, if anything
+	endAtOpen error // the session ends while Open runs: onEnd is called before it returns
 }
 
 func newFakeSessions() *fakeSessions {
@@ -36,6 +37,15 @@ func (f *fakeSessions) issue(tenant string, err error) string {
 	f.n++
 	tok := fmt.Sprintf("tg1.%s.%04d.%s", tenant, f.n, strings.Repeat("x", 40))
 	f.tokens[tok] = fakeToken{tenant: tenant, err: err}
+	return tok
+}
+
+// issueEnding issues a token whose session ends (with err) as it is opened.
+func (f *fakeSessions) issueEnding(tenant string, err error) string {
+	tok := f.issue(tenant, nil)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tokens[tok] = fakeToken{tenant: tenant, endAtOpen: err}
 	return tok
 }
 
@@ -65,6 +75,9 @@ func (f *fakeSessions) Open(ctx context.Context, tenant, token string, onEnd fun
 	l := &fakeLease{id: fmt.Sprintf("%032x", len(f.leases[token])+1000*f.n), user: "alice", onEnd: onEnd,
 		records: make([]fakeRecord, 0, 1024)}
 	f.leases[token] = append(f.leases[token], l)
+	if tk.endAtOpen != nil {
+		onEnd(tk.endAtOpen)
+	}
 	return l, nil
 }
 

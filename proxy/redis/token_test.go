@@ -485,3 +485,15 @@ func TestTokenRecordAllocs(t *testing.T) {
 		t.Fatalf("a token connection allocates %.1f per command, a static one %.1f", token, static)
 	}
 }
+
+// TestTokenEndDuringAuth: a session that ends while AUTH is checking it
+// leaves the client with a closed connection, and its lease closed.
+func TestTokenEndDuringAuth(t *testing.T) {
+	fs := newFakeSessions()
+	p := startProxy(t, func(c *proxyredis.Config) { c.Sessions = fs })
+	tok := fs.issueEnding("acme", policy.ErrSessionEnded)
+	r := dialRaw(t, p.addr)
+	r.send("AUTH", "acme", tok)
+	r.closed()
+	fs.lease(t, tok, 0).waitClosed(t)
+}
