@@ -247,3 +247,20 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestCurlDefaults: curl -d sends a form content type; JSON bodies work
+// regardless, as the README's example relies on.
+func TestCurlDefaults(t *testing.T) {
+	f := newFixture(t, session.Config{})
+	req, _ := http.NewRequest("POST", f.srv.URL+"/v1/sessions", strings.NewReader(`{"tenant_id":"acme","user_id":"alice"}`))
+	req.Header.Set("Authorization", admin)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
