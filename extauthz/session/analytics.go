@@ -73,21 +73,47 @@ func (s *Store) Analytics(ctx context.Context, id string) (Analytics, error) {
 		return Analytics{}, ErrNotFound
 	}
 	pipe := s.rdb.Pipeline()
-	statsCmd := pipe.HGetAll(ctx, s.keys.stats(id))
-	fpCmd := pipe.PFCount(ctx, s.keys.fingerprints(id))
-	minCmd := pipe.HGetAll(ctx, s.keys.minutes(id))
-	tenantCmd := pipe.HGet(ctx, s.keys.session(id), "tenant")
+	q := s.queryAnalytics(ctx, pipe, id)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Analytics{}, fmt.Errorf("analytics of session %s: %w", id, err)
 	}
-	stats := statsCmd.Val()
-	live := tenantCmd.Err() == nil
+	return q.result(s.cfg.Now().Unix() / 60)
+}
+
+// analyticsQuery is the reads of one session's analytics, queued on a
+// pipeline, so the anomaly exporter reads many sessions in one round trip
+// and scores them exactly as Analytics does.
+type analyticsQuery struct {
+	id      string
+	stats   *redis.MapStringStringCmd
+	prints  *redis.IntCmd
+	minutes *redis.MapStringStringCmd
+	tenant  *redis.StringCmd
+}
+
+// queryAnalytics queues the reads of session id (a valid id) on pipe.
+func (s *Store) queryAnalytics(ctx context.Context, pipe redis.Pipeliner, id string) *analyticsQuery {
+	return &analyticsQuery{
+		id:      id,
+		stats:   pipe.HGetAll(ctx, s.keys.stats(id)),
+		prints:  pipe.PFCount(ctx, s.keys.fingerprints(id)),
+		minutes: pipe.HGetAll(ctx, s.keys.minutes(id)),
+		tenant:  pipe.HGet(ctx, s.keys.session(id), "tenant"),
+	}
+}
+
+// result decodes the executed reads and scores the minute before
+// nowMinute; ErrNotFound if the store had neither session nor analytics.
+func (q *analyticsQuery) result(nowMinute int64) (Analytics, error) {
+	id := q.id
+	stats := q.stats.Val()
+	live := q.tenant.Err() == nil
 	if len(stats) == 0 && !live {
 		return Analytics{}, ErrNotFound
 	}
-	a := Analytics{SessionID: id, Tenant: stats["tenant"], RefusedByRule: map[string]int64{}, DistinctStatements: fpCmd.Val()}
+	a := Analytics{SessionID: id, Tenant: stats["tenant"], RefusedByRule: map[string]int64{}, DistinctStatements: q.prints.Val()}
 	if live {
-		a.Tenant = tenantCmd.Val()
+		a.Tenant = q.tenant.Val()
 	}
 	for f, val := range stats {
 		n, err := strconv.ParseInt(val, 10, 64)
@@ -103,11 +129,11 @@ func (s *Store) Analytics(ctx context.Context, id string) (Analytics, error) {
 			a.RefusedByRule[strings.TrimPrefix(f, "refused:")] = n
 		}
 	}
-	m, err := parseMinutes(minCmd.Val())
+	m, err := parseMinutes(q.minutes.Val())
 	if err != nil {
 		return Analytics{}, fmt.Errorf("analytics of session %s: %w", id, err)
 	}
-	a.Anomaly = anomaly(m, s.cfg.Now().Unix()/60, live)
+	a.Anomaly = anomaly(m, nowMinute, live)
 	return a, nil
 }
 

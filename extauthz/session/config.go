@@ -82,6 +82,7 @@ func (k keys) tenant(t string) string        { return k.prefix + "tenant:" + t }
 func (k keys) stats(id string) string        { return k.prefix + id + ":stats" }
 func (k keys) fingerprints(id string) string { return k.prefix + id + ":fp" }
 func (k keys) minutes(id string) string      { return k.prefix + id + ":min" }
+func (k keys) active() string                { return k.prefix + "active" }
 
 // validID reports whether id is a session id as SessionID.String writes
 // it: 32 lower-case hex digits. Ids from outside are checked before they

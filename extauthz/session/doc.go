@@ -27,6 +27,10 @@
 //	tg:session:<id>:fp            HyperLogLog of statement fingerprints
 //	tg:session:<id>:min           hash: "<unix minute>:r" requests, ":x" refusals,
 //	                              ":n" new distinct fingerprints in that minute
+//	tg:session:active             zset of session ids scored by their last analytics
+//	                              flush (unix s); members older than five minutes
+//	                              are pruned by every flush, and the key expires
+//	                              five minutes after the last one
 //	tg:session:revoked            pub/sub channel; the payload is a session id
 //
 // Create, Refresh, Revoke and RevokeTenant each run as one Lua script, so a
@@ -82,4 +86,16 @@
 // second in one pipeline of Lua scripts. Store.Analytics reads them back and
 // computes an anomaly score: how far the last complete minute is from the
 // session's own earlier minutes, in standard deviations (see Anomaly).
+//
+// # Metrics
+//
+// Record also counts into tenantguard_session_requests_total{tenant} and
+// tenantguard_session_refusals_total{tenant,rule}, through counters each
+// session state resolves once, so counting neither locks nor allocates.
+// At most 200 tenant and 100 rule label values are used; the rest count as
+// "_other". Store.ExportAnomalies scores the sessions flushed in the last
+// five minutes (at most 1000) every 15 seconds, as Analytics does, and
+// exports a series per session only for the few highest scores
+// (tenantguard_session_anomaly_score{tenant,session_id}), with every score
+// in the histogram tenantguard_session_anomaly_scores.
 package session

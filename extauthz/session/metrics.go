@@ -29,6 +29,7 @@ type metrics struct {
 	flushErrors   prometheus.Counter
 	droppedPrints prometheus.Counter
 	byResult      map[string]prometheus.Counter
+	tenants       *tenantCounters
 }
 
 // newMetrics creates the metrics and registers them with reg (if not nil).
@@ -59,6 +60,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	counter(&m.flushErrors, "tenantguard_session_analytics_flush_errors_total", "Analytics flushes to the session store that failed (retried a second later).")
 	counter(&m.droppedPrints, "tenantguard_session_analytics_fingerprints_dropped_total",
 		"Statement fingerprints not counted because a session sent more distinct ones within one flush interval than are kept.")
+	if err == nil {
+		m.tenants, err = registered(reg, newTenantCounters())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("session metrics: %w", err)
 	}

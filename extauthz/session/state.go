@@ -27,7 +27,8 @@ type sessionState struct {
 
 	scheduled time.Time // earliest watcher entry pending; guarded by Verifier.watchMu
 
-	stats sessionStats
+	stats    sessionStats
+	counters atomic.Pointer[tenantCounter] // the tenant's request counters; unknownTenant's while tenant is ""
 }
 
 // acquire returns the state of session id, creating it, and holds it
@@ -38,9 +39,14 @@ func (v *Verifier) acquire(id token.SessionID, tenant string) *sessionState {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	st := v.states[id]
-	if st == nil {
+	switch {
+	case st == nil:
 		st = &sessionState{id: id, idHex: id.String(), tenant: tenant}
+		st.counters.Store(v.m.tenants.forTenant(tenant))
 		v.states[id] = st
+	case st.tenant == "" && tenant != "" && st.counters.Load().tenant == unknownTenant:
+		// First seen by Record; now a token names its tenant.
+		st.counters.Store(v.m.tenants.forTenant(tenant))
 	}
 	st.refs.Add(1)
 	return st

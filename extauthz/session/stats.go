@@ -142,9 +142,10 @@ func (s *sessionStats) idle() bool {
 	return !s.dirty && !s.pending
 }
 
-// record adds one request of st to its analytics. It takes st's stats
-// mutex briefly, never waits for I/O and does not allocate once the
-// session's maps and buckets have their size.
+// record adds one request of st to its analytics and to its tenant's
+// counters. It takes st's stats mutex briefly, never waits for I/O and
+// does not allocate once the session's maps and buckets have their size
+// and its tenant's rules have been seen.
 func (v *Verifier) record(st *sessionState, print uint64, rule string) {
 	minute := v.cfg.Now().Unix() / 60
 	s := &st.stats
@@ -153,6 +154,11 @@ func (v *Verifier) record(st *sessionState, print uint64, rule string) {
 	first := !s.dirty
 	s.dirty = true
 	s.mu.Unlock()
+	tc := st.counters.Load()
+	tc.requests.Inc()
+	if rule != "" {
+		tc.refused(rule).Inc()
+	}
 	if !kept {
 		v.m.droppedPrints.Inc()
 	}
@@ -163,22 +169,25 @@ func (v *Verifier) record(st *sessionState, print uint64, rule string) {
 	}
 }
 
-// flushScript adds one session's deltas to its analytics keys.
+// flushScript adds one session's deltas to its analytics keys and marks
+// the session active now.
 //
-//	KEYS: stats hash, fingerprint HLL, minutes hash, session hash
-//	ARGV: retention (s), requests, refused, #rules, rule, n, ...,
-//	      #minutes, minute, requests, refused, ..., minute for new
-//	      fingerprints, fingerprints...
+//	KEYS: stats hash, fingerprint HLL, minutes hash, session hash,
+//	      active zset
+//	ARGV: retention (s), now (unix s), id, requests, refused, #rules,
+//	      rule, n, ..., #minutes, minute, requests, refused, ..., minute
+//	      for new fingerprints, fingerprints...
 //
 // New distinct fingerprints are counted as the HLL's growth. The keys
 // expire a retention period after the session's maximum expiry, or, once
 // the session is gone, a retention period after their first write.
 var flushScript = redis.NewScript(`
 local ret = tonumber(ARGV[1])
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'requests', ARGV[2]) end
-if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'refused', ARGV[3]) end
-local p = 5
-for i = 1, tonumber(ARGV[4]) do
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[3])
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[1], 'requests', ARGV[4]) end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[1], 'refused', ARGV[5]) end
+local p = 7
+for i = 1, tonumber(ARGV[6]) do
   redis.call('HINCRBY', KEYS[1], 'refused:' .. ARGV[p], ARGV[p+1])
   p = p + 2
 end
@@ -307,10 +316,12 @@ func (v *Verifier) flushPipeline(ctx context.Context, sts []*sessionState) ([]*r
 	pipe := v.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(sts))
 	retention := strconv.FormatInt(int64(analyticsRetention/time.Second), 10)
+	now := v.cfg.Now().Unix()
+	active := v.keys.active()
 	for i, st := range sts {
 		d := &st.stats.out
-		args := make([]any, 0, 6+2*len(d.rules)+3*len(d.minutes)+len(d.prints))
-		args = append(args, retention, d.requests, d.refused, len(d.rules))
+		args := make([]any, 0, 8+2*len(d.rules)+3*len(d.minutes)+len(d.prints))
+		args = append(args, retention, now, st.idHex, d.requests, d.refused, len(d.rules))
 		for r, n := range d.rules {
 			args = append(args, r, n)
 		}
@@ -326,8 +337,12 @@ func (v *Verifier) flushPipeline(ctx context.Context, sts []*sessionState) ([]*r
 		}
 		id := st.idHex
 		cmds[i] = flushScript.EvalSha(ctx, pipe,
-			[]string{v.keys.stats(id), v.keys.fingerprints(id), v.keys.minutes(id), v.keys.session(id)}, args...)
+			[]string{v.keys.stats(id), v.keys.fingerprints(id), v.keys.minutes(id), v.keys.session(id), active}, args...)
 	}
+	// Once per flush, not per session: drop the sessions no longer active,
+	// and let the set go if no flush comes for a whole window.
+	pipe.ZRemRangeByScore(ctx, active, "-inf", "("+strconv.FormatInt(now-int64(activeWindow/time.Second), 10))
+	pipe.Expire(ctx, active, activeWindow)
 	_, err := pipe.Exec(ctx)
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return cmds, err

@@ -95,6 +95,7 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	s.wg.Go(func() { store.ExportAnomalies(s.stop, reg, log.With("component", "session-anomaly"), 0, 0) })
 	return s, nil
 }
 
