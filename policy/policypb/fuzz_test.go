@@ -19,6 +19,8 @@ var fuzzSeeds = []string{
 	`{"redis": {"namespace": "NAMESPACE_MODE_ONE_SLOT", "emulate": ["flushdb"]}, "sessions": {"ttl": "60s", "maxAge": "30s", "endMode": 2, "stripAuthorization": false}}`,
 	`{"redis": {"namespace": 9}, "sessions": {"end_mode": -1, "grace": "-1s"}}`,
 	`{"tenants": [null, {"id": "x", "credentials": ["plaintext"]}]}`,
+	`{"name": "default", "sessions": {"ttl": "1h", "maxAge": "1m30s", "grace": "-250ms", "end_mode": "Immediate"}, "redis": {"namespace": "one-slot"}}`,
+	`{"tenants": [{"id": "a", "limits": {"statement_timeout": "1.5µs"}}], "sessions": {"ttl": "2562047h47m16.854775807s", "grace": "-2562047h47m16.854775808s"}}`,
 }
 
 // FuzzParseYAML: ParseYAML never panics; what it refuses it refuses the

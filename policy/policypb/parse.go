@@ -25,13 +25,15 @@ import (
 var strict = protojson.UnmarshalOptions{DiscardUnknown: false}
 
 // ParseJSON decodes a policy written as protojson: field names in
-// snake_case or lowerCamelCase, durations as "30s", enums by name (or
-// number). Unknown fields are errors. For an unknown field or a value of the
-// wrong type the error names the field's path (a *policy.FieldError in the
-// chain); other errors are protojson's. ParseJSON does not validate: call
-// Validate.
+// snake_case or lowerCamelCase, durations as "30s" or as Go durations
+// ("1m30s", "250ms"), enums by name (or number) or by short word
+// ("one-slot", "immediate"; any case). Unknown fields are errors. For an
+// unknown field or a value of the wrong type the error names the field's
+// path (a *policy.FieldError in the chain); other errors are protojson's.
+// ParseJSON does not validate: call Validate.
 func ParseJSON(data []byte) (*Policy, error) {
 	p := &Policy{}
+	data = normalizeJSON(data, p.ProtoReflect().Descriptor())
 	if err := strict.Unmarshal(data, p); err != nil {
 		var v any
 		if json.Unmarshal(data, &v) == nil {
@@ -45,8 +47,9 @@ func ParseJSON(data []byte) (*Policy, error) {
 }
 
 // ParseYAML decodes a policy written as YAML with the same field names and
-// values as ParseJSON: the YAML is turned into JSON and decoded with
-// protojson, with the same rules and errors. The text holds one document
+// values as ParseJSON (Go durations and short enum words included): the
+// YAML is turned into JSON and decoded with protojson, with the same rules
+// and errors. The text holds one document
 // (empty means an empty policy); anchors and merge keys work. ParseYAML does
 // not validate: call Validate.
 func ParseYAML(data []byte) (*Policy, error) {
@@ -58,6 +61,7 @@ func ParseYAML(data []byte) (*Policy, error) {
 	if v == nil { // an empty document, or only comments
 		return p, nil
 	}
+	normalizeTree(p.ProtoReflect().Descriptor(), v)
 	js, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("policy yaml: %w", err)
@@ -197,7 +201,8 @@ func checkShape(md protoreflect.MessageDescriptor, v any, path string) error {
 // maxDurationSeconds is google.protobuf.Duration's range, ±10,000 years.
 const maxDurationSeconds = 315_576_000_000
 
-// durationText is a loose form of protojson's Duration syntax.
+// durationText is a loose form of protojson's Duration syntax (Go
+// durations have been rewritten into it before checkShape runs).
 var durationText = regexp.MustCompile(`^-?[0-9]*\.?[0-9]*s$`)
 
 // checkValue checks one (non-list) value of field fd; see checkShape.
@@ -208,10 +213,10 @@ func checkValue(fd protoreflect.FieldDescriptor, v any, path string) error {
 		if fd.Message().FullName() == "google.protobuf.Duration" {
 			s, ok := v.(string)
 			if !ok {
-				return fail(`expected a duration in seconds, e.g. "30s" or "0.250s"`)
+				return fail(`expected a duration, e.g. "30s", "0.250s", "1m30s" or "250ms"`)
 			}
 			if !durationText.MatchString(s) {
-				return fail(fmt.Sprintf(`%q is not a duration in seconds, e.g. "30s" or "0.250s"`, s))
+				return fail(fmt.Sprintf(`%q is not a duration, e.g. "30s", "0.250s", "1m30s" or "250ms"`, s))
 			}
 			whole, _, _ := strings.Cut(strings.TrimSuffix(strings.TrimPrefix(s, "-"), "s"), ".")
 			if n, err := strconv.ParseInt(whole, 10, 64); whole != "" && (err != nil || n > maxDurationSeconds) {
@@ -238,13 +243,17 @@ func checkValue(fd protoreflect.FieldDescriptor, v any, path string) error {
 	case protoreflect.EnumKind:
 		values := fd.Enum().Values()
 		if s, ok := v.(string); ok && values.ByName(protoreflect.Name(s)) == nil {
-			names := make([]string, 0, values.Len())
+			if _, short := shortEnum(fd.Enum(), s); short {
+				return nil
+			}
+			var names, words []string
 			for i := range values.Len() {
 				if values.Get(i).Number() != 0 {
 					names = append(names, string(values.Get(i).Name()))
+					words = append(words, shortWord(fd.Enum(), values.Get(i)))
 				}
 			}
-			return fail(fmt.Sprintf("%q is not one of %s", s, strings.Join(names, ", ")))
+			return fail(fmt.Sprintf("%q is not one of %s (or %s)", s, strings.Join(names, ", "), strings.Join(words, ", ")))
 		}
 	}
 	return nil

@@ -203,10 +203,14 @@ func TestParseRefuses(t *testing.T) {
 		{"unknown nested field json", false, `{"tenants": [{"id": "a", "limits": {"maxConections": 3}}]}`, "tenants[0].limits.maxConections: unknown field", "tenants[0].limits.maxConections"},
 		{"unknown redis field json", false, `{"redis": {"emulate": [], "allowScripts": true}}`, "redis.allowScripts: unknown field", "redis.allowScripts"},
 		{"unknown session field yaml", true, "sessions: {ttl: 60s, strip: true}", "sessions.strip: unknown field", "sessions.strip"},
-		{"go duration syntax", true, "sessions: {ttl: 1h}", `sessions.ttl: "1h" is not a duration in seconds`, "sessions.ttl"},
+		{"duration without unit", true, "sessions: {ttl: \"90\"}", `sessions.ttl: "90" is not a duration, e.g. "30s", "0.250s", "1m30s" or "250ms"`, "sessions.ttl"},
+		{"duration unknown unit", false, `{"sessions": {"ttl": "2d"}}`, `sessions.ttl: "2d" is not a duration`, "sessions.ttl"},
+		{"go duration beyond 292 years", true, "sessions: {ttl: 3000000h}", `sessions.ttl: "3000000h" is not a duration`, "sessions.ttl"},
 		{"duration number", false, `{"sessions": {"ttl": 60}}`, "sessions.ttl: expected a duration", "sessions.ttl"},
 		{"duration out of range", false, `{"sessions": {"grace": "999999999999s"}}`, "grace", ""},
-		{"enum by config word", true, "redis: {namespace: one-slot}", `redis.namespace: "one-slot" is not one of NAMESPACE_MODE_SPREAD, NAMESPACE_MODE_ONE_SLOT`, "redis.namespace"},
+		{"enum by unknown word", true, "redis: {namespace: one_slot}", `redis.namespace: "one_slot" is not one of NAMESPACE_MODE_SPREAD, NAMESPACE_MODE_ONE_SLOT (or spread, one-slot)`, "redis.namespace"},
+		{"enum unspecified has no word", false, `{"sessions": {"end_mode": "unspecified"}}`, `sessions.end_mode: "unspecified" is not one of SESSION_END_MODE_IMMEDIATE, SESSION_END_MODE_BOUNDARY (or immediate, boundary)`, "sessions.end_mode"},
+		{"enum full name lower case", false, `{"redis": {"namespace": "namespace_mode_spread"}}`, `redis.namespace: "namespace_mode_spread" is not one of`, "redis.namespace"},
 		{"string for bool", true, "tenants: [{id: a, suspended: \"yes\"}]", "tenants[0].suspended: expected true or false", "tenants[0].suspended"},
 		{"number for string", true, "tenants: [{id: a, credentials: [x, 12]}]", "tenants[0].credentials[1]: expected a string", "tenants[0].credentials[1]"},
 		{"scalar for list", false, `{"tables": {"name": "public.t"}}`, "tables: expected a list", "tables"},
@@ -286,5 +290,112 @@ tenants:
 	}
 	if got := p.GetTenants()[1].GetLimits(); got.GetMaxConnections() != 7 || got.GetStatementTimeout().AsDuration() != 10*time.Second {
 		t.Fatalf("merged limits = %v", got)
+	}
+}
+
+// TestParseShortForms: Go durations and the configuration's short enum
+// words are accepted in YAML and JSON and read as the protojson forms do.
+func TestParseShortForms(t *testing.T) {
+	cases := []struct {
+		name string
+		yaml string
+		json string
+		want *policypb.Policy
+	}{
+		{"hours minutes seconds",
+			"sessions: {ttl: 1h, max_age: 1m30s, grace: 250ms}",
+			`{"sessions": {"ttl": "1h", "maxAge": "1m30s", "grace": "250ms"}}`,
+			&policypb.Policy{Sessions: &policypb.SessionSettings{Ttl: durationpb.New(time.Hour),
+				MaxAge: durationpb.New(90 * time.Second), Grace: durationpb.New(250 * time.Millisecond)}}},
+		{"fractions and small units",
+			"tenants: [{id: a, limits: {statement_timeout: 1.5h}}, {id: b, limits: {statement_timeout: 1us}}, {id: c, limits: {statement_timeout: \"0\"}}]",
+			`{"tenants": [{"id": "a", "limits": {"statement_timeout": "1.5h"}}, {"id": "b", "limits": {"statementTimeout": "1µs"}}, {"id": "c", "limits": {"statement_timeout": "0"}}]}`,
+			&policypb.Policy{Tenants: []*policypb.Tenant{
+				{Id: "a", Limits: &policypb.Limits{StatementTimeout: durationpb.New(90 * time.Minute)}},
+				{Id: "b", Limits: &policypb.Limits{StatementTimeout: durationpb.New(time.Microsecond)}},
+				{Id: "c", Limits: &policypb.Limits{StatementTimeout: durationpb.New(0)}}}}},
+		{"negative go duration",
+			"sessions: {grace: -1m}",
+			`{"sessions": {"grace": "-1m"}}`,
+			&policypb.Policy{Sessions: &policypb.SessionSettings{Grace: durationpb.New(-time.Minute)}}},
+		{"protojson durations unchanged",
+			"sessions: {ttl: 900s, grace: 0.250s}",
+			`{"sessions": {"ttl": "900s", "grace": "0.250s"}}`,
+			&policypb.Policy{Sessions: &policypb.SessionSettings{Ttl: durationpb.New(15 * time.Minute), Grace: durationpb.New(250 * time.Millisecond)}}},
+		{"short enum words",
+			"redis: {namespace: one-slot}\nsessions: {end_mode: immediate}",
+			`{"redis": {"namespace": "one-slot"}, "sessions": {"endMode": "immediate"}}`,
+			&policypb.Policy{Redis: &policypb.RedisRules{Namespace: policypb.NamespaceMode_NAMESPACE_MODE_ONE_SLOT},
+				Sessions: &policypb.SessionSettings{EndMode: policypb.SessionEndMode_SESSION_END_MODE_IMMEDIATE}}},
+		{"short enum words any case",
+			"redis: {namespace: SPREAD}\nsessions: {end_mode: Boundary}",
+			`{"redis": {"namespace": "Spread"}, "sessions": {"end_mode": "BOUNDARY"}}`,
+			&policypb.Policy{Redis: &policypb.RedisRules{Namespace: policypb.NamespaceMode_NAMESPACE_MODE_SPREAD},
+				Sessions: &policypb.SessionSettings{EndMode: policypb.SessionEndMode_SESSION_END_MODE_BOUNDARY}}},
+		{"full enum names and numbers unchanged",
+			"redis: {namespace: NAMESPACE_MODE_ONE_SLOT}\nsessions: {end_mode: 1}",
+			`{"redis": {"namespace": "NAMESPACE_MODE_ONE_SLOT"}, "sessions": {"end_mode": 1}}`,
+			&policypb.Policy{Redis: &policypb.RedisRules{Namespace: policypb.NamespaceMode_NAMESPACE_MODE_ONE_SLOT},
+				Sessions: &policypb.SessionSettings{EndMode: policypb.SessionEndMode_SESSION_END_MODE_IMMEDIATE}}},
+		{"duration-like strings elsewhere are left alone",
+			"version: 1h\nname: spread\ntenants: [{id: 1m, credentials: [250ms]}]",
+			`{"version": "1h", "name": "spread", "tenants": [{"id": "1m", "credentials": ["250ms"]}]}`,
+			&policypb.Policy{Version: "1h", Name: "spread", Tenants: []*policypb.Tenant{{Id: "1m", Credentials: []string{"250ms"}}}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			py, err := policypb.ParseYAML([]byte(tc.yaml))
+			if err != nil {
+				t.Fatalf("ParseYAML: %v", err)
+			}
+			if !proto.Equal(py, tc.want) {
+				t.Errorf("ParseYAML = %v, want %v", py, tc.want)
+			}
+			pj, err := policypb.ParseJSON([]byte(tc.json))
+			if err != nil {
+				t.Fatalf("ParseJSON: %v", err)
+			}
+			if !proto.Equal(pj, tc.want) {
+				t.Errorf("ParseJSON = %v, want %v", pj, tc.want)
+			}
+			// MarshalJSON writes the canonical protojson form.
+			js, err := policypb.MarshalJSON(pj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, short := range []string{`"1h"`, `"1m30s"`, `"250ms"`, `"one-slot"`, `"immediate"`, `"Spread"`} {
+				if bytes.Contains(js, []byte(short)) && !strings.Contains(tc.name, "elsewhere") {
+					t.Errorf("MarshalJSON kept the short form %s:\n%s", short, js)
+				}
+			}
+		})
+	}
+}
+
+// TestParseJSONShortFormsKeepStrictness: rewriting short forms keeps what
+// protojson refuses refused, with errors that point into the text as given.
+func TestParseJSONShortFormsKeepStrictness(t *testing.T) {
+	cases := []struct {
+		name  string
+		input string
+		want  string
+	}{
+		{"duplicate field", `{"version": "a", "version": "b", "sessions": {"ttl": "1h"}}`, "duplicate"},
+		{"duplicate field after a rewrite", `{"sessions": {"ttl": "1h", "ttl": "2h"}}`, "duplicate"},
+		{"invalid UTF-8 elsewhere", "{\"version\": \"\xff\", \"sessions\": {\"ttl\": \"1h\"}}", "invalid UTF-8"},
+		{"trailing data", `{"sessions": {"ttl": "1h"}} {}`, ""},
+		{"error position kept", "{\"sessions\": {\"ttl\": \"1h\"},\n\n  \"tables\": [{\"name\": 7}]}", "tables[0].name: expected a string"},
+		{"protojson position kept", "{\"sessions\": {\"ttl\": \"1h\"},\n\n  \"version\": \"a\", \"version\": \"b\"}", "(line 3:"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := policypb.ParseJSON([]byte(tc.input))
+			if err == nil {
+				t.Fatalf("accepted %q as %v", tc.input, p)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -4,8 +4,10 @@
 //
 // The same messages are written by hand as YAML or JSON (policypb.ParseYAML,
 // ParseJSON): field names are the protojson ones (snake_case as below, or
-// lowerCamelCase), durations are protojson durations ("30s", "0.250s"),
-// enum values are their full names ("NAMESPACE_MODE_SPREAD").
+// lowerCamelCase), durations are protojson durations ("30s", "0.250s") or
+// Go durations ("1m30s", "250ms"), enum values are their full names
+// ("NAMESPACE_MODE_SPREAD") or the configuration's short words ("spread",
+// "one-slot", "immediate", "boundary").
 //
 // Regenerate policy.pb.go with `go generate ./policy/policypb`.
 
@@ -156,6 +158,11 @@ type Policy struct {
 	// logs, metrics and xDS version_info); it is informational and plays no
 	// part in enforcement.
 	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Name is the policy's xDS resource name (the control plane serves the
+	// fleet's policy as "default"); like version it is set by the control
+	// plane and plays no part in enforcement. Empty, or lower-case letters,
+	// digits, '.', '-' and '_', at most 63, starting with a letter or digit.
+	Name string `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
 	// Tenants are the tenants that may connect, each named by a unique id.
 	Tenants []*Tenant `protobuf:"bytes,2,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	// Tables are the PostgreSQL tables under row isolation or shared
@@ -204,6 +211,13 @@ func (*Policy) Descriptor() ([]byte, []int) {
 func (x *Policy) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *Policy) GetName() string {
+	if x != nil {
+		return x.Name
 	}
 	return ""
 }
@@ -706,9 +720,10 @@ var File_policy_policypb_policy_proto protoreflect.FileDescriptor
 
 const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpolicy/policypb/policy.proto\x12\x15tenantguard.policy.v1\x1a\x1egoogle/protobuf/duration.proto\"\x8e\x02\n" +
+	"\x1cpolicy/policypb/policy.proto\x12\x15tenantguard.policy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa2\x02\n" +
 	"\x06Policy\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\tR\aversion\x127\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\x127\n" +
 	"\atenants\x18\x02 \x03(\v2\x1d.tenantguard.policy.v1.TenantR\atenants\x124\n" +
 	"\x06tables\x18\x03 \x03(\v2\x1c.tenantguard.policy.v1.TableR\x06tables\x127\n" +
 	"\x05redis\x18\x04 \x01(\v2!.tenantguard.policy.v1.RedisRulesR\x05redis\x12B\n" +

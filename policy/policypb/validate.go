@@ -27,15 +27,19 @@ var emulable = map[string]bool{"flushdb": true, "flushall": true, "dbsize": true
 // Validate checks p and returns the first problem it finds as a
 // *policy.FieldError whose Field is the protojson path of the offending field
 // ("tenants[1].credentials[0]: not a SCRAM-SHA-256 verifier ..."), or nil
-// when p is valid. The rules only the message has (credentials are
-// verifiers, durations valid and not negative, enums in range, Redis and
-// session settings) are checked first, in field order; then policy.Compile's
+// when p is valid. The rules only the message has (the resource name's
+// form, credentials are verifiers, durations valid and not negative, enums
+// in range, Redis and session settings) are checked first, in field order;
+// then policy.Compile's
 // rules (tenant ids, duplicates, limits, table names and columns) on ToSpec's
 // conversion, suspended tenants included. Validate never changes p and never
 // puts a credential's text in an error.
 func Validate(p *Policy) error {
 	if p == nil {
 		return errors.New("policy is nil")
+	}
+	if n := p.GetName(); n != "" && !resourceName.MatchString(n) {
+		return &policy.FieldError{Field: "name", Msg: fmt.Sprintf("%q is not a valid resource name (lower-case letters, digits, '.', '-', '_'; at most 63; starts with a letter or digit)", n)}
 	}
 	if err := checkTenants(p.GetTenants()); err != nil {
 		return err
@@ -64,6 +68,9 @@ func Validate(p *Policy) error {
 	}
 	return nil
 }
+
+// resourceName is the form of Policy.name, the xDS resource name.
+var resourceName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // specPasswords matches the Spec name of Tenant.credentials in Compile's
 // field paths.

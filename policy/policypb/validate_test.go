@@ -30,6 +30,11 @@ func TestValidate(t *testing.T) {
 		{"max_age without ttl", func(p *policypb.Policy) { p.Sessions.Ttl = nil; p.Sessions.MaxAge = durationpb.New(time.Second) }, "", ""},
 
 		// Rules only the message has.
+		{"resource name", func(p *policypb.Policy) { p.Name = "default" }, "", ""},
+		{"resource name with dots", func(p *policypb.Policy) { p.Name = "eu-west.v2_a" }, "", ""},
+		{"resource name upper case", func(p *policypb.Policy) { p.Name = "Default" }, "name", `"Default" is not a valid resource name`},
+		{"resource name with slash", func(p *policypb.Policy) { p.Name = "a/b" }, "name", `"a/b" is not a valid resource name`},
+		{"resource name too long", func(p *policypb.Policy) { p.Name = strings.Repeat("a", 64) }, "name", `"` + strings.Repeat("a", 64) + `" is not a valid resource name`},
 		{"plaintext credential", func(p *policypb.Policy) { p.Tenants[1].Credentials[0] = "globex-secret" },
 			"tenants[1].credentials[0]", "not a SCRAM-SHA-256 verifier"},
 		{"malformed verifier", func(p *policypb.Policy) { p.Tenants[0].Credentials[1] = "SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB" },
