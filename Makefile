@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test ./proxy/redis/namespace -run '^$$' -fuzz FuzzNamespace -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/rules -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseYAML -fuzztime $(FUZZTIME)
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 
