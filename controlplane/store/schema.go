@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// migrationLock is the pg_advisory_xact_lock key that serializes schema
+// migrations of control planes starting at once on one database
+// (0x7467_6370 is "tgcp").
+const migrationLock int64 = 0x7467_6370_0000_0001
+
+// migrations are applied in order, each once, recorded in
+// tenantguard_cp.schema_migrations. Append; never edit one that shipped.
+var migrations = [][]string{
+	1: {
+		`CREATE TABLE tenantguard_cp.versions (
+			version    bigint PRIMARY KEY CHECK (version > 0),
+			policy     jsonb NOT NULL,
+			author     text NOT NULL,
+			created_at timestamptz NOT NULL,
+			comment    text NOT NULL,
+			diff       text NOT NULL,
+			parent     bigint REFERENCES tenantguard_cp.versions (version)
+		)`,
+		`CREATE TABLE tenantguard_cp.audit (
+			seq       bigserial PRIMARY KEY,
+			at        timestamptz NOT NULL,
+			actor     text NOT NULL,
+			action    text NOT NULL CHECK (action IN ('put', 'rollback', 'suspend', 'resume', 'seed')),
+			version   bigint NOT NULL,
+			detail    jsonb NOT NULL,
+			prev_hash bytea NOT NULL,
+			hash      bytea NOT NULL
+		)`,
+		// head is the single row every writer locks (SELECT … FOR UPDATE),
+		// so versions and the audit chain advance one writer at a time and
+		// never fork; it also records the chain's end, so that deleting the
+		// newest audit entries is detected.
+		`CREATE TABLE tenantguard_cp.head (
+			id         smallint PRIMARY KEY CHECK (id = 1),
+			version    bigint NOT NULL,
+			audit_seq  bigint NOT NULL,
+			audit_hash bytea NOT NULL
+		)`,
+		`INSERT INTO tenantguard_cp.head (id, version, audit_seq, audit_hash)
+			VALUES (1, 0, 0, decode(repeat('00', 32), 'hex'))`,
+	},
+}
+
+// migrate creates or upgrades the schema in one transaction under an
+// advisory lock: a second control plane starting at the same time waits,
+// then finds the work done.
+func migrate(ctx context.Context, db interface {
+	Begin(context.Context) (pgx.Tx, error)
+}) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+		return fmt.Errorf("migrate: lock: %w", err)
+	}
+	for _, q := range []string{
+		`CREATE SCHEMA IF NOT EXISTS tenantguard_cp`,
+		`CREATE TABLE IF NOT EXISTS tenantguard_cp.schema_migrations (
+			version    int PRIMARY KEY,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`,
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	var applied int
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM tenantguard_cp.schema_migrations`).Scan(&applied); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if applied >= len(migrations) {
+		return fmt.Errorf("migrate: the database schema is at version %d, newer than this control plane knows (%d)", applied, len(migrations)-1)
+	}
+	for v := applied + 1; v < len(migrations); v++ {
+		for _, q := range migrations[v] {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("migrate to %d: %w", v, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tenantguard_cp.schema_migrations (version) VALUES ($1)`, v); err != nil {
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("migrate: commit: %w", err)
+	}
+	return nil
+}
