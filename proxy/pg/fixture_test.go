@@ -69,10 +69,11 @@ func setupDatabase(t *testing.T, pg *pgcluster.Cluster) {
 
 // proxy is a running tenantguard Postgres listener for one test.
 type proxy struct {
-	srv  *proxypg.Server
-	addr string
-	reg  *prometheus.Registry
-	done chan error
+	srv   *proxypg.Server
+	store *policy.Store // the policy the listener enforces; see setPolicy
+	addr  string
+	reg   *prometheus.Registry
+	done  chan error
 }
 
 // startProxy starts a listener in front of pg, applies tweak to its config,
@@ -113,7 +114,8 @@ func startProxyWith(t *testing.T, pg *pgcluster.Cluster, spec policy.Spec, tweak
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv, err := proxypg.New(cfg, policy.NewStore(snap), reg, log)
+	store := policy.NewStore(snap)
+	srv, err := proxypg.New(cfg, store, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +123,7 @@ func startProxyWith(t *testing.T, pg *pgcluster.Cluster, spec policy.Spec, tweak
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{srv: srv, addr: ln.Addr().String(), reg: reg, done: make(chan error, 1)}
+	p := &proxy{srv: srv, store: store, addr: ln.Addr().String(), reg: reg, done: make(chan error, 1)}
 	go func() { p.done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

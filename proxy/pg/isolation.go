@@ -107,25 +107,31 @@ func (s *session) refuseStatement(typ byte, e *wire.Error) error {
 	return nil
 }
 
-// bindingPairs appends the settings that bind sc to the session's tenant,
-// when sc is not already bound to it. Called with sc.mu held.
+// bindingPairs returns the settings that bind sc to the session's tenant
+// under its current policy: the binding when sc is not bound to the tenant
+// or its binding is ageing, and the tenant's statement timeout whenever it
+// differs from the one sc carries (a policy change applies at the next
+// transaction). Nil, without allocating, when sc is up to date. Called
+// with sc.mu held.
 func (s *session) bindingPairs(sc *serverConn, now time.Time) []settingPair {
 	b := s.srv.cfg.Binder
 	if b == nil {
 		return nil
 	}
-	if sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
-		return nil
+	var pairs []settingPair
+	if sc.boundTenant != s.tenant || now.Sub(sc.boundAt) >= b.MaxAge()/2 {
+		pairs = append(pairs, settingPair{name: rls.Setting, value: b.Sign(s.tenant, now), set: true})
+		sc.boundTenant, sc.boundAt = s.tenant, now
 	}
-	pairs := []settingPair{{name: rls.Setting, value: b.Sign(s.tenant, now), set: true}}
-	timeout := ""
+	var ms [20]byte
+	timeout := ms[:0] // in milliseconds, as sc.stmtTimeout; empty for the server default
 	if d := s.t.Limits.StatementTimeout; d > 0 {
-		timeout = strconv.FormatInt(d.Milliseconds(), 10)
+		timeout = strconv.AppendInt(timeout, d.Milliseconds(), 10)
 	}
-	if timeout != sc.stmtTimeout {
-		pairs = append(pairs, settingPair{name: "statement_timeout", value: timeout, set: timeout != ""})
+	if string(timeout) != sc.stmtTimeout { // compared without allocating
+		sc.stmtTimeout = string(timeout)
+		pairs = append(pairs, settingPair{name: "statement_timeout", value: sc.stmtTimeout, set: len(timeout) > 0})
 	}
-	sc.boundTenant, sc.boundAt, sc.stmtTimeout = s.tenant, now, timeout
 	return pairs
 }
 

@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg", Name: "sessions_ended_total",
-			Help: "Client connections logged in with a session token that were ended because the session ended, by reason: revoked_or_expired, store_unavailable.",
+			Help: "Client connections the proxy ended: logged in with a session token that ended (reason revoked_or_expired, store_unavailable), or of a tenant the policy no longer has (tenant_removed).",
 		}, []string{"reason"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg", Name: "refusals_total",

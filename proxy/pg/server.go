@@ -140,11 +140,20 @@ func (srv *Server) serveConn(conn net.Conn) {
 	srv.log.Debug("client session ended", "tenant", s.tenant, "pid", s.key.pid, "error", err)
 }
 
-// register gives s a unique cancel key and makes it findable for cancels
-// and drain. It refuses a tenant over its connection cap.
+// register gives s a unique cancel key and makes it findable for cancels,
+// drain and Reconcile. It refuses a tenant over its connection cap, and one
+// the current snapshot no longer has, as an unknown user: checked under
+// srv.mu, a login that authenticated against the previous snapshot is
+// either refused here or ended by the Reconcile that follows the swap.
 func (srv *Server) register(s *session) error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	snap := srv.policy.Load()
+	t, ok := snap.Tenant(s.tenant)
+	if !ok {
+		return passwordFailed(s.tenant, "password", nil).reply
+	}
+	s.t, s.snap = t, snap
 	if limit := s.t.Limits.MaxConnections; limit > 0 && srv.perTenant[s.tenant] >= limit {
 		return wire.Fatalf(wire.CodeTooManyConnections, fmt.Sprintf("too many connections for tenant %q (limit %d)", s.tenant, limit))
 	}

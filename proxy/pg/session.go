@@ -46,6 +46,7 @@ type session struct {
 	closing bool        // ending: no new transaction starts; end at the next boundary
 	endErr  *wire.Error // the FATAL the client gets when it ends
 	abort   atomic.Bool // ending immediately, transaction or not
+	removed atomic.Bool // ended because its tenant left the policy
 	cancel  context.CancelFunc
 
 	// lease, when the client logged in with a session token, is its hold on
@@ -53,8 +54,13 @@ type session struct {
 	lease policy.SessionLease
 	link  *leaseLink
 
-	t     *policy.Tenant // the tenant's policy, as of login
-	label string         // the tenant's metrics label
+	// t is the tenant's policy for the transaction in progress, or the next
+	// one: re-read from the store at each transaction start (followPolicy).
+	// While a server connection is attached it changes only under sc.mu, as
+	// that connection's read loop reads it.
+	t     *policy.Tenant
+	snap  *policy.Snapshot // the snapshot t was read from
+	label string           // the tenant's metrics label
 
 	stmts         map[string]*clientStmt
 	unnamedParse  []byte // copy of the client's last unnamed Parse
@@ -116,6 +122,11 @@ func (s *session) run(ctx context.Context) error {
 
 // handle forwards one client message, attaching a server connection first if needed.
 func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
+	if snap := s.srv.policy.Load(); snap != s.snap {
+		if err := s.followPolicy(snap); err != nil {
+			return err
+		}
+	}
 	s.verdict = nil
 	if typ == 'Q' || typ == 'P' {
 		var v *firewall.Verdict

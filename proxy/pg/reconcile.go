@@ -1,0 +1,78 @@
+package pg
+
+import (
+	"github.com/tenantguard/tenantguard/policy"
+	wire "github.com/tenantguard/tenantguard/wire/pg"
+)
+
+// Following policy changes.
+//
+// The Store may be swapped at any time (a new policy pushed over xDS). A
+// session reads its tenant's policy afresh at each transaction start
+// (followPolicy), so permissions, the statement timeout, the tenant's share
+// of the pool and constraint details follow the current snapshot, while a
+// transaction in progress keeps the policy it started with. A tenant that
+// is no longer in the snapshot (removed or suspended) has its connections
+// ended at once by Reconcile, which whoever swapped the snapshot calls, and
+// by the session itself should it see the new snapshot first.
+
+// errTenantGone is the FATAL a client gets when its tenant leaves the policy.
+func errTenantGone(id string) *wire.Error {
+	return wire.Fatalf(wire.CodeInvalidAuthSpec, "tenantguard: tenant "+id+" is suspended or no longer in the policy")
+}
+
+// Reconcile applies the snapshot now in the server's Store to the open
+// client connections: each whose tenant the snapshot no longer has is
+// ended at once (FATAL 28000, a transaction in progress aborted and its
+// server connection closed). Other connections pick the new policy up at
+// their next transaction. Call it after every swap; it does no client I/O,
+// returns without waiting for any session, and is safe to call
+// concurrently with traffic and with itself.
+func (srv *Server) Reconcile() {
+	snap := srv.policy.Load()
+	srv.mu.Lock()
+	var gone []*session
+	for _, s := range srv.sessions {
+		if _, ok := snap.Tenant(s.tenant); !ok {
+			gone = append(gone, s)
+		}
+	}
+	srv.mu.Unlock()
+	for _, s := range gone {
+		s.tenantRemoved()
+	}
+}
+
+// tenantRemoved ends the session because its tenant left the policy. It
+// does no I/O and may be called more than once (end keeps the first error).
+func (s *session) tenantRemoved() {
+	if s.removed.Swap(true) {
+		return
+	}
+	s.srv.metrics.sessionsEnded.WithLabelValues("tenant_removed").Inc()
+	s.srv.log.Info("tenant no longer in the policy; ending client connection", "tenant", s.tenant, "pid", s.key.pid)
+	s.end(errTenantGone(s.tenant), policy.SessionEndImmediate)
+}
+
+// followPolicy adopts snap, swapped in since the session last looked. The
+// tenant's policy is re-read only between transactions; inside one the
+// session keeps the policy the transaction started with and looks again at
+// its next message. A tenant no longer in snap ends the session now.
+func (s *session) followPolicy(snap *policy.Snapshot) error {
+	t, ok := snap.Tenant(s.tenant)
+	if !ok {
+		s.tenantRemoved()
+		return s.terminate()
+	}
+	if sc := s.attached(); sc != nil {
+		// A session-pooled connection stays attached between transactions;
+		// its read loop reads s.t under sc.mu.
+		if sc.releasable() {
+			s.t, s.snap = t, snap
+		}
+		sc.mu.Unlock()
+		return nil
+	}
+	s.t, s.snap = t, snap
+	return nil
+}
