@@ -73,20 +73,17 @@ func (s *session) authenticate(user, pass string) string {
 	if s.srv.cfg.Sessions != nil && s.srv.cfg.Sessions.IsToken(pass) {
 		return s.authenticateToken(user, pass)
 	}
-	if s.tenant != nil {
-		if user != s.tenant.ID || !s.srv.checkSecret(s.tenant.ID, pass) {
-			s.srv.metrics.authFailures.WithLabelValues("password").Inc()
-			return wrongpass
-		}
-		s.setLease(nil, nil) // authenticated by the static secret from now on
-		return ""
-	}
-	t, ok := s.srv.policy.Load().Tenant(user)
-	if !ok || !s.srv.checkSecret(user, pass) {
+	snap := s.srv.policy.Load()
+	t, ok := snap.Tenant(user)
+	if !ok || s.tenant != nil && user != s.tenantID || !s.srv.checkSecret(snap, t, pass) {
 		s.srv.metrics.authFailures.WithLabelValues("password").Inc()
 		return wrongpass
 	}
-	return s.bind(t)
+	if s.tenant != nil {
+		s.setLease(nil, nil) // authenticated by the static secret from now on
+		return ""
+	}
+	return s.bind(t.ID)
 }
 
 // authenticateToken checks a session token for user's tenant. On success
@@ -98,7 +95,7 @@ func (s *session) authenticateToken(user, token string) string {
 		s.srv.log.Info("redis client authentication failed", "user", user, "reason", reason, "error", err, "client", s.id)
 		return wrongpass
 	}
-	if s.tenant != nil && user != s.tenant.ID {
+	if s.tenant != nil && user != s.tenantID {
 		return fail("token_invalid", errors.New("AUTH as another tenant on a bound connection"))
 	}
 	link := &leaseLink{}
@@ -109,12 +106,11 @@ func (s *session) authenticateToken(user, token string) string {
 		return fail(tokenFailureReason(err), err)
 	}
 	if s.tenant == nil {
-		t, ok := s.srv.policy.Load().Tenant(user)
 		msg := ""
-		if !ok {
+		if _, ok := s.srv.policy.Load().Tenant(user); !ok {
 			msg = fail("token_invalid", errors.New("the policy has no such tenant"))
 		} else {
-			msg = s.bind(t)
+			msg = s.bind(user)
 		}
 		if msg != "" {
 			link.detach()
@@ -126,18 +122,19 @@ func (s *session) authenticateToken(user, token string) string {
 	return ""
 }
 
-// bind makes the session t's.
-func (s *session) bind(t *policy.Tenant) string {
-	ns, err := namespace.New(t.ID, s.srv.cfg.Namespace)
+// bind makes the session the tenant id's, as the current snapshot has it.
+func (s *session) bind(id string) string {
+	ns, err := namespace.New(id, s.srv.cfg.Namespace)
 	if err != nil {
 		return "ERR tenantguard: " + err.Error()
 	}
-	if msg := s.srv.register(s, t); msg != "" {
+	t, snap, msg := s.srv.register(s, id)
+	if msg != "" {
 		return msg
 	}
-	s.tenant, s.ns = t, ns
+	s.tenant, s.snap, s.ns = t, snap, ns
 	s.rw = rules.NewRewriter(ns, &s.srv.rulesPolicy)
-	s.rate = s.srv.limiter(t.ID, t.Limits.CommandsPerSecond)
+	s.rate = s.srv.limiter(t.ID)
 	s.label = s.srv.tenantLabel(t.ID)
 	s.cmds = s.srv.metrics.commands.WithLabelValues(s.label)
 	s.latency = s.srv.metrics.latency.WithLabelValues(s.label)
@@ -146,25 +143,31 @@ func (s *session) bind(t *policy.Tenant) string {
 	return ""
 }
 
-// checkSecret verifies a tenant's secret against its verifiers. A verified
-// secret is remembered by its SHA-256, so reconnecting clients (a benchmark
-// opening hundreds) do not pay PBKDF2 each time.
-func (srv *Server) checkSecret(tenant, pass string) bool {
-	sum := sha256.Sum256([]byte(tenant + "\x00" + pass))
+// checkSecret verifies a static secret against t's verifiers in snap. A
+// verified secret is remembered by its SHA-256, so reconnecting clients (a
+// benchmark opening hundreds) do not pay PBKDF2 each time. What is
+// remembered stands only for the snapshot that verified it: the cache is
+// emptied when another snapshot is checked against (and by Reconcile), so
+// a secret a new policy removed stops working at once, even for a client
+// that used it before.
+func (srv *Server) checkSecret(snap *policy.Snapshot, t *policy.Tenant, pass string) bool {
+	sum := sha256.Sum256([]byte(t.ID + "\x00" + pass))
 	srv.mu.Lock()
-	known, ok := srv.verified[tenant]
+	if srv.verSnap != snap {
+		srv.verSnap = snap
+		clear(srv.verified)
+	}
+	known, ok := srv.verified[t.ID]
 	srv.mu.Unlock()
 	if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
 		return true
 	}
-	t, ok := srv.policy.Load().Tenant(tenant)
-	if !ok {
-		return false
-	}
 	for _, v := range t.Verifiers() {
 		if v.Verify(pass) {
 			srv.mu.Lock()
-			srv.verified[tenant] = sum
+			if srv.verSnap == snap {
+				srv.verified[t.ID] = sum
+			}
 			srv.mu.Unlock()
 			return true
 		}

@@ -104,7 +104,7 @@ func (s *session) sessionEnded(id string, err error) {
 	}
 	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	s.srv.log.Info("session token ended; ending client connection",
-		"tenant", s.tenant.ID, "session", id, "client", s.id, "reason", err, "mode", string(s.srv.cfg.SessionEnd))
+		"tenant", s.tenantID, "session", id, "client", s.id, "reason", err, "mode", string(s.srv.cfg.SessionEnd))
 	s.end(s.srv.cfg.SessionEnd)
 }
 

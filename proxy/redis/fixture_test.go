@@ -27,6 +27,7 @@ const (
 
 type proxy struct {
 	srv   *proxyredis.Server
+	store *policy.Store // the policy the listener enforces; see setPolicy
 	addr  string
 	redis string // upstream address
 	reg   *prometheus.Registry
@@ -62,7 +63,8 @@ func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*prox
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := proxyredis.New(cfg, policy.NewStore(snap), reg, log)
+	store := policy.NewStore(snap)
+	srv, err := proxyredis.New(cfg, store, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +87,7 @@ func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*prox
 			// a server the test restarted is watched by a new goroutine of the harness
 			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
 	})
-	return &proxy{srv: srv, addr: ln.Addr().String(), redis: rd.Addr(), reg: reg}
+	return &proxy{srv: srv, store: store, addr: ln.Addr().String(), redis: rd.Addr(), reg: reg}
 }
 
 func (p *proxy) client(t *testing.T, tenant, secret string, proto int) *goredis.Client {

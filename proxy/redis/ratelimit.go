@@ -5,24 +5,27 @@ import (
 	"time"
 )
 
-// bucket is a token bucket: rate tokens a second, holding at most one
-// second's worth.
+// bucket is a tenant's token bucket, shared by its sessions: rate tokens a
+// second, holding at most one second's worth. The rate is the caller's, read
+// from its current snapshot at each command, so a policy change applies at
+// once and every session of the tenant keeps drawing on the same bucket.
 type bucket struct {
 	mu     sync.Mutex
-	rate   float64
 	tokens float64
-	last   time.Time
+	last   time.Time // zero until the first take: the bucket starts full
 }
 
-func newBucket(rate int, now time.Time) *bucket {
-	return &bucket{rate: float64(rate), tokens: float64(rate), last: now}
-}
-
-// take spends one token, reporting false when the tenant is over its rate.
-func (b *bucket) take(now time.Time) bool {
+// take spends one token at rate tokens a second (rate > 0), reporting
+// false when the tenant is over its rate.
+func (b *bucket) take(now time.Time, rate int) bool {
+	r := float64(rate)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	if b.last.IsZero() {
+		b.tokens = r
+	} else {
+		b.tokens = min(r, b.tokens+now.Sub(b.last).Seconds()*r)
+	}
 	b.last = now
 	if b.tokens < 1 {
 		return false
@@ -31,16 +34,13 @@ func (b *bucket) take(now time.Time) bool {
 	return true
 }
 
-// limiter returns the tenant's command bucket, or nil if it has no rate.
-func (srv *Server) limiter(tenant string, rate int) *bucket {
-	if rate <= 0 {
-		return nil
-	}
+// limiter returns the tenant's command bucket.
+func (srv *Server) limiter(tenant string) *bucket {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	b := srv.buckets[tenant]
-	if b == nil || b.rate != float64(rate) {
-		b = newBucket(rate, time.Now())
+	if b == nil {
+		b = &bucket{}
 		srv.buckets[tenant] = b
 	}
 	return b

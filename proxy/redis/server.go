@@ -31,7 +31,8 @@ type Server struct {
 	ids atomic.Int64
 
 	mu        sync.Mutex
-	verified  map[string][32]byte
+	verified  map[string][32]byte // see checkSecret
+	verSnap   *policy.Snapshot    // the snapshot that verified what verified holds
 	buckets   map[string]*bucket
 	acc       netserve.Acceptor
 	sessions  map[*session]struct{}
@@ -95,29 +96,40 @@ func (srv *Server) serveConn(c net.Conn) {
 	srv.log.Debug("redis session ended", "id", s.id, "error", err)
 }
 
-// register binds a session to a tenant, enforcing connection caps; it
-// returns a RESP error text when refused.
-func (srv *Server) register(s *session, t *policy.Tenant) string {
+// register binds a session to a tenant of the current snapshot, enforcing
+// connection caps. It returns the tenant's policy and the snapshot it came
+// from, or a RESP error text when refused: a tenant the snapshot no longer
+// has is refused as a wrong password. Checked under srv.mu, an AUTH that
+// verified against the previous snapshot is either refused here or ended
+// by the Reconcile that follows the swap.
+func (srv *Server) register(s *session, id string) (*policy.Tenant, *policy.Snapshot, string) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	snap := srv.policy.Load()
+	t, ok := snap.Tenant(id)
+	if !ok {
+		srv.metrics.authFailures.WithLabelValues("password").Inc()
+		return nil, nil, wrongpass
+	}
 	if srv.cfg.MaxClientConns > 0 && len(srv.sessions) > srv.cfg.MaxClientConns {
-		return "ERR max number of clients reached"
+		return nil, nil, "ERR max number of clients reached"
 	}
 	if lim := t.Limits.MaxConnections; lim > 0 && srv.perTenant[t.ID] >= lim {
-		return fmt.Sprintf("ERR max number of clients reached for tenant %s (limit %d)", t.ID, lim)
+		return nil, nil, fmt.Sprintf("ERR max number of clients reached for tenant %s (limit %d)", t.ID, lim)
 	}
 	srv.perTenant[t.ID]++
+	s.tenantID = t.ID
 	srv.metrics.clients.WithLabelValues(srv.tenantLabelLocked(t.ID)).Inc()
-	return ""
+	return t, snap, ""
 }
 
 func (srv *Server) unregister(s *session) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	delete(srv.sessions, s)
-	if s.tenant != nil {
-		if srv.perTenant[s.tenant.ID]--; srv.perTenant[s.tenant.ID] <= 0 {
-			delete(srv.perTenant, s.tenant.ID)
+	if s.tenantID != "" {
+		if srv.perTenant[s.tenantID]--; srv.perTenant[s.tenantID] <= 0 {
+			delete(srv.perTenant, s.tenantID)
 		}
 		srv.metrics.clients.WithLabelValues(s.label).Dec()
 	}

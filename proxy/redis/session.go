@@ -36,10 +36,15 @@ type session struct {
 	id   int64
 	name []byte
 
-	tenant *policy.Tenant
-	label  string
-	ns     *namespace.Namespace
-	resp3  bool
+	// tenant is the tenant's policy as of the current command: re-read
+	// whenever the Store holds a new snapshot (followPolicy). Only the
+	// session goroutine uses it; other goroutines use tenantID.
+	tenant   *policy.Tenant
+	snap     *policy.Snapshot // the snapshot tenant was read from
+	tenantID string           // set once, under srv.mu, when the session is bound
+	label    string
+	ns       *namespace.Namespace
+	resp3    bool
 
 	rw        *rules.Rewriter
 	cmdBuf    []byte
@@ -62,11 +67,12 @@ type session struct {
 	lease      policy.SessionLease
 	link       *leaseLink
 	endPending atomic.Bool // ending, for the per-command check without qmu
+	removed    atomic.Bool // closed because its tenant left the policy
 
 	scratch []byte
 	args    [][]byte
 
-	rate    *bucket // the tenant's command rate, shared by its sessions
+	rate    *bucket // the tenant's command bucket, shared by its sessions
 	cmds    prometheus.Counter
 	latency prometheus.Observer
 }
@@ -126,6 +132,9 @@ func (s *session) handle(ctx context.Context, args [][]byte) error {
 	if s.tenant == nil {
 		return s.preAuth(string(name), args)
 	}
+	if snap := s.srv.policy.Load(); snap != s.snap && !s.followPolicy(snap) {
+		return errSessionEnded
+	}
 	if s.endPending.Load() && s.stopForEnd() {
 		return errSessionEnded
 	}
@@ -157,9 +166,9 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string
 		}
 	}
 	s.cmds.Inc()
-	if s.rate != nil && !s.rate.take(time.Now()) {
+	if rate := s.tenant.Limits.CommandsPerSecond; rate > 0 && !s.rate.take(time.Now(), rate) {
 		s.srv.metrics.refusals.WithLabelValues(s.label, "rate-limit").Inc()
-		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: tenant "+s.tenant.ID+" is over its command rate of "+strconv.Itoa(s.tenant.Limits.CommandsPerSecond)+"/s"))
+		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: tenant "+s.tenant.ID+" is over its command rate of "+strconv.Itoa(rate)+"/s"))
 		return "", nil
 	}
 	out, p, rp, rerr := s.prepare(args)

@@ -1,0 +1,70 @@
+package redis
+
+import (
+	"github.com/tenantguard/tenantguard/policy"
+)
+
+// Following policy changes.
+//
+// The Store may be swapped at any time (a new policy pushed over xDS).
+// Before each command a session compares the Store's snapshot pointer with
+// the one it read its tenant from, and only when it changed looks the
+// tenant up again (followPolicy): the command rate (the tenant's bucket is
+// shared, the rate is the session's current view) and anything else read
+// from the tenant follow the current snapshot at the next command, with no
+// lock and no allocation on the hot path. A tenant that is no longer in the
+// snapshot (removed or suspended) has its connections closed at once by
+// Reconcile, which whoever swapped the snapshot calls, and by the session
+// itself should it see the new snapshot first. Nothing is written to the
+// client first: RESP2 has no out-of-band channel (see ending.go).
+
+// Reconcile applies the snapshot now in the server's Store to the open
+// client connections: each bound to a tenant the snapshot no longer has is
+// closed at once, and the cache of verified static secrets is emptied. Call
+// it after every swap; it returns without waiting for any session and is
+// safe to call concurrently with traffic and with itself.
+func (srv *Server) Reconcile() {
+	snap := srv.policy.Load()
+	srv.mu.Lock()
+	// checkSecret would empty it at the next AUTH; the secrets the old
+	// snapshot verified are not kept until then.
+	srv.verSnap = snap
+	clear(srv.verified)
+	var gone []*session
+	for s := range srv.sessions {
+		if s.tenantID == "" {
+			continue // not authenticated yet: register checks the snapshot
+		}
+		if _, ok := snap.Tenant(s.tenantID); !ok {
+			gone = append(gone, s)
+		}
+	}
+	srv.mu.Unlock()
+	for _, s := range gone {
+		s.tenantRemoved()
+	}
+}
+
+// tenantRemoved closes the connection because its tenant left the policy.
+// Safe from any goroutine, more than once.
+func (s *session) tenantRemoved() {
+	if s.removed.Swap(true) {
+		return
+	}
+	s.srv.metrics.sessionsEnded.WithLabelValues("tenant_removed").Inc()
+	s.srv.log.Info("tenant no longer in the policy; closing client connection", "tenant", s.tenantID, "client", s.id)
+	s.end(policy.SessionEndImmediate)
+}
+
+// followPolicy adopts snap, swapped in since the session's last command,
+// reporting false when the session's tenant is gone from it (the
+// connection has been closed). Session goroutine only.
+func (s *session) followPolicy(snap *policy.Snapshot) bool {
+	t, ok := snap.Tenant(s.tenantID)
+	if !ok {
+		s.tenantRemoved()
+		return false
+	}
+	s.tenant, s.snap = t, snap
+	return true
+}
