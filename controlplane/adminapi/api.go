@@ -1,0 +1,218 @@
+// Package adminapi is the control plane's admin HTTP API: read and change
+// the versioned policy, browse its history and roll back, suspend and
+// resume tenants, and read the audit trail with its verification. Every
+// call needs the admin bearer token; every error is JSON
+// {"error":{"code","message"}} with a stable code (and "field", the
+// policy field's path, for invalid_policy and plaintext_credential).
+//
+//	GET  /v1/policy                   → the current policy (JSON; YAML when Accept asks for application/yaml),
+//	                                    ETag "<version>", X-Policy-Version
+//	PUT  /v1/policy                   policy JSON or YAML → {"version","parent","author","comment","created_at","diff"}
+//	                                    If-Match "<version>": 412 version_conflict unless it is still current;
+//	                                    ?hash_credentials=true: plaintext credentials are hashed, else refused
+//	GET  /v1/policy/versions          ?limit=&before= → {"versions":[…],"next_before"}, newest first
+//	GET  /v1/policy/versions/{n}      → {"version",…,"diff","policy":{…}}
+//	POST /v1/policy/rollback          {"version": n} → the new version, whose policy is version n's
+//	GET  /v1/audit                    ?limit=&after= → {"entries":[…],"verified","checked","first_bad_seq","problem"}
+//	POST /v1/tenants/{id}/suspend     → {"version",…,"tenant","suspended":true,"changed"}
+//	POST /v1/tenants/{id}/resume      → {"version",…,"tenant","suspended":false,"changed"}
+//
+// Writes are attributed to the X-Author header ("admin" when absent) and
+// may carry an X-Comment header. Both are what the caller says: the token
+// proves only that the caller is an administrator.
+package adminapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tenantguard/tenantguard/controlplane/store"
+	"github.com/tenantguard/tenantguard/policy/policypb"
+)
+
+// Error codes in the JSON body {"error":{"code","message"}}.
+const (
+	CodeUnauthorized        = "unauthorized"         // 401: missing or wrong admin token
+	CodeInvalidRequest      = "invalid_request"      // 400: body, header, query or path not acceptable; 404 for an unknown endpoint
+	CodeBodyTooLarge        = "body_too_large"       // 413
+	CodeInvalidPolicy       = "invalid_policy"       // 400: the policy does not parse or validate; "field" names the path
+	CodePlaintextCredential = "plaintext_credential" // 400: a credential is not a SCRAM verifier and hash_credentials is not set
+	CodeVersionConflict     = "version_conflict"     // 412: If-Match names a version that is no longer current
+	CodeNoPolicy            = "no_policy"            // 404: no version is stored yet
+	CodeVersionNotFound     = "version_not_found"    // 404
+	CodeUnknownTenant       = "unknown_tenant"       // 404: the current policy has no such tenant
+	CodeStoreUnavailable    = "store_unavailable"    // 503: the database cannot be reached
+	CodeInternal            = "internal"             // 500
+)
+
+// Body size bounds: a policy with thousands of tenants fits in a few MB.
+const (
+	maxPolicyBody  = 8 << 20
+	maxRequestBody = 16 << 10
+)
+
+// defaultAuthor is who a write is attributed to without an X-Author header.
+const defaultAuthor = "admin"
+
+// Store is what the API needs of the policy store; *store.Store has it.
+type Store interface {
+	Current(ctx context.Context) (store.Version, error)
+	Get(ctx context.Context, n int64) (store.Version, error)
+	List(ctx context.Context, limit int, before int64) ([]store.VersionInfo, error)
+	Put(ctx context.Context, author, comment string, p *policypb.Policy) (store.Version, error)
+	PutIf(ctx context.Context, author, comment string, p *policypb.Policy, expectParent int64) (store.Version, error)
+	Rollback(ctx context.Context, author string, to int64) (store.Version, error)
+	SetSuspended(ctx context.Context, author, tenant string, suspended bool) (store.Version, error)
+	Audit(ctx context.Context, limit int, afterSeq int64) ([]store.AuditEntry, error)
+	VerifyAudit(ctx context.Context) (int, error)
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Handler serves the admin API.
+type Handler struct {
+	store Store
+	admin [sha256.Size]byte
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// New returns the API over st. adminToken is the bearer token that may
+// call it (at least 16 characters).
+func New(st Store, adminToken string, log *slog.Logger) (*Handler, error) {
+	if len(adminToken) < 16 {
+		return nil, errors.New("admin token must have at least 16 characters")
+	}
+	if st == nil {
+		return nil, errors.New("no policy store")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Handler{store: st, admin: sha256.Sum256([]byte(adminToken)), log: log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("GET /v1/policy", h.getPolicy)
+	h.mux.HandleFunc("PUT /v1/policy", h.putPolicy)
+	h.mux.HandleFunc("GET /v1/policy/versions", h.listVersions)
+	h.mux.HandleFunc("GET /v1/policy/versions/{n}", h.getVersion)
+	h.mux.HandleFunc("POST /v1/policy/rollback", h.rollback)
+	h.mux.HandleFunc("GET /v1/audit", h.audit)
+	h.mux.HandleFunc("POST /v1/tenants/{id}/suspend", h.suspend(true))
+	h.mux.HandleFunc("POST /v1/tenants/{id}/resume", h.suspend(false))
+	return h, nil
+}
+
+// ServeHTTP checks the admin token, then routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tenantguard-admin"`)
+		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "this API needs the admin bearer token")
+		return
+	}
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		writeError(w, http.StatusNotFound, CodeInvalidRequest, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// authorized compares SHA-256 digests in constant time, so neither the
+// token's length nor its content leaks through timing.
+func (h *Handler) authorized(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(sum[:], h.admin[:]) == 1
+}
+
+// versionInfo is a version's metadata on the wire.
+type versionInfo struct {
+	Version   int64     `json:"version"`
+	Parent    int64     `json:"parent"`
+	Author    string    `json:"author"`
+	Comment   string    `json:"comment"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func infoOf(vi store.VersionInfo) versionInfo {
+	return versionInfo{Version: vi.Version, Parent: vi.Parent, Author: vi.Author, Comment: vi.Comment, CreatedAt: vi.CreatedAt}
+}
+
+// written is the answer to a write: the new version and its diff.
+type written struct {
+	versionInfo
+	Diff string `json:"diff"`
+}
+
+// storeError maps a store error to its response; notFound is the code for
+// store.ErrNotFound on this endpoint.
+func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error, notFound string) {
+	var conflict *store.ConflictError
+	switch {
+	case errors.Is(err, store.ErrInvalid):
+		writePolicyError(w, CodeInvalidPolicy, err)
+	case errors.As(err, &conflict):
+		w.Header().Set("ETag", etag(conflict.Current))
+		writeError(w, http.StatusPreconditionFailed, CodeVersionConflict,
+			fmt.Sprintf("the policy changed: version %d is current, not %d; read it again and reapply your change", conflict.Current, conflict.Expected))
+	case errors.Is(err, store.ErrBadText):
+		writeError(w, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+	case errors.Is(err, store.ErrEmpty):
+		writeError(w, http.StatusNotFound, CodeNoPolicy, "no policy is stored yet")
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, notFound, err.Error())
+	case errors.Is(err, context.Canceled):
+		// The client went away; nothing to answer.
+	default:
+		h.log.Error("policy store", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusServiceUnavailable, CodeStoreUnavailable, "the policy store cannot be reached; retry shortly")
+	}
+}
+
+// decode reads a small JSON body strictly: bounded, one object, no unknown
+// fields. As in the session API, the Content-Type is not checked (curl -d).
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "bad JSON body: "+err.Error())
+		return false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "bad JSON body: more than one value")
+		return false
+	}
+	return true
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, errorBody{errorDetail{Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
