@@ -26,6 +26,7 @@ import (
 type Sidecar struct {
 	cfg     *config.Sidecar
 	log     *slog.Logger
+	policy  *policy.Store // shared by both listeners; SetPolicy swaps it
 	pg      *proxypg.Server
 	pgLn    net.Listener
 	redis   *proxyredis.Server
@@ -49,12 +50,13 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 		cfg.Postgres.Sessions, cfg.Postgres.SessionEnd = tokens, cfg.Sessions.EndMode
 		cfg.Redis.Sessions, cfg.Redis.SessionEnd = tokens, cfg.Sessions.EndMode
 	}
-	pgsrv, err := proxypg.New(cfg.Postgres, policy.NewStore(cfg.Policy), reg, log.With("component", "pg"))
+	store := policy.NewStore(cfg.Policy)
+	pgsrv, err := proxypg.New(cfg.Postgres, store, reg, log.With("component", "pg"))
 	if err != nil {
 		closeTokens(tokens)
 		return nil, err
 	}
-	sc := &Sidecar{cfg: cfg, log: log, pg: pgsrv, tokens: tokens}
+	sc := &Sidecar{cfg: cfg, log: log, policy: store, pg: pgsrv, tokens: tokens}
 	startOK := false
 	defer func() {
 		if !startOK {
@@ -79,7 +81,7 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 		return nil, fmt.Errorf("listen postgres: %w", err)
 	}
 	if cfg.RedisListen != "" {
-		sc.redis, err = proxyredis.New(cfg.Redis, policy.NewStore(cfg.Policy), reg, log.With("component", "redis"))
+		sc.redis, err = proxyredis.New(cfg.Redis, store, reg, log.With("component", "redis"))
 		if err == nil {
 			sc.redisLn, err = net.Listen("tcp", cfg.RedisListen)
 		}
@@ -124,6 +126,30 @@ func closeTokens(v *sessions.Verifier) {
 		_ = v.Close()
 	}
 }
+
+// SetPolicy makes s, an already validated and compiled snapshot, the
+// policy both listeners enforce. Connections of a tenant s no longer has
+// (removed or suspended) are ended at once and its new logins refused from
+// the moment SetPolicy returns; every other connection follows s from its
+// next transaction (Postgres) or command (Redis). It does not wait for any
+// client, and is safe to call at any time, concurrently with traffic and
+// with itself; a nil s is ignored.
+func (sc *Sidecar) SetPolicy(s *policy.Snapshot) {
+	if s == nil {
+		return
+	}
+	old := sc.policy.Swap(s)
+	sc.pg.Reconcile()
+	if sc.redis != nil {
+		sc.redis.Reconcile()
+	}
+	if old != s {
+		sc.log.Info("policy updated", "version", s.Version(), "previous", old.Version(), "tenants", len(s.TenantIDs()))
+	}
+}
+
+// Policy returns the snapshot the listeners enforce now.
+func (sc *Sidecar) Policy() *policy.Snapshot { return sc.policy.Load() }
 
 // PostgresAddr is the address the Postgres listener is bound to.
 func (sc *Sidecar) PostgresAddr() string { return sc.pgLn.Addr().String() }
