@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/test/harness"
@@ -183,5 +184,35 @@ func (db *database) adminExec(t *testing.T, sql string) {
 	t.Helper()
 	if err := db.pg.Exec(ctxT(t, 10*time.Second), "postgres", sql); err != nil {
 		t.Fatalf("exec %q: %v", sql, err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	db := newDatabase(t)
+	s := openStore(t, db)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s)
+	for range 2 {
+		if _, err := s.Put(ctxT(t, 10*time.Second), "alice", "", testPolicy(t, "acme")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"tenantguard_controlplane_policy_version":          2,
+		"tenantguard_controlplane_listener_up":             1,
+		"tenantguard_controlplane_listener_connects_total": 1,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("metrics %v, want %v", got, want)
 	}
 }
