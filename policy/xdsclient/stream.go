@@ -1,0 +1,204 @@
+package xdsclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/tenantguard/tenantguard/policy/policypb"
+)
+
+// maxMessageBytes bounds one response from the control plane.
+const maxMessageBytes = 64 << 20
+
+// resourceWrapperURL is the type URL of discovery.Resource, in which a
+// SotW response may wrap a resource (to give it a TTL).
+const resourceWrapperURL = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+
+func (c *Client) dialOptions() []grpc.DialOption {
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Notice a control plane that vanished without closing the
+		// connection (the server must allow it: xds.ServerOptions).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: c.opts.Backoff.Initial, Multiplier: 2, Jitter: 0.2, MaxDelay: c.opts.Backoff.Max},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
+	}
+	return append(opts, c.opts.DialOptions...)
+}
+
+func (c *Client) node() *core.Node {
+	return &core.Node{Id: c.opts.NodeID, Cluster: c.opts.Cluster, UserAgentName: "tenantguard"}
+}
+
+// nackDetail is the error_detail of a NACK.
+func nackDetail(err error) *status.Status {
+	return &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+}
+
+// sotwSession runs one state-of-the-world ADS stream. Every response
+// carries the whole policy; the ACK names the response's version and
+// nonce, a NACK the version still in force and the error.
+func (c *Client) sotwSession(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) (bool, error) {
+	// WaitForReady: while the control plane is down, wait for the
+	// connection (redialled with Backoff) rather than fail at once.
+	stream, err := ads.StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	if err != nil {
+		return false, err
+	}
+	names := []string{c.opts.ResourceName}
+	// version_info on the first request is the version in force, as Envoy
+	// sends after a reconnection.
+	if err := stream.Send(&discovery.DiscoveryRequest{
+		Node: c.node(), TypeUrl: policypb.TypeURL, ResourceNames: names, VersionInfo: c.Version(),
+	}); err != nil {
+		return false, err
+	}
+	c.m.connected.Set(1)
+	delivered := false
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return delivered, err
+		}
+		delivered = true
+		if resp.GetTypeUrl() != policypb.TypeURL {
+			c.log.Warn("xds: ignoring a response of a type not subscribed to", "type", resp.GetTypeUrl())
+			continue
+		}
+		version := resp.GetVersionInfo()
+		p, err := sotwPolicy(resp.GetResources(), c.opts.ResourceName)
+		if err == nil {
+			err = c.update(version, p, true)
+		}
+		reply := &discovery.DiscoveryRequest{TypeUrl: policypb.TypeURL, ResourceNames: names, ResponseNonce: resp.GetNonce()}
+		if err != nil {
+			c.rejected(version, err)
+			reply.ErrorDetail = nackDetail(err)
+		}
+		reply.VersionInfo = c.Version() // the response's version after an ACK
+		if err := stream.Send(reply); err != nil {
+			return delivered, err
+		}
+	}
+}
+
+// deltaSession runs one incremental ADS stream. A response carries the
+// policy only when it changed; its version is the response's
+// system_version_info.
+func (c *Client) deltaSession(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) (bool, error) {
+	stream, err := ads.DeltaAggregatedResources(ctx, grpc.WaitForReady(true))
+	if err != nil {
+		return false, err
+	}
+	// No initial_resource_versions: the server sends the policy it serves
+	// now, which is applied only if it differs from the one in force.
+	if err := stream.Send(&discovery.DeltaDiscoveryRequest{
+		Node: c.node(), TypeUrl: policypb.TypeURL, ResourceNamesSubscribe: []string{c.opts.ResourceName},
+	}); err != nil {
+		return false, err
+	}
+	c.m.connected.Set(1)
+	delivered := false
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return delivered, err
+		}
+		delivered = true
+		if resp.GetTypeUrl() != policypb.TypeURL {
+			c.log.Warn("xds: ignoring a response of a type not subscribed to", "type", resp.GetTypeUrl())
+			continue
+		}
+		var uerr error
+		for _, r := range resp.GetResources() {
+			if r.GetName() != c.opts.ResourceName {
+				continue
+			}
+			p, err := decodePolicy(r.GetResource())
+			version := resp.GetSystemVersionInfo()
+			if version == "" {
+				version = p.GetVersion()
+			}
+			if err == nil {
+				err = c.update(version, p, true)
+			}
+			if err != nil {
+				c.rejected(version, err)
+				uerr = err
+			}
+		}
+		if slices.Contains(resp.GetRemovedResources(), c.opts.ResourceName) {
+			// No policy is not a policy: keep enforcing the last good one.
+			c.log.Warn("xds: the control plane removed the policy; keeping the one in force", "version", c.Version())
+		}
+		reply := &discovery.DeltaDiscoveryRequest{TypeUrl: policypb.TypeURL, ResponseNonce: resp.GetNonce()}
+		if uerr != nil {
+			reply.ErrorDetail = nackDetail(uerr)
+		}
+		if err := stream.Send(reply); err != nil {
+			return delivered, err
+		}
+	}
+}
+
+// sotwPolicy finds the policy named name among a SotW response's
+// resources. A response without it is refused: an absent policy never
+// replaces the one in force.
+func sotwPolicy(resources []*anypb.Any, name string) (*policypb.Policy, error) {
+	var unnamed []*policypb.Policy
+	for _, a := range resources {
+		if a.GetTypeUrl() == resourceWrapperURL {
+			var r discovery.Resource
+			if err := proto.Unmarshal(a.GetValue(), &r); err != nil {
+				return nil, fmt.Errorf("decode resource wrapper: %w", err)
+			}
+			a = r.GetResource()
+		}
+		p, err := decodePolicy(a)
+		if err != nil {
+			return nil, err
+		}
+		switch p.GetName() {
+		case name:
+			return p, nil
+		case "":
+			unnamed = append(unnamed, p)
+		}
+	}
+	if len(unnamed) == 1 && len(resources) == 1 {
+		return unnamed[0], nil // a control plane that does not name it
+	}
+	if len(resources) == 0 {
+		return nil, errors.New("the response carries no policy")
+	}
+	return nil, fmt.Errorf("the response carries no policy named %q", name)
+}
+
+// decodePolicy unpacks one policy resource.
+func decodePolicy(a *anypb.Any) (*policypb.Policy, error) {
+	if a.GetTypeUrl() != policypb.TypeURL {
+		return nil, fmt.Errorf("resource of type %q, want %q", a.GetTypeUrl(), policypb.TypeURL)
+	}
+	p := &policypb.Policy{}
+	if err := proto.Unmarshal(a.GetValue(), p); err != nil {
+		return nil, fmt.Errorf("decode policy: %w", err)
+	}
+	return p, nil
+}
