@@ -109,6 +109,21 @@ func TestAuditChainVerifies(t *testing.T) {
 }
 
 func TestAuditTamperDetected(t *testing.T) {
+	// One history, saved once and restored before each case.
+	db := newDatabase(t)
+	s := openStore(t, db)
+	fiveChanges(t, s)
+	ctx := ctxT(t, 30*time.Second)
+	db.exec(t, `CREATE SCHEMA saved;
+		CREATE TABLE saved.versions AS SELECT * FROM tenantguard_cp.versions;
+		CREATE TABLE saved.audit AS SELECT * FROM tenantguard_cp.audit;
+		CREATE TABLE saved.head AS SELECT * FROM tenantguard_cp.head`)
+	const restore = `BEGIN;
+		TRUNCATE tenantguard_cp.audit, tenantguard_cp.versions, tenantguard_cp.head;
+		INSERT INTO tenantguard_cp.versions SELECT * FROM saved.versions ORDER BY version;
+		INSERT INTO tenantguard_cp.audit SELECT * FROM saved.audit;
+		INSERT INTO tenantguard_cp.head SELECT * FROM saved.head;
+		COMMIT`
 	for _, tc := range []struct {
 		name    string
 		tamper  string
@@ -134,10 +149,7 @@ func TestAuditTamperDetected(t *testing.T) {
 			SELECT 6, policy, 'mallory', now(), '', '', 5 FROM tenantguard_cp.versions WHERE version = 5`, 0, 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db := newDatabase(t)
-			s := openStore(t, db)
-			fiveChanges(t, s)
-			ctx := ctxT(t, 30*time.Second)
+			db.exec(t, restore)
 			if n, err := s.VerifyAudit(ctx); n != 5 || err != nil {
 				t.Fatalf("before tampering: %d %v", n, err)
 			}
