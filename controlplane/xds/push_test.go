@@ -32,8 +32,13 @@ func TestPushes(t *testing.T) {
 			if got := dp.Policy().GetName(); got != xds.PolicyResourceName {
 				t.Errorf("the pushed policy is named %q, want %q", got, xds.PolicyResourceName)
 			}
-			if got := dp.Policy().GetVersion(); got != "1" {
-				t.Errorf("the pushed policy carries version %q, want 1", got)
+			want := testPolicy(1)
+			want.Name, want.Version = "default", "1"
+			if got := dp.Policy(); !proto.Equal(got, want) {
+				t.Errorf("the data plane got\n%v\nwant\n%v", got, want)
+			}
+			if len(dp.Policy().ProtoReflect().GetUnknown()) != 0 {
+				t.Error("the pushed policy has fields the data plane does not know")
 			}
 
 			// 50 pushes, each waited for; the time from SetPolicy to Apply.

@@ -152,7 +152,11 @@ func (s *Server) SetPolicy(version string, p *policypb.Policy) error {
 		}
 		return fmt.Errorf("set policy %s: %w", version, ErrVersionReused)
 	}
-	t, err := newTypeResources(version, res)
+	wire, err := wireForm(res)
+	if err != nil {
+		return fmt.Errorf("set policy %s: %w", version, err)
+	}
+	t, err := newTypeResources(version, wire)
 	if err != nil {
 		return fmt.Errorf("set policy %s: %w", version, err)
 	}
@@ -168,6 +172,26 @@ func (s *Server) SetPolicy(version string, p *policypb.Policy) error {
 	s.m.policyUpdates.Inc()
 	s.log.Info("xds: serving policy", "version", version, "tenants", len(res.GetTenants()))
 	return nil
+}
+
+// wireForm returns a message that marshals to p's fields at the cost of a
+// copy. go-control-plane marshals a resource anew for every response (a
+// new cachedResource per stream and push); for a policy of a hundred
+// tenants that was a quarter of the server's CPU for a push to 1,000
+// nodes. The copy keeps the name as a field (the cache names resources by
+// GetName) and carries every other field, marshalled once, as unknown
+// fields, which marshalling writes out as they are. Decoders see the
+// same fields, name first.
+func wireForm(p *policypb.Policy) (*policypb.Policy, error) {
+	rest := proto.CloneOf(p)
+	rest.Name = ""
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rest)
+	if err != nil {
+		return nil, fmt.Errorf("marshal policy: %w", err)
+	}
+	w := &policypb.Policy{Name: p.GetName()}
+	w.ProtoReflect().SetUnknown(b)
+	return w, nil
 }
 
 // SetEnvoy serves the Listener and Clusters of cfg to Envoy nodes (those
