@@ -166,7 +166,12 @@ var (
 )
 
 // Tables lists the protected tables.
-func (s *Snapshot) Tables() []TableSpec { return s.tables }
+func (s *Snapshot) Tables() []TableSpec {
+	if s == nil {
+		return nil
+	}
+	return s.tables
+}
 
 func compileCredential(p string) (pg.Verifier, error) {
 	if len(p) >= len("SCRAM-SHA-256$") && p[:len("SCRAM-SHA-256$")] == "SCRAM-SHA-256$" {
@@ -179,19 +184,35 @@ func compileCredential(p string) (pg.Verifier, error) {
 }
 
 // Version is the policy version the snapshot was compiled from.
-func (s *Snapshot) Version() string { return s.version }
+func (s *Snapshot) Version() string {
+	if s == nil {
+		return ""
+	}
+	return s.version
+}
 
-// Tenant looks up a tenant by id.
+// Tenant looks up a tenant by id. A nil Snapshot (no policy yet) has no
+// tenants, so the data plane fails closed.
 func (s *Snapshot) Tenant(id string) (*Tenant, bool) {
+	if s == nil {
+		return nil, false
+	}
 	t, ok := s.tenants[id]
 	return t, ok
 }
 
 // TenantIDs lists the tenants, sorted.
-func (s *Snapshot) TenantIDs() []string { return s.ids }
+func (s *Snapshot) TenantIDs() []string {
+	if s == nil {
+		return nil
+	}
+	return s.ids
+}
 
 // Store holds the current Snapshot. Readers Load it once per transaction or
-// command and never lock; writers Swap in a whole new Snapshot.
+// command and never lock; writers Swap in a whole new Snapshot, then have
+// the data plane reconcile its open connections with it (the proxies'
+// Reconcile). A nil Snapshot reads as a policy with no tenants.
 type Store struct{ cur atomic.Pointer[Snapshot] }
 
 // NewStore returns a Store holding s.
