@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
@@ -138,6 +139,13 @@ func (s *session) bindingPairs(sc *serverConn, now time.Time) []settingPair {
 // CheckIsolation audits every upstream as its pool's role sees it. The
 // sidecar refuses to serve when it reports problems.
 func (srv *Server) CheckIsolation(ctx context.Context) ([]string, error) {
+	return srv.CheckPolicy(ctx, srv.policy.Load())
+}
+
+// CheckPolicy audits every upstream against snap, a policy not yet in
+// force: before a pushed policy is swapped in, its tables must be
+// row-isolated upstream (nil, nil when isolation is off).
+func (srv *Server) CheckPolicy(ctx context.Context, snap *policy.Snapshot) ([]string, error) {
 	if srv.cfg.Binder == nil {
 		return nil, nil
 	}
@@ -152,7 +160,7 @@ func (srv *Server) CheckIsolation(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("isolation check: connect %s: %w", p.key, err)
 		}
-		rep, err := rls.Check(ctx, c, srv.policy.Load(), srv.cfg.Binder)
+		rep, err := rls.Check(ctx, c, snap, srv.cfg.Binder)
 		c.Close(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("isolation check on %s: %w", p.key, err)
