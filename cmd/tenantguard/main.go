@@ -28,6 +28,8 @@ commands:
   extauthz --config FILE  run the session API and the Envoy ext_authz gRPC service
   extauthz keygen --id ID [--dir DIR]
                           write a new token signing key and its verification key
+  controlplane --config FILE
+                          run the policy store, its admin API and the xDS server
   demo [--env-file PATH]  run a throwaway PostgreSQL and redis-server and a sidecar with two tenants
   pg bootstrap --config FILE --admin-url URL
                           install row-level isolation in the upstream databases
@@ -51,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runSidecar(ctx, args[1:], stderr)
 	case "extauthz":
 		return runExtAuthz(ctx, args[1:], stdout, stderr)
+	case "controlplane":
+		return runControlPlane(ctx, args[1:], stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "pg":
@@ -120,6 +124,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.AdminListen, "admin-listen", "127.0.0.1:0", "sidecar admin (metrics) listen address")
 	fs.StringVar(&opts.AuthzListen, "extauthz-listen", "127.0.0.1:0", "ext_authz gRPC listen address")
 	fs.StringVar(&opts.APIListen, "session-api-listen", "127.0.0.1:0", "session HTTP API listen address")
+	fs.StringVar(&opts.XDSListen, "xds-listen", "127.0.0.1:0", "control plane xDS listen address")
+	fs.StringVar(&opts.AdminAPIListen, "admin-api-listen", "127.0.0.1:0", "control plane admin API listen address")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -96,8 +96,12 @@ type File struct {
 	} `yaml:"tenants"`
 	// Sessions, if present, lets clients authenticate with session tokens
 	// issued by ext_authz.
-	Sessions     *SessionsFile `yaml:"sessions"`
-	DrainTimeout Duration      `yaml:"drain_timeout"`
+	Sessions *SessionsFile `yaml:"sessions"`
+	// ControlPlane, if present, makes the control plane the source of the
+	// policy (tenants); the tenants listed here, if any, are only the
+	// policy until the first push or the persisted one.
+	ControlPlane *ControlPlaneClientFile `yaml:"controlplane"`
+	DrainTimeout Duration                `yaml:"drain_timeout"`
 }
 
 // Duration is a time.Duration written as "5s", "250ms".
@@ -128,7 +132,8 @@ type Sidecar struct {
 	Postgres       proxypg.Config
 	Redis          proxyredis.Config
 	Policy         *policy.Snapshot
-	Sessions       *Sessions // nil: session tokens are not accepted
+	Sessions       *Sessions           // nil: session tokens are not accepted
+	ControlPlane   *ControlPlaneClient // nil: the policy is this file's
 	DrainTimeout   time.Duration
 }
 
@@ -285,8 +290,14 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 		}
 		pc.Binder = b
 	}
-	if len(spec.Tenants) == 0 {
-		return fail("tenants", "at least one tenant is required")
+	if f.ControlPlane != nil {
+		cp, ferr := parseControlPlaneClient(f.ControlPlane, filepath.Dir(name), "sidecar")
+		if ferr != nil {
+			return fail(ferr.field, "%s", ferr.msg)
+		}
+		out.ControlPlane = cp
+	} else if len(spec.Tenants) == 0 {
+		return fail("tenants", "at least one tenant is required (or a controlplane section to take them from)")
 	}
 	snap, err := policy.Compile(spec)
 	if err != nil {

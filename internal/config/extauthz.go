@@ -26,9 +26,11 @@ type ExtAuthzFile struct {
 	AdminToken     string       `yaml:"admin_token"`
 	AdminTokenFile string       `yaml:"admin_token_file"`
 	Sessions       SessionsFile `yaml:"sessions"`
-	// Tenants lists the tenant ids sessions may be issued for.
-	Tenants      []string `yaml:"tenants"`
-	DrainTimeout Duration `yaml:"drain_timeout"`
+	// Tenants lists the tenant ids sessions may be issued for; with a
+	// controlplane section they come from the policy instead.
+	Tenants      []string                `yaml:"tenants"`
+	ControlPlane *ControlPlaneClientFile `yaml:"controlplane"`
+	DrainTimeout Duration                `yaml:"drain_timeout"`
 }
 
 // ExtAuthz is the compiled ext_authz configuration.
@@ -37,6 +39,7 @@ type ExtAuthz struct {
 	AdminToken             string
 	Sessions               *Sessions
 	Tenants                map[string]bool
+	ControlPlane           *ControlPlaneClient // nil: tenants from this file
 	DrainTimeout           Duration
 }
 
@@ -93,8 +96,14 @@ func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
 		return fail(ferr.field, "%s", ferr.msg)
 	}
 	out.Sessions = s
-	if len(f.Tenants) == 0 {
-		return fail("tenants", "at least one tenant id is required")
+	if f.ControlPlane != nil {
+		cp, ferr := parseControlPlaneClient(f.ControlPlane, filepath.Dir(name), "extauthz")
+		if ferr != nil {
+			return fail(ferr.field, "%s", ferr.msg)
+		}
+		out.ControlPlane = cp
+	} else if len(f.Tenants) == 0 {
+		return fail("tenants", "at least one tenant id is required (or a controlplane section to take them from)")
 	}
 	for i, t := range f.Tenants {
 		if !token.ValidTenantID(t) {

@@ -1,0 +1,157 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ControlPlaneFile is the control plane's configuration file as written.
+type ControlPlaneFile struct {
+	Listen struct {
+		// XDS serves ADS (state of the world and delta) to sidecars,
+		// ext_authz instances and Envoy.
+		XDS string `yaml:"xds"`
+		// Admin serves the admin API, /metrics, /healthz and /readyz.
+		Admin string `yaml:"admin"`
+	} `yaml:"listen"`
+	// Database is the PostgreSQL URL of the policy store.
+	Database       string `yaml:"database"`
+	AdminToken     string `yaml:"admin_token"`
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// Seed is a policy file or directory (YAML or JSON), loaded only when
+	// the store is empty (first start).
+	Seed string `yaml:"seed"`
+	// Envoy, if present, adds a Listener and Clusters that put ext_authz
+	// in front of an app, for Envoys that take config from this server.
+	Envoy *struct {
+		Listen   string `yaml:"listen"`
+		App      string `yaml:"app"`
+		ExtAuthz string `yaml:"extauthz"`
+	} `yaml:"envoy"`
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// ControlPlane is the compiled control-plane configuration.
+type ControlPlane struct {
+	XDSListen, AdminListen string
+	Database               string
+	AdminToken             string
+	Seed                   string // "" = none
+	// Envoy addresses, host:port each; nil when Envoy resources are off.
+	Envoy        *EnvoyAddrs
+	DrainTimeout Duration
+}
+
+// EnvoyAddrs are the addresses the Envoy resources name.
+type EnvoyAddrs struct{ Listen, App, ExtAuthz string }
+
+// LoadControlPlane reads and validates the control plane's configuration.
+func LoadControlPlane(path string) (*ControlPlane, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	return ParseControlPlane(path, data)
+}
+
+// ParseControlPlane validates configuration text; name is used in errors
+// and its directory resolves relative paths.
+func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
+	var f ControlPlaneFile
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	fail := func(field, format string, args ...any) (*ControlPlane, error) {
+		return nil, &Error{File: name, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	out := &ControlPlane{XDSListen: f.Listen.XDS, AdminListen: f.Listen.Admin, Database: f.Database, DrainTimeout: f.DrainTimeout}
+	if out.DrainTimeout == 0 {
+		out.DrainTimeout = Duration(10e9)
+	}
+	for _, a := range []struct{ field, addr string }{{"listen.xds", f.Listen.XDS}, {"listen.admin", f.Listen.Admin}} {
+		if a.addr == "" {
+			return fail(a.field, "required (host:port)")
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fail(a.field, "%q is not host:port: %v", a.addr, err)
+		}
+	}
+	if !strings.HasPrefix(f.Database, "postgres://") && !strings.HasPrefix(f.Database, "postgresql://") {
+		return fail("database", "required: a postgres:// URL of the policy store")
+	}
+	base := filepath.Dir(name)
+	switch {
+	case f.AdminToken != "" && f.AdminTokenFile != "":
+		return fail("admin_token", "give admin_token or admin_token_file, not both")
+	case f.AdminTokenFile != "":
+		b, err := os.ReadFile(resolve(base, f.AdminTokenFile))
+		if err != nil {
+			return fail("admin_token_file", "%v", err)
+		}
+		out.AdminToken = strings.TrimSpace(string(b))
+	default:
+		out.AdminToken = f.AdminToken
+	}
+	if len(out.AdminToken) < 16 {
+		return fail("admin_token", "required, at least 16 characters")
+	}
+	if f.Seed != "" {
+		out.Seed = resolve(base, f.Seed)
+		if _, err := os.Stat(out.Seed); err != nil {
+			return fail("seed", "%v", err)
+		}
+	}
+	if e := f.Envoy; e != nil {
+		for _, a := range []struct{ field, addr string }{{"envoy.listen", e.Listen}, {"envoy.app", e.App}, {"envoy.extauthz", e.ExtAuthz}} {
+			if _, _, err := net.SplitHostPort(a.addr); err != nil {
+				return fail(a.field, "required host:port: %v", err)
+			}
+		}
+		out.Envoy = &EnvoyAddrs{Listen: e.Listen, App: e.App, ExtAuthz: e.ExtAuthz}
+	}
+	return out, nil
+}
+
+// ControlPlaneClientFile is the `controlplane:` section of a sidecar's or
+// ext_authz's configuration: where to take policy from.
+type ControlPlaneClientFile struct {
+	// Address of the control plane's xDS listener.
+	Address string `yaml:"address"`
+	// NodeID names this instance to the control plane; default the host
+	// name and the process id.
+	NodeID string `yaml:"node_id"`
+	// CacheFile keeps the last good policy, to start from when the control
+	// plane is unreachable.
+	CacheFile string `yaml:"cache_file"`
+	// Delta uses incremental xDS instead of state of the world.
+	Delta bool `yaml:"delta"`
+}
+
+// ControlPlaneClient is the compiled `controlplane:` section.
+type ControlPlaneClient struct {
+	Address, NodeID, CacheFile string
+	Delta                      bool
+}
+
+func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*ControlPlaneClient, *fieldErr) {
+	if _, _, err := net.SplitHostPort(f.Address); err != nil {
+		return nil, &fieldErr{"controlplane.address", fmt.Sprintf("required host:port of the control plane's xDS listener: %v", err)}
+	}
+	out := &ControlPlaneClient{Address: f.Address, NodeID: f.NodeID, Delta: f.Delta}
+	if out.NodeID == "" {
+		host, _ := os.Hostname()
+		out.NodeID = fmt.Sprintf("%s/%s-%d", role, host, os.Getpid())
+	}
+	if f.CacheFile != "" {
+		out.CacheFile = resolve(base, f.CacheFile)
+	}
+	return out, nil
+}

@@ -1,0 +1,233 @@
+// Package controlplanesvc wires the policy store, the xDS server and the
+// admin API together for the `tenantguard controlplane` command and the
+// demo.
+package controlplanesvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/tenantguard/tenantguard/controlplane/adminapi"
+	"github.com/tenantguard/tenantguard/controlplane/store"
+	"github.com/tenantguard/tenantguard/controlplane/xds"
+	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/policy/policypb"
+)
+
+// Service is a running control plane.
+type Service struct {
+	cfg     *config.ControlPlane
+	log     *slog.Logger
+	store   *store.Store
+	xds     *xds.Server
+	grpc    *grpc.Server
+	xdsLn   net.Listener
+	http    *http.Server
+	adminLn net.Listener
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// LoadSeed reads a policy file or directory (YAML or JSON).
+func LoadSeed(path string) (*policypb.Policy, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return policypb.LoadDir(path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p, err := policypb.ParseYAML(data) // YAML is a superset of JSON
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Start opens the store (seeding it on first start), listens on both
+// addresses and starts serving.
+func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Service, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	st, err := store.Open(ctx, cfg.Database, log.With("component", "store"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, store: st, stop: make(chan struct{})}
+	fail := func(err error) (*Service, error) {
+		for _, ln := range []net.Listener{s.xdsLn, s.adminLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		if s.xds != nil {
+			s.xds.Close()
+		}
+		st.Close()
+		return nil, err
+	}
+	if err := reg.Register(st); err != nil {
+		return fail(err)
+	}
+	if cfg.Seed != "" {
+		p, err := LoadSeed(cfg.Seed)
+		if err != nil {
+			return fail(fmt.Errorf("seed: %w", err))
+		}
+		v, seeded, err := st.Seed(ctx, "seed:"+cfg.Seed, p)
+		if err != nil {
+			return fail(fmt.Errorf("seed %s: %w", cfg.Seed, err))
+		}
+		if seeded {
+			log.Info("policy store seeded", "version", v.Version, "from", cfg.Seed)
+		}
+	}
+	s.xds = xds.New(xds.Options{Logger: log.With("component", "xds"), Registerer: reg})
+	if e := cfg.Envoy; e != nil {
+		ec, err := envoyConfig(e)
+		if err != nil {
+			return fail(err)
+		}
+		if err := s.xds.SetEnvoy(ec); err != nil {
+			return fail(fmt.Errorf("envoy resources: %w", err))
+		}
+	}
+	api, err := adminapi.New(st, cfg.AdminToken, log.With("component", "admin-api"))
+	if err != nil {
+		return fail(err)
+	}
+	if s.xdsLn, err = net.Listen("tcp", cfg.XDSListen); err != nil {
+		return fail(fmt.Errorf("listen xds: %w", err))
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return fail(fmt.Errorf("listen admin: %w", err))
+	}
+	s.grpc = grpc.NewServer(xds.ServerOptions()...)
+	s.xds.Register(s.grpc)
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.xds.Version() == "" {
+			http.Error(w, "no policy to serve yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	return s, nil
+}
+
+func envoyConfig(e *config.EnvoyAddrs) (*xds.EnvoyConfig, error) {
+	split := func(field, addr string) (string, int, error) {
+		h, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return "", 0, fmt.Errorf("envoy.%s: %w", field, err)
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			return "", 0, fmt.Errorf("envoy.%s: bad port %q", field, p)
+		}
+		return h, n, nil
+	}
+	var c xds.EnvoyConfig
+	var err error
+	if c.ListenAddr, c.ListenPort, err = split("listen", e.Listen); err != nil {
+		return nil, err
+	}
+	if c.AppAddr, c.AppPort, err = split("app", e.App); err != nil {
+		return nil, err
+	}
+	if c.ExtAuthzAddr, c.ExtAuthzPort, err = split("extauthz", e.ExtAuthz); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// XDSAddr is the xDS listener's address.
+func (s *Service) XDSAddr() string { return s.xdsLn.Addr().String() }
+
+// AdminAddr is the admin API's address.
+func (s *Service) AdminAddr() string { return s.adminLn.Addr().String() }
+
+// follow serves every new version the store reports (from this process's
+// admin API or another control plane's) to the xDS server.
+func (s *Service) follow() {
+	defer s.wg.Done()
+	ch, cancel := s.store.Subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case v, ok := <-ch:
+			if !ok {
+				return
+			}
+			ver := strconv.FormatInt(v.Version, 10)
+			if err := s.xds.SetPolicy(ver, v.Policy); err != nil {
+				s.log.Error("cannot serve policy version", "version", ver, "error", err)
+				continue
+			}
+			s.log.Info("serving policy", "version", ver, "author", v.Author, "comment", v.Comment)
+		}
+	}
+}
+
+// Run serves until ctx ends, then stops within the drain timeout.
+func (s *Service) Run(ctx context.Context) error {
+	s.wg.Add(1)
+	go s.follow()
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(s.xdsLn) }()
+	go func() {
+		err := s.http.Serve(s.adminLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	s.log.Info("control plane ready", "xds", s.XDSAddr(), "admin", s.AdminAddr())
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	close(s.stop)
+	dctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.DrainTimeout))
+	defer cancel()
+	_ = s.http.Shutdown(dctx)
+	// xDS streams never end by themselves: stop them at once, clients
+	// reconnect to another control plane or keep their policy.
+	s.grpc.Stop()
+	if serveErr == nil {
+		serveErr = <-errc
+	}
+	if err := <-errc; serveErr == nil {
+		serveErr = err
+	}
+	s.wg.Wait()
+	s.xds.Close()
+	s.store.Close()
+	s.log.Info("stopped")
+	return serveErr
+}
