@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -26,6 +27,8 @@ import (
 	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/sessions"
+	"github.com/tenantguard/tenantguard/policy/policypb"
+	"github.com/tenantguard/tenantguard/policy/xdsclient"
 )
 
 // Service is a running ext_authz instance.
@@ -39,8 +42,41 @@ type Service struct {
 	http   *http.Server
 	httpLn net.Listener
 
+	// tenants are the tenants sessions are issued and honoured for: the
+	// configuration's, or the current policy's unsuspended ones.
+	tenants atomic.Pointer[map[string]bool]
+	xds     *xdsclient.Client // nil unless the policy comes from a control plane
+
 	stop chan struct{}
 	wg   sync.WaitGroup
+}
+
+func (s *Service) tenantAllowed(id string) bool { return (*s.tenants.Load())[id] }
+
+// applyPolicy takes the tenants from a pushed policy: a suspended tenant's
+// tokens are refused from now on and no session is issued for it.
+func (s *Service) applyPolicy(version string, p *policypb.Policy) error {
+	m := map[string]bool{}
+	for _, t := range p.GetTenants() {
+		if !t.GetSuspended() {
+			m[t.GetId()] = true
+		}
+	}
+	s.tenants.Store(&m)
+	s.log.Info("policy updated", "version", version, "tenants", len(m))
+	return nil
+}
+
+func (s *Service) hasPolicy() bool {
+	if s.xds == nil {
+		return true
+	}
+	select {
+	case <-s.xds.Ready():
+		return true
+	default:
+		return false
+	}
 }
 
 // Start listens on both addresses and starts serving.
@@ -53,13 +89,15 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 	}
 	rdb := ver.RDB
 	store := session.NewStore(rdb, cfg.Sessions.SigningKey, sessions.Config(cfg.Sessions))
-	tenantExists := func(id string) bool { return cfg.Tenants[id] }
+	s := &Service{cfg: cfg, log: log, ver: ver, stop: make(chan struct{})}
+	initial := cfg.Tenants
+	s.tenants.Store(&initial)
+	tenantExists := s.tenantAllowed
 	apiH, err := api.New(store, cfg.AdminToken, tenantExists, log.With("component", "session-api"))
 	if err != nil {
 		_ = ver.Close()
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, ver: ver, stop: make(chan struct{})}
 	fail := func(err error) (*Service, error) {
 		for _, ln := range []net.Listener{s.grpcLn, s.httpLn} {
 			if ln != nil {
@@ -88,12 +126,22 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.hasPolicy() {
+			http.Error(w, "no policy from the control plane yet", http.StatusServiceUnavailable)
+			return
+		}
 		if !ver.Healthy() {
 			http.Error(w, "session store unreachable", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if cp := cfg.ControlPlane; cp != nil {
+		s.xds = xdsclient.New(xdsclient.Options{
+			ServerAddr: cp.Address, NodeID: cp.NodeID, Cluster: "tenantguard-extauthz", Delta: cp.Delta,
+			CacheFile: cp.CacheFile, Apply: s.applyPolicy, Logger: log.With("component", "xds"), Registerer: reg,
+		})
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
 	s.wg.Go(func() { store.ExportAnomalies(s.stop, reg, log.With("component", "session-anomaly"), 0, 0) })
 	return s, nil
@@ -146,6 +194,17 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	s.wg.Add(1)
 	go s.healthLoop()
+	if s.xds != nil {
+		xctx, cancel := context.WithCancel(context.Background())
+		s.wg.Add(2)
+		go func() { defer s.wg.Done(); <-s.stop; cancel() }()
+		go func() {
+			defer s.wg.Done()
+			if err := s.xds.Run(xctx); err != nil && xctx.Err() == nil {
+				s.log.Error("policy client stopped", "error", err)
+			}
+		}()
+	}
 	s.log.Info("ext_authz ready", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 	var serveErr error
 	select {

@@ -18,6 +18,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/sessions"
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/policy/xdsclient"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
 )
@@ -34,6 +35,7 @@ type Sidecar struct {
 	adminLn net.Listener
 	admin   *http.Server
 	tokens  *sessions.Verifier // nil unless session tokens are accepted
+	xds     *xdsclient.Client  // nil unless the policy comes from a control plane
 }
 
 // Start listens on every configured address and starts serving. Listening
@@ -104,7 +106,7 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 			_, _ = w.Write([]byte("ok\n"))
 		})
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !pgsrv.Ready() || (sc.redis != nil && !sc.redis.Ready()) {
+			if !pgsrv.Ready() || (sc.redis != nil && !sc.redis.Ready()) || !sc.hasPolicy() {
 				http.Error(w, "not ready", http.StatusServiceUnavailable)
 				return
 			}
@@ -117,6 +119,7 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 			}
 		}()
 	}
+	sc.xds = sc.newPolicyClient(reg)
 	startOK = true
 	return sc, nil
 }
@@ -170,8 +173,45 @@ func (sc *Sidecar) AdminAddr() string {
 	return sc.adminLn.Addr().String()
 }
 
+// PolicyReady is closed once the sidecar has a policy to enforce (at once
+// with a file policy).
+func (sc *Sidecar) PolicyReady() <-chan struct{} {
+	if sc.xds == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return sc.xds.Ready()
+}
+
+// hasPolicy reports whether the sidecar has a policy to enforce: always
+// with a file policy; from a control plane, once the first version (pushed
+// or persisted) is in force.
+func (sc *Sidecar) hasPolicy() bool {
+	if sc.xds == nil {
+		return true
+	}
+	select {
+	case <-sc.xds.Ready():
+		return true
+	default:
+		return false
+	}
+}
+
 // Run serves until ctx ends, then drains for up to the configured drain timeout.
 func (sc *Sidecar) Run(ctx context.Context) error {
+	xdsDone := make(chan struct{})
+	xctx, stopXDS := context.WithCancel(context.Background())
+	defer func() { stopXDS(); <-xdsDone }()
+	go func() {
+		defer close(xdsDone)
+		if sc.xds != nil {
+			if err := sc.xds.Run(xctx); err != nil && xctx.Err() == nil {
+				sc.log.Error("policy client stopped", "error", err)
+			}
+		}
+	}()
 	errc := make(chan error, 2)
 	go func() { errc <- sc.pg.Serve(sc.pgLn) }()
 	if sc.redis != nil {
