@@ -23,6 +23,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/extauthz/token"
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/controlplanesvc"
 	"github.com/tenantguard/tenantguard/internal/extauthzsvc"
 	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/internal/redisserver"
@@ -31,16 +32,18 @@ import (
 
 // Options configure the demo.
 type Options struct {
-	EnvFile     string // dotenv file to write
-	PostgresURL string // superuser URL of an existing PostgreSQL; "" starts one
-	RedisURL    string // URL of an existing redis-server; "" starts one
-	Listen      string // sidecar PostgreSQL listen address
-	RedisListen string // sidecar Redis listen address
-	AdminListen string // sidecar admin listen address
-	AuthzListen string // ext_authz gRPC listen address
-	APIListen   string // session HTTP API listen address
-	Logger      *slog.Logger
-	Out         io.Writer // where the how-to-connect text goes
+	EnvFile        string // dotenv file to write
+	PostgresURL    string // superuser URL of an existing PostgreSQL; "" starts one
+	RedisURL       string // URL of an existing redis-server; "" starts one
+	Listen         string // sidecar PostgreSQL listen address
+	RedisListen    string // sidecar Redis listen address
+	AdminListen    string // sidecar admin listen address
+	AuthzListen    string // ext_authz gRPC listen address
+	APIListen      string // session HTTP API listen address
+	XDSListen      string // control plane xDS listen address
+	AdminAPIListen string // control plane admin API listen address
+	Logger         *slog.Logger
+	Out            io.Writer // where the how-to-connect text goes
 }
 
 // Tenants are the demo's tenants.
@@ -109,10 +112,13 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(&yml, "postgres:\n  databases:\n    - name: %s\n      url: %q\n", appDatabase, upstream)
 	fmt.Fprintf(&yml, "  pool:\n    mode: transaction\n    size: 20\n")
 	fmt.Fprintf(&yml, "isolation:\n  binding_key: %q\n  tables:\n    - name: public.orders\n      tenant_column: tenant_id\n", bindingKey)
-	fmt.Fprintf(&yml, "tenants:\n")
+	// The tenants live in the control plane's policy, seeded on its first
+	// start; the sidecar and ext_authz take them from it over xDS.
+	var seedYAML strings.Builder
+	fmt.Fprintf(&seedYAML, "name: default\ntables:\n  - name: public.orders\n    tenant_column: tenant_id\ntenants:\n")
 	for _, t := range Tenants {
 		passwords[t] = secret()
-		fmt.Fprintf(&yml, "  - id: %s\n    passwords: [%q]\n", t, passwords[t])
+		fmt.Fprintf(&seedYAML, "  - id: %s\n    credentials: [%q]\n", t, passwords[t])
 	}
 	// Session tokens: a fresh key pair in a temp dir; the session store is
 	// database 1 of the same redis-server (tenants' keys live in 0).
@@ -125,17 +131,46 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	seedPath := filepath.Join(keyDir, "policy.yaml")
+	if err := os.WriteFile(seedPath, []byte(seedYAML.String()), 0o600); err != nil {
+		return err
+	}
+	cpURL, err := controlPlaneDatabase(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("control plane database: %w", err)
+	}
+	adminToken := secret() + secret()
+	if o.XDSListen == "" {
+		o.XDSListen = "127.0.0.1:0"
+	}
+	if o.AdminAPIListen == "" {
+		o.AdminAPIListen = "127.0.0.1:0"
+	}
+	ccfg, err := config.ParseControlPlane(filepath.Join(keyDir, "controlplane.yaml"), []byte(fmt.Sprintf(
+		"listen:\n  xds: %q\n  admin: %q\ndatabase: %q\nadmin_token: %q\nseed: %q\n", o.XDSListen, o.AdminAPIListen, cpURL, adminToken, seedPath)))
+	if err != nil {
+		return err
+	}
+	cp, err := controlplanesvc.Start(ctx, ccfg, log.With("service", "controlplane"))
+	if err != nil {
+		return err
+	}
+	cpDone := make(chan error, 1)
+	cpCtx, stopCP := context.WithCancel(context.Background())
+	go func() { cpDone <- cp.Run(cpCtx) }()
+	defer func() { stopCP(); <-cpDone }()
+
 	storeURL := "redis://" + redisAddr + "/1"
 	fmt.Fprintf(&yml, "sessions:\n  store: %q\n  verification_keys: [%q]\n", storeURL, verify)
+	fmt.Fprintf(&yml, "controlplane:\n  address: %q\n  node_id: demo-sidecar\n  cache_file: %q\n", cp.XDSAddr(), filepath.Join(keyDir, "sidecar-policy.json"))
 	cfg, err := config.Parse("demo", []byte(yml.String()))
 	if err != nil {
 		return err
 	}
-	adminToken := secret() + secret()
 	var ayml strings.Builder
 	fmt.Fprintf(&ayml, "listen:\n  grpc: %q\n  http: %q\nadmin_token: %q\n", o.AuthzListen, o.APIListen, adminToken)
 	fmt.Fprintf(&ayml, "sessions:\n  store: %q\n  signing_key: %q\n  ttl: 15m\n  max_age: 12h\n", storeURL, signing)
-	fmt.Fprintf(&ayml, "tenants: [%s]\n", strings.Join(Tenants, ", "))
+	fmt.Fprintf(&ayml, "controlplane:\n  address: %q\n  node_id: demo-extauthz\n  cache_file: %q\n", cp.XDSAddr(), filepath.Join(keyDir, "extauthz-policy.json"))
 	acfg, err := config.ParseExtAuthz(filepath.Join(keyDir, "extauthz.yaml"), []byte(ayml.String()))
 	if err != nil {
 		return err
@@ -155,12 +190,14 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	env := map[string]string{
-		"TG_PG_ADMIN_URL":    appAdminURL,
-		"TG_REDIS_ADMIN_URL": redisAdminURL,
-		"TG_METRICS_URL":     "http://" + sc.AdminAddr() + "/metrics",
-		"TG_EXTAUTHZ_ADDR":   az.GRPCAddr(),
-		"TG_SESSION_API":     "http://" + az.HTTPAddr(),
-		"TG_ADMIN_TOKEN":     adminToken,
+		"TG_PG_ADMIN_URL":      appAdminURL,
+		"TG_REDIS_ADMIN_URL":   redisAdminURL,
+		"TG_METRICS_URL":       "http://" + sc.AdminAddr() + "/metrics",
+		"TG_EXTAUTHZ_ADDR":     az.GRPCAddr(),
+		"TG_SESSION_API":       "http://" + az.HTTPAddr(),
+		"TG_ADMIN_TOKEN":       adminToken,
+		"TG_CONTROLPLANE_ADDR": cp.XDSAddr(),
+		"TG_ADMIN_API":         "http://" + cp.AdminAddr(),
 	}
 	for _, t := range Tenants {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword(t, passwords[t]), Host: sc.PostgresAddr(), Path: "/" + appDatabase, RawQuery: "sslmode=disable"}
@@ -176,6 +213,12 @@ func Run(ctx context.Context, o Options) error {
 	stop := func() error {
 		cancel()
 		return errors.Join(<-runErr, <-runErr)
+	}
+	select {
+	case <-sc.PolicyReady():
+	case <-ctx.Done():
+		_ = stop()
+		return ctx.Err()
 	}
 	if err := seedRedis(ctx, sc.RedisAddr(), passwords); err != nil {
 		_ = stop()
@@ -193,7 +236,11 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(o.Out, "\nTry:  psql \"$TG_PG_URL_ACME\" -c 'select * from orders'\n      redis-cli -u \"$TG_REDIS_URL_ACME\" get greeting\n")
 		fmt.Fprintf(o.Out, "A session token instead of the static password:\n"+
 			"      curl -s -H \"Authorization: Bearer $TG_ADMIN_TOKEN\" -d '{\"tenant_id\":\"acme\",\"user_id\":\"alice\"}' $TG_SESSION_API/v1/sessions\n"+
-			"      PGPASSWORD=<token> psql \"host=127.0.0.1 port=%s user=acme dbname=app\"\nStop with Ctrl-C.\n", portOf(sc.PostgresAddr()))
+			"      PGPASSWORD=<token> psql \"host=127.0.0.1 port=%s user=acme dbname=app\"\n"+
+			"The policy, from the control plane:\n"+
+			"      curl -s -H \"Authorization: Bearer $TG_ADMIN_TOKEN\" $TG_ADMIN_API/v1/policy\n"+
+			"      curl -s -X POST -H \"Authorization: Bearer $TG_ADMIN_TOKEN\" $TG_ADMIN_API/v1/tenants/acme/suspend\n"+
+			"Stop with Ctrl-C.\n", portOf(sc.PostgresAddr()))
 	}
 	// Either service ending (ctx done, or a failure) stops the other.
 	err = <-runErr
@@ -201,6 +248,26 @@ func Run(ctx context.Context, o Options) error {
 	err = errors.Join(err, <-runErr)
 	_ = os.Remove(o.EnvFile)
 	return err
+}
+
+// controlPlaneDatabase creates the control plane's database (idempotent)
+// and returns its URL.
+func controlPlaneDatabase(ctx context.Context, adminURL string) (string, error) {
+	c, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(ctx)
+	var exists bool
+	if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'tenantguard')").Scan(&exists); err != nil {
+		return "", err
+	}
+	if !exists {
+		if _, err := c.Exec(ctx, "CREATE DATABASE tenantguard"); err != nil {
+			return "", err
+		}
+	}
+	return withDatabase(adminURL, "tenantguard")
 }
 
 // writeKeys writes a token signing key and its verification key.

@@ -38,7 +38,7 @@ func TestDemo(t *testing.T) {
 		}
 		return nil
 	})
-	for _, k := range []string{"TG_PG_URL_ACME", "TG_PG_URL_GLOBEX", "TG_PG_ADMIN_URL", "TG_METRICS_URL", "TG_REDIS_URL_ACME", "TG_REDIS_URL_GLOBEX", "TG_REDIS_ADMIN_URL", "TG_EXTAUTHZ_ADDR", "TG_SESSION_API", "TG_ADMIN_TOKEN"} {
+	for _, k := range []string{"TG_PG_URL_ACME", "TG_PG_URL_GLOBEX", "TG_PG_ADMIN_URL", "TG_METRICS_URL", "TG_REDIS_URL_ACME", "TG_REDIS_URL_GLOBEX", "TG_REDIS_ADMIN_URL", "TG_EXTAUTHZ_ADDR", "TG_SESSION_API", "TG_ADMIN_TOKEN", "TG_CONTROLPLANE_ADDR", "TG_ADMIN_API"} {
 		if env[k] == "" {
 			t.Fatalf("env file lacks %s: %v", k, env)
 		}
