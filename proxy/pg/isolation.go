@@ -45,13 +45,10 @@ func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, string, *wire
 		s.srv.metrics.refusals.WithLabelValues(s.label, v.Rule).Inc()
 		return v, v.Rule, refusal(v.Rule, v.Reason)
 	}
-	a := s.t.Allow
 	rule, reason := "", ""
 	switch {
-	case v.Class&firewall.Read != 0 && !a.Read,
-		v.Class&firewall.Write != 0 && !a.Write,
-		v.Class&firewall.DDL != 0 && !a.DDL:
-		rule, reason = "permissions", fmt.Sprintf("tenant %q may not run %s statements", s.tenant, v.Class)
+	case !s.permits(v.Class):
+		rule, reason = "permissions", s.notPermitted(v.Class)
 	case s.mode == PoolTransaction && v.SQLPrepare:
 		rule, reason = "transaction-pooling", "SQL PREPARE is not supported in transaction pooling: its statement would outlive the transaction; use protocol-level prepared statements (your driver's Prepare)"
 	case s.mode == PoolTransaction && v.HoldCursor:
@@ -63,6 +60,45 @@ func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, string, *wire
 	}
 	s.srv.metrics.refusals.WithLabelValues(s.label, rule).Inc()
 	return v, rule, refusal(rule, reason)
+}
+
+// permits reports whether the tenant's current permissions allow a
+// statement of class c.
+func (s *session) permits(c firewall.Class) bool {
+	a := s.t.Allow
+	return !(c&firewall.Read != 0 && !a.Read || c&firewall.Write != 0 && !a.Write || c&firewall.DDL != 0 && !a.DDL)
+}
+
+func (s *session) notPermitted(c firewall.Class) string {
+	return fmt.Sprintf("tenant %q may not run %s statements", s.tenant, c)
+}
+
+// screenBind re-checks, at Bind, the permissions of the statement being
+// bound: a statement prepared under a policy that allowed it must not run
+// after a push that no longer does. The firewall's other rules do not
+// depend on the policy, so the class is all that needs checking.
+func (s *session) screenBind(raw []byte) (string, *wire.Error) {
+	_, rest, ok := cstring(raw[5:])
+	if !ok {
+		return "", nil // the server reports the malformed Bind
+	}
+	name, _, ok := cstring(rest)
+	if !ok {
+		return "", nil
+	}
+	class := s.unnamedClass
+	if len(name) > 0 {
+		st := s.stmts[string(name)]
+		if st == nil {
+			return "", nil // the server reports the unknown statement
+		}
+		class = st.class
+	}
+	if s.permits(class) {
+		return "", nil
+	}
+	s.srv.metrics.refusals.WithLabelValues(s.label, "permissions").Inc()
+	return "permissions", refusal("permissions", s.notPermitted(class))
 }
 
 func refusal(rule, reason string) *wire.Error {

@@ -429,3 +429,67 @@ func TestPolicySwapsUnderLoad(t *testing.T) {
 	_, err := acme.PgConn().ReceiveMessage(rctx)
 	assertSQLState(t, err, "28000")
 }
+
+// TestPolicyRecheckedAtBind: a statement prepared while the tenant could
+// write (pgx caches it and later sends only Bind/Execute) is refused at its
+// next Bind once the policy revokes writes, named or unnamed, and works
+// again once writes are restored.
+func TestPolicyRecheckedAtBind(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	readOnly := func(ts *policy.TenantSpec) { ts.Allow = &policy.Permissions{Read: true} }
+	const insert = "INSERT INTO orders (tenant_id, item) VALUES ($1, 'bind-recheck')"
+	p := startIsolated(t, nil)
+	c := p.connect(t, p.acmeURL())
+	other := p.connect(t, p.url("globex", globexSecret))
+	run := func() error {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		_, err = tx.Exec(ctx, insert, "acme") // cached: Parse once, then Bind only
+		return err
+	}
+	runUnnamed := func() error {
+		pc := c.PgConn()
+		if _, err := pc.Prepare(ctx, "", insert, nil); err != nil {
+			return err
+		}
+		defer pc.Exec(ctx, "ROLLBACK").Close()
+		if err := pc.Exec(ctx, "BEGIN").Close(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := pc.ExecPrepared(ctx, "", [][]byte{[]byte("acme")}, nil, nil).Close()
+		return err
+	}
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	p.setPolicy(t, isoSpecWith(readOnly))
+	for i := range 2 { // the statement stays refused, and the connection usable
+		pe := assertSQLState(t, run(), "42501")
+		if !strings.Contains(pe.Message, "rule permissions") {
+			t.Fatalf("run %d: %q", i, pe.Message)
+		}
+	}
+	mustWork(t, ctx, c)
+	mustWork(t, ctx, other)
+	p.setPolicy(t, isoSpecWith(func(*policy.TenantSpec) {}))
+	if err := run(); err != nil {
+		t.Fatalf("after writes are restored: %v", err)
+	}
+	// The unnamed statement: parsed while allowed, bound after the change.
+	pc := c.PgConn()
+	if _, err := pc.Prepare(ctx, "", insert, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.setPolicy(t, isoSpecWith(readOnly))
+	if err := pc.Exec(ctx, "BEGIN").Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pc.ExecPrepared(ctx, "", [][]byte{[]byte("acme")}, nil, nil).Close()
+	_ = pc.Exec(ctx, "ROLLBACK").Close()
+	assertSQLState(t, err, "42501")
+	assertSQLState(t, runUnnamed(), "42501")
+	mustWork(t, ctx, c)
+}

@@ -63,7 +63,8 @@ type session struct {
 	label string           // the tenant's metrics label
 
 	stmts         map[string]*clientStmt
-	unnamedParse  []byte // copy of the client's last unnamed Parse
+	unnamedParse  []byte         // copy of the client's last unnamed Parse
+	unnamedClass  firewall.Class // the firewall's class of unnamedParse
 	unnamedGen    uint64
 	skipUntilSync bool
 	out           []byte            // injected messages staged while holding sc.mu
@@ -146,6 +147,13 @@ func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
 			return s.refuseStatement(typ, refused)
 		}
 		s.verdict = v
+	} else if typ == 'B' && s.srv.fw != nil {
+		if rule, refused := s.screenBind(raw); refused != nil {
+			if s.lease != nil {
+				s.lease.Record(0, rule)
+			}
+			return s.refuseStatement(typ, refused)
+		}
 	}
 	sc := s.attached()
 	if sc != nil && sc.releasable() && s.ending() {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 )
 
 // Protocol-level prepared statements in transaction pooling.
@@ -24,8 +25,9 @@ const serverStmtPrefix = "_tg_"
 // clientStmt is one statement a client prepared.
 type clientStmt struct {
 	serverName string
-	parse      []byte // the Parse message under serverName, ready to inject
-	dirties    bool   // running it leaves session state behind
+	parse      []byte         // the Parse message under serverName, ready to inject
+	dirties    bool           // running it leaves session state behind
+	class      firewall.Class // the firewall's class, re-checked at every Bind
 }
 
 // rewrite registers one client message on sc and returns the bytes to send
@@ -98,7 +100,12 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 		// Marked now: it may run in this very batch.
 		sc.dirty = true
 	}
+	var class firewall.Class
+	if s.verdict != nil {
+		class = s.verdict.Class
+	}
 	if len(name) == 0 {
+		s.unnamedClass = class
 		s.unnamedParse = append(s.unnamedParse[:0], raw...)
 		s.unnamedGen++
 		sc.unnamedOwner, sc.unnamedGen = s, s.unnamedGen
@@ -112,7 +119,7 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 		return st.parse
 	}
 	sum := sha256.Sum256(rest)
-	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: dirties}
+	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: dirties, class: class}
 	st.parse = s.rebuildNew('P', nil, st.serverName, rest)
 	s.stmts[string(name)] = st
 	if ps := sc.prepared[st.serverName]; ps != nil {
