@@ -65,7 +65,18 @@ type Server struct {
 	m       *metrics
 	seed    maphash.Seed
 	lastLog atomic.Int64 // unix nanoseconds of the last outage log line
+	// strip is Options.StripAuthorization as in force now: a pushed policy
+	// changes it with SetStripAuthorization while checks run.
+	strip atomic.Bool
 }
+
+// SetStripAuthorization says whether allowed requests from now on have
+// their Authorization header removed (Options.StripAuthorization).
+func (s *Server) SetStripAuthorization(strip bool) { s.strip.Store(strip) }
+
+// StripsAuthorization reports whether allowed requests have their
+// Authorization header removed now.
+func (s *Server) StripsAuthorization() bool { return s.strip.Load() }
 
 // logEvery reports whether a repeated warning may be logged now: at most
 // once a second, so an outage under load does not flood the log.
@@ -83,7 +94,9 @@ func New(c TokenChecker, opts Options, reg prometheus.Registerer, log *slog.Logg
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{checker: c, opts: opts, log: log, m: newMetrics(reg), seed: maphash.MakeSeed()}
+	s := &Server{checker: c, opts: opts, log: log, m: newMetrics(reg), seed: maphash.MakeSeed()}
+	s.strip.Store(opts.StripAuthorization)
+	return s
 }
 
 // Denial codes: stable strings in the JSON body of a 401, for clients and
@@ -142,7 +155,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			setHeader(HeaderSession, claims.SessionID.String()),
 		},
 	}
-	if s.opts.StripAuthorization {
+	if s.strip.Load() {
 		ok3.HeadersToRemove = []string{"authorization"}
 	}
 	return &authv3.CheckResponse{

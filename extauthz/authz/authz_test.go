@@ -47,6 +47,7 @@ type fixture struct {
 	ver    *session.Verifier
 	tv     *token.Verifier
 	key    *token.SigningKey
+	srv    *authz.Server
 	client authv3.AuthorizationClient
 }
 
@@ -85,7 +86,8 @@ func newFixtureOn(t *testing.T, rdb *goredis.Client, cfg session.Config, opts au
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, authz.New(ver, opts, nil, nil))
+	f.srv = authz.New(ver, opts, nil, nil)
+	authv3.RegisterAuthorizationServer(gs, f.srv)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

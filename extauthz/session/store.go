@@ -42,9 +42,15 @@ type Session struct {
 type Store struct {
 	rdb  *redis.Client
 	key  atomic.Pointer[token.SigningKey]
+	life atomic.Pointer[lifetimes] // TTL and MaxAge; SetLifetimes swaps them
 	cfg  Config
 	keys keys
 }
+
+// lifetimes are the token lifetime and the session age cap that Create and
+// Refresh apply, read together so that a concurrent SetLifetimes never
+// pairs one call's TTL with another's MaxAge.
+type lifetimes struct{ ttl, maxAge time.Duration }
 
 // NewStore returns a Store signing with key (Create and Refresh fail
 // while it is nil).
@@ -52,7 +58,30 @@ func NewStore(rdb *redis.Client, key *token.SigningKey, cfg Config) *Store {
 	cfg = cfg.withDefaults()
 	s := &Store{rdb: rdb, cfg: cfg, keys: keys{cfg.KeyPrefix}}
 	s.key.Store(key)
+	s.life.Store(&lifetimes{ttl: cfg.TTL, maxAge: cfg.MaxAge})
 	return s
+}
+
+// SetLifetimes makes ttl the lifetime of every token issued from now on
+// (by Create and Refresh) and maxAge the age cap of sessions created from
+// now on. A session keeps the cap it was created with: Refresh never moves
+// a stored MaxExpiresAt. It fails, changing nothing, unless
+// maxAge >= ttl >= 1s.
+func (s *Store) SetLifetimes(ttl, maxAge time.Duration) error {
+	if ttl < time.Second {
+		return fmt.Errorf("session ttl %s: must be at least 1s", ttl)
+	}
+	if maxAge < ttl {
+		return fmt.Errorf("session max_age %s: must not be shorter than the ttl %s", maxAge, ttl)
+	}
+	s.life.Store(&lifetimes{ttl: ttl, maxAge: maxAge})
+	return nil
+}
+
+// Lifetimes returns the token lifetime and the session age cap in force.
+func (s *Store) Lifetimes() (ttl, maxAge time.Duration) {
+	l := s.life.Load()
+	return l.ttl, l.maxAge
 }
 
 // SetSigningKey makes k sign every token issued from now on (key rotation:
@@ -120,7 +149,8 @@ func (s *Store) Create(ctx context.Context, tenant, user string) (Session, strin
 		return Session{}, "", fmt.Errorf("%w: tenant id %q does not match ^[a-z0-9][a-z0-9_-]{0,62}$", token.ErrInvalidClaims, tenant)
 	}
 	now := s.cfg.Now()
-	c, err := token.NewClaims(tenant, user, now, min(s.cfg.TTL, s.cfg.MaxAge))
+	life := s.life.Load()
+	c, err := token.NewClaims(tenant, user, now, min(life.ttl, life.maxAge))
 	if err != nil {
 		return Session{}, "", err
 	}
@@ -135,7 +165,7 @@ func (s *Store) Create(ctx context.Context, tenant, user string) (Session, strin
 	ss := Session{
 		ID: c.SessionID.String(), Tenant: tenant, User: user,
 		CreatedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt,
-		MaxExpiresAt: c.IssuedAt.Add(s.cfg.MaxAge).Truncate(time.Second),
+		MaxExpiresAt: c.IssuedAt.Add(life.maxAge).Truncate(time.Second),
 		KeyID:        k.ID(),
 	}
 	ok, err := createScript.Run(ctx, s.rdb,
@@ -216,7 +246,7 @@ func (s *Store) Refresh(ctx context.Context, id string) (Session, string, error)
 	if !ss.ExpiresAt.Before(ss.MaxExpiresAt) {
 		return Session{}, "", fmt.Errorf("session %s: %w at %s", id, ErrMaxAge, ss.MaxExpiresAt.UTC().Format(time.RFC3339))
 	}
-	exp := iat.Add(s.cfg.TTL)
+	exp := iat.Add(s.life.Load().ttl)
 	if ss.MaxExpiresAt.Before(exp) {
 		exp = ss.MaxExpiresAt
 	}

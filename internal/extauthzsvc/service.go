@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tenantguard/tenantguard/extauthz/api"
 	"github.com/tenantguard/tenantguard/extauthz/authz"
@@ -47,15 +48,73 @@ type Service struct {
 	tenants atomic.Pointer[map[string]bool]
 	xds     *xdsclient.Client // nil unless the policy comes from a control plane
 
+	// store and authz follow a pushed policy's sessions section; local is
+	// what they follow when a policy has none (the configuration's values).
+	store *session.Store
+	authz *authz.Server
+	local sessionSettings
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
 func (s *Service) tenantAllowed(id string) bool { return (*s.tenants.Load())[id] }
 
-// applyPolicy takes the tenants from a pushed policy: a suspended tenant's
-// tokens are refused from now on and no session is issued for it.
+// sessionSettings are the session settings ext_authz applies live.
+type sessionSettings struct {
+	ttl, maxAge time.Duration
+	strip       bool
+}
+
+// sessionsFrom returns the settings of a pushed policy's sessions section,
+// each unset or zero field (and a missing section) taking its local value.
+// grace is not among them: it is the verifier's, fixed at start.
+func (s *Service) sessionsFrom(p *policypb.Policy) (sessionSettings, error) {
+	out := s.local
+	ss := p.GetSessions()
+	if ss == nil {
+		return out, nil
+	}
+	out.strip = ss.StripsAuthorization()
+	var err error
+	if out.ttl, err = pushedDuration(ss.GetTtl(), "sessions.ttl", out.ttl); err != nil {
+		return out, err
+	}
+	if out.maxAge, err = pushedDuration(ss.GetMaxAge(), "sessions.max_age", out.maxAge); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// pushedDuration is d, or local when d is unset or zero.
+func pushedDuration(d *durationpb.Duration, field string, local time.Duration) (time.Duration, error) {
+	if d == nil {
+		return local, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, fmt.Errorf("%s: %w", field, err)
+	}
+	if v := d.AsDuration(); v != 0 {
+		return v, nil
+	}
+	return local, nil
+}
+
+// applyPolicy takes from a pushed policy the tenants (a suspended tenant's
+// tokens are refused from now on and no session is issued for it) and the
+// sessions section: strip_authorization for the next check, ttl and
+// max_age for the next token issued (a session keeps the max_age it was
+// created with). Grace stays the configuration's: the verifier holds it
+// from start. Invalid lifetimes NACK the version, changing nothing.
 func (s *Service) applyPolicy(version string, p *policypb.Policy) error {
+	set, err := s.sessionsFrom(p)
+	if err != nil {
+		return err
+	}
+	// First, as the one step that can fail: nothing has changed if it does.
+	if err := s.store.SetLifetimes(set.ttl, set.maxAge); err != nil {
+		return fmt.Errorf("policy version %s: %w", version, err)
+	}
 	m := map[string]bool{}
 	for _, t := range p.GetTenants() {
 		if !t.GetSuspended() {
@@ -63,7 +122,9 @@ func (s *Service) applyPolicy(version string, p *policypb.Policy) error {
 		}
 	}
 	s.tenants.Store(&m)
-	s.log.Info("policy updated", "version", version, "tenants", len(m))
+	s.authz.SetStripAuthorization(set.strip)
+	s.log.Info("policy updated", "version", version, "tenants", len(m),
+		"session_ttl", set.ttl, "session_max_age", set.maxAge, "strip_authorization", set.strip)
 	return nil
 }
 
@@ -89,7 +150,9 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 	}
 	rdb := ver.RDB
 	store := session.NewStore(rdb, cfg.Sessions.SigningKey, sessions.Config(cfg.Sessions))
-	s := &Service{cfg: cfg, log: log, ver: ver, stop: make(chan struct{})}
+	s := &Service{cfg: cfg, log: log, ver: ver, store: store, stop: make(chan struct{})}
+	s.local.ttl, s.local.maxAge = store.Lifetimes()
+	s.local.strip = cfg.Sessions.StripAuthorization
 	initial := cfg.Tenants
 	s.tenants.Store(&initial)
 	tenantExists := s.tenantAllowed
@@ -114,10 +177,11 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 		return fail(fmt.Errorf("listen http: %w", err))
 	}
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(1 << 20))
-	authv3.RegisterAuthorizationServer(s.grpc, authz.New(ver, authz.Options{
+	s.authz = authz.New(ver, authz.Options{
 		StripAuthorization: cfg.Sessions.StripAuthorization,
 		TenantAllowed:      tenantExists,
-	}, reg, log.With("component", "ext_authz")))
+	}, reg, log.With("component", "ext_authz"))
+	authv3.RegisterAuthorizationServer(s.grpc, s.authz)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 

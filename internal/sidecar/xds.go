@@ -10,6 +10,7 @@ import (
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 	"github.com/tenantguard/tenantguard/policy/xdsclient"
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 )
 
 // newPolicyClient returns the xDS client that keeps the sidecar's policy
@@ -34,7 +35,17 @@ func (sc *Sidecar) newPolicyClient(reg prometheus.Registerer) *xdsclient.Client 
 // applyPolicy compiles a pushed policy, checks it against the upstream
 // databases, and swaps it in. An error NACKs the version and leaves the
 // policy in force unchanged.
+//
+// Of the redis section, allow_scripting and emulate apply to every Redis
+// connection's next command; namespace cannot change at runtime (keys
+// would move), so a policy asking for another layout than the running one
+// is NACKed. A missing redis section means the configuration's rules.
+// sessions.end_mode is not applied live: the listeners keep the configured
+// mode, and a differing pushed one is logged.
 func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
+	if err := sc.checkRedisNamespace(p.GetRedis()); err != nil {
+		return fmt.Errorf("policy version %s: %w", version, err)
+	}
 	spec, err := policypb.ToSpec(p)
 	if err != nil {
 		return err
@@ -57,5 +68,69 @@ func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 		return fmt.Errorf("policy version %s does not hold on this sidecar's upstream: %w", version, err)
 	}
 	sc.SetPolicy(snap)
+	sc.applyRedisRules(p.GetRedis())
+	sc.warnEndMode(version, p.GetSessions())
 	return nil
+}
+
+// checkRedisNamespace refuses rules whose namespace mode is not the one
+// the Redis listener runs with: every tenant's keys would be looked up
+// under another prefix. Without a Redis listener there is nothing to check.
+func (sc *Sidecar) checkRedisNamespace(r *policypb.RedisRules) error {
+	if sc.redis == nil || r == nil {
+		return nil
+	}
+	want, ok := namespaceMode(r.GetNamespace())
+	if !ok {
+		return fmt.Errorf("redis.namespace: %v is not a namespace mode", r.GetNamespace())
+	}
+	if running := sc.cfg.Redis.Namespace; want != running {
+		return fmt.Errorf("redis.namespace %q differs from the running %q: changing the key layout moves every tenant's keys, so it needs a restart with the new mode in the configuration (and the keys migrated)",
+			r.GetNamespace().ConfigName(), configName(running))
+	}
+	return nil
+}
+
+// applyRedisRules makes the pushed command rules, or the configuration's
+// when r is nil, those of every Redis connection's next command.
+func (sc *Sidecar) applyRedisRules(r *policypb.RedisRules) {
+	if sc.redis == nil {
+		return
+	}
+	if r == nil {
+		sc.redis.SetCommandRules(sc.cfg.Redis.AllowScripting, sc.cfg.Redis.Emulate)
+		return
+	}
+	sc.redis.SetCommandRules(r.GetAllowScripting(), r.EmulateSet())
+}
+
+// warnEndMode logs a pushed sessions.end_mode the listeners do not follow:
+// the mode is fixed at start from the configuration.
+func (sc *Sidecar) warnEndMode(version string, s *policypb.SessionSettings) {
+	if s == nil || sc.cfg.Sessions == nil {
+		return
+	}
+	if pushed, running := s.GetEndMode().EndMode(), sc.cfg.Sessions.EndMode; pushed != running {
+		sc.log.Warn("sessions.end_mode is not applied at runtime; the configured mode stays until a restart",
+			"version", version, "pushed", string(pushed), "running", string(running))
+	}
+}
+
+// namespaceMode is m as the Redis listener names it.
+func namespaceMode(m policypb.NamespaceMode) (namespace.Mode, bool) {
+	switch m.ConfigName() {
+	case "spread":
+		return namespace.Spread, true
+	case "one-slot":
+		return namespace.OneSlot, true
+	}
+	return 0, false
+}
+
+// configName is m as the configuration's redis.namespace names it.
+func configName(m namespace.Mode) string {
+	if m == namespace.OneSlot {
+		return "one-slot"
+	}
+	return "spread"
 }

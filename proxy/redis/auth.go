@@ -133,7 +133,8 @@ func (s *session) bind(id string) string {
 		return msg
 	}
 	s.tenant, s.snap, s.ns = t, snap, ns
-	s.rw = rules.NewRewriter(ns, &s.srv.rulesPolicy)
+	s.rwPol = s.srv.rulesPolicy.Load()
+	s.rw = rules.NewRewriter(ns, s.rwPol)
 	s.rate = s.srv.limiter(t.ID)
 	s.label = s.srv.tenantLabel(t.ID)
 	s.cmds = s.srv.metrics.commands.WithLabelValues(s.label)

@@ -26,6 +26,12 @@ type refusal struct {
 // prepare runs a command through the tenant's rules and returns the bytes
 // to send upstream and the plan, or the refusal.
 func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
+	// One atomic load per command: rebuild the rewriter only when
+	// SetCommandRules swapped the rules since the last command.
+	if pol := s.srv.rulesPolicy.Load(); pol != s.rwPol {
+		s.rwPol = pol
+		s.rw = rules.NewRewriter(s.ns, pol)
+	}
 	out, rp, err := s.rw.Rewrite(args)
 	if err != nil {
 		var re *rules.Error

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -21,12 +22,14 @@ import (
 
 // Server is the Redis listener.
 type Server struct {
-	cfg         Config
-	policy      *policy.Store
-	log         *slog.Logger
-	metrics     *metrics
-	breaker     *gobreaker.CircuitBreaker[*upConn]
-	rulesPolicy rules.Policy
+	cfg     Config
+	policy  *policy.Store
+	log     *slog.Logger
+	metrics *metrics
+	breaker *gobreaker.CircuitBreaker[*upConn]
+	// rulesPolicy is the command policy every session's next command
+	// follows; SetCommandRules swaps it. Never modified once stored.
+	rulesPolicy atomic.Pointer[rules.Policy]
 
 	ids atomic.Int64
 
@@ -58,14 +61,14 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	}
 	srv := &Server{
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
-		verified:    map[string][32]byte{},
-		buckets:     map[string]*bucket{},
-		sessions:    map[*session]struct{}{},
-		perTenant:   map[string]int{},
-		labels:      map[string]struct{}{},
-		sharedUp:    make([]*upConn, cfg.SharedConns),
-		rulesPolicy: rules.Policy{AllowScripting: cfg.AllowScripting, Emulate: cfg.Emulate},
+		verified:  map[string][32]byte{},
+		buckets:   map[string]*bucket{},
+		sessions:  map[*session]struct{}{},
+		perTenant: map[string]int{},
+		labels:    map[string]struct{}{},
+		sharedUp:  make([]*upConn, cfg.SharedConns),
 	}
+	srv.SetCommandRules(cfg.AllowScripting, cfg.Emulate)
 	srv.acc.Log = log
 	srv.breaker = gobreaker.NewCircuitBreaker[*upConn](gobreaker.Settings{
 		Name:    cfg.Upstream,
@@ -79,6 +82,13 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		},
 	})
 	return srv, nil
+}
+
+// SetCommandRules makes allowScripting and emulate (as Config's
+// AllowScripting and Emulate) the command rules of every session from its
+// next command on, open connections included. emulate is copied.
+func (srv *Server) SetCommandRules(allowScripting bool, emulate map[string]bool) {
+	srv.rulesPolicy.Store(&rules.Policy{AllowScripting: allowScripting, Emulate: maps.Clone(emulate)})
 }
 
 // Serve accepts clients on ln until Shutdown.

@@ -47,6 +47,7 @@ type session struct {
 	resp3    bool
 
 	rw        *rules.Rewriter
+	rwPol     *rules.Policy // the srv.rulesPolicy rw was built with
 	cmdBuf    []byte
 	up        *upConn // shared, or dedicated once stateful
 	dedicated bool
