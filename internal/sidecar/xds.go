@@ -69,7 +69,7 @@ func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 	}
 	sc.SetPolicy(snap)
 	sc.applyRedisRules(p.GetRedis())
-	sc.warnEndMode(version, p.GetSessions())
+	sc.applyEndMode(version, p.GetSessions())
 	return nil
 }
 
@@ -104,15 +104,23 @@ func (sc *Sidecar) applyRedisRules(r *policypb.RedisRules) {
 	sc.redis.SetCommandRules(r.GetAllowScripting(), r.EmulateSet())
 }
 
-// warnEndMode logs a pushed sessions.end_mode the listeners do not follow:
-// the mode is fixed at start from the configuration.
-func (sc *Sidecar) warnEndMode(version string, s *policypb.SessionSettings) {
-	if s == nil || sc.cfg.Sessions == nil {
-		return
+// applyEndMode applies a pushed sessions.end_mode to both listeners, from
+// the next session end on; without one (no section, or the mode unset) the
+// configured mode applies.
+func (sc *Sidecar) applyEndMode(version string, s *policypb.SessionSettings) {
+	mode := sc.cfg.Postgres.SessionEnd
+	if s != nil && s.GetEndMode() != policypb.SessionEndMode_SESSION_END_MODE_UNSPECIFIED {
+		mode = s.GetEndMode().EndMode()
 	}
-	if pushed, running := s.GetEndMode().EndMode(), sc.cfg.Sessions.EndMode; pushed != running {
-		sc.log.Warn("sessions.end_mode is not applied at runtime; the configured mode stays until a restart",
-			"version", version, "pushed", string(pushed), "running", string(running))
+	if mode == "" {
+		mode = policy.SessionEndBoundary
+	}
+	err := sc.pg.SetSessionEnd(mode)
+	if sc.redis != nil && err == nil {
+		err = sc.redis.SetSessionEnd(mode)
+	}
+	if err != nil {
+		sc.log.Error("sessions.end_mode", "version", version, "error", err)
 	}
 }
 

@@ -151,3 +151,31 @@ func TestApplyPolicyRedisRules(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyPolicyEndMode: a pushed sessions.end_mode reaches both
+// listeners; an unset one (or no section) restores the configured mode.
+func TestApplyPolicyEndMode(t *testing.T) {
+	sc := startSidecar(t, "spread")
+	for _, tc := range []struct {
+		name     string
+		sessions *policypb.SessionSettings
+		want     policy.SessionEndMode
+	}{
+		{"configured", nil, policy.SessionEndBoundary},
+		{"immediate pushed", &policypb.SessionSettings{EndMode: policypb.SessionEndMode_SESSION_END_MODE_IMMEDIATE}, policy.SessionEndImmediate},
+		{"unset keeps the configuration's", &policypb.SessionSettings{}, policy.SessionEndBoundary},
+		{"immediate again", &policypb.SessionSettings{EndMode: policypb.SessionEndMode_SESSION_END_MODE_IMMEDIATE}, policy.SessionEndImmediate},
+		{"section removed", nil, policy.SessionEndBoundary},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pushed(nil)
+			p.Sessions = tc.sessions
+			if err := sc.applyPolicy(tc.name, p); err != nil {
+				t.Fatal(err)
+			}
+			if got, got2 := sc.pg.SessionEnd(), sc.redis.SessionEnd(); got != tc.want || got2 != tc.want {
+				t.Fatalf("end mode pg %q redis %q, want %q", got, got2, tc.want)
+			}
+		})
+	}
+}

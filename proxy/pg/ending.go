@@ -153,6 +153,6 @@ func (s *session) sessionEnded(err error) {
 	}
 	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	s.srv.log.Info("session token ended; ending client connection",
-		"tenant", s.tenant, "session", s.lease.ID(), "pid", s.key.pid, "reason", err, "mode", string(s.srv.cfg.SessionEnd))
-	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, msg), s.srv.cfg.SessionEnd)
+		"tenant", s.tenant, "session", s.lease.ID(), "pid", s.key.pid, "reason", err, "mode", string(s.srv.SessionEnd()))
+	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, msg), s.srv.SessionEnd())
 }

@@ -32,6 +32,7 @@ import (
 // with Shutdown.
 type Server struct {
 	cfg     Config
+	endMode atomic.Pointer[policy.SessionEndMode] // nil: cfg.SessionEnd
 	policy  *policy.Store
 	log     *slog.Logger
 	metrics *metrics

@@ -104,8 +104,8 @@ func (s *session) sessionEnded(id string, err error) {
 	}
 	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	s.srv.log.Info("session token ended; ending client connection",
-		"tenant", s.tenantID, "session", id, "client", s.id, "reason", err, "mode", string(s.srv.cfg.SessionEnd))
-	s.end(s.srv.cfg.SessionEnd)
+		"tenant", s.tenantID, "session", id, "client", s.id, "reason", err, "mode", string(s.srv.SessionEnd()))
+	s.end(s.srv.SessionEnd())
 }
 
 // end ends the session: now, or in boundary mode once nothing is owed and
@@ -132,7 +132,7 @@ func (s *session) atBoundary() bool {
 // closed, after every reply owed was delivered in boundary mode. Inside an
 // open MULTI the commands of that transaction still run.
 func (s *session) stopForEnd() bool {
-	if s.srv.cfg.SessionEnd == policy.SessionEndImmediate {
+	if s.srv.SessionEnd() == policy.SessionEndImmediate {
 		_ = s.conn.Close()
 		return true
 	}

@@ -23,6 +23,7 @@ import (
 // Server is the Redis listener.
 type Server struct {
 	cfg     Config
+	endMode atomic.Pointer[policy.SessionEndMode] // nil: cfg.SessionEnd
 	policy  *policy.Store
 	log     *slog.Logger
 	metrics *metrics
