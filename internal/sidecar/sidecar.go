@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,9 @@ type Sidecar struct {
 	admin   *http.Server
 	tokens  *sessions.Verifier // nil unless session tokens are accepted
 	xds     *xdsclient.Client  // nil unless the policy comes from a control plane
+	// checkedTables are the protected tables last audited upstream (at
+	// start, then by applyPolicy, which alone uses it after start).
+	checkedTables []policy.TableSpec
 }
 
 // Start listens on every configured address and starts serving. Listening
@@ -70,6 +74,7 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	warnings, err := pgsrv.CheckIsolation(cctx)
 	cancel()
+	sc.checkedTables = slices.Clone(store.Load().Tables())
 	for _, w := range warnings {
 		log.Warn("isolation check", "warning", w)
 	}

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,8 +41,7 @@ func (sc *Sidecar) newPolicyClient(reg prometheus.Registerer) *xdsclient.Client 
 // connection's next command; namespace cannot change at runtime (keys
 // would move), so a policy asking for another layout than the running one
 // is NACKed. A missing redis section means the configuration's rules.
-// sessions.end_mode is not applied live: the listeners keep the configured
-// mode, and a differing pushed one is logged.
+// sessions.end_mode applies to both listeners from the next session end.
 func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 	if err := sc.checkRedisNamespace(p.GetRedis()); err != nil {
 		return fmt.Errorf("policy version %s: %w", version, err)
@@ -57,15 +57,21 @@ func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 	}
 	// With isolation on, a policy naming a table that the upstream does not
 	// row-isolate (pg bootstrap not run for it) is refused here, by the one
-	// who can see the database: the control plane cannot.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	warnings, err := sc.pg.CheckPolicy(ctx, snap)
-	for _, w := range warnings {
-		sc.log.Warn("isolation check", "version", version, "warning", w)
-	}
-	if err != nil {
-		return fmt.Errorf("policy version %s does not hold on this sidecar's upstream: %w", version, err)
+	// who can see the database: the control plane cannot. The check costs
+	// an upstream login and a few catalog queries, so it runs only when the
+	// tables differ from those last checked; a push that changes tenants,
+	// permissions or limits applies at once.
+	if !slices.Equal(snap.Tables(), sc.checkedTables) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		warnings, err := sc.pg.CheckPolicy(ctx, snap)
+		for _, w := range warnings {
+			sc.log.Warn("isolation check", "version", version, "warning", w)
+		}
+		if err != nil {
+			return fmt.Errorf("policy version %s does not hold on this sidecar's upstream: %w", version, err)
+		}
+		sc.checkedTables = slices.Clone(snap.Tables())
 	}
 	sc.SetPolicy(snap)
 	sc.applyRedisRules(p.GetRedis())
