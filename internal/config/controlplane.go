@@ -24,6 +24,10 @@ type ControlPlaneFile struct {
 	Database       string `yaml:"database"`
 	AdminToken     string `yaml:"admin_token"`
 	AdminTokenFile string `yaml:"admin_token_file"`
+	// XDSToken (or XDSTokenFile), if set, is the bearer token every xDS
+	// client must present: the policy carries every tenant's verifiers.
+	XDSToken     string `yaml:"xds_token"`
+	XDSTokenFile string `yaml:"xds_token_file"`
 	// Seed is a policy file or directory (YAML or JSON), loaded only when
 	// the store is empty (first start).
 	Seed string `yaml:"seed"`
@@ -42,6 +46,7 @@ type ControlPlane struct {
 	XDSListen, AdminListen string
 	Database               string
 	AdminToken             string
+	XDSToken               string // "" = xDS clients are not authenticated
 	Seed                   string // "" = none
 	// Envoy addresses, host:port each; nil when Envoy resources are off.
 	Envoy        *EnvoyAddrs
@@ -103,6 +108,11 @@ func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 	if len(out.AdminToken) < 16 {
 		return fail("admin_token", "required, at least 16 characters")
 	}
+	tok, ferr := readToken(base, "xds_token", f.XDSToken, f.XDSTokenFile)
+	if ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
+	}
+	out.XDSToken = tok
 	if f.Seed != "" {
 		out.Seed = resolve(base, f.Seed)
 		if _, err := os.Stat(out.Seed); err != nil {
@@ -133,12 +143,16 @@ type ControlPlaneClientFile struct {
 	CacheFile string `yaml:"cache_file"`
 	// Delta uses incremental xDS instead of state of the world.
 	Delta bool `yaml:"delta"`
+	// Token (or TokenFile) is the control plane's xds_token.
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
 }
 
 // ControlPlaneClient is the compiled `controlplane:` section.
 type ControlPlaneClient struct {
 	Address, NodeID, CacheFile string
 	Delta                      bool
+	Token                      string // "" = none
 }
 
 func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*ControlPlaneClient, *fieldErr) {
@@ -153,5 +167,29 @@ func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*Con
 	if f.CacheFile != "" {
 		out.CacheFile = resolve(base, f.CacheFile)
 	}
+	tok, ferr := readToken(base, "controlplane.token", f.Token, f.TokenFile)
+	if ferr != nil {
+		return nil, ferr
+	}
+	out.Token = tok
 	return out, nil
+}
+
+// readToken reads an optional bearer token given inline or in a file.
+func readToken(base, field, inline, file string) (string, *fieldErr) {
+	tok := inline
+	switch {
+	case inline != "" && file != "":
+		return "", &fieldErr{field, "give the token inline or in a file, not both"}
+	case file != "":
+		b, err := os.ReadFile(resolve(base, file))
+		if err != nil {
+			return "", &fieldErr{field + "_file", err.Error()}
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok != "" && len(tok) < 16 {
+		return "", &fieldErr{field, "at least 16 characters"}
+	}
+	return tok, nil
 }

@@ -120,7 +120,13 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return fail(fmt.Errorf("listen admin: %w", err))
 	}
-	s.grpc = grpc.NewServer(xds.ServerOptions()...)
+	gopts := xds.ServerOptions()
+	if cfg.XDSToken != "" {
+		gopts = append(gopts, grpc.StreamInterceptor(xds.RequireToken(cfg.XDSToken)))
+	} else {
+		log.Warn("xds_token is not set: any client that reaches the xDS port can read the policy, tenants' SCRAM verifiers included")
+	}
+	s.grpc = grpc.NewServer(gopts...)
 	s.xds.Register(s.grpc)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)

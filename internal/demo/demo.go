@@ -139,7 +139,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("control plane database: %w", err)
 	}
-	adminToken := secret() + secret()
+	adminToken, xdsToken := secret()+secret(), secret()+secret()
 	if o.XDSListen == "" {
 		o.XDSListen = "127.0.0.1:0"
 	}
@@ -147,7 +147,7 @@ func Run(ctx context.Context, o Options) error {
 		o.AdminAPIListen = "127.0.0.1:0"
 	}
 	ccfg, err := config.ParseControlPlane(filepath.Join(keyDir, "controlplane.yaml"), []byte(fmt.Sprintf(
-		"listen:\n  xds: %q\n  admin: %q\ndatabase: %q\nadmin_token: %q\nseed: %q\n", o.XDSListen, o.AdminAPIListen, cpURL, adminToken, seedPath)))
+		"listen:\n  xds: %q\n  admin: %q\ndatabase: %q\nadmin_token: %q\nxds_token: %q\nseed: %q\n", o.XDSListen, o.AdminAPIListen, cpURL, adminToken, xdsToken, seedPath)))
 	if err != nil {
 		return err
 	}
@@ -162,7 +162,7 @@ func Run(ctx context.Context, o Options) error {
 
 	storeURL := "redis://" + redisAddr + "/1"
 	fmt.Fprintf(&yml, "sessions:\n  store: %q\n  verification_keys: [%q]\n", storeURL, verify)
-	fmt.Fprintf(&yml, "controlplane:\n  address: %q\n  node_id: demo-sidecar\n  cache_file: %q\n", cp.XDSAddr(), filepath.Join(keyDir, "sidecar-policy.json"))
+	fmt.Fprintf(&yml, "controlplane:\n  address: %q\n  node_id: demo-sidecar\n  cache_file: %q\n  token: %q\n", cp.XDSAddr(), filepath.Join(keyDir, "sidecar-policy.json"), xdsToken)
 	cfg, err := config.Parse("demo", []byte(yml.String()))
 	if err != nil {
 		return err
@@ -170,7 +170,7 @@ func Run(ctx context.Context, o Options) error {
 	var ayml strings.Builder
 	fmt.Fprintf(&ayml, "listen:\n  grpc: %q\n  http: %q\nadmin_token: %q\n", o.AuthzListen, o.APIListen, adminToken)
 	fmt.Fprintf(&ayml, "sessions:\n  store: %q\n  signing_key: %q\n  ttl: 15m\n  max_age: 12h\n", storeURL, signing)
-	fmt.Fprintf(&ayml, "controlplane:\n  address: %q\n  node_id: demo-extauthz\n  cache_file: %q\n", cp.XDSAddr(), filepath.Join(keyDir, "extauthz-policy.json"))
+	fmt.Fprintf(&ayml, "controlplane:\n  address: %q\n  node_id: demo-extauthz\n  cache_file: %q\n  token: %q\n", cp.XDSAddr(), filepath.Join(keyDir, "extauthz-policy.json"), xdsToken)
 	acfg, err := config.ParseExtAuthz(filepath.Join(keyDir, "extauthz.yaml"), []byte(ayml.String()))
 	if err != nil {
 		return err

@@ -203,7 +203,7 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 	if cp := cfg.ControlPlane; cp != nil {
 		s.xds = xdsclient.New(xdsclient.Options{
 			ServerAddr: cp.Address, NodeID: cp.NodeID, Cluster: "tenantguard-extauthz", Delta: cp.Delta,
-			CacheFile: cp.CacheFile, Apply: s.applyPolicy, Logger: log.With("component", "xds"), Registerer: reg,
+			CacheFile: cp.CacheFile, Token: cp.Token, Apply: s.applyPolicy, Logger: log.With("component", "xds"), Registerer: reg,
 		})
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}

@@ -27,6 +27,7 @@ func (sc *Sidecar) newPolicyClient(reg prometheus.Registerer) *xdsclient.Client 
 		Cluster:    "tenantguard-sidecar",
 		Delta:      cp.Delta,
 		CacheFile:  cp.CacheFile,
+		Token:      cp.Token,
 		Apply:      sc.applyPolicy,
 		Logger:     sc.log.With("component", "xds"),
 		Registerer: reg,

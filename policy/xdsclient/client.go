@@ -68,6 +68,9 @@ type Options struct {
 	// ResourceName is the policy resource to subscribe to; "" means
 	// policypb.DefaultName.
 	ResourceName string
+	// Token, if set, is sent as "authorization: Bearer <token>" on the
+	// stream (the control plane's xds_token).
+	Token string
 	// DialOptions are added after the defaults (plaintext, keepalive pings
 	// every 30 s, reconnection backoff from Backoff, messages up to 64 MiB);
 	// for TLS add grpc.WithTransportCredentials.

@@ -40,8 +40,23 @@ func (c *Client) dialOptions() []grpc.DialOption {
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
 	}
+	if c.opts.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(c.opts.Token)))
+	}
 	return append(opts, c.opts.DialOptions...)
 }
+
+// bearer sends the control plane's token with every stream.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false: the default transport is plaintext
+// (loopback, or a network the operator trusts); with TLS dial options the
+// token travels encrypted.
+func (bearer) RequireTransportSecurity() bool { return false }
 
 func (c *Client) node() *core.Node {
 	return &core.Node{Id: c.opts.NodeID, Cluster: c.opts.Cluster, UserAgentName: "tenantguard"}

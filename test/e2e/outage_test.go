@@ -13,10 +13,43 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/tenantguard/tenantguard/test/harness"
 )
+
+const xdsToken = "e2e-xds-token-0123456789"
+
+// adsStatus opens an ADS stream with tok as bearer ("" = none), asks for
+// the policy and returns the status of the first answer.
+func adsStatus(t *testing.T, addr, tok string) codes.Code {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if tok != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err == nil {
+		err = st.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "probe"}, TypeUrl: "type.googleapis.com/tenantguard.policy.v1.Policy"})
+	}
+	if err == nil {
+		_, err = st.Recv()
+	}
+	return status.Code(err)
+}
 
 // TestControlPlaneOutage runs the control plane and a sidecar as separate
 // processes. With the control plane killed the sidecar keeps enforcing;
@@ -42,8 +75,8 @@ func TestControlPlaneOutage(t *testing.T) {
 	}
 	xdsAddr, cpAdmin := freeAddr(t), freeAddr(t)
 	cpCfg := filepath.Join(dir, "controlplane.yaml")
-	if err := os.WriteFile(cpCfg, []byte(fmt.Sprintf("listen:\n  xds: %q\n  admin: %q\ndatabase: %q\nadmin_token: %s\nseed: policy.yaml\n",
-		xdsAddr, cpAdmin, pg.AdminURL("outage_cp"), e2eAdminToken)), 0o600); err != nil {
+	if err := os.WriteFile(cpCfg, []byte(fmt.Sprintf("listen:\n  xds: %q\n  admin: %q\ndatabase: %q\nadmin_token: %s\nxds_token: %s\nseed: policy.yaml\n",
+		xdsAddr, cpAdmin, pg.AdminURL("outage_cp"), e2eAdminToken, xdsToken)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startCP := func() *process {
@@ -61,6 +94,15 @@ func TestControlPlaneOutage(t *testing.T) {
 		return cp
 	}
 	cp := startCP()
+	// Without the token, or with another, the policy is not served.
+	for _, tok := range []string{"", "not-the-xds-token-0123"} {
+		if code := adsStatus(t, xdsAddr, tok); code != codes.Unauthenticated {
+			t.Fatalf("ADS with token %q: %v, want Unauthenticated", tok, code)
+		}
+	}
+	if code := adsStatus(t, xdsAddr, xdsToken); code != codes.OK {
+		t.Fatalf("ADS with the token: %v", code)
+	}
 
 	listen, admin := freeAddr(t), freeAddr(t)
 	scCfg := filepath.Join(dir, "sidecar.yaml")
@@ -75,8 +117,9 @@ controlplane:
   address: %q
   node_id: outage-sidecar
   cache_file: sidecar-policy.json
+  token: %s
 drain_timeout: 5s
-`, listen, admin, pg.Port(), xdsAddr)), 0o600); err != nil {
+`, listen, admin, pg.Port(), xdsAddr, xdsToken)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startSidecar := func() *process {
