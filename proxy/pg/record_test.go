@@ -1,6 +1,7 @@
 package pg_test
 
 import (
+	"github.com/tenantguard/tenantguard/test/sessionfake"
 	"testing"
 	"time"
 
@@ -13,9 +14,9 @@ import (
 // with its statement fingerprint and, when refused with 42501, the rule.
 func TestSessionRecord(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startIsolated(t, func(c *proxypgConfig) { c.Sessions = fs })
-	tok := fs.issue("acme", nil)
+	tok := fs.Issue("acme", nil)
 	c := p.connect(t, p.url("acme", tok))
 	pc := c.PgConn()
 	simple := func(sql, code string) {
@@ -45,29 +46,29 @@ func TestSessionRecord(t *testing.T) {
 	}
 	simple("SELEC 1", "42601")
 
-	got := fs.lease(t, tok, 0).recorded()
+	got := fs.Lease(t, tok, 0).Recorded()
 	wantRules := []string{"", "", "tenant-binding", "statement-timeout", "", "", ""}
 	if len(got) != len(wantRules) {
 		t.Fatalf("recorded %d requests, want %d: %+v", len(got), len(wantRules), got)
 	}
 	for i, r := range got {
-		if r.rule != wantRules[i] {
-			t.Errorf("record %d: rule %q, want %q", i, r.rule, wantRules[i])
+		if r.Rule != wantRules[i] {
+			t.Errorf("record %d: rule %q, want %q", i, r.Rule, wantRules[i])
 		}
-		if r.fingerprint == 0 {
+		if r.Fingerprint == 0 {
 			t.Errorf("record %d: no fingerprint", i)
 		}
 	}
 	// Same statement up to constants and parameters: one fingerprint.
-	if got[0].fingerprint != got[1].fingerprint || got[0].fingerprint != got[4].fingerprint {
-		t.Errorf("fingerprints differ for one statement shape: %x %x %x", got[0].fingerprint, got[1].fingerprint, got[4].fingerprint)
+	if got[0].Fingerprint != got[1].Fingerprint || got[0].Fingerprint != got[4].Fingerprint {
+		t.Errorf("fingerprints differ for one statement shape: %x %x %x", got[0].Fingerprint, got[1].Fingerprint, got[4].Fingerprint)
 	}
 	seen := map[uint64]bool{}
 	for _, i := range []int{0, 2, 3, 5, 6} {
-		if seen[got[i].fingerprint] {
+		if seen[got[i].Fingerprint] {
 			t.Errorf("record %d shares a fingerprint with a different statement", i)
 		}
-		seen[got[i].fingerprint] = true
+		seen[got[i].Fingerprint] = true
 	}
 
 	// A static login has no lease; nothing is recorded for it, and it works.
@@ -75,7 +76,7 @@ func TestSessionRecord(t *testing.T) {
 	if _, err := static.PgConn().Exec(ctx, "SELECT 1").ReadAll(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(fs.lease(t, tok, 0).recorded()); n != len(wantRules) {
+	if n := len(fs.Lease(t, tok, 0).Recorded()); n != len(wantRules) {
 		t.Fatalf("recorded %d, want %d", n, len(wantRules))
 	}
 }
@@ -84,17 +85,17 @@ func TestSessionRecord(t *testing.T) {
 // fingerprint, but requests are still counted.
 func TestSessionRecordWithoutIsolation(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startProxy(t, upstream(t), func(c *proxypg.Config) { c.Sessions = fs })
-	tok := fs.issue("globex", nil)
+	tok := fs.Issue("globex", nil)
 	c := p.connect(t, p.url("globex", tok))
 	for _, q := range []string{"SELECT 1", "SELECT 2"} {
 		if _, err := c.PgConn().Exec(ctx, q).ReadAll(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := fs.lease(t, tok, 0).recorded()
-	if len(got) != 2 || got[0] != (fakeRecord{}) || got[1] != (fakeRecord{}) {
+	got := fs.Lease(t, tok, 0).Recorded()
+	if len(got) != 2 || got[0] != (sessionfake.Record{}) || got[1] != (sessionfake.Record{}) {
 		t.Fatalf("recorded %+v", got)
 	}
 }
@@ -107,7 +108,7 @@ func TestSessionRecordAllocs(t *testing.T) {
 		t.Skip("measures allocations")
 	}
 	ctx := ctxT(t, 30*time.Second)
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startIsolated(t, func(c *proxypgConfig) { c.Sessions = fs })
 	measure := func(c *pgconn.PgConn) float64 {
 		args := [][]byte{[]byte("50")}
@@ -120,7 +121,7 @@ func TestSessionRecordAllocs(t *testing.T) {
 		return testing.AllocsPerRun(300, query)
 	}
 	static := measure(p.connect(t, p.acmeURL()).PgConn())
-	token := measure(p.connect(t, p.url("acme", fs.issue("acme", nil))).PgConn())
+	token := measure(p.connect(t, p.url("acme", fs.Issue("acme", nil))).PgConn())
 	t.Logf("allocations per query: static login %.1f, token login %.1f", static, token)
 	if token > static+1 {
 		t.Fatalf("a token session allocates %.1f per query, a static one %.1f", token, static)

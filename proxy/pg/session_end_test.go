@@ -12,6 +12,7 @@ import (
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/test/harness"
+	"github.com/tenantguard/tenantguard/test/sessionfake"
 )
 
 // TestSessionEnd: when a token's session ends, its connection gets a FATAL
@@ -46,15 +47,15 @@ func TestSessionEnd(t *testing.T) {
 		{"immediate in transaction session pooling", policy.SessionEndImmediate, proxypg.PoolSession, true, false, policy.ErrSessionEnded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := newFakeSessions()
+			fs := sessionfake.New()
 			p := startTokenProxy(t, pg, fs, func(c *proxypg.Config) {
 				c.SessionEnd, c.PoolMode, c.PoolSize = tc.mode, tc.pool, 4
 			})
-			tok := fs.issue("acme", nil)
+			tok := fs.Issue("acme", nil)
 			sslmode := map[bool]string{true: "require", false: "disable"}[tc.tls]
 			c := p.connect(t, p.url("acme", tok, "sslmode", sslmode))
-			other := p.connect(t, p.url("globex", fs.issue("globex", nil)))
-			l := fs.lease(t, tok, 0)
+			other := p.connect(t, p.url("globex", fs.Issue("globex", nil)))
+			l := fs.Lease(t, tok, 0)
 			item := fmt.Sprintf("end-%d", time.Now().UnixNano())
 			t.Cleanup(func() { // other tests sum acme's quantities
 				if _, err := admin.Exec(context.Background(), "DELETE FROM items WHERE name = $1", item); err != nil {
@@ -74,7 +75,7 @@ func TestSessionEnd(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			l.end(tc.reason)
+			l.End(tc.reason)
 			mustWork(t, ctx, other)
 
 			if tc.inTx && tc.mode == policy.SessionEndBoundary {
@@ -102,7 +103,7 @@ func TestSessionEnd(t *testing.T) {
 			if !c.IsClosed() {
 				t.Fatal("connection still open")
 			}
-			l.waitClosed(t)
+			l.WaitClosed(t)
 			mustWork(t, ctx, other)
 
 			if tc.inTx {
@@ -130,7 +131,7 @@ func TestSessionEnd(t *testing.T) {
 				}
 			}
 			// A new login as the same tenant is served, on clean connections.
-			again := p.connect(t, p.url("acme", fs.issue("acme", nil)))
+			again := p.connect(t, p.url("acme", fs.Issue("acme", nil)))
 			for i := 0; i < 4; i++ {
 				var xid *int64
 				if err := again.QueryRow(ctx, "SELECT pg_catalog.txid_current_if_assigned()").Scan(&xid); err != nil {
@@ -163,13 +164,13 @@ func TestSessionEndRace(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	for _, mode := range []policy.SessionEndMode{policy.SessionEndImmediate, policy.SessionEndBoundary} {
 		t.Run(string(mode), func(t *testing.T) {
-			fs := newFakeSessions()
+			fs := sessionfake.New()
 			p := startTokenProxy(t, pg, fs, func(c *proxypg.Config) { c.SessionEnd, c.PoolSize = mode, 4 })
 			const clients = 8
 			errs := make(chan error, clients)
 			var tokens []string
 			for i := 0; i < clients; i++ {
-				tok := fs.issue("acme", nil)
+				tok := fs.Issue("acme", nil)
 				c := p.connect(t, p.url("acme", tok))
 				tokens = append(tokens, tok)
 				go func() {
@@ -191,7 +192,7 @@ func TestSessionEndRace(t *testing.T) {
 				}()
 			}
 			for _, tok := range tokens {
-				fs.revoke(tok, policy.ErrSessionEnded)
+				fs.Revoke(tok, policy.ErrSessionEnded)
 			}
 			for i := 0; i < clients; i++ {
 				select {
@@ -204,7 +205,7 @@ func TestSessionEndRace(t *testing.T) {
 				}
 			}
 			for _, tok := range tokens {
-				fs.lease(t, tok, 0).waitClosed(t)
+				fs.Lease(t, tok, 0).WaitClosed(t)
 			}
 		})
 	}
@@ -214,11 +215,11 @@ func TestSessionEndRace(t *testing.T) {
 // in progress ends the connection as soon as it is established.
 func TestSessionEndDuringLogin(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startTokenProxy(t, upstream(t), fs, nil)
-	tok := fs.issueEnding("acme", policy.ErrSessionEnded)
+	tok := fs.IssueEnding("acme", policy.ErrSessionEnded)
 	c := p.connect(t, p.url("acme", tok))
 	_, err := c.PgConn().ReceiveMessage(ctx)
 	assertSQLState(t, err, "28000")
-	fs.lease(t, tok, 0).waitClosed(t)
+	fs.Lease(t, tok, 0).WaitClosed(t)
 }

@@ -16,13 +16,14 @@ import (
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/test/harness"
+	"github.com/tenantguard/tenantguard/test/sessionfake"
 )
 
 // maxTokenLen is the longest session token extauthz/token issues.
 const maxTokenLen = 5062
 
 // startTokenProxy starts a listener that accepts fs's tokens, with TLS.
-func startTokenProxy(t *testing.T, pg *pgcluster.Cluster, fs *fakeSessions, tweak func(*proxypg.Config)) *proxy {
+func startTokenProxy(t *testing.T, pg *pgcluster.Cluster, fs *sessionfake.Sessions, tweak func(*proxypg.Config)) *proxy {
 	t.Helper()
 	_, certFile, keyFile := harness.SelfSignedCert(t)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
@@ -43,11 +44,11 @@ func startTokenProxy(t *testing.T, pg *pgcluster.Cluster, fs *fakeSessions, twea
 // the same 28P01, told apart only in metrics; static secrets keep working.
 func TestTokenLogin(t *testing.T) {
 	pg := upstream(t)
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startTokenProxy(t, pg, fs, nil)
 	ctx := ctxT(t, 30*time.Second)
 
-	acme := fs.issue("acme", nil)
+	acme := fs.Issue("acme", nil)
 	for _, tc := range []struct {
 		name, user, password string
 		tls                  bool
@@ -55,16 +56,16 @@ func TestTokenLogin(t *testing.T) {
 	}{
 		{"token over TLS", "acme", acme, true, ""},
 		{"token over loopback", "acme", acme, false, ""},
-		{"maximal token", "globex", fs.issueLen("globex", maxTokenLen), true, ""},
+		{"maximal token", "globex", fs.IssueLen("globex", maxTokenLen), true, ""},
 		{"static secret over cleartext", "acme", acmeSecret, false, ""},
 		{"static secret over TLS", "globex", globexSecret, true, ""},
 		{"token of another tenant", "globex", acme, true, "token_invalid"},
-		{"token for an unknown tenant", "initech", fs.issue("initech", nil), true, "token_invalid"},
+		{"token for an unknown tenant", "initech", fs.Issue("initech", nil), true, "token_invalid"},
 		{"unknown token", "acme", "tg1.not-issued", true, "token_invalid"},
-		{"revoked", "acme", fs.issue("acme", policy.ErrSessionRevoked), true, "token_revoked"},
-		{"expired", "acme", fs.issue("acme", policy.ErrSessionExpired), false, "token_expired"},
-		{"malformed", "acme", fs.issue("acme", policy.ErrSessionInvalid), true, "token_invalid"},
-		{"store unavailable", "acme", fs.issue("acme", policy.ErrSessionUnavailable), true, "store_unavailable"},
+		{"revoked", "acme", fs.Issue("acme", policy.ErrSessionRevoked), true, "token_revoked"},
+		{"expired", "acme", fs.Issue("acme", policy.ErrSessionExpired), false, "token_expired"},
+		{"malformed", "acme", fs.Issue("acme", policy.ErrSessionInvalid), true, "token_invalid"},
+		{"store unavailable", "acme", fs.Issue("acme", policy.ErrSessionUnavailable), true, "store_unavailable"},
 		{"wrong static secret", "acme", "not-the-secret", false, "password"},
 		{"other tenant's static secret", "acme", globexSecret, true, "password"},
 	} {
@@ -74,7 +75,7 @@ func TestTokenLogin(t *testing.T) {
 				mode = "require"
 			}
 			before := p.metric(t, "tenantguard_pg_auth_failures_total", map[string]string{"reason": tc.reason})
-			opened := fs.opened(tc.password)
+			opened := fs.Opened(tc.password)
 			c, err := pgx.Connect(ctx, p.url(tc.user, tc.password, "sslmode", mode))
 			if tc.reason != "" {
 				if err == nil {
@@ -88,9 +89,9 @@ func TestTokenLogin(t *testing.T) {
 				if got := p.metric(t, "tenantguard_pg_auth_failures_total", map[string]string{"reason": tc.reason}); got != before+1 {
 					t.Fatalf("auth_failures_total{reason=%s} = %v, want %v", tc.reason, got, before+1)
 				}
-				if fs.opened(tc.password) > opened {
+				if fs.Opened(tc.password) > opened {
 					// Opened for a tenant the policy lacks: closed again.
-					fs.lease(t, tc.password, opened).waitClosed(t)
+					fs.Lease(t, tc.password, opened).WaitClosed(t)
 				}
 				return
 			}
@@ -111,9 +112,9 @@ func TestTokenLogin(t *testing.T) {
 				c.Close(ctx)
 				return
 			}
-			l := fs.lease(t, tc.password, opened)
+			l := fs.Lease(t, tc.password, opened)
 			c.Close(ctx)
-			l.waitClosed(t)
+			l.WaitClosed(t)
 		})
 	}
 }
@@ -140,7 +141,7 @@ func (remoteConn) RemoteAddr() net.Addr {
 // presented there but a static secret still works.
 func TestTokenAuthMethod(t *testing.T) {
 	pg := upstream(t)
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	ctx := ctxT(t, 30*time.Second)
 	serveRemote := func(t *testing.T, p *proxy) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -198,7 +199,7 @@ func TestTokenAuthMethod(t *testing.T) {
 			if !tc.sessions {
 				return
 			}
-			tok := fs.issue("acme", nil)
+			tok := fs.Issue("acme", nil)
 			c, err = pgx.Connect(ctx, strings.Replace(p.url("acme", tok, "sslmode", mode), p.addr, addr, 1))
 			if !tc.cleartext {
 				if err == nil {

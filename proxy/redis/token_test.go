@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantguard/tenantguard/test/sessionfake"
 	"io"
 	"net"
 	"strconv"
@@ -89,10 +90,10 @@ func (r *rawClient) closed() {
 // only; every failure is WRONGPASS, told apart only in metrics; static
 // secrets keep working next to tokens.
 func TestTokenAuth(t *testing.T) {
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startProxy(t, func(c *proxyredis.Config) { c.Sessions = fs })
 	ctx := ctxT(t, 30*time.Second)
-	acme := fs.issue("acme", nil)
+	acme := fs.Issue("acme", nil)
 	for _, tc := range []struct {
 		name, user, secret string
 		proto              int
@@ -100,19 +101,19 @@ func TestTokenAuth(t *testing.T) {
 	}{
 		{"AUTH with a token", "acme", acme, 2, ""},
 		{"HELLO 3 AUTH with a token", "acme", acme, 3, ""},
-		{"maximal token", "globex", fs.issueLen("globex", maxTokenLen), 2, ""},
+		{"maximal token", "globex", fs.IssueLen("globex", maxTokenLen), 2, ""},
 		{"static secret", "acme", acmeSecret, 2, ""},
 		{"token of another tenant", "globex", acme, 2, "token_invalid"},
-		{"token for an unknown tenant", "initech", fs.issue("initech", nil), 2, "token_invalid"},
+		{"token for an unknown tenant", "initech", fs.Issue("initech", nil), 2, "token_invalid"},
 		{"unknown token", "acme", "tg1.never-issued", 3, "token_invalid"},
-		{"revoked", "acme", fs.issue("acme", policy.ErrSessionRevoked), 2, "token_revoked"},
-		{"expired", "acme", fs.issue("acme", policy.ErrSessionExpired), 3, "token_expired"},
-		{"store unavailable", "acme", fs.issue("acme", policy.ErrSessionUnavailable), 2, "store_unavailable"},
+		{"revoked", "acme", fs.Issue("acme", policy.ErrSessionRevoked), 2, "token_revoked"},
+		{"expired", "acme", fs.Issue("acme", policy.ErrSessionExpired), 3, "token_expired"},
+		{"store unavailable", "acme", fs.Issue("acme", policy.ErrSessionUnavailable), 2, "store_unavailable"},
 		{"wrong static secret", "acme", "not-the-secret", 2, "password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := p.metric(t, "tenantguard_redis_auth_failures_total", map[string]string{"reason": tc.reason})
-			opened := fs.opened(tc.secret)
+			opened := fs.Opened(tc.secret)
 			r := dialRaw(t, p.addr)
 			var got string
 			if tc.proto == 3 {
@@ -127,8 +128,8 @@ func TestTokenAuth(t *testing.T) {
 				if got := p.metric(t, "tenantguard_redis_auth_failures_total", map[string]string{"reason": tc.reason}); got != before+1 {
 					t.Fatalf("auth_failures_total{reason=%s} = %v, want %v", tc.reason, got, before+1)
 				}
-				if fs.opened(tc.secret) > opened {
-					fs.lease(t, tc.secret, opened).waitClosed(t)
+				if fs.Opened(tc.secret) > opened {
+					fs.Lease(t, tc.secret, opened).WaitClosed(t)
 				}
 				if got := r.do("GET", "who"); !strings.HasPrefix(got, "-NOAUTH") {
 					t.Fatalf("GET after a failed AUTH: %q", got)
@@ -145,14 +146,14 @@ func TestTokenAuth(t *testing.T) {
 			if !strings.HasPrefix(tc.secret, "tg1.") {
 				return
 			}
-			l := fs.lease(t, tc.secret, opened)
+			l := fs.Lease(t, tc.secret, opened)
 			r.c.Close()
-			l.waitClosed(t)
+			l.WaitClosed(t)
 		})
 	}
 	// And through a stock client, both protocols.
 	for _, proto := range []int{2, 3} {
-		if err := p.client(t, "acme", fs.issue("acme", nil), proto).Ping(ctx).Err(); err != nil {
+		if err := p.client(t, "acme", fs.Issue("acme", nil), proto).Ping(ctx).Err(); err != nil {
 			t.Fatalf("go-redis RESP%d: %v", proto, err)
 		}
 	}
@@ -162,18 +163,18 @@ func TestTokenAuth(t *testing.T) {
 // new token replaces the lease; another tenant is refused and the
 // connection stays as it was; a static secret drops the lease.
 func TestTokenReauth(t *testing.T) {
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startProxy(t, func(c *proxyredis.Config) { c.Sessions = fs })
-	first, second := fs.issue("acme", nil), fs.issue("acme", nil)
+	first, second := fs.Issue("acme", nil), fs.Issue("acme", nil)
 	r := dialRaw(t, p.addr)
 	if got := r.do("AUTH", "acme", first); got != "+OK\r\n" {
 		t.Fatalf("AUTH: %q", got)
 	}
 	r.do("SET", "reauth", "acme")
-	l1 := fs.lease(t, first, 0)
+	l1 := fs.Lease(t, first, 0)
 
 	// The same token cannot be used for another tenant, nor another tenant's token.
-	for _, tc := range []struct{ user, secret string }{{"globex", first}, {"globex", fs.issue("globex", nil)}, {"globex", globexSecret}} {
+	for _, tc := range []struct{ user, secret string }{{"globex", first}, {"globex", fs.Issue("globex", nil)}, {"globex", globexSecret}} {
 		if got := r.do("AUTH", tc.user, tc.secret); !strings.HasPrefix(got, "-WRONGPASS") {
 			t.Fatalf("AUTH %s: %q", tc.user, got)
 		}
@@ -181,16 +182,16 @@ func TestTokenReauth(t *testing.T) {
 	if got := r.do("GET", "reauth"); got != "$4\r\nacme\r\n" {
 		t.Fatalf("after refused re-AUTH: %q", got)
 	}
-	if l1.closeCount() != 0 {
+	if l1.CloseCount() != 0 {
 		t.Fatal("a refused re-AUTH closed the lease")
 	}
 
 	if got := r.do("AUTH", "acme", second); got != "+OK\r\n" {
 		t.Fatalf("re-AUTH: %q", got)
 	}
-	l1.waitClosed(t)
-	l2 := fs.lease(t, second, 0)
-	l1.end(policy.ErrSessionEnded) // the replaced lease no longer ends anything
+	l1.WaitClosed(t)
+	l2 := fs.Lease(t, second, 0)
+	l1.End(policy.ErrSessionEnded) // the replaced lease no longer ends anything
 	if got := r.do("GET", "reauth"); got != "$4\r\nacme\r\n" {
 		t.Fatalf("after the old session ended: %q", got)
 	}
@@ -198,7 +199,7 @@ func TestTokenReauth(t *testing.T) {
 	if got := r.do("AUTH", "acme", acmeSecret); got != "+OK\r\n" {
 		t.Fatalf("re-AUTH with the static secret: %q", got)
 	}
-	l2.waitClosed(t)
+	l2.WaitClosed(t)
 	if got := r.do("GET", "reauth"); got != "$4\r\nacme\r\n" {
 		t.Fatalf("after static re-AUTH: %q", got)
 	}
@@ -234,9 +235,9 @@ func TestTokenSessionEnd(t *testing.T) {
 		{"boundary subscribed", policy.SessionEndBoundary, subscribed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := newFakeSessions()
+			fs := sessionfake.New()
 			p := startProxy(t, func(c *proxyredis.Config) { c.Sessions, c.SessionEnd = fs, tc.mode })
-			other := p.client(t, "globex", fs.issue("globex", nil), 2)
+			other := p.client(t, "globex", fs.Issue("globex", nil), 2)
 			acme := p.client(t, "acme", acmeSecret, 2) // the same tenant, statically
 			direct := p.direct(t)
 			mustWork := func() {
@@ -249,12 +250,12 @@ func TestTokenSessionEnd(t *testing.T) {
 			if err := acme.Del(ctx, key).Err(); err != nil {
 				t.Fatal(err)
 			}
-			tok := fs.issue("acme", nil)
+			tok := fs.Issue("acme", nil)
 			r := dialRaw(t, p.addr)
 			if got := r.do("HELLO", "2", "AUTH", "acme", tok); !strings.HasPrefix(got, "*14\r\n") {
 				t.Fatalf("HELLO: %q", got)
 			}
-			l := fs.lease(t, tok, 0)
+			l := fs.Lease(t, tok, 0)
 			switch tc.state {
 			case multi:
 				if got := r.do("MULTI"); got != "+OK\r\n" {
@@ -275,7 +276,7 @@ func TestTokenSessionEnd(t *testing.T) {
 				}
 			}
 
-			l.end(policy.ErrSessionEnded)
+			l.End(policy.ErrSessionEnded)
 			mustWork()
 			if tc.mode == policy.SessionEndBoundary {
 				switch tc.state {
@@ -298,7 +299,7 @@ func TestTokenSessionEnd(t *testing.T) {
 				}
 			}
 			r.closed()
-			l.waitClosed(t)
+			l.WaitClosed(t)
 			mustWork()
 
 			switch want := tc.mode == policy.SessionEndBoundary; tc.state {
@@ -349,9 +350,9 @@ func waitBlockedClients(ctx context.Context, direct *goredis.Client, n int) erro
 // TestTokenRecord: every command of a token connection is recorded with
 // the fingerprint of its name, and NOPERM refusals with their rule.
 func TestTokenRecord(t *testing.T) {
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startProxy(t, func(c *proxyredis.Config) { c.Sessions = fs })
-	tok := fs.issue("acme", nil)
+	tok := fs.Issue("acme", nil)
 	r := dialRaw(t, p.addr)
 	if got := r.do("AUTH", "acme", tok); got != "+OK\r\n" {
 		t.Fatal(got)
@@ -366,17 +367,17 @@ func TestTokenRecord(t *testing.T) {
 		t.Fatalf("MONITOR: %q", got)
 	}
 	r.do("PING")
-	got := fs.lease(t, tok, 0).recorded()
+	got := fs.Lease(t, tok, 0).Recorded()
 	rules := []string{"", "", "", "server-wide", "server-wide", ""}
 	if len(got) != len(rules) {
 		t.Fatalf("recorded %+v", got)
 	}
 	for i, rec := range got {
-		if rec.rule != rules[i] || rec.fingerprint == 0 {
+		if rec.Rule != rules[i] || rec.Fingerprint == 0 {
 			t.Errorf("record %d: %+v, want rule %q", i, rec, rules[i])
 		}
 	}
-	if got[1].fingerprint != got[2].fingerprint || got[0].fingerprint == got[1].fingerprint || got[3].fingerprint == got[4].fingerprint {
+	if got[1].Fingerprint != got[2].Fingerprint || got[0].Fingerprint == got[1].Fingerprint || got[3].Fingerprint == got[4].Fingerprint {
 		t.Errorf("fingerprints: %+v", got)
 	}
 }
@@ -388,13 +389,13 @@ func TestTokenSessionEndRace(t *testing.T) {
 	ctx := ctxT(t, 60*time.Second)
 	for _, mode := range []policy.SessionEndMode{policy.SessionEndImmediate, policy.SessionEndBoundary} {
 		t.Run(string(mode), func(t *testing.T) {
-			fs := newFakeSessions()
+			fs := sessionfake.New()
 			p := startProxy(t, func(c *proxyredis.Config) { c.Sessions, c.SessionEnd = fs, mode })
 			const clients = 8
 			errs := make(chan error, clients)
 			var tokens []string
 			for i := 0; i < clients; i++ {
-				tok := fs.issue("acme", nil)
+				tok := fs.Issue("acme", nil)
 				c := goredis.NewClient(&goredis.Options{Addr: p.addr, Username: "acme", Password: tok, DisableIdentity: true, PoolSize: 1, MaxRetries: -1})
 				t.Cleanup(func() { c.Close() })
 				if err := c.Ping(ctx).Err(); err != nil {
@@ -430,7 +431,7 @@ func TestTokenSessionEndRace(t *testing.T) {
 			// go-redis reconnects a connection closed between commands: the
 			// token is revoked, so the reconnection fails with WRONGPASS.
 			for _, tok := range tokens {
-				fs.revoke(tok, policy.ErrSessionEnded)
+				fs.Revoke(tok, policy.ErrSessionEnded)
 			}
 			for i := 0; i < clients; i++ {
 				select {
@@ -443,8 +444,8 @@ func TestTokenSessionEndRace(t *testing.T) {
 				}
 			}
 			for _, tok := range tokens {
-				for i := 0; i < fs.opened(tok); i++ {
-					fs.lease(t, tok, i).waitClosed(t)
+				for i := 0; i < fs.Opened(tok); i++ {
+					fs.Lease(t, tok, i).WaitClosed(t)
 				}
 			}
 		})
@@ -458,7 +459,7 @@ func TestTokenRecordAllocs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures allocations")
 	}
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startProxy(t, func(c *proxyredis.Config) { c.Sessions = fs })
 	measure := func(secret string) float64 {
 		r := dialRaw(t, p.addr)
@@ -479,7 +480,7 @@ func TestTokenRecordAllocs(t *testing.T) {
 		return testing.AllocsPerRun(300, get)
 	}
 	static := measure(acmeSecret)
-	token := measure(fs.issue("acme", nil))
+	token := measure(fs.Issue("acme", nil))
 	t.Logf("allocations per command: static %.1f, token %.1f", static, token)
 	if token > static+0.5 {
 		t.Fatalf("a token connection allocates %.1f per command, a static one %.1f", token, static)
@@ -489,11 +490,11 @@ func TestTokenRecordAllocs(t *testing.T) {
 // TestTokenEndDuringAuth: a session that ends while AUTH is checking it
 // leaves the client with a closed connection, and its lease closed.
 func TestTokenEndDuringAuth(t *testing.T) {
-	fs := newFakeSessions()
+	fs := sessionfake.New()
 	p := startProxy(t, func(c *proxyredis.Config) { c.Sessions = fs })
-	tok := fs.issueEnding("acme", policy.ErrSessionEnded)
+	tok := fs.IssueEnding("acme", policy.ErrSessionEnded)
 	r := dialRaw(t, p.addr)
 	r.send("AUTH", "acme", tok)
 	r.closed()
-	fs.lease(t, tok, 0).waitClosed(t)
+	fs.Lease(t, tok, 0).WaitClosed(t)
 }
