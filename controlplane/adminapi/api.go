@@ -24,34 +24,31 @@ package adminapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/tenantguard/tenantguard/controlplane/store"
+	"github.com/tenantguard/tenantguard/internal/adminhttp"
+	"github.com/tenantguard/tenantguard/internal/bearer"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 )
 
 // Error codes in the JSON body {"error":{"code","message"}}.
 const (
-	CodeUnauthorized        = "unauthorized"         // 401: missing or wrong admin token
-	CodeInvalidRequest      = "invalid_request"      // 400: body, header, query or path not acceptable; 404 for an unknown endpoint
-	CodeBodyTooLarge        = "body_too_large"       // 413
-	CodeInvalidPolicy       = "invalid_policy"       // 400: the policy does not parse or validate; "field" names the path
-	CodePlaintextCredential = "plaintext_credential" // 400: a credential is not a SCRAM verifier and hash_credentials is not set
-	CodeVersionConflict     = "version_conflict"     // 412: If-Match names a version that is no longer current
-	CodeNoPolicy            = "no_policy"            // 404: no version is stored yet
-	CodeVersionNotFound     = "version_not_found"    // 404
-	CodeUnknownTenant       = "unknown_tenant"       // 404: the current policy has no such tenant
-	CodeStoreUnavailable    = "store_unavailable"    // 503: the database cannot be reached
-	CodeInternal            = "internal"             // 500
+	CodeUnauthorized        = adminhttp.CodeUnauthorized   // 401: missing or wrong admin token
+	CodeInvalidRequest      = adminhttp.CodeInvalidRequest // 400: body, header, query or path not acceptable; 404 for an unknown endpoint
+	CodeBodyTooLarge        = "body_too_large"             // 413
+	CodeInvalidPolicy       = "invalid_policy"             // 400: the policy does not parse or validate; "field" names the path
+	CodePlaintextCredential = "plaintext_credential"       // 400: a credential is not a SCRAM verifier and hash_credentials is not set
+	CodeVersionConflict     = "version_conflict"           // 412: If-Match names a version that is no longer current
+	CodeNoPolicy            = "no_policy"                  // 404: no version is stored yet
+	CodeVersionNotFound     = "version_not_found"          // 404
+	CodeUnknownTenant       = "unknown_tenant"             // 404: the current policy has no such tenant
+	CodeStoreUnavailable    = "store_unavailable"          // 503: the database cannot be reached
+	CodeInternal            = "internal"                   // 500
 )
 
 // Body size bounds: a policy with thousands of tenants fits in a few MB.
@@ -81,7 +78,7 @@ var _ Store = (*store.Store)(nil)
 // Handler serves the admin API.
 type Handler struct {
 	store Store
-	admin [sha256.Size]byte
+	gate  http.Handler
 	log   *slog.Logger
 	mux   *http.ServeMux
 }
@@ -89,8 +86,9 @@ type Handler struct {
 // New returns the API over st. adminToken is the bearer token that may
 // call it (at least 16 characters).
 func New(st Store, adminToken string, log *slog.Logger) (*Handler, error) {
-	if len(adminToken) < 16 {
-		return nil, errors.New("admin token must have at least 16 characters")
+	tok, err := bearer.New(adminToken)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
 	}
 	if st == nil {
 		return nil, errors.New("no policy store")
@@ -98,7 +96,8 @@ func New(st Store, adminToken string, log *slog.Logger) (*Handler, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{store: st, admin: sha256.Sum256([]byte(adminToken)), log: log, mux: http.NewServeMux()}
+	h := &Handler{store: st, log: log, mux: http.NewServeMux()}
+	h.gate = adminhttp.Gate(tok, h.mux)
 	h.mux.HandleFunc("GET /v1/policy", h.getPolicy)
 	h.mux.HandleFunc("PUT /v1/policy", h.putPolicy)
 	h.mux.HandleFunc("GET /v1/policy/versions", h.listVersions)
@@ -111,29 +110,7 @@ func New(st Store, adminToken string, log *slog.Logger) (*Handler, error) {
 }
 
 // ServeHTTP checks the admin token, then routes.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !h.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tenantguard-admin"`)
-		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "this API needs the admin bearer token")
-		return
-	}
-	if _, pattern := h.mux.Handler(r); pattern == "" {
-		writeError(w, http.StatusNotFound, CodeInvalidRequest, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
-		return
-	}
-	h.mux.ServeHTTP(w, r)
-}
-
-// authorized compares SHA-256 digests in constant time, so neither the
-// token's length nor its content leaks through timing.
-func (h *Handler) authorized(r *http.Request) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	sum := sha256.Sum256([]byte(tok))
-	return subtle.ConstantTimeCompare(sum[:], h.admin[:]) == 1
-}
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.gate.ServeHTTP(w, r) }
 
 // versionInfo is a version's metadata on the wire.
 type versionInfo struct {
@@ -179,40 +156,17 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error, 
 	}
 }
 
-// decode reads a small JSON body strictly: bounded, one object, no unknown
-// fields. As in the session API, the Content-Type is not checked (curl -d).
+// decode reads a small JSON body strictly (adminhttp.Decode).
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "bad JSON body: "+err.Error())
-		return false
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "bad JSON body: more than one value")
-		return false
-	}
-	return true
+	return adminhttp.Decode(w, r, v, maxRequestBody)
 }
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
+type (
+	errorBody   = adminhttp.ErrorBody
+	errorDetail = adminhttp.ErrorDetail
+)
 
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, errorBody{errorDetail{Code: code, Message: msg}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
-}
+var (
+	writeError = adminhttp.WriteError
+	writeJSON  = adminhttp.WriteJSON
+)

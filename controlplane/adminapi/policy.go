@@ -107,7 +107,7 @@ func (h *Handler) putPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	if field := plaintextCredential(p); field != "" {
 		if !hash {
-			writeJSON(w, http.StatusBadRequest, errorBody{errorDetail{
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: errorDetail{
 				Code:    CodePlaintextCredential,
 				Field:   field,
 				Message: field + " is plaintext: send SCRAM-SHA-256 verifiers, or add ?hash_credentials=true to have them hashed",
@@ -172,7 +172,7 @@ func writePolicyError(w http.ResponseWriter, code string, err error) {
 	if errors.As(err, &fe) {
 		d.Field = fe.Field
 	}
-	writeJSON(w, http.StatusBadRequest, errorBody{d})
+	writeJSON(w, http.StatusBadRequest, errorBody{Error: d})
 }
 
 // ifMatch reads If-Match: one entity tag, "<version>" (or W/"<version>",

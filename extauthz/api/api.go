@@ -13,30 +13,27 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
-	"strings"
 
 	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/extauthz/token"
+	"github.com/tenantguard/tenantguard/internal/adminhttp"
+	"github.com/tenantguard/tenantguard/internal/bearer"
 )
 
 // Error codes in the JSON body {"error":{"code","message"}}.
 const (
-	CodeUnauthorized     = "unauthorized"      // 401: missing or wrong admin token
-	CodeInvalidRequest   = "invalid_request"   // 400: body or path not acceptable
-	CodeUnknownTenant    = "unknown_tenant"    // 404: the policy has no such tenant
-	CodeNotFound         = "session_not_found" // 404: unknown, revoked or expired session
-	CodeMaxAge           = "max_age_reached"   // 409: refresh refused, the session is at its maximum age
-	CodeStoreUnavailable = "store_unavailable" // 503: the session store cannot be reached
-	CodeInternal         = "internal"          // 500
+	CodeUnauthorized     = adminhttp.CodeUnauthorized   // 401: missing or wrong admin token
+	CodeInvalidRequest   = adminhttp.CodeInvalidRequest // 400: body or path not acceptable
+	CodeUnknownTenant    = "unknown_tenant"             // 404: the policy has no such tenant
+	CodeNotFound         = "session_not_found"          // 404: unknown, revoked or expired session
+	CodeMaxAge           = "max_age_reached"            // 409: refresh refused, the session is at its maximum age
+	CodeStoreUnavailable = "store_unavailable"          // 503: the session store cannot be reached
+	CodeInternal         = "internal"                   // 500
 )
 
 // maxBody bounds request bodies; a session request is a few dozen bytes.
@@ -45,7 +42,7 @@ const maxBody = 16 << 10
 // Handler serves the session API.
 type Handler struct {
 	store  *session.Store
-	admin  [sha256.Size]byte
+	gate   http.Handler
 	tenant func(id string) bool
 	log    *slog.Logger
 	mux    *http.ServeMux
@@ -55,13 +52,15 @@ type Handler struct {
 // tenantExists says whether the policy has a tenant (sessions are issued
 // only for those).
 func New(store *session.Store, adminToken string, tenantExists func(string) bool, log *slog.Logger) (*Handler, error) {
-	if len(adminToken) < 16 {
-		return nil, errors.New("admin token must have at least 16 characters")
+	tok, err := bearer.New(adminToken)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Handler{store: store, admin: sha256.Sum256([]byte(adminToken)), tenant: tenantExists, log: log, mux: http.NewServeMux()}
+	h := &Handler{store: store, tenant: tenantExists, log: log, mux: http.NewServeMux()}
+	h.gate = adminhttp.Gate(tok, h.mux)
 	h.mux.HandleFunc("POST /v1/sessions", h.create)
 	h.mux.HandleFunc("GET /v1/sessions/{id}", h.get)
 	h.mux.HandleFunc("DELETE /v1/sessions/{id}", h.revoke)
@@ -73,29 +72,7 @@ func New(store *session.Store, adminToken string, tenantExists func(string) bool
 }
 
 // ServeHTTP checks the admin token, then routes.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !h.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="tenantguard-admin"`)
-		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "this API needs the admin bearer token")
-		return
-	}
-	if _, pattern := h.mux.Handler(r); pattern == "" {
-		writeError(w, http.StatusNotFound, CodeInvalidRequest, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
-		return
-	}
-	h.mux.ServeHTTP(w, r)
-}
-
-// authorized compares SHA-256 digests in constant time, so neither the
-// token's length nor its content leaks through timing.
-func (h *Handler) authorized(r *http.Request) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	sum := sha256.Sum256([]byte(tok))
-	return subtle.ConstantTimeCompare(sum[:], h.admin[:]) == 1
-}
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.gate.ServeHTTP(w, r) }
 
 // issued is what create and refresh return: the session and its new token.
 type issued struct {
@@ -253,42 +230,11 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 }
 
-// decode reads a JSON body strictly: bounded, one object, no unknown
-// fields. The Content-Type is not checked (curl -d sends
-// application/x-www-form-urlencoded); the body must be JSON whatever it says.
-// Browsers cannot add the bearer token cross-origin without a preflight, so
-// this opens no CSRF path.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "bad JSON body: "+err.Error())
-		return false
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "bad JSON body: more than one value")
-		return false
-	}
-	return true
+	return adminhttp.Decode(w, r, v, maxBody)
 }
 
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var b errorBody
-	b.Error.Code, b.Error.Message = code, msg
-	writeJSON(w, status, b)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
-}
+var (
+	writeError = adminhttp.WriteError
+	writeJSON  = adminhttp.WriteJSON
+)

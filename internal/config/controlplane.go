@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tenantguard/tenantguard/internal/bearer"
 )
 
 // ControlPlaneFile is the control plane's configuration file as written.
@@ -93,22 +95,11 @@ func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 		return fail("database", "required: a postgres:// URL of the policy store")
 	}
 	base := filepath.Dir(name)
-	switch {
-	case f.AdminToken != "" && f.AdminTokenFile != "":
-		return fail("admin_token", "give admin_token or admin_token_file, not both")
-	case f.AdminTokenFile != "":
-		b, err := os.ReadFile(resolve(base, f.AdminTokenFile))
-		if err != nil {
-			return fail("admin_token_file", "%v", err)
-		}
-		out.AdminToken = strings.TrimSpace(string(b))
-	default:
-		out.AdminToken = f.AdminToken
+	var ferr *fieldErr
+	if out.AdminToken, ferr = readToken(base, "admin_token", f.AdminToken, f.AdminTokenFile, true); ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
 	}
-	if len(out.AdminToken) < 16 {
-		return fail("admin_token", "required, at least 16 characters")
-	}
-	tok, ferr := readToken(base, "xds_token", f.XDSToken, f.XDSTokenFile)
+	tok, ferr := readToken(base, "xds_token", f.XDSToken, f.XDSTokenFile, false)
 	if ferr != nil {
 		return fail(ferr.field, "%s", ferr.msg)
 	}
@@ -167,7 +158,7 @@ func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*Con
 	if f.CacheFile != "" {
 		out.CacheFile = resolve(base, f.CacheFile)
 	}
-	tok, ferr := readToken(base, "controlplane.token", f.Token, f.TokenFile)
+	tok, ferr := readToken(base, "controlplane.token", f.Token, f.TokenFile, false)
 	if ferr != nil {
 		return nil, ferr
 	}
@@ -175,8 +166,9 @@ func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*Con
 	return out, nil
 }
 
-// readToken reads an optional bearer token given inline or in a file.
-func readToken(base, field, inline, file string) (string, *fieldErr) {
+// readToken reads a bearer token given inline or in a file: "" if neither
+// and not required, else at least bearer.MinLen characters.
+func readToken(base, field, inline, file string, required bool) (string, *fieldErr) {
 	tok := inline
 	switch {
 	case inline != "" && file != "":
@@ -188,7 +180,10 @@ func readToken(base, field, inline, file string) (string, *fieldErr) {
 		}
 		tok = strings.TrimSpace(string(b))
 	}
-	if tok != "" && len(tok) < 16 {
+	switch {
+	case required && len(tok) < bearer.MinLen:
+		return "", &fieldErr{field, "required, at least 16 characters"}
+	case tok != "" && len(tok) < bearer.MinLen:
 		return "", &fieldErr{field, "at least 16 characters"}
 	}
 	return tok, nil

@@ -76,21 +76,11 @@ func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
 			return fail(field, "%q is not host:port: %v", addr, err)
 		}
 	}
-	switch {
-	case f.AdminToken != "" && f.AdminTokenFile != "":
-		return fail("admin_token", "give admin_token or admin_token_file, not both")
-	case f.AdminTokenFile != "":
-		b, err := os.ReadFile(resolve(filepath.Dir(name), f.AdminTokenFile))
-		if err != nil {
-			return fail("admin_token_file", "%v", err)
-		}
-		out.AdminToken = strings.TrimSpace(string(b))
-	default:
-		out.AdminToken = f.AdminToken
+	tok, ferr := readToken(filepath.Dir(name), "admin_token", f.AdminToken, f.AdminTokenFile, true)
+	if ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
 	}
-	if len(out.AdminToken) < 16 {
-		return fail("admin_token", "required, at least 16 characters")
-	}
+	out.AdminToken = tok
 	s, ferr := parseSessions(&f.Sessions, filepath.Dir(name), true)
 	if ferr != nil {
 		return fail(ferr.field, "%s", ferr.msg)

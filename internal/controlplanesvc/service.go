@@ -23,6 +23,7 @@ import (
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/xds"
+	"github.com/tenantguard/tenantguard/internal/bearer"
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 )
@@ -122,7 +123,11 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 	}
 	gopts := xds.ServerOptions()
 	if cfg.XDSToken != "" {
-		gopts = append(gopts, grpc.StreamInterceptor(xds.RequireToken(cfg.XDSToken)))
+		tok, err := bearer.New(cfg.XDSToken)
+		if err != nil {
+			return fail(fmt.Errorf("xds_token: %w", err))
+		}
+		gopts = append(gopts, grpc.StreamInterceptor(xds.RequireToken(tok)))
 	} else {
 		log.Warn("xds_token is not set: any client that reaches the xDS port can read the policy, tenants' SCRAM verifiers included")
 	}
