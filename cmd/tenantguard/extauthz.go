@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -18,37 +19,10 @@ func runExtAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if len(args) > 0 && args[0] == "keygen" {
 		return runKeygen(args[1:], stdout, stderr)
 	}
-	fs := flag.NewFlagSet("extauthz", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration file (YAML)")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "tenantguard extauthz: --config FILE is required")
-		return 2
-	}
-	log, err := newLogger(stderr, *level)
-	if err != nil {
-		fmt.Fprintln(stderr, "tenantguard extauthz:", err)
-		return 2
-	}
-	cfg, err := config.LoadExtAuthz(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, "tenantguard extauthz: config error:", err)
-		return 1
-	}
-	svc, err := extauthzsvc.Start(cfg, log)
-	if err != nil {
-		fmt.Fprintln(stderr, "tenantguard extauthz:", err)
-		return 1
-	}
-	if err := svc.Run(ctx); err != nil {
-		log.Error("extauthz stopped with error", "error", err)
-		return 1
-	}
-	return 0
+	return runService(ctx, "extauthz", args, stderr, config.LoadExtAuthz,
+		func(_ context.Context, cfg *config.ExtAuthz, log *slog.Logger) (runner, error) {
+			return extauthzsvc.Start(cfg, log)
+		})
 }
 
 // runKeygen writes a new signing key (<id>.key.pem, mode 0600) and its

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -79,37 +78,10 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 }
 
 func runSidecar(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration file (YAML)")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "tenantguard sidecar: --config FILE is required")
-		return 2
-	}
-	log, err := newLogger(stderr, *level)
-	if err != nil {
-		fmt.Fprintln(stderr, "tenantguard sidecar:", err)
-		return 2
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, "tenantguard sidecar: config error:", err)
-		return 1
-	}
-	sc, err := sidecar.Start(cfg, log)
-	if err != nil {
-		fmt.Fprintln(stderr, "tenantguard sidecar:", err)
-		return 1
-	}
-	if err := sc.Run(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		log.Error("sidecar stopped with error", "error", err)
-		return 1
-	}
-	return 0
+	return runService(ctx, "sidecar", args, stderr, config.Load,
+		func(_ context.Context, cfg *config.Sidecar, log *slog.Logger) (runner, error) {
+			return sidecar.Start(cfg, log)
+		})
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
