@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -25,26 +24,7 @@ import (
 // adminAPI calls the control plane's admin API with the demo's admin token.
 func adminAPI(t *testing.T, env map[string]string, method, path, body string, out any) int {
 	t.Helper()
-	req, err := http.NewRequest(method, env["TG_ADMIN_API"]+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+env["TG_ADMIN_TOKEN"])
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: %d %q: %v", method, path, resp.StatusCode, b, err)
-		}
-	}
-	return resp.StatusCode
+	return callJSON(t, env["TG_ADMIN_API"], env["TG_ADMIN_TOKEN"], method, path, body, out)
 }
 
 // currentPolicy returns the control plane's policy as a generic JSON tree.

@@ -77,9 +77,8 @@ func (p *extauthzProc) stop(t *testing.T) {
 
 func (p *extauthzProc) newToken(t *testing.T, tenant, user string) string {
 	t.Helper()
-	env := map[string]string{"TG_SESSION_API": p.api, "TG_ADMIN_TOKEN": e2eAdminToken}
 	var s struct{ Token string }
-	if st := sessionAPI(t, env, "POST", "/v1/sessions", `{"tenant_id":"`+tenant+`","user_id":"`+user+`"}`, &s); st != http.StatusCreated {
+	if st := callJSON(t, p.api, e2eAdminToken, "POST", "/v1/sessions", `{"tenant_id":"`+tenant+`","user_id":"`+user+`"}`, &s); st != http.StatusCreated {
 		t.Fatalf("create session: %d", st)
 	}
 	return s.Token

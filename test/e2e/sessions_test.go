@@ -1,11 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -56,22 +56,30 @@ func startDemo(t *testing.T) (*process, map[string]string) {
 // sessionAPI calls the demo's session API with its admin token.
 func sessionAPI(t *testing.T, env map[string]string, method, path, body string, out any) int {
 	t.Helper()
-	req, err := http.NewRequest(method, env["TG_SESSION_API"]+path, strings.NewReader(body))
+	return callJSON(t, env["TG_SESSION_API"], env["TG_ADMIN_TOKEN"], method, path, body, out)
+}
+
+// callJSON sends an admin API request with a bearer token and decodes the
+// JSON answer into out (if not nil); it returns the HTTP status.
+func callJSON(t *testing.T, base, token, method, path, body string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+env["TG_ADMIN_TOKEN"])
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var b bytes.Buffer
-	_, _ = b.ReadFrom(resp.Body)
+	b, _ := io.ReadAll(resp.Body)
 	if out != nil {
-		if err := json.Unmarshal(b.Bytes(), out); err != nil {
-			t.Fatalf("%s %s: %d %q: %v", method, path, resp.StatusCode, b.String(), err)
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: %d %q: %v", method, path, resp.StatusCode, b, err)
 		}
 	}
 	return resp.StatusCode
