@@ -128,17 +128,7 @@ func (s *Service) applyPolicy(version string, p *policypb.Policy) error {
 	return nil
 }
 
-func (s *Service) hasPolicy() bool {
-	if s.xds == nil {
-		return true
-	}
-	select {
-	case <-s.xds.Ready():
-		return true
-	default:
-		return false
-	}
-}
+func (s *Service) hasPolicy() bool { return s.xds == nil || s.xds.HasPolicy() }
 
 // Start listens on both addresses and starts serving.
 func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {

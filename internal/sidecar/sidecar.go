@@ -192,17 +192,7 @@ func (sc *Sidecar) PolicyReady() <-chan struct{} {
 // hasPolicy reports whether the sidecar has a policy to enforce: always
 // with a file policy; from a control plane, once the first version (pushed
 // or persisted) is in force.
-func (sc *Sidecar) hasPolicy() bool {
-	if sc.xds == nil {
-		return true
-	}
-	select {
-	case <-sc.xds.Ready():
-		return true
-	default:
-		return false
-	}
-}
+func (sc *Sidecar) hasPolicy() bool { return sc.xds == nil || sc.xds.HasPolicy() }
 
 // Run serves until ctx ends, then drains for up to the configured drain timeout.
 func (sc *Sidecar) Run(ctx context.Context) error {

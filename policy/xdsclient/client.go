@@ -119,6 +119,16 @@ func New(opts Options) *Client {
 // from the control plane.
 func (c *Client) Ready() <-chan struct{} { return c.ready }
 
+// HasPolicy reports whether Ready is closed: a policy is in force.
+func (c *Client) HasPolicy() bool {
+	select {
+	case <-c.ready:
+		return true
+	default:
+		return false
+	}
+}
+
 // Version returns the version of the policy in force, "" before Ready.
 func (c *Client) Version() string {
 	if a := c.cur.Load(); a != nil {
