@@ -6,21 +6,29 @@ PKGS    := ./...
 # the run well under 15 minutes on 2 cores.
 TESTFLAGS ?= -race -count=1 -timeout 12m
 
-.PHONY: all build demo test vet fuzz bench clean
+.PHONY: all build demo test vet fuzz bench clean deps-demo deps-test
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tenantguard
 
-demo: build
+# Each target installs the Debian packages it needs when they are missing
+# (as root; otherwise it prints the apt command), as .ci/run does.
+deps-demo:
+	@bash .ci/deps demo
+
+deps-test:
+	@bash .ci/deps test
+
+demo: deps-demo build
 	./$(BIN) demo --env-file tenantguard-demo.env
 
 vet:
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 
-test: vet build
+test: deps-test vet build
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 # Short fuzzing of every parser; FUZZTIME=1m make fuzz for longer runs.
@@ -42,7 +50,7 @@ fuzz:
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseYAML -fuzztime $(FUZZTIME)
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 
-bench: build
+bench: deps-test build
 	./bench/pgbench.sh
 
 clean:
