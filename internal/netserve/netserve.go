@@ -1,31 +1,53 @@
 // Package netserve runs the accept loops of the data-plane listeners: it
-// owns the listeners and one goroutine per connection, backs off on
-// temporary accept errors as net/http does, recovers a panicking
-// connection, and stops accepting and waits for connections on shutdown.
+// owns the listeners and one goroutine per connection, caps how many
+// connections are open at once, keeps accepting when the process runs out
+// of file descriptors (shedding the connections it cannot serve with a
+// refusal, as Envoy's overload manager and nginx do, instead of exiting or
+// spinning), recovers a panicking connection, and stops accepting and waits
+// for connections on shutdown.
 package netserve
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 // Acceptor tracks a server's listeners and connection goroutines.
 type Acceptor struct {
-	// Log receives panics of connection handlers.
+	// Log receives panics of connection handlers and shedding warnings.
 	Log *slog.Logger
+	// MaxConns caps the connections this acceptor serves at once (a
+	// listener's max_client_connections); 0 is no cap of its own.
+	MaxConns int
+	// Budget, when set, is a cap shared with the process's other
+	// acceptors: the file descriptors left for clients.
+	Budget *Budget
+	// Refuse, when set, writes a protocol-level refusal ("too many
+	// connections") to a connection that is not served. It runs on the
+	// accept loop with a short write deadline set, so it must only write.
+	Refuse func(net.Conn)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	draining  bool
 	conns     sync.WaitGroup
+	open      atomic.Int64
+	shed      atomic.Int64
+	lastWarn  atomic.Int64 // unix nanos of the last shedding warning
 }
 
+// refuseTimeout bounds the refusal written to a shed connection: a few
+// dozen bytes into an empty socket buffer, so only a broken peer waits.
+const refuseTimeout = 100 * time.Millisecond
+
 // Serve accepts connections on ln and runs handle for each in its own
-// goroutine, until Drain. It returns nil after Drain.
+// goroutine, until Drain. It returns nil after Drain, and an error only
+// when the listener fails for good.
 func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn)) error {
 	a.mu.Lock()
 	if a.draining {
@@ -37,6 +59,7 @@ func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn)) error {
 	}
 	a.listeners[ln] = struct{}{}
 	a.mu.Unlock()
+	spare.init()
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -44,18 +67,29 @@ func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn)) error {
 			if a.Draining() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				time.Sleep(delay) // accept backoff, as net/http does
+			if outOfFDs(err) && a.shedOne(ln) {
+				delay = 0
 				continue
 			}
-			return fmt.Errorf("accept: %w", err)
+			if !retryable(err) {
+				return err
+			}
+			// Back off as net/http does: 5 ms doubling to 1 s, so a
+			// persistent error costs no CPU.
+			delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+			a.warn("accept failed; backing off", err, delay)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
+		if !a.admit() {
+			a.refuse(c)
+			continue
+		}
 		a.mu.Lock()
 		if a.draining {
 			a.mu.Unlock()
+			a.release()
 			_ = c.Close()
 			continue
 		}
@@ -65,8 +99,68 @@ func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn)) error {
 	}
 }
 
+// admit takes a slot under both caps.
+func (a *Acceptor) admit() bool {
+	if n := a.open.Add(1); a.MaxConns > 0 && n > int64(a.MaxConns) {
+		a.open.Add(-1)
+		return false
+	}
+	if a.Budget != nil && !a.Budget.take() {
+		a.open.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (a *Acceptor) release() {
+	a.open.Add(-1)
+	if a.Budget != nil {
+		a.Budget.give()
+	}
+}
+
+// refuse tells a connection it will not be served, and closes it.
+func (a *Acceptor) refuse(c net.Conn) {
+	a.shed.Add(1)
+	if a.Refuse != nil {
+		_ = c.SetWriteDeadline(time.Now().Add(refuseTimeout))
+		a.Refuse(c)
+	}
+	_ = c.Close()
+}
+
+// shedOne accepts one pending connection while the process is out of file
+// descriptors, using the spare descriptor kept for this, refuses it and
+// closes it: the client hears why at once instead of hanging in the
+// backlog, and the loop does not spin on the same EMFILE. It reports
+// whether a connection was shed.
+func (a *Acceptor) shedOne(ln net.Listener) bool {
+	a.warn("out of file descriptors; refusing new connections", nil, 0)
+	return spare.shed(ln, a.refuse)
+}
+
+func (a *Acceptor) warn(msg string, err error, delay time.Duration) {
+	if a.Log == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := a.lastWarn.Load()
+	if now-last < int64(time.Second) || !a.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	attrs := []any{"open", a.open.Load(), "refused_total", a.shed.Load()}
+	if err != nil {
+		attrs = append(attrs, "error", err)
+	}
+	if delay > 0 {
+		attrs = append(attrs, "retry_in", delay)
+	}
+	a.Log.Warn(msg, attrs...)
+}
+
 func (a *Acceptor) run(c net.Conn, handle func(net.Conn)) {
 	defer a.conns.Done()
+	defer a.release()
 	defer c.Close()
 	defer func() {
 		if r := recover(); r != nil && a.Log != nil {
@@ -78,6 +172,13 @@ func (a *Acceptor) run(c net.Conn, handle func(net.Conn)) {
 	}
 	handle(c)
 }
+
+// Open is the number of connections being served.
+func (a *Acceptor) Open() int { return int(a.open.Load()) }
+
+// Refused is the number of connections refused since the start: over a
+// cap, or shed while out of file descriptors.
+func (a *Acceptor) Refused() int64 { return a.shed.Load() }
 
 // Drain closes the listeners; connections already accepted go on. It
 // reports whether this call started the drain.
@@ -111,3 +212,26 @@ func (a *Acceptor) Listening() bool {
 
 // Wait blocks until every connection handler has returned.
 func (a *Acceptor) Wait() { a.conns.Wait() }
+
+// outOfFDs reports whether an accept failed for want of a file descriptor
+// (the process's or the system's limit).
+func outOfFDs(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// retryable reports whether an accept error is transient: the listener
+// is fine and a later accept can succeed (out of descriptors or memory, a
+// connection aborted before it was accepted, a timeout).
+func retryable(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO, syscall.EPERM, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/internal/sessions"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/policy/xdsclient"
@@ -37,32 +39,50 @@ type Sidecar struct {
 	admin   *http.Server
 	tokens  *sessions.Verifier // nil unless session tokens are accepted
 	xds     *xdsclient.Client  // nil unless the policy comes from a control plane
+	// endMode is the configured session end mode, which a pushed policy
+	// without one falls back to.
+	endMode policy.SessionEndMode
 	// checkedTables are the protected tables last audited upstream (at
 	// start, then by applyPolicy, which alone uses it after start).
 	checkedTables []policy.TableSpec
 }
+
+// fdReserve is what the process keeps of its file-descriptor limit for
+// itself besides upstream connections: listeners, the poller, the admin
+// endpoint and its scrapes, the xDS and session-store connections, cancel
+// requests and log files.
+const fdReserve = 64
 
 // Start listens on every configured address and starts serving. Listening
 // happens here, so an address in use fails before anything runs.
 func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The listeners' settings as configured, plus what is shared at run time.
+	pgCfg, redisCfg := cfg.Postgres, cfg.Redis
+	// Clients of both listeners together get the descriptors the upstream
+	// connections and the process itself do not need: past that they are
+	// refused at once, so no flood of clients starves the pools.
+	budget, err := netserve.FDBudget(fdReserve + pgCfg.UpstreamConns() + redisCfg.UpstreamConns())
+	if err != nil {
+		return nil, err
+	}
+	pgCfg.ConnBudget, redisCfg.ConnBudget = budget, budget
 	var tokens *sessions.Verifier
 	if cfg.Sessions != nil {
-		var err error
 		if tokens, err = sessions.Open(cfg.Sessions, reg, log.With("component", "sessions")); err != nil {
 			return nil, err
 		}
-		cfg.Postgres.Sessions, cfg.Postgres.SessionEnd = tokens, cfg.Sessions.EndMode
-		cfg.Redis.Sessions, cfg.Redis.SessionEnd = tokens, cfg.Sessions.EndMode
+		pgCfg.Sessions, pgCfg.SessionEnd = tokens, cfg.Sessions.EndMode
+		redisCfg.Sessions, redisCfg.SessionEnd = tokens, cfg.Sessions.EndMode
 	}
 	store := policy.NewStore(cfg.Policy)
-	pgsrv, err := proxypg.New(cfg.Postgres, store, reg, log.With("component", "pg"))
+	pgsrv, err := proxypg.New(pgCfg, store, reg, log.With("component", "pg"))
 	if err != nil {
 		closeTokens(tokens)
 		return nil, err
 	}
-	sc := &Sidecar{cfg: cfg, log: log, policy: store, pg: pgsrv, tokens: tokens}
+	sc := &Sidecar{cfg: cfg, log: log, policy: store, pg: pgsrv, tokens: tokens, endMode: pgCfg.SessionEnd}
 	startOK := false
 	defer func() {
 		if !startOK {
@@ -88,7 +108,7 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 		return nil, fmt.Errorf("listen postgres: %w", err)
 	}
 	if cfg.RedisListen != "" {
-		sc.redis, err = proxyredis.New(cfg.Redis, store, reg, log.With("component", "redis"))
+		sc.redis, err = proxyredis.New(redisCfg, store, reg, log.With("component", "redis"))
 		if err == nil {
 			sc.redisLn, err = net.Listen("tcp", cfg.RedisListen)
 		}
@@ -117,6 +137,11 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 			}
 			_, _ = w.Write([]byte("ready\n"))
 		})
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		sc.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := sc.admin.Serve(sc.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -115,7 +115,7 @@ func (sc *Sidecar) applyRedisRules(r *policypb.RedisRules) {
 // the next session end on; without one (no section, or the mode unset) the
 // configured mode applies.
 func (sc *Sidecar) applyEndMode(version string, s *policypb.SessionSettings) {
-	mode := sc.cfg.Postgres.SessionEnd
+	mode := sc.endMode
 	if s != nil && s.GetEndMode() != policypb.SessionEndMode_SESSION_END_MODE_UNSPECIFIED {
 		mode = s.GetEndMode().EndMode()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
@@ -82,9 +83,17 @@ type Config struct {
 	TokenAuth TokenAuth
 
 	// Client limits.
-	MaxClientConns  int           // 0 = unlimited
-	StartupTimeout  time.Duration // time to send a startup packet and authenticate
-	MaxMessageBytes int           // largest message a client may send once authenticated
+	MaxClientConns  int              // client connections open at once, logging in or not; 0 = unlimited
+	ConnBudget      *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
+	StartupTimeout  time.Duration    // time to send a startup packet and authenticate
+	MaxMessageBytes int              // largest message a client may send once authenticated
+}
+
+// UpstreamConns is the most server connections the listener opens: a
+// pool of PoolSize (default 20) per upstream.
+func (c *Config) UpstreamConns() int {
+	n := c.withDefaults()
+	return n.PoolSize * len(n.Databases)
 }
 
 // validate rejects settings withDefaults cannot repair.

@@ -42,7 +42,6 @@ type Server struct {
 
 	mockSecret [32]byte
 	secrets    secretCache // static secrets verified on cleartext logins
-	clients    atomic.Int64
 
 	acc netserve.Acceptor
 
@@ -77,6 +76,9 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		janitor:   make(chan struct{}),
 	}
 	srv.acc.Log = log
+	srv.acc.MaxConns = cfg.MaxClientConns
+	srv.acc.Budget = cfg.ConnBudget
+	srv.acc.Refuse = refuseTooMany
 	_, _ = rand.Read(srv.mockSecret[:])
 	byKey := map[string]*pool{}
 	for _, db := range cfg.Databases {
@@ -141,6 +143,15 @@ func (srv *Server) serveConn(conn net.Conn) {
 	srv.log.Debug("client session ended", "tenant", s.tenant, "pid", s.key.pid, "error", err)
 }
 
+// tooManyClients is what a connection over max_client_connections, or
+// accepted only to be shed while the process is out of file descriptors,
+// is told before anything is read from it: PostgreSQL's own reply when it
+// is over max_connections. libpq and pgx report an ErrorResponse sent in
+// place of the SSLRequest answer or the authentication request.
+var tooManyClients = wire.Fatalf(wire.CodeTooManyConnections, "sorry, too many clients already (tenantguard is at its client connection limit)").AppendTo(nil)
+
+func refuseTooMany(c net.Conn) { _, _ = c.Write(tooManyClients) }
+
 // register gives s a unique cancel key and makes it findable for cancels,
 // drain and Reconcile. It refuses a tenant over its connection cap, and one
 // the current snapshot no longer has, as an unknown user: checked under
@@ -159,7 +170,6 @@ func (srv *Server) register(s *session) error {
 		return wire.Fatalf(wire.CodeTooManyConnections, fmt.Sprintf("too many connections for tenant %q (limit %d)", s.tenant, limit))
 	}
 	srv.perTenant[s.tenant]++
-	srv.clients.Add(1)
 	for {
 		s.key = newCancelKey()
 		if _, taken := srv.sessions[s.key.pid]; !taken && s.key.pid != 0 {
@@ -178,7 +188,6 @@ func (srv *Server) unregister(s *session) {
 	srv.mu.Lock()
 	if srv.sessions[s.key.pid] == s {
 		delete(srv.sessions, s.key.pid)
-		srv.clients.Add(-1)
 		if srv.perTenant[s.tenant]--; srv.perTenant[s.tenant] <= 0 {
 			delete(srv.perTenant, s.tenant)
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/policy"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
+	"github.com/tenantguard/tenantguard/wire/scram"
 )
 
 // Client buffers are small, as PgBouncer's 4 KiB pkt_buf: thousands of idle
@@ -174,9 +175,6 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 	if p == nil {
 		return refuse(wire.Fatalf(wire.CodeInvalidDatabase, fmt.Sprintf("database %q does not exist", dbName)))
 	}
-	if srv.cfg.MaxClientConns > 0 && int(srv.clients.Load()) > srv.cfg.MaxClientConns {
-		return refuse(wire.Fatalf(wire.CodeTooManyConnections, fmt.Sprintf("too many client connections (limit %d)", srv.cfg.MaxClientConns)))
-	}
 	defaults, err := p.paramDefaults(ctx)
 	if err != nil {
 		e := wire.Fatalf(wire.CodeConnectionFailure, "could not connect to upstream database: "+err.Error())
@@ -277,16 +275,16 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 func (srv *Server) scram(rd *wire.Reader, bw *bufio.Writer, user string) (*policy.Tenant, error) {
 	snap := srv.policy.Load()
 	t, known := snap.Tenant(user)
-	v := wire.MockVerifier(user, srv.mockSecret[:])
+	v := scram.MockVerifier(user, srv.mockSecret[:])
 	if known && len(t.Verifiers()) > 0 {
 		v = t.Verifiers()[0]
 	}
 	authFailed := wire.Fatalf(wire.CodeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user))
-	conv, err := wire.NewSCRAMServer(v)
+	conv, err := scram.NewServer(v)
 	if err != nil {
 		return nil, err
 	}
-	b, _ := (&pgproto3.AuthenticationSASL{AuthMechanisms: []string{wire.SCRAMMechanism}}).Encode(nil)
+	b, _ := (&pgproto3.AuthenticationSASL{AuthMechanisms: []string{scram.Mechanism}}).Encode(nil)
 	if _, err := bw.Write(b); err != nil {
 		return nil, err
 	}
@@ -304,7 +302,7 @@ func (srv *Server) scram(rd *wire.Reader, bw *bufio.Writer, user string) (*polic
 	if err := init.Decode(raw[5:]); err != nil {
 		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: "+err.Error())
 	}
-	if init.AuthMechanism != wire.SCRAMMechanism {
+	if init.AuthMechanism != scram.Mechanism {
 		return nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("client selected an invalid SASL authentication mechanism %q", init.AuthMechanism))
 	}
 	first, err := conv.Step(init.Data)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 )
@@ -34,8 +35,12 @@ type Config struct {
 	AllowScripting bool
 	// Emulate names commands answered per tenant: flushdb, flushall, dbsize.
 	Emulate map[string]bool
-	// MaxClientConns caps client connections; 0 = unlimited.
+	// MaxClientConns caps client connections open at once, authenticated
+	// or not; 0 = unlimited.
 	MaxClientConns int
+	// ConnBudget is a cap shared with the process's other listeners (file
+	// descriptors); nil = none.
+	ConnBudget *netserve.Budget
 	// AuthTimeout bounds the time to authenticate.
 	AuthTimeout time.Duration
 	// ClientWriteTimeout disconnects a client that stops reading its
@@ -81,6 +86,12 @@ func (c Config) withDefaults() Config {
 		c.BreakerOpenTime = 5 * time.Second
 	}
 	return c
+}
+
+// UpstreamConns is the most upstream connections the listener opens.
+func (c Config) UpstreamConns() int {
+	n := c.withDefaults()
+	return n.SharedConns + n.MaxDedicated
 }
 
 // validate rejects settings withDefaults cannot repair.

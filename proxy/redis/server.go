@@ -71,6 +71,9 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	}
 	srv.SetCommandRules(cfg.AllowScripting, cfg.Emulate)
 	srv.acc.Log = log
+	srv.acc.MaxConns = cfg.MaxClientConns
+	srv.acc.Budget = cfg.ConnBudget
+	srv.acc.Refuse = func(c net.Conn) { _, _ = c.Write(maxClientsReached) }
 	srv.breaker = gobreaker.NewCircuitBreaker[*upConn](gobreaker.Settings{
 		Name:    cfg.Upstream,
 		Timeout: cfg.BreakerOpenTime,
@@ -107,6 +110,10 @@ func (srv *Server) serveConn(c net.Conn) {
 	srv.log.Debug("redis session ended", "id", s.id, "error", err)
 }
 
+// maxClientsReached is redis-server's own reply to a connection over
+// maxclients, written before anything is read from it.
+var maxClientsReached = []byte("-ERR max number of clients reached\r\n")
+
 // register binds a session to a tenant of the current snapshot, enforcing
 // connection caps. It returns the tenant's policy and the snapshot it came
 // from, or a RESP error text when refused: a tenant the snapshot no longer
@@ -121,9 +128,6 @@ func (srv *Server) register(s *session, id string) (*policy.Tenant, *policy.Snap
 	if !ok {
 		srv.metrics.authFailures.WithLabelValues("password").Inc()
 		return nil, nil, wrongpass
-	}
-	if srv.cfg.MaxClientConns > 0 && len(srv.sessions) > srv.cfg.MaxClientConns {
-		return nil, nil, "ERR max number of clients reached"
 	}
 	if lim := t.Limits.MaxConnections; lim > 0 && srv.perTenant[t.ID] >= lim {
 		return nil, nil, fmt.Sprintf("ERR max number of clients reached for tenant %s (limit %d)", t.ID, lim)

@@ -36,10 +36,12 @@ func TestMain(m *testing.M) {
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build tenantguard: %v\n%s", err, out)
+		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	harness.Main(m)
+	code := harness.Run(m)
+	_ = os.RemoveAll(dir) // os.Exit skips deferred calls
+	os.Exit(code)
 }
 
 // process is a running tenantguard with its output captured.
@@ -52,7 +54,14 @@ type process struct {
 
 func start(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(binary, args...), done: make(chan error, 1)}
+	return startCommand(t, binary, args...)
+}
+
+// startCommand runs name (the binary, or a shell that execs it) with its
+// output captured, and kills it when the test ends.
+func startCommand(t *testing.T, name string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(name, args...), done: make(chan error, 1)}
 	r, w := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {

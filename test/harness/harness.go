@@ -47,7 +47,11 @@ var (
 
 // Main runs the package's tests, then stops and removes every server that
 // was started, and exits with the tests' exit code (1 if cleanup failed).
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with cleanup of its own to
+// do before exiting: it returns the exit code.
+func Run(m *testing.M) int {
 	code := m.Run()
 	if err := closeAll(); err != nil {
 		fmt.Fprintln(os.Stderr, "harness: cleanup:", err)
@@ -55,7 +59,7 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // closeAll closes the started servers, newest first.

@@ -1,0 +1,222 @@
+package netserve
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv("NETSERVE_CHILD") != "" {
+		os.Exit(childServer(os.Getenv("NETSERVE_CHILD")))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// childServer runs an acceptor under a low file-descriptor limit: it greets
+// every connection it serves with "served", refuses with "refused", and
+// holds served connections open until the peer closes them.
+func childServer(limit string) int {
+	n, _ := strconv.ParseUint(limit, 10, 64)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+		fmt.Fprintln(os.Stderr, "setrlimit:", err)
+		return 2
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		return 2
+	}
+	fmt.Println(ln.Addr().String())
+	var a Acceptor
+	a.Refuse = func(c net.Conn) { _, _ = io.WriteString(c, "refused\n") }
+	err = a.Serve(ln, func(c net.Conn) {
+		if _, err := io.WriteString(c, "served\n"); err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, c)
+	})
+	fmt.Fprintln(os.Stderr, "serve returned:", err)
+	return 1
+}
+
+// TestOutOfFileDescriptors runs an acceptor in a child process limited to
+// 64 descriptors and opens many more connections than that: the process
+// must neither exit nor spin, every connection must be either served or
+// refused with a message (none left hanging), and once the clients leave,
+// new ones are served again.
+func TestOutOfFileDescriptors(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "NETSERVE_CHILD=64")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	}()
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("child did not start: %v; stderr: %s", err, stderr.String())
+	}
+	addr = strings.TrimSpace(addr)
+
+	const clients = 150
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	served, refused := 0, 0
+	for i := 0; i < clients; i++ {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		switch line := readLine(t, c); line {
+		case "served":
+			served++
+		case "refused":
+			refused++
+		default:
+			t.Fatalf("client %d: got %q, want served or refused", i, line)
+		}
+	}
+	t.Logf("%d served, %d refused under a limit of 64 descriptors", served, refused)
+	if served == 0 || refused == 0 {
+		t.Fatalf("served %d, refused %d: want both", served, refused)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("child exited while out of descriptors: %v; stderr: %s", err, stderr.String())
+	default:
+	}
+	// Out of descriptors and idle, the accept loop must not spin.
+	before := cpuTime(t, cmd.Process.Pid)
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second) // one more, refused
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line := readLine(t, c); line != "refused" {
+		t.Fatalf("at the limit: got %q, want refused", line)
+	}
+	_ = c.Close()
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // a measuring window, not synchronisation
+	}
+	if used := cpuTime(t, cmd.Process.Pid) - before; used > 200*time.Millisecond {
+		t.Errorf("child used %v of CPU in 500ms while idle at its descriptor limit: the accept loop spins", used)
+	}
+
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	conns = nil
+	// The child notices the closes asynchronously: poll until served again.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := readLine(t, c)
+		_ = c.Close()
+		if line == "served" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %q 10s after the clients left", line)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func readLine(t *testing.T, c net.Conn) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("read: %v (the connection hangs instead of being served or refused)", err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return strings.TrimSpace(line)
+}
+
+// cpuTime reads a process's user+system CPU time from /proc.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func TestCaps(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBudget(3)
+	a := &Acceptor{MaxConns: 2, Budget: b, Refuse: func(c net.Conn) { _, _ = io.WriteString(c, "refused\n") }}
+	done := make(chan error, 1)
+	release := make(chan struct{})
+	go func() {
+		done <- a.Serve(ln, func(c net.Conn) {
+			_, _ = io.WriteString(c, "served\n")
+			<-release
+		})
+	}()
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	got := []string{readLine(t, conns[0]), readLine(t, conns[1]), readLine(t, conns[2])}
+	if got[0] != "served" || got[1] != "served" || got[2] != "refused" {
+		t.Fatalf("with MaxConns 2: %v, want served served refused", got)
+	}
+	if a.Open() != 2 || a.Refused() != 1 || b.InUse() != 2 {
+		t.Fatalf("open %d refused %d budget in use %d, want 2 1 2", a.Open(), a.Refused(), b.InUse())
+	}
+	close(release)
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	a.Drain()
+	a.Wait()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if b.InUse() != 0 || a.Open() != 0 {
+		t.Fatalf("after drain: budget in use %d, open %d", b.InUse(), a.Open())
+	}
+}
