@@ -36,10 +36,10 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./wire/pg -run '^$$' -fuzz FuzzReadStartup -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/pg -run '^$$' -fuzz FuzzReader -fuzztime $(FUZZTIME)
-	$(GO) test ./wire/pg -run '^$$' -fuzz FuzzSCRAMServer -fuzztime $(FUZZTIME)
+	$(GO) test ./wire/scram -run '^$$' -fuzz FuzzServer -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzClientStartup -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
-	$(GO) test ./wire/pg -run '^$$' -fuzz FuzzParseVerifier -fuzztime $(FUZZTIME)
+	$(GO) test ./wire/scram -run '^$$' -fuzz FuzzParseVerifier -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadReply -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/keyspec -run '^$$' -fuzz FuzzLocate -fuzztime $(FUZZTIME)

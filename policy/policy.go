@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tenantguard/tenantguard/wire/pg"
+	"github.com/tenantguard/tenantguard/wire/scram"
 )
 
 // TenantSpec is one tenant as written in configuration.
@@ -72,11 +72,11 @@ type Tenant struct {
 	Allow                Permissions
 	Limits               Limits
 	ShowConstraintDetail bool
-	verifiers            []pg.Verifier
+	verifiers            []scram.Verifier
 }
 
 // Verifiers returns the tenant's SCRAM verifiers; any of them authenticates.
-func (t *Tenant) Verifiers() []pg.Verifier { return t.verifiers }
+func (t *Tenant) Verifiers() []scram.Verifier { return t.verifiers }
 
 // Snapshot is a compiled, read-only policy.
 type Snapshot struct {
@@ -173,14 +173,14 @@ func (s *Snapshot) Tables() []TableSpec {
 	return s.tables
 }
 
-func compileCredential(p string) (pg.Verifier, error) {
+func compileCredential(p string) (scram.Verifier, error) {
 	if len(p) >= len("SCRAM-SHA-256$") && p[:len("SCRAM-SHA-256$")] == "SCRAM-SHA-256$" {
-		return pg.ParseVerifier(p)
+		return scram.ParseVerifier(p)
 	}
 	if len(p) < 8 {
-		return pg.Verifier{}, fmt.Errorf("password must have at least 8 characters")
+		return scram.Verifier{}, fmt.Errorf("password must have at least 8 characters")
 	}
-	return pg.NewVerifier(p)
+	return scram.NewVerifier(p)
 }
 
 // Version is the policy version the snapshot was compiled from.

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tenantguard/tenantguard/policy"
-	"github.com/tenantguard/tenantguard/wire/pg"
+	"github.com/tenantguard/tenantguard/wire/scram"
 )
 
 // verifierPrefix starts every SCRAM-SHA-256 verifier (PostgreSQL's
@@ -106,7 +106,7 @@ func checkVerifier(c string) error {
 	if !strings.HasPrefix(c, verifierPrefix) {
 		return errors.New("not a SCRAM-SHA-256 verifier (plaintext passwords are not accepted: store the verifier, see HashCredentials)")
 	}
-	if _, err := pg.ParseVerifier(c); err != nil {
+	if _, err := scram.ParseVerifier(c); err != nil {
 		return fmt.Errorf("not a SCRAM-SHA-256 verifier: %v", err)
 	}
 	return nil
@@ -182,7 +182,7 @@ func HashCredentials(p *Policy) error {
 			if len(c) < minPasswordLen {
 				return &policy.FieldError{Field: field, Msg: fmt.Sprintf("password must have at least %d characters", minPasswordLen)}
 			}
-			v, err := pg.NewVerifier(c)
+			v, err := scram.NewVerifier(c)
 			if err != nil {
 				return &policy.FieldError{Field: field, Msg: err.Error()}
 			}

@@ -1,4 +1,9 @@
-package pg
+// Package scram holds SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL
+// and the proxies use it: verifiers in PostgreSQL's rolpassword form, and
+// the server side of the exchange. It knows nothing of any wire protocol:
+// the Postgres listener carries it in SASL messages, and Redis AUTH checks
+// a password against the same verifiers.
+package scram
 
 import (
 	"crypto/rand"
@@ -10,11 +15,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/xdg-go/scram"
+	xdgscram "github.com/xdg-go/scram"
 )
 
-// SCRAMMechanism is the SASL mechanism the proxy offers.
-const SCRAMMechanism = "SCRAM-SHA-256"
+// Mechanism is the SASL mechanism name.
+const Mechanism = "SCRAM-SHA-256"
 
 // defaultIterations matches PostgreSQL's scram_iterations default.
 const defaultIterations = 4096
@@ -39,11 +44,11 @@ func NewVerifier(password string) (Verifier, error) {
 }
 
 func deriveVerifier(password string, salt []byte, iters int) (Verifier, error) {
-	client, err := scram.SHA256.NewClient("", password, "")
+	client, err := xdgscram.SHA256.NewClient("", password, "")
 	if err != nil {
 		return Verifier{}, fmt.Errorf("scram password: %w", err)
 	}
-	sc := client.GetStoredCredentials(scram.KeyFactors{Salt: string(salt), Iters: iters})
+	sc := client.GetStoredCredentials(xdgscram.KeyFactors{Salt: string(salt), Iters: iters})
 	return Verifier{Iterations: iters, Salt: salt, StoredKey: sc.StoredKey, ServerKey: sc.ServerKey}, nil
 }
 
@@ -111,17 +116,17 @@ func MockVerifier(name string, secret []byte) Verifier {
 	return Verifier{Iterations: defaultIterations, Salt: sum[:16], StoredKey: keys[:], ServerKey: keys[:]}
 }
 
-// SCRAMServer runs the server side of one SCRAM-SHA-256 exchange. The SCRAM
+// Server runs the server side of one SCRAM-SHA-256 exchange. The SCRAM
 // user name is ignored, as PostgreSQL does: the startup packet names the user.
-type SCRAMServer struct {
-	conv *scram.ServerConversation
+type Server struct {
+	conv *xdgscram.ServerConversation
 }
 
-// NewSCRAMServer starts an exchange that checks the client against v.
-func NewSCRAMServer(v Verifier) (*SCRAMServer, error) {
-	srv, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) {
-		return scram.StoredCredentials{
-			KeyFactors: scram.KeyFactors{Salt: string(v.Salt), Iters: v.Iterations},
+// NewServer starts an exchange that checks the client against v.
+func NewServer(v Verifier) (*Server, error) {
+	srv, err := xdgscram.SHA256.NewServer(func(string) (xdgscram.StoredCredentials, error) {
+		return xdgscram.StoredCredentials{
+			KeyFactors: xdgscram.KeyFactors{Salt: string(v.Salt), Iters: v.Iterations},
 			StoredKey:  v.StoredKey,
 			ServerKey:  v.ServerKey,
 		}, nil
@@ -129,18 +134,18 @@ func NewSCRAMServer(v Verifier) (*SCRAMServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scram server: %w", err)
 	}
-	return &SCRAMServer{conv: srv.NewConversation()}, nil
+	return &Server{conv: srv.NewConversation()}, nil
 }
 
 // Step consumes one client message and returns the server's reply. After the
 // final step, Valid reports whether the proof matched.
-func (s *SCRAMServer) Step(clientMsg []byte) ([]byte, error) {
+func (s *Server) Step(clientMsg []byte) ([]byte, error) {
 	out, err := s.conv.Step(string(clientMsg))
 	return []byte(out), err
 }
 
 // Valid reports whether the client proved knowledge of the password.
-func (s *SCRAMServer) Valid() bool { return s.conv.Valid() }
+func (s *Server) Valid() bool { return s.conv.Valid() }
 
 // Verify reports whether password matches the verifier, for protocols that
 // receive the password itself (Redis AUTH). It costs one PBKDF2 of

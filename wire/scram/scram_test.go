@@ -1,10 +1,10 @@
-package pg
+package scram
 
 import (
 	"strings"
 	"testing"
 
-	"github.com/xdg-go/scram"
+	xdgscram "github.com/xdg-go/scram"
 )
 
 // TestSCRAMExchange runs a real SCRAM client against the server side.
@@ -26,12 +26,12 @@ func TestSCRAMExchange(t *testing.T) {
 		{"empty", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client, err := scram.SHA256.NewClient("", tc.password, "")
+			client, err := xdgscram.SHA256.NewClient("", tc.password, "")
 			if err != nil {
 				t.Fatal(err)
 			}
 			conv := client.NewConversation()
-			srv, err := NewSCRAMServer(parsed)
+			srv, err := NewServer(parsed)
 			if err != nil {
 				t.Fatal(err)
 			}
