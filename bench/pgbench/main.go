@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,9 +53,12 @@ var isoTables = []string{"pgbench_accounts", "pgbench_branches", "pgbench_teller
 // options are the command-line flags.
 type options struct {
 	benchkit.Options
-	duration time.Duration
-	modes    []string
-	noisy    bool
+	duration  time.Duration
+	modes     []string
+	noisy     bool
+	targets   map[string]bool // run only these targets (nil: all)
+	workloads map[string]bool // run only these workloads (nil: all)
+	profile   string          // directory for tenantguard's CPU profiles, one per run
 }
 
 func main() {
@@ -74,6 +78,9 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each pgbench run (whole seconds)")
 	modes := fs.String("modes", "simple,prepared", "comma-separated pgbench protocol modes (simple, extended, prepared)")
 	fs.BoolVar(&o.noisy, "noisy", false, "noisy-neighbour mode: a quiet tenant's latency while another floods the pool (uses -duration and -out only)")
+	targets := fs.String("targets", "", "comma-separated targets to run (direct, tenantguard, tenantguard+iso, pgbouncer); default all")
+	wls := fs.String("workloads", "", "comma-separated workloads to run (select-only, tpcb-like); default all")
+	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of tenantguard for each of its runs into this directory (pprof on its admin listener)")
 	if err := o.Parse(fs, args); err != nil {
 		return o, err
 	}
@@ -91,6 +98,13 @@ func parseFlags(args []string) (options, error) {
 			return o, fmt.Errorf("-noisy does not use %s", strings.Join(bad, ", "))
 		}
 	}
+	var err error
+	if o.targets, err = subset("-targets", *targets, "direct", "tenantguard", "tenantguard+iso", "pgbouncer"); err != nil {
+		return o, err
+	}
+	if o.workloads, err = subset("-workloads", *wls, "select-only", "tpcb-like"); err != nil {
+		return o, err
+	}
 	for _, m := range strings.Split(*modes, ",") {
 		switch m = strings.TrimSpace(m); m {
 		case "simple", "extended", "prepared":
@@ -104,6 +118,22 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("-modes: no protocol mode given")
 	}
 	return o, nil
+}
+
+// subset parses a comma-separated list of names from known; nil when empty.
+func subset(flagName, list string, known ...string) (map[string]bool, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	out := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(known, n) {
+			return nil, fmt.Errorf("%s: unknown name %q (known: %s)", flagName, n, strings.Join(known, ", "))
+		}
+		out[n] = true
+	}
+	return out, nil
 }
 
 // run sets everything up, runs the benchmark matrix, reports and tears down.
@@ -121,7 +151,7 @@ func run(ctx context.Context, o options) (err error) {
 	acme := tgTenant{id: tenantID, password: tenantPass}
 	tg, err := startTenantguard(ctx, o.Tenantguard, pg, tgOptions{
 		name: "tenantguard", user: dbUser, password: dbPassword, poolSize: poolSize,
-		tenants: []tgTenant{acme},
+		tenants: []tgTenant{acme}, pprof: o.profile != "",
 	})
 	if err != nil {
 		return err
@@ -129,7 +159,7 @@ func run(ctx context.Context, o options) (err error) {
 	defer func() { err = errors.Join(err, tg.Stop()) }()
 	iso, err := startTenantguard(ctx, o.Tenantguard, pg, tgOptions{
 		name: "tenantguard+iso", user: isoUser, password: isoPass, poolSize: poolSize, isolation: true,
-		tenants: []tgTenant{acme, {id: otherID, password: otherPass}},
+		tenants: []tgTenant{acme, {id: otherID, password: otherPass}}, pprof: o.profile != "",
 	})
 	if err != nil {
 		return err
@@ -146,9 +176,14 @@ func run(ctx context.Context, o options) (err error) {
 
 	targets := []*target{
 		iDirect:      {name: "direct", port: pg.Port(), user: dbUser, password: dbPassword},
-		iTenantguard: {name: "tenantguard", port: tg.port, user: tenantID, password: tenantPass, svc: tg.Service},
-		iIso:         {name: "tenantguard+iso", port: iso.port, user: tenantID, password: tenantPass, svc: iso.Service},
+		iTenantguard: {name: "tenantguard", port: tg.port, user: tenantID, password: tenantPass, svc: tg.Service, adminPort: tg.adminPort},
+		iIso:         {name: "tenantguard+iso", port: iso.port, user: tenantID, password: tenantPass, svc: iso.Service, adminPort: iso.adminPort},
 		iPgBouncer:   {name: "pgbouncer", port: pgb.port, user: tenantID, password: tenantPass, svc: pgb.Service},
+	}
+	for _, t := range targets {
+		if o.targets != nil && !o.targets[t.name] {
+			t.skipAll = "not selected (-targets)"
+		}
 	}
 	if !pgb.preparedOK {
 		targets[iPgBouncer].skipModes = map[string]string{"prepared": "PgBouncer " + pgb.version +

@@ -54,6 +54,7 @@ type tgOptions struct {
 	waitTimeout    time.Duration // postgres.pool.wait_timeout; 0 = tenantguard's default
 	isolation      bool          // row isolation of isoTables, bootstrapped before start
 	tenants        []tgTenant    // the first one is used to check readiness
+	pprof          bool          // serve /debug/pprof/ on the admin listener
 }
 
 // tenantguardConfig renders the sidecar configuration.
@@ -86,6 +87,9 @@ func tenantguardConfig(o tgOptions, port, admin, pgPort int) string {
 		}
 	}
 	b.WriteString("drain_timeout: 5s\n")
+	if o.pprof {
+		b.WriteString("debug:\n  pprof: true\n")
+	}
 	return b.String()
 }
 

@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -19,6 +24,8 @@ type target struct {
 	user, password string
 	svc            *benchkit.Service // the proxy process; nil for direct PostgreSQL
 	skipModes      map[string]string // protocol mode → why this target cannot run it
+	skipAll        string            // why the target does not run at all ("" = it runs)
+	adminPort      int               // tenantguard's admin listener, for profiles; 0 otherwise
 }
 
 // runGrace is how long pgbench may run past -T (connecting, finishing the
@@ -57,10 +64,17 @@ type row struct {
 func runMatrix(ctx context.Context, o options, targets []*target) ([]row, error) {
 	var rows []row
 	for _, w := range workloads {
+		if o.workloads != nil && !o.workloads[w.name] {
+			continue
+		}
 		for _, mode := range o.modes {
 			r := row{workload: w.name, mode: mode}
 			for _, t := range targets {
-				r.results = append(r.results, &result{skipped: t.skipModes[mode]})
+				skip := t.skipModes[mode]
+				if t.skipAll != "" {
+					skip = t.skipAll
+				}
+				r.results = append(r.results, &result{skipped: skip})
 			}
 			for round := range o.Rounds {
 				for i := range targets {
@@ -94,10 +108,12 @@ func runOnce(ctx context.Context, o options, t *target, w workload, mode string,
 		"-T", strconv.Itoa(int(o.duration.Seconds())), "-M", mode}
 	args = append(args, w.args...)
 	var out pgbenchOut
+	stopProfile := startProfile(ctx, o, t, fmt.Sprintf("%s-%s-%s", t.name, w.name, mode))
 	ticks, err := benchkit.CPUDuring(t.svc, func() (err error) {
 		out, err = runPgbench(ctx, fmt.Sprintf("pgbench %s -M %s via %s", w.name, mode, t.name), t, o.duration, args)
 		return err
 	})
+	stopProfile()
 	if err != nil {
 		return err
 	}
@@ -149,4 +165,42 @@ func match(re *regexp.Regexp, out []byte) (float64, error) {
 		return 0, fmt.Errorf("no match for %s", re)
 	}
 	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// startProfile fetches a CPU profile of a tenantguard target covering most
+// of a run into o.profile/<name>.pprof (-profile); the returned function
+// waits for it. It does nothing for other targets or without -profile.
+func startProfile(ctx context.Context, o options, t *target, name string) func() {
+	if o.profile == "" || t.adminPort == 0 {
+		return func() {}
+	}
+	secs := max(int(o.duration.Seconds())-1, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		url := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", t.adminPort, secs)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			benchkit.Logf("profile %s: %v", name, err)
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			benchkit.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		path := filepath.Join(o.profile, name+".pprof")
+		f, err := os.Create(path)
+		if err == nil {
+			_, err = io.Copy(f, resp.Body)
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil || resp.StatusCode != http.StatusOK {
+			benchkit.Logf("profile %s: status %d: %v", name, resp.StatusCode, err)
+			return
+		}
+		benchkit.Logf("profile written to %s", path)
+	}()
+	return func() { <-done }
 }

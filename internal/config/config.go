@@ -102,6 +102,10 @@ type File struct {
 	// policy until the first push or the persisted one.
 	ControlPlane *ControlPlaneClientFile `yaml:"controlplane"`
 	DrainTimeout Duration                `yaml:"drain_timeout"`
+	Debug        struct {
+		// Pprof serves Go's profiles under /debug/pprof/ on the admin listener.
+		Pprof bool `yaml:"pprof"`
+	} `yaml:"debug"`
 }
 
 // Duration is a time.Duration written as "5s", "250ms".
@@ -135,6 +139,7 @@ type Sidecar struct {
 	Sessions       *Sessions           // nil: session tokens are not accepted
 	ControlPlane   *ControlPlaneClient // nil: the policy is this file's
 	DrainTimeout   time.Duration
+	Pprof          bool // serve /debug/pprof/ on the admin listener
 }
 
 // Error is a configuration error: which file, which field, what is wrong.
@@ -176,6 +181,7 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 		RedisListen:    f.Listen.Redis,
 		AdminListen:    f.Listen.Admin,
 		DrainTimeout:   time.Duration(f.DrainTimeout),
+		Pprof:          f.Debug.Pprof,
 	}
 	if out.DrainTimeout == 0 {
 		out.DrainTimeout = 30 * time.Second
