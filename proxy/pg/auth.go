@@ -39,7 +39,7 @@ func (e *authFailure) Unwrap() error { return e.cause }
 
 func passwordFailed(user, reason string, cause error) *authFailure {
 	return &authFailure{reason: reason, cause: cause,
-		reply: wire.Fatalf(wire.CodeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user))}
+		reply: wire.Fatalf(wire.CodeInvalidPassword, "password authentication failed for user %q", user)}
 }
 
 // tokenFailureReason maps a SessionVerifier error to its metrics label.
@@ -102,11 +102,11 @@ func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *bufio.
 		return nil, nil, fmt.Errorf("read PasswordMessage: %w", err)
 	}
 	if typ != 'p' {
-		return nil, nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected password response, got message type %q", typ))
+		return nil, nil, wire.Fatalf(wire.CodeProtocolViolation, "expected password response, got message type %q", typ)
 	}
 	var pm pgproto3.PasswordMessage
 	if err := pm.Decode(raw[5:]); err != nil {
-		return nil, nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed PasswordMessage: "+err.Error())
+		return nil, nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed PasswordMessage: %v", err)
 	}
 	snap := srv.policy.Load()
 	t, known := snap.Tenant(user)

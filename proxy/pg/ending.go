@@ -41,13 +41,10 @@ func (s *session) end(e *wire.Error, mode policy.SessionEndMode) {
 	s.mu.Unlock()
 	if mode == policy.SessionEndImmediate {
 		s.abort.Store(true)
-	} else if sc := s.attached(); sc != nil {
-		busy := !sc.releasable()
-		sc.mu.Unlock()
-		if busy {
-			// tryRelease ends it when the server reports the transaction over.
-			return
-		}
+	} else if sc := s.sc.Load(); sc != nil && sc.busyFor(s) {
+		// The connection's release ends the session when the server
+		// reports the transaction over.
+		return
 	}
 	if s.cancel != nil {
 		s.cancel() // a pool wait or dial in progress gives up
@@ -154,5 +151,5 @@ func (s *session) sessionEnded(err error) {
 	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	s.srv.log.Info("session token ended; ending client connection",
 		"tenant", s.tenant, "session", s.lease.ID(), "pid", s.key.pid, "reason", err, "mode", string(s.srv.SessionEnd()))
-	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, msg), s.srv.SessionEnd())
+	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, "%s", msg), s.srv.SessionEnd())
 }

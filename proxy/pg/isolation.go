@@ -20,26 +20,61 @@ import (
 // would for a real error; the error it returns is replaced by the proxy's.
 const refusedSQL = "SELECT tenantguard_statement_refused"
 
+// screenMessage runs a Query or Parse through the firewall and the
+// tenant's permissions, and re-checks a Bind's permissions. It reports
+// whether the message was refused (the client has been answered).
+func (s *session) screenMessage(typ byte, raw []byte) (bool, error) {
+	s.verdict = nil
+	switch {
+	case typ == wire.MsgQuery || typ == wire.MsgParse:
+		var v *firewall.Verdict
+		var refused *wire.Error
+		rule := ""
+		if s.srv.fw != nil {
+			v, rule, refused = s.screen(typ, raw)
+		}
+		if s.lease != nil {
+			var fp uint64
+			if v != nil {
+				fp = v.Fingerprint
+			}
+			s.lease.Record(fp, rule)
+		}
+		if refused != nil {
+			return true, s.refuseStatement(typ, refused)
+		}
+		s.verdict = v
+	case typ == wire.MsgBind && s.srv.fw != nil:
+		if rule, refused := s.screenBind(raw); refused != nil {
+			if s.lease != nil {
+				s.lease.Record(0, rule)
+			}
+			return true, s.refuseStatement(typ, refused)
+		}
+	}
+	return false, nil
+}
+
 // screen runs a Query's or Parse's text through the firewall and the
 // tenant's permissions. It returns the verdict (nil if the message could not
 // be read) and, for a refused statement, the refusing rule and the error to
 // send.
 func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, string, *wire.Error) {
-	body := raw[5:]
-	if typ == 'P' {
-		_, rest, ok := cstring(body)
+	body := raw[wire.HeaderLen:]
+	if typ == wire.MsgParse {
+		_, rest, ok := wire.CString(body)
 		if !ok {
 			return nil, "", wire.Errorf(wire.CodeProtocolViolation, "malformed Parse message")
 		}
 		body = rest
 	}
-	text, _, ok := cstring(body)
+	text, _, ok := wire.CString(body)
 	if !ok {
 		return nil, "", wire.Errorf(wire.CodeProtocolViolation, "malformed query message")
 	}
 	v := s.srv.fw.Check(string(text))
 	if v.Syntax {
-		return v, "", wire.Errorf("42601", v.Reason)
+		return v, "", wire.Errorf(wire.CodeSyntaxError, "%s", v.Reason)
 	}
 	if v.Refused() {
 		s.srv.metrics.refusals.WithLabelValues(s.label, v.Rule).Inc()
@@ -78,11 +113,11 @@ func (s *session) notPermitted(c firewall.Class) string {
 // after a push that no longer does. The firewall's other rules do not
 // depend on the policy, so the class is all that needs checking.
 func (s *session) screenBind(raw []byte) (string, *wire.Error) {
-	_, rest, ok := cstring(raw[5:])
+	_, rest, ok := wire.CString(raw[wire.HeaderLen:])
 	if !ok {
 		return "", nil // the server reports the malformed Bind
 	}
-	name, _, ok := cstring(rest)
+	name, _, ok := wire.CString(rest)
 	if !ok {
 		return "", nil
 	}
@@ -112,34 +147,24 @@ func refusal(rule, reason string) *wire.Error {
 // keeping order and the transaction's state exactly as PostgreSQL would.
 func (s *session) refuseStatement(typ byte, e *wire.Error) error {
 	s.noteProxyError(e.Code)
-	sc := s.attached()
-	if sc == nil {
-		s.writeError(e)
-		if typ == 'Q' {
-			s.writeReady('I')
+	if sc := s.sc.Load(); sc != nil && s.queue(sc, reply{kind: wire.MsgErrorResponse, prefix: e.AppendTo(nil)}) {
+		sc.mu.Lock()
+		if typ == wire.MsgQuery {
+			s.msg = wire.AppendQuery(s.msg[:0], refusedSQL)
+			sc.replies.push(reply{kind: wire.MsgReadyForQuery})
 		} else {
-			s.skipUntilSync = true
+			s.msg = wire.AppendParse(s.msg[:0], "", refusedSQL)
+			sc.unnamedOwner = nil
+			sc.unsynced = true
 		}
-		return nil
+		sc.mu.Unlock()
+		return s.send(sc, s.msg)
 	}
-	var msg []byte
-	sc.expect = append(sc.expect, expectation{kind: 'E', prefix: e.AppendTo(nil)})
-	if typ == 'Q' {
-		msg = appendQuery(s.msg[:0], refusedSQL)
-		sc.expect = append(sc.expect, expectation{kind: 'Z'})
+	s.writeError(e)
+	if typ == wire.MsgQuery {
+		s.writeReady(wire.TxIdle)
 	} else {
-		msg = appendParse(s.msg[:0], "", refusedSQL)
-		sc.unnamedOwner = nil
-		sc.unsynced = true
-	}
-	s.msg = msg
-	sc.writing = true
-	sc.mu.Unlock()
-	if _, err := sc.bw.Write(msg); err != nil {
-		return s.serverWriteFailed(sc, err)
-	}
-	if s.rd.Buffered() == 0 {
-		return s.flushServer(sc)
+		s.skipUntilSync = true
 	}
 	return nil
 }

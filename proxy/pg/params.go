@@ -1,8 +1,9 @@
 package pg
 
 import (
-	"encoding/binary"
 	"time"
+
+	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
 // paramSpec is a setting the proxy keeps per client and replays onto
@@ -43,7 +44,8 @@ type settingPair struct {
 // syncSession appends to s.out the statements that bring sc to this
 // client: its tracked settings and, with isolation on, its tenant binding.
 // They run as one pipelined batch ahead of the client's first message, so
-// they cost no round trip. Called with sc.mu held.
+// they cost no round trip; the batch's replies are queued to be swallowed.
+// Called with sc.mu held.
 func (s *session) syncSession(sc *serverConn) {
 	var pairs []settingPair
 	s.pmu.Lock()
@@ -69,46 +71,19 @@ func (s *session) syncSession(sc *serverConn) {
 	if len(pairs) == 0 {
 		return
 	}
-	s.out = appendParse(s.out, "", setConfigSQL)
+	s.out = wire.AppendParse(s.out, "", setConfigSQL)
 	for _, p := range pairs {
+		name := p.name
 		if p.set {
 			v := p.value
-			s.out = appendBind2(s.out, p.name, &v)
+			s.out = wire.AppendBindText(s.out, "", &name, &v)
 		} else {
-			s.out = appendBind2(s.out, p.name, nil)
+			s.out = wire.AppendBindText(s.out, "", &name, nil)
 		}
-		s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
+		s.out = wire.AppendExecute(s.out)
 	}
-	s.out = append(s.out, 'S', 0, 0, 0, 4)
+	s.out = append(s.out, wire.SyncMessage...)
 	sc.unnamedOwner = nil
-}
-
-func appendParse(dst []byte, name, query string) []byte {
-	dst = append(dst, 'P')
-	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(name)+1+len(query)+1+2))
-	dst = append(dst, name...)
-	dst = append(dst, 0)
-	dst = append(dst, query...)
-	return append(dst, 0, 0, 0)
-}
-
-// appendBind2 binds the unnamed statement with two text parameters; a nil
-// second parameter is NULL.
-func appendBind2(dst []byte, p1 string, p2 *string) []byte {
-	n := 4 + 1 + 1 + 2 + 2 + 4 + len(p1) + 4 + 2
-	if p2 != nil {
-		n += len(*p2)
-	}
-	dst = append(dst, 'B')
-	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
-	dst = append(dst, 0, 0, 0, 0, 0, 2)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p1)))
-	dst = append(dst, p1...)
-	if p2 == nil {
-		dst = binary.BigEndian.AppendUint32(dst, 0xFFFFFFFF)
-	} else {
-		dst = binary.BigEndian.AppendUint32(dst, uint32(len(*p2)))
-		dst = append(dst, *p2...)
-	}
-	return append(dst, 0, 0)
+	// Its replies are ours, up to and including the Sync's ReadyForQuery.
+	sc.replies.push(reply{kind: wire.MsgReadyForQuery, swallow: true})
 }

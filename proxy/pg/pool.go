@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"time"
@@ -26,7 +27,13 @@ var errPoolClosed = errors.New("pool closed")
 
 // pool holds the server connections of one (host, port, database, user).
 // Idle connections are reused most-recently-used first, so a quiet pool
-// shrinks by idle timeout; waiters are served first in, first out.
+// shrinks by idle timeout; waiters are served first in, first out within
+// a tenant, round robin across tenants.
+//
+// The pool counts every connection from the moment a slot is taken for
+// dialling it until its read loop exits (total), and each either on the
+// idle stack (serverConn.inIdle) or leased to a tenant (serverConn.leased,
+// counted in active). Those fields change only under mu.
 type pool struct {
 	key     string
 	conf    *pgconn.Config
@@ -86,10 +93,12 @@ func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *
 	return p
 }
 
-// acquire returns a server connection for exclusive use by tenant, waiting
-// up to the configured time for one to free up. A tenant holds at most limit
+// acquire returns a server connection leased to tenant, waiting up to the
+// configured time for one to free up. A tenant holds at most limit
 // connections at once (0 = the pool size); waiting tenants are served round
-// robin, so one tenant's flood cannot starve another.
+// robin, so one tenant's flood cannot starve another. The connection may
+// have died meanwhile: the caller attaches it (session.attach), which
+// fails for a connection no longer idle, and then asks again.
 func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverConn, error) {
 	start := time.Now()
 	defer func() { p.metrics.poolWait.Observe(time.Since(start).Seconds()) }()
@@ -102,27 +111,21 @@ func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverCo
 		return nil, errPoolClosed
 	}
 	if p.active[tenant] < limit && len(p.queues[tenant]) == 0 {
-		for len(p.idle) > 0 {
-			sc := p.idle[len(p.idle)-1]
-			p.idle = p.idle[:len(p.idle)-1]
-			if sc.expired(start) {
-				p.total--
-				go sc.close() // closes the socket; its read loop exits on its own
-				continue
-			}
-			p.active[tenant]++
-			sc.lease = tenant
+		sc, expired := p.popIdle(start)
+		if sc != nil {
+			p.leaseTo(sc, tenant)
 			p.mu.Unlock()
-			p.idleGauge.Dec()
-			p.activeGauge.Inc()
+			closeAll(expired)
 			return sc, nil
 		}
 		if p.total < p.cfg.PoolSize {
 			p.total++
 			p.active[tenant]++
 			p.mu.Unlock()
+			closeAll(expired)
 			return p.dial(ctx, tenant)
 		}
+		defer closeAll(expired)
 	}
 	w := &poolWaiter{ch: make(chan poolGrant, 1), tenant: tenant, limit: limit}
 	if len(p.queues[tenant]) == 0 {
@@ -141,16 +144,61 @@ func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverCo
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	if p.dequeue(w) {
-		p.mu.Unlock()
+	gaveUp := p.dequeue(w)
+	p.mu.Unlock()
+	if gaveUp {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, errPoolTimeout
 	}
-	p.mu.Unlock()
 	// Granted while we gave up: use it rather than leak it.
 	return p.take(ctx, <-w.ch, tenant)
+}
+
+// popIdle takes the most recently used live idle connection off the
+// stack; expired ones it meets come off too, for the caller to close once
+// it has let go of p.mu (they are counted until their read loops exit).
+// Called with p.mu held.
+func (p *pool) popIdle(now time.Time) (sc *serverConn, expired []*serverConn) {
+	for len(p.idle) > 0 {
+		sc := p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		sc.inIdle = false
+		p.idleGauge.Dec()
+		if sc.expired(now) {
+			expired = append(expired, sc)
+			continue
+		}
+		return sc, expired
+	}
+	return nil, expired
+}
+
+func closeAll(conns []*serverConn) {
+	for _, sc := range conns {
+		sc.closeSocket()
+	}
+}
+
+// leaseTo counts sc against tenant's share. Called with p.mu held.
+func (p *pool) leaseTo(sc *serverConn, tenant string) {
+	sc.leased, sc.lease = true, tenant
+	p.active[tenant]++
+	p.activeGauge.Inc()
+}
+
+// unlease takes sc off its tenant's share. Called with p.mu held.
+func (p *pool) unlease(sc *serverConn) {
+	if !sc.leased {
+		return
+	}
+	sc.leased = false
+	if p.active[sc.lease]--; p.active[sc.lease] <= 0 {
+		delete(p.active, sc.lease)
+	}
+	p.activeGauge.Dec()
 }
 
 // dequeue removes a waiter that gave up; false if it was already granted.
@@ -196,7 +244,6 @@ func (p *pool) nextWaiter() *poolWaiter {
 		if p.active[t] >= w.limit {
 			continue
 		}
-		p.active[t]++
 		p.waitingGauge.Dec()
 		if len(q) == 1 {
 			p.dropTurn(t)
@@ -221,7 +268,6 @@ func (p *pool) take(ctx context.Context, g poolGrant, tenant string) (*serverCon
 	if g.sc == nil {
 		return nil, errPoolClosed
 	}
-	p.activeGauge.Inc()
 	return g.sc, nil
 }
 
@@ -258,99 +304,72 @@ func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 		}
 		return newServerConn(p, hj, reader), nil
 	})
+	p.mu.Lock()
+	if err == nil && p.closed {
+		err = errPoolClosed
+		_ = sc.conn.Close()
+	}
 	if err != nil {
-		p.release(tenant)
+		if p.active[tenant]--; p.active[tenant] <= 0 {
+			delete(p.active, tenant)
+		}
+		p.mu.Unlock()
 		p.slotFreed()
 		return nil, err
 	}
-	sc.lease = tenant
-	p.mu.Lock()
+	sc.leased, sc.lease = true, tenant
+	p.activeGauge.Inc()
 	if p.defaults == nil {
-		p.defaults = make(map[string]string, len(sc.params))
-		for k, v := range sc.params {
-			p.defaults[k] = v
-		}
+		p.defaults = maps.Clone(sc.params)
 	}
-	closed := p.closed
-	if !closed {
-		p.readers.Add(1)
-	}
+	p.readers.Add(1)
 	p.mu.Unlock()
-	if closed {
-		sc.close()
-		p.release(tenant)
-		p.slotFreed()
-		return nil, errPoolClosed
-	}
 	go func() {
 		defer p.readers.Done()
 		sc.readLoop()
 	}()
-	p.activeGauge.Inc()
 	return sc, nil
 }
 
-// release takes one connection off tenant's share.
-func (p *pool) release(tenant string) {
-	p.mu.Lock()
-	if p.active[tenant]--; p.active[tenant] <= 0 {
-		delete(p.active, tenant)
-	}
-	p.mu.Unlock()
-}
-
-// put returns a clean server connection: to the next waiter, else to the idle stack.
+// put takes back a connection that is clean and idle (its state already
+// connIdle): to the next waiter, else onto the idle stack. Called with
+// sc.mu held.
 func (p *pool) put(sc *serverConn) {
-	p.activeGauge.Dec()
-	sc.mu.Lock()
-	dead := sc.closed
-	sc.mu.Unlock()
-	p.release(sc.lease)
-	if dead {
-		// Its read loop has already discarded it, or is about to.
-		p.slotFreed()
-		return
-	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unlease(sc)
 	if p.closed {
-		p.total--
-		p.mu.Unlock()
-		sc.close()
+		sc.state = connClosing
+		_ = sc.conn.Close() // counted until its read loop exits
 		return
 	}
 	if w := p.nextWaiter(); w != nil {
-		sc.lease = w.tenant
-		p.mu.Unlock()
+		p.leaseTo(sc, w.tenant)
 		w.ch <- poolGrant{sc: sc}
 		return
 	}
 	sc.idleSince = time.Now()
-	sc.lease = ""
+	sc.inIdle = true
 	p.idle = append(p.idle, sc)
-	p.mu.Unlock()
 	p.idleGauge.Inc()
 }
 
-// discard forgets a server connection that was closed or failed.
-func (p *pool) discard(sc *serverConn, wasIdle bool) {
+// forget stops counting a connection whose read loop has exited, and lets
+// the next waiter dial in its place. It runs exactly once per connection.
+func (p *pool) forget(sc *serverConn) {
 	p.mu.Lock()
-	if wasIdle {
+	if sc.inIdle {
+		sc.inIdle = false
 		for i, x := range p.idle {
 			if x == sc {
 				p.idle = append(p.idle[:i], p.idle[i+1:]...)
-				p.mu.Unlock()
-				p.idleGauge.Dec()
-				p.slotFreed()
-				return
+				break
 			}
 		}
-		// Not idle after all: acquire already took it, or expiry closed it.
-		p.mu.Unlock()
-		return
+		p.idleGauge.Dec()
 	}
+	p.unlease(sc)
 	p.mu.Unlock()
-	p.activeGauge.Dec()
-	p.release(sc.lease)
 	p.slotFreed()
 }
 
@@ -359,6 +378,7 @@ func (p *pool) slotFreed() {
 	p.mu.Lock()
 	if !p.closed {
 		if w := p.nextWaiter(); w != nil {
+			p.active[w.tenant]++
 			p.mu.Unlock()
 			w.ch <- poolGrant{dial: true}
 			return
@@ -381,21 +401,27 @@ func (p *pool) paramDefaults(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.put(sc)
+	sc.mu.Lock()
+	if sc.state == connIdle {
+		p.put(sc)
+	}
+	sc.mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.defaults, nil
 }
 
-// expire closes idle connections past their idle time or lifetime.
+// expire closes idle connections past their idle time or lifetime. They
+// leave the idle stack now, and the pool's count when their read loops exit.
 func (p *pool) expire(now time.Time) {
 	p.mu.Lock()
 	keep := p.idle[:0]
 	var drop []*serverConn
 	for _, sc := range p.idle {
 		if sc.expired(now) {
+			sc.inIdle = false
+			p.idleGauge.Dec()
 			drop = append(drop, sc)
-			p.total--
 		} else {
 			keep = append(keep, sc)
 		}
@@ -404,8 +430,7 @@ func (p *pool) expire(now time.Time) {
 	p.idle = keep
 	p.mu.Unlock()
 	for _, sc := range drop {
-		p.idleGauge.Dec()
-		sc.close()
+		sc.closeSocket()
 	}
 }
 
@@ -415,7 +440,10 @@ func (p *pool) close() {
 	p.closed = true
 	idle := p.idle
 	p.idle = nil
-	p.total -= len(idle)
+	for _, sc := range idle {
+		sc.inIdle = false
+		p.idleGauge.Dec()
+	}
 	var waiters []*poolWaiter
 	for _, q := range p.queues {
 		waiters = append(waiters, q...)
@@ -428,8 +456,7 @@ func (p *pool) close() {
 		w.ch <- poolGrant{}
 	}
 	for _, sc := range idle {
-		p.idleGauge.Dec()
-		sc.close()
+		sc.closeSocket()
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 
 // errTenantGone is the FATAL a client gets when its tenant leaves the policy.
 func errTenantGone(id string) *wire.Error {
-	return wire.Fatalf(wire.CodeInvalidAuthSpec, "tenantguard: tenant "+id+" is suspended or no longer in the policy")
+	return wire.Fatalf(wire.CodeInvalidAuthSpec, "tenantguard: tenant %s is suspended or no longer in the policy", id)
 }
 
 // Reconcile applies the snapshot now in the server's Store to the open
@@ -64,10 +64,12 @@ func (s *session) followPolicy(snap *policy.Snapshot) error {
 		s.tenantRemoved()
 		return s.terminate()
 	}
-	if sc := s.attached(); sc != nil {
+	if sc := s.sc.Load(); sc != nil {
 		// A session-pooled connection stays attached between transactions;
 		// its read loop reads s.t under sc.mu.
-		if sc.releasable() {
+		sc.mu.Lock()
+		attached := sc.owner == s
+		if !attached || sc.releasable() {
 			s.t, s.snap = t, snap
 		}
 		sc.mu.Unlock()

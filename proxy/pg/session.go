@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sony/gobreaker/v2"
+	"github.com/tenantguard/tenantguard/internal/errref"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 
@@ -41,8 +41,14 @@ type session struct {
 	bw    *bufio.Writer
 	ended bool // the final FATAL has been written
 
-	mu      sync.Mutex // guards sc, closing and endErr for cancel, drain and session end
-	sc      *serverConn
+	// sc is the attached server connection, if any: set by attach, cleared
+	// by whoever takes the connection away (always under its mu).
+	sc atomic.Pointer[serverConn]
+	// broken: the attached server connection died; the client is being
+	// disconnected and nothing more may be sent for it.
+	broken atomic.Bool
+
+	mu      sync.Mutex  // guards closing and endErr for drain and session end
 	closing bool        // ending: no new transaction starts; end at the next boundary
 	endErr  *wire.Error // the FATAL the client gets when it ends
 	abort   atomic.Bool // ending immediately, transaction or not
@@ -67,7 +73,7 @@ type session struct {
 	unnamedClass  firewall.Class // the firewall's class of unnamedParse
 	unnamedGen    uint64
 	skipUntilSync bool
-	out           []byte            // injected messages staged while holding sc.mu
+	out           []byte            // requests staged for the server ahead of the client's message
 	msg           []byte            // scratch for a rewritten client message
 	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
 
@@ -94,24 +100,26 @@ func (s *session) run(ctx context.Context) error {
 			}
 			return err
 		}
-		if s.abort.Load() {
+		if s.abort.Load() || s.broken.Load() {
 			return s.terminate()
 		}
 		switch typ {
-		case 'X':
-			return nil
-		case 'F':
+		case wire.MsgTerminate:
+			// Requests pipelined ahead of Terminate still reach the server,
+			// as they would without a proxy.
+			return s.flushPending()
+		case wire.MsgFunctionCall:
 			if err := s.refuseCall(wire.Errorf(wire.CodeFeatureNotSupported, "function call messages are not supported by tenantguard; use SELECT")); err != nil {
 				return err
 			}
 			continue
-		case 'p':
+		case wire.MsgPassword:
 			return s.fatal(wire.Fatalf(wire.CodeProtocolViolation, "unexpected password message"))
 		}
 		if s.skipUntilSync {
-			if typ == 'S' {
+			if typ == wire.MsgSync {
 				s.skipUntilSync = false
-				s.writeReady('I')
+				s.writeReady(wire.TxIdle)
 			}
 			continue
 		}
@@ -121,164 +129,174 @@ func (s *session) run(ctx context.Context) error {
 	}
 }
 
-// handle forwards one client message, attaching a server connection first if needed.
+// handle screens one client message and forwards it to the server
+// connection serving the client, attaching one first if needed.
 func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
 	if snap := s.srv.policy.Load(); snap != s.snap {
 		if err := s.followPolicy(snap); err != nil {
 			return err
 		}
 	}
-	s.verdict = nil
-	if typ == 'Q' || typ == 'P' {
-		var v *firewall.Verdict
-		var refused *wire.Error
-		rule := ""
-		if s.srv.fw != nil {
-			v, rule, refused = s.screen(typ, raw)
-		}
-		if s.lease != nil {
-			var fp uint64
-			if v != nil {
-				fp = v.Fingerprint
-			}
-			s.lease.Record(fp, rule)
-		}
-		if refused != nil {
-			return s.refuseStatement(typ, refused)
-		}
-		s.verdict = v
-	} else if typ == 'B' && s.srv.fw != nil {
-		if rule, refused := s.screenBind(raw); refused != nil {
-			if s.lease != nil {
-				s.lease.Record(0, rule)
-			}
-			return s.refuseStatement(typ, refused)
-		}
+	if refused, err := s.screenMessage(typ, raw); refused || err != nil {
+		return err
 	}
-	sc := s.attached()
-	if sc != nil && sc.releasable() && s.ending() {
-		// Between transactions on a session-pooled connection: the
-		// next transaction must not start.
-		sc.mu.Unlock()
-		return s.terminate()
-	}
-	if sc == nil {
-		if typ == 'S' || typ == 'H' {
-			// Nothing outstanding: answer without taking a server connection.
-			if typ == 'S' {
-				s.writeReady('I')
+	for {
+		sc := s.sc.Load()
+		if sc == nil {
+			if s.answerIdle(typ) {
+				return nil
 			}
-			return nil
+			var err error
+			if sc, err = s.attach(ctx); err != nil {
+				return s.attachFailed(typ, err)
+			}
 		}
-		if typ == 'c' || typ == 'f' || typ == 'd' {
-			return nil // COPY data after a failed COPY; PostgreSQL ignores it too
+		msg, ok := s.stage(sc, typ, raw)
+		if !ok {
+			// Released between transactions since we looked, or lost.
+			if s.broken.Load() {
+				return s.terminate()
+			}
+			continue
 		}
-		var err error
-		if sc, err = s.acquire(ctx); err != nil {
-			return s.acquireFailed(typ, err)
-		}
+		return s.send(sc, msg)
 	}
-	// sc.mu is held here.
-	s.out = s.out[:0]
-	if len(sc.expect) == 0 {
+}
+
+// answerIdle answers a message that needs no server connection while the
+// client holds none; it reports whether it did.
+func (s *session) answerIdle(typ byte) bool {
+	switch typ {
+	case wire.MsgSync:
+		// Nothing outstanding: answer without taking a server connection.
+		s.writeReady(wire.TxIdle)
+		return true
+	case wire.MsgFlush:
+		return true
+	case wire.MsgCopyData, wire.MsgCopyDone, wire.MsgCopyFail:
+		return true // COPY data after a failed COPY; PostgreSQL ignores it too
+	}
+	return false
+}
+
+// stage registers one client message on sc, the attached connection, and
+// returns the bytes to send for it; statements that must precede it are in
+// s.out. It reports false, registering nothing, when sc is no longer
+// attached to s.
+func (s *session) stage(sc *serverConn, typ byte, raw []byte) ([]byte, bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.owner != s || sc.state != connAttached {
+		return nil, false
+	}
+	if sc.replies.empty() && !sc.sending {
 		sc.batchStart = time.Now()
-		if s.mode == PoolSession && sc.tx == 'I' && !sc.unsynced {
+		if s.mode == PoolSession && sc.tx == wire.TxIdle && !sc.unsynced {
 			// A session-pooled client keeps its connection for hours:
 			// refresh the binding at transaction boundaries before it ages out.
 			s.syncSession(sc)
-			if len(s.out) > 0 {
-				sc.expect = append(sc.expect, expectation{kind: 'Z', swallow: true})
-			}
 		}
 	}
-	sc.writing = true
-	msg := s.rewrite(sc, typ, raw)
-	sc.mu.Unlock()
+	sc.sending = true
+	return s.rewrite(sc, typ, raw), true
+}
+
+// send writes what stage returned, and flushes once the client has no
+// more requests buffered: one write per batch of pipelined messages.
+func (s *session) send(sc *serverConn, msg []byte) error {
 	if len(s.out) > 0 {
 		if _, err := sc.bw.Write(s.out); err != nil {
 			return s.serverWriteFailed(sc, err)
 		}
+		s.out = s.out[:0]
 	}
 	if _, err := sc.bw.Write(msg); err != nil {
 		return s.serverWriteFailed(sc, err)
 	}
 	s.rd.Shrink(64 << 10)
 	if s.rd.Buffered() == 0 {
-		return s.flushServer(sc)
+		return s.flush(sc)
 	}
 	return nil
 }
 
-// attached returns the session's server connection with its mu held, or nil.
-func (s *session) attached() *serverConn {
-	s.mu.Lock()
-	sc := s.sc
-	s.mu.Unlock()
-	if sc == nil {
-		return nil
+// flush sends the batch to the server and lets the connection go back to
+// the pool if the client is between transactions.
+func (s *session) flush(sc *serverConn) error {
+	if err := sc.bw.Flush(); err != nil {
+		return s.serverWriteFailed(sc, err)
 	}
 	sc.mu.Lock()
 	if sc.owner == s {
-		return sc
+		sc.sending = false
 	}
 	sc.mu.Unlock()
-	s.mu.Lock()
-	if s.sc == sc {
-		s.sc = nil
-	}
-	s.mu.Unlock()
+	sc.release()
 	return nil
 }
 
-// acquire takes a server connection from the pool and makes it ours,
-// replaying the client's settings onto it. Returns with sc.mu held.
-func (s *session) acquire(ctx context.Context) (*serverConn, error) {
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
-		return nil, errDraining
-	}
-	sc, err := s.pool.acquire(ctx, s.tenant, s.t.Limits.MaxTransactions)
-	if err != nil {
-		return nil, err
+// flushPending sends what is staged for the attached server connection,
+// if anything.
+func (s *session) flushPending() error {
+	sc := s.sc.Load()
+	if sc == nil || sc.bw.Buffered() == 0 {
+		return nil
 	}
 	sc.mu.Lock()
-	// Checked again with the connection published under s.mu: an end
-	// signalled meanwhile either sees it attached or is seen here.
-	s.mu.Lock()
-	closing = s.closing
-	if !closing {
-		s.sc = sc
+	mine := sc.owner == s && sc.sending
+	sc.mu.Unlock()
+	if !mine {
+		return nil
 	}
-	s.mu.Unlock()
-	if closing {
-		sc.detach("") // unlocks; back to the pool untouched
-		return nil, errDraining
-	}
-	sc.owner = s
-	sc.attachedAt = time.Now()
-	sc.batchStart = sc.attachedAt
-	s.out = s.out[:0]
-	s.syncSession(sc)
-	if len(s.out) > 0 {
-		// Pipelined ahead of the client's first message: no extra round trip.
-		sc.expect = append(sc.expect, expectation{kind: 'Z', swallow: true})
-		sc.writing = true
-		sc.mu.Unlock()
-		if _, err := sc.bw.Write(s.out); err != nil {
-			_ = sc.conn.Close()
-			return nil, fmt.Errorf("write to server: %w", err)
+	return s.flush(sc)
+}
+
+// attach takes a server connection from the pool and makes it the
+// session's, with the client's settings pipelined ahead of its first
+// message (no extra round trip). The connection stays unreleasable
+// (sending) until that message is written.
+func (s *session) attach(ctx context.Context) (*serverConn, error) {
+	for {
+		if s.ending() {
+			return nil, errDraining
+		}
+		sc, err := s.pool.acquire(ctx, s.tenant, s.t.Limits.MaxTransactions)
+		if err != nil {
+			return nil, err
 		}
 		sc.mu.Lock()
+		if sc.state != connIdle {
+			sc.mu.Unlock() // died on the idle stack: its read loop gives the slot back
+			continue
+		}
+		sc.state, sc.owner = connAttached, s
+		sc.attachedAt = time.Now()
+		sc.batchStart = sc.attachedAt
+		sc.sending = true
+		s.sc.Store(sc)
+		// An end signalled from now on sees the connection attached and is
+		// left to the connection's release; one signalled before is seen here.
+		if s.ending() {
+			sc.sending = false
+			sc.mu.Unlock()
+			sc.release()
+			return nil, errDraining
+		}
+		s.out = s.out[:0]
+		s.syncSession(sc)
+		sc.mu.Unlock()
+		return sc, nil
 	}
-	return sc, nil
 }
+
+// detach forgets sc as the session's connection. Called with sc.mu held,
+// by whoever takes the connection from the session.
+func (s *session) detach(sc *serverConn) { s.sc.CompareAndSwap(sc, nil) }
 
 var errDraining = errors.New("draining")
 
-// acquireFailed answers a message that could not get a server connection.
-func (s *session) acquireFailed(typ byte, err error) error {
+// attachFailed answers a message that could not get a server connection.
+func (s *session) attachFailed(typ byte, err error) error {
 	if s.ending() {
 		// Ending: the pool wait was cut short, or nothing new may start.
 		return s.terminate()
@@ -288,17 +306,17 @@ func (s *session) acquireFailed(typ byte, err error) error {
 	case errors.Is(err, errDraining), errors.Is(err, errPoolClosed):
 		return s.fatal(errShutdown)
 	case errors.Is(err, errPoolTimeout):
-		pe = wire.Errorf(wire.CodeTooManyConnections, fmt.Sprintf("no server connection available for tenant %q within %s (pool %s is at its limit of %d)",
-			s.tenant, s.pool.cfg.PoolWaitTimeout, s.pool.key, s.pool.cfg.PoolSize))
+		pe = wire.Errorf(wire.CodeTooManyConnections, "no server connection available for tenant %q within %s (the pool is at its limit of %d)",
+			s.tenant, s.pool.cfg.PoolWaitTimeout, s.pool.cfg.PoolSize)
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		pe = wire.Errorf(wire.CodeCannotConnectNow, "upstream database unavailable: circuit breaker is open after repeated failures; retry later")
 	default:
-		pe = wire.Errorf(wire.CodeConnectionFailure, "could not connect to upstream database: "+err.Error())
+		pe = s.upstreamError(wire.CodeConnectionFailure, "could not connect to the upstream database", err)
 	}
 	s.noteProxyError(pe.Code)
 	s.writeError(pe)
-	if typ == 'Q' {
-		s.writeReady('I')
+	if typ == wire.MsgQuery {
+		s.writeReady(wire.TxIdle)
 	} else {
 		s.skipUntilSync = true
 	}
@@ -311,71 +329,32 @@ func (s *session) acquireFailed(typ byte, err error) error {
 // delivered just before its ReadyForQuery, in order.
 func (s *session) refuseCall(e *wire.Error) error {
 	s.noteProxyError(e.Code)
-	sc := s.attached()
-	if sc == nil {
-		s.writeError(e)
-		s.writeReady('I')
-		return nil
+	if sc := s.sc.Load(); sc != nil && s.queue(sc, reply{kind: wire.MsgReadyForQuery, prefix: e.AppendTo(nil)}) {
+		return s.send(sc, wire.SyncMessage)
 	}
-	sc.expect = append(sc.expect, expectation{kind: 'Z', prefix: e.AppendTo(nil)})
-	sc.writing = true
-	sc.mu.Unlock()
-	if _, err := sc.bw.Write([]byte{'S', 0, 0, 0, 4}); err != nil {
-		return s.serverWriteFailed(sc, err)
-	}
-	return s.flushServer(sc)
-}
-
-// flushServer flushes the batch to the server and lets the connection go
-// back to the pool if the client is between transactions.
-func (s *session) flushServer(sc *serverConn) error {
-	if err := sc.bw.Flush(); err != nil {
-		return s.serverWriteFailed(sc, err)
-	}
-	sc.mu.Lock()
-	sc.writing = false
-	if sc.owner == s {
-		s.tryRelease(sc) // unlocks
-	} else {
-		sc.mu.Unlock()
-	}
+	s.writeError(e)
+	s.writeReady(wire.TxIdle)
 	return nil
 }
 
-func (s *session) serverWriteFailed(sc *serverConn, err error) error {
-	_ = sc.conn.Close()
-	return s.fatal(wire.Fatalf(wire.CodeConnectionFailure, "lost connection to upstream database: "+err.Error()))
+// queue registers a reply the session's next message to sc will earn,
+// as stage does; false when sc is no longer attached to s.
+func (s *session) queue(sc *serverConn, r reply) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.owner != s || sc.state != connAttached {
+		return false
+	}
+	sc.sending = true
+	sc.replies.push(r)
+	return true
 }
 
-// tryRelease gives the server connection back when the client is between
-// transactions in transaction pooling. Called with sc.mu held; unlocks it.
-func (s *session) tryRelease(sc *serverConn) {
-	if s.mode != PoolTransaction || !sc.releasable() {
-		s.mu.Lock()
-		closing := s.closing && sc.releasable()
-		s.mu.Unlock()
-		if !closing {
-			sc.mu.Unlock()
-			return
-		}
-		// Draining: the transaction is over, end the session.
-		s.txDur.Observe(time.Since(sc.attachedAt).Seconds())
-		reset := ""
-		if s.mode == PoolSession {
-			reset = sessionResetQuery
-		}
-		sc.detach(reset)
-		_ = s.terminate()
-		return
-	}
-	s.txDur.Observe(time.Since(sc.attachedAt).Seconds())
-	sc.detach("")
-	s.mu.Lock()
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
-		_ = s.terminate()
-	}
+func (s *session) serverWriteFailed(sc *serverConn, err error) error {
+	sc.closeSocket()
+	e := s.upstreamError(wire.CodeConnectionFailure, "lost the connection to the upstream database", err)
+	e.Severity = "FATAL"
+	return s.fatal(e)
 }
 
 // finish runs when the client goroutine ends: the server connection goes back
@@ -386,33 +365,25 @@ func (s *session) finish() {
 		s.link.detach()
 		s.lease.Close()
 	}
-	sc := s.attached()
-	if sc == nil {
-		return
+	if sc := s.sc.Load(); sc != nil {
+		sc.leave(s)
 	}
-	sc.writing = false
-	if !sc.releasable() {
-		sc.owner = nil
-		sc.mu.Unlock()
-		_ = sc.conn.Close()
-		return
-	}
-	reset := ""
-	if s.mode == PoolSession {
-		reset = sessionResetQuery
-	}
-	s.txDur.Observe(time.Since(sc.attachedAt).Seconds())
-	sc.detach(reset)
 }
 
-// serverLost is called by a server read loop whose connection died while we owned it.
-func (s *session) serverLost(sc *serverConn) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+// serverLost is called by the read loop of the session's server connection
+// when it ends: the client's transaction is gone with it, so the client is
+// told and disconnected (a later request must not silently run elsewhere).
+func (s *session) serverLost() {
+	s.broken.Store(true)
 	e := wire.Fatalf(wire.CodeConnectionFailure, "server connection to the upstream database was lost")
 	s.noteProxyError(e.Code)
-	_, _ = s.bw.Write(e.AppendTo(nil))
-	_ = s.bw.Flush()
+	s.wmu.Lock()
+	if !s.ended {
+		s.ended = true
+		_, _ = s.bw.Write(e.AppendTo(nil))
+		_ = s.bw.Flush()
+	}
+	s.wmu.Unlock()
 	_ = s.conn.Close()
 }
 
@@ -445,8 +416,9 @@ func (s *session) writeError(e *wire.Error) {
 }
 
 func (s *session) writeReady(status byte) {
+	var b [6]byte
 	s.wmu.Lock()
-	_, _ = s.bw.Write([]byte{'Z', 0, 0, 0, 5, status})
+	_, _ = s.bw.Write(wire.AppendReadyForQuery(b[:0], status))
 	_ = s.bw.Flush()
 	s.wmu.Unlock()
 }
@@ -468,7 +440,7 @@ func (s *session) noteParameter(k, v string) {
 }
 
 func (s *session) noteError(body []byte) {
-	code := errorField(body, 'C')
+	code := wire.ErrorField(body, wire.FieldCode)
 	if len(code) >= 2 {
 		s.errs.WithLabelValues(sqlstateClass(code[:2])).Inc()
 	}
@@ -492,4 +464,13 @@ func sqlstateClass(c []byte) string {
 		}
 	}
 	return string(c)
+}
+
+// upstreamError is what a client is told of an upstream failure: msg and a
+// reference, never the cause, which can show the upstream's address and
+// role; the cause is logged under the same reference.
+func (s *session) upstreamError(code, msg string, cause error) *wire.Error {
+	ref := errref.New()
+	s.srv.log.Warn(msg, "ref", ref, "tenant", s.tenant, "session", s.key.pid, "error", cause)
+	return wire.Errorf(code, "tenantguard: %s (ref %s)", msg, ref)
 }

@@ -121,7 +121,7 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 		case k == "options":
 			return refuse(wire.Fatalf(wire.CodeInsufficientPrivilege, `startup parameter "options" is not allowed: tenantguard does not forward command-line options`))
 		case !ok:
-			return refuse(wire.Fatalf(wire.CodeInsufficientPrivilege, fmt.Sprintf("startup parameter %q is not allowed (allowed: application_name, client_encoding, DateStyle, IntervalStyle, TimeZone, extra_float_digits)", k)))
+			return refuse(wire.Fatalf(wire.CodeInsufficientPrivilege, "startup parameter %q is not allowed (allowed: application_name, client_encoding, DateStyle, IntervalStyle, TimeZone, extra_float_digits)", k))
 		}
 		params[canon] = v
 	}
@@ -140,7 +140,7 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 	}
 	for k, v := range params {
 		if err := checkParamValue(k, v); err != nil {
-			return refuse(wire.Fatalf(wire.CodeInvalidParameterValue, err.Error()))
+			return refuse(wire.Fatalf(wire.CodeInvalidParameterValue, "%v", err))
 		}
 	}
 
@@ -173,11 +173,11 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 
 	p := srv.pools[dbName]
 	if p == nil {
-		return refuse(wire.Fatalf(wire.CodeInvalidDatabase, fmt.Sprintf("database %q does not exist", dbName)))
+		return refuse(wire.Fatalf(wire.CodeInvalidDatabase, "database %q does not exist", dbName))
 	}
 	defaults, err := p.paramDefaults(ctx)
 	if err != nil {
-		e := wire.Fatalf(wire.CodeConnectionFailure, "could not connect to upstream database: "+err.Error())
+		e := wire.Fatalf(wire.CodeConnectionFailure, "could not connect to upstream database: %v", err)
 		if errors.Is(err, errPoolTimeout) {
 			e = wire.Fatalf(wire.CodeTooManyConnections, "no server connection available to complete login")
 		}
@@ -279,7 +279,7 @@ func (srv *Server) scram(rd *wire.Reader, bw *bufio.Writer, user string) (*polic
 	if known && len(t.Verifiers()) > 0 {
 		v = t.Verifiers()[0]
 	}
-	authFailed := wire.Fatalf(wire.CodeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", user))
+	authFailed := wire.Fatalf(wire.CodeInvalidPassword, "password authentication failed for user %q", user)
 	conv, err := scram.NewServer(v)
 	if err != nil {
 		return nil, err
@@ -296,18 +296,18 @@ func (srv *Server) scram(rd *wire.Reader, bw *bufio.Writer, user string) (*polic
 		return nil, fmt.Errorf("read SASLInitialResponse: %w", err)
 	}
 	if typ != 'p' {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "expected SASL response, got message type %q", typ)
 	}
 	var init pgproto3.SASLInitialResponse
 	if err := init.Decode(raw[5:]); err != nil {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: "+err.Error())
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: %v", err)
 	}
 	if init.AuthMechanism != scram.Mechanism {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("client selected an invalid SASL authentication mechanism %q", init.AuthMechanism))
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "client selected an invalid SASL authentication mechanism %q", init.AuthMechanism)
 	}
 	first, err := conv.Step(init.Data)
 	if err != nil {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SCRAM message: "+err.Error())
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SCRAM message: %v", err)
 	}
 	b, _ = (&pgproto3.AuthenticationSASLContinue{Data: first}).Encode(nil)
 	if _, err := bw.Write(b); err != nil {
@@ -321,11 +321,11 @@ func (srv *Server) scram(rd *wire.Reader, bw *bufio.Writer, user string) (*polic
 		return nil, fmt.Errorf("read SASLResponse: %w", err)
 	}
 	if typ != 'p' {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, fmt.Sprintf("expected SASL response, got message type %q", typ))
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "expected SASL response, got message type %q", typ)
 	}
 	var resp pgproto3.SASLResponse
 	if err := resp.Decode(raw[5:]); err != nil {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLResponse: "+err.Error())
+		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLResponse: %v", err)
 	}
 	final, err := conv.Step(resp.Data)
 	if err != nil || !conv.Valid() || !known {

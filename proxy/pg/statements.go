@@ -3,9 +3,10 @@ package pg
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
+
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
+	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
 // Protocol-level prepared statements in transaction pooling.
@@ -30,33 +31,34 @@ type clientStmt struct {
 	class      firewall.Class // the firewall's class, re-checked at every Bind
 }
 
-// rewrite registers one client message on sc and returns the bytes to send
-// for it; injected messages that must precede it are appended to s.out.
-// Called with sc.mu held.
+// rewrite registers one client message on sc (the replies it earns, the
+// statements it needs) and returns the bytes to send for it; injected
+// messages that must precede it are appended to s.out. Called with sc.mu
+// held.
 func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 	body := raw[5:]
 	switch typ {
-	case 'P', 'B', 'D', 'E', 'C', 'H':
+	case wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgExecute, wire.MsgClose, wire.MsgFlush:
 		// Until the Sync, the server owes this client replies.
 		sc.unsynced = true
 	}
 	switch typ {
-	case 'Q':
+	case wire.MsgQuery:
 		if s.leavesState(body) {
 			sc.dirty = true
 		}
-		sc.expect = append(sc.expect, expectation{kind: 'Z'})
-	case 'S':
+		sc.replies.push(reply{kind: wire.MsgReadyForQuery})
+	case wire.MsgSync:
 		sc.unsynced = false
-		sc.expect = append(sc.expect, expectation{kind: 'Z'})
-	case 'P':
+		sc.replies.push(reply{kind: wire.MsgReadyForQuery})
+	case wire.MsgParse:
 		return s.rewriteParse(sc, raw)
-	case 'B':
-		name, rest, ok := cstring(body)
+	case wire.MsgBind:
+		name, rest, ok := wire.CString(body)
 		if !ok {
 			return raw
 		}
-		stmt, rest2, ok := cstring(rest)
+		stmt, rest2, ok := wire.CString(rest)
 		if !ok {
 			return raw
 		}
@@ -64,23 +66,23 @@ func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 		if st := s.stmts[string(stmt)]; st != nil && st.dirties {
 			sc.dirty = true
 		}
-		return s.rebuild('B', body[:len(name)+1], server, rest2) // portal name with its NUL
-	case 'D':
-		if len(body) > 0 && body[0] == 'S' {
-			stmt, _, ok := cstring(body[1:])
+		return s.rebuild(wire.MsgBind, body[:len(name)+1], server, rest2) // portal name with its NUL
+	case wire.MsgDescribe:
+		if len(body) > 0 && body[0] == wire.TargetStatement {
+			stmt, _, ok := wire.CString(body[1:])
 			if ok {
-				return s.rebuild('D', []byte{'S'}, s.statementOn(sc, stmt), nil)
+				return s.rebuild(wire.MsgDescribe, body[:1], s.statementOn(sc, stmt), nil)
 			}
 		}
-	case 'C':
-		sc.expect = append(sc.expect, expectation{kind: '3'})
-		if len(body) > 0 && body[0] == 'S' {
-			stmt, _, ok := cstring(body[1:])
+	case wire.MsgClose:
+		sc.replies.push(reply{kind: wire.MsgCloseComplete})
+		if len(body) > 0 && body[0] == wire.TargetStatement {
+			stmt, _, ok := wire.CString(body[1:])
 			if ok && len(stmt) > 0 {
 				delete(s.stmts, string(stmt))
 				// Closing a name that does not exist is not an error, and the
 				// shared server statement stays for others: close nothing.
-				return s.rebuild('C', []byte{'S'}, serverStmtPrefix+"closed", nil)
+				return s.rebuild(wire.MsgClose, body[:1], serverStmtPrefix+"closed", nil)
 			}
 		}
 	}
@@ -90,9 +92,9 @@ func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 // rewriteParse handles a client Parse.
 func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 	body := raw[5:]
-	name, rest, ok := cstring(body)
+	name, rest, ok := wire.CString(body)
 	if !ok {
-		sc.expect = append(sc.expect, expectation{kind: '1'})
+		sc.replies.push(reply{kind: wire.MsgParseComplete})
 		return raw // malformed: let the server say so
 	}
 	dirties := s.leavesState(rest)
@@ -109,34 +111,32 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 		s.unnamedParse = append(s.unnamedParse[:0], raw...)
 		s.unnamedGen++
 		sc.unnamedOwner, sc.unnamedGen = s, s.unnamedGen
-		sc.expect = append(sc.expect, expectation{kind: '1'})
+		sc.replies.push(reply{kind: wire.MsgParseComplete})
 		return raw
 	}
 	if st, dup := s.stmts[string(name)]; dup {
 		// PostgreSQL answers 42P05; make sure the server has it so it does.
 		s.ensurePrepared(sc, st)
-		sc.expect = append(sc.expect, expectation{kind: '1'})
+		sc.replies.push(reply{kind: wire.MsgParseComplete})
 		return st.parse
 	}
 	sum := sha256.Sum256(rest)
 	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: dirties, class: class}
-	st.parse = s.rebuildNew('P', nil, st.serverName, rest)
+	st.parse = wire.AppendNamed(nil, wire.MsgParse, nil, st.serverName, rest)
 	s.stmts[string(name)] = st
 	if ps := sc.prepared[st.serverName]; ps != nil {
 		// Already there: the client still needs its ParseComplete, in order.
 		// An empty unnamed Parse is the cheapest request that yields one.
 		sc.clock(ps)
 		sc.unnamedOwner = nil
-		sc.expect = append(sc.expect, expectation{kind: '1'})
-		return emptyParse
+		sc.replies.push(reply{kind: wire.MsgParseComplete})
+		return wire.EmptyParse
 	}
 	s.evictFor(sc)
 	sc.prepared[st.serverName] = &preparedState{used: sc.nextClock()}
-	sc.expect = append(sc.expect, expectation{kind: '1', name: st.serverName})
+	sc.replies.push(reply{kind: wire.MsgParseComplete, name: st.serverName})
 	return st.parse
 }
-
-var emptyParse = []byte{'P', 0, 0, 0, 8, 0, 0, 0, 0}
 
 // statementOn returns the server-side name for a client statement name,
 // preparing it on sc first if needed.
@@ -145,7 +145,7 @@ func (s *session) statementOn(sc *serverConn, name []byte) string {
 		if s.unnamedParse != nil && (sc.unnamedOwner != s || sc.unnamedGen != s.unnamedGen) {
 			s.out = append(s.out, s.unnamedParse...)
 			sc.unnamedOwner, sc.unnamedGen = s, s.unnamedGen
-			sc.expect = append(sc.expect, expectation{kind: '1', swallow: true})
+			sc.replies.push(reply{kind: wire.MsgParseComplete, swallow: true})
 		}
 		return ""
 	}
@@ -168,7 +168,7 @@ func (s *session) ensurePrepared(sc *serverConn, st *clientStmt) {
 	s.evictFor(sc)
 	s.out = append(s.out, st.parse...)
 	sc.prepared[st.serverName] = &preparedState{used: sc.nextClock()}
-	sc.expect = append(sc.expect, expectation{kind: '1', swallow: true, name: st.serverName})
+	sc.replies.push(reply{kind: wire.MsgParseComplete, swallow: true, name: st.serverName})
 }
 
 // evictFor closes the least recently used ready statement when sc is full.
@@ -187,45 +187,19 @@ func (s *session) evictFor(sc *serverConn) {
 		return
 	}
 	delete(sc.prepared, victim)
-	s.out = appendClose(s.out, 'S', victim)
-	sc.expect = append(sc.expect, expectation{kind: '3', swallow: true})
+	s.out = wire.AppendClose(s.out, wire.TargetStatement, victim)
+	sc.replies.push(reply{kind: wire.MsgCloseComplete, swallow: true})
 }
 
 func (sc *serverConn) nextClock() uint64 { sc.useClock++; return sc.useClock }
 
 func (sc *serverConn) clock(ps *preparedState) { ps.used = sc.nextClock() }
 
-// rebuild writes typ, head, name\0, tail into the session's scratch message.
+// rebuild writes a client message with its statement name replaced into
+// the session's scratch message, valid until the next one.
 func (s *session) rebuild(typ byte, head []byte, name string, tail []byte) []byte {
-	s.msg = appendRebuilt(s.msg[:0], typ, head, name, tail)
+	s.msg = wire.AppendNamed(s.msg[:0], typ, head, name, tail)
 	return s.msg
-}
-
-func (s *session) rebuildNew(typ byte, head []byte, name string, tail []byte) []byte {
-	return appendRebuilt(nil, typ, head, name, tail)
-}
-
-func appendRebuilt(dst []byte, typ byte, head []byte, name string, tail []byte) []byte {
-	n := 4 + len(head) + len(name) + 1 + len(tail)
-	dst = append(dst, typ)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
-	dst = append(dst, head...)
-	dst = append(dst, name...)
-	dst = append(dst, 0)
-	return append(dst, tail...)
-}
-
-func appendClose(dst []byte, what byte, name string) []byte {
-	return appendRebuilt(dst, 'C', []byte{what}, name, nil)
-}
-
-// cstring splits a NUL-terminated string off b.
-func cstring(b []byte) (s, rest []byte, ok bool) {
-	i := bytes.IndexByte(b, 0)
-	if i < 0 {
-		return nil, nil, false
-	}
-	return b[:i], b[i+1:], true
 }
 
 // leavesState reports whether the message being handled leaves session

@@ -1,6 +1,10 @@
 package pg
 
-import "github.com/jackc/pgx/v5/pgproto3"
+import (
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
 
 // Error is a PostgreSQL error or notice the proxy itself reports to a client.
 type Error struct {
@@ -31,11 +35,17 @@ func (e *Error) AppendTo(dst []byte) []byte {
 	return out
 }
 
-// Errorf is a convenience constructor for an ERROR-severity Error.
-func Errorf(code, msg string) *Error { return &Error{Severity: "ERROR", Code: code, Message: msg} }
+// Errorf returns an ERROR-severity Error whose message is formatted as by
+// fmt.Sprintf: the statement fails, the session goes on.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Severity: "ERROR", Code: code, Message: fmt.Sprintf(format, args...)}
+}
 
-// Fatalf is a convenience constructor for a FATAL-severity Error.
-func Fatalf(code, msg string) *Error { return &Error{Severity: "FATAL", Code: code, Message: msg} }
+// Fatalf returns a FATAL-severity Error whose message is formatted as by
+// fmt.Sprintf: the connection ends after it.
+func Fatalf(code, format string, args ...any) *Error {
+	return &Error{Severity: "FATAL", Code: code, Message: fmt.Sprintf(format, args...)}
+}
 
 // SQLSTATE codes the proxy reports itself.
 const (
@@ -56,4 +66,7 @@ const (
 	CodeQueryCanceled         = "57014"
 	CodeProgramLimitExceeded  = "54000"
 	CodeInternalError         = "XX000"
+	CodeSyntaxError           = "42601"
+	CodeUniqueViolation       = "23505"
+	CodeForeignKeyViolation   = "23503"
 )
