@@ -1,11 +1,17 @@
 package pg_test
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantguard/tenantguard/policy"
+	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
 
@@ -36,5 +42,46 @@ func TestMaxClientConnections(t *testing.T) {
 	})
 	for _, c := range conns[1:] {
 		c.Close(ctx)
+	}
+}
+
+// TestUpstreamURLForms: the README's upstream URL, with no sslmode (so
+// libpq's default, prefer, with its fallback to the same server without
+// TLS), starts and serves; a URL naming several hosts is refused at start.
+func TestUpstreamURLForms(t *testing.T) {
+	pg := upstream(t)
+	p := startProxy(t, pg, func(c *proxypgConfig) {
+		c.Databases[0].URL = fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/app", appRole, appPassword, pg.Port())
+	})
+	var one int
+	if err := p.connect(t, p.acmeURL()).QueryRow(ctxT(t, 10*time.Second), "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("upstream URL without sslmode: %v", err)
+	}
+	snap, err := policy.Compile(policy.Spec{Tenants: []policy.TenantSpec{{ID: "acme", Passwords: []string{acmeSecret}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, url, wantErr string
+	}{
+		{"readme example", "postgres://tg_app:PASSWORD@10.0.0.5:5432/app", ""},
+		{"sslmode allow", "postgres://tg_app:PASSWORD@10.0.0.5:5432/app?sslmode=allow", ""},
+		{"two hosts", "postgres://tg_app:PASSWORD@10.0.0.5:5432,10.0.0.6:5432/app", "multiple hosts are not supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, err := proxypg.New(proxypg.Config{Databases: []proxypg.Database{{Name: "app", URL: tc.url}}},
+				policy.NewStore(snap), prometheus.NewRegistry(), nil)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				_ = srv.Shutdown(context.Background())
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				_ = srv.Shutdown(context.Background())
+				t.Fatalf("New: %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }

@@ -300,3 +300,93 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("committed row: %d %v", n, err)
 	}
 }
+
+// TestDrainTellsEveryClient: during a drain, clients in the middle of
+// transactions finish them, and every client is then told why it is being
+// disconnected (57P01), never closed bare: those that finish in time, and
+// one whose transaction is still open at the drain deadline, which is
+// rolled back.
+func TestDrainTellsEveryClient(t *testing.T) {
+	pg := upstream(t)
+	p := startProxy(t, pg, nil)
+	ctx := ctxT(t, 60*time.Second)
+	marker := fmt.Sprintf("drain-all-%d", time.Now().UnixNano())
+
+	const workers = 8
+	var started sync.WaitGroup
+	results := make(chan error, workers)
+	stop := make(chan struct{})
+	for i := 0; i < workers; i++ {
+		c := p.connect(t, p.acmeURL())
+		started.Add(1)
+		go func() {
+			first := true
+			for {
+				tx, err := c.Begin(ctx)
+				if err == nil {
+					_, err = tx.Exec(ctx, "INSERT INTO items (tenant, name) VALUES ('acme', $1)", marker)
+				}
+				if err == nil {
+					_, err = tx.Exec(ctx, "SELECT pg_sleep(0.02)")
+				}
+				if err == nil {
+					err = tx.Commit(ctx)
+				}
+				if first {
+					started.Done()
+					first = false
+				}
+				if err != nil {
+					results <- err
+					return
+				}
+				select {
+				case <-stop:
+				default:
+				}
+			}
+		}()
+	}
+	started.Wait()
+	stuck := p.connect(t, p.url("globex", globexSecret))
+	stuckTx, err := stuck.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stuckTx.Exec(ctx, "INSERT INTO items (tenant, name) VALUES ('globex', $1)", marker+"-stuck"); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := p.srv.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("shutdown with a transaction open past the deadline: %v, want the deadline", err)
+	}
+	close(stop)
+	for i := 0; i < workers; i++ {
+		err := <-results
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "57P01" {
+			t.Errorf("worker %d ended with %v, want FATAL 57P01", i, err)
+		}
+	}
+	_, err = stuckTx.Exec(ctx, "SELECT 1")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57P01" {
+		t.Errorf("transaction open at the deadline: %v, want FATAL 57P01", err)
+	}
+	admin, err := pgx.Connect(ctx, pg.AdminURL("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	var n int
+	harness.Eventually(t, 10*time.Second, func() error {
+		if err := admin.QueryRow(ctx, "SELECT count(*) FROM items WHERE name = $1", marker+"-stuck").Scan(&n); err != nil {
+			return err
+		}
+		if n != 0 {
+			return fmt.Errorf("the transaction cut at the deadline left %d rows", n)
+		}
+		return nil
+	})
+}

@@ -86,7 +86,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		if err != nil {
 			return nil, fmt.Errorf("database %q: upstream url: %w", db.Name, err)
 		}
-		if len(conf.Fallbacks) > 0 {
+		if !oneEndpoint(conf) {
 			return nil, fmt.Errorf("database %q: upstream url: multiple hosts are not supported", db.Name)
 		}
 		// Pin what the proxy relies on when it reads and rewrites messages.
@@ -117,6 +117,20 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv.bg.Add(1)
 	go srv.expireLoop()
 	return srv, nil
+}
+
+// oneEndpoint reports whether every way conf may connect goes to one host
+// and port: sslmode=prefer (libpq's default, so a URL without sslmode) and
+// allow add a fallback to the same server with TLS the other way, which
+// pgconn tries by itself; several hosts are another matter (see the
+// placement of tenants across clusters).
+func oneEndpoint(conf *pgconn.Config) bool {
+	for _, fb := range conf.Fallbacks {
+		if fb.Host != conf.Host || fb.Port != conf.Port {
+			return false
+		}
+	}
+	return true
 }
 
 // Serve accepts clients on ln until Shutdown. It returns nil after Shutdown.
@@ -167,7 +181,7 @@ func (srv *Server) register(s *session) error {
 	}
 	s.t, s.snap = t, snap
 	if limit := s.t.Limits.MaxConnections; limit > 0 && srv.perTenant[s.tenant] >= limit {
-		return wire.Fatalf(wire.CodeTooManyConnections, fmt.Sprintf("too many connections for tenant %q (limit %d)", s.tenant, limit))
+		return wire.Fatalf(wire.CodeTooManyConnections, "too many connections for tenant %q (limit %d)", s.tenant, limit)
 	}
 	srv.perTenant[s.tenant]++
 	for {
@@ -210,33 +224,27 @@ func (srv *Server) cancel(pid uint32, secret []byte) {
 		srv.log.Warn("cancel request with wrong key", "pid", pid)
 		return
 	}
-	s.mu.Lock()
-	sc := s.sc
-	s.mu.Unlock()
+	sc := s.sc.Load()
 	if sc == nil {
 		return
 	}
 	sc.mu.Lock()
 	// Only a request in flight can be cancelled; a stale cancel reaches nothing.
-	if sc.owner != s || len(sc.expect) == 0 {
+	if sc.owner != s || sc.replies.empty() {
 		sc.mu.Unlock()
 		return
 	}
 	// Hold the connection until the cancel has been delivered, so it cannot
 	// be handed to another client and cancel their query instead.
 	sc.cancels++
-	pid2, key := sc.pid, sc.secret
 	sc.mu.Unlock()
-	if err := sc.pool.cancel(pid2, key); err != nil {
-		srv.log.Warn("cancel failed", "error", err)
+	if err := sc.pool.cancel(sc.pid, sc.secret); err != nil {
+		srv.log.Warn("cancel failed", "tenant", s.tenant, "session", s.key.pid, "error", err)
 	}
 	sc.mu.Lock()
 	sc.cancels--
-	if sc.owner == s {
-		s.tryRelease(sc) // unlocks
-		return
-	}
 	sc.mu.Unlock()
+	sc.release()
 }
 
 // tenantLabel bounds the tenant label's cardinality.
@@ -285,12 +293,21 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
-		srv.mu.Lock()
-		for _, s := range srv.sessions {
-			_ = s.conn.Close()
+		// Out of time: transactions still open are rolled back, and their
+		// clients told why (57P01), as PostgreSQL's fast shutdown does.
+		for _, s := range srv.remaining() {
+			s.end(errShutdown, policy.SessionEndImmediate)
 		}
-		srv.mu.Unlock()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(endWriteTimeout):
+			// Whoever still hangs (a client that does not read its FATAL,
+			// an upstream that does not read) is cut off.
+			for _, s := range srv.remaining() {
+				_ = s.conn.Close()
+			}
+			<-done
+		}
 	}
 	for _, p := range srv.uniq {
 		p.close()
@@ -303,6 +320,17 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		srv.fw.Close()
 	}
 	return err
+}
+
+// remaining lists the registered sessions.
+func (srv *Server) remaining() []*session {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	out := make([]*session, 0, len(srv.sessions))
+	for _, s := range srv.sessions {
+		out = append(out, s)
+	}
+	return out
 }
 
 func (srv *Server) expireLoop() {
