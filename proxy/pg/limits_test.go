@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/test/harness"
+	wirepg "github.com/tenantguard/tenantguard/wire/pg"
 )
 
 // TestMaxClientConnections: max_client_connections N admits exactly N
@@ -84,4 +86,42 @@ func TestUpstreamURLForms(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPipelinedTerminate: a statement pipelined ahead of Terminate in one
+// write still runs, as it does against PostgreSQL.
+func TestPipelinedTerminate(t *testing.T) {
+	pg := upstream(t)
+	p := startProxy(t, pg, nil)
+	ctx := ctxT(t, 20*time.Second)
+	pc, err := pgconn.Connect(ctx, p.acmeURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hj, err := pc.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := fmt.Sprintf("terminate-%d", time.Now().UnixNano())
+	msg := wirepg.AppendQuery(nil, "INSERT INTO items (tenant, name) VALUES ('acme', '"+marker+"')")
+	msg = append(msg, wirepg.MsgTerminate, 0, 0, 0, 4)
+	if _, err := hj.Conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	_ = hj.Conn.Close()
+	admin, err := pgx.Connect(ctx, pg.AdminURL("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	harness.Eventually(t, 10*time.Second, func() error {
+		var n int
+		if err := admin.QueryRow(ctx, "SELECT count(*) FROM items WHERE name = $1", marker).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("%d rows for the statement sent ahead of Terminate", n)
+		}
+		return nil
+	})
 }
