@@ -411,6 +411,14 @@ func (p *pool) paramDefaults(ctx context.Context) (map[string]string, error) {
 	return p.defaults, nil
 }
 
+// defaultsLoaded returns the server's startup ParameterStatus values, once
+// paramDefaults has learned them.
+func (p *pool) defaultsLoaded() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.defaults
+}
+
 // expire closes idle connections past their idle time or lifetime. They
 // leave the idle stack now, and the pool's count when their read loops exit.
 func (p *pool) expire(now time.Time) {

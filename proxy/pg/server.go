@@ -171,7 +171,7 @@ func refuseTooMany(c net.Conn) { _, _ = c.Write(tooManyClients) }
 // the current snapshot no longer has, as an unknown user: checked under
 // srv.mu, a login that authenticated against the previous snapshot is
 // either refused here or ended by the Reconcile that follows the swap.
-func (srv *Server) register(s *session) error {
+func (srv *Server) register(s *session) *wire.Error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	snap := srv.policy.Load()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tenantguard/tenantguard/internal/errref"
 	"github.com/tenantguard/tenantguard/policy"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 	"github.com/tenantguard/tenantguard/wire/scram"
@@ -46,70 +47,117 @@ var allowedStartupParams = map[string]string{
 	"extra_float_digits": "extra_float_digits",
 }
 
-// startup runs the startup phase on a new client connection: TLS
-// negotiation, protocol checks, parameters and authentication (SCRAM, or a
-// cleartext password or session token; see auth.go). It returns an
+// handshake is one client connection's startup phase, in the order its
+// steps run: negotiate (TLS, GSS, cancel), check the startup parameters,
+// authenticate, admit (database, limits, registration), greet. Each step
+// either succeeds or has told the client why not.
+type handshake struct {
+	srv    *Server
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	isTLS  bool
+	msg    *pgproto3.StartupMessage
+	params map[string]string // accepted startup parameters, by canonical name
+	user   string
+	dbName string
+	t      *policy.Tenant
+	// lease, for a session-token login, is held by the handshake until the
+	// session owns it; link routes its end to the session.
+	lease policy.SessionLease
+	link  *leaseLink
+}
+
+// startup runs the startup phase on a new client connection. It returns an
 // authenticated session, or nil when the connection was a CancelRequest or
 // was refused (the client has been told why). cancel ends the session's ctx.
 func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn net.Conn) (*session, error) {
 	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
-	br := bufio.NewReaderSize(conn, clientReadBuffer)
-	isTLS := false
-	var msg *pgproto3.StartupMessage
-	for msg == nil {
-		m, err := wire.ReadStartup(br)
+	h := &handshake{srv: srv, conn: conn, br: bufio.NewReaderSize(conn, clientReadBuffer), link: &leaseLink{srv: srv}}
+	if err := h.negotiate(ctx); err != nil || h.msg == nil {
+		return nil, err
+	}
+	h.bw = bufio.NewWriterSize(h.conn, clientWriteBuffer)
+	if e := h.checkParameters(); e != nil {
+		return nil, h.refuse(reasonOf(e.Code), e)
+	}
+	if err := h.authenticate(ctx); err != nil {
+		return nil, err
+	}
+	defer h.closeLease() // unless the session took it
+	s, err := h.admit(ctx, cancel)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.greet(s); err != nil {
+		srv.unregister(s)
+		return nil, err
+	}
+	return s, nil
+}
+
+// negotiate answers SSLRequest (switching to TLS when configured),
+// GSSENCRequest and CancelRequest until the StartupMessage arrives, and
+// sets h.msg to it; h.msg stays nil after a CancelRequest.
+func (h *handshake) negotiate(ctx context.Context) error {
+	for {
+		m, err := wire.ReadStartup(h.br)
 		if err != nil {
-			return nil, fmt.Errorf("startup: %w", err)
+			return fmt.Errorf("startup: %w", err)
 		}
 		switch m := m.(type) {
 		case *pgproto3.SSLRequest:
-			if isTLS {
-				return nil, errors.New("startup: SSLRequest inside TLS")
+			if err := h.startTLS(ctx); err != nil {
+				return err
 			}
-			if srv.cfg.TLS == nil {
-				if _, err := conn.Write([]byte{'N'}); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			// Bytes sent before the handshake would be read as if they came
-			// over TLS (CVE-2021-23222): refuse them.
-			if br.Buffered() > 0 {
-				return nil, errors.New("startup: data received before the TLS handshake")
-			}
-			if _, err := conn.Write([]byte{'S'}); err != nil {
-				return nil, err
-			}
-			tc := tls.Server(conn, srv.cfg.TLS)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				return nil, fmt.Errorf("tls handshake: %w", err)
-			}
-			conn, br, isTLS = tc, bufio.NewReaderSize(tc, clientReadBuffer), true
 		case *pgproto3.GSSEncRequest:
-			if _, err := conn.Write([]byte{'N'}); err != nil {
-				return nil, err
+			if _, err := h.conn.Write([]byte{'N'}); err != nil {
+				return err
 			}
 		case *pgproto3.CancelRequest:
-			srv.cancel(m.ProcessID, m.SecretKey)
-			return nil, nil
+			h.srv.cancel(m.ProcessID, m.SecretKey)
+			return nil
 		case *pgproto3.StartupMessage:
-			msg = m
+			h.msg = m
+			return nil
 		}
 	}
-	bw := bufio.NewWriterSize(conn, clientWriteBuffer)
-	refuseFor := func(reason string, e *wire.Error) (*session, error) {
-		srv.metrics.authFailures.WithLabelValues(reason).Inc()
-		_, _ = bw.Write(e.AppendTo(nil))
-		_ = bw.Flush()
-		return nil, e
-	}
-	refuse := func(e *wire.Error) (*session, error) { return refuseFor(reasonOf(e.Code), e) }
+}
 
-	// Protocol 3.x with a newer minor version, or _pq_ options: answer
-	// NegotiateProtocolVersion and go on with 3.0, as PostgreSQL does.
+// startTLS answers an SSLRequest: 'N' without a certificate, else 'S' and
+// the handshake.
+func (h *handshake) startTLS(ctx context.Context) error {
+	if h.isTLS {
+		return errors.New("startup: SSLRequest inside TLS")
+	}
+	if h.srv.cfg.TLS == nil {
+		_, err := h.conn.Write([]byte{'N'})
+		return err
+	}
+	// Bytes sent before the handshake would be read as if they came over
+	// TLS (CVE-2021-23222): refuse them.
+	if h.br.Buffered() > 0 {
+		return errors.New("startup: data received before the TLS handshake")
+	}
+	if _, err := h.conn.Write([]byte{'S'}); err != nil {
+		return err
+	}
+	tc := tls.Server(h.conn, h.srv.cfg.TLS)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("tls handshake: %w", err)
+	}
+	h.conn, h.br, h.isTLS = tc, bufio.NewReaderSize(tc, clientReadBuffer), true
+	return nil
+}
+
+// checkParameters accepts the startup parameters a client may set, and
+// refuses the rest. A newer protocol minor version or _pq_ options get
+// NegotiateProtocolVersion, and the session goes on with 3.0, as
+// PostgreSQL does.
+func (h *handshake) checkParameters() *wire.Error {
 	var unknownOpts []string
-	params := map[string]string{}
-	for k, v := range msg.Parameters {
+	h.params = map[string]string{}
+	for k, v := range h.msg.Parameters {
 		if strings.HasPrefix(k, "_pq_.") {
 			unknownOpts = append(unknownOpts, k)
 			continue
@@ -117,114 +165,109 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 		canon, ok := allowedStartupParams[strings.ToLower(k)]
 		switch {
 		case k == "replication":
-			return refuse(wire.Fatalf(wire.CodeFeatureNotSupported, "replication connections are not supported by tenantguard"))
+			return wire.Fatalf(wire.CodeFeatureNotSupported, "replication connections are not supported by tenantguard")
 		case k == "options":
-			return refuse(wire.Fatalf(wire.CodeInsufficientPrivilege, `startup parameter "options" is not allowed: tenantguard does not forward command-line options`))
+			return wire.Fatalf(wire.CodeInsufficientPrivilege, `startup parameter "options" is not allowed: tenantguard does not forward command-line options`)
 		case !ok:
-			return refuse(wire.Fatalf(wire.CodeInsufficientPrivilege, "startup parameter %q is not allowed (allowed: application_name, client_encoding, DateStyle, IntervalStyle, TimeZone, extra_float_digits)", k))
+			return wire.Fatalf(wire.CodeInsufficientPrivilege, "startup parameter %q is not allowed (allowed: application_name, client_encoding, DateStyle, IntervalStyle, TimeZone, extra_float_digits)", k)
 		}
-		params[canon] = v
-	}
-	if minor := msg.ProtocolVersion & 0xffff; minor != 0 || len(unknownOpts) > 0 {
-		npv := &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknownOpts}
-		b, _ := npv.Encode(nil)
-		_, _ = bw.Write(b)
-	}
-	user := params["user"]
-	if user == "" {
-		return refuse(wire.Fatalf(wire.CodeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet"))
-	}
-	dbName := params["database"]
-	if dbName == "" {
-		dbName = user
-	}
-	for k, v := range params {
-		if err := checkParamValue(k, v); err != nil {
-			return refuse(wire.Fatalf(wire.CodeInvalidParameterValue, "%v", err))
+		if err := checkParamValue(canon, v); err != nil {
+			return wire.Fatalf(wire.CodeInvalidParameterValue, "%v", err)
 		}
+		h.params[canon] = v
 	}
+	if minor := h.msg.ProtocolVersion & 0xffff; minor != 0 || len(unknownOpts) > 0 {
+		b, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknownOpts}).Encode(nil)
+		_, _ = h.bw.Write(b)
+	}
+	if h.user = h.params["user"]; h.user == "" {
+		return wire.Fatalf(wire.CodeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet")
+	}
+	if h.dbName = h.params["database"]; h.dbName == "" {
+		h.dbName = h.user
+	}
+	return nil
+}
 
-	br2 := wire.NewReader(br, preAuthMaxBody)
-	link := &leaseLink{srv: srv}
-	t, lease, err := srv.authenticate(ctx, br2, bw, user, srv.asksCleartext(conn.RemoteAddr(), isTLS), link)
-	if err != nil {
-		var af *authFailure
-		if errors.As(err, &af) {
-			if af.reason != "password" {
-				srv.log.Info("client authentication failed", "user", user, "reason", af.reason, "error", af.cause, "remote", conn.RemoteAddr().String())
-			}
-			return refuseFor(af.reason, af.reply)
-		}
-		var pe *wire.Error
-		if errors.As(err, &pe) {
-			return refuse(pe)
-		}
-		return nil, err
+// authenticate runs SCRAM, or asks for a cleartext password that may be a
+// session token (see auth.go), and sets h.t (and h.lease for a token).
+func (h *handshake) authenticate(ctx context.Context) error {
+	rd := wire.NewReader(h.br, preAuthMaxBody)
+	t, lease, err := h.srv.authenticate(ctx, rd, h.bw, h.user, h.srv.asksCleartext(h.conn.RemoteAddr(), h.isTLS), h.link)
+	if err == nil {
+		h.t, h.lease = t, lease
+		return nil
 	}
-	if lease != nil {
-		// Until the session owns it, the lease is ours to close.
-		defer func() {
-			if lease != nil {
-				link.detach()
-				lease.Close()
-			}
-		}()
+	var af *authFailure
+	if errors.As(err, &af) {
+		if af.reason != "password" {
+			h.srv.log.Info("client authentication failed", "user", h.user, "reason", af.reason, "error", af.cause, "remote", h.conn.RemoteAddr().String())
+		}
+		return h.refuse(af.reason, af.reply)
 	}
+	var pe *wire.Error
+	if errors.As(err, &pe) {
+		return h.refuse(reasonOf(pe.Code), pe)
+	}
+	return err
+}
 
-	p := srv.pools[dbName]
+// admit checks what the authenticated client asks for (its database, its
+// tenant's connection cap) and registers its session.
+func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*session, error) {
+	srv := h.srv
+	p := srv.pools[h.dbName]
 	if p == nil {
-		return refuse(wire.Fatalf(wire.CodeInvalidDatabase, "database %q does not exist", dbName))
+		return nil, h.refuse("database", wire.Fatalf(wire.CodeInvalidDatabase, "database %q does not exist", h.dbName))
 	}
 	defaults, err := p.paramDefaults(ctx)
 	if err != nil {
-		e := wire.Fatalf(wire.CodeConnectionFailure, "could not connect to upstream database: %v", err)
-		if errors.Is(err, errPoolTimeout) {
-			e = wire.Fatalf(wire.CodeTooManyConnections, "no server connection available to complete login")
+		e := wire.Fatalf(wire.CodeTooManyConnections, "no server connection available to complete login")
+		if !errors.Is(err, errPoolTimeout) {
+			ref := errref.New()
+			srv.log.Warn("could not connect to the upstream database", "ref", ref, "tenant", h.t.ID, "error", err)
+			e = wire.Fatalf(wire.CodeConnectionFailure, "tenantguard: could not connect to the upstream database (ref %s)", ref)
 		}
-		return refuse(e)
+		return nil, h.refuse("refused", e)
 	}
-
 	s := &session{
-		srv:    srv,
-		conn:   conn,
-		br:     br,
-		rd:     wire.NewReader(br, srv.cfg.MaxMessageBytes),
-		bw:     bw,
-		tenant: t.ID,
-		t:      t,
-		pool:   p,
-		mode:   srv.cfg.PoolMode,
+		srv: srv, conn: h.conn, br: h.br, bw: h.bw,
+		rd:     wire.NewReader(h.br, srv.cfg.MaxMessageBytes),
+		tenant: h.t.ID, t: h.t, pool: p, mode: srv.cfg.PoolMode,
 		params: map[string]string{},
 		stmts:  map[string]*clientStmt{},
 		cancel: cancel,
 	}
 	for _, tp := range trackedParams {
-		if v, ok := params[tp.name]; ok {
+		if v, ok := h.params[tp.name]; ok {
 			s.params[tp.name] = v
 		} else if tp.reported {
 			s.params[tp.name] = defaults[tp.name]
 		}
 	}
-	tenant := t.ID
-	label := srv.tenantLabel(tenant)
-	s.label = label
-	s.queryDur = srv.metrics.queryDur.WithLabelValues(label)
-	s.txDur = srv.metrics.txDuration.WithLabelValues(label)
-	s.errs = srv.metrics.errors.MustCurryWith(map[string]string{"tenant": label})
-	if err := srv.register(s); err != nil {
-		return refuse(err.(*wire.Error))
+	s.label = srv.tenantLabel(s.tenant)
+	s.queryDur = srv.metrics.queryDur.WithLabelValues(s.label)
+	s.txDur = srv.metrics.txDuration.WithLabelValues(s.label)
+	s.errs = srv.metrics.errors.MustCurryWith(map[string]string{"tenant": s.label})
+	if e := srv.register(s); e != nil {
+		return nil, h.refuse(reasonOf(e.Code), e)
 	}
+	return s, nil
+}
 
-	// What a client sees after authentication, as PostgreSQL sends it.
-	out := (&pgproto3.AuthenticationOk{}).Encode
-	b, _ := out(nil)
+// greet sends what a client sees after authentication, as PostgreSQL sends
+// it (AuthenticationOk, the reported settings, BackendKeyData,
+// ReadyForQuery), and hands the session its token lease.
+func (h *handshake) greet(s *session) error {
+	defaults := s.pool.defaultsLoaded()
+	b, _ := (&pgproto3.AuthenticationOk{}).Encode(nil)
 	report := map[string]string{
 		"client_encoding":               "UTF8",
 		"server_encoding":               "UTF8",
 		"standard_conforming_strings":   "on",
 		"integer_datetimes":             "on",
 		"is_superuser":                  "off",
-		"session_authorization":         tenant,
+		"session_authorization":         s.tenant,
 		"server_version":                defaults["server_version"],
 		"in_hot_standby":                defaults["in_hot_standby"],
 		"default_transaction_read_only": defaults["default_transaction_read_only"],
@@ -244,29 +287,44 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 	var sec [4]byte
 	binary.BigEndian.PutUint32(sec[:], s.key.secret)
 	b, _ = (&pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: sec[:]}).Encode(b)
-	b = append(b, 'Z', 0, 0, 0, 5, 'I')
+	b = wire.AppendReadyForQuery(b, wire.TxIdle)
 	// Registered sessions are written to by Shutdown too: hold the write lock.
 	s.wmu.Lock()
-	_, err = bw.Write(b)
+	_, err := s.bw.Write(b)
 	if err == nil {
-		err = bw.Flush()
+		err = s.bw.Flush()
 	}
 	s.wmu.Unlock()
 	if err != nil {
-		srv.unregister(s)
-		return nil, err
+		return err
 	}
-	_ = conn.SetDeadline(time.Time{})
-	if lease != nil {
-		s.lease, s.link = lease, link
-		lease = nil // the session closes it when it finishes
-		link.attach(s)
+	_ = h.conn.SetDeadline(time.Time{})
+	if h.lease != nil {
+		s.lease, s.link = h.lease, h.link
+		h.lease = nil // the session closes it when it finishes
+		h.link.attach(s)
 	}
 	// An end signalled before the deadline was cleared lost its wake-up.
 	if s.ending() {
 		s.wake()
 	}
-	return s, nil
+	return nil
+}
+
+// refuse tells the client why it is not admitted, counting the reason.
+func (h *handshake) refuse(reason string, e *wire.Error) error {
+	h.srv.metrics.authFailures.WithLabelValues(reason).Inc()
+	_, _ = h.bw.Write(e.AppendTo(nil))
+	_ = h.bw.Flush()
+	return e
+}
+
+// closeLease closes a token lease the session did not take.
+func (h *handshake) closeLease() {
+	if h.lease != nil {
+		h.link.detach()
+		h.lease.Close()
+	}
 }
 
 // scram runs SCRAM-SHA-256 for user and returns the tenant.
