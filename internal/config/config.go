@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -165,16 +166,12 @@ func Load(path string) (*Sidecar, error) {
 	return Parse(path, data)
 }
 
-// Parse validates configuration text; name is used in errors.
+// Parse validates configuration text; name is used in errors and its
+// directory resolves relative paths.
 func Parse(name string, data []byte) (*Sidecar, error) {
 	var f File
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	fail := func(field, format string, args ...any) (*Sidecar, error) {
-		return nil, &Error{File: name, Field: field, Msg: fmt.Sprintf(format, args...)}
+	if err := decodeStrict(name, data, &f); err != nil {
+		return nil, err
 	}
 	out := &Sidecar{
 		PostgresListen: f.Listen.Postgres,
@@ -186,60 +183,124 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	if out.DrainTimeout == 0 {
 		out.DrainTimeout = 30 * time.Second
 	}
-	if out.PostgresListen == "" {
-		return fail("listen.postgres", "required (e.g. 127.0.0.1:6432)")
+	for _, step := range []func(*File, *Sidecar) *fieldErr{
+		parseListen, parseTLS, parsePostgres, parsePool, parseRedis, parseIsolation,
+	} {
+		if fe := step(&f, out); fe != nil {
+			return nil, fe.in(name)
+		}
 	}
-	for field, addr := range map[string]string{"listen.postgres": f.Listen.Postgres, "listen.admin": f.Listen.Admin, "listen.redis": f.Listen.Redis, "redis.upstream": f.Redis.Upstream} {
-		if addr == "" {
+	if fe := parsePolicy(&f, out, filepath.Dir(name)); fe != nil {
+		return nil, fe.in(name)
+	}
+	return out, nil
+}
+
+// decodeStrict decodes one YAML document into v, refusing fields v does
+// not have; errors name the file.
+func decodeStrict(name string, data []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	return nil
+}
+
+// fieldErr is a configuration error in one field, before it is tied to a file.
+type fieldErr struct{ field, msg string }
+
+func failf(field, format string, args ...any) *fieldErr {
+	return &fieldErr{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *fieldErr) in(file string) *Error { return &Error{File: file, Field: e.field, Msg: e.msg} }
+
+// parseListen checks the listen addresses.
+func parseListen(f *File, out *Sidecar) *fieldErr {
+	if out.PostgresListen == "" {
+		return failf("listen.postgres", "required (e.g. 127.0.0.1:6432)")
+	}
+	for _, a := range []struct{ field, addr string }{
+		{"listen.postgres", f.Listen.Postgres}, {"listen.admin", f.Listen.Admin},
+		{"listen.redis", f.Listen.Redis}, {"redis.upstream", f.Redis.Upstream},
+	} {
+		if a.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return fail(field, "%q is not host:port: %v", addr, err)
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return failf(a.field, "%q is not host:port: %v", a.addr, err)
 		}
 	}
-	pc := &out.Postgres
+	return nil
+}
+
+// parseTLS loads the Postgres listener's certificate.
+func parseTLS(f *File, out *Sidecar) *fieldErr {
 	if (f.TLS.CertFile == "") != (f.TLS.KeyFile == "") {
-		return fail("tls", "cert_file and key_file must be given together")
+		return failf("tls", "cert_file and key_file must be given together")
 	}
 	if f.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(f.TLS.CertFile, f.TLS.KeyFile)
 		if err != nil {
-			return fail("tls.cert_file", "cannot load certificate and key: %v", err)
+			return failf("tls.cert_file", "cannot load certificate and key: %v", err)
 		}
-		pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		out.Postgres.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	return nil
+}
+
+// parsePostgres fills the Postgres listener's databases and client limits.
+func parsePostgres(f *File, out *Sidecar) *fieldErr {
+	pc := &out.Postgres
 	if len(f.Postgres.Databases) == 0 {
-		return fail("postgres.databases", "at least one database is required")
+		return failf("postgres.databases", "at least one database is required")
 	}
 	seen := map[string]bool{}
 	for i, db := range f.Postgres.Databases {
 		field := fmt.Sprintf("postgres.databases[%d]", i)
 		if db.Name == "" {
-			return fail(field+".name", "required")
+			return failf(field+".name", "required")
 		}
 		if seen[db.Name] {
-			return fail(field+".name", "database %q is listed twice", db.Name)
+			return failf(field+".name", "database %q is listed twice", db.Name)
 		}
 		seen[db.Name] = true
 		if !strings.HasPrefix(db.URL, "postgres://") && !strings.HasPrefix(db.URL, "postgresql://") {
-			return fail(field+".url", "must be a postgres:// URL")
+			return failf(field+".url", "must be a postgres:// URL")
 		}
 		pc.Databases = append(pc.Databases, proxypg.Database{Name: db.Name, URL: db.URL})
 	}
-	p := f.Postgres.Pool
+	if f.Postgres.MaxClientConns < 0 {
+		return failf("postgres.max_client_connections", "must not be negative")
+	}
+	if f.Postgres.MaxMessageBytes < 0 || f.Postgres.MaxMessageBytes > 1<<30 {
+		return failf("postgres.max_message_bytes", "must be between 1 and 1073741824")
+	}
+	pc.MaxClientConns = f.Postgres.MaxClientConns
+	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
+	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
+	pc.BreakerFailures = f.Postgres.Breaker.Failures
+	pc.BreakerOpenTime = time.Duration(f.Postgres.Breaker.OpenTime)
+	return nil
+}
+
+// parsePool fills the Postgres pool settings.
+func parsePool(f *File, out *Sidecar) *fieldErr {
+	pc, p := &out.Postgres, f.Postgres.Pool
 	switch p.Mode {
 	case "", "transaction":
 		pc.PoolMode = proxypg.PoolTransaction
 	case "session":
 		pc.PoolMode = proxypg.PoolSession
 	default:
-		return fail("postgres.pool.mode", "%q is not a pool mode (transaction or session)", p.Mode)
+		return failf("postgres.pool.mode", "%q is not a pool mode (transaction or session)", p.Mode)
 	}
 	if p.Size < 0 || p.Size > 10000 {
-		return fail("postgres.pool.size", "must be between 1 and 10000")
+		return failf("postgres.pool.size", "must be between 1 and 10000")
 	}
 	if p.MaxPrepared < 0 {
-		return fail("postgres.pool.max_prepared_statements", "must not be negative")
+		return failf("postgres.pool.max_prepared_statements", "must not be negative")
 	}
 	pc.PoolSize = p.Size
 	pc.PoolWaitTimeout = time.Duration(p.WaitTimeout)
@@ -247,22 +308,36 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	pc.ServerLifetime = time.Duration(p.ServerLifetime)
 	pc.ConnectTimeout = time.Duration(p.ConnectTimeout)
 	pc.MaxPrepared = p.MaxPrepared
-	pc.BreakerFailures = f.Postgres.Breaker.Failures
-	pc.BreakerOpenTime = time.Duration(f.Postgres.Breaker.OpenTime)
-	if f.Postgres.MaxClientConns < 0 {
-		return fail("postgres.max_client_connections", "must not be negative")
-	}
-	pc.MaxClientConns = f.Postgres.MaxClientConns
-	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
-	if f.Postgres.MaxMessageBytes < 0 || f.Postgres.MaxMessageBytes > 1<<30 {
-		return fail("postgres.max_message_bytes", "must be between 1 and 1073741824")
-	}
-	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
+	return nil
+}
 
-	if err := parseRedis(&f, out); err != nil {
-		return fail(err.field, "%s", err.msg)
+// parseIsolation turns row isolation on when tables are listed (or it is
+// enabled explicitly), with the binding key.
+func parseIsolation(f *File, out *Sidecar) *fieldErr {
+	iso := f.Isolation
+	enabled := len(iso.Tables) > 0
+	if iso.Enabled != nil {
+		enabled = *iso.Enabled
 	}
+	if !enabled {
+		return nil
+	}
+	key, err := decodeKey(iso.BindingKey)
+	if err != nil {
+		return failf("isolation.binding_key", "%v", err)
+	}
+	b, err := rls.NewBinder(key, time.Duration(iso.BindingMaxAge))
+	if err != nil {
+		return failf("isolation.binding_key", "%v", err)
+	}
+	out.Postgres.Binder = b
+	return nil
+}
 
+// parsePolicy compiles the file's tenants and tables into the policy the
+// sidecar starts with, and reads where later policies come from (a control
+// plane) and the session-token settings; dir resolves relative paths.
+func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 	spec := policy.Spec{Version: "file"}
 	for _, t := range f.Tenants {
 		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail,
@@ -280,48 +355,32 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	for _, t := range f.Isolation.Tables {
 		spec.Tables = append(spec.Tables, policy.TableSpec{Name: t.Name, TenantColumn: t.TenantColumn, Shared: t.Shared})
 	}
-	iso := f.Isolation
-	enabled := len(iso.Tables) > 0
-	if iso.Enabled != nil {
-		enabled = *iso.Enabled
-	}
-	if enabled {
-		key, err := decodeKey(iso.BindingKey)
-		if err != nil {
-			return fail("isolation.binding_key", "%v", err)
-		}
-		b, err := rls.NewBinder(key, time.Duration(iso.BindingMaxAge))
-		if err != nil {
-			return fail("isolation.binding_key", "%v", err)
-		}
-		pc.Binder = b
-	}
 	if f.ControlPlane != nil {
-		cp, ferr := parseControlPlaneClient(f.ControlPlane, filepath.Dir(name), "sidecar")
-		if ferr != nil {
-			return fail(ferr.field, "%s", ferr.msg)
+		cp, fe := parseControlPlaneClient(f.ControlPlane, dir, "sidecar")
+		if fe != nil {
+			return fe
 		}
 		out.ControlPlane = cp
 	} else if len(spec.Tenants) == 0 {
-		return fail("tenants", "at least one tenant is required (or a controlplane section to take them from)")
+		return failf("tenants", "at least one tenant is required (or a controlplane section to take them from)")
 	}
 	snap, err := policy.Compile(spec)
 	if err != nil {
-		var fe *policy.FieldError
-		if errors.As(err, &fe) {
-			return fail(fe.Field, "%s", fe.Msg)
+		var pe *policy.FieldError
+		if errors.As(err, &pe) {
+			return failf(pe.Field, "%s", pe.Msg)
 		}
-		return fail("tenants", "%v", err)
+		return failf("tenants", "%v", err)
 	}
 	out.Policy = snap
 	if f.Sessions != nil {
-		s, ferr := parseSessions(f.Sessions, filepath.Dir(name), false)
-		if ferr != nil {
-			return fail(ferr.field, "%s", ferr.msg)
+		s, fe := parseSessions(f.Sessions, dir, false)
+		if fe != nil {
+			return fe
 		}
 		out.Sessions = s
 	}
-	return out, nil
+	return nil
 }
 
 // decodeKey accepts the binding key as hex (32 to 128 digits) or as text of
@@ -335,8 +394,6 @@ func decodeKey(s string) ([]byte, error) {
 	}
 	return []byte(s), nil
 }
-
-type fieldErr struct{ field, msg string }
 
 // parseRedis fills the Redis listener's settings.
 func parseRedis(f *File, out *Sidecar) *fieldErr {

@@ -1,14 +1,11 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/tenantguard/tenantguard/internal/bearer"
 )
@@ -71,10 +68,8 @@ func LoadControlPlane(path string) (*ControlPlane, error) {
 // and its directory resolves relative paths.
 func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 	var f ControlPlaneFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	if err := decodeStrict(name, data, &f); err != nil {
+		return nil, err
 	}
 	fail := func(field, format string, args ...any) (*ControlPlane, error) {
 		return nil, &Error{File: name, Field: field, Msg: fmt.Sprintf(format, args...)}

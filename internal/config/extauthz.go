@@ -1,14 +1,10 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/tenantguard/tenantguard/extauthz/token"
 )
@@ -56,10 +52,8 @@ func LoadExtAuthz(path string) (*ExtAuthz, error) {
 // its directory resolves relative key paths.
 func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
 	var f ExtAuthzFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	if err := decodeStrict(name, data, &f); err != nil {
+		return nil, err
 	}
 	fail := func(field, format string, args ...any) (*ExtAuthz, error) {
 		return nil, &Error{File: name, Field: field, Msg: fmt.Sprintf(format, args...)}
