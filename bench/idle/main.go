@@ -7,13 +7,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -62,6 +66,7 @@ postgres:
   databases: [{name: postgres, url: "postgres://idle_app:idle_pw@127.0.0.1:%d/postgres?sslmode=disable"}]
   pool: {size: 4}
 tenants: [{id: acme, passwords: ["acme-secret-1"]}]
+debug: {pprof: true}
 `, listen, admin, pg.Port())
 	path := filepath.Join(dir, "sidecar.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -122,16 +127,92 @@ tenants: [{id: acme, passwords: ["acme-secret-1"]}]
 		return err
 	}
 	one, _ := rss(cmd.Process.Pid)
+	goOne, err := goMemory(ctx, "http://"+admin+"/metrics")
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	if err := open(n - 1); err != nil {
 		return fmt.Errorf("after %d connections: %w", len(conns), err)
 	}
 	took := time.Since(start)
 	many, _ := rss(cmd.Process.Pid)
-	fmt.Printf("sidecar RSS: %.1f MiB before clients, %.1f MiB with 1 idle client, %.1f MiB with %d idle clients (opened in %s)\n",
-		mib(base), mib(one), mib(many), len(conns), took.Round(time.Millisecond))
-	fmt.Printf("per idle client: %.1f KiB\n", float64(many-one)/float64(len(conns)-1)/1024)
+	goMany, err := goMemory(ctx, "http://"+admin+"/metrics")
+	if err != nil {
+		return err
+	}
+	per := func(a, b float64) float64 { return (b - a) / float64(len(conns)-1) / 1024 }
+	report := func(when string, rssNow int64, g map[string]float64) {
+		fmt.Printf("%s: RSS %.1f MiB, %.1f KiB per idle client; Go's own accounting per client: %.1f KiB of heap in use, %.1f KiB of goroutine stacks, %.2f goroutines\n",
+			when, mib(rssNow), float64(rssNow-one)/float64(len(conns)-1)/1024,
+			per(goOne["go_memstats_heap_inuse_bytes"], g["go_memstats_heap_inuse_bytes"]),
+			per(goOne["go_memstats_stack_inuse_bytes"], g["go_memstats_stack_inuse_bytes"]),
+			(g["go_goroutines"]-goOne["go_goroutines"])/float64(len(conns)-1))
+	}
+	fmt.Printf("sidecar RSS: %.1f MiB before clients, %.1f MiB with 1 idle client; %d idle clients opened in %s\n",
+		mib(base), mib(one), len(conns), took.Round(time.Millisecond))
+	report("just opened", many, goMany)
+	// Settled: what a sidecar idle for a while holds, after the garbage of
+	// the logins is collected and idle stacks have shrunk (each GC halves a
+	// stack that uses under a quarter of it).
+	for i := 0; i < 4; i++ {
+		if err := forceGC(ctx, "http://"+admin+"/debug/pprof/heap?gc=1"); err != nil {
+			return err
+		}
+	}
+	settled, _ := rss(cmd.Process.Pid)
+	goSettled, err := goMemory(ctx, "http://"+admin+"/metrics")
+	if err != nil {
+		return err
+	}
+	report("settled (after 4 GCs)", settled, goSettled)
 	return nil
+}
+
+// forceGC asks the sidecar's pprof endpoint for a heap profile after a GC.
+func forceGC(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
+
+// goMemory reads the Go runtime's memory and goroutine gauges from the
+// sidecar's metrics, after a GC (the metrics handler does not force one,
+// so the figures include garbage not yet collected; heap in use is an
+// upper bound).
+func goMemory(ctx context.Context, url string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		switch f[0] {
+		case "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines":
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err == nil {
+				out[f[0]] = v
+			}
+		}
+	}
+	return out, sc.Err()
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

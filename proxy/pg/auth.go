@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tenantguard/tenantguard/internal/connbuf"
 	"github.com/tenantguard/tenantguard/policy"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 	"github.com/tenantguard/tenantguard/wire/scram"
@@ -85,7 +85,7 @@ func isLocal(a net.Addr) bool {
 // authenticate checks user's credentials, with SCRAM or, when cleartext is
 // set, a cleartext password that may be a session token. It returns the
 // tenant and, for a token, the session lease (whose onEnd is link's).
-func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *bufio.Writer, user string, cleartext bool, link *leaseLink) (*policy.Tenant, policy.SessionLease, error) {
+func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbuf.Writer, user string, cleartext bool, link *leaseLink) (*policy.Tenant, policy.SessionLease, error) {
 	if !cleartext {
 		t, err := srv.scram(rd, bw, user)
 		return t, nil, err

@@ -14,7 +14,7 @@ type paramSpec struct {
 }
 
 // trackedParams are the settings a client may give in its startup packet.
-var trackedParams = []paramSpec{
+var trackedParams = [...]paramSpec{
 	{"application_name", true},
 	{"DateStyle", true},
 	{"IntervalStyle", true},
@@ -22,14 +22,26 @@ var trackedParams = []paramSpec{
 	{"extra_float_digits", false},
 }
 
-func trackedParam(name string) *paramSpec {
+// trackedIndex is the position of a tracked setting in trackedParams, or -1.
+func trackedIndex(name string) int {
 	for i := range trackedParams {
 		if trackedParams[i].name == name {
-			return &trackedParams[i]
+			return i
 		}
 	}
-	return nil
+	return -1
 }
+
+// clientSettings are a client's values of the tracked settings, by
+// position in trackedParams (a fixed array: no map per client).
+type clientSettings struct {
+	val [len(trackedParams)]string
+	set [len(trackedParams)]bool
+}
+
+func (c *clientSettings) get(i int) (string, bool) { return c.val[i], c.set[i] }
+
+func (c *clientSettings) put(i int, v string) { c.val[i], c.set[i] = v, true }
 
 // setConfigSQL sets one setting, or resets it to the server default when $2 is NULL.
 const setConfigSQL = "SELECT pg_catalog.set_config($1, coalesce($2, (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = $1)), false)"
@@ -49,8 +61,8 @@ type settingPair struct {
 func (s *session) syncSession(sc *serverConn) {
 	var pairs []settingPair
 	s.pmu.Lock()
-	for _, p := range trackedParams {
-		want, set := s.params[p.name]
+	for i, p := range trackedParams {
+		want, set := s.params.get(i)
 		have, known := sc.params[p.name]
 		if p.reported {
 			if known && have == want {

@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sony/gobreaker/v2"
+	"github.com/tenantguard/tenantguard/internal/connbuf"
 	"github.com/tenantguard/tenantguard/internal/errref"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
@@ -25,7 +25,7 @@ import (
 type session struct {
 	srv    *Server
 	conn   net.Conn
-	br     *bufio.Reader
+	br     *connbuf.Reader
 	rd     *wire.Reader
 	tenant string
 	pool   *pool
@@ -35,10 +35,10 @@ type session struct {
 	// params are the client's values of tracked settings, replayed onto
 	// whichever server connection serves it.
 	pmu    sync.Mutex
-	params map[string]string
+	params clientSettings
 
 	wmu   sync.Mutex // guards bw and ended: server read loops and the session write to the client
-	bw    *bufio.Writer
+	bw    *connbuf.Writer
 	ended bool // the final FATAL has been written
 
 	// sc is the attached server connection, if any: set by attach, cleared
@@ -79,7 +79,6 @@ type session struct {
 
 	queryDur prometheus.Observer
 	txDur    prometheus.Observer
-	errs     *prometheus.CounterVec
 }
 
 // cancelKey is the BackendKeyData the proxy gives a client.
@@ -432,9 +431,9 @@ func (s *session) fatal(e *wire.Error) error {
 // --- notes from the server read loop (called with sc.mu held) ---
 
 func (s *session) noteParameter(k, v string) {
-	if tp := trackedParam(k); tp != nil {
+	if i := trackedIndex(k); i >= 0 {
 		s.pmu.Lock()
-		s.params[k] = v
+		s.params.put(i, v)
 		s.pmu.Unlock()
 	}
 }
@@ -442,12 +441,12 @@ func (s *session) noteParameter(k, v string) {
 func (s *session) noteError(body []byte) {
 	code := wire.ErrorField(body, wire.FieldCode)
 	if len(code) >= 2 {
-		s.errs.WithLabelValues(sqlstateClass(code[:2])).Inc()
+		s.srv.metrics.errors.WithLabelValues(s.label, sqlstateClass(code[:2])).Inc()
 	}
 }
 
 func (s *session) noteProxyError(code string) {
-	s.errs.WithLabelValues(sqlstateClass([]byte(code[:2]))).Inc()
+	s.srv.metrics.errors.WithLabelValues(s.label, sqlstateClass([]byte(code[:2]))).Inc()
 }
 
 func (s *session) noteReady(sc *serverConn) {

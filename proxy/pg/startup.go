@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -16,17 +15,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tenantguard/tenantguard/internal/connbuf"
 	"github.com/tenantguard/tenantguard/internal/errref"
 	"github.com/tenantguard/tenantguard/policy"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 	"github.com/tenantguard/tenantguard/wire/scram"
-)
-
-// Client buffers are small, as PgBouncer's 4 KiB pkt_buf: thousands of idle
-// clients should cost little memory; large messages pass through in chunks.
-const (
-	clientReadBuffer  = 4 << 10
-	clientWriteBuffer = 8 << 10
 )
 
 // preAuthMaxBody bounds messages before authentication: SASL messages are
@@ -54,8 +47,9 @@ var allowedStartupParams = map[string]string{
 type handshake struct {
 	srv    *Server
 	conn   net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
+	br     *connbuf.Reader
+	rd     *wire.Reader // messages from authentication on; the session's once admitted
+	bw     *connbuf.Writer
 	isTLS  bool
 	msg    *pgproto3.StartupMessage
 	params map[string]string // accepted startup parameters, by canonical name
@@ -73,11 +67,14 @@ type handshake struct {
 // was refused (the client has been told why). cancel ends the session's ctx.
 func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn net.Conn) (*session, error) {
 	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
-	h := &handshake{srv: srv, conn: conn, br: bufio.NewReaderSize(conn, clientReadBuffer), link: &leaseLink{srv: srv}}
+	h := &handshake{srv: srv, conn: conn, br: connbuf.NewReader(conn)}
+	if srv.cfg.Sessions != nil {
+		h.link = &leaseLink{srv: srv} // only token logins use it
+	}
 	if err := h.negotiate(ctx); err != nil || h.msg == nil {
 		return nil, err
 	}
-	h.bw = bufio.NewWriterSize(h.conn, clientWriteBuffer)
+	h.bw = connbuf.NewWriter(h.conn)
 	if e := h.checkParameters(); e != nil {
 		return nil, h.refuse(reasonOf(e.Code), e)
 	}
@@ -146,7 +143,7 @@ func (h *handshake) startTLS(ctx context.Context) error {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
-	h.conn, h.br, h.isTLS = tc, bufio.NewReaderSize(tc, clientReadBuffer), true
+	h.conn, h.br, h.isTLS = tc, connbuf.NewReader(tc), true
 	return nil
 }
 
@@ -192,8 +189,8 @@ func (h *handshake) checkParameters() *wire.Error {
 // authenticate runs SCRAM, or asks for a cleartext password that may be a
 // session token (see auth.go), and sets h.t (and h.lease for a token).
 func (h *handshake) authenticate(ctx context.Context) error {
-	rd := wire.NewReader(h.br, preAuthMaxBody)
-	t, lease, err := h.srv.authenticate(ctx, rd, h.bw, h.user, h.srv.asksCleartext(h.conn.RemoteAddr(), h.isTLS), h.link)
+	h.rd = wire.NewReader(h.br, preAuthMaxBody)
+	t, lease, err := h.srv.authenticate(ctx, h.rd, h.bw, h.user, h.srv.asksCleartext(h.conn.RemoteAddr(), h.isTLS), h.link)
 	if err == nil {
 		h.t, h.lease = t, lease
 		return nil
@@ -230,25 +227,23 @@ func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*sess
 		}
 		return nil, h.refuse("refused", e)
 	}
+	h.rd.SetMaxBody(srv.cfg.MaxMessageBytes)
 	s := &session{
 		srv: srv, conn: h.conn, br: h.br, bw: h.bw,
-		rd:     wire.NewReader(h.br, srv.cfg.MaxMessageBytes),
+		rd:     h.rd,
 		tenant: h.t.ID, t: h.t, pool: p, mode: srv.cfg.PoolMode,
-		params: map[string]string{},
-		stmts:  map[string]*clientStmt{},
 		cancel: cancel,
 	}
-	for _, tp := range trackedParams {
+	for i, tp := range trackedParams {
 		if v, ok := h.params[tp.name]; ok {
-			s.params[tp.name] = v
+			s.params.put(i, v)
 		} else if tp.reported {
-			s.params[tp.name] = defaults[tp.name]
+			s.params.put(i, defaults[tp.name])
 		}
 	}
 	s.label = srv.tenantLabel(s.tenant)
 	s.queryDur = srv.metrics.queryDur.WithLabelValues(s.label)
 	s.txDur = srv.metrics.txDuration.WithLabelValues(s.label)
-	s.errs = srv.metrics.errors.MustCurryWith(map[string]string{"tenant": s.label})
 	if e := srv.register(s); e != nil {
 		return nil, h.refuse(reasonOf(e.Code), e)
 	}
@@ -273,9 +268,9 @@ func (h *handshake) greet(s *session) error {
 		"default_transaction_read_only": defaults["default_transaction_read_only"],
 		"scram_iterations":              defaults["scram_iterations"],
 	}
-	for _, tp := range trackedParams {
+	for i, tp := range trackedParams {
 		if tp.reported {
-			report[tp.name] = s.params[tp.name]
+			report[tp.name], _ = s.params.get(i)
 		}
 	}
 	for k, v := range report {
@@ -330,7 +325,7 @@ func (h *handshake) closeLease() {
 // scram runs SCRAM-SHA-256 for user and returns the tenant.
 // An unknown user goes through the same exchange against a mock verifier,
 // so a client cannot tell unknown users from wrong passwords.
-func (srv *Server) scram(rd *wire.Reader, bw *bufio.Writer, user string) (*policy.Tenant, error) {
+func (srv *Server) scram(rd *wire.Reader, bw *connbuf.Writer, user string) (*policy.Tenant, error) {
 	snap := srv.policy.Load()
 	t, known := snap.Tenant(user)
 	v := scram.MockVerifier(user, srv.mockSecret[:])

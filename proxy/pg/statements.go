@@ -123,6 +123,9 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 	sum := sha256.Sum256(rest)
 	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: dirties, class: class}
 	st.parse = wire.AppendNamed(nil, wire.MsgParse, nil, st.serverName, rest)
+	if s.stmts == nil {
+		s.stmts = map[string]*clientStmt{}
+	}
 	s.stmts[string(name)] = st
 	if ps := sc.prepared[st.serverName]; ps != nil {
 		// Already there: the client still needs its ParseComplete, in order.

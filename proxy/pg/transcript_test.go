@@ -498,4 +498,3 @@ func decodeBackend(typ byte, body []byte) string {
 	}
 	return render(m)
 }
-

@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,49 +14,85 @@ var ErrMessageTooLarge = errors.New("message exceeds the size limit")
 // ErrBadLength is returned for a length word smaller than the length word itself.
 var ErrBadLength = errors.New("invalid message length")
 
+// Source is the buffered stream a Reader reads from: a *bufio.Reader, or a
+// reader that holds no buffer while idle (internal/connbuf).
+type Source interface {
+	io.Reader
+	// Peek returns the next n bytes without consuming them (n at most Size).
+	Peek(n int) ([]byte, error)
+	// Discard consumes n bytes already peeked.
+	Discard(n int) (int, error)
+	// Buffered is the number of bytes read and not yet consumed.
+	Buffered() int
+	// Size is the most Peek can return.
+	Size() int
+}
+
 // Reader reads typed protocol messages ('Q', 'P', 'D', …) from a buffered
-// stream. It allocates only when a body is larger than any seen before, so a
-// session's steady state reads without allocating.
+// stream. A message that fits in the source's buffer is returned in place,
+// without a copy; a larger one is copied into a buffer of the reader's own,
+// which is kept for the next large message (see Shrink). So a session's
+// steady state reads without allocating.
 type Reader struct {
-	br      *bufio.Reader
+	src     Source
 	maxBody int
+	pending int // bytes of the last message still to consume from src
 	hdr     [5]byte
 	buf     []byte
 }
 
-// NewReader returns a Reader over br that refuses bodies longer than maxBody bytes.
-func NewReader(br *bufio.Reader, maxBody int) *Reader {
-	return &Reader{br: br, maxBody: maxBody}
+// NewReader returns a Reader over src that refuses bodies longer than maxBody bytes.
+func NewReader(src Source, maxBody int) *Reader {
+	return &Reader{src: src, maxBody: maxBody}
 }
 
 // SetMaxBody changes the body limit, e.g. to widen it once a client has authenticated.
 func (r *Reader) SetMaxBody(n int) { r.maxBody = n }
 
-// Buffered reports how many bytes are already buffered, so callers can flush
-// their outgoing side only when the peer has nothing more queued.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
+// Buffered reports how many bytes are already buffered after the last
+// message, so callers can flush their outgoing side only when the peer has
+// nothing more queued.
+func (r *Reader) Buffered() int { return r.src.Buffered() - r.pending }
 
 // Next reads one message. The returned raw slice holds the whole message,
 // type byte and length word included, so it can be forwarded unchanged; body
 // is raw[5:]. Both are valid until the next call.
 func (r *Reader) Next() (typ byte, raw []byte, err error) {
-	if _, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+	r.consume()
+	hdr, err := r.src.Peek(HeaderLen)
+	if err != nil {
+		if errors.Is(err, io.EOF) && r.src.Buffered() > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, nil, err
 	}
-	n := int(int32(binary.BigEndian.Uint32(r.hdr[1:]))) - 4
+	n := int(int32(binary.BigEndian.Uint32(hdr[1:]))) - 4
 	if n < 0 {
-		return 0, nil, fmt.Errorf("message type %q: %w", r.hdr[0], ErrBadLength)
+		return 0, nil, fmt.Errorf("message type %q: %w", hdr[0], ErrBadLength)
 	}
 	if n > r.maxBody {
-		return 0, nil, fmt.Errorf("message type %q of %d bytes (limit %d): %w", r.hdr[0], n, r.maxBody, ErrMessageTooLarge)
+		return 0, nil, fmt.Errorf("message type %q of %d bytes (limit %d): %w", hdr[0], n, r.maxBody, ErrMessageTooLarge)
 	}
-	total := 5 + n
+	total := HeaderLen + n
+	if total <= r.src.Size() {
+		raw, err := r.src.Peek(total)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
+		}
+		r.pending = total
+		return raw[0], raw, nil
+	}
+	copy(r.hdr[:], hdr)
 	if cap(r.buf) < total {
 		r.buf = make([]byte, total, max(total, 1024))
 	}
 	r.buf = r.buf[:total]
 	copy(r.buf, r.hdr[:])
-	if _, err := io.ReadFull(r.br, r.buf[5:]); err != nil {
+	_, _ = r.src.Discard(HeaderLen)
+	if _, err := io.ReadFull(r.src, r.buf[HeaderLen:]); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -65,6 +100,18 @@ func (r *Reader) Next() (typ byte, raw []byte, err error) {
 	}
 	return r.hdr[0], r.buf, nil
 }
+
+// consume discards the message returned last, if it was returned in place.
+func (r *Reader) consume() {
+	if r.pending > 0 {
+		_, _ = r.src.Discard(r.pending)
+		r.pending = 0
+	}
+}
+
+// Release consumes the last message, so an idle source can give its
+// buffer back; raw slices returned before are no longer valid.
+func (r *Reader) Release() { r.consume() }
 
 // Shrink drops a body buffer that grew past keep bytes, so one huge message
 // does not pin memory for the rest of a long-lived connection.

@@ -1,7 +1,6 @@
 package pg
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -23,7 +22,7 @@ const (
 // *pgproto3.SSLRequest, *pgproto3.GSSEncRequest, *pgproto3.CancelRequest or
 // *pgproto3.StartupMessage. A StartupMessage of protocol 3.x with a minor
 // version other than 0 is returned as is; the caller negotiates it down.
-func ReadStartup(br *bufio.Reader) (pgproto3.FrontendMessage, error) {
+func ReadStartup(br io.Reader) (pgproto3.FrontendMessage, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
 		return nil, err

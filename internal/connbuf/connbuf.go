@@ -1,0 +1,263 @@
+// Package connbuf holds buffered I/O for client connections that holds no
+// buffer while the connection is idle, as PgBouncer's pooled pkt_buf does: a
+// sidecar keeps thousands of mostly idle client connections, and a few KiB
+// of buffers each would be most of its memory.
+//
+// A Reader takes a buffer from a shared pool when bytes arrive and gives it
+// back once everything read has been consumed; on a plain TCP connection it
+// waits for the next bytes without holding one (syscall.RawConn), on TLS it
+// must lend tls.Conn a buffer to read into. A Writer takes a buffer for the
+// bytes of one batch and gives it back when it flushes.
+package connbuf
+
+import (
+	"io"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// Size is the size of the pooled buffers: one read takes up to this much,
+// one flush writes at most this much at a time.
+const Size = 32 << 10
+
+var pool = sync.Pool{New: func() any { b := make([]byte, Size); return &b }}
+
+func get() *[]byte { return pool.Get().(*[]byte) }
+
+func put(b *[]byte) {
+	if cap(*b) == Size {
+		*b = (*b)[:Size]
+		pool.Put(b)
+	}
+}
+
+// Reader is a buffered reader over a connection with bufio.Reader's Peek,
+// Discard, Read and Buffered, that holds no buffer while nothing is
+// buffered. A Peek longer than Size takes a buffer of its own, given back
+// once consumed.
+type Reader struct {
+	conn net.Conn
+	raw  syscall.RawConn // nil: read through conn, lending it the buffer
+	buf  *[]byte         // nil while nothing is buffered
+	r, w int
+}
+
+// NewReader returns a Reader of c.
+func NewReader(c net.Conn) *Reader {
+	r := &Reader{conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			r.raw = raw
+		}
+	}
+	return r
+}
+
+// Size is the most a Peek can return without a buffer of its own.
+func (r *Reader) Size() int { return Size }
+
+// Buffered is the number of bytes read and not yet consumed.
+func (r *Reader) Buffered() int { return r.w - r.r }
+
+// Holding reports whether the reader holds a buffer.
+func (r *Reader) Holding() bool { return r.buf != nil }
+
+// Peek returns the next n bytes without consuming them, reading as many as
+// needed; the slice is valid until the next call.
+func (r *Reader) Peek(n int) ([]byte, error) {
+	for r.w-r.r < n {
+		if err := r.fill(n); err != nil {
+			return nil, err
+		}
+	}
+	return (*r.buf)[r.r : r.r+n], nil
+}
+
+// Discard skips n buffered bytes (at most Buffered()).
+func (r *Reader) Discard(n int) (int, error) {
+	n = min(n, r.w-r.r)
+	r.r += n
+	if r.r == r.w {
+		r.release()
+	}
+	return n, nil
+}
+
+// Read reads into p: buffered bytes first, else straight from the
+// connection when p is large.
+func (r *Reader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.r == r.w {
+		if err := r.fill(1); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, (*r.buf)[r.r:r.w])
+	_, _ = r.Discard(n)
+	return n, nil
+}
+
+// fill reads at least one more byte, with room for a Peek of need bytes.
+func (r *Reader) fill(need int) error {
+	r.reserve(need)
+	var n int
+	var err error
+	if r.raw == nil {
+		n, err = r.conn.Read((*r.buf)[r.w:])
+	} else {
+		n, err = r.rawRead()
+	}
+	r.w += n
+	if n > 0 {
+		return nil
+	}
+	if r.r == r.w {
+		r.release()
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// rawRead reads what is there, waiting for readiness with no buffer held
+// when nothing is buffered: the buffer is taken only once bytes can be read.
+func (r *Reader) rawRead() (int, error) {
+	var n int
+	var rerr error
+	err := r.raw.Read(func(fd uintptr) bool {
+		if r.buf == nil {
+			r.buf = get()
+		}
+		for {
+			n, rerr = syscall.Read(int(fd), (*r.buf)[r.w:])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			if r.r == r.w {
+				r.release() // wait with nothing held
+			}
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// reserve makes room for need bytes from r.r on.
+func (r *Reader) reserve(need int) {
+	if r.buf == nil {
+		if need <= Size {
+			r.buf = get()
+		} else {
+			b := make([]byte, need)
+			r.buf = &b
+		}
+		r.r, r.w = 0, 0
+		return
+	}
+	buf := *r.buf
+	if len(buf)-r.r >= need && r.w < len(buf) {
+		return
+	}
+	if need <= len(buf) {
+		// Slide what is buffered to the front.
+		copy(buf, buf[r.r:r.w])
+		r.w -= r.r
+		r.r = 0
+		return
+	}
+	nb := make([]byte, need)
+	copy(nb, buf[r.r:r.w])
+	old := r.buf
+	r.buf = &nb
+	r.w -= r.r
+	r.r = 0
+	put(old)
+}
+
+func (r *Reader) release() {
+	if r.buf != nil {
+		put(r.buf)
+		r.buf = nil
+	}
+	r.r, r.w = 0, 0
+}
+
+// Writer buffers writes to a connection, taking a pooled buffer for the
+// bytes of one batch and giving it back when it flushes.
+type Writer struct {
+	w   io.Writer
+	buf *[]byte
+	n   int
+	err error
+}
+
+// NewWriter returns a Writer to w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Buffered is the number of bytes written and not yet flushed.
+func (w *Writer) Buffered() int { return w.n }
+
+// Write buffers p, writing out full buffers as it goes.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	total := len(p)
+	for len(p) > 0 {
+		if w.buf == nil {
+			if w.n == 0 && len(p) >= Size {
+				// Larger than a buffer and nothing pending: no copy.
+				_, err := w.w.Write(p)
+				w.err = err
+				return total - len(p), err
+			}
+			w.buf = get()
+		}
+		c := copy((*w.buf)[w.n:], p)
+		w.n += c
+		p = p[c:]
+		if w.n == Size {
+			if err := w.flush(false); err != nil {
+				return total - len(p), err
+			}
+		}
+	}
+	return total, nil
+}
+
+// Flush writes what is buffered and gives the buffer back.
+func (w *Writer) Flush() error { return w.flush(true) }
+
+func (w *Writer) flush(release bool) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.n > 0 {
+		if _, err := w.w.Write((*w.buf)[:w.n]); err != nil {
+			w.err = err
+			return err
+		}
+		w.n = 0
+	}
+	if release && w.buf != nil {
+		put(w.buf)
+		w.buf = nil
+	}
+	return nil
+}
