@@ -67,6 +67,7 @@ type File struct {
 		} `yaml:"breaker"`
 		MaxClientConns  int      `yaml:"max_client_connections"`
 		StartupTimeout  Duration `yaml:"startup_timeout"`
+		ParkIdleAfter   Duration `yaml:"park_idle_clients_after"`
 		MaxMessageBytes int      `yaml:"max_message_bytes"`
 	} `yaml:"postgres"`
 	Isolation struct {
@@ -279,6 +280,7 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 	}
 	pc.MaxClientConns = f.Postgres.MaxClientConns
 	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
+	pc.ParkIdleAfter = time.Duration(f.Postgres.ParkIdleAfter)
 	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
 	pc.BreakerFailures = f.Postgres.Breaker.Failures
 	pc.BreakerOpenTime = time.Duration(f.Postgres.Breaker.OpenTime)

@@ -39,6 +39,7 @@ type Acceptor struct {
 	open      atomic.Int64
 	shed      atomic.Int64
 	lastWarn  atomic.Int64 // unix nanos of the last shedding warning
+	parker    parker
 }
 
 // refuseTimeout bounds the refusal written to a shed connection: a few
@@ -47,8 +48,10 @@ const refuseTimeout = 100 * time.Millisecond
 
 // Serve accepts connections on ln and runs handle for each in its own
 // goroutine, until Drain. It returns nil after Drain, and an error only
-// when the listener fails for good.
-func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn)) error {
+// when the listener fails for good. handle returns true when it has parked
+// the connection (Park) instead of finishing with it: the connection stays
+// open and counted, and its handler resumes in a new goroutine.
+func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn) (parked bool)) error {
 	a.mu.Lock()
 	if a.draining {
 		a.mu.Unlock()
@@ -95,6 +98,9 @@ func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn)) error {
 		}
 		a.conns.Add(1)
 		a.mu.Unlock()
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
 		go a.run(c, handle)
 	}
 }
@@ -158,20 +164,42 @@ func (a *Acceptor) warn(msg string, err error, delay time.Duration) {
 	a.Log.Warn(msg, attrs...)
 }
 
-func (a *Acceptor) run(c net.Conn, handle func(net.Conn)) {
-	defer a.conns.Done()
-	defer a.release()
-	defer c.Close()
+// run runs a connection's handler, first or resumed, and cleans up after
+// it unless it parked the connection.
+func (a *Acceptor) run(c net.Conn, handle func(net.Conn) bool) {
+	parked := false
 	defer func() {
-		if r := recover(); r != nil && a.Log != nil {
-			a.Log.Error("connection panic", "panic", r, "remote", c.RemoteAddr().String())
+		if r := recover(); r != nil {
+			parked = false
+			if a.Log != nil {
+				a.Log.Error("connection panic", "panic", r, "remote", c.RemoteAddr().String())
+			}
+		}
+		if !parked {
+			_ = c.Close()
+			a.release()
+			a.conns.Done()
 		}
 	}()
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
-	handle(c)
+	parked = handle(c)
 }
+
+// Park hands c, whose handler has nothing to do until the peer sends more,
+// to one goroutine that watches every parked connection: resume runs (in
+// a new goroutine, as handle did) once c is readable, or at Wake. It
+// reports false, parking nothing, where it cannot park (a TLS connection,
+// no epoll): the handler then keeps waiting itself. After true the
+// handler must return true at once and leave c alone. An idle connection
+// parked costs its session state and no goroutine or buffer.
+func (a *Acceptor) Park(c net.Conn, resume func(net.Conn) bool) bool {
+	if a.Draining() {
+		return false
+	}
+	return a.park(c, resume)
+}
+
+// Wake resumes c's handler now if c is parked, e.g. to end its session.
+func (a *Acceptor) Wake(c net.Conn) { a.wake(c) }
 
 // Open is the number of connections being served.
 func (a *Acceptor) Open() int { return int(a.open.Load()) }
@@ -210,8 +238,13 @@ func (a *Acceptor) Listening() bool {
 	return !a.draining && len(a.listeners) > 0
 }
 
-// Wait blocks until every connection handler has returned.
-func (a *Acceptor) Wait() { a.conns.Wait() }
+// Wait blocks until every connection has finished (parked ones included:
+// Drain's caller wakes them to end their sessions), then stops the
+// parking loop.
+func (a *Acceptor) Wait() {
+	a.conns.Wait()
+	a.stopParker()
+}
 
 // outOfFDs reports whether an accept failed for want of a file descriptor
 // (the process's or the system's limit).

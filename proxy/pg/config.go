@@ -86,6 +86,7 @@ type Config struct {
 	MaxClientConns  int              // client connections open at once, logging in or not; 0 = unlimited
 	ConnBudget      *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
 	StartupTimeout  time.Duration    // time to send a startup packet and authenticate
+	ParkIdleAfter   time.Duration    // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
 	MaxMessageBytes int              // largest message a client may send once authenticated
 }
 
@@ -145,6 +146,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.BreakerOpenTime <= 0 {
 		out.BreakerOpenTime = 5 * time.Second
+	}
+	if out.ParkIdleAfter == 0 {
+		out.ParkIdleAfter = 5 * time.Second
 	}
 	if out.StartupTimeout <= 0 {
 		out.StartupTimeout = 10 * time.Second

@@ -57,6 +57,7 @@ func (s *session) end(e *wire.Error, mode policy.SessionEndMode) {
 // anyway: a partly read message is never resumed.
 func (s *session) wake() {
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
+	s.srv.acc.Wake(s.conn) // parked: resume it
 }
 
 // ending reports whether the session has been asked to end.

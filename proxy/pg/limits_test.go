@@ -2,6 +2,7 @@ package pg_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -124,4 +125,75 @@ func TestPipelinedTerminate(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestParkIdleClients: a client idle past park_idle_clients_after gives up
+// its goroutine (parked_clients counts it) and is served as before when it
+// sends again; a parked client whose tenant is removed is told so, and a
+// parked client still gets its 57P01 at a drain.
+func TestParkIdleClients(t *testing.T) {
+	pg := upstream(t)
+	p := startProxy(t, pg, func(c *proxypgConfig) { c.ParkIdleAfter = time.Second })
+	ctx := ctxT(t, 60*time.Second)
+	acme := p.connect(t, p.acmeURL())
+	globex := p.connect(t, p.url("globex", globexSecret))
+	parked := func(n float64) func() error {
+		return func() error {
+			if got := p.metric(t, "tenantguard_pg_parked_clients", nil); got != n {
+				return fmt.Errorf("%v parked clients, want %v", got, n)
+			}
+			return nil
+		}
+	}
+	harness.Eventually(t, 10*time.Second, parked(2))
+	var n int
+	if err := acme.QueryRow(ctx, "SELECT count(*) FROM items WHERE tenant = 'acme'").Scan(&n); err != nil || n == 0 {
+		t.Fatalf("query after parking: %d %v", n, err)
+	}
+	harness.Eventually(t, 10*time.Second, parked(2)) // parks again once idle
+	// A transaction stays attached and is never parked mid-way.
+	tx, err := acme.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, parked(1))
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit after idling in a transaction: %v", err)
+	}
+	// Removing globex ends its parked connection with its FATAL.
+	spec := policy.Spec{Tenants: []policy.TenantSpec{{ID: "acme", Passwords: []string{acmeSecret}}}}
+	snap, err := policy.Compile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.store.Swap(snap)
+	p.srv.Reconcile()
+	harness.Eventually(t, 10*time.Second, func() error {
+		if !globex.PgConn().IsClosed() {
+			var one int
+			err := globex.QueryRow(ctx, "SELECT 1").Scan(&one)
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "28000" {
+				return nil
+			}
+			return fmt.Errorf("parked client of a removed tenant: %v", err)
+		}
+		return nil
+	})
+	// A parked client is told at a drain.
+	harness.Eventually(t, 10*time.Second, parked(1))
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.srv.Shutdown(sctx); err != nil {
+		t.Fatalf("shutdown with a parked client: %v", err)
+	}
+	var one int
+	err = acme.QueryRow(ctx, "SELECT 1").Scan(&one)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57P01" {
+		t.Fatalf("parked client at a drain: %v, want 57P01", err)
+	}
 }

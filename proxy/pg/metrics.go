@@ -18,6 +18,7 @@ type metrics struct {
 	refusals      *prometheus.CounterVec
 	waiting       *prometheus.GaugeVec
 	sessionsEnded *prometheus.CounterVec
+	parked        prometheus.Gauge
 }
 
 const maxTenantLabels = 200
@@ -72,6 +73,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Namespace: "tenantguard", Subsystem: "pg", Name: "pool_waiting_clients",
 		Help: "Clients waiting for a server connection, by pool.",
 	}, []string{"pool"})
-	reg.MustRegister(m.sessionsEnded, m.waiting, m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
+	m.parked = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "parked_clients",
+		Help: "Idle client connections parked: no goroutine or buffer until they send again.",
+	})
+	reg.MustRegister(m.parked, m.sessionsEnded, m.waiting, m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
 	return m
 }

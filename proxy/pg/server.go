@@ -138,23 +138,20 @@ func (srv *Server) Serve(ln net.Listener) error {
 	return srv.acc.Serve(ln, srv.serveConn)
 }
 
-func (srv *Server) serveConn(conn net.Conn) {
+func (srv *Server) serveConn(conn net.Conn) (parked bool) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	s, err := srv.startup(ctx, cancel, conn)
-	if err != nil {
-		srv.log.Debug("client startup failed", "remote", conn.RemoteAddr().String(), "error", err)
-		return
+	if err != nil || s == nil {
+		cancel()
+		if err != nil {
+			srv.log.Debug("client startup failed", "remote", conn.RemoteAddr().String(), "error", err)
+		}
+		return false
 	}
-	if s == nil {
-		return
-	}
-	defer s.conn.Close()
-	conns := srv.metrics.clientConns.WithLabelValues(s.label)
-	conns.Inc()
-	defer conns.Dec()
-	err = s.run(ctx)
-	srv.log.Debug("client session ended", "tenant", s.tenant, "pid", s.key.pid, "error", err)
+	s.ctx = ctx
+	s.conns = srv.metrics.clientConns.WithLabelValues(s.label)
+	s.conns.Inc()
+	return s.serve()
 }
 
 // tooManyClients is what a connection over max_client_connections, or
@@ -342,6 +339,7 @@ func (srv *Server) expireLoop() {
 		case <-srv.janitor:
 			return
 		case now := <-t.C:
+			srv.askIdleToPark(time.Second)
 			for _, p := range srv.uniq {
 				p.expire(now)
 			}

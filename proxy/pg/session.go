@@ -53,7 +53,20 @@ type session struct {
 	endErr  *wire.Error // the FATAL the client gets when it ends
 	abort   atomic.Bool // ending immediately, transaction or not
 	removed atomic.Bool // ended because its tenant left the policy
-	cancel  context.CancelFunc
+	// ctx lives as long as the session, across parking; cancel ends it
+	// (a pool wait or dial in progress gives up).
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Parking (park.go): messages counts what the client sent, for the
+	// janitor to tell idle clients; seenMessages and idleTicks are the
+	// janitor's own.
+	messages     atomic.Uint64
+	seenMessages uint64
+	idleTicks    int
+	parkAsked    atomic.Bool // the janitor asked the session to park
+	parked       atomic.Bool
+	unparkable   atomic.Bool // its connection cannot be parked (TLS)
 
 	// lease, when the client logged in with a session token, is its hold on
 	// the session; link routes the lease's end to this session.
@@ -77,6 +90,7 @@ type session struct {
 	msg           []byte            // scratch for a rewritten client message
 	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
 
+	conns    prometheus.Gauge // the tenant's client connections
 	queryDur prometheus.Observer
 	txDur    prometheus.Observer
 }
@@ -87,9 +101,10 @@ type cancelKey struct {
 	secret uint32
 }
 
-// run serves an authenticated client until it leaves or the proxy ends it.
-func (s *session) run(ctx context.Context) error {
-	defer s.finish()
+// run serves an authenticated client until it leaves, the proxy ends it,
+// or it parks (errParked).
+func (s *session) run() error {
+	ctx := s.ctx
 	for {
 		typ, raw, err := s.rd.Next()
 		if err != nil {
@@ -97,8 +112,16 @@ func (s *session) run(ctx context.Context) error {
 				// Woken to end, or the client left while the end was pending.
 				return s.terminate()
 			}
+			parked, err := s.readInterrupted(err)
+			if parked {
+				return errParked
+			}
+			if err == nil {
+				continue
+			}
 			return err
 		}
+		s.messages.Add(1)
 		if s.abort.Load() || s.broken.Load() {
 			return s.terminate()
 		}
@@ -356,9 +379,11 @@ func (s *session) serverWriteFailed(sc *serverConn, err error) error {
 	return s.fatal(e)
 }
 
-// finish runs when the client goroutine ends: the server connection goes back
+// finish runs when the session ends: the server connection goes back
 // if it is clean, and is closed if the client left it mid-transaction.
 func (s *session) finish() {
+	s.cancel()
+	s.conns.Dec()
 	s.srv.unregister(s)
 	if s.lease != nil {
 		s.link.detach()

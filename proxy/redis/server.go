@@ -97,7 +97,7 @@ func (srv *Server) SetCommandRules(allowScripting bool, emulate map[string]bool)
 
 // Serve accepts clients on ln until Shutdown.
 func (srv *Server) Serve(ln net.Listener) error {
-	return srv.acc.Serve(ln, srv.serveConn)
+	return srv.acc.Serve(ln, func(c net.Conn) bool { srv.serveConn(c); return false })
 }
 
 func (srv *Server) serveConn(c net.Conn) {

@@ -37,8 +37,8 @@ type Reader struct {
 	src     Source
 	maxBody int
 	pending int // bytes of the last message still to consume from src
-	hdr     [5]byte
 	buf     []byte
+	got     int // of a large message being copied into buf: bytes read so far (0: none in progress)
 }
 
 // NewReader returns a Reader over src that refuses bodies longer than maxBody bytes.
@@ -56,8 +56,13 @@ func (r *Reader) Buffered() int { return r.src.Buffered() - r.pending }
 
 // Next reads one message. The returned raw slice holds the whole message,
 // type byte and length word included, so it can be forwarded unchanged; body
-// is raw[5:]. Both are valid until the next call.
+// is raw[5:]. Both are valid until the next call. A read error (a deadline,
+// say) in the middle of a message loses nothing: the next call goes on
+// from where it stopped.
 func (r *Reader) Next() (typ byte, raw []byte, err error) {
+	if r.got > 0 {
+		return r.readLarge()
+	}
 	r.consume()
 	hdr, err := r.src.Peek(HeaderLen)
 	if err != nil {
@@ -85,21 +90,35 @@ func (r *Reader) Next() (typ byte, raw []byte, err error) {
 		r.pending = total
 		return raw[0], raw, nil
 	}
-	copy(r.hdr[:], hdr)
 	if cap(r.buf) < total {
 		r.buf = make([]byte, total, max(total, 1024))
 	}
 	r.buf = r.buf[:total]
-	copy(r.buf, r.hdr[:])
+	copy(r.buf, hdr)
 	_, _ = r.src.Discard(HeaderLen)
-	if _, err := io.ReadFull(r.src, r.buf[HeaderLen:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, nil, err
-	}
-	return r.hdr[0], r.buf, nil
+	r.got = HeaderLen
+	return r.readLarge()
 }
+
+// readLarge goes on copying a message too large for the source's buffer.
+func (r *Reader) readLarge() (byte, []byte, error) {
+	for r.got < len(r.buf) {
+		n, err := r.src.Read(r.buf[r.got:])
+		r.got += n
+		if err != nil && r.got < len(r.buf) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
+		}
+	}
+	r.got = 0
+	return r.buf[0], r.buf, nil
+}
+
+// Idle reports whether nothing is buffered or half read: the stream is
+// between messages with no byte of the next one arrived.
+func (r *Reader) Idle() bool { return r.got == 0 && r.Buffered() == 0 }
 
 // consume discards the message returned last, if it was returned in place.
 func (r *Reader) consume() {
