@@ -79,8 +79,8 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 
 func runSidecar(ctx context.Context, args []string, stderr io.Writer) int {
 	return runService(ctx, "sidecar", args, stderr, config.Load,
-		func(_ context.Context, cfg *config.Sidecar, log *slog.Logger) (runner, error) {
-			return sidecar.Start(cfg, log)
+		func(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (runner, error) {
+			return sidecar.Start(ctx, cfg, log)
 		})
 }
 

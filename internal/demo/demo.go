@@ -180,7 +180,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := sidecar.Bootstrap(ctx, cfg, adminURL, io.Discard); err != nil {
 		return fmt.Errorf("pg bootstrap: %w", err)
 	}
-	sc, err := sidecar.Start(cfg, log)
+	sc, err := sidecar.Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

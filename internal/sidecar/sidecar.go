@@ -54,8 +54,9 @@ type Sidecar struct {
 const fdReserve = 64
 
 // Start listens on every configured address and starts serving. Listening
-// happens here, so an address in use fails before anything runs.
-func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
+// happens here, so an address in use fails before anything runs. ctx bounds
+// the start (the upstream isolation audit); cfg is not modified.
+func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The listeners' settings as configured, plus what is shared at run time.
@@ -91,7 +92,7 @@ func Start(cfg *config.Sidecar, log *slog.Logger) (*Sidecar, error) {
 	}()
 	// Fail closed: with isolation on, refuse to serve a database whose
 	// schema or role would let a tenant skip row-level security.
-	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	warnings, err := pgsrv.CheckIsolation(cctx)
 	cancel()
 	sc.checkedTables = slices.Clone(store.Load().Tables())

@@ -45,7 +45,7 @@ tenants:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sc, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
