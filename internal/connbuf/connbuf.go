@@ -41,6 +41,11 @@ type Reader struct {
 	raw  syscall.RawConn // nil: read through conn, lending it the buffer
 	buf  *[]byte         // nil while nothing is buffered
 	r, w int
+	// readFn is readRaw bound once (a closure per read would allocate);
+	// it leaves its outcome in n and rerr.
+	readFn func(fd uintptr) bool
+	n      int
+	rerr   error
 }
 
 // NewReader returns a Reader of c.
@@ -49,6 +54,7 @@ func NewReader(c net.Conn) *Reader {
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
+			r.readFn = r.readRaw
 		}
 	}
 	return r
@@ -126,36 +132,42 @@ func (r *Reader) fill(need int) error {
 // rawRead reads what is there, waiting for readiness with no buffer held
 // when nothing is buffered: the buffer is taken only once bytes can be read.
 func (r *Reader) rawRead() (int, error) {
-	var n int
-	var rerr error
-	err := r.raw.Read(func(fd uintptr) bool {
-		if r.buf == nil {
-			r.buf = get()
-		}
-		for {
-			n, rerr = syscall.Read(int(fd), (*r.buf)[r.w:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			if r.r == r.w {
-				r.release() // wait with nothing held
-			}
-			return false
-		}
-		return true
-	})
-	if err != nil {
+	if err := r.raw.Read(r.readFn); err != nil {
 		return 0, err
 	}
-	if rerr != nil {
-		return 0, rerr
+	n, err := r.n, r.rerr
+	r.n, r.rerr = 0, nil
+	if err != nil {
+		return 0, err
 	}
 	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readRaw is syscall.RawConn.Read's callback: one read(2), or false to
+// wait for readiness (with the buffer given back if nothing is buffered).
+func (r *Reader) readRaw(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = get()
+	}
+	for {
+		r.n, r.rerr = syscall.Read(int(fd), (*r.buf)[r.w:])
+		if r.rerr != syscall.EINTR {
+			break
+		}
+	}
+	if r.rerr == syscall.EAGAIN {
+		if r.r == r.w {
+			r.release() // wait with nothing held
+		}
+		return false
+	}
+	if r.n < 0 {
+		r.n = 0
+	}
+	return true
 }
 
 // reserve makes room for need bytes from r.r on.
