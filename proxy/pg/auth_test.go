@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tenantguard/tenantguard/policy"
+
 	"github.com/tenantguard/tenantguard/test/harness"
 )
 
@@ -139,7 +141,12 @@ func TestStartupRefusals(t *testing.T) {
 		code   string
 		text   string
 	}{
-		{"options", map[string]string{"options": "-c role=postgres"}, "42501", `"options" is not allowed`},
+		{"options role", map[string]string{"options": "-c role=postgres"}, "42501", `startup option "role" is not allowed`},
+		{"options session_authorization", map[string]string{"options": "-csession_authorization=postgres"}, "42501", `"session_authorization" is not allowed`},
+		{"options switch", map[string]string{"options": "-d 5"}, "42501", `command-line switch "-d"`},
+		{"options binding", map[string]string{"options": "--tenantguard.binding=globex"}, "42501", `"tenantguard.binding" is not allowed`},
+		{"bad statement_timeout", map[string]string{"statement_timeout": "soon"}, "22023", "statement_timeout"},
+		{"bad option value", map[string]string{"options": "-c default_transaction_isolation=sloppy"}, "22023", "default_transaction_isolation"},
 		{"role", map[string]string{"role": "postgres"}, "42501", `"role" is not allowed`},
 		{"session_authorization", map[string]string{"session_authorization": "postgres"}, "42501", "is not allowed"},
 		{"replication", map[string]string{"replication": "database"}, "0A000", "replication"},
@@ -184,6 +191,67 @@ func TestStartupRefusals(t *testing.T) {
 	}
 	if ds != "ISO, DMY" || efd != "2" {
 		t.Fatalf("DateStyle %q extra_float_digits %q", ds, efd)
+	}
+}
+
+// TestStartupOptions: settings a client gives at startup, as parameters
+// (node-postgres' statement_timeout) or in options (libpq's PGOPTIONS,
+// JDBC's options), apply to every transaction, on whichever server
+// connection serves it; a tenant's statement_timeout limit caps them, and
+// the client sees the value it runs with.
+func TestStartupOptions(t *testing.T) {
+	pg := upstream(t)
+	spec := policy.Spec{Tenants: []policy.TenantSpec{
+		{ID: "acme", Passwords: []string{acmeSecret}, Limits: policy.Limits{StatementTimeout: 30 * time.Second}},
+		{ID: "globex", Passwords: []string{globexSecret}},
+	}}
+	p := startProxyWith(t, pg, spec, func(c *proxypgConfig) { c.PoolSize = 2 })
+	ctx := ctxT(t, 30*time.Second)
+	show := func(c *pgx.Conn, names ...string) []string {
+		t.Helper()
+		var out []string
+		for _, n := range names {
+			var v string
+			if err := c.QueryRow(ctx, "SELECT current_setting($1)", n).Scan(&v); err != nil {
+				t.Fatalf("SHOW %s: %v", n, err)
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		tenant string
+		params []string
+		want   map[string]string
+	}{
+		{"node-postgres style", "globex", []string{"statement_timeout", "5000", "lock_timeout", "2s", "idle_in_transaction_session_timeout", "1min"},
+			map[string]string{"statement_timeout": "5s", "lock_timeout": "2s", "idle_in_transaction_session_timeout": "1min"}},
+		{"PGOPTIONS", "globex", []string{"options", `-c search_path=pg_catalog,public -c default_transaction_isolation=repeatable\ read --bytea-output=escape`},
+			map[string]string{"search_path": "pg_catalog,public", "default_transaction_isolation": "repeatable read", "bytea_output": "escape"}},
+		{"capped by the tenant", "acme", []string{"statement_timeout", "60s"}, map[string]string{"statement_timeout": "30s"}},
+		{"zero capped too", "acme", []string{"options", "-c statement_timeout=0"}, map[string]string{"statement_timeout": "30s"}},
+		{"under the cap", "acme", []string{"statement_timeout", "10s"}, map[string]string{"statement_timeout": "10s"}},
+		{"tenant limit alone", "acme", nil, map[string]string{"statement_timeout": "30s"}},
+		{"nothing asked", "globex", nil, map[string]string{"statement_timeout": "0", "search_path": `"$user", public`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			secret := globexSecret
+			if tc.tenant == "acme" {
+				secret = acmeSecret
+			}
+			c := p.connect(t, p.url(tc.tenant, secret, tc.params...))
+			// Several transactions, so they land on both server connections.
+			other := p.connect(t, p.url(tc.tenant, secret))
+			for round := 0; round < 4; round++ {
+				for name, want := range tc.want {
+					if got := show(c, name)[0]; got != want {
+						t.Fatalf("round %d: %s = %q, want %q", round, name, got, want)
+					}
+				}
+				_ = show(other, "statement_timeout")
+			}
+		})
 	}
 }
 

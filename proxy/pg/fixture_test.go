@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,7 +149,8 @@ func (p *proxy) url(tenant, password string, params ...string) string {
 	for i := 0; i+1 < len(params); i += 2 {
 		q.Set(params[i], params[i+1])
 	}
-	u.RawQuery = q.Encode()
+	// pgx reads the query with PathUnescape: spaces as %20, not +.
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 	return u.String()
 }
 

@@ -3,7 +3,6 @@ package pg
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -169,32 +168,19 @@ func (s *session) refuseStatement(typ byte, e *wire.Error) error {
 	return nil
 }
 
-// bindingPairs returns the settings that bind sc to the session's tenant
-// under its current policy: the binding when sc is not bound to the tenant
-// or its binding is ageing, and the tenant's statement timeout whenever it
-// differs from the one sc carries (a policy change applies at the next
-// transaction). Nil, without allocating, when sc is up to date. Called
-// with sc.mu held.
+// bindingPairs returns the setting that binds sc to the session's tenant:
+// the binding, when sc is not bound to the tenant or its binding is ageing.
+// Nil, without allocating, when sc is up to date. Called with sc.mu held.
 func (s *session) bindingPairs(sc *serverConn, now time.Time) []settingPair {
 	b := s.srv.cfg.Binder
 	if b == nil {
 		return nil
 	}
-	var pairs []settingPair
-	if sc.boundTenant != s.tenant || now.Sub(sc.boundAt) >= b.MaxAge()/2 {
-		pairs = append(pairs, settingPair{name: rls.Setting, value: b.Sign(s.tenant, now), set: true})
-		sc.boundTenant, sc.boundAt = s.tenant, now
+	if sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
+		return nil
 	}
-	var ms [20]byte
-	timeout := ms[:0] // in milliseconds, as sc.stmtTimeout; empty for the server default
-	if d := s.t.Limits.StatementTimeout; d > 0 {
-		timeout = strconv.AppendInt(timeout, d.Milliseconds(), 10)
-	}
-	if string(timeout) != sc.stmtTimeout { // compared without allocating
-		sc.stmtTimeout = string(timeout)
-		pairs = append(pairs, settingPair{name: "statement_timeout", value: sc.stmtTimeout, set: len(timeout) > 0})
-	}
-	return pairs
+	sc.boundTenant, sc.boundAt = s.tenant, now
+	return []settingPair{{name: rls.Setting, value: b.Sign(s.tenant, now), set: true}}
 }
 
 // CheckIsolation audits every upstream as its pool's role sees it. The

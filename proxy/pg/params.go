@@ -6,34 +6,9 @@ import (
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
-// paramSpec is a setting the proxy keeps per client and replays onto
-// whichever server connection serves it, as PgBouncer's track_extra_parameters.
-type paramSpec struct {
-	name     string
-	reported bool // the server sends ParameterStatus when it changes (GUC_REPORT)
-}
-
-// trackedParams are the settings a client may give in its startup packet.
-var trackedParams = [...]paramSpec{
-	{"application_name", true},
-	{"DateStyle", true},
-	{"IntervalStyle", true},
-	{"TimeZone", true},
-	{"extra_float_digits", false},
-}
-
-// trackedIndex is the position of a tracked setting in trackedParams, or -1.
-func trackedIndex(name string) int {
-	for i := range trackedParams {
-		if trackedParams[i].name == name {
-			return i
-		}
-	}
-	return -1
-}
-
-// clientSettings are a client's values of the tracked settings, by
-// position in trackedParams (a fixed array: no map per client).
+// clientSettings are values of the tracked settings, by position in
+// trackedParams (a fixed array: no map per client): a client's, or what a
+// server connection is known to have.
 type clientSettings struct {
 	val [len(trackedParams)]string
 	set [len(trackedParams)]bool
@@ -42,6 +17,8 @@ type clientSettings struct {
 func (c *clientSettings) get(i int) (string, bool) { return c.val[i], c.set[i] }
 
 func (c *clientSettings) put(i int, v string) { c.val[i], c.set[i] = v, true }
+
+func (c *clientSettings) unset(i int) { c.val[i], c.set[i] = "", false }
 
 // setConfigSQL sets one setting, or resets it to the server default when $2 is NULL.
 const setConfigSQL = "SELECT pg_catalog.set_config($1, coalesce($2, (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = $1)), false)"
@@ -63,19 +40,24 @@ func (s *session) syncSession(sc *serverConn) {
 	s.pmu.Lock()
 	for i, p := range trackedParams {
 		want, set := s.params.get(i)
-		have, known := sc.params[p.name]
+		if i == statementTimeout {
+			want = cappedTimeout(want, set, s.t.Limits.StatementTimeout)
+			set = want != ""
+		}
+		have, known := sc.settings.get(i)
 		if p.reported {
 			if known && have == want {
 				continue
 			}
+			set = true // reported settings always have a value: the client's, or the default it was told
 		} else if set == known && have == want {
 			continue
 		}
-		pairs = append(pairs, settingPair{name: p.name, value: want, set: set || p.reported})
-		if set || p.reported {
-			sc.params[p.name] = want
+		pairs = append(pairs, settingPair{name: p.name, value: want, set: set})
+		if set {
+			sc.settings.put(i, want)
 		} else {
-			delete(sc.params, p.name)
+			sc.settings.unset(i)
 		}
 	}
 	s.pmu.Unlock()

@@ -175,6 +175,9 @@ func (sc *serverConn) noteParameter(body []byte) {
 		return
 	}
 	sc.params[string(k)] = string(v)
+	if i := trackedIndex(string(k)); i >= 0 {
+		sc.settings.put(i, string(v))
+	}
 	if e, ok := sc.replies.front(); sc.owner != nil && (!ok || !e.swallow || e.kind != wire.MsgReadyForQuery) {
 		sc.owner.noteParameter(string(k), string(v))
 	}
@@ -210,10 +213,10 @@ func (sc *serverConn) forgetStatements() {
 // forgetSession notes that the connection's settings went back to the
 // server defaults (RESET ALL, DISCARD ALL): the binding is gone.
 func (sc *serverConn) forgetSession() {
-	sc.boundTenant, sc.stmtTimeout = "", ""
-	for _, k := range trackedParams {
+	sc.boundTenant = ""
+	for i, k := range trackedParams {
 		if !k.reported {
-			delete(sc.params, k.name)
+			sc.settings.unset(i)
 		}
 	}
 }

@@ -87,8 +87,9 @@ type serverConn struct {
 	// uses the connection. discard: state a reset cannot undo without
 	// losing shared prepared statements (SQL PREPARE): close instead.
 	dirty, discard bool
-	resetFailed    bool // an injected statement failed: close instead of reusing
-	params         map[string]string
+	resetFailed    bool              // an injected statement failed: close instead of reusing
+	params         map[string]string // every ParameterStatus the server sent
+	settings       clientSettings    // the tracked settings it is known to have
 	prepared       map[string]*preparedState
 	useClock       uint64
 	unnamedOwner   *session // whose unnamed statement the server holds
@@ -97,7 +98,6 @@ type serverConn struct {
 	batchStart     time.Time
 	boundTenant    string // tenant whose binding the connection carries
 	boundAt        time.Time
-	stmtTimeout    string // statement_timeout the proxy set, in ms; "" = server default
 	scratch        []byte // a re-encoded server message, valid until the next one
 }
 
@@ -128,6 +128,11 @@ func newServerConn(p *pool, hj *pgconn.HijackedConn, r io.Reader) *serverConn {
 	}
 	if sc.params == nil {
 		sc.params = map[string]string{}
+	}
+	for i, p := range trackedParams {
+		if v, ok := sc.params[p.name]; ok && p.reported {
+			sc.settings.put(i, v)
+		}
 	}
 	return sc
 }

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -26,19 +24,6 @@ import (
 // a few hundred bytes; a cleartext PasswordMessage holding the longest
 // session token (5062 bytes) is 5063.
 const preAuthMaxBody = 8 << 10
-
-// allowedStartupParams are the startup parameters a client may set; anything
-// else, "options" included, is refused and never forwarded.
-var allowedStartupParams = map[string]string{
-	"user":               "user",
-	"database":           "database",
-	"application_name":   "application_name",
-	"client_encoding":    "client_encoding",
-	"datestyle":          "DateStyle",
-	"intervalstyle":      "IntervalStyle",
-	"timezone":           "TimeZone",
-	"extra_float_digits": "extra_float_digits",
-}
 
 // handshake is one client connection's startup phase, in the order its
 // steps run: negotiate (TLS, GSS, cancel), check the startup parameters,
@@ -155,23 +140,22 @@ func (h *handshake) checkParameters() *wire.Error {
 	var unknownOpts []string
 	h.params = map[string]string{}
 	for k, v := range h.msg.Parameters {
-		if strings.HasPrefix(k, "_pq_.") {
-			unknownOpts = append(unknownOpts, k)
-			continue
-		}
-		canon, ok := allowedStartupParams[strings.ToLower(k)]
+		var err error
 		switch {
+		case strings.HasPrefix(k, "_pq_."):
+			unknownOpts = append(unknownOpts, k)
 		case k == "replication":
 			return wire.Fatalf(wire.CodeFeatureNotSupported, "replication connections are not supported by tenantguard")
+		case k == "user" || k == "database":
+			h.params[k] = v
 		case k == "options":
-			return wire.Fatalf(wire.CodeInsufficientPrivilege, `startup parameter "options" is not allowed: tenantguard does not forward command-line options`)
-		case !ok:
-			return wire.Fatalf(wire.CodeInsufficientPrivilege, "startup parameter %q is not allowed (allowed: application_name, client_encoding, DateStyle, IntervalStyle, TimeZone, extra_float_digits)", k)
+			err = h.startupOptions(v)
+		default:
+			err = startupSetting(h.params, k, v, "startup parameter")
 		}
-		if err := checkParamValue(canon, v); err != nil {
-			return wire.Fatalf(wire.CodeInvalidParameterValue, "%v", err)
+		if e := settingRefused(err); e != nil {
+			return e
 		}
-		h.params[canon] = v
 	}
 	if minor := h.msg.ProtocolVersion & 0xffff; minor != 0 || len(unknownOpts) > 0 {
 		b, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknownOpts}).Encode(nil)
@@ -184,6 +168,32 @@ func (h *handshake) checkParameters() *wire.Error {
 		h.dbName = h.user
 	}
 	return nil
+}
+
+// startupOptions applies the settings of the "options" parameter.
+func (h *handshake) startupOptions(v string) error {
+	opts, err := parseOptions(v)
+	if err != nil {
+		return &paramError{fmt.Sprintf("startup option %v", err), false}
+	}
+	for _, kv := range opts {
+		if err := startupSetting(h.params, kv[0], kv[1], "startup option"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settingRefused turns a refused startup setting into the client's FATAL.
+func settingRefused(err error) *wire.Error {
+	var pe *paramError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pe) && !pe.badValue:
+		return wire.Fatalf(wire.CodeInsufficientPrivilege, "%s", pe.msg)
+	}
+	return wire.Fatalf(wire.CodeInvalidParameterValue, "%v", err)
 }
 
 // authenticate runs SCRAM, or asks for a cleartext password that may be a
@@ -387,63 +397,6 @@ func (srv *Server) scram(rd *wire.Reader, bw *connbuf.Writer, user string) (*pol
 	b, _ = (&pgproto3.AuthenticationSASLFinal{Data: final}).Encode(nil)
 	_, _ = bw.Write(b)
 	return t, nil
-}
-
-// checkParamValue validates startup parameter values before anything is
-// replayed onto a server connection.
-func checkParamValue(name, v string) error {
-	if len(v) > 256 || strings.ContainsRune(v, 0) {
-		return fmt.Errorf("invalid value for parameter %q", name)
-	}
-	switch name {
-	case "client_encoding":
-		// Upstream connections are pinned to UTF8; ASCII (psql's choice in
-		// the C locale) is a subset of it.
-		switch strings.ToUpper(strings.ReplaceAll(v, "-", "")) {
-		case "UTF8", "UNICODE", "SQL_ASCII", "SQLASCII":
-			return nil
-		}
-		return fmt.Errorf("client_encoding %q is not supported: tenantguard speaks UTF8 only", v)
-	case "extra_float_digits":
-		n, err := strconv.Atoi(v)
-		if err != nil || n < -15 || n > 3 {
-			return fmt.Errorf("invalid value for parameter %q: %q (an integer from -15 to 3)", name, v)
-		}
-	case "DateStyle":
-		for _, tok := range strings.Split(v, ",") {
-			switch strings.ToUpper(strings.TrimSpace(tok)) {
-			case "ISO", "SQL", "POSTGRES", "GERMAN", "DMY", "MDY", "YMD", "EURO", "EUROPEAN", "US", "NONEURO", "NONEUROPEAN":
-			default:
-				return fmt.Errorf("invalid value for parameter %q: %q", name, v)
-			}
-		}
-	case "IntervalStyle":
-		switch strings.ToLower(v) {
-		case "postgres", "postgres_verbose", "sql_standard", "iso_8601":
-		default:
-			return fmt.Errorf("invalid value for parameter %q: %q", name, v)
-		}
-	case "TimeZone":
-		if !validTimeZone(v) {
-			return fmt.Errorf("invalid value for parameter %q: %q", name, v)
-		}
-	}
-	return nil
-}
-
-var utcOffset = regexp.MustCompile(`^[+-]?\d{1,2}(:\d{2}){0,2}$`)
-
-// validTimeZone accepts zone names the system's tz database knows and
-// numeric offsets; PostgreSQL ships the same IANA database.
-func validTimeZone(v string) bool {
-	if utcOffset.MatchString(v) {
-		return true
-	}
-	if v == "" || strings.Contains(v, "..") || strings.HasPrefix(v, "/") {
-		return false
-	}
-	_, err := time.LoadLocation(v)
-	return err == nil
 }
 
 func reasonOf(code string) string {
