@@ -42,6 +42,8 @@ type h2conn struct {
 	henc *hpack.Encoder
 	hbuf []byte
 	hdec *hpack.Decoder
+	// timeout is the grpc-timeout header of every request.
+	timeout string
 
 	nextID        uint32
 	sendWindow    int64 // connection-level send window
@@ -74,7 +76,7 @@ type h2stream struct {
 
 // dialH2 connects and exchanges the connection prefaces with Envoy's
 // window sizes.
-func dialH2(addr string) (*h2conn, error) {
+func dialH2(addr, timeout string) (*h2conn, error) {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -82,7 +84,7 @@ func dialH2(addr string) (*h2conn, error) {
 	c := &h2conn{
 		nc: nc, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10),
 		nextID: 1, sendWindow: defaultWindow, initialWindow: defaultWindow, maxFrame: defaultMaxRead,
-		active: map[uint32]*h2stream{},
+		active: map[uint32]*h2stream{}, timeout: timeout,
 	}
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.henc = hpack.NewEncoder(headerSink{c})
@@ -220,7 +222,7 @@ func (c *h2conn) start(s *h2stream, req encodedRequest, reqNo uint64) error {
 		{Name: ":authority", Value: "ext_authz"},
 		{Name: "content-type", Value: "application/grpc"},
 		{Name: "te", Value: "trailers"},
-		{Name: "grpc-timeout", Value: "200m"},
+		{Name: "grpc-timeout", Value: c.timeout},
 	} {
 		if err := c.henc.WriteField(f); err != nil {
 			return err

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -46,6 +47,13 @@ type options struct {
 	uncached int           // requests in each uncached run
 	streams  []int
 	conns    int
+	checks   int           // cached runs of this many checks instead of duration
+	timeout  time.Duration // grpc-timeout of every Check
+	// callgrind runs the service under valgrind's callgrind and reports the
+	// instructions it executed per check: a measure that does not depend on
+	// how busy the machine is.
+	callgrind    bool
+	callgrindDir string // keep callgrind's dump of each run here
 }
 
 func main() { benchkit.Main("extauthzbench", parseFlags, run) }
@@ -58,6 +66,11 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.uncached, "uncached", 16000, "requests in each uncached run (each needs a session signed beforehand)")
 	streams := fs.String("streams", "1,16,64", "concurrent streams of the runs, comma-separated")
 	fs.IntVar(&o.conns, "conns", 2, "HTTP/2 connections the streams are spread over (Envoy: one per worker thread)")
+	fs.IntVar(&o.checks, "checks", 0, "if set, cached runs make this many checks instead of running for -duration")
+	fs.DurationVar(&o.timeout, "timeout", 200*time.Millisecond, "grpc-timeout of each Check (Envoy's ext_authz filter default: 200ms)")
+	fs.BoolVar(&o.callgrind, "callgrind", false, "run the service under valgrind --tool=callgrind and report its instructions per check "+
+		"(slow: use with -checks 2000 -uncached 1000 -timeout 30s)")
+	fs.StringVar(&o.callgrindDir, "callgrind-dir", "", "with -callgrind, keep each run's dump in this directory as callgrind.out.<verdict>-<streams> (for callgrind_annotate)")
 	if err := o.Parse(fs, args); err != nil {
 		return o, err
 	}
@@ -68,8 +81,8 @@ func parseFlags(args []string) (options, error) {
 		}
 		o.streams = append(o.streams, n)
 	}
-	if o.conns < 1 || o.uncached < 1 || o.duration <= 0 {
-		return o, fmt.Errorf("-conns, -uncached and -duration must be positive")
+	if o.conns < 1 || o.uncached < 1 || o.duration <= 0 || o.timeout < time.Millisecond || o.checks < 0 {
+		return o, fmt.Errorf("-conns, -uncached, -duration and -timeout must be positive")
 	}
 	return o, nil
 }
@@ -127,7 +140,12 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 	abs, _ := filepath.Abs(o.Tenantguard)
-	if err := svc.Start(ctx, ready, abs, "extauthz", "--config", "extauthz.yaml", "--log-level", "warn"); err != nil {
+	bin, args := abs, []string{"extauthz", "--config", "extauthz.yaml", "--log-level", "warn"}
+	if o.callgrind {
+		// Callgrind cannot follow Go's preemption signals.
+		bin, args = "env", append([]string{"GODEBUG=asyncpreemptoff=1", "valgrind", "--tool=callgrind", "--callgrind-out-file=callgrind.out", abs}, args...)
+	}
+	if err := svc.Start(ctx, ready, bin, args...); err != nil {
 		return err
 	}
 	defer svc.Stop()
@@ -139,21 +157,26 @@ func run(ctx context.Context, o options) error {
 
 	conns := make([]*h2conn, o.conns)
 	for i := range conns {
-		if conns[i], err = dialH2(grpcAddr); err != nil {
+		if conns[i], err = dialH2(grpcAddr, grpcTimeout(o.timeout)); err != nil {
 			return fmt.Errorf("connect to ext_authz: %w", err)
 		}
 		defer conns[i].Close()
 	}
-	b := &bench{o: o, store: store, conns: conns, pid: svc.Pid(), svc: svc}
+	b := &bench{o: o, store: store, conns: conns, pid: svc.Pid(), svc: svc, metrics: "http://" + httpAddr + "/metrics"}
 
 	rep := benchkit.Report{Setup: fmt.Sprintf("ext_authz Check as Envoy calls it: %d long-lived HTTP/2 connections, the streams spread over them, "+
 		"each stream a closed loop; a %d-byte CheckRequest as Envoy sends for a browser's GET (headers, addresses, context_extensions, a %d-byte bearer token) "+
-		"with grpc-timeout 200m. tenantguard extauthz runs as a child process (its CPU, system calls and RSS from /proc are its own), "+
+		"with grpc-timeout %s. tenantguard extauthz runs as a child process (its CPU, system calls and RSS from /proc are its own), "+
 		"the session store on a local redis-server; cached runs %s after a warm-up, uncached runs %d requests; median of %d round(s).",
-		o.conns, b.requestSize(), b.tokenSize(), o.duration, o.uncached, o.Rounds)}
-	table := benchkit.Table{Left: 2, Header: []string{"verdict", "streams", "checks/s", "p50 µs", "p99 µs", "p99.9 µs",
-		"server CPU µs/check", "server syscalls/check", "server ctx switches/check", "load gen CPU µs/check", "timeouts"}}
+		o.conns, b.requestSize(), b.tokenSize(), grpcTimeout(o.timeout), o.duration, o.uncached, o.Rounds)}
+	header := []string{"verdict", "streams", "checks/s", "p50 µs", "p99 µs", "p99.9 µs",
+		"server CPU µs/check", "server allocs/check", "server KB alloc/check", "server syscalls/check", "server ctx switches/check", "load gen CPU µs/check", "timeouts"}
+	if o.callgrind {
+		header = append(header, "server instructions/check")
+	}
+	table := benchkit.Table{Left: 2, Header: header}
 	results := map[string]caseResult{}
+	mem := map[bool]memSample{}
 	for _, cached := range []bool{true, false} {
 		for _, streams := range o.streams {
 			var rounds []caseResult
@@ -165,24 +188,28 @@ func run(ctx context.Context, o options) error {
 				if err := svc.Alive(); err != nil {
 					return err
 				}
-				benchkit.Logf("%s, %d streams: %.0f checks/s, p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs; server %.1f µs CPU, %.2f syscalls, %.2f context switches per check; load gen %.1f µs CPU per check; %.0f timeouts",
-					label(cached), streams, r.rate, r.p50, r.p99, r.p999, r.cpu, r.syscalls, r.ctxsw, r.client, r.timeouts)
+				benchkit.Logf("%s, %d streams: %.0f checks/s, p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs; server per check: %.1f µs CPU, %.1f allocs (%.0f B), %.2f syscalls, %.2f context switches; load gen %.1f µs CPU per check; %.0f timeouts",
+					label(cached), streams, r.rate, r.p50, r.p99, r.p999, r.cpu, r.allocs, r.allocB, r.syscalls, r.ctxsw, r.client, r.timeouts)
 				rounds = append(rounds, r)
 			}
 			m := medianResult(rounds)
 			results[fmt.Sprint(label(cached), streams)] = m
-			table.Rows = append(table.Rows, []string{label(cached), fmt.Sprint(streams),
+			row := []string{label(cached), fmt.Sprint(streams),
 				benchkit.Num(m.rate, "%.0f"), benchkit.Num(m.p50, "%.0f"), benchkit.Num(m.p99, "%.0f"), benchkit.Num(m.p999, "%.0f"),
-				benchkit.Num(m.cpu, "%.1f"), benchkit.Num(m.syscalls, "%.2f"), benchkit.Num(m.ctxsw, "%.2f"), benchkit.Num(m.client, "%.1f"), fmt.Sprint(m.timeouts)})
+				benchkit.Num(m.cpu, "%.1f"), benchkit.Num(m.allocs, "%.1f"), benchkit.Num(m.allocB/1024, "%.2f"), benchkit.Num(m.syscalls, "%.2f"), benchkit.Num(m.ctxsw, "%.2f"), benchkit.Num(m.client, "%.1f"), fmt.Sprint(m.timeouts)}
+			if o.callgrind {
+				row = append(row, benchkit.Num(m.instr, "%.0f"))
+			}
+			table.Rows = append(table.Rows, row)
+		}
+		if mem[cached], err = memory(svc.Pid()); err != nil {
+			return err
 		}
 	}
 	rep.Tables = append(rep.Tables, table, signatureCost(key))
-	rss, peak, err := memory(svc.Pid())
-	if err != nil {
-		return err
-	}
 	rep.Notes = append(rep.Notes,
-		fmt.Sprintf("ext_authz RSS after the runs: %.1f MiB (peak %.1f MiB).", float64(rss)/1024, float64(peak)/1024),
+		fmt.Sprintf("ext_authz memory after the cached runs: %s; after the uncached runs (%d sessions, each still cached): %s.",
+			mem[true], len(o.streams)*o.uncached*o.Rounds, mem[false]),
 		targets(results),
 		"cached: each stream repeats its own token (its own session), so after the warm-up every verdict comes from the cache: no signature check, no Redis round trip.",
 		"uncached: every request carries a token the service has never seen: both signatures are verified and the session is looked up in Redis.",
@@ -228,12 +255,13 @@ func label(cached bool) string {
 
 // bench is one benchmark's service, store and connections.
 type bench struct {
-	o     options
-	store *session.Store
-	conns []*h2conn
-	pid   int
-	svc   *benchkit.Service
-	reqNo atomic.Uint64
+	o       options
+	store   *session.Store
+	conns   []*h2conn
+	pid     int
+	svc     *benchkit.Service
+	metrics string // the service's /metrics URL
+	reqNo   atomic.Uint64
 	// a sample request, for the report
 	sample encodedRequest
 	tok    string
@@ -258,6 +286,8 @@ type caseResult struct {
 	cpu, syscalls, ctxsw float64
 	client               float64
 	timeouts             float64 // Checks that hit the 200 ms deadline
+	instr                float64 // instructions per check, under -callgrind
+	allocs, allocB       float64 // the service's heap allocations and bytes per check
 }
 
 func medianResult(rs []caseResult) caseResult {
@@ -274,6 +304,9 @@ func medianResult(rs []caseResult) caseResult {
 		cpu: med(func(r caseResult) float64 { return r.cpu }), syscalls: med(func(r caseResult) float64 { return r.syscalls }),
 		ctxsw: med(func(r caseResult) float64 { return r.ctxsw }), client: med(func(r caseResult) float64 { return r.client }),
 		timeouts: med(func(r caseResult) float64 { return r.timeouts }),
+		instr:    med(func(r caseResult) float64 { return r.instr }),
+		allocs:   med(func(r caseResult) float64 { return r.allocs }),
+		allocB:   med(func(r caseResult) float64 { return r.allocB }),
 	}
 }
 
@@ -305,13 +338,20 @@ func (b *bench) runCase(ctx context.Context, cached bool, streams int) (caseResu
 			return caseResult{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	before, err := sampleProc(b.pid)
+	if err := b.callgrind("-z"); err != nil {
+		return caseResult{}, err
+	}
+	before, err := sampleProc(b.pid, b.metrics)
 	if err != nil {
 		return caseResult{}, err
 	}
 	start := time.Now()
 	var next atomic.Int64
 	lat, timeouts, err := b.drive(streams, func(g int) func() (encodedRequest, bool) {
+		if cached && b.o.checks > 0 {
+			left := b.o.checks / streams
+			return func() (encodedRequest, bool) { left--; return reqs[g], left >= 0 }
+		}
 		if cached {
 			until := start.Add(b.o.duration)
 			return func() (encodedRequest, bool) { return reqs[g], time.Now().Before(until) }
@@ -328,7 +368,11 @@ func (b *bench) runCase(ctx context.Context, cached bool, streams int) (caseResu
 	if err != nil {
 		return caseResult{}, err
 	}
-	after, err := sampleProc(b.pid)
+	after, err := sampleProc(b.pid, b.metrics)
+	if err != nil {
+		return caseResult{}, err
+	}
+	instr, err := b.instructions(fmt.Sprintf("%s-%d", label(cached), streams))
 	if err != nil {
 		return caseResult{}, err
 	}
@@ -342,6 +386,9 @@ func (b *bench) runCase(ctx context.Context, cached bool, streams int) (caseResu
 		ctxsw:    float64(after.ctxsw-before.ctxsw) / checks,
 		client:   float64(after.selfCPU-before.selfCPU) / checks,
 		timeouts: float64(timeouts),
+		instr:    float64(instr) / checks,
+		allocs:   float64(after.mallocs-before.mallocs) / checks,
+		allocB:   float64(after.allocB-before.allocB) / checks,
 	}, nil
 }
 
@@ -389,6 +436,59 @@ func (b *bench) drive(streams int, plan func(g int) func() (encodedRequest, bool
 		errs = append(errs, r.err)
 	}
 	return all, timeouts, errors.Join(errs...)
+}
+
+// grpcTimeout is d as a grpc-timeout header value.
+func grpcTimeout(d time.Duration) string {
+	if d%time.Second == 0 {
+		return fmt.Sprintf("%dS", d/time.Second)
+	}
+	return fmt.Sprintf("%dm", d/time.Millisecond)
+}
+
+// callgrind runs callgrind_control with arg on the service, under -callgrind.
+func (b *bench) callgrind(arg string) error {
+	if !b.o.callgrind {
+		return nil
+	}
+	if out, err := exec.Command("callgrind_control", arg, fmt.Sprint(b.pid)).CombinedOutput(); err != nil {
+		return fmt.Errorf("callgrind_control %s: %w: %s", arg, err, out)
+	}
+	return nil
+}
+
+// instructions dumps callgrind's counters and returns the instructions
+// executed since they were last zeroed; 0 without -callgrind.
+func (b *bench) instructions(name string) (int64, error) {
+	if !b.o.callgrind {
+		return 0, nil
+	}
+	old, _ := filepath.Glob(filepath.Join(b.svc.Dir, "callgrind.out*"))
+	if err := b.callgrind("-d"); err != nil {
+		return 0, err
+	}
+	dumps, _ := filepath.Glob(filepath.Join(b.svc.Dir, "callgrind.out*"))
+	for _, d := range dumps {
+		if slices.Contains(old, d) {
+			continue
+		}
+		data, err := os.ReadFile(d)
+		if err != nil {
+			return 0, err
+		}
+		if b.o.callgrindDir != "" {
+			if err := os.WriteFile(filepath.Join(b.o.callgrindDir, "callgrind.out."+name), data, 0o644); err != nil {
+				return 0, err
+			}
+		}
+		for line := range strings.Lines(string(data)) {
+			if v, ok := strings.CutPrefix(line, "totals: "); ok {
+				return strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			}
+		}
+		return 0, fmt.Errorf("no totals in %s", d)
+	}
+	return 0, fmt.Errorf("callgrind wrote no new dump in %s", b.svc.Dir)
 }
 
 func createTokens(ctx context.Context, store *session.Store, n int) ([]string, error) {
