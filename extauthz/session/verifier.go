@@ -59,6 +59,8 @@ type Verifier struct {
 	spare        []*sessionState
 	scriptLoaded bool
 
+	lookups sessionLookups // batches the store lookups of first-seen tokens
+
 	psMu    sync.Mutex
 	ps      *redis.PubSub
 	closing bool
@@ -368,15 +370,12 @@ func (v *Verifier) confirm(ctx context.Context, c token.Claims, st *sessionState
 	if st.revoked.Load() {
 		return nil, resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
 	}
-	v.m.storeLookups.Inc()
-	vals, err := v.rdb.HMGet(ctx, v.keys.session(st.idHex), "tenant", "user").Result()
+	tenant, user, found, err := v.lookupSession(ctx, v.keys.session(st.idHex))
 	if err != nil {
 		return nil, resultUnavailable, fmt.Errorf("%w: %w", policy.ErrSessionUnavailable, err)
 	}
-	tenant, _ := vals[0].(string)
-	user, _ := vals[1].(string)
 	switch {
-	case vals[0] == nil:
+	case !found:
 		return nil, resultRevoked, fmt.Errorf("%w: session %s is not in the store", policy.ErrSessionRevoked, st.idHex)
 	case tenant != c.TenantID || user != c.UserID:
 		v.log.Warn("token claims do not match its session in the store", "session", st.idHex, "tenant", c.TenantID)
