@@ -3,6 +3,7 @@ module github.com/tenantguard/tenantguard
 go 1.26.8
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/cloudflare/circl v1.6.5
 	github.com/dgraph-io/ristretto/v2 v2.4.2
 	github.com/envoyproxy/go-control-plane v0.14.0
