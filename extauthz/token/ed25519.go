@@ -25,7 +25,7 @@ import (
 const (
 	window    = 5
 	digits    = (253+window-1)/window + 1 // scalars are below 2^253; one more for the last carry
-	multiples = 1 << (window - 1)        // a digit is in [-16, 15]: tables hold 1..16 times a point
+	multiples = 1 << (window - 1)         // a digit is in [-16, 15]: tables hold 1..16 times a point
 )
 
 // affineCached is a point as (y+x, y−x, 2dxy), ready to be added to one in
