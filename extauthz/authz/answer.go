@@ -33,22 +33,35 @@ func encodeAnswer(resp *authv3.CheckResponse) *answer {
 }
 
 // okAnswer is an allowed request's answer, kept with the token's verdict
-// (session.Verdict.SetMemo) so that a cached token is answered without
-// encoding anything.
+// (session.Verdict.SetMemo) so that a token in use is answered without
+// encoding anything. A token's first answer is encoded and not kept, and
+// its verdict only marked (wire nil): most first-seen tokens of a busy
+// service are seen again, but those that are not should not hold 250
+// bytes each until they expire.
 type okAnswer struct {
 	strip bool // made with the Authorization header stripped
 	answer
+	buf [1]mem.Buffer // wire's backing array
 }
+
+var seenOnce = &okAnswer{}
 
 // allow returns vd's answer with the current strip setting, from its memo
 // or made now.
 func (s *Server) allow(vd *session.Verdict) *answer {
 	strip := s.strip.Load()
-	if a, _ := vd.Memo().(*okAnswer); a != nil && a.strip == strip {
-		return &a.answer
+	memo, _ := vd.Memo().(*okAnswer)
+	if memo != nil && memo.wire != nil && memo.strip == strip {
+		return &memo.answer
 	}
-	a := &okAnswer{strip: strip, answer: answer{wire: mem.BufferSlice{mem.SliceBuffer(appendOK(nil, vd.Claims(), strip))}}}
-	vd.SetMemo(a)
+	a := &okAnswer{strip: strip}
+	a.buf[0] = mem.SliceBuffer(appendOK(make([]byte, 0, 256), vd.Claims(), strip))
+	a.wire = a.buf[:]
+	if memo == nil {
+		vd.SetMemo(seenOnce)
+	} else {
+		vd.SetMemo(a)
+	}
 	return &a.answer
 }
 
