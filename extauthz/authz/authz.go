@@ -22,6 +22,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
+	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/extauthz/token"
 	"github.com/tenantguard/tenantguard/policy"
 )
@@ -38,10 +39,10 @@ const (
 // TokenChecker verifies session tokens; *session.Verifier is the
 // implementation.
 type TokenChecker interface {
-	// Check verifies tok (format, signature, times, revocation).
-	Check(ctx context.Context, tok string) (token.Claims, error)
-	// Record counts a request of the session for its analytics.
-	Record(id token.SessionID, fingerprint uint64, refusedRule string)
+	// Verify verifies tok (format, signature, times, revocation) and returns
+	// its verdict, which carries the claims and counts the session's
+	// requests for its analytics. It must not keep tok after it returns.
+	Verify(ctx context.Context, tok string) (*session.Verdict, error)
 }
 
 // Options configure a Server.
@@ -68,6 +69,9 @@ type Server struct {
 	// strip is Options.StripAuthorization as in force now: a pushed policy
 	// changes it with SetStripAuthorization while checks run.
 	strip atomic.Bool
+	// denials are the encoded answers of each denial code, made once: they
+	// depend only on the code and the realm.
+	denials map[string]*answer
 }
 
 // SetStripAuthorization says whether allowed requests from now on have
@@ -96,6 +100,10 @@ func New(c TokenChecker, opts Options, reg prometheus.Registerer, log *slog.Logg
 	}
 	s := &Server{checker: c, opts: opts, log: log, m: newMetrics(reg), seed: maphash.MakeSeed()}
 	s.strip.Store(opts.StripAuthorization)
+	s.denials = make(map[string]*answer, len(denialCodes))
+	for _, code := range denialCodes {
+		s.denials[code] = encodeAnswer(s.denial(code))
+	}
 	return s
 }
 
@@ -113,65 +121,96 @@ const (
 	CodeUnavailable = "store_unavailable"
 )
 
-// Check answers one request from Envoy.
+// denialCodes are all the denial codes; resultOK is the result label of an
+// allowed request.
+var denialCodes = [...]string{CodeMissing, CodeWrongScheme, CodeMalformed, CodeInvalid, CodeExpired, CodeRevoked, CodeForbidden, CodeUnavailable}
+
+const resultOK = "ok"
+
+// request is what a decision reads of a CheckRequest.
+type request struct {
+	auth         string // the Authorization header
+	hasAuth      bool
+	method, path string
+}
+
+// requestOf reads a decoded CheckRequest.
+func requestOf(req *authv3.CheckRequest) request {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	auth, ok := header(h, "authorization")
+	return request{auth: auth, hasAuth: ok, method: h.GetMethod(), path: h.GetPath()}
+}
+
+// Check answers one request from Envoy. Register serves the same answers
+// without decoding the whole request; Check is for a server registered
+// with authv3.RegisterAuthorizationServer.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	resp, result := s.check(ctx, req)
-	s.m.checks.WithLabelValues(result).Inc()
-	s.m.latency.Observe(time.Since(start).Seconds())
+	r := requestOf(req)
+	result, vd := s.decide(ctx, &r)
+	var resp *authv3.CheckResponse
+	if vd != nil {
+		resp = okResponse(vd.Claims(), s.strip.Load())
+	} else {
+		resp = s.denial(result)
+	}
+	s.m.observe(result, start)
 	return resp, nil
 }
 
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, string) {
-	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	raw, ok := header(httpReq, "authorization")
-	if !ok || raw == "" {
-		return s.deny(CodeMissing, "the request has no Authorization header", ""), CodeMissing
+// decide judges a request: it returns resultOK and the token's verdict, or
+// a denial code.
+func (s *Server) decide(ctx context.Context, r *request) (string, *session.Verdict) {
+	if !r.hasAuth || r.auth == "" {
+		return CodeMissing, nil
 	}
-	scheme, tok, found := strings.Cut(raw, " ")
+	scheme, tok, found := strings.Cut(r.auth, " ")
 	// RFC 6750 §2.1: "Bearer" 1*SP b64token; the scheme is case-insensitive.
 	if !found || !strings.EqualFold(scheme, "Bearer") {
-		return s.deny(CodeWrongScheme, "the Authorization header must use the Bearer scheme", "invalid_request"), CodeWrongScheme
+		return CodeWrongScheme, nil
 	}
 	tok = strings.TrimLeft(tok, " ")
-	claims, err := s.checker.Check(ctx, tok)
+	vd, err := s.checker.Verify(ctx, tok)
 	if err != nil {
 		code := denialCode(err)
 		if code == CodeUnavailable && s.logEvery(time.Now()) {
 			s.log.Warn("session store unavailable; refusing checks (logged at most once a second)", "error", err)
 		}
-		return s.deny(code, denialMessage(code), "invalid_token"), code
+		return code, nil
 	}
-	if s.opts.TenantAllowed != nil && !s.opts.TenantAllowed(claims.TenantID) {
-		s.checker.Record(claims.SessionID, 0, "tenant_not_allowed")
-		return s.deny(CodeForbidden, denialMessage(CodeForbidden), "invalid_token"), CodeForbidden
+	if s.opts.TenantAllowed != nil && !s.opts.TenantAllowed(vd.Claims().TenantID) {
+		vd.Record(0, "tenant_not_allowed")
+		return CodeForbidden, nil
 	}
-	s.checker.Record(claims.SessionID, s.fingerprint(httpReq), "")
+	vd.Record(s.fingerprint(r.method, r.path), "")
+	return resultOK, vd
+}
 
+// okResponse allows a request, setting the identity headers.
+func okResponse(c token.Claims, strip bool) *authv3.CheckResponse {
 	ok3 := &authv3.OkHttpResponse{
 		Headers: []*corev3.HeaderValueOption{
-			setHeader(HeaderTenant, claims.TenantID),
-			setHeader(HeaderUser, claims.UserID),
-			setHeader(HeaderSession, claims.SessionID.String()),
+			setHeader(HeaderTenant, c.TenantID),
+			setHeader(HeaderUser, c.UserID),
+			setHeader(HeaderSession, c.SessionID.String()),
 		},
 	}
-	if s.strip.Load() {
+	if strip {
 		ok3.HeadersToRemove = []string{"authorization"}
 	}
 	return &authv3.CheckResponse{
 		Status:       &status.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok3},
-	}, "ok"
+	}
 }
 
 // fingerprint identifies a request's shape for the session's analytics:
 // method and path without the query string.
-func (s *Server) fingerprint(h *authv3.AttributeContext_HttpRequest) uint64 {
+func (s *Server) fingerprint(method, p string) uint64 {
 	var mh maphash.Hash
 	mh.SetSeed(s.seed)
-	mh.WriteString(h.GetMethod())
+	mh.WriteString(method)
 	mh.WriteByte(' ')
-	p := h.GetPath()
 	if i := strings.IndexByte(p, '?'); i >= 0 {
 		p = p[:i]
 	}
@@ -245,6 +284,17 @@ type errorBody struct {
 	} `json:"error"`
 }
 
+// denial is the answer of a denial code.
+func (s *Server) denial(code string) *authv3.CheckResponse {
+	switch code {
+	case CodeMissing:
+		return s.deny(code, "the request has no Authorization header", "")
+	case CodeWrongScheme:
+		return s.deny(code, "the Authorization header must use the Bearer scheme", "invalid_request")
+	}
+	return s.deny(code, denialMessage(code), "invalid_token")
+}
+
 // deny builds a 401 with RFC 6750 WWW-Authenticate and a JSON body. A
 // request with no credentials gets a challenge without an error code
 // (RFC 6750 §3.1). A store outage is a 503 with Retry-After instead: the
@@ -276,8 +326,15 @@ func (s *Server) deny(code, msg, oauthErr string) *authv3.CheckResponse {
 }
 
 type metrics struct {
-	checks  *prometheus.CounterVec
-	latency prometheus.Histogram
+	checks   *prometheus.CounterVec
+	latency  prometheus.Histogram
+	byResult map[string]prometheus.Counter // checks' children, resolved once
+}
+
+// observe counts one answered check.
+func (m *metrics) observe(result string, start time.Time) {
+	m.byResult[result].Inc()
+	m.latency.Observe(time.Since(start).Seconds())
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -294,6 +351,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.checks, m.latency)
+	}
+	m.byResult = map[string]prometheus.Counter{resultOK: m.checks.WithLabelValues(resultOK)}
+	for _, code := range denialCodes {
+		m.byResult[code] = m.checks.WithLabelValues(code)
 	}
 	return m
 }

@@ -85,9 +85,9 @@ func newFixtureOn(t *testing.T, rdb *goredis.Client, cfg session.Config, opts au
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(authz.ServerOptions()...)
 	f.srv = authz.New(ver, opts, nil, nil)
-	authv3.RegisterAuthorizationServer(gs, f.srv)
+	f.srv.Register(gs)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

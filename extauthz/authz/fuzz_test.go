@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/tenantguard/tenantguard/extauthz/authz"
+	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/extauthz/token"
 )
 
@@ -16,10 +17,13 @@ import (
 // the fuzzer exercises header parsing, token parsing and the answer.
 type signatureOnly struct{ v *token.Verifier }
 
-func (s signatureOnly) Check(_ context.Context, tok string) (token.Claims, error) {
-	return s.v.Verify(tok, time.Now())
+func (s signatureOnly) Verify(_ context.Context, tok string) (*session.Verdict, error) {
+	c, err := s.v.Verify(tok, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return session.NewVerdict(c), nil
 }
-func (signatureOnly) Record(token.SessionID, uint64, string) {}
 
 // FuzzCheck: any Authorization header gets an answer, never a panic; only
 // the untouched valid token is allowed, and a denial is always a 401 with

@@ -231,3 +231,9 @@ func checkErr(v *Verifier, tok string, want error) func() error {
 		return nil
 	}
 }
+
+// keyOf is tok's key in the verdict cache.
+func keyOf(tok string) uint64 {
+	sum := tokenSum(tok)
+	return cacheKey(&sum)
+}

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,7 +38,7 @@ type Verifier struct {
 	keys  keys
 	log   *slog.Logger
 	m     *metrics
-	cache *ristretto.Cache[string, *verdict]
+	cache *ristretto.Cache[uint64, *Verdict] // keyed by cacheKey
 
 	link      atomic.Pointer[link]
 	ready     chan struct{} // closed once the first subscription attempt has ended
@@ -58,6 +59,8 @@ type Verifier struct {
 	spare        []*sessionState
 	scriptLoaded bool
 
+	lookups sessionLookups // batches the store lookups of first-seen tokens
+
 	psMu    sync.Mutex
 	ps      *redis.PubSub
 	closing bool
@@ -69,15 +72,48 @@ type Verifier struct {
 	closeErr  error
 }
 
-// verdict is a cached answer of the store for one token: its session was
-// live and matched the token's tenant and user.
-type verdict struct {
-	sum    [sha256.Size]byte // of the token: the cache's own key hash is not collision-proof
+// Verdict is the store's answer for one verified token: its signatures
+// were good and its session was live and matched the token's tenant and
+// user. The Verifier caches it until the token expires and hands the same
+// Verdict to every Verify of that token meanwhile, so a caller can keep
+// what it derives from it (SetMemo) instead of deriving it again.
+type Verdict struct {
+	sum    [sha256.Size]byte // of the token: the cache's key is not collision-proof
 	claims token.Claims      // as verified, KeyID included
+	v      *Verifier         // nil for NewVerdict's
 	st     *sessionState
 	link   *link // the up period it was made in
 	exp    time.Time
+	memo   atomic.Value
 }
+
+// NewVerdict returns a verdict for claims that no Verifier made: its Record
+// does nothing. It is for fakes of a Verifier in tests.
+func NewVerdict(c token.Claims) *Verdict { return &Verdict{claims: c, exp: c.ExpiresAt} }
+
+// Claims returns the token's verified claims, KeyID included.
+func (vd *Verdict) Claims() token.Claims { return vd.claims }
+
+// Record counts one request of the verdict's session for its analytics,
+// as Verifier.Record does, without looking the session up: it takes no
+// lock shared with other sessions and does not allocate.
+func (vd *Verdict) Record(fingerprint uint64, refusedRule string) {
+	if vd.v != nil {
+		vd.v.record(vd.st, fingerprint, refusedRule)
+	}
+}
+
+// Memo returns what SetMemo stored, or nil.
+func (vd *Verdict) Memo() any { return vd.memo.Load() }
+
+// SetMemo keeps m with the verdict, for as long as the verdict is cached:
+// what a caller derives from the claims once (ext_authz keeps its encoded
+// answer). Every SetMemo of one verdict must store the same type.
+func (vd *Verdict) SetMemo(m any) { vd.memo.Store(m) }
+
+// cacheKey is the verdict cache's key for a token's SHA-256: its first
+// eight bytes. A hit is used only if the whole hash matches.
+func cacheKey(sum *[sha256.Size]byte) uint64 { return binary.LittleEndian.Uint64(sum[:8]) }
 
 // NewVerifier returns a Verifier that checks tokens with tv and sessions in
 // rdb, registering its metrics with reg (nil: none) and logging to log
@@ -99,8 +135,12 @@ func NewVerifier(rdb *redis.Client, tv *token.Verifier, cfg Config, reg promethe
 	if err != nil {
 		return nil, err
 	}
-	cache, err := ristretto.NewCache(&ristretto.Config[string, *verdict]{
-		NumCounters:        10 * cfg.CacheEntries,
+	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *Verdict]{
+		// Admission counters for 4× the capacity rather than ristretto's
+		// suggested 10×: at the default capacity the 10× sketch and its
+		// doorkeeper were 5.3 MB, half of the idle service's heap, and the
+		// verdicts of tokens in use are admitted all the same.
+		NumCounters:        4 * cfg.CacheEntries,
 		MaxCost:            cfg.CacheEntries,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
@@ -161,41 +201,49 @@ func (v *Verifier) Healthy() bool { return v.link.Load().state == linkUp }
 // prefix); it does not verify anything.
 func (v *Verifier) IsToken(secret string) bool { return strings.HasPrefix(secret, token.Prefix) }
 
-// Check verifies tok for the ext_authz path (any tenant): signatures, key
-// id and times, then that its session is live in the store. Errors wrap
-// one of policy.ErrSessionInvalid, ErrSessionExpired, ErrSessionRevoked
-// and ErrSessionUnavailable and, when the token itself is at fault, the
-// token.Err* that says why.
-func (v *Verifier) Check(ctx context.Context, tok string) (token.Claims, error) {
-	c, result, err := v.check(ctx, tok)
+// Verify verifies tok for the ext_authz path (any tenant): signatures, key
+// id and times, then that its session is live in the store, and returns
+// the verdict. A token seen before is answered from the verdict cache: its
+// SHA-256 is computed and compared, neither signature is checked again and
+// nothing is asked of the store. Errors wrap one of
+// policy.ErrSessionInvalid, ErrSessionExpired, ErrSessionRevoked and
+// ErrSessionUnavailable and, when the token itself is at fault, the
+// token.Err* that says why. Verify does not keep tok past its return.
+func (v *Verifier) Verify(ctx context.Context, tok string) (*Verdict, error) {
+	vd, result, err := v.verify(ctx, tok)
 	v.m.byResult[result].Inc()
-	return c, err
+	return vd, err
 }
 
-func (v *Verifier) check(ctx context.Context, tok string) (token.Claims, string, error) {
+// Check is Verify returning only the claims.
+func (v *Verifier) Check(ctx context.Context, tok string) (token.Claims, error) {
+	vd, err := v.Verify(ctx, tok)
+	if err != nil {
+		return token.Claims{}, err
+	}
+	return vd.claims, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, tok string) (*Verdict, string, error) {
 	now := v.cfg.Now()
 	if v.closed.Load() {
-		return token.Claims{}, resultUnavailable, errClosed
+		return nil, resultUnavailable, errClosed
 	}
 	// A cached verdict stands for both signatures: the token's SHA-256
 	// matched and its key is still held, so neither is checked again.
 	sum := tokenSum(tok)
 	cur := v.link.Load()
-	vd, result, err := v.cached(tok, &sum, now, cur)
-	if err != nil {
-		return token.Claims{}, result, err
-	}
-	if vd != nil {
-		return vd.claims, result, nil
+	vd, result, err := v.cached(&sum, now, cur)
+	if err != nil || vd != nil {
+		return vd, result, err
 	}
 	c, result, err := v.claims(tok, now)
 	if err != nil {
-		return token.Claims{}, result, err
+		return nil, result, err
 	}
 	st := v.acquire(c.SessionID, c.TenantID)
 	defer v.release(st)
-	result, err = v.confirm(ctx, c, st, tok, &sum, now, cur)
-	return c, result, err
+	return v.confirm(ctx, c, st, &sum, now, cur)
 }
 
 // Open verifies tok as a credential for tenant — Check, plus the token must
@@ -221,7 +269,7 @@ func (v *Verifier) open(ctx context.Context, tenant, tok string, onEnd func(erro
 	}
 	sum := tokenSum(tok)
 	cur := v.link.Load()
-	vd, result, err := v.cached(tok, &sum, now, cur)
+	vd, result, err := v.cached(&sum, now, cur)
 	if err != nil {
 		return nil, result, err
 	}
@@ -237,7 +285,7 @@ func (v *Verifier) open(ctx context.Context, tenant, tok string, onEnd func(erro
 	st := v.acquire(c.SessionID, c.TenantID)
 	defer v.release(st)
 	if vd == nil || vd.st != st {
-		if result, err = v.confirm(ctx, c, st, tok, &sum, now, cur); err != nil {
+		if _, result, err = v.confirm(ctx, c, st, &sum, now, cur); err != nil {
 			return nil, result, err
 		}
 	}
@@ -284,8 +332,8 @@ func tokenSum(tok string) [sha256.Size]byte {
 // resultCached on a usable hit, an error if the verdict says no (session
 // revoked, or the store unreachable past the grace period), and neither on
 // a miss (including a verdict from an earlier link period).
-func (v *Verifier) cached(tok string, sum *[sha256.Size]byte, now time.Time, cur *link) (*verdict, string, error) {
-	vd, ok := v.cache.Get(tok)
+func (v *Verifier) cached(sum *[sha256.Size]byte, now time.Time, cur *link) (*Verdict, string, error) {
+	vd, ok := v.cache.Get(cacheKey(sum))
 	if !ok || vd.sum != *sum || !v.tv.HasKey(vd.claims.KeyID) || now.Before(vd.claims.IssuedAt.Add(-v.skew())) {
 		// A miss, a colliding key, a retired signing key, or a clock that
 		// went back before the issue time: verify afresh, which gives the
@@ -311,42 +359,40 @@ func (v *Verifier) cached(tok string, sum *[sha256.Size]byte, now time.Time, cur
 
 // confirm asks the store whether st's session is live and matches the
 // claims, and caches a good answer until the token expires.
-func (v *Verifier) confirm(ctx context.Context, c token.Claims, st *sessionState, tok string, sum *[sha256.Size]byte, now time.Time, cur *link) (string, error) {
+func (v *Verifier) confirm(ctx context.Context, c token.Claims, st *sessionState, sum *[sha256.Size]byte, now time.Time, cur *link) (*Verdict, string, error) {
 	if cur.state == linkConnecting {
 		select {
 		case <-v.ready:
 		case <-ctx.Done():
-			return resultUnavailable, fmt.Errorf("%w: %w", policy.ErrSessionUnavailable, ctx.Err())
+			return nil, resultUnavailable, fmt.Errorf("%w: %w", policy.ErrSessionUnavailable, ctx.Err())
 		}
 		cur = v.link.Load()
 	}
 	if cur.state != linkUp {
-		return resultUnavailable, fmt.Errorf("%w: since %s", policy.ErrSessionUnavailable, cur.since.UTC().Format(time.RFC3339))
+		return nil, resultUnavailable, fmt.Errorf("%w: since %s", policy.ErrSessionUnavailable, cur.since.UTC().Format(time.RFC3339))
 	}
 	if st.revoked.Load() {
-		return resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
+		return nil, resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
 	}
-	v.m.storeLookups.Inc()
-	vals, err := v.rdb.HMGet(ctx, v.keys.session(st.idHex), "tenant", "user").Result()
+	tenant, user, found, err := v.lookupSession(ctx, v.keys.session(st.idHex))
 	if err != nil {
-		return resultUnavailable, fmt.Errorf("%w: %w", policy.ErrSessionUnavailable, err)
+		return nil, resultUnavailable, fmt.Errorf("%w: %w", policy.ErrSessionUnavailable, err)
 	}
-	tenant, _ := vals[0].(string)
-	user, _ := vals[1].(string)
 	switch {
-	case vals[0] == nil:
-		return resultRevoked, fmt.Errorf("%w: session %s is not in the store", policy.ErrSessionRevoked, st.idHex)
+	case !found:
+		return nil, resultRevoked, fmt.Errorf("%w: session %s is not in the store", policy.ErrSessionRevoked, st.idHex)
 	case tenant != c.TenantID || user != c.UserID:
 		v.log.Warn("token claims do not match its session in the store", "session", st.idHex, "tenant", c.TenantID)
-		return resultInvalid, fmt.Errorf("%w: session %s belongs to another tenant or user", policy.ErrSessionInvalid, st.idHex)
+		return nil, resultInvalid, fmt.Errorf("%w: session %s belongs to another tenant or user", policy.ErrSessionInvalid, st.idHex)
 	case st.revoked.Load(): // the revocation arrived while we asked
-		return resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
+		return nil, resultRevoked, fmt.Errorf("%w: session %s", policy.ErrSessionRevoked, st.idHex)
 	}
+	vd := &Verdict{sum: *sum, claims: c, v: v, st: st, link: cur, exp: c.ExpiresAt}
 	if ttl := c.ExpiresAt.Sub(now); ttl > 0 {
 		st.noteCached(c.ExpiresAt)
-		v.cache.SetWithTTL(tok, &verdict{sum: *sum, claims: c, st: st, link: cur, exp: c.ExpiresAt}, 1, ttl)
+		v.cache.SetWithTTL(cacheKey(sum), vd, 1, ttl)
 	}
-	return resultOK, nil
+	return vd, resultOK, nil
 }
 
 // Record counts one HTTP request of session id (from Check) for its

@@ -98,8 +98,8 @@ func TestCheckCachesVerdict(t *testing.T) {
 	// A verdict is found by its token's hash, but only used for that very
 	// token: one planted under another token's key is ignored.
 	_, tok2 := f.create(t, "acme", "bob")
-	vd, _ := v.cache.Get(tok)
-	v.cache.SetWithTTL(tok2, vd, 1, time.Minute)
+	vd, _ := v.cache.Get(keyOf(tok))
+	v.cache.SetWithTTL(keyOf(tok2), vd, 1, time.Minute)
 	v.cache.Wait()
 	c, err := v.Check(ctx, tok2)
 	if err != nil || c.UserID != "bob" {

@@ -38,6 +38,7 @@ type VerificationKey struct {
 	id  string
 	raw [pubLen]byte // ed25519 public key || packed ml-dsa-65 public key
 	ed  ed25519.PublicKey
+	edk *edKey // ed with its precomputed multiples, for verify
 	ml  *mldsa65.PublicKey
 }
 
@@ -72,6 +73,7 @@ func newSigningKey(id string, seed [seedLen]byte) (*SigningKey, error) {
 func newVerificationKey(id string, raw [pubLen]byte) *VerificationKey {
 	k := &VerificationKey{id: id, raw: raw}
 	k.ed = ed25519.PublicKey(k.raw[:ed25519.PublicKeySize])
+	k.edk = newEdKey(k.ed)
 	var mlRaw [mldsa65.PublicKeySize]byte
 	copy(mlRaw[:], raw[ed25519.PublicKeySize:])
 	k.ml = new(mldsa65.PublicKey)
@@ -109,10 +111,12 @@ func (k *VerificationKey) Equal(o *VerificationKey) bool {
 // signatures of msg. It stops at the first failure; ML-DSA-65 goes first
 // because with circl's AVX2 code it is the cheaper check (about 19µs
 // against 43µs for Ed25519; the two are about equal in pure Go), so most
-// forgeries cost the least. Which half failed is not secret.
+// forgeries cost the least. Which half failed is not secret. Ed25519 is
+// checked with the key's precomputed tables (edKey), which accepts exactly
+// what crypto/ed25519.Verify accepts in a third of its time.
 func (k *VerificationKey) verify(msg, sig []byte) bool {
 	if len(sig) != sigLen || !mldsa65.Verify(k.ml, msg, nil, sig[edSigLen:]) {
 		return false
 	}
-	return ed25519.Verify(k.ed, msg, sig[:edSigLen])
+	return k.edk.verify(msg, sig[:edSigLen])
 }
