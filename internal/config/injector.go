@@ -44,8 +44,12 @@ type InjectorFile struct {
 			WebhookConfiguration string `yaml:"webhook_configuration"`
 		} `yaml:"self_managed"`
 	} `yaml:"tls"`
-	Sidecar      SidecarTemplateFile `yaml:"sidecar"`
-	DrainTimeout Duration            `yaml:"drain_timeout"`
+	Sidecar SidecarTemplateFile `yaml:"sidecar"`
+	// ShutdownDelay keeps the webhook serving this long after SIGTERM
+	// (readiness already failing), while the Service's endpoints drop the
+	// pod, so that the API server's calls do not find it gone.
+	ShutdownDelay Duration `yaml:"shutdown_delay"`
+	DrainTimeout  Duration `yaml:"drain_timeout"`
 }
 
 // SidecarTemplateFile is the `sidecar:` section: what every injection
@@ -83,8 +87,8 @@ type Injector struct {
 	Sidecar inject.Config
 	// NativeAuto: Sidecar.Native is to be decided from the API server's
 	// version at start.
-	NativeAuto   bool
-	DrainTimeout time.Duration
+	NativeAuto                  bool
+	ShutdownDelay, DrainTimeout time.Duration
 }
 
 // SelfManagedTLS names the objects a self-managed certificate lives in.
@@ -115,7 +119,8 @@ func ParseInjector(name string, data []byte, version string, service bool) (*Inj
 	fail := func(field, format string, args ...any) (*Injector, error) {
 		return nil, &Error{File: name, Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
-	out := &Injector{WebhookListen: f.Listen.Webhook, AdminListen: f.Listen.Admin, DrainTimeout: time.Duration(f.DrainTimeout)}
+	out := &Injector{WebhookListen: f.Listen.Webhook, AdminListen: f.Listen.Admin,
+		ShutdownDelay: time.Duration(f.ShutdownDelay), DrainTimeout: time.Duration(f.DrainTimeout)}
 	if out.DrainTimeout == 0 {
 		out.DrainTimeout = 10 * time.Second
 	}

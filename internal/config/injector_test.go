@@ -31,6 +31,7 @@ sidecar:
     limits: {memory: 128Mi}
   failure_policy: ignore
   shutdown_delay: 3s
+shutdown_delay: 2s
 drain_timeout: 4s
 `
 
@@ -40,7 +41,7 @@ func TestParseInjector(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := c.Sidecar
-	if c.WebhookListen != "0.0.0.0:9443" || c.AdminListen != "0.0.0.0:9090" || c.DrainTimeout != 4*time.Second {
+	if c.WebhookListen != "0.0.0.0:9443" || c.AdminListen != "0.0.0.0:9090" || c.DrainTimeout != 4*time.Second || c.ShutdownDelay != 2*time.Second {
 		t.Errorf("listen %+v", c)
 	}
 	if c.SelfManaged == nil || c.SelfManaged.Secret != "tenantguard-injector-tls" || c.SelfManaged.Namespace != "" {
