@@ -113,6 +113,10 @@ func strip(meta *metav1.ObjectMeta, spec *corev1.PodSpec) {
 	if len(meta.Annotations) == 0 {
 		meta.Annotations = nil
 	}
+	delete(meta.Labels, LabelSidecar)
+	if len(meta.Labels) == 0 {
+		meta.Labels = nil
+	}
 }
 
 // add injects into a stripped pod.
@@ -184,6 +188,10 @@ func (c *Config) add(meta *metav1.ObjectMeta, spec *corev1.PodSpec, o *podOption
 		return nil, err
 	}
 	setAnnotation(meta, AnnotationStatus, string(b))
+	if meta.Labels == nil {
+		meta.Labels = map[string]string{}
+	}
+	meta.Labels[LabelSidecar] = "true"
 	return warnings, nil
 }
 

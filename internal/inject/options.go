@@ -26,6 +26,9 @@ const (
 	// LabelInject on a namespace opts every pod in it in (value "true");
 	// the webhook configuration selects on it.
 	LabelInject = "tenantguard.io/inject"
+	// LabelSidecar marks injected pods (value "true"), so that the
+	// NetworkPolicies let them reach the control plane.
+	LabelSidecar = "tenantguard.io/sidecar"
 
 	// defaultContainerAnnotation makes kubectl logs/exec pick the app, not
 	// the sidecar, when the sidecar is the first container.
