@@ -238,6 +238,9 @@ func Recorded(root string) (map[string]bool, error) {
 type Selector struct {
 	Metric string
 	Labels []string
+	// Equal holds the label values the selector asks for exactly
+	// (job="tenantguard-sidecar").
+	Equal map[string]string
 }
 
 // Parse parses expr with Prometheus' parser and returns its selectors.
@@ -252,7 +255,7 @@ func Parse(expr string) ([]Selector, error) {
 		if !ok {
 			return nil
 		}
-		s := Selector{Metric: vs.Name}
+		s := Selector{Metric: vs.Name, Equal: map[string]string{}}
 		for _, m := range vs.LabelMatchers {
 			if m.Name == labels.MetricName {
 				if m.Type == labels.MatchEqual {
@@ -261,6 +264,9 @@ func Parse(expr string) ([]Selector, error) {
 				continue
 			}
 			s.Labels = append(s.Labels, m.Name)
+			if m.Type == labels.MatchEqual {
+				s.Equal[m.Name] = m.Value
+			}
 		}
 		sort.Strings(s.Labels)
 		out = append(out, s)
