@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -212,7 +211,7 @@ func (m *selfManaged) syncSecret(ctx context.Context) (*bundle, error) {
 // patch (retried at the next sync) instead of patching the wrong entry.
 func (m *selfManaged) syncCABundle(ctx context.Context, ca []byte) error {
 	path := "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/" + m.cfg.WebhookConfiguration
-	var wc admissionregistrationv1.MutatingWebhookConfiguration
+	var wc webhookConfiguration
 	if err := m.api.Do(ctx, http.MethodGet, path, "", nil, &wc); err != nil {
 		return fmt.Errorf("get mutatingwebhookconfiguration %s: %w", m.cfg.WebhookConfiguration, err)
 	}
@@ -246,6 +245,22 @@ func (m *selfManaged) syncCABundle(ctx context.Context, ca []byte) error {
 	}
 	m.log.Info("webhook caBundle set", "mutatingwebhookconfiguration", m.cfg.WebhookConfiguration, "webhooks", len(ops)/2)
 	return nil
+}
+
+// webhookConfiguration is what syncCABundle reads of a
+// MutatingWebhookConfiguration (the typed one would add a megabyte of
+// generated code to the binary for four fields).
+type webhookConfiguration struct {
+	Webhooks []struct {
+		Name         string `json:"name"`
+		ClientConfig struct {
+			Service *struct {
+				Namespace string `json:"namespace"`
+				Name      string `json:"name"`
+			} `json:"service"`
+			CABundle []byte `json:"caBundle"`
+		} `json:"clientConfig"`
+	} `json:"webhooks"`
 }
 
 // run syncs every syncEvery until ctx ends.

@@ -198,9 +198,9 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// webhookConfiguration is what the manifests install: two webhooks that
+// testWebhookConfiguration is what the manifests install: two webhooks that
 // call the injector (no caBundle yet), and one of another product.
-func webhookConfiguration() *admissionregistrationv1.MutatingWebhookConfiguration {
+func testWebhookConfiguration() *admissionregistrationv1.MutatingWebhookConfiguration {
 	svc := func(name string) admissionregistrationv1.WebhookClientConfig {
 		return admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Namespace: "tenantguard", Name: name}}
 	}
@@ -269,7 +269,7 @@ func caBundles(t *testing.T, f *fakeAPI) map[string][]byte {
 func TestSelfManaged(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeAPI(t)
-	f.put(webhookPath, webhookConfiguration())
+	f.put(webhookPath, testWebhookConfiguration())
 	now := time.Now()
 
 	first := newManaged(f, now)
@@ -346,14 +346,14 @@ func TestSelfManaged(t *testing.T) {
 
 	// No permission to patch the webhook configuration: an error, unready.
 	f2 := newFakeAPI(t)
-	f2.put(webhookPath, webhookConfiguration())
+	f2.put(webhookPath, testWebhookConfiguration())
 	f2.inject["PATCH "+webhookPath] = []int{403}
 	denied := newManaged(f2, now)
 	if err := denied.sync(ctx); err == nil || !strings.Contains(err.Error(), "403") || denied.Ready() {
 		t.Fatalf("sync with a 403: %v, ready %v", err, denied.Ready())
 	}
 	// A configuration with no webhook calling the service is an error too.
-	wc := webhookConfiguration()
+	wc := testWebhookConfiguration()
 	wc.Webhooks = wc.Webhooks[1:2]
 	f2.put(webhookPath, wc)
 	if err := newManaged(f2, now).sync(ctx); err == nil || !strings.Contains(err.Error(), "no webhook") {
@@ -365,7 +365,7 @@ func TestSelfManaged(t *testing.T) {
 // replaced by a good one.
 func TestSelfManagedRepairs(t *testing.T) {
 	f := newFakeAPI(t)
-	f.put(webhookPath, webhookConfiguration())
+	f.put(webhookPath, testWebhookConfiguration())
 	f.put(secretPath, &corev1.Secret{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Name: "tenantguard-injector-tls", Namespace: "tenantguard"},

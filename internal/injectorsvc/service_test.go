@@ -172,7 +172,7 @@ func TestServiceOverTLS(t *testing.T) {
 // a Kubernetes 1.28 API server it injects the fallback layout.
 func TestServiceSelfManaged(t *testing.T) {
 	f := newFakeAPI(t)
-	f.put(webhookPath, webhookConfiguration())
+	f.put(webhookPath, testWebhookConfiguration())
 	cfg := &config.Injector{WebhookListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
 		SelfManaged: &config.SelfManagedTLS{Secret: "tenantguard-injector-tls", Namespace: "tenantguard", Service: "tenantguard-injector", WebhookConfiguration: "tenantguard-injector"},
 		Sidecar:     *testSidecar(), NativeAuto: true, DrainTimeout: 5 * time.Second}
