@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
@@ -465,4 +466,46 @@ func sortedSet(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return slices.Clip(out)
+}
+
+// TestInjectCommand: the fallback layout's hook command waits for a ready
+// URL and gives up on one that never is; the offline injector writes
+// nothing when one document cannot be injected, and writes -o whole.
+func TestInjectCommand(t *testing.T) {
+	inj := startInjector(t)
+	status := func(stdin []byte, args ...string) (int, string, string) {
+		t.Helper()
+		cmd := exec.Command(binary, args...)
+		cmd.Stdin = bytes.NewReader(stdin)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+	}
+	if code, _, stderr := status(nil, "inject", "wait", "--url", "http://"+inj.admin+"/readyz", "--timeout", "10s"); code != 0 {
+		t.Fatalf("wait for a ready URL: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := status(nil, "inject", "wait", "--url", "http://"+freeAddr(t)+"/readyz", "--timeout", "300ms"); code != 1 || !strings.Contains(stderr, "not ready within") {
+		t.Fatalf("wait for a URL that never answers: exit %d: %s", code, stderr)
+	}
+	if code, _, _ := status(nil, "inject", "wait", "--delay", "10ms"); code != 0 {
+		t.Fatalf("delay: exit %d", code)
+	}
+	good := "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: a, image: a}]\n"
+	bad := "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec:\n  hostNetwork: true\n  containers: [{name: b, image: b}]\n"
+	code, stdout, stderr := status([]byte(good+"---\n"+bad), "inject", "-f", "-", "--config", inj.config)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "document 2: Pod b: the pod uses hostNetwork") {
+		t.Fatalf("a document that cannot be injected: exit %d, stdout %q, stderr %s", code, stdout, stderr)
+	}
+	out := filepath.Join(t.TempDir(), "out.yaml")
+	if code, _, stderr := status([]byte(good), "inject", "-f", "-", "-o", out, "--config", inj.config); code != 0 {
+		t.Fatalf("-o: exit %d: %s", code, stderr)
+	}
+	if b, err := os.ReadFile(out); err != nil || !strings.Contains(string(b), "tenantguard-sidecar") {
+		t.Fatalf("-o wrote %q (%v)", b, err)
+	}
 }
