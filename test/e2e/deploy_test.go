@@ -79,7 +79,7 @@ tls: {cert_file: %q, key_file: %q}
 sidecar:
   image: registry.example.com/tenantguard:e2e
   native: "true"
-shutdown_delay: 2s
+shutdown_delay: 4s
 drain_timeout: 5s
 `, p.webhook, p.admin, certFile, keyFile)
 	if err := os.WriteFile(p.config, []byte(cfg), 0o600); err != nil {
