@@ -29,6 +29,9 @@ commands:
                           write a new token signing key and its verification key
   controlplane --config FILE
                           run the policy store, its admin API and the xDS server
+  injector --config FILE  run the mutating admission webhook that injects the sidecar
+  inject -f FILE|- [-o FILE] [--config FILE] [--image IMAGE] [--native true|false]
+                          add the sidecar to a manifest's workloads, as the webhook would
   demo [--env-file PATH]  run a throwaway PostgreSQL and redis-server and a sidecar with two tenants
   pg bootstrap --config FILE --admin-url URL
                           install row-level isolation in the upstream databases
@@ -54,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runExtAuthz(ctx, args[1:], stdout, stderr)
 	case "controlplane":
 		return runControlPlane(ctx, args[1:], stderr)
+	case "injector":
+		return runInjector(ctx, args[1:], stderr)
+	case "inject":
+		return runInject(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "pg":

@@ -8,9 +8,9 @@
 // snapshot that serves every node (a NodeHash maps all nodes to one key),
 // pkg/server/v3 serves it. The policy is the custom resource type
 // PolicyTypeURL, one resource named PolicyResourceName, whose version_info
-// is the version given to SetPolicy. Envoy's Listener and Cluster resources
-// (SetEnvoy) are versioned by their content, so a policy push does not
-// resend them.
+// is the version given to SetPolicy. Envoy's Listener, RouteConfiguration
+// and Cluster resources (SetEnvoy) are versioned by their content, so a
+// policy push does not resend them.
 //
 // The server watches every stream's ACKs and NACKs (metrics, NodeStatus)
 // and does not resend a response a node has rejected (go-control-plane's

@@ -7,17 +7,20 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -28,13 +31,31 @@ import (
 const (
 	// ListenerName is the listener in front of the application.
 	ListenerName = "tenantguard_ingress"
+	// RouteName is the listener's route configuration, served over RDS.
+	RouteName = "tenantguard_app"
 	// AppCluster is the application every request is routed to.
 	AppCluster = "app"
 	// ExtAuthzCluster is tenantguard's ext_authz service (gRPC, HTTP/2).
 	ExtAuthzCluster = "tenantguard_extauthz"
 	// ExtAuthzFilter is the name of Envoy's ext_authz HTTP filter.
 	ExtAuthzFilter = "envoy.filters.http.ext_authz"
+	// HeaderMutationFilter is the name of Envoy's header_mutation HTTP
+	// filter, which strips the client's identity headers before the check.
+	HeaderMutationFilter = "envoy.filters.http.header_mutation"
 )
+
+// Identity headers: ext_authz's verdict sets them for the app; a client
+// that sends them is lying, so they are removed before the check. The
+// prefix covers tenant headers a later verdict may add.
+const (
+	TenantHeaderPrefix = "x-tenant-"
+	UserHeader         = "x-user-id"
+	SessionHeader      = "x-session-id"
+)
+
+// EnvoyTypeURLs are the resource types SetEnvoy serves, which RequireToken
+// may let Envoy read without the token.
+var EnvoyTypeURLs = []string{resource.ListenerType, resource.RouteType, resource.ClusterType}
 
 // extAuthzHeaders are the client request headers sent to ext_authz: the
 // token, and the request id so that its logs can be joined with Envoy's.
@@ -84,12 +105,23 @@ func (c *EnvoyConfig) Validate() error {
 	return nil
 }
 
-// Resources returns the Listener and the two Clusters of c, each checked
-// with its protoc-gen-validate rules (the typed configurations inside them
-// too).
-func (c *EnvoyConfig) Resources() (listeners, clusters []types.ResourceWithName, err error) {
+// EnvoyResources are the resources of an EnvoyConfig, by type.
+type EnvoyResources struct {
+	Listeners, Routes, Clusters []types.ResourceWithName
+}
+
+// Resources returns the Listener, its RouteConfiguration (served over RDS
+// on the same ADS stream) and the two Clusters of c, each checked with its
+// protoc-gen-validate rules (the typed configurations inside them too).
+//
+// The listener's HTTP filters run in order: header_mutation removes the
+// client's x-tenant-*, x-user-id and x-session-id headers; ext_authz asks
+// tenantguard (failing closed: no answer, no access) and on OK adds its
+// verdict's x-tenant-id, x-user-id and x-session-id to the request; the
+// router sends it to the app.
+func (c *EnvoyConfig) Resources() (*EnvoyResources, error) {
 	if err := c.Validate(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var packErr error
 	pack := func(m proto.Message) *anypb.Any {
@@ -112,24 +144,39 @@ func (c *EnvoyConfig) Resources() (listeners, clusters []types.ResourceWithName,
 		// WithRequestBody unset: ext_authz decides on headers alone, and
 		// bodies are not buffered.
 	}
+	strip := &headermutationv3.HeaderMutation{Mutations: &headermutationv3.Mutations{
+		RequestMutations: []*mutationrulesv3.HeaderMutation{
+			removeHeaders(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: TenantHeaderPrefix}, IgnoreCase: true}),
+			removeHeaders(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: UserHeader}, IgnoreCase: true}),
+			removeHeaders(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: SessionHeader}, IgnoreCase: true}),
+		},
+	}}
 	router := &routerv3.Router{}
-	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: ListenerName,
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-			Name: AppCluster,
-			VirtualHosts: []*routev3.VirtualHost{{
-				Name:    AppCluster,
-				Domains: []string{"*"},
-				Routes: []*routev3.Route{{
-					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppCluster},
-					}},
+	route := &routev3.RouteConfiguration{
+		Name: RouteName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    AppCluster,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AppCluster},
 				}},
 			}},
 		}},
+	}
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: ListenerName,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: &core.ConfigSource{
+				ResourceApiVersion:    core.ApiVersion_V3,
+				ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}},
+			},
+			RouteConfigName: RouteName,
+		}},
 		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: HeaderMutationFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(strip)}},
 			{Name: ExtAuthzFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(authz)}},
 			{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pack(router)}},
 		},
@@ -159,16 +206,28 @@ func (c *EnvoyConfig) Resources() (listeners, clusters []types.ResourceWithName,
 		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": pack(h2),
 	}
 	if packErr != nil {
-		return nil, nil, packErr
+		return nil, packErr
 	}
 	// Validate every message, the ones packed into Anys too (a Listener's
 	// own rules cannot see inside its typed_config).
-	for _, m := range []interface{ ValidateAll() error }{authz, router, hcm, ln, h2, app, ea} {
+	for _, m := range []interface{ ValidateAll() error }{strip, authz, router, route, hcm, ln, h2, app, ea} {
 		if err := m.ValidateAll(); err != nil {
-			return nil, nil, fmt.Errorf("generated envoy configuration is invalid: %w", err)
+			return nil, fmt.Errorf("generated envoy configuration is invalid: %w", err)
 		}
 	}
-	return []types.ResourceWithName{ln}, []types.ResourceWithName{app, ea}, nil
+	return &EnvoyResources{
+		Listeners: []types.ResourceWithName{ln},
+		Routes:    []types.ResourceWithName{route},
+		Clusters:  []types.ResourceWithName{app, ea},
+	}, nil
+}
+
+// removeHeaders is a request mutation removing the headers whose name m
+// matches.
+func removeHeaders(m *matcherv3.StringMatcher) *mutationrulesv3.HeaderMutation {
+	return &mutationrulesv3.HeaderMutation{Action: &mutationrulesv3.HeaderMutation_RemoveOnMatch_{
+		RemoveOnMatch: &mutationrulesv3.HeaderMutation_RemoveOnMatch{KeyMatcher: m},
+	}}
 }
 
 // staticCluster is a cluster of one endpoint: STATIC for an IP address,

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger, nodesAcked func() f
 		}, []string{"protocol"}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tenantguard_xds_responses_total",
-			Help: "xDS responses pushed to nodes, by resource type (policy, listener, cluster, other).",
+			Help: "xDS responses pushed to nodes, by resource type (policy, listener, route, cluster, other).",
 		}, []string{"type"}),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tenantguard_xds_acks_total",
@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger, nodesAcked func() f
 	for _, p := range []string{protocolSotW, protocolDelta} {
 		m.streams.WithLabelValues(p)
 	}
-	for _, t := range []string{"policy", "listener", "cluster"} {
+	for _, t := range []string{"policy", "listener", "route", "cluster"} {
 		m.responses.WithLabelValues(t)
 		m.acks.WithLabelValues(t)
 		m.nacks.WithLabelValues(t)

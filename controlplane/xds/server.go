@@ -194,32 +194,35 @@ func wireForm(p *policypb.Policy) (*policypb.Policy, error) {
 	return w, nil
 }
 
-// SetEnvoy serves the Listener and Clusters of cfg to Envoy nodes (those
-// subscribing to Listener and Cluster resources); nil stops serving them.
+// SetEnvoy serves the Listener, RouteConfiguration and Clusters of cfg to
+// Envoy nodes (those subscribing to those types); nil stops serving them.
 // Their version is a hash of their contents, so Envoy sees a change only
 // when cfg changes.
 func (s *Server) SetEnvoy(cfg *EnvoyConfig) error {
-	var listeners, clusters *typeResources
+	typeURLs := []string{resource.ListenerType, resource.RouteType, resource.ClusterType}
+	next := make([]*typeResources, len(typeURLs))
 	if cfg != nil {
-		ls, cs, err := cfg.Resources()
+		res, err := cfg.Resources()
 		if err != nil {
 			return fmt.Errorf("set envoy: %w", err)
 		}
-		if listeners, err = newTypeResources("", ls...); err != nil {
-			return fmt.Errorf("set envoy: %w", err)
-		}
-		if clusters, err = newTypeResources("", cs...); err != nil {
-			return fmt.Errorf("set envoy: %w", err)
+		for i, rs := range [][]types.ResourceWithName{res.Listeners, res.Routes, res.Clusters} {
+			if next[i], err = newTypeResources("", rs...); err != nil {
+				return fmt.Errorf("set envoy: %w", err)
+			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prevL, prevC := s.types[resource.ListenerType], s.types[resource.ClusterType]
-	setOrDelete(s.types, resource.ListenerType, listeners)
-	setOrDelete(s.types, resource.ClusterType, clusters)
+	prev := make([]*typeResources, len(typeURLs))
+	for i, t := range typeURLs {
+		prev[i] = s.types[t]
+		setOrDelete(s.types, t, next[i])
+	}
 	if err := s.publish(); err != nil {
-		setOrDelete(s.types, resource.ListenerType, prevL)
-		setOrDelete(s.types, resource.ClusterType, prevC)
+		for i, t := range typeURLs {
+			setOrDelete(s.types, t, prev[i])
+		}
 		return fmt.Errorf("set envoy: %w", err)
 	}
 	return nil

@@ -122,7 +122,9 @@ type ControlPlaneClientFile struct {
 	// Address of the control plane's xDS listener.
 	Address string `yaml:"address"`
 	// NodeID names this instance to the control plane; default the host
-	// name and the process id.
+	// name and the process id. ${VAR} takes a variable from the
+	// environment, so that an injected sidecar is named by its pod
+	// (POD_NAMESPACE and POD_NAME from the downward API).
 	NodeID string `yaml:"node_id"`
 	// CacheFile keeps the last good policy, to start from when the control
 	// plane is unreachable.
@@ -145,7 +147,11 @@ func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*Con
 	if _, _, err := net.SplitHostPort(f.Address); err != nil {
 		return nil, &fieldErr{"controlplane.address", fmt.Sprintf("required host:port of the control plane's xDS listener: %v", err)}
 	}
-	out := &ControlPlaneClient{Address: f.Address, NodeID: f.NodeID, Delta: f.Delta}
+	nodeID, err := expandEnv(f.NodeID)
+	if err != nil {
+		return nil, &fieldErr{"controlplane.node_id", err.Error()}
+	}
+	out := &ControlPlaneClient{Address: f.Address, NodeID: nodeID, Delta: f.Delta}
 	if out.NodeID == "" {
 		host, _ := os.Hostname()
 		out.NodeID = fmt.Sprintf("%s/%s-%d", role, host, os.Getpid())
@@ -182,4 +188,41 @@ func readToken(base, field, inline, file string, required bool) (string, *fieldE
 		return "", &fieldErr{field, "at least 16 characters"}
 	}
 	return tok, nil
+}
+
+// expandEnv replaces each ${NAME} in s with the environment variable NAME,
+// which must be set and not empty; any other $ is kept.
+func expandEnv(s string) (string, error) {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "${")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String(), nil
+		}
+		j := strings.IndexByte(s[i:], '}')
+		if j < 0 {
+			return "", fmt.Errorf("%q: ${ without }", s)
+		}
+		name := s[i+2 : i+j]
+		if !validEnvName(name) {
+			return "", fmt.Errorf("${%s}: not a variable name", name)
+		}
+		v := os.Getenv(name)
+		if v == "" {
+			return "", fmt.Errorf("${%s}: the variable is not set", name)
+		}
+		b.WriteString(s[:i])
+		b.WriteString(v)
+		s = s[i+j+1:]
+	}
+}
+
+func validEnvName(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -38,6 +38,7 @@ type Service struct {
 	xdsLn   net.Listener
 	http    *http.Server
 	adminLn net.Listener
+	audit   *auditWatch
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -88,6 +89,9 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 	if err := reg.Register(st); err != nil {
 		return fail(err)
 	}
+	if s.audit, err = newAuditWatch(st, reg, log.With("component", "audit")); err != nil {
+		return fail(err)
+	}
 	if cfg.Seed != "" {
 		p, err := LoadSeed(cfg.Seed)
 		if err != nil {
@@ -127,7 +131,14 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 		if err != nil {
 			return fail(fmt.Errorf("xds_token: %w", err))
 		}
-		gopts = append(gopts, grpc.StreamInterceptor(xds.RequireToken(tok)))
+		// Envoy reads its listeners, routes and clusters without the token
+		// (no secrets in them; the NetworkPolicy decides who reaches xDS);
+		// the policy needs it.
+		var public []string
+		if cfg.Envoy != nil {
+			public = xds.EnvoyTypeURLs
+		}
+		gopts = append(gopts, grpc.StreamInterceptor(xds.RequireToken(tok, public...)))
 	} else {
 		log.Warn("xds_token is not set: any client that reaches the xDS port can read the policy, tenants' SCRAM verifiers included")
 	}
@@ -206,8 +217,9 @@ func (s *Service) follow() {
 
 // Run serves until ctx ends, then stops within the drain timeout.
 func (s *Service) Run(ctx context.Context) error {
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.follow()
+	go func() { defer s.wg.Done(); s.audit.run(s.stop) }()
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.xdsLn) }()
 	go func() {
