@@ -1,16 +1,11 @@
-// Package firewall classifies SQL text on the real PostgreSQL parser
-// (pg_query_go) and refuses what could cross tenants or escape the tenant
-// binding. It knows nothing of sockets or sessions: text in, Verdict out.
-//
-// Verdicts are cached by normalized text (constants replaced by $n), so the
-// rules below never depend on a constant's value: set_config is refused
-// whatever its arguments, EXPLAIN with an ANALYZE option whatever its value.
 package firewall
 
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -61,9 +56,12 @@ type Verdict struct {
 	SetsStatementTimeout bool
 	// Syntax is set when the text does not parse; Reason holds the error.
 	Syntax bool
-	// Fingerprint identifies the statement's shape: a 64-bit FNV-1a hash of
-	// its normalized text (constants replaced by $n), or of the text itself
-	// when it does not normalize. 0 for text refused before parsing.
+	// Fingerprint identifies the statement's shape, stable across
+	// processes: a 64-bit FNV-1a hash of its token stream with every
+	// constant and parameter as one marker (see shapeFingerprint) or, for
+	// text the lexer leaves to the parser, of its normalized text
+	// (constants replaced by $n) or of the text itself when it does not
+	// normalize. 0 for text refused before parsing.
 	Fingerprint uint64
 }
 
@@ -111,13 +109,65 @@ var invalidUTF8 = &Verdict{Rule: "encoding", Reason: "query text is not valid UT
 
 // Check classifies query. The returned Verdict is shared: do not modify it.
 func (f *Firewall) Check(query string) *Verdict {
+	// Invalid UTF-8 is refused before parsing: the multibyte-escape class of
+	// filter evasions relies on parser and server disagreeing about bytes.
+	// It is refused before the shape too, which masks string contents.
+	if !utf8.ValidString(query) || strings.IndexByte(query, 0) >= 0 {
+		return invalidUTF8
+	}
+	bp := shapeBufs.Get().(*[]byte)
+	shape, ok := appendShape((*bp)[:0], query)
+	var v *Verdict
+	if ok {
+		v = f.checkShape(query, shape)
+	}
+	if cap(shape) <= maxPooledShape {
+		*bp = shape[:0]
+		shapeBufs.Put(bp)
+	}
+	if ok {
+		return v
+	}
+	return f.checkNormalized(query)
+}
+
+// shapeBufs holds the buffers shapes are built in: Check allocates nothing
+// when the verdict is cached.
+var shapeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+const maxPooledShape = 64 << 10
+
+// checkShape answers from the verdict cached for the statement's shape, or
+// parses the text once for it. Verdicts are cached by shape only when the
+// text parses: a syntax error's message may quote a constant, which must
+// not reach another text of the same shape (perhaps another tenant's), so
+// syntax errors are cached by their exact text.
+func (f *Firewall) checkShape(query string, shape []byte) *Verdict {
+	// The cache hashes the key and keeps no reference to it, so the pooled
+	// buffer can serve as the key without a copy.
+	if v, ok := f.cache.Get(unsafe.String(unsafe.SliceData(shape), len(shape))); ok {
+		return v
+	}
 	if v, ok := f.cache.Get(query); ok {
 		return v
 	}
-	// Invalid UTF-8 is refused before parsing: the multibyte-escape class of
-	// filter evasions relies on parser and server disagreeing about bytes.
-	if !utf8.ValidString(query) || strings.IndexByte(query, 0) >= 0 {
-		return invalidUTF8
+	v := f.checkUncached(query)
+	v.Fingerprint = shapeFingerprint(shape)
+	if v.Syntax {
+		f.cache.Set(query, v, 1)
+	} else {
+		f.cache.Set(string(shape), v, 1)
+	}
+	return v
+}
+
+// checkNormalized is the path for text the lexer is unsure of: verdicts
+// cached by exact text and by pg_query's normalized text. Normalizing
+// parses, so a new text costs a parse even when its normalized form is
+// cached. query is valid UTF-8 without NUL.
+func (f *Firewall) checkNormalized(query string) *Verdict {
+	if v, ok := f.cache.Get(query); ok {
+		return v
 	}
 	key, norm := query, query
 	if n, err := pg_query.Normalize(query); err == nil {
@@ -132,7 +182,7 @@ func (f *Firewall) Check(query string) *Verdict {
 			return v
 		}
 	}
-	v := f.classify(query)
+	v := f.checkUncached(query)
 	v.Fingerprint = fingerprint(norm)
 	f.cache.Set(key, v, 1)
 	return v
@@ -149,7 +199,8 @@ func fingerprint(s string) uint64 {
 	return h
 }
 
-func (f *Firewall) classify(query string) *Verdict {
+// checkUncached classifies query on the real parser, with no cache.
+func (f *Firewall) checkUncached(query string) *Verdict {
 	tree, err := pg_query.Parse(query)
 	if err != nil {
 		return &Verdict{Rule: "syntax", Reason: err.Error(), Syntax: true}

@@ -1,0 +1,243 @@
+package firewall
+
+// The shape of a statement is its token stream with constants masked: the
+// key under which a verdict is cached without parsing the text. See the
+// package documentation for what is masked and why that is safe.
+
+// shapePrefix starts every shape. Raw query texts never contain NUL, and
+// normalized-text keys are "\x00" followed by parsed SQL (never \x01), so
+// the three kinds of cache key cannot meet. The second byte versions the
+// encoding.
+const shapePrefix = "\x00\x01"
+
+// pinned marks a constant whose bytes the shape keeps: pinnedBit|kind,
+// then its bytes. The bit keeps pinned and masked encodings apart.
+const pinnedBit = 0x80
+
+// word is a keyword or identifier that the shape builder acts on.
+type word uint8
+
+const (
+	wordOther   word = iota
+	wordPinAll       // copy, reg* types, to_reg*: keep every constant of the text
+	wordHead         // set, reset, show, explain: keep the statement's constants
+	wordFloat        // float(n): n chooses float4/float8 or is an error
+	wordColumn       // alter [column] n set statistics: n is range-checked
+	wordUescape      // UESCAPE changes how the preceding U& literal reads
+)
+
+// pinAllWords make every constant of the text part of its shape: COPY (its
+// file name is a constant, and an empty name reads as STDOUT to the firewall), and
+// the reg* types and to_reg* functions, which turn a string constant into
+// an object name ('tenantguard.binding_key'::regclass,
+// 'pg_terminate_backend'::regproc). No rule reads such a name today; the
+// pin keeps the cache correct when one does.
+var pinAllWords = []string{
+	"copy",
+	"regclass", "regcollation", "regconfig", "regdictionary", "regnamespace", "regoper",
+	"regoperator", "regproc", "regprocedure", "regrole", "regtype",
+	"to_regclass", "to_regcollation", "to_regnamespace", "to_regoper", "to_regoperator",
+	"to_regproc", "to_regprocedure", "to_regrole", "to_regtype", "to_regtypemod",
+}
+
+// classifyWord looks an identifier up, ASCII case-insensitively as
+// PostgreSQL's keyword lookup and downcase_identifier do.
+func classifyWord(w string) word {
+	if len(w) < 4 || len(w) > 15 {
+		return wordOther
+	}
+	switch {
+	case equalFold(w, "float"):
+		return wordFloat
+	case equalFold(w, "alter"), equalFold(w, "column"):
+		return wordColumn
+	case equalFold(w, "uescape"):
+		return wordUescape
+	case equalFold(w, "reset"), equalFold(w, "show"), equalFold(w, "explain"):
+		return wordHead
+	}
+	for _, p := range pinAllWords {
+		if equalFold(w, p) {
+			return wordPinAll
+		}
+	}
+	return wordOther
+}
+
+// equalFold compares w with lower, an ASCII lower-case word, folding only
+// ASCII letters in w.
+func equalFold(w, lower string) bool {
+	if len(w) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func isSet(w string) bool { return len(w) == 3 && equalFold(w, "set") }
+
+type shapeStatus uint8
+
+const (
+	shapeOK shapeStatus = iota
+	shapeUnsure
+	shapeRestartPinned // a pin-all word appeared after constants were masked
+)
+
+// appendShape appends the shape of text to dst. ok is false when the lexer
+// is unsure of anything in text; then only the real parser may judge it.
+// text must be valid UTF-8 without NUL bytes.
+func appendShape(dst []byte, text string) (shape []byte, ok bool) {
+	out, st := buildShape(dst, text, false, nil)
+	if st == shapeRestartPinned {
+		out, st = buildShape(dst, text, true, nil)
+	}
+	return out, st == shapeOK
+}
+
+// buildShape writes the shape of text after dst. With pinAll every
+// constant keeps its bytes. pinned, when not nil, is called for each
+// constant token whose bytes are kept (the fuzz test leaves those alone).
+func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byte, shapeStatus) {
+	dst = append(dst, shapePrefix...)
+	l := lexer{s: text}
+	var (
+		head      = true  // the next token starts a statement
+		pinStmt   = false // the statement's constants are kept
+		prevWord  word    // the previous token, if an identifier
+		floatOpen bool    // the previous two tokens are float (
+		prevStr   bool    // the previous token is a string literal
+	)
+	for {
+		tok, st := l.next()
+		switch st {
+		case lexEOF:
+			return dst, shapeOK
+		case lexUnsure:
+			return dst, shapeUnsure
+		}
+		b := text[tok.start:tok.end]
+		w := wordOther
+		switch tok.kind {
+		case tkIdent:
+			w = classifyWord(b)
+			switch {
+			case w == wordUescape:
+				return dst, shapeUnsure
+			case w == wordPinAll && !pinAll:
+				return dst, shapeRestartPinned
+			case head && (w == wordHead || isSet(b)):
+				pinStmt = true
+			}
+			// Unquoted identifiers and keywords fold to lower case
+			// (ASCII only: downcase_identifier leaves multibyte text
+			// alone), so SELECT and select share a shape.
+			dst = append(dst, byte(tok.kind))
+			for i := 0; i < len(b); i++ {
+				c := b[i]
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				dst = append(dst, c)
+			}
+			dst = append(dst, 0)
+		case tkQuotedIdent, tkUnicodeIdent:
+			// Case-sensitive: kept as written. "regclass" is the type too.
+			if !pinAll {
+				inner := b[1 : len(b)-1]
+				if tok.kind == tkUnicodeIdent {
+					inner = b[3 : len(b)-1]
+				}
+				if classifyWord(inner) == wordPinAll {
+					return dst, shapeRestartPinned
+				}
+			}
+			dst = append(dst, byte(tok.kind))
+			dst = append(dst, b...)
+			dst = append(dst, 0)
+		case tkOp, tkPunct:
+			dst = append(dst, byte(tok.kind))
+			dst = append(dst, b...)
+			dst = append(dst, 0)
+		default: // constants
+			if tok.kind.stringLit() && prevStr {
+				// Two literals in a row: either one literal continued
+				// across a newline ('a'\n'b', whose second part is read
+				// in the first one's mode) or a syntax error. Not worth
+				// modelling.
+				return dst, shapeUnsure
+			}
+			keep := pinAll || pinStmt ||
+				tok.kind == tkInteger && (floatOpen || prevWord == wordColumn)
+			if keep {
+				if pinned != nil {
+					pinned(tok)
+				}
+				dst = append(dst, pinnedBit|byte(tok.kind))
+				dst = append(dst, b...)
+				dst = append(dst, 0)
+			} else {
+				dst = append(dst, byte(tok.kind))
+			}
+		}
+		isSemicolon := tok.kind == tkPunct && b == ";"
+		floatOpen = prevWord == wordFloat && tok.kind == tkPunct && b == "("
+		prevWord = w
+		prevStr = tok.kind.stringLit()
+		head = isSemicolon
+		if isSemicolon {
+			pinStmt = false
+		}
+	}
+}
+
+// shapeFingerprint is the statement fingerprint reported in Verdict: FNV-1a
+// over the shape with every constant, masked or kept, as one marker. It
+// is stable across processes (sidecars' counts can be merged) and, like
+// pg_query's own fingerprint, does not tell $1 from 1.
+func shapeFingerprint(shape []byte) uint64 {
+	h := uint64(14695981039346656037)
+	add := func(c byte) {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	for i := 0; i < len(shapePrefix) && i < len(shape); i++ {
+		add(shape[i])
+	}
+	for i := len(shapePrefix); i < len(shape); {
+		c := shape[i]
+		i++
+		base := tokKind(c &^ pinnedBit)
+		payload := c&pinnedBit != 0 || !base.constant()
+		if base.constant() {
+			add('C')
+		} else {
+			add(c)
+		}
+		if !payload {
+			continue
+		}
+		for i < len(shape) && shape[i] != 0 {
+			if !base.constant() {
+				add(shape[i])
+			}
+			i++
+		}
+		i++ // the terminator
+		if !base.constant() {
+			add(0)
+		}
+	}
+	if h == 0 {
+		h = 1
+	}
+	return h
+}
