@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test ./wire/pg -run '^$$' -fuzz FuzzSCRAMServer -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzClientStartup -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/pg/firewall -run '^$$' -fuzz FuzzFingerprint -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/pg -run '^$$' -fuzz FuzzParseVerifier -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadReply -fuzztime $(FUZZTIME)

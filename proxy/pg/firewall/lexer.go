@@ -109,10 +109,13 @@ func dolqCont(c byte) bool {
 type lexer struct {
 	s   string
 	pos int
+	// comment: a comment came between the previous token and this one.
+	comment bool
 }
 
 // next returns the next token, skipping whitespace and comments.
 func (l *lexer) next() (token, lexStatus) {
+	l.comment = false
 	if !l.skipSpace() {
 		return token{}, lexUnsure
 	}
@@ -180,12 +183,14 @@ func (l *lexer) skipSpace() bool {
 			i++
 		case c == '-' && i+1 < len(s) && s[i+1] == '-':
 			// {comment}: to the next \n or \r, or the end of the text.
+			l.comment = true
 			i += 2
 			for i < len(s) && s[i] != '\n' && s[i] != '\r' {
 				i++
 			}
 		case c == '/' && i+1 < len(s) && s[i+1] == '*':
 			// <xc>: /* nests, */ closes the innermost.
+			l.comment = true
 			i += 2
 			depth := 0
 			for {

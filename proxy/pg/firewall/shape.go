@@ -18,13 +18,22 @@ const pinnedBit = 0x80
 type word uint8
 
 const (
-	wordOther   word = iota
-	wordPinAll       // copy, reg* types, to_reg*: keep every constant of the text
-	wordHead         // set, reset, show, explain: keep the statement's constants
-	wordFloat        // float(n): n chooses float4/float8 or is an error
-	wordColumn       // alter [column] n set statistics: n is range-checked
-	wordUescape      // UESCAPE changes how the preceding U& literal reads
+	wordOther     word = iota
+	wordPinAll         // copy, reg* types, to_reg*: keep every constant of the text
+	wordHead           // set, reset, show, explain: keep the statement's constants
+	wordFloat          // float(n): n chooses float4/float8 or is an error
+	wordColumn         // alter [column] n set statistics: n is range-checked
+	wordUescape        // UESCAPE changes how the preceding U& literal reads
+	wordLookahead      // format, not, nulls, with, without: see lookaheadWords
 )
+
+// lookaheadWords are the keywords after which the grammar's filter
+// (parser.c, base_yylex) looks at the next token to pick NOT_LA, WITH_LA,
+// NULLS_LA, WITHOUT_LA or FORMAT_LA. pg_query's scanner returns comments
+// as tokens there, so a comment right after one of these changes how
+// pg_query parses the text (WITH /* */ TIME ZONE is a syntax error to
+// it, not to the server): such texts go to the parser.
+var lookaheadWords = []string{"format", "not", "nulls", "with", "without"}
 
 // pinAllWords make every constant of the text part of its shape: COPY (its
 // file name is a constant, and an empty name reads as STDOUT to the firewall), and
@@ -43,7 +52,7 @@ var pinAllWords = []string{
 // classifyWord looks an identifier up, ASCII case-insensitively as
 // PostgreSQL's keyword lookup and downcase_identifier do.
 func classifyWord(w string) word {
-	if len(w) < 4 || len(w) > 15 {
+	if len(w) < 3 || len(w) > 15 {
 		return wordOther
 	}
 	switch {
@@ -55,6 +64,11 @@ func classifyWord(w string) word {
 		return wordUescape
 	case equalFold(w, "reset"), equalFold(w, "show"), equalFold(w, "explain"):
 		return wordHead
+	}
+	for _, p := range lookaheadWords {
+		if equalFold(w, p) {
+			return wordLookahead
+		}
 	}
 	for _, p := range pinAllWords {
 		if equalFold(w, p) {
@@ -122,6 +136,9 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 		case lexEOF:
 			return dst, shapeOK
 		case lexUnsure:
+			return dst, shapeUnsure
+		}
+		if l.comment && prevWord == wordLookahead {
 			return dst, shapeUnsure
 		}
 		b := text[tok.start:tok.end]

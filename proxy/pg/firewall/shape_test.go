@@ -98,6 +98,9 @@ func TestShapeUnsure(t *testing.T) {
 		{"UESCAPE", `SELECT U&'d!0061' UESCAPE '!'`},
 		{"UESCAPE on an identifier", `SELECT U&"d!0061" uescape '!'`},
 		{"lexer unsure", "SELECT 0x10"},
+		{"comment inside WITH TIME ZONE", "SELECT time with /* c */ time zone '12:00'"},
+		{"comment inside NOT IN", "SELECT 1 WHERE 1 NOT -- c\n IN (2)"},
+		{"comment after NULLS", "SELECT 1 ORDER BY 1 NULLS/**/FIRST"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if s, ok := shapeOf(t, tc.text); ok {
