@@ -58,8 +58,11 @@
 // error); numbers that run into an identifier character or a second dot
 // (0x1F, 0o17, 0b101, 1_000, 123abc and 1e mean different things in 15 and
 // 16+); $1a, $1$, long parameter numbers and lone $; psql variables
-// (:name); \v (whitespace only from 16 on); and any byte scan.l returns as
-// {other} (\, {, }, control characters). Those texts keep the old path:
+// (:name); \v (whitespace only from 16 on); any byte scan.l returns as
+// {other} (\, {, }, control characters); and a comment right after NOT,
+// WITH, WITHOUT, NULLS or FORMAT (the grammar filter looks one token
+// ahead after those, and pg_query's scanner, unlike the server's, shows it
+// the comment: WITH /* */ TIME ZONE is an error to pg_query only). Those texts keep the old path:
 // the exact text, then pg_query's normalized text, as cache keys. Invalid
 // UTF-8 and NUL are refused before either path.
 //

@@ -442,5 +442,11 @@ func (l *lexer) operator(i int) int {
 		}
 		j++
 	}
+	if j-i >= maxIdentifierBytes {
+		return -1 // "operator too long" (NAMEDATALEN), perhaps, after trimming
+	}
 	return j
 }
+
+// maxIdentifierBytes is NAMEDATALEN: operators this long are an error.
+const maxIdentifierBytes = 64

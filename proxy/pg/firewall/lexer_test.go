@@ -119,6 +119,8 @@ func TestLexer(t *testing.T) {
 		{"backslash outside quotes", `select 1 \g`, "unsure"},
 		{"brace", "select {1}", "unsure"},
 		{"control character", "select \x01", "unsure"},
+		{"operator too long", "select 1 " + strings.Repeat("!", 64) + " 1", "unsure"},
+		{"operator just short enough", "select 1 " + strings.Repeat("!", 63) + " 1", "ident:select int:1 op:" + strings.Repeat("!", 63) + " int:1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			toks, ok := lexAll(tc.text)
