@@ -164,28 +164,3 @@ func TestFingerprint(t *testing.T) {
 		t.Fatalf("syntax error: %+v", v)
 	}
 }
-
-func BenchmarkCheckCached(b *testing.B) {
-	f, _ := New(Config{BindingSetting: "tenantguard.binding", ProtectedSchema: "tenantguard"})
-	defer f.Close()
-	q := "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"
-	f.Check(q)
-	f.cache.Wait()
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		f.Check(q)
-	}
-}
-
-func BenchmarkCheckNewConstants(b *testing.B) {
-	f, _ := New(Config{BindingSetting: "tenantguard.binding", ProtectedSchema: "tenantguard"})
-	defer f.Close()
-	qs := make([]string, 1000)
-	for i := range qs {
-		qs[i] = "SELECT abalance FROM pgbench_accounts WHERE aid = " + strings.Repeat("7", 1+i%9) + ";"
-	}
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		f.Check(qs[i%len(qs)])
-	}
-}
