@@ -63,6 +63,12 @@ type Verdict struct {
 	// (constants replaced by $n) or of the text itself when it does not
 	// normalize. 0 for text refused before parsing.
 	Fingerprint uint64
+
+	// exact: a rule read a constant's value, so the verdict is cached by
+	// the exact text, never by shape or normalized text. Whether a rule
+	// reads one depends only on names and keywords (SET client_encoding),
+	// so no text of the same shape finds a shared verdict instead.
+	exact bool
 }
 
 // Refused reports whether the verdict refuses the query.
@@ -153,7 +159,7 @@ func (f *Firewall) checkShape(query string, shape []byte) *Verdict {
 	}
 	v := f.checkUncached(query)
 	v.Fingerprint = shapeFingerprint(shape)
-	if v.Syntax {
+	if v.Syntax || v.exact {
 		f.cache.Set(query, v, 1)
 	} else {
 		f.cache.Set(string(shape), v, 1)
@@ -184,6 +190,9 @@ func (f *Firewall) checkNormalized(query string) *Verdict {
 	}
 	v := f.checkUncached(query)
 	v.Fingerprint = fingerprint(norm)
+	if v.exact {
+		key = query
+	}
 	f.cache.Set(key, v, 1)
 	return v
 }

@@ -60,6 +60,17 @@ var checkCases = []checkCase{
 	{"RESET ROLE", "role-switch", 0, false},
 	{"SET SESSION AUTHORIZATION postgres", "role-switch", 0, false},
 	{"SET row_security = off", "row-security", 0, false},
+	{"SET client_encoding = 'GBK'", "encoding", 0, false},
+	{"SET NAMES 'SJIS'", "encoding", 0, false},
+	{"SET LOCAL client_encoding TO 'BIG5'", "encoding", 0, false},
+	{"SET standard_conforming_strings = off", "encoding", 0, false},
+	{"SET standard_conforming_strings = 'no'", "encoding", 0, false},
+	{"SET client_encoding = 'UTF-8'", "", 0, true},
+	{"SET NAMES 'unicode'", "", 0, true},
+	{"SET standard_conforming_strings = on", "", 0, true},
+	{"SET standard_conforming_strings TO 'true'", "", 0, true},
+	{"RESET client_encoding", "", 0, true},
+	{"SET standard_conforming_strings TO DEFAULT", "", 0, true},
 	{"DO $$ BEGIN PERFORM 1; END $$", "do-block", 0, false},
 	{"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'", "create-function", 0, false},
 	{"CREATE PROCEDURE p() LANGUAGE sql AS 'select 1'", "create-function", 0, false},
@@ -71,6 +82,12 @@ var checkCases = []checkCase{
 	{"SELECT lo_import('/etc/passwd')", "large-objects", 0, false},
 	{"SELECT * FROM pg_largeobject", "large-objects", 0, false},
 	{"SELECT dblink_connect('host=x')", "dblink-fdw", 0, false},
+	{"SELECT query_to_xml('SELECT pg_terminate_backend(pid) FROM pg_stat_activity', true, true, '')", "dynamic-sql", 0, false},
+	{"SELECT pg_catalog.table_to_xml('pg_stat_activity', true, false, '')", "dynamic-sql", 0, false},
+	{"SELECT schema_to_xml('tenantguard', true, false, '')", "dynamic-sql", 0, false},
+	{"SELECT * FROM ts_stat('SELECT set_config(''tenantguard.binding'', ''globex'', false)::tsvector')", "dynamic-sql", 0, false},
+	{"SELECT ts_rewrite('a'::tsquery, 'SELECT t, s FROM aliases')", "dynamic-sql", 0, false},
+	{"SELECT ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery)", "", Read, false},
 	{"CREATE SERVER s FOREIGN DATA WRAPPER postgres_fdw", "dblink-fdw", 0, false},
 	{"CREATE EXTENSION dblink", "dblink-fdw", 0, false},
 	{"SELECT pg_terminate_backend(pid) FROM pg_stat_activity", "signal-backend", 0, false},
@@ -162,5 +179,26 @@ func TestFingerprint(t *testing.T) {
 	}
 	if v := f.Check("SELEC nonsense"); v.Fingerprint == 0 || !v.Syntax {
 		t.Fatalf("syntax error: %+v", v)
+	}
+}
+
+// TestVerdictsReadingConstants: a verdict that depends on a constant's
+// value is cached by exact text, on both paths, so an allowed value never
+// answers for a refused one.
+func TestVerdictsReadingConstants(t *testing.T) {
+	for _, path := range []struct {
+		name  string
+		check func(*Firewall, string) *Verdict
+	}{{"shape", (*Firewall).Check}, {"normalized", (*Firewall).checkNormalized}} {
+		t.Run(path.name, func(t *testing.T) {
+			f := newTestFirewall(t)
+			if v := path.check(f, "SET client_encoding = 'UTF8'"); v.Refused() {
+				t.Fatal(v.Reason)
+			}
+			f.cache.Wait()
+			if v := path.check(f, "SET client_encoding = 'GBK'"); v.Rule != "encoding" {
+				t.Fatalf("rule %q", v.Rule)
+			}
+		})
 	}
 }
