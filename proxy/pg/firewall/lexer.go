@@ -94,11 +94,24 @@ var byteClass = func() (t [256]uint8) {
 	return t
 }()
 
+// mayStartSpace: whitespace, or the first byte of -- or /*.
+var mayStartSpace = func() (t [256]bool) {
+	for c := range t {
+		t[c] = byteClass[c] == clSpace || c == '-' || c == '/'
+	}
+	return t
+}()
+
 // identCont is scan.l's ident_cont: [A-Za-z\200-\377_0-9\$].
-func identCont(c byte) bool {
-	k := byteClass[c]
-	return k == clIdentStart || k == clDigit || c == '$'
-}
+func identCont(c byte) bool { return identContTab[c] }
+
+var identContTab = func() (t [256]bool) {
+	for c := range t {
+		k := byteClass[c]
+		t[c] = k == clIdentStart || k == clDigit || c == '$'
+	}
+	return t
+}()
 
 // dolqCont is scan.l's dolq_cont: an identifier character but not $.
 func dolqCont(c byte) bool {
@@ -116,7 +129,7 @@ type lexer struct {
 // next returns the next token, skipping whitespace and comments.
 func (l *lexer) next() (token, lexStatus) {
 	l.comment = false
-	if !l.skipSpace() {
+	if l.pos < len(l.s) && mayStartSpace[l.s[l.pos]] && !l.skipSpace() {
 		return token{}, lexUnsure
 	}
 	s, i := l.s, l.pos

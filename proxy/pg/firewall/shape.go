@@ -1,5 +1,7 @@
 package firewall
 
+import "encoding/binary"
+
 // The shape of a statement is its token stream with constants masked: the
 // key under which a verdict is cached without parsing the text. See the
 // package documentation for what is masked and why that is safe.
@@ -20,83 +22,117 @@ type word uint8
 const (
 	wordOther     word = iota
 	wordPinAll         // copy, reg* types, to_reg*: keep every constant of the text
-	wordHead           // set, reset, show, explain: keep the statement's constants
+	wordSet            // set: at a statement's head, as wordHead
+	wordHead           // reset, show, explain: keep the statement's constants
 	wordFloat          // float(n): n chooses float4/float8 or is an error
 	wordColumn         // alter [column] n set statistics: n is range-checked
 	wordUescape        // UESCAPE changes how the preceding U& literal reads
-	wordLookahead      // format, not, nulls, with, without: see lookaheadWords
+	wordLookahead      // format, not, nulls, with, without
 )
-
-// lookaheadWords are the keywords after which the grammar's filter
-// (parser.c, base_yylex) looks at the next token to pick NOT_LA, WITH_LA,
-// NULLS_LA, WITHOUT_LA or FORMAT_LA. pg_query's scanner returns comments
-// as tokens there, so a comment right after one of these changes how
-// pg_query parses the text (WITH /* */ TIME ZONE is a syntax error to
-// it, not to the server): such texts go to the parser.
-var lookaheadWords = []string{"format", "not", "nulls", "with", "without"}
-
-// pinAllWords make every constant of the text part of its shape: COPY (its
-// file name is a constant, and an empty name reads as STDOUT to the firewall), and
-// the reg* types and to_reg* functions, which turn a string constant into
-// an object name ('tenantguard.binding_key'::regclass,
-// 'pg_terminate_backend'::regproc). No rule reads such a name today; the
-// pin keeps the cache correct when one does.
-var pinAllWords = []string{
-	"copy",
-	"regclass", "regcollation", "regconfig", "regdictionary", "regnamespace", "regoper",
-	"regoperator", "regproc", "regprocedure", "regrole", "regtype",
-	"to_regclass", "to_regcollation", "to_regnamespace", "to_regoper", "to_regoperator",
-	"to_regproc", "to_regprocedure", "to_regrole", "to_regtype", "to_regtypemod",
-}
 
 // classifyWord looks an identifier up, ASCII case-insensitively as
 // PostgreSQL's keyword lookup and downcase_identifier do.
+//
+// Pin-all words make every constant of the text part of its shape: COPY
+// (its file name is a constant, and an empty name reads as STDOUT to the
+// firewall), and the reg* types and to_reg* functions, which turn a string
+// constant into an object name ('tenantguard.binding_key'::regclass,
+// 'pg_terminate_backend'::regproc). No rule reads such a name today; the
+// pin keeps the cache correct when one does.
+//
+// Lookahead words are the keywords after which the grammar's filter
+// (parser.c, base_yylex) looks at the next token to pick NOT_LA, WITH_LA,
+// NULLS_LA, WITHOUT_LA or FORMAT_LA. pg_query's scanner returns comments
+// as tokens there, so a comment right after one of these changes how
+// pg_query parses the text (WITH /* */ TIME ZONE is a syntax error to it,
+// not to the server): such texts go to the parser.
 func classifyWord(w string) word {
+	n := len(w)
+	if n < 3 || n > 15 {
+		return wordOther
+	}
+	var buf [15]byte
+	for i := 0; i < n; i++ {
+		buf[i] = lower[w[i]]
+	}
+	return classifyLower(buf[:n])
+}
+
+// classifyLower is classifyWord for a word already in lower case.
+func classifyLower(w []byte) word {
 	if len(w) < 3 || len(w) > 15 {
 		return wordOther
 	}
-	switch {
-	case equalFold(w, "float"):
-		return wordFloat
-	case equalFold(w, "alter"), equalFold(w, "column"):
-		return wordColumn
-	case equalFold(w, "uescape"):
-		return wordUescape
-	case equalFold(w, "reset"), equalFold(w, "show"), equalFold(w, "explain"):
-		return wordHead
-	}
-	for _, p := range lookaheadWords {
-		if equalFold(w, p) {
-			return wordLookahead
-		}
-	}
-	for _, p := range pinAllWords {
-		if equalFold(w, p) {
-			return wordPinAll
-		}
+	e := &wordTable[wordHash(w)]
+	if e.kind != wordOther && string(w) == e.word {
+		return e.kind
 	}
 	return wordOther
 }
 
-// equalFold compares w with lower, an ASCII lower-case word, folding only
-// ASCII letters in w.
-func equalFold(w, lower string) bool {
-	if len(w) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(w); i++ {
-		c := w[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
+// wordHash is collision-free on the words of wordTable (checked when the
+// table is built), so one comparison classifies a word.
+func wordHash(w []byte) uint8 {
+	n := len(w)
+	return uint8(n + 2*int(w[n-1]) + 9*int(w[n-2]) + int(w[0]))
 }
 
-func isSet(w string) bool { return len(w) == 3 && equalFold(w, "set") }
+var wordTable = func() (t [256]struct {
+	word string
+	kind word
+}) {
+	for kind, words := range map[word][]string{
+		wordSet:       {"set"},
+		wordHead:      {"reset", "show", "explain"},
+		wordFloat:     {"float"},
+		wordColumn:    {"alter", "column"},
+		wordUescape:   {"uescape"},
+		wordLookahead: {"format", "not", "nulls", "with", "without"},
+		wordPinAll: {"copy",
+			"regclass", "regcollation", "regconfig", "regdictionary", "regnamespace", "regoper",
+			"regoperator", "regproc", "regprocedure", "regrole", "regtype",
+			"to_regclass", "to_regcollation", "to_regnamespace", "to_regoper", "to_regoperator",
+			"to_regproc", "to_regprocedure", "to_regrole", "to_regtype", "to_regtypemod"},
+	} {
+		for _, w := range words {
+			e := &t[wordHash([]byte(w))]
+			if e.kind != wordOther {
+				panic("firewall: wordHash collides on " + w + " and " + e.word)
+			}
+			e.word, e.kind = w, kind
+		}
+	}
+	return t
+}()
+
+// lower folds ASCII letters to lower case and leaves every other byte.
+var lower = func() (t [256]byte) {
+	for c := range t {
+		t[c] = byte(c)
+		if 'A' <= c && c <= 'Z' {
+			t[c] = byte(c + 'a' - 'A')
+		}
+	}
+	return t
+}()
+
+// foldASCII lowers the ASCII letters of b in place, eight bytes at a time:
+// in each byte of x&0x7f7f…, adding 0x3f sets bit 7 from 'A' on and adding
+// 0x25 from past 'Z' on, with no carry between bytes; bytes with bit 7
+// already set (UTF-8) are left alone.
+func foldASCII(b []byte) {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		h := x &^ high
+		upper := (h + 0x3f*ones) &^ (h + 0x25*ones) &^ x & high
+		binary.LittleEndian.PutUint64(b, x|upper>>2)
+		b = b[8:]
+	}
+	for i, c := range b {
+		b[i] = lower[c]
+	}
+}
 
 type shapeStatus uint8
 
@@ -145,27 +181,24 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 		w := wordOther
 		switch tok.kind {
 		case tkIdent:
-			w = classifyWord(b)
+			// Unquoted identifiers and keywords fold to lower case
+			// (ASCII only: downcase_identifier leaves multibyte text
+			// alone), so SELECT and select share a shape.
+			dst = append(dst, byte(tok.kind))
+			n := len(dst)
+			dst = append(dst, b...)
+			folded := dst[n:]
+			foldASCII(folded)
+			dst = append(dst, 0)
+			w = classifyLower(folded)
 			switch {
 			case w == wordUescape:
 				return dst, shapeUnsure
 			case w == wordPinAll && !pinAll:
 				return dst, shapeRestartPinned
-			case head && (w == wordHead || isSet(b)):
+			case head && (w == wordHead || w == wordSet):
 				pinStmt = true
 			}
-			// Unquoted identifiers and keywords fold to lower case
-			// (ASCII only: downcase_identifier leaves multibyte text
-			// alone), so SELECT and select share a shape.
-			dst = append(dst, byte(tok.kind))
-			for i := 0; i < len(b); i++ {
-				c := b[i]
-				if 'A' <= c && c <= 'Z' {
-					c += 'a' - 'A'
-				}
-				dst = append(dst, c)
-			}
-			dst = append(dst, 0)
 		case tkQuotedIdent, tkUnicodeIdent:
 			// Case-sensitive: kept as written. "regclass" is the type too.
 			if !pinAll {
@@ -205,12 +238,15 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 				dst = append(dst, byte(tok.kind))
 			}
 		}
-		isSemicolon := tok.kind == tkPunct && b == ";"
-		floatOpen = prevWord == wordFloat && tok.kind == tkPunct && b == "("
+		punct := byte(0)
+		if tok.kind == tkPunct && len(b) == 1 {
+			punct = b[0]
+		}
+		floatOpen = prevWord == wordFloat && punct == '('
 		prevWord = w
 		prevStr = tok.kind.stringLit()
-		head = isSemicolon
-		if isSemicolon {
+		head = punct == ';'
+		if head {
 			pinStmt = false
 		}
 	}

@@ -178,3 +178,25 @@ func TestCheckInvalidUTF8BeforeShape(t *testing.T) {
 		t.Fatalf("rule %q", v.Rule)
 	}
 }
+
+// TestFoldASCII: the eight-at-a-time fold agrees with a byte at a time on
+// every byte value in every lane.
+func TestFoldASCII(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for lane := 0; lane < 9; lane++ {
+			b := []byte("aZ@[`{\xc3\x80" + "Q")
+			b[lane] = byte(c)
+			want := make([]byte, len(b))
+			for i, x := range b {
+				want[i] = x
+				if 'A' <= x && x <= 'Z' {
+					want[i] = x + 'a' - 'A'
+				}
+			}
+			foldASCII(b)
+			if string(b) != string(want) {
+				t.Fatalf("byte %#x lane %d: %q, want %q", c, lane, b, want)
+			}
+		}
+	}
+}
