@@ -90,6 +90,7 @@ type Config struct {
 type Firewall struct {
 	cfg   Config
 	cache *ristretto.Cache[string, *Verdict]
+	memo  *shapeMemo // in front of cache, for shape keys
 }
 
 // New builds a Firewall.
@@ -105,7 +106,7 @@ func New(cfg Config) (*Firewall, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verdict cache: %w", err)
 	}
-	return &Firewall{cfg: cfg, cache: c}, nil
+	return &Firewall{cfg: cfg, cache: c, memo: newShapeMemo()}, nil
 }
 
 // Close releases the cache's goroutines.
@@ -149,20 +150,27 @@ const maxPooledShape = 64 << 10
 // not reach another text of the same shape (perhaps another tenant's), so
 // syntax errors are cached by their exact text.
 func (f *Firewall) checkShape(query string, shape []byte) *Verdict {
+	v, h := f.memo.get(shape)
+	if v != nil {
+		return v
+	}
 	// The cache hashes the key and keeps no reference to it, so the pooled
 	// buffer can serve as the key without a copy.
 	if v, ok := f.cache.Get(unsafe.String(unsafe.SliceData(shape), len(shape))); ok {
+		f.memo.put(h, string(shape), v)
 		return v
 	}
 	if v, ok := f.cache.Get(query); ok {
 		return v
 	}
-	v := f.checkUncached(query)
+	v = f.checkUncached(query)
 	v.Fingerprint = shapeFingerprint(shape)
 	if v.Syntax || v.exact {
 		f.cache.Set(query, v, 1)
 	} else {
-		f.cache.Set(string(shape), v, 1)
+		key := string(shape)
+		f.cache.Set(key, v, 1)
+		f.memo.put(h, key, v)
 	}
 	return v
 }
