@@ -3,9 +3,7 @@ package firewall
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -119,30 +117,22 @@ func (f *Firewall) Check(query string) *Verdict {
 	// Invalid UTF-8 is refused before parsing: the multibyte-escape class of
 	// filter evasions relies on parser and server disagreeing about bytes.
 	// It is refused before the shape too, which masks string contents.
-	if !utf8.ValidString(query) || strings.IndexByte(query, 0) >= 0 {
+	if !validText(query) {
 		return invalidUTF8
 	}
-	bp := shapeBufs.Get().(*[]byte)
-	shape, ok := appendShape((*bp)[:0], query)
-	var v *Verdict
-	if ok {
-		v = f.checkShape(query, shape)
-	}
-	if cap(shape) <= maxPooledShape {
-		*bp = shape[:0]
-		shapeBufs.Put(bp)
-	}
-	if ok {
-		return v
+	// Shapes of ordinary statements fit on the stack; the memo reads the
+	// buffer in place, and only what outlives the call is copied.
+	var buf [256]byte
+	if shape, ok := appendShape(buf[:0], query); ok {
+		return f.checkShape(query, shape)
 	}
 	return f.checkNormalized(query)
 }
 
-// shapeBufs holds the buffers shapes are built in: Check allocates nothing
-// when the verdict is cached.
-var shapeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
-
-const maxPooledShape = 64 << 10
+// validText reports whether s is valid UTF-8 without NUL bytes.
+func validText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
 
 // checkShape answers from the verdict cached for the statement's shape, or
 // parses the text once for it. Verdicts are cached by shape only when the
@@ -154,10 +144,9 @@ func (f *Firewall) checkShape(query string, shape []byte) *Verdict {
 	if v != nil {
 		return v
 	}
-	// The cache hashes the key and keeps no reference to it, so the pooled
-	// buffer can serve as the key without a copy.
-	if v, ok := f.cache.Get(unsafe.String(unsafe.SliceData(shape), len(shape))); ok {
-		f.memo.put(h, string(shape), v)
+	key := string(shape)
+	if v, ok := f.cache.Get(key); ok {
+		f.memo.put(h, key, v)
 		return v
 	}
 	if v, ok := f.cache.Get(query); ok {
@@ -168,7 +157,6 @@ func (f *Firewall) checkShape(query string, shape []byte) *Verdict {
 	if v.Syntax || v.exact {
 		f.cache.Set(query, v, 1)
 	} else {
-		key := string(shape)
 		f.cache.Set(key, v, 1)
 		f.memo.put(h, key, v)
 	}

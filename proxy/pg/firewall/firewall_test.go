@@ -3,6 +3,7 @@ package firewall
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func newTestFirewall(t *testing.T) *Firewall {
@@ -200,5 +201,16 @@ func TestVerdictsReadingConstants(t *testing.T) {
 				t.Fatalf("rule %q", v.Rule)
 			}
 		})
+	}
+}
+
+// TestValidText: the eight-at-a-time check agrees with the careful one.
+func TestValidText(t *testing.T) {
+	for _, s := range []string{"", "SELECT 1", "SELECT 'café'", "SELECT 'caf\xc3'", "SELECT 1\x00", "\x00", "12345678\x00",
+		"1234567\x80", "abcdefgh", "abcdefghi\xff", "éééééééé"} {
+		want := utf8.ValidString(s) && !strings.Contains(s, "\x00")
+		if got := validText(s); got != want {
+			t.Errorf("validText(%q) = %v", s, got)
+		}
 	}
 }

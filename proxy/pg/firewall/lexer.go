@@ -129,10 +129,17 @@ type lexer struct {
 // next returns the next token, skipping whitespace and comments.
 func (l *lexer) next() (token, lexStatus) {
 	l.comment = false
-	if l.pos < len(l.s) && mayStartSpace[l.s[l.pos]] && !l.skipSpace() {
-		return token{}, lexUnsure
-	}
 	s, i := l.s, l.pos
+	if i < len(s) && s[i] == ' ' {
+		i++ // one blank, the common case, without the call
+		l.pos = i
+	}
+	if i < len(s) && mayStartSpace[s[i]] {
+		if !l.skipSpace() {
+			return token{}, lexUnsure
+		}
+		i = l.pos
+	}
 	if i >= len(s) {
 		return token{}, lexEOF
 	}

@@ -179,6 +179,7 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 		}
 		b := text[tok.start:tok.end]
 		w := wordOther
+		nextFloatOpen, nextHead := false, false
 		switch tok.kind {
 		case tkIdent:
 			// Unquoted identifiers and keywords fold to lower case
@@ -186,9 +187,16 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 			// alone), so SELECT and select share a shape.
 			dst = append(dst, byte(tok.kind))
 			n := len(dst)
-			dst = append(dst, b...)
+			if len(b) <= 16 {
+				// Most words: copy and fold in one pass, no memmove.
+				for k := 0; k < len(b); k++ {
+					dst = append(dst, lower[b[k]])
+				}
+			} else {
+				dst = append(dst, b...)
+				foldASCII(dst[n:])
+			}
 			folded := dst[n:]
-			foldASCII(folded)
 			dst = append(dst, 0)
 			w = classifyLower(folded)
 			switch {
@@ -214,9 +222,22 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 			dst = append(dst, b...)
 			dst = append(dst, 0)
 		case tkOp, tkPunct:
-			dst = append(dst, byte(tok.kind))
-			dst = append(dst, b...)
-			dst = append(dst, 0)
+			if len(b) == 1 {
+				dst = append(dst, byte(tok.kind), b[0], 0)
+				if tok.kind == tkPunct {
+					switch b[0] {
+					case '(':
+						nextFloatOpen = prevWord == wordFloat
+					case ';':
+						nextHead = true
+						pinStmt = false
+					}
+				}
+			} else {
+				dst = append(dst, byte(tok.kind))
+				dst = append(dst, b...)
+				dst = append(dst, 0)
+			}
 		default: // constants
 			if tok.kind.stringLit() && prevStr {
 				// Two literals in a row: either one literal continued
@@ -238,17 +259,9 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 				dst = append(dst, byte(tok.kind))
 			}
 		}
-		punct := byte(0)
-		if tok.kind == tkPunct && len(b) == 1 {
-			punct = b[0]
-		}
-		floatOpen = prevWord == wordFloat && punct == '('
+		floatOpen, head = nextFloatOpen, nextHead
 		prevWord = w
 		prevStr = tok.kind.stringLit()
-		head = punct == ';'
-		if head {
-			pinStmt = false
-		}
 	}
 }
 
