@@ -58,7 +58,8 @@
 // error); numbers that run into an identifier character or a second dot
 // (0x1F, 0o17, 0b101, 1_000, 123abc and 1e mean different things in 15 and
 // 16+); $1a, $1$, long parameter numbers and lone $; psql variables
-// (:name); \v (whitespace only from 16 on); any byte scan.l returns as
+// (:name); \v (whitespace only from 16 on); operators of 64 bytes or more
+// (too long, perhaps, after trimming); any byte scan.l returns as
 // {other} (\, {, }, control characters); and a comment right after NOT,
 // WITH, WITHOUT, NULLS or FORMAT (the grammar filter looks one token
 // ahead after those, and pg_query's scanner, unlike the server's, shows it
@@ -68,17 +69,24 @@
 //
 // Syntax errors are not cached by shape: the parser's message quotes the
 // offending token, perhaps a constant, which must not reach another text
-// (another tenant's) of the same shape. They are cached by exact text.
+// (another tenant's) of the same shape. They are cached by exact text. So
+// is a verdict from a rule that does read a constant (SET client_encoding
+// and standard_conforming_strings accept only the values the firewall
+// parses with): such a verdict is never cached by shape or normalized
+// text, on either path. Whether a rule reads a constant depends only on
+// names, so no text of the same shape can find a shared verdict instead.
 //
 // Collisions: the shape is a byte string, an unambiguous encoding of the
 // token stream (a kind byte per token, then, for identifiers, operators
 // and pinned constants, their bytes and a NUL, which SQL text cannot
 // contain), prefixed with "\x00\x01" so it can equal neither a query text
-// nor a normalized-text key. The cache hashes keys into 128 bits, as it
-// always has for text keys: ristretto's memhash, seeded randomly per
-// process (a tenant cannot compute collisions offline), and xxhash.
-// A collision would need both, for a shape the attacker chose, in a cache
-// of 10,000 entries; it is no easier than with the text keys the firewall
-// used before. Verdict.Fingerprint is separate: a stable FNV-1a for
-// statistics, never a cache key.
+// nor a normalized-text key. A small direct-mapped memo (memo.go) answers
+// most lookups: it compares the whole shape, so it has no collisions at
+// all. Behind it, the ristretto cache hashes keys into 128 bits, as it
+// always has for text keys: memhash, seeded randomly per process (a
+// tenant cannot compute collisions offline), and xxhash. A collision there
+// would need both, for a shape the attacker chose, among 10,000 entries;
+// it is no easier than with the text keys the firewall used before.
+// Verdict.Fingerprint is separate: a stable FNV-1a for statistics, never a
+// cache key.
 package firewall
