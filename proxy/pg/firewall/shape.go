@@ -1,6 +1,9 @@
 package firewall
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"strings"
+)
 
 // The shape of a statement is its token stream with constants masked: the
 // key under which a verdict is cached without parsing the text. See the
@@ -208,13 +211,15 @@ func buildShape(dst []byte, text string, pinAll bool, pinned func(token)) ([]byt
 				pinStmt = true
 			}
 		case tkQuotedIdent, tkUnicodeIdent:
-			// Case-sensitive: kept as written. "regclass" is the type too.
+			// Case-sensitive: kept as written. "regclass" is the type too,
+			// and so may be U&"\0072egclass": escapes pin everything.
 			if !pinAll {
 				inner := b[1 : len(b)-1]
 				if tok.kind == tkUnicodeIdent {
 					inner = b[3 : len(b)-1]
 				}
-				if classifyWord(inner) == wordPinAll {
+				if classifyWord(inner) == wordPinAll ||
+					tok.kind == tkUnicodeIdent && strings.IndexByte(inner, '\\') >= 0 {
 					return dst, shapeRestartPinned
 				}
 			}

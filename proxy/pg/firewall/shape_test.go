@@ -71,6 +71,7 @@ func TestShapeDistinct(t *testing.T) {
 		{"regproc cast before its string", "SELECT CAST('pg_sleep' AS regproc)", "SELECT CAST('pg_terminate_backend' AS regproc)"},
 		{"quoted regclass", `SELECT 'a'::"regclass"`, `SELECT 'b'::"regclass"`},
 		{"to_regclass", "SELECT to_regclass('a')", "SELECT to_regclass('b')"},
+		{"escaped unicode identifier", `SELECT 'a'::U&"\0072egclass"`, `SELECT 'b'::U&"\0072egclass"`},
 		{"float precision", "SELECT 1::float(24)", "SELECT 1::float(54)"},
 		{"column number", "ALTER TABLE t ALTER COLUMN 1 SET STATISTICS 100", "ALTER TABLE t ALTER COLUMN 0 SET STATISTICS 100"},
 		{"column number without COLUMN", "ALTER INDEX i ALTER 1 SET STATISTICS 100", "ALTER INDEX i ALTER 40000 SET STATISTICS 100"},
