@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzClientStartup -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/scram -run '^$$' -fuzz FuzzParseVerifier -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/pg/firewall -run '^$$' -fuzz FuzzFingerprint -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadReply -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/keyspec -run '^$$' -fuzz FuzzLocate -fuzztime $(FUZZTIME)
@@ -47,6 +48,13 @@ fuzz:
 	$(GO) test ./proxy/redis/rules -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
+	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzScan -fuzztime $(FUZZTIME)
+	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzWire -fuzztime $(FUZZTIME)
+	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzEdKey -fuzztime $(FUZZTIME)
+	$(GO) test ./controlplane/store -run '^$$' -fuzz FuzzLineDiff -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/inject -run '^$$' -fuzz FuzzPatch -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/inject -run '^$$' -fuzz FuzzDiffJSON -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/inject -run '^$$' -fuzz FuzzRewriteURL -fuzztime $(FUZZTIME)
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseYAML -fuzztime $(FUZZTIME)
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 

@@ -1,10 +1,3 @@
-// Package firewall classifies SQL text on the real PostgreSQL parser
-// (pg_query_go) and refuses what could cross tenants or escape the tenant
-// binding. It knows nothing of sockets or sessions: text in, Verdict out.
-//
-// Verdicts are cached by normalized text (constants replaced by $n), so the
-// rules below never depend on a constant's value: set_config is refused
-// whatever its arguments, EXPLAIN with an ANALYZE option whatever its value.
 package firewall
 
 import (
@@ -61,10 +54,19 @@ type Verdict struct {
 	SetsStatementTimeout bool
 	// Syntax is set when the text does not parse; Reason holds the error.
 	Syntax bool
-	// Fingerprint identifies the statement's shape: a 64-bit FNV-1a hash of
-	// its normalized text (constants replaced by $n), or of the text itself
-	// when it does not normalize. 0 for text refused before parsing.
+	// Fingerprint identifies the statement's shape, stable across
+	// processes: a 64-bit FNV-1a hash of its token stream with every
+	// constant and parameter as one marker (see shapeFingerprint) or, for
+	// text the lexer leaves to the parser, of its normalized text
+	// (constants replaced by $n) or of the text itself when it does not
+	// normalize. 0 for text refused before parsing.
 	Fingerprint uint64
+
+	// exact: a rule read a constant's value, so the verdict is cached by
+	// the exact text, never by shape or normalized text. Whether a rule
+	// reads one depends only on names and keywords (SET client_encoding),
+	// so no text of the same shape finds a shared verdict instead.
+	exact bool
 }
 
 // Refused reports whether the verdict refuses the query.
@@ -86,6 +88,7 @@ type Config struct {
 type Firewall struct {
 	cfg   Config
 	cache *ristretto.Cache[string, *Verdict]
+	memo  *shapeMemo // in front of cache, for shape keys
 }
 
 // New builds a Firewall.
@@ -101,7 +104,7 @@ func New(cfg Config) (*Firewall, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verdict cache: %w", err)
 	}
-	return &Firewall{cfg: cfg, cache: c}, nil
+	return &Firewall{cfg: cfg, cache: c, memo: newShapeMemo()}, nil
 }
 
 // Close releases the cache's goroutines.
@@ -111,13 +114,62 @@ var invalidUTF8 = &Verdict{Rule: "encoding", Reason: "query text is not valid UT
 
 // Check classifies query. The returned Verdict is shared: do not modify it.
 func (f *Firewall) Check(query string) *Verdict {
+	// Invalid UTF-8 is refused before parsing: the multibyte-escape class of
+	// filter evasions relies on parser and server disagreeing about bytes.
+	// It is refused before the shape too, which masks string contents.
+	if !validText(query) {
+		return invalidUTF8
+	}
+	// Shapes of ordinary statements fit on the stack; the memo reads the
+	// buffer in place, and only what outlives the call is copied.
+	var buf [256]byte
+	if shape, ok := appendShape(buf[:0], query); ok {
+		return f.checkShape(query, shape)
+	}
+	return f.checkNormalized(query)
+}
+
+// validText reports whether s is valid UTF-8 without NUL bytes.
+func validText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// checkShape answers from the verdict cached for the statement's shape, or
+// parses the text once for it. Verdicts are cached by shape only when the
+// text parses: a syntax error's message may quote a constant, which must
+// not reach another text of the same shape (perhaps another tenant's), so
+// syntax errors are cached by their exact text.
+func (f *Firewall) checkShape(query string, shape []byte) *Verdict {
+	v, h := f.memo.get(shape)
+	if v != nil {
+		return v
+	}
+	key := string(shape)
+	if v, ok := f.cache.Get(key); ok {
+		f.memo.put(h, key, v)
+		return v
+	}
 	if v, ok := f.cache.Get(query); ok {
 		return v
 	}
-	// Invalid UTF-8 is refused before parsing: the multibyte-escape class of
-	// filter evasions relies on parser and server disagreeing about bytes.
-	if !utf8.ValidString(query) || strings.IndexByte(query, 0) >= 0 {
-		return invalidUTF8
+	v = f.checkUncached(query)
+	v.Fingerprint = shapeFingerprint(shape)
+	if v.Syntax || v.exact {
+		f.cache.Set(query, v, 1)
+	} else {
+		f.cache.Set(key, v, 1)
+		f.memo.put(h, key, v)
+	}
+	return v
+}
+
+// checkNormalized is the path for text the lexer is unsure of: verdicts
+// cached by exact text and by pg_query's normalized text. Normalizing
+// parses, so a new text costs a parse even when its normalized form is
+// cached. query is valid UTF-8 without NUL.
+func (f *Firewall) checkNormalized(query string) *Verdict {
+	if v, ok := f.cache.Get(query); ok {
+		return v
 	}
 	key, norm := query, query
 	if n, err := pg_query.Normalize(query); err == nil {
@@ -132,8 +184,11 @@ func (f *Firewall) Check(query string) *Verdict {
 			return v
 		}
 	}
-	v := f.classify(query)
+	v := f.checkUncached(query)
 	v.Fingerprint = fingerprint(norm)
+	if v.exact {
+		key = query
+	}
 	f.cache.Set(key, v, 1)
 	return v
 }
@@ -149,7 +204,8 @@ func fingerprint(s string) uint64 {
 	return h
 }
 
-func (f *Firewall) classify(query string) *Verdict {
+// checkUncached classifies query on the real parser, with no cache.
+func (f *Firewall) checkUncached(query string) *Verdict {
 	tree, err := pg_query.Parse(query)
 	if err != nil {
 		return &Verdict{Rule: "syntax", Reason: err.Error(), Syntax: true}

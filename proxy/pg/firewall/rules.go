@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"strconv"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -182,10 +183,58 @@ func (f *Firewall) set(v *Verdict, s *pg_query.VariableSetStmt) {
 	case name == "session_replication_role" || name == "row_security":
 		v.refuse("row-security", "changing %s is not allowed", name)
 		return
+	case name == "client_encoding" || name == "standard_conforming_strings":
+		// The firewall parses as UTF8 with standard-conforming strings, the
+		// values the proxy sets on every connection. Under another client
+		// encoding (GBK eats the backslash of \' inside E'…') or with
+		// backslash escapes in '…', the server would read other statements
+		// than the firewall checked. Setting the same value again is
+		// harmless, and common (drivers do it at connect).
+		v.exact = true
+		if s.Kind == pg_query.VariableSetKind_VAR_SET_VALUE && !keepsParsedValue(name, s.Args) {
+			v.refuse("encoding", "%s cannot be changed: the firewall reads statements as UTF8 with standard_conforming_strings on, as the server does", name)
+			return
+		}
 	}
 	if !s.IsLocal {
 		v.SessionState = true
 	}
+}
+
+// keepsParsedValue reports whether SET name TO args sets the value the
+// firewall parses with: client_encoding UTF8 (by PostgreSQL's
+// pg_char_to_encoding: case and punctuation ignored, UNICODE an alias),
+// standard_conforming_strings on (by parse_bool).
+func keepsParsedValue(name string, args []*pg_query.Node) bool {
+	if len(args) != 1 {
+		return false
+	}
+	c := args[0].GetAConst()
+	if c == nil {
+		return false
+	}
+	var val string
+	switch {
+	case c.GetSval() != nil:
+		val = c.GetSval().Sval
+	case c.GetIval() != nil:
+		val = strconv.Itoa(int(c.GetIval().Ival))
+	default:
+		return false
+	}
+	val = strings.ToLower(val)
+	if name == "client_encoding" {
+		clean := strings.Map(func(r rune) rune {
+			if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+				return r
+			}
+			return -1
+		}, val)
+		return clean == "utf8" || clean == "unicode"
+	}
+	// parse_bool: a prefix of true or yes, on, or 1.
+	return val != "" && (strings.HasPrefix("true", val) || strings.HasPrefix("yes", val)) ||
+		val == "on" || val == "1"
 }
 
 // walk visits every node below m and applies the expression rules.
@@ -261,6 +310,23 @@ var deniedFunctions = map[string]string{
 	"pg_logical_slot_get_changes":         "replication",
 	"pg_logical_slot_peek_changes":        "replication",
 	"pg_replication_origin_create":        "replication",
+	// These run SQL given as a string, or read a relation (or a whole
+	// schema or database) named by a string: the firewall sees neither,
+	// so query_to_xml('SELECT pg_terminate_backend(…)', …) or
+	// table_to_xml('pg_stat_activity', …) would pass every rule.
+	"query_to_xml":                  "dynamic-sql",
+	"query_to_xmlschema":            "dynamic-sql",
+	"query_to_xml_and_xmlschema":    "dynamic-sql",
+	"table_to_xml":                  "dynamic-sql",
+	"table_to_xmlschema":            "dynamic-sql",
+	"table_to_xml_and_xmlschema":    "dynamic-sql",
+	"schema_to_xml":                 "dynamic-sql",
+	"schema_to_xmlschema":           "dynamic-sql",
+	"schema_to_xml_and_xmlschema":   "dynamic-sql",
+	"database_to_xml":               "dynamic-sql",
+	"database_to_xmlschema":         "dynamic-sql",
+	"database_to_xml_and_xmlschema": "dynamic-sql",
+	"ts_stat":                       "dynamic-sql",
 }
 
 // deniedFunctionPrefixes refuse families of functions.
@@ -283,6 +349,7 @@ var ruleReasons = map[string]string{
 	"replication":    "replication functions are not allowed",
 	"large-objects":  "large objects are not allowed: they are not covered by row-level security",
 	"dblink-fdw":     "dblink and foreign data wrappers are not allowed",
+	"dynamic-sql":    "it runs SQL, or reads relations, named in a string the firewall cannot check",
 }
 
 func (f *Firewall) funcCall(v *Verdict, fc *pg_query.FuncCall) {
@@ -298,6 +365,11 @@ func (f *Firewall) funcCall(v *Verdict, fc *pg_query.FuncCall) {
 	name := parts[len(parts)-1]
 	if len(parts) > 1 && parts[len(parts)-2] == strings.ToLower(f.cfg.ProtectedSchema) && name != "current_tenant" {
 		v.refuse("tenantguard-schema", "functions in schema %s are not callable by tenants", f.cfg.ProtectedSchema)
+		return
+	}
+	if name == "ts_rewrite" && len(fc.Args) == 2 {
+		// ts_rewrite(query, select): the second argument is SQL it runs.
+		v.refuse("dynamic-sql", "%s() refused: %s", name, ruleReasons["dynamic-sql"])
 		return
 	}
 	if rule, ok := deniedFunctions[name]; ok {
