@@ -87,6 +87,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 func runSidecar(ctx context.Context, args []string, stderr io.Writer) int {
 	return runService(ctx, "sidecar", args, stderr, config.Load,
 		func(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (runner, error) {
+			cfg.Version = version
 			return sidecar.Start(ctx, cfg, log)
 		})
 }

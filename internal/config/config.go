@@ -22,6 +22,7 @@ import (
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
+	"github.com/tenantguard/tenantguard/wire/scram"
 )
 
 // File is the sidecar configuration file as written.
@@ -65,10 +66,16 @@ type File struct {
 			Failures uint32   `yaml:"failures"`
 			OpenTime Duration `yaml:"open_timeout"`
 		} `yaml:"breaker"`
-		MaxClientConns  int      `yaml:"max_client_connections"`
-		StartupTimeout  Duration `yaml:"startup_timeout"`
-		ParkIdleAfter   Duration `yaml:"park_idle_clients_after"`
-		MaxMessageBytes int      `yaml:"max_message_bytes"`
+		MaxClientConns int      `yaml:"max_client_connections"`
+		StartupTimeout Duration `yaml:"startup_timeout"`
+		ParkIdleAfter  Duration `yaml:"park_idle_clients_after"`
+		// Console, when present, serves the admin console (database
+		// "tenantguard") to this user.
+		Console *struct {
+			User     string `yaml:"user"`
+			Password string `yaml:"password"` // plaintext, or a SCRAM-SHA-256 verifier
+		} `yaml:"console"`
+		MaxMessageBytes int `yaml:"max_message_bytes"`
 	} `yaml:"postgres"`
 	Isolation struct {
 		Enabled       *bool    `yaml:"enabled"`
@@ -141,7 +148,9 @@ type Sidecar struct {
 	Sessions       *Sessions           // nil: session tokens are not accepted
 	ControlPlane   *ControlPlaneClient // nil: the policy is this file's
 	DrainTimeout   time.Duration
-	Pprof          bool // serve /debug/pprof/ on the admin listener
+	Pprof          bool   // serve /debug/pprof/ on the admin listener
+	Path           string // the file it was read from ("" when parsed from text)
+	Version        string // the binary's version, for the admin console; set by the command
 }
 
 // Error is a configuration error: which file, which field, what is wrong.
@@ -164,7 +173,12 @@ func Load(path string) (*Sidecar, error) {
 	if err != nil {
 		return nil, &Error{File: path, Msg: err.Error()}
 	}
-	return Parse(path, data)
+	cfg, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Path = path
+	return cfg, nil
 }
 
 // Parse validates configuration text; name is used in errors and its
@@ -279,12 +293,36 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 		return failf("postgres.max_message_bytes", "must be between 1 and 1073741824")
 	}
 	pc.MaxClientConns = f.Postgres.MaxClientConns
+	if c := f.Postgres.Console; c != nil {
+		if c.User == "" || c.Password == "" {
+			return failf("postgres.console", "user and password are both required")
+		}
+		if _, isTenant := tenantIDs(f)[c.User]; isTenant {
+			return failf("postgres.console.user", "%q is a tenant; the console user must not be one", c.User)
+		}
+		v, err := scram.ParseVerifier(c.Password)
+		if err != nil {
+			if v, err = scram.NewVerifier(c.Password); err != nil {
+				return failf("postgres.console.password", "%v", err)
+			}
+		}
+		pc.Console = &proxypg.Console{User: c.User, Verifier: v}
+	}
 	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
 	pc.ParkIdleAfter = time.Duration(f.Postgres.ParkIdleAfter)
 	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
 	pc.BreakerFailures = f.Postgres.Breaker.Failures
 	pc.BreakerOpenTime = time.Duration(f.Postgres.Breaker.OpenTime)
 	return nil
+}
+
+// tenantIDs are the tenants the file names.
+func tenantIDs(f *File) map[string]bool {
+	out := map[string]bool{}
+	for _, t := range f.Tenants {
+		out[t.ID] = true
+	}
+	return out
 }
 
 // parsePool fills the Postgres pool settings.

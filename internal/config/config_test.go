@@ -67,6 +67,8 @@ func TestParseErrors(t *testing.T) {
 		{"short password", `"acme-secret-1"`, `"short"`, "tenants[0].passwords[0]: password must have at least 8 characters"},
 		{"bad verifier", "SCRAM-SHA-256$4096:", "SCRAM-SHA-256$x:", "tenants[1].passwords[0]: verifier: bad iteration count"},
 		{"half tls", "drain_timeout: 3s", "drain_timeout: 3s\ntls:\n  cert_file: /x.pem", "tls: cert_file and key_file must be given together"},
+		{"console without password", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: tgadmin}\n", "postgres.console: user and password are both required"},
+		{"console user is a tenant", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: acme, password: x}\n", `postgres.console.user: "acme" is a tenant`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			text := strings.Replace(valid, tc.from, tc.to, 1)
@@ -81,6 +83,18 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error %q, want it to name the file and contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestConsoleConfig(t *testing.T) {
+	text := strings.Replace(valid, "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: tgadmin, password: console-secret}\n", 1)
+	sc, err := Parse("sidecar.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sc.Postgres.Console
+	if c == nil || c.User != "tgadmin" || !c.Verifier.Verify("console-secret") || c.Verifier.Verify("other") {
+		t.Fatalf("console: %+v", c)
 	}
 }
 

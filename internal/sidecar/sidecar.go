@@ -69,6 +69,13 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		return nil, err
 	}
 	pgCfg.ConnBudget, redisCfg.ConnBudget = budget, budget
+	var sc *Sidecar // for the console's RELOAD, which runs once sc exists
+	if pgCfg.Console != nil {
+		console := *pgCfg.Console
+		console.Version = cfg.Version
+		console.Reload = func() error { return sc.reload() }
+		pgCfg.Console = &console
+	}
 	var tokens *sessions.Verifier
 	if cfg.Sessions != nil {
 		if tokens, err = sessions.Open(cfg.Sessions, reg, log.With("component", "sessions")); err != nil {
@@ -83,7 +90,7 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		closeTokens(tokens)
 		return nil, err
 	}
-	sc := &Sidecar{cfg: cfg, log: log, policy: store, pg: pgsrv, tokens: tokens, endMode: pgCfg.SessionEnd}
+	sc = &Sidecar{cfg: cfg, log: log, policy: store, pg: pgsrv, tokens: tokens, endMode: pgCfg.SessionEnd}
 	startOK := false
 	defer func() {
 		if !startOK {
@@ -159,6 +166,35 @@ func closeTokens(v *sessions.Verifier) {
 	if v != nil {
 		_ = v.Close()
 	}
+}
+
+// reload is the admin console's RELOAD: the tenants and tables of the
+// configuration file, re-read and checked as a pushed policy is, replace
+// the policy in force. Other settings need a restart. With a control plane
+// the policy is its to push, and RELOAD changes nothing.
+func (sc *Sidecar) reload() error {
+	if sc.xds != nil {
+		return errors.New("the policy comes from the control plane: push a new version there")
+	}
+	if sc.cfg.Path == "" {
+		return errors.New("the configuration was not read from a file")
+	}
+	cfg, err := config.Load(sc.cfg.Path)
+	if err != nil {
+		return err
+	}
+	snap := cfg.Policy
+	if !slices.Equal(snap.Tables(), sc.checkedTables) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := sc.pg.CheckPolicy(ctx, snap); err != nil {
+			return fmt.Errorf("the reloaded tables do not hold on the upstream: %w", err)
+		}
+		sc.checkedTables = slices.Clone(snap.Tables())
+	}
+	sc.SetPolicy(snap)
+	sc.log.Info("configuration reloaded from the admin console", "file", sc.cfg.Path, "tenants", len(snap.TenantIDs()))
+	return nil
 }
 
 // SetPolicy makes s, an already validated and compiled snapshot, the

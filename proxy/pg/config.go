@@ -82,6 +82,10 @@ type Config struct {
 	// TokenAuth says on which connections tokens can be presented.
 	TokenAuth TokenAuth
 
+	// Console, when set, serves the admin console on database
+	// ConsoleDatabase (see console.go).
+	Console *Console
+
 	// Client limits.
 	MaxClientConns  int              // client connections open at once, logging in or not; 0 = unlimited
 	ConnBudget      *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none

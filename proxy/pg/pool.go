@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -55,7 +56,13 @@ type pool struct {
 	next     int                      // index in order of the next tenant to serve
 	closed   bool
 	defaults map[string]string // server's ParameterStatus values, learned on first connect
-	readers  sync.WaitGroup    // server connection read loops
+	all      map[*serverConn]struct{}
+	dialing  int
+
+	// Totals since start, for the console's SHOW STATS.
+	xacts, queries          atomic.Int64
+	xactUs, queryUs, waitUs atomic.Int64
+	readers                 sync.WaitGroup // server connection read loops
 }
 
 type poolGrant struct {
@@ -76,6 +83,7 @@ func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *
 		waitingGauge: m.waiting.WithLabelValues(key),
 		active:       map[string]int{},
 		queues:       map[string][]*poolWaiter{},
+		all:          map[*serverConn]struct{}{},
 	}
 	p.breaker = gobreaker.NewCircuitBreaker[*serverConn](gobreaker.Settings{
 		Name:    key,
@@ -101,7 +109,11 @@ func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *
 // fails for a connection no longer idle, and then asks again.
 func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverConn, error) {
 	start := time.Now()
-	defer func() { p.metrics.poolWait.Observe(time.Since(start).Seconds()) }()
+	defer func() {
+		d := time.Since(start)
+		p.metrics.poolWait.Observe(d.Seconds())
+		p.waitUs.Add(int64(d / time.Microsecond))
+	}()
 	if limit <= 0 || limit > p.cfg.PoolSize {
 		limit = p.cfg.PoolSize
 	}
@@ -275,6 +287,9 @@ func (p *pool) take(ctx context.Context, g poolGrant, tenant string) (*serverCon
 // already counted it in p.total and the tenant's share; on failure both
 // are given back.
 func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
+	p.mu.Lock()
+	p.dialing++
+	p.mu.Unlock()
 	sc, err := p.breaker.Execute(func() (*serverConn, error) {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
@@ -305,6 +320,7 @@ func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 		return newServerConn(p, hj, reader), nil
 	})
 	p.mu.Lock()
+	p.dialing--
 	if err == nil && p.closed {
 		err = errPoolClosed
 		_ = sc.conn.Close()
@@ -319,6 +335,7 @@ func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 	}
 	sc.leased, sc.lease = true, tenant
 	p.activeGauge.Inc()
+	p.all[sc] = struct{}{}
 	if p.defaults == nil {
 		p.defaults = maps.Clone(sc.params)
 	}
@@ -358,6 +375,7 @@ func (p *pool) put(sc *serverConn) {
 // the next waiter dial in its place. It runs exactly once per connection.
 func (p *pool) forget(sc *serverConn) {
 	p.mu.Lock()
+	delete(p.all, sc)
 	if sc.inIdle {
 		sc.inIdle = false
 		for i, x := range p.idle {
@@ -409,6 +427,34 @@ func (p *pool) paramDefaults(ctx context.Context) (map[string]string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.defaults, nil
+}
+
+// poolStats is a snapshot of a pool for the console.
+type poolStats struct {
+	idle, dialing           int
+	leased                  map[string]int // connections held, by tenant
+	xacts, queries          int64
+	xactUs, queryUs, waitUs int64
+}
+
+func (p *pool) stats() poolStats {
+	p.mu.Lock()
+	st := poolStats{idle: len(p.idle), dialing: p.dialing, leased: maps.Clone(p.active)}
+	p.mu.Unlock()
+	st.xacts, st.queries = p.xacts.Load(), p.queries.Load()
+	st.xactUs, st.queryUs, st.waitUs = p.xactUs.Load(), p.queryUs.Load(), p.waitUs.Load()
+	return st
+}
+
+// conns lists the pool's connections, whatever their state.
+func (p *pool) conns() []*serverConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*serverConn, 0, len(p.all))
+	for sc := range p.all {
+		out = append(out, sc)
+	}
+	return out
 }
 
 // defaultsLoaded returns the server's startup ParameterStatus values, once

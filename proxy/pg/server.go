@@ -50,8 +50,11 @@ type Server struct {
 	perTenant map[string]int      // client connections by tenant
 	labels    map[string]struct{}
 	janitor   chan struct{}
-	bg        sync.WaitGroup
-	readyOnce sync.Once
+	// pausedTenants are those PAUSEd from the console: each channel is
+	// closed at RESUME.
+	pausedTenants map[string]chan struct{}
+	bg            sync.WaitGroup
+	readyOnce     sync.Once
 }
 
 // New builds a Server. Upstream URLs are parsed here, so a bad one fails
@@ -74,6 +77,8 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
 		janitor:   make(chan struct{}),
+
+		pausedTenants: map[string]chan struct{}{},
 	}
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns

@@ -284,7 +284,10 @@ func (sc *serverConn) leave(s *session) {
 // left state a reset cannot undo. It returns what remains to do once mu is
 // released. Called with mu held.
 func (sc *serverConn) detachLocked(s *session) (then func()) {
-	s.txDur.Observe(time.Since(sc.attachedAt).Seconds())
+	d := time.Since(sc.attachedAt)
+	s.txDur.Observe(d.Seconds())
+	sc.pool.xacts.Add(1)
+	sc.pool.xactUs.Add(int64(d / time.Microsecond))
 	s.detach(sc)
 	sc.owner = nil
 	reset := ""

@@ -28,9 +28,15 @@ type session struct {
 	br     *connbuf.Reader
 	rd     *wire.Reader
 	tenant string
+	dbName string // the database the client asked for
 	pool   *pool
-	mode   PoolMode
-	key    cancelKey
+	tls    bool
+
+	connectedAt  time.Time
+	lastRequest  atomic.Int64 // unix nanoseconds of the last transaction start, for the console
+	waitingSince atomic.Int64 // unix nanoseconds since it waits for a server connection; 0 when not
+	mode         PoolMode
+	key          cancelKey
 
 	// params are the client's values of tracked settings, replayed onto
 	// whichever server connection serves it.
@@ -282,7 +288,19 @@ func (s *session) attach(ctx context.Context) (*serverConn, error) {
 		if s.ending() {
 			return nil, errDraining
 		}
+		now := time.Now()
+		s.lastRequest.Store(now.UnixNano())
+		s.waitingSince.Store(now.UnixNano())
+		if gate := s.srv.pausedGate(s.tenant); gate != nil {
+			select { // PAUSE from the console: wait for RESUME
+			case <-gate:
+			case <-ctx.Done():
+				s.waitingSince.Store(0)
+				return nil, ctx.Err()
+			}
+		}
 		sc, err := s.pool.acquire(ctx, s.tenant, s.t.Limits.MaxTransactions)
+		s.waitingSince.Store(0)
 		if err != nil {
 			return nil, err
 		}
@@ -476,7 +494,10 @@ func (s *session) noteProxyError(code string) {
 
 func (s *session) noteReady(sc *serverConn) {
 	now := time.Now()
-	s.queryDur.Observe(now.Sub(sc.batchStart).Seconds())
+	d := now.Sub(sc.batchStart)
+	s.queryDur.Observe(d.Seconds())
+	sc.pool.queries.Add(1)
+	sc.pool.queryUs.Add(int64(d / time.Microsecond))
 	sc.batchStart = now
 }
 

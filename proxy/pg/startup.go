@@ -63,6 +63,9 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 	if e := h.checkParameters(); e != nil {
 		return nil, h.refuse(reasonOf(e.Code), e)
 	}
+	if srv.consoleFor(h.dbName) {
+		return nil, h.runConsole(ctx)
+	}
 	if err := h.authenticate(ctx); err != nil {
 		return nil, err
 	}
@@ -239,6 +242,7 @@ func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*sess
 	}
 	h.rd.SetMaxBody(srv.cfg.MaxMessageBytes)
 	s := &session{
+		dbName: h.dbName, tls: h.isTLS, connectedAt: time.Now(),
 		srv: srv, conn: h.conn, br: h.br, bw: h.bw,
 		rd:     h.rd,
 		tenant: h.t.ID, t: h.t, pool: p, mode: srv.cfg.PoolMode,
@@ -342,61 +346,71 @@ func (srv *Server) scram(rd *wire.Reader, bw *connbuf.Writer, user string) (*pol
 	if known && len(t.Verifiers()) > 0 {
 		v = t.Verifiers()[0]
 	}
+	if err := scramExchange(rd, bw, v, known, user); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// scramExchange runs one SCRAM-SHA-256 exchange against v; known false
+// fails it at the end whatever the proof, as for an unknown user. A
+// refusal is a *wire.Error (28P01, or 08P01 for a malformed exchange).
+func scramExchange(rd *wire.Reader, bw *connbuf.Writer, v scram.Verifier, known bool, user string) error {
 	authFailed := wire.Fatalf(wire.CodeInvalidPassword, "password authentication failed for user %q", user)
 	conv, err := scram.NewServer(v)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	b, _ := (&pgproto3.AuthenticationSASL{AuthMechanisms: []string{scram.Mechanism}}).Encode(nil)
 	if _, err := bw.Write(b); err != nil {
-		return nil, err
+		return err
 	}
 	if err := bw.Flush(); err != nil {
-		return nil, err
+		return err
 	}
 	typ, raw, err := rd.Next()
 	if err != nil {
-		return nil, fmt.Errorf("read SASLInitialResponse: %w", err)
+		return fmt.Errorf("read SASLInitialResponse: %w", err)
 	}
-	if typ != 'p' {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "expected SASL response, got message type %q", typ)
+	if typ != wire.MsgPassword {
+		return wire.Fatalf(wire.CodeProtocolViolation, "expected SASL response, got message type %q", typ)
 	}
 	var init pgproto3.SASLInitialResponse
-	if err := init.Decode(raw[5:]); err != nil {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: %v", err)
+	if err := init.Decode(raw[wire.HeaderLen:]); err != nil {
+		return wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLInitialResponse: %v", err)
 	}
 	if init.AuthMechanism != scram.Mechanism {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "client selected an invalid SASL authentication mechanism %q", init.AuthMechanism)
+		return wire.Fatalf(wire.CodeProtocolViolation, "client selected an invalid SASL authentication mechanism %q", init.AuthMechanism)
 	}
 	first, err := conv.Step(init.Data)
 	if err != nil {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SCRAM message: %v", err)
+		return wire.Fatalf(wire.CodeProtocolViolation, "malformed SCRAM message: %v", err)
 	}
 	b, _ = (&pgproto3.AuthenticationSASLContinue{Data: first}).Encode(nil)
 	if _, err := bw.Write(b); err != nil {
-		return nil, err
+		return err
 	}
 	if err := bw.Flush(); err != nil {
-		return nil, err
+		return err
 	}
 	typ, raw, err = rd.Next()
 	if err != nil {
-		return nil, fmt.Errorf("read SASLResponse: %w", err)
+		return fmt.Errorf("read SASLResponse: %w", err)
 	}
-	if typ != 'p' {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "expected SASL response, got message type %q", typ)
+	if typ != wire.MsgPassword {
+		return wire.Fatalf(wire.CodeProtocolViolation, "expected SASL response, got message type %q", typ)
 	}
 	var resp pgproto3.SASLResponse
-	if err := resp.Decode(raw[5:]); err != nil {
-		return nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLResponse: %v", err)
+	if err := resp.Decode(raw[wire.HeaderLen:]); err != nil {
+		return wire.Fatalf(wire.CodeProtocolViolation, "malformed SASLResponse: %v", err)
 	}
 	final, err := conv.Step(resp.Data)
 	if err != nil || !conv.Valid() || !known {
-		return nil, authFailed
+		return authFailed
 	}
 	b, _ = (&pgproto3.AuthenticationSASLFinal{Data: final}).Encode(nil)
 	_, _ = bw.Write(b)
-	return t, nil
+	return nil
 }
 
 func reasonOf(code string) string {
