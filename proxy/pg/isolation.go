@@ -20,9 +20,11 @@ import (
 const refusedSQL = "SELECT tenantguard_statement_refused"
 
 // screenMessage runs a Query or Parse through the firewall and the
-// tenant's permissions, and re-checks a Bind's permissions. It reports
-// whether the message was refused (the client has been answered).
-func (s *session) screenMessage(typ byte, raw []byte) (bool, error) {
+// tenant's permissions, and re-checks a Bind's permissions. It returns the
+// message to go on with (raw, or raw with its notification channels
+// namespaced), and reports whether the client has been answered instead
+// (a refusal, or a LISTEN the proxy ran).
+func (s *session) screenMessage(typ byte, raw []byte) ([]byte, bool, error) {
 	s.verdict = nil
 	switch {
 	case typ == wire.MsgQuery || typ == wire.MsgParse:
@@ -40,18 +42,54 @@ func (s *session) screenMessage(typ byte, raw []byte) (bool, error) {
 			s.lease.Record(fp, rule)
 		}
 		if refused != nil {
-			return true, s.refuseStatement(typ, refused)
+			return raw, true, s.refuseStatement(typ, refused)
 		}
 		s.verdict = v
+		if v != nil && (v.Listen || v.Notify) {
+			return s.listenOrNotify(typ, raw, v)
+		}
 	case typ == wire.MsgBind && s.srv.fw != nil:
 		if rule, refused := s.screenBind(raw); refused != nil {
 			if s.lease != nil {
 				s.lease.Record(0, rule)
 			}
-			return true, s.refuseStatement(typ, refused)
+			return raw, true, s.refuseStatement(typ, refused)
 		}
 	}
-	return false, nil
+	return raw, false, nil
+}
+
+// listenOrNotify handles LISTEN, UNLISTEN and NOTIFY (see notify.go): a
+// simple-protocol LISTEN is answered here; in a Parse it runs here and a
+// no-op takes its place upstream; NOTIFY and pg_notify are rewritten onto
+// the tenant's namespaced channel.
+func (s *session) listenOrNotify(typ byte, raw []byte, v *firewall.Verdict) ([]byte, bool, error) {
+	body := raw[wire.HeaderLen:]
+	var name []byte
+	if typ == wire.MsgParse {
+		name, body, _ = wire.CString(body)
+	}
+	text, tail, _ := wire.CString(body)
+	if v.Listen {
+		if typ == wire.MsgQuery {
+			return raw, true, s.answerListen(raw)
+		}
+		if out := s.applyListen(string(text), false); len(out) > 0 {
+			return raw, true, s.refuseStatement(typ, &wire.Error{Severity: "ERROR", Code: wire.ErrorCode(out), Message: wire.ErrorMessage(out)})
+		}
+		s.msg = wire.AppendNamed(s.msg[:0], wire.MsgParse, nil, string(name), append([]byte(listenNoop+"\x00"), tail...))
+		return s.msg, false, nil
+	}
+	sql, err := firewall.NamespaceNotify(string(text), channelPrefix(s.tenant))
+	if err != nil {
+		return raw, true, s.refuseStatement(typ, wire.Errorf(wire.CodeSyntaxError, "%v", err))
+	}
+	if typ == wire.MsgQuery {
+		s.msg = wire.AppendQuery(s.msg[:0], sql)
+	} else {
+		s.msg = wire.AppendNamed(s.msg[:0], wire.MsgParse, nil, string(name), append([]byte(sql+"\x00"), tail...))
+	}
+	return s.msg, false, nil
 }
 
 // screen runs a Query's or Parse's text through the firewall and the

@@ -236,7 +236,7 @@ func TestIsolationAttackSuite(t *testing.T) {
 		{"binding key", []step{{"SELECT * FROM tenantguard.binding_key", simple, "42501"}}},
 		{"partition directly", []step{{"SELECT * FROM events_2026 WHERE tenant_id = 'globex'", simple, ""}}},
 		{"write shared table", []step{{"UPDATE plans SET price = 0", simple, "42501"}}},
-		{"listen", []step{{"LISTEN orders_changed", simple, "42501"}}},
+		{"listening channels", []step{{"SELECT pg_listening_channels()", simple, "42501"}}},
 		{"prepare transaction", []step{{"BEGIN; PREPARE TRANSACTION 'x'", simple, "42501"}}},
 		{"explain analyze", []step{{"EXPLAIN ANALYZE DELETE FROM orders", simple, "42501"}}},
 		{"large objects", []step{{"SELECT lo_import('/etc/passwd')", simple, "42501"}}},
@@ -390,7 +390,7 @@ func TestIsolationPooledState(t *testing.T) {
 				{"SELECT pg_advisory_lock(99)", ""},
 				{"CREATE TEMP TABLE scratch (x int)", "42501"},                      // no DDL, and no TEMP privilege
 				{"DECLARE held CURSOR WITH HOLD FOR SELECT * FROM orders", "42501"}, // refused in transaction pooling
-				{"LISTEN secrets", "42501"},                                         // refused: channels are not namespaced
+				{"LISTEN secrets", ""},                                              // answered by the proxy: nothing upstream
 				{"PREPARE sqlprep AS SELECT * FROM orders", "42501"},                // refused in transaction pooling
 			} {
 				_, err := leaver.Exec(ctx, q.sql, pgx.QueryExecModeSimpleProtocol)
@@ -699,4 +699,100 @@ func TestBindingRefreshInSessionPooling(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestListenNotify: LISTEN/NOTIFY through transaction pooling, namespaced
+// per tenant: a tenant's listeners get its own NOTIFY and pg_notify on the
+// channel names it uses (simple and extended protocol), never another
+// tenant's on the same name, not even one that names the other's
+// namespaced channel; notifications wait for the end of a transaction;
+// UNLISTEN stops them; an idle, parked client still gets them.
+func TestListenNotify(t *testing.T) {
+	p := startIsolated(t, func(c *proxypgConfig) { c.PoolSize = 2; c.ParkIdleAfter = time.Second })
+	ctx := ctxT(t, 60*time.Second)
+	acmeListener := p.connect(t, p.acmeURL())
+	globexListener := p.connect(t, p.url("globex", globexSecret))
+	acme := p.connect(t, p.acmeURL())
+	globex := p.connect(t, p.url("globex", globexSecret))
+	exec := func(c *pgx.Conn, sql string, mode pgx.QueryExecMode) {
+		t.Helper()
+		if _, err := c.Exec(ctx, sql, mode); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	next := func(c *pgx.Conn) *pgconn.Notification {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		n, err := c.WaitForNotification(wctx)
+		if err != nil {
+			t.Fatalf("waiting for a notification: %v", err)
+		}
+		return n
+	}
+	none := func(c *pgx.Conn) {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if n, err := c.WaitForNotification(wctx); err == nil {
+			t.Fatalf("unexpected notification %+v", n)
+		}
+	}
+	exec(acmeListener, "LISTEN orders", pgx.QueryExecModeSimpleProtocol)
+	exec(globexListener, "LISTEN orders", pgx.QueryExecModeCacheStatement) // through Parse
+
+	exec(acme, "NOTIFY orders, 'a1'", pgx.QueryExecModeSimpleProtocol)
+	exec(acme, "SELECT pg_notify('orders', 'a2')", pgx.QueryExecModeCacheStatement)
+	exec(globex, "NOTIFY orders, 'g1'", pgx.QueryExecModeSimpleProtocol)
+	// An attempt at globex's namespaced channel stays in acme's namespace.
+	exec(acme, `NOTIFY "tg.globex.orders", 'sneaky'`, pgx.QueryExecModeSimpleProtocol)
+	exec(acme, "SELECT pg_notify('tg.globex.orders', 'sneaky2')", pgx.QueryExecModeSimpleProtocol)
+
+	for _, want := range []string{"a1", "a2"} {
+		if n := next(acmeListener); n.Channel != "orders" || n.Payload != want {
+			t.Fatalf("acme got %q on %q, want %q on orders", n.Payload, n.Channel, want)
+		}
+	}
+	if n := next(globexListener); n.Channel != "orders" || n.Payload != "g1" {
+		t.Fatalf("globex got %q on %q, want g1", n.Payload, n.Channel)
+	}
+	none(globexListener)
+	none(acmeListener)
+
+	// Inside a transaction the notification waits for its end.
+	tx, err := acmeListener.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	exec(acme, "NOTIFY orders, 'after-commit'", pgx.QueryExecModeSimpleProtocol)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(acmeListener); n.Payload != "after-commit" {
+		t.Fatalf("after commit: %q", n.Payload)
+	}
+
+	// Parked while idle, still notified.
+	harness.Eventually(t, 10*time.Second, func() error {
+		if p.metric(t, "tenantguard_pg_parked_clients", nil) < 2 {
+			return errors.New("listeners not parked yet")
+		}
+		return nil
+	})
+	exec(acme, "NOTIFY orders, 'to-a-parked-client'", pgx.QueryExecModeSimpleProtocol)
+	if n := next(acmeListener); n.Payload != "to-a-parked-client" {
+		t.Fatalf("parked: %q", n.Payload)
+	}
+
+	exec(acmeListener, "UNLISTEN orders", pgx.QueryExecModeSimpleProtocol)
+	exec(acme, "NOTIFY orders, 'gone'", pgx.QueryExecModeSimpleProtocol)
+	none(acmeListener)
+	// LISTEN with other statements in one query is refused, the session usable.
+	if _, err := acmeListener.Exec(ctx, "LISTEN a; SELECT 1", pgx.QueryExecModeSimpleProtocol); err == nil {
+		t.Fatal("LISTEN mixed with another statement accepted")
+	}
+	exec(acmeListener, "SELECT 1", pgx.QueryExecModeSimpleProtocol)
 }

@@ -47,6 +47,8 @@ type pool struct {
 	activeGauge  prometheus.Gauge
 	waitingGauge prometheus.Gauge
 
+	notifier *notifier // LISTEN on behalf of the pool's clients
+
 	mu       sync.Mutex
 	idle     []*serverConn
 	total    int
@@ -98,6 +100,7 @@ func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *
 		},
 	})
 	m.breakerState.WithLabelValues(key).Set(0)
+	p.notifier = newNotifier(p)
 	return p
 }
 
@@ -514,8 +517,11 @@ func (p *pool) close() {
 	}
 }
 
-// wait blocks until every server read loop has exited.
-func (p *pool) wait() { p.readers.Wait() }
+// wait blocks until every server read loop, the notifier's included, has exited.
+func (p *pool) wait() {
+	p.notifier.close()
+	p.readers.Wait()
+}
 
 // cancel sends a CancelRequest for a server backend on a fresh connection
 // and waits for the server to close it, which it does after signalling.

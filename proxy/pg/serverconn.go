@@ -251,7 +251,9 @@ func (sc *serverConn) release() {
 	then()
 	if ending {
 		_ = s.terminate()
+		return
 	}
+	s.flushNotifications() // what arrived during the transaction
 }
 
 // leave is an owner's last word as its client goes: a connection between

@@ -47,6 +47,13 @@ type session struct {
 	bw    *connbuf.Writer
 	ended bool // the final FATAL has been written
 
+	// LISTEN/NOTIFY (notify.go): listening is set once the client has
+	// listened to a channel; notes are notifications waiting for the end
+	// of its transaction.
+	listening atomic.Bool
+	nmu       sync.Mutex
+	notes     []note
+
 	// sc is the attached server connection, if any: set by attach, cleared
 	// by whoever takes the connection away (always under its mu).
 	sc atomic.Pointer[serverConn]
@@ -165,7 +172,8 @@ func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
 			return err
 		}
 	}
-	if refused, err := s.screenMessage(typ, raw); refused || err != nil {
+	raw, refused, err := s.screenMessage(typ, raw)
+	if refused || err != nil {
 		return err
 	}
 	for {
@@ -409,6 +417,9 @@ func (s *session) finish() {
 	}
 	if sc := s.sc.Load(); sc != nil {
 		sc.leave(s)
+	}
+	if s.listening.Load() {
+		s.pool.notifier.unlisten(s, "")
 	}
 }
 

@@ -235,3 +235,20 @@ func AppendWithoutField(dst, raw []byte, field byte) []byte {
 	}
 	return FinishMessage(append(dst, 0), at)
 }
+
+// ErrorCode returns the SQLSTATE of an encoded ErrorResponse (type byte
+// and length included).
+func ErrorCode(raw []byte) string {
+	if len(raw) < HeaderLen {
+		return ""
+	}
+	return string(ErrorField(raw[HeaderLen:], FieldCode))
+}
+
+// ErrorMessage returns the message of an encoded ErrorResponse.
+func ErrorMessage(raw []byte) string {
+	if len(raw) < HeaderLen {
+		return ""
+	}
+	return string(ErrorField(raw[HeaderLen:], FieldMessage))
+}

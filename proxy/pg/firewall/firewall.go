@@ -54,6 +54,10 @@ type Verdict struct {
 	SetsStatementTimeout bool
 	// Syntax is set when the text does not parse; Reason holds the error.
 	Syntax bool
+	// Listen: the query has LISTEN or UNLISTEN, which the proxy answers
+	// itself (see Channels). Notify: it has NOTIFY or calls pg_notify,
+	// whose channels the proxy namespaces (see NamespaceNotify).
+	Listen, Notify bool
 	// Fingerprint identifies the statement's shape, stable across
 	// processes: a 64-bit FNV-1a hash of its token stream with every
 	// constant and parameter as one marker (see shapeFingerprint) or, for

@@ -84,10 +84,13 @@ func (f *Firewall) statement(v *Verdict, n *pg_query.Node) {
 		v.SessionState = true
 	case *pg_query.Node_ExecuteStmt, *pg_query.Node_DeallocateStmt:
 		v.SessionState = true
-	case *pg_query.Node_ListenStmt, *pg_query.Node_NotifyStmt:
-		v.refuse("listen-notify", "LISTEN and NOTIFY are not allowed: channels are not namespaced per tenant")
+	case *pg_query.Node_ListenStmt, *pg_query.Node_UnlistenStmt:
+		// Answered by the proxy, which listens for the tenant (Channels).
+		v.Listen = true
 		return
-	case *pg_query.Node_UnlistenStmt:
+	case *pg_query.Node_NotifyStmt:
+		// Sent on the tenant's namespaced channel (NamespaceNotify).
+		v.Notify = true
 		return
 	case *pg_query.Node_DoStmt:
 		v.refuse("do-block", "DO blocks are not allowed: their code runs outside the statement firewall")
@@ -301,7 +304,6 @@ var deniedFunctions = map[string]string{
 	"pg_stat_statements_info":             "other-sessions",
 	"pg_lock_status":                      "other-sessions",
 	"pg_prepared_xact":                    "other-sessions",
-	"pg_notify":                           "listen-notify",
 	"pg_listening_channels":               "listen-notify",
 	"pg_logical_emit_message":             "replication",
 	"pg_create_logical_replication_slot":  "replication",
@@ -345,7 +347,7 @@ var ruleReasons = map[string]string{
 	"signal-backend": "signalling or reconfiguring server processes is not allowed",
 	"server-files":   "reading or writing server files is not allowed",
 	"other-sessions": "reading other sessions' activity, locks or statements is not allowed",
-	"listen-notify":  "LISTEN and NOTIFY are not allowed: channels are not namespaced per tenant",
+	"listen-notify":  "the channels a connection listens to are the proxy's, not the tenant's",
 	"replication":    "replication functions are not allowed",
 	"large-objects":  "large objects are not allowed: they are not covered by row-level security",
 	"dblink-fdw":     "dblink and foreign data wrappers are not allowed",
@@ -370,6 +372,10 @@ func (f *Firewall) funcCall(v *Verdict, fc *pg_query.FuncCall) {
 	if name == "ts_rewrite" && len(fc.Args) == 2 {
 		// ts_rewrite(query, select): the second argument is SQL it runs.
 		v.refuse("dynamic-sql", "%s() refused: %s", name, ruleReasons["dynamic-sql"])
+		return
+	}
+	if name == "pg_notify" {
+		v.Notify = true // its channel argument is namespaced (NamespaceNotify)
 		return
 	}
 	if rule, ok := deniedFunctions[name]; ok {
