@@ -4,6 +4,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"fmt"
 	"regexp"
 	"sort"
@@ -78,6 +80,18 @@ type Tenant struct {
 // Verifiers returns the tenant's SCRAM verifiers; any of them authenticates.
 func (t *Tenant) Verifiers() []scram.Verifier { return t.verifiers }
 
+// HasCredential reports whether the tenant still has the credential whose
+// verifier has storedKey: a connection that logged in with a credential
+// the policy no longer has is to be ended.
+func (t *Tenant) HasCredential(storedKey []byte) bool {
+	for _, v := range t.verifiers {
+		if subtle.ConstantTimeCompare(v.StoredKey, storedKey) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // Snapshot is a compiled, read-only policy.
 type Snapshot struct {
 	version string
@@ -129,7 +143,7 @@ func Compile(spec Spec) (*Snapshot, error) {
 		}
 		for j, p := range ts.Passwords {
 			pf := fmt.Sprintf("%s.passwords[%d]", field, j)
-			v, err := compileCredential(p)
+			v, err := compileCredential(ts.ID, p)
 			if err != nil {
 				return nil, &FieldError{pf, err.Error()}
 			}
@@ -173,14 +187,20 @@ func (s *Snapshot) Tables() []TableSpec {
 	return s.tables
 }
 
-func compileCredential(p string) (scram.Verifier, error) {
+// compileCredential turns a credential into a verifier. A plaintext one
+// gets a salt derived from the tenant and the password, so compiling the
+// same policy again yields the same verifier: connections that logged in
+// with it are recognised as using a credential the policy still has (see
+// Tenant.HasCredential). The plaintext is in the policy anyway.
+func compileCredential(tenant, p string) (scram.Verifier, error) {
 	if len(p) >= len("SCRAM-SHA-256$") && p[:len("SCRAM-SHA-256$")] == "SCRAM-SHA-256$" {
 		return scram.ParseVerifier(p)
 	}
 	if len(p) < 8 {
 		return scram.Verifier{}, fmt.Errorf("password must have at least 8 characters")
 	}
-	return scram.NewVerifier(p)
+	salt := sha256.Sum256([]byte("tenantguard plaintext credential salt\x00" + tenant + "\x00" + p))
+	return scram.DeriveVerifier(p, salt[:16])
 }
 
 // Version is the policy version the snapshot was compiled from.

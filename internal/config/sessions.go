@@ -23,6 +23,9 @@ type SessionsFile struct {
 	// EndMode: "boundary" (default) or "immediate" — when a data-plane
 	// connection whose session is revoked or expires is ended.
 	EndMode string `yaml:"end_mode"`
+	// EndGrace bounds boundary mode: a transaction (or MULTI) still open
+	// this long after its session ended is ended at once. Default 30s.
+	EndGrace Duration `yaml:"end_grace"`
 	// Grace keeps already-verified sessions working this long after the
 	// store becomes unreachable; 0 fails closed at once.
 	Grace Duration `yaml:"grace"`
@@ -39,6 +42,7 @@ type Sessions struct {
 	StoreURL           string
 	VerificationKeys   []*token.VerificationKey
 	EndMode            policy.SessionEndMode
+	EndGrace           time.Duration
 	Grace              time.Duration
 	SigningKey         *token.SigningKey // ext_authz only
 	TTL, MaxAge        time.Duration
@@ -49,7 +53,10 @@ type Sessions struct {
 // (the configuration file's directory). signing says whether a signing key
 // is required (ext_authz) or refused (sidecar: it only verifies).
 func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fieldErr) {
-	out := &Sessions{Grace: time.Duration(f.Grace), TTL: time.Duration(f.TTL), MaxAge: time.Duration(f.MaxAge), StripAuthorization: true}
+	out := &Sessions{Grace: time.Duration(f.Grace), EndGrace: time.Duration(f.EndGrace), TTL: time.Duration(f.TTL), MaxAge: time.Duration(f.MaxAge), StripAuthorization: true}
+	if out.EndGrace == 0 {
+		out.EndGrace = 30 * time.Second
+	}
 	if f.StripAuthorization != nil {
 		out.StripAuthorization = *f.StripAuthorization
 	}

@@ -81,7 +81,7 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		if tokens, err = sessions.Open(cfg.Sessions, reg, log.With("component", "sessions")); err != nil {
 			return nil, err
 		}
-		pgCfg.Sessions, pgCfg.SessionEnd = tokens, cfg.Sessions.EndMode
+		pgCfg.Sessions, pgCfg.SessionEnd, pgCfg.SessionEndGrace = tokens, cfg.Sessions.EndMode, cfg.Sessions.EndGrace
 		redisCfg.Sessions, redisCfg.SessionEnd = tokens, cfg.Sessions.EndMode
 	}
 	store := policy.NewStore(cfg.Policy)

@@ -82,31 +82,39 @@ func isLocal(a net.Addr) bool {
 	return false
 }
 
+// login is what authentication established.
+type login struct {
+	tenant *policy.Tenant
+	lease  policy.SessionLease // for a session token (its onEnd is the link's)
+	// credential is the StoredKey of the static credential used; nil for
+	// a session token. A policy without it ends the connection.
+	credential []byte
+}
+
 // authenticate checks user's credentials, with SCRAM or, when cleartext is
-// set, a cleartext password that may be a session token. It returns the
-// tenant and, for a token, the session lease (whose onEnd is link's).
-func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbuf.Writer, user string, cleartext bool, link *leaseLink) (*policy.Tenant, policy.SessionLease, error) {
+// set, a cleartext password that may be a session token.
+func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbuf.Writer, user string, cleartext bool, link *leaseLink) (login, error) {
 	if !cleartext {
-		t, err := srv.scram(rd, bw, user)
-		return t, nil, err
+		t, cred, err := srv.scram(rd, bw, user)
+		return login{tenant: t, credential: cred}, err
 	}
 	b, _ := (&pgproto3.AuthenticationCleartextPassword{}).Encode(nil)
 	if _, err := bw.Write(b); err != nil {
-		return nil, nil, err
+		return login{}, err
 	}
 	if err := bw.Flush(); err != nil {
-		return nil, nil, err
+		return login{}, err
 	}
 	typ, raw, err := rd.Next()
 	if err != nil {
-		return nil, nil, fmt.Errorf("read PasswordMessage: %w", err)
+		return login{}, fmt.Errorf("read PasswordMessage: %w", err)
 	}
 	if typ != 'p' {
-		return nil, nil, wire.Fatalf(wire.CodeProtocolViolation, "expected password response, got message type %q", typ)
+		return login{}, wire.Fatalf(wire.CodeProtocolViolation, "expected password response, got message type %q", typ)
 	}
 	var pm pgproto3.PasswordMessage
 	if err := pm.Decode(raw[5:]); err != nil {
-		return nil, nil, wire.Fatalf(wire.CodeProtocolViolation, "malformed PasswordMessage: %v", err)
+		return login{}, wire.Fatalf(wire.CodeProtocolViolation, "malformed PasswordMessage: %v", err)
 	}
 	snap := srv.policy.Load()
 	t, known := snap.Tenant(user)
@@ -117,19 +125,20 @@ func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbu
 		lease, err := srv.cfg.Sessions.Open(octx, user, pm.Password, link.onEnd)
 		cancel()
 		if err != nil {
-			return nil, nil, passwordFailed(user, tokenFailureReason(err), err)
+			return login{}, passwordFailed(user, tokenFailureReason(err), err)
 		}
 		if !known {
 			link.detach()
 			lease.Close()
-			return nil, nil, passwordFailed(user, "token_invalid", errors.New("the policy has no such tenant"))
+			return login{}, passwordFailed(user, "token_invalid", errors.New("the policy has no such tenant"))
 		}
-		return t, lease, nil
+		return login{tenant: t, lease: lease}, nil
 	}
-	if !srv.secrets.check(snap, t, known, user, pm.Password, srv.mockSecret[:]) {
-		return nil, nil, passwordFailed(user, "password", nil)
+	cred := srv.secrets.check(snap, t, known, user, pm.Password, srv.mockSecret[:])
+	if cred == nil {
+		return login{}, passwordFailed(user, "password", nil)
 	}
-	return t, nil, nil
+	return login{tenant: t, credential: cred}, nil
 }
 
 // secretCache remembers, per tenant, the SHA-256 of the last static secret
@@ -138,35 +147,43 @@ func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbu
 type secretCache struct {
 	mu   sync.Mutex
 	snap *policy.Snapshot
-	ok   map[string][32]byte
+	ok   map[string]verifiedSecret
 }
 
-// check verifies pass against the tenant's static verifiers. An unknown
-// user costs the same PBKDF2 as a wrong password.
-func (c *secretCache) check(snap *policy.Snapshot, t *policy.Tenant, known bool, user, pass string, mockSecret []byte) bool {
+// verifiedSecret is the last static secret that verified for a user, and
+// the StoredKey of the credential it matched.
+type verifiedSecret struct {
+	sum       [32]byte
+	storedKey []byte
+}
+
+// check verifies pass against the tenant's static verifiers and returns
+// the StoredKey of the one it matched, or nil. An unknown user costs the
+// same PBKDF2 as a wrong password.
+func (c *secretCache) check(snap *policy.Snapshot, t *policy.Tenant, known bool, user, pass string, mockSecret []byte) []byte {
 	sum := sha256.Sum256([]byte(user + "\x00" + pass))
 	c.mu.Lock()
 	if c.snap != snap {
-		c.snap, c.ok = snap, map[string][32]byte{}
+		c.snap, c.ok = snap, map[string]verifiedSecret{}
 	}
 	have, cached := c.ok[user]
 	c.mu.Unlock()
-	if cached && subtle.ConstantTimeCompare(have[:], sum[:]) == 1 {
-		return true
+	if cached && subtle.ConstantTimeCompare(have.sum[:], sum[:]) == 1 {
+		return have.storedKey
 	}
 	if !known || len(t.Verifiers()) == 0 {
 		scram.MockVerifier(user, mockSecret).Verify(pass)
-		return false
+		return nil
 	}
 	for _, v := range t.Verifiers() {
 		if v.Verify(pass) {
 			c.mu.Lock()
 			if c.snap == snap {
-				c.ok[user] = sum
+				c.ok[user] = verifiedSecret{sum: sum, storedKey: v.StoredKey}
 			}
 			c.mu.Unlock()
-			return true
+			return v.StoredKey
 		}
 	}
-	return false
+	return nil
 }

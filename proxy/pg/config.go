@@ -79,6 +79,9 @@ type Config struct {
 	// SessionEnd says how a token-authenticated client is ended when its
 	// session is revoked or expires; default policy.SessionEndBoundary.
 	SessionEnd policy.SessionEndMode
+	// SessionEndGrace bounds SessionEndBoundary: a transaction still open
+	// this long after the client's session ended is ended at once (0: 30s).
+	SessionEndGrace time.Duration
 	// TokenAuth says on which connections tokens can be presented.
 	TokenAuth TokenAuth
 
@@ -150,6 +153,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.BreakerOpenTime <= 0 {
 		out.BreakerOpenTime = 5 * time.Second
+	}
+	if out.SessionEndGrace <= 0 {
+		out.SessionEndGrace = 30 * time.Second
 	}
 	if out.ParkIdleAfter == 0 {
 		out.ParkIdleAfter = 5 * time.Second

@@ -152,5 +152,19 @@ func (s *session) sessionEnded(err error) {
 	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	s.srv.log.Info("session token ended; ending client connection",
 		"tenant", s.tenant, "session", s.lease.ID(), "pid", s.key.pid, "reason", err, "mode", string(s.srv.SessionEnd()))
-	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, "%s", msg), s.srv.SessionEnd())
+	e := wire.Fatalf(wire.CodeInvalidAuthSpec, "%s", msg)
+	mode := s.srv.SessionEnd()
+	s.end(e, mode)
+	if mode == policy.SessionEndBoundary {
+		// Boundary mode waits for the transaction in progress, but not for
+		// ever: one still open after the grace is ended at once.
+		s.mu.Lock()
+		if s.endTimer == nil {
+			s.endTimer = time.AfterFunc(s.srv.cfg.SessionEndGrace, func() {
+				s.srv.log.Info("transaction of an ended session still open after the grace; ending it now", "tenant", s.tenant, "pid", s.key.pid)
+				s.end(e, policy.SessionEndImmediate)
+			})
+		}
+		s.mu.Unlock()
+	}
 }

@@ -493,3 +493,42 @@ func TestPolicyRecheckedAtBind(t *testing.T) {
 	assertSQLState(t, runUnnamed(), "42501")
 	mustWork(t, ctx, c)
 }
+
+// TestPolicyRemovesCredential: a static credential removed from the policy
+// (a rotated password) ends the connections that logged in with it, at
+// once; compiling the same plaintext credential again does not; globex is
+// untouched, and acme logs in with the new credential.
+func TestPolicyRemovesCredential(t *testing.T) {
+	pg := upstream(t)
+	spec := func(acmePassword string) policy.Spec {
+		return policy.Spec{Tenants: []policy.TenantSpec{
+			{ID: "acme", Passwords: []string{acmePassword}},
+			{ID: "globex", Passwords: []string{globexSecret}},
+		}}
+	}
+	p := startProxyWith(t, pg, spec(acmeSecret), nil)
+	ctx := ctxT(t, 30*time.Second)
+	acme := p.connect(t, p.acmeURL())
+	globex := p.connect(t, p.url("globex", globexSecret))
+	mustWork(t, ctx, acme)
+
+	// The same policy compiled again (its plaintext hashed again): nothing ends.
+	p.setPolicy(t, spec(acmeSecret))
+	mustWork(t, ctx, acme)
+
+	p.setPolicy(t, spec("acme-rotated-2"))
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := acme.PgConn().ReceiveMessage(rctx)
+	pe := assertSQLState(t, err, "28000")
+	if !strings.Contains(pe.Message, "credential this connection logged in with was removed") {
+		t.Fatalf("message %q", pe.Message)
+	}
+	mustWork(t, ctx, globex)
+	_, err = pgx.Connect(ctx, p.acmeURL())
+	assertSQLState(t, err, "28P01")
+	mustWork(t, ctx, p.connect(t, p.url("acme", "acme-rotated-2")))
+	if got := p.metric(t, "tenantguard_pg_sessions_ended_total", map[string]string{"reason": "credential_removed"}); got != 1 {
+		t.Fatalf("sessions_ended_total{credential_removed} = %v", got)
+	}
+}

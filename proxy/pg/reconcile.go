@@ -22,7 +22,8 @@ func errTenantGone(id string) *wire.Error {
 }
 
 // Reconcile applies the snapshot now in the server's Store to the open
-// client connections: each whose tenant the snapshot no longer has is
+// client connections: each whose tenant the snapshot no longer has, or
+// that logged in with a static credential the tenant no longer has, is
 // ended at once (FATAL 28000, a transaction in progress aborted and its
 // server connection closed). Other connections pick the new policy up at
 // their next transaction. Call it after every swap; it does no client I/O,
@@ -31,16 +32,35 @@ func errTenantGone(id string) *wire.Error {
 func (srv *Server) Reconcile() {
 	snap := srv.policy.Load()
 	srv.mu.Lock()
-	var gone []*session
+	var gone, revoked []*session
 	for _, s := range srv.sessions {
-		if _, ok := snap.Tenant(s.tenant); !ok {
+		t, ok := snap.Tenant(s.tenant)
+		switch {
+		case !ok:
 			gone = append(gone, s)
+		case s.credential != nil && !t.HasCredential(s.credential):
+			revoked = append(revoked, s)
 		}
 	}
 	srv.mu.Unlock()
 	for _, s := range gone {
 		s.tenantRemoved()
 	}
+	for _, s := range revoked {
+		s.credentialRemoved()
+	}
+}
+
+// credentialRemoved ends the session because the static credential it
+// logged in with is no longer in the policy (a rotated password): at once,
+// as for a removed tenant.
+func (s *session) credentialRemoved() {
+	if s.removed.Swap(true) {
+		return
+	}
+	s.srv.metrics.sessionsEnded.WithLabelValues("credential_removed").Inc()
+	s.srv.log.Info("credential no longer in the policy; ending client connection", "tenant", s.tenant, "pid", s.key.pid)
+	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, "tenantguard: the credential this connection logged in with was removed from the policy"), policy.SessionEndImmediate)
 }
 
 // tenantRemoved ends the session because its tenant left the policy. It
@@ -62,6 +82,10 @@ func (s *session) followPolicy(snap *policy.Snapshot) error {
 	t, ok := snap.Tenant(s.tenant)
 	if !ok {
 		s.tenantRemoved()
+		return s.terminate()
+	}
+	if s.credential != nil && !t.HasCredential(s.credential) {
+		s.credentialRemoved()
 		return s.terminate()
 	}
 	if sc := s.sc.Load(); sc != nil {

@@ -33,6 +33,7 @@ type session struct {
 	tls    bool
 
 	connectedAt  time.Time
+	credential   []byte       // StoredKey of the static credential it logged in with; nil for a token
 	lastRequest  atomic.Int64 // unix nanoseconds of the last transaction start, for the console
 	waitingSince atomic.Int64 // unix nanoseconds since it waits for a server connection; 0 when not
 	mode         PoolMode
@@ -61,11 +62,12 @@ type session struct {
 	// disconnected and nothing more may be sent for it.
 	broken atomic.Bool
 
-	mu      sync.Mutex  // guards closing and endErr for drain and session end
-	closing bool        // ending: no new transaction starts; end at the next boundary
-	endErr  *wire.Error // the FATAL the client gets when it ends
-	abort   atomic.Bool // ending immediately, transaction or not
-	removed atomic.Bool // ended because its tenant left the policy
+	mu       sync.Mutex  // guards closing, endErr and endTimer for drain and session end
+	closing  bool        // ending: no new transaction starts; end at the next boundary
+	endTimer *time.Timer // ends it at once if the boundary takes too long
+	endErr   *wire.Error // the FATAL the client gets when it ends
+	abort    atomic.Bool // ending immediately, transaction or not
+	removed  atomic.Bool // ended because its tenant left the policy
 	// ctx lives as long as the session, across parking; cancel ends it
 	// (a pool wait or dial in progress gives up).
 	ctx    context.Context
@@ -408,6 +410,11 @@ func (s *session) serverWriteFailed(sc *serverConn, err error) error {
 // finish runs when the session ends: the server connection goes back
 // if it is clean, and is closed if the client left it mid-transaction.
 func (s *session) finish() {
+	s.mu.Lock()
+	if s.endTimer != nil {
+		s.endTimer.Stop()
+	}
+	s.mu.Unlock()
 	s.cancel()
 	s.conns.Dec()
 	s.srv.unregister(s)

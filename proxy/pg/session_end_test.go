@@ -223,3 +223,52 @@ func TestSessionEndDuringLogin(t *testing.T) {
 	assertSQLState(t, err, "28000")
 	fs.Lease(t, tok, 0).WaitClosed(t)
 }
+
+// TestSessionEndGrace: boundary mode waits for the transaction in progress,
+// but not for ever: a client that keeps its transaction open past the
+// grace gets its FATAL 28000 then, the transaction rolled back.
+func TestSessionEndGrace(t *testing.T) {
+	pg := upstream(t)
+	ctx := ctxT(t, 30*time.Second)
+	fs := sessionfake.New()
+	p := startTokenProxy(t, pg, fs, func(c *proxypg.Config) {
+		c.SessionEnd, c.SessionEndGrace = policy.SessionEndBoundary, 500*time.Millisecond
+	})
+	tok := fs.Issue("acme", nil)
+	c := p.connect(t, p.url("acme", tok))
+	other := p.connect(t, p.url("globex", fs.Issue("globex", nil)))
+	l := fs.Lease(t, tok, 0)
+	item := fmt.Sprintf("grace-%d", time.Now().UnixNano())
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO items (tenant, name) VALUES ('acme', $1)", item); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	l.End(policy.ErrSessionEnded)
+	// The client sits in its transaction; the grace ends it.
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := c.PgConn().ReceiveMessage(rctx)
+	assertSQLState(t, err, "28000")
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("ended after %v, before the 500ms grace", d)
+	}
+	mustWork(t, ctx, other)
+	admin, err := pgx.Connect(ctx, pg.AdminURL("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	harness.Eventually(t, 10*time.Second, func() error {
+		var n int
+		if err := admin.QueryRow(ctx, "SELECT count(*) FROM items WHERE name = $1", item).Scan(&n); err != nil {
+			return err
+		}
+		if n != 0 {
+			return fmt.Errorf("the transaction cut at the grace left %d rows", n)
+		}
+		return nil
+	})
+}

@@ -43,8 +43,9 @@ type handshake struct {
 	t      *policy.Tenant
 	// lease, for a session-token login, is held by the handshake until the
 	// session owns it; link routes its end to the session.
-	lease policy.SessionLease
-	link  *leaseLink
+	lease      policy.SessionLease
+	link       *leaseLink
+	credential []byte // see login.credential
 }
 
 // startup runs the startup phase on a new client connection. It returns an
@@ -203,9 +204,9 @@ func settingRefused(err error) *wire.Error {
 // session token (see auth.go), and sets h.t (and h.lease for a token).
 func (h *handshake) authenticate(ctx context.Context) error {
 	h.rd = wire.NewReader(h.br, preAuthMaxBody)
-	t, lease, err := h.srv.authenticate(ctx, h.rd, h.bw, h.user, h.srv.asksCleartext(h.conn.RemoteAddr(), h.isTLS), h.link)
+	l, err := h.srv.authenticate(ctx, h.rd, h.bw, h.user, h.srv.asksCleartext(h.conn.RemoteAddr(), h.isTLS), h.link)
 	if err == nil {
-		h.t, h.lease = t, lease
+		h.t, h.lease, h.credential = l.tenant, l.lease, l.credential
 		return nil
 	}
 	var af *authFailure
@@ -242,7 +243,7 @@ func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*sess
 	}
 	h.rd.SetMaxBody(srv.cfg.MaxMessageBytes)
 	s := &session{
-		dbName: h.dbName, tls: h.isTLS, connectedAt: time.Now(),
+		dbName: h.dbName, tls: h.isTLS, connectedAt: time.Now(), credential: h.credential,
 		srv: srv, conn: h.conn, br: h.br, bw: h.bw,
 		rd:     h.rd,
 		tenant: h.t.ID, t: h.t, pool: p, mode: srv.cfg.PoolMode,
@@ -339,7 +340,7 @@ func (h *handshake) closeLease() {
 // scram runs SCRAM-SHA-256 for user and returns the tenant.
 // An unknown user goes through the same exchange against a mock verifier,
 // so a client cannot tell unknown users from wrong passwords.
-func (srv *Server) scram(rd *wire.Reader, bw *connbuf.Writer, user string) (*policy.Tenant, error) {
+func (srv *Server) scram(rd *wire.Reader, bw *connbuf.Writer, user string) (*policy.Tenant, []byte, error) {
 	snap := srv.policy.Load()
 	t, known := snap.Tenant(user)
 	v := scram.MockVerifier(user, srv.mockSecret[:])
@@ -347,9 +348,9 @@ func (srv *Server) scram(rd *wire.Reader, bw *connbuf.Writer, user string) (*pol
 		v = t.Verifiers()[0]
 	}
 	if err := scramExchange(rd, bw, v, known, user); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return t, nil
+	return t, v.StoredKey, nil
 }
 
 // scramExchange runs one SCRAM-SHA-256 exchange against v; known false

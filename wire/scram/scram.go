@@ -43,6 +43,14 @@ func NewVerifier(password string) (Verifier, error) {
 	return deriveVerifier(password, salt, defaultIterations)
 }
 
+// DeriveVerifier derives a verifier from a password and a given salt: the
+// same inputs give the same verifier, so a credential that a configuration
+// holds in plaintext keeps its identity each time the configuration is
+// compiled again.
+func DeriveVerifier(password string, salt []byte) (Verifier, error) {
+	return deriveVerifier(password, salt, defaultIterations)
+}
+
 func deriveVerifier(password string, salt []byte, iters int) (Verifier, error) {
 	client, err := xdgscram.SHA256.NewClient("", password, "")
 	if err != nil {
