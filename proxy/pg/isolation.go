@@ -48,6 +48,9 @@ func (s *session) screenMessage(typ byte, raw []byte) ([]byte, bool, error) {
 		if v != nil && (v.Listen || v.Notify) {
 			return s.listenOrNotify(typ, raw, v)
 		}
+		if v != nil && v.CopyFrom {
+			return s.copyFrom(typ, raw)
+		}
 	case typ == wire.MsgBind && s.srv.fw != nil:
 		if rule, refused := s.screenBind(raw); refused != nil {
 			if s.lease != nil {

@@ -533,6 +533,13 @@ func TestIsolationCheckFailsClosed(t *testing.T) {
 	if _, err := p.srv.CheckIsolation(ctx); err == nil || !strings.Contains(err.Error(), "FORCE ROW LEVEL SECURITY") {
 		t.Fatalf("unforced table: %v", err)
 	}
+	if err := pg.Exec(ctx, "iso", "ALTER TABLE public.orders FORCE ROW LEVEL SECURITY; ALTER FUNCTION tenantguard.copy_finish(text, text[]) SECURITY DEFINER"); err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Exec(context.Background(), "iso", "ALTER FUNCTION tenantguard.copy_finish(text, text[]) SECURITY INVOKER")
+	if _, err := p.srv.CheckIsolation(ctx); err == nil || !strings.Contains(err.Error(), "copy_finish is SECURITY DEFINER") {
+		t.Fatalf("a COPY move that would bypass RLS: %v", err)
+	}
 }
 
 // TestFairQueueing: a tenant at its share of upstream connections waits,

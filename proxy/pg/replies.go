@@ -16,6 +16,10 @@ type reply struct {
 	// prefix, for ReadyForQuery: a reply of the proxy's own, delivered just
 	// before it; for ErrorResponse: the error the client sees instead.
 	prefix []byte
+	// copyLoad, for ReadyForQuery: the query is a COPY into a row-isolated
+	// table's stage followed by the move of its rows (see copy.go): the
+	// client sees the COPY's replies, not the move's.
+	copyLoad bool
 }
 
 // replyQueue is a FIFO of replies owed, on a reused array: steady traffic
@@ -88,6 +92,9 @@ func (sc *serverConn) account(typ byte, raw []byte) forward {
 		}
 		out.write = nil
 		return out
+	}
+	if e, ok := sc.replies.front(); ok && e.kind == wire.MsgReadyForQuery && e.copyLoad {
+		return sc.accountCopyLoad(typ, raw, out)
 	}
 	switch typ {
 	case wire.MsgParseComplete, wire.MsgCloseComplete:
@@ -226,4 +233,36 @@ func (sc *serverConn) forgetSession() {
 func hidesDetail(body []byte) bool {
 	c := wire.ErrorField(body, wire.FieldCode)
 	return bytes.Equal(c, []byte(wire.CodeUniqueViolation)) || bytes.Equal(c, []byte(wire.CodeForeignKeyViolation))
+}
+
+// accountCopyLoad handles the replies to a COPY into a stage and the move
+// that follows it in the same query: the COPY's CopyInResponse goes to the
+// client, its CommandComplete waits to be delivered with the query's
+// ReadyForQuery (so a failed move replaces it with its error), and the
+// move's own rows and tag are the proxy's.
+func (sc *serverConn) accountCopyLoad(typ byte, raw []byte, out forward) forward {
+	switch typ {
+	case wire.MsgCommandComplete:
+		if !sc.copyHeld && bytes.HasPrefix(raw[wire.HeaderLen:], []byte("COPY ")) {
+			sc.copyTag = append(sc.copyTag[:0], raw...)
+			sc.copyHeld = true
+		}
+		out.write = nil
+	case wire.MsgRowDescription, wire.MsgDataRow:
+		out.write = nil
+	case wire.MsgErrorResponse:
+		sc.copyHeld = false
+		return sc.accountError(raw, out)
+	case wire.MsgReadyForQuery:
+		sc.replies.pop()
+		sc.noteReady(raw[wire.HeaderLen:])
+		if sc.copyHeld {
+			out.prefix = sc.copyTag
+			sc.copyHeld = false
+		}
+		if sc.owner != nil {
+			sc.owner.noteReady(sc)
+		}
+	}
+	return out
 }

@@ -99,6 +99,8 @@ type serverConn struct {
 	boundTenant    string // tenant whose binding the connection carries
 	boundAt        time.Time
 	scratch        []byte // a re-encoded server message, valid until the next one
+	copyTag        []byte // a COPY's CommandComplete held back (accountCopyLoad)
+	copyHeld       bool
 }
 
 // preparedState is how far a server-side statement has got.

@@ -47,7 +47,8 @@ func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 		if s.leavesState(body) {
 			sc.dirty = true
 		}
-		sc.replies.push(reply{kind: wire.MsgReadyForQuery})
+		sc.replies.push(reply{kind: wire.MsgReadyForQuery, copyLoad: s.copyLoad})
+		s.copyLoad = false
 	case wire.MsgSync:
 		sc.unsynced = false
 		sc.replies.push(reply{kind: wire.MsgReadyForQuery})

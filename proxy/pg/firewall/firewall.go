@@ -54,6 +54,10 @@ type Verdict struct {
 	SetsStatementTimeout bool
 	// Syntax is set when the text does not parse; Reason holds the error.
 	Syntax bool
+	// CopyFrom: the query is COPY … FROM STDIN into a table, which the
+	// proxy loads through the isolation when the table is row-isolated
+	// (see CopyTarget).
+	CopyFrom bool
 	// Listen: the query has LISTEN or UNLISTEN, which the proxy answers
 	// itself (see Channels). Notify: it has NOTIFY or calls pg_notify,
 	// whose channels the proxy namespaces (see NamespaceNotify).

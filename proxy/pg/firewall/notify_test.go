@@ -72,3 +72,37 @@ func TestListenNotifyVerdicts(t *testing.T) {
 		}
 	}
 }
+
+func TestCopyTarget(t *testing.T) {
+	c, err := CopyTarget("COPY orders (item, amount) FROM STDIN WITH (FORMAT csv, HEADER true)")
+	if err != nil || c.Schema != "" || c.Table != "orders" || len(c.Columns) != 2 || c.Columns[1] != "amount" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	c, err = CopyTarget(`COPY public."Orders" FROM STDIN BINARY`)
+	if err != nil || c.Schema != "public" || c.Table != "Orders" || c.Columns != nil {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for _, q := range []string{"COPY orders TO STDOUT", "COPY (SELECT 1) TO STDOUT", "SELECT 1", "COPY a FROM STDIN; COPY b FROM STDIN"} {
+		if _, err := CopyTarget(q); err == nil {
+			t.Errorf("%s: accepted", q)
+		}
+	}
+	got, err := RewriteCopy("COPY orders (item, amount) FROM STDIN WITH (FORMAT csv, HEADER true)", "public.orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, `tenantguard_copy."public.orders"(item, amount)`) || !strings.Contains(strings.ToLower(got), "format") || !strings.Contains(strings.ToLower(got), "header") {
+		t.Fatalf("rewritten: %s", got)
+	}
+	fw, err := New(Config{BindingSetting: "tenantguard.binding", ProtectedSchema: "tenantguard"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fw.Close()
+	if v := fw.Check("COPY orders FROM STDIN"); v.Refused() || !v.CopyFrom {
+		t.Fatalf("COPY FROM STDIN: %+v", v)
+	}
+	if v := fw.Check(`SELECT * FROM tenantguard_copy."public.orders"`); v.Rule != "tenantguard-schema" {
+		t.Fatalf("the stage schema: %+v", v)
+	}
+}

@@ -50,6 +50,7 @@ func (f *Firewall) statement(v *Verdict, n *pg_query.Node) {
 		}
 		if c.IsFrom {
 			v.Class |= Write
+			v.CopyFrom = c.Relation != nil // COPY … FROM STDIN into a table (see CopyTarget)
 		} else {
 			v.Class |= Read
 		}
@@ -416,8 +417,8 @@ var deniedRelations = map[string]string{
 }
 
 func (f *Firewall) relation(v *Verdict, rv *pg_query.RangeVar) {
-	if strings.EqualFold(rv.Schemaname, f.cfg.ProtectedSchema) {
-		v.refuse("tenantguard-schema", "schema %s is not accessible to tenants", f.cfg.ProtectedSchema)
+	if strings.EqualFold(rv.Schemaname, f.cfg.ProtectedSchema) || strings.EqualFold(rv.Schemaname, CopySchema) {
+		v.refuse("tenantguard-schema", "schema %s is not accessible to tenants", rv.Schemaname)
 		return
 	}
 	name := strings.ToLower(rv.Relname)
