@@ -101,7 +101,7 @@ type session struct {
 	unnamedClass  firewall.Class // the firewall's class of unnamedParse
 	unnamedGen    uint64
 	skipUntilSync bool
-	copyLoad      bool // the Query being sent is a COPY through a stage (copy.go)
+	copyLoad      bool              // the Query being sent is a COPY through a stage (copy.go)
 	out           []byte            // requests staged for the server ahead of the client's message
 	msg           []byte            // scratch for a rewritten client message
 	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
