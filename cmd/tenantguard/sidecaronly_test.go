@@ -51,6 +51,13 @@ func TestSidecarOnlyBuildLinks(t *testing.T) {
 			t.Errorf("the sidecar-only build does not link %s", want)
 		}
 	}
+	// With grpcnotrace (make sidecar) nothing links text/template, whose
+	// reflection on methods keeps the linker from dropping unused ones.
+	for _, p := range deps(t, "sidecar,grpcnotrace") {
+		if p == "golang.org/x/net/trace" || p == "text/template" {
+			t.Errorf("make sidecar's build (-tags sidecar,grpcnotrace) links %s", p)
+		}
+	}
 	full := deps(t, "")
 	for _, want := range []string{"github.com/envoyproxy/go-control-plane/pkg/cache/v3", "github.com/tenantguard/tenantguard/internal/demo"} {
 		if !slices.Contains(full, want) {

@@ -20,14 +20,14 @@ import (
 	"github.com/tenantguard/tenantguard/test/harness"
 )
 
-// buildSidecarOnly builds `go build -tags sidecar ./cmd/tenantguard` into
-// the test's temporary directory.
+// buildSidecarOnly builds the sidecar-only tenantguard as `make sidecar`
+// does (-tags sidecar,grpcnotrace) into the test's temporary directory.
 func buildSidecarOnly(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "tenantguard-sidecar")
 	_, file, _, _ := runtime.Caller(0)
 	// -race as TestMain's build, so that the packages come from its cache.
-	build := exec.Command("go", "build", "-race", "-tags", "sidecar", "-o", bin, "./cmd/tenantguard")
+	build := exec.Command("go", "build", "-race", "-tags", "sidecar,grpcnotrace", "-o", bin, "./cmd/tenantguard")
 	build.Dir = filepath.Join(filepath.Dir(file), "..", "..")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the sidecar-only tenantguard: %v\n%s", err, out)
