@@ -139,3 +139,16 @@ func TestEncodingsMatch(t *testing.T) {
 		t.Fatalf("decoded %v", &got)
 	}
 }
+
+// TestMethodNames: the streams are opened under go-control-plane's names
+// for them, which its server registers.
+func TestMethodNames(t *testing.T) {
+	for _, tc := range []struct{ mine, envoy string }{
+		{discoverypb.StreamAggregatedResourcesMethod, envoy.AggregatedDiscoveryService_StreamAggregatedResources_FullMethodName},
+		{discoverypb.DeltaAggregatedResourcesMethod, envoy.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName},
+	} {
+		if tc.mine != tc.envoy {
+			t.Errorf("method %q, Envoy's is %q", tc.mine, tc.envoy)
+		}
+	}
+}
