@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -171,11 +170,10 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("xdsclient: %s: %w", c.opts.ServerAddr, err)
 	}
 	defer conn.Close()
-	ads := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	bo := newBackoff(c.opts.Backoff)
 	failures := 0
 	for {
-		delivered, err := c.session(ctx, ads)
+		delivered, err := c.session(ctx, conn)
 		c.m.connected.Set(0)
 		if ctx.Err() != nil {
 			return nil
@@ -205,13 +203,13 @@ func (c *Client) Run(ctx context.Context) error {
 
 // session runs one ADS stream until it breaks; delivered reports whether
 // the control plane sent anything on it.
-func (c *Client) session(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) (delivered bool, err error) {
+func (c *Client) session(ctx context.Context, cc grpc.ClientConnInterface) (delivered bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream
 	if c.opts.Delta {
-		return c.deltaSession(ctx, ads)
+		return c.deltaSession(ctx, cc)
 	}
-	return c.sotwSession(ctx, ads)
+	return c.sotwSession(ctx, cc)
 }
 
 // update validates and applies version p unless it is the policy in force

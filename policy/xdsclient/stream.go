@@ -7,9 +7,6 @@ import (
 	"slices"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -19,13 +16,15 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/tenantguard/tenantguard/policy/policypb"
+	discovery "github.com/tenantguard/tenantguard/policy/xdsclient/internal/discoverypb"
 )
 
 // maxMessageBytes bounds one response from the control plane.
 const maxMessageBytes = 64 << 20
 
-// resourceWrapperURL is the type URL of discovery.Resource, in which a
-// SotW response may wrap a resource (to give it a TTL).
+// resourceWrapperURL is the type URL of Envoy's Resource (decoded as
+// discovery.Resource, its wire twin), in which a SotW response may wrap a
+// resource (to give it a TTL).
 const resourceWrapperURL = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 
 func (c *Client) dialOptions() []grpc.DialOption {
@@ -58,22 +57,22 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 // token travels encrypted.
 func (bearer) RequireTransportSecurity() bool { return false }
 
-func (c *Client) node() *core.Node {
-	return &core.Node{Id: c.opts.NodeID, Cluster: c.opts.Cluster, UserAgentName: "tenantguard"}
+func (c *Client) node() *discovery.Node {
+	return &discovery.Node{Id: c.opts.NodeID, Cluster: c.opts.Cluster, UserAgentName: "tenantguard"}
 }
 
 // nackDetail is the error_detail of a NACK.
-func nackDetail(err error) *status.Status {
-	return &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+func nackDetail(err error) *discovery.Status {
+	return &discovery.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 }
 
 // sotwSession runs one state-of-the-world ADS stream. Every response
 // carries the whole policy; the ACK names the response's version and
 // nonce, a NACK the version still in force and the error.
-func (c *Client) sotwSession(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) (bool, error) {
+func (c *Client) sotwSession(ctx context.Context, cc grpc.ClientConnInterface) (bool, error) {
 	// WaitForReady: while the control plane is down, wait for the
 	// connection (redialled with Backoff) rather than fail at once.
-	stream, err := ads.StreamAggregatedResources(ctx, grpc.WaitForReady(true))
+	stream, err := discovery.StreamAggregatedResources(ctx, cc, grpc.WaitForReady(true))
 	if err != nil {
 		return false, err
 	}
@@ -117,8 +116,8 @@ func (c *Client) sotwSession(ctx context.Context, ads discovery.AggregatedDiscov
 // deltaSession runs one incremental ADS stream. A response carries the
 // policy only when it changed; its version is the response's
 // system_version_info.
-func (c *Client) deltaSession(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) (bool, error) {
-	stream, err := ads.DeltaAggregatedResources(ctx, grpc.WaitForReady(true))
+func (c *Client) deltaSession(ctx context.Context, cc grpc.ClientConnInterface) (bool, error) {
+	stream, err := discovery.DeltaAggregatedResources(ctx, cc, grpc.WaitForReady(true))
 	if err != nil {
 		return false, err
 	}

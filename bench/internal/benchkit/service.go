@@ -28,6 +28,7 @@ type Service struct {
 	// 0 always does (twemproxy exits 1 on SIGINT).
 	StopExit int
 	Cred     *syscall.Credential // run as this user; nil = as this process
+	Env      []string            // added to this process's environment
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
@@ -64,6 +65,9 @@ func (s *Service) Start(ctx context.Context, ready func(context.Context) error, 
 	defer logFile.Close() // the child holds its own copy
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Dir, s.cmd.Stdout, s.cmd.Stderr = s.Dir, logFile, logFile
+	if len(s.Env) > 0 {
+		s.cmd.Env = append(os.Environ(), s.Env...)
+	}
 	// Own process group (a terminal ^C reaches only us, and we stop children
 	// in order); SIGKILL if we die without cleaning up.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: s.Cred}

@@ -1,0 +1,7 @@
+//go:build !sidecar
+
+package main
+
+// buildNote follows the version in `tenantguard version`: the full build,
+// with every subcommand, adds nothing.
+const buildNote = ""
