@@ -40,3 +40,14 @@ func notInThisBuild(cmd string, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "tenantguard: %q is not in this build: this is the sidecar-only build (go build -tags sidecar), which has sidecar, pg, extauthz keygen and version; use the full tenantguard binary\n", cmd)
 	return 2
 }
+
+func runInject(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "wait" {
+		return runInjectWait(ctx, args[1:], stderr) // the fallback layout's hooks run in the sidecar
+	}
+	return notInThisBuild("inject", stderr)
+}
+
+func runInjector(_ context.Context, _ []string, stderr io.Writer) int {
+	return notInThisBuild("injector", stderr)
+}

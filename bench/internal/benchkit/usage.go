@@ -58,7 +58,3 @@ func RSSNote(services ...*Service) (string, error) {
 	}
 	return "RSS after the runs: " + strings.Join(rss, ", ") + ".", nil
 }
-
-// Pid is the service's process id, for readings of /proc that the other
-// methods do not cover.
-func (s *Service) Pid() int { return s.cmd.Process.Pid }
