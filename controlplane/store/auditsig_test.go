@@ -73,16 +73,17 @@ func stripSignatures(t *testing.T, db *database, seq int64) {
 
 // TestAuditForgedHistory: a database superuser rewrites an old entry and
 // recomputes every later hash and the head row. The hash chain alone
-// cannot tell (the code before audit keys verified this history: see the
-// branch's report); with a signing key the rewritten entry's signature no
-// longer verifies, and verification names it.
+// cannot tell (the code before audit keys verified this history); with a
+// signing key the rewritten entry's signature no longer verifies, and
+// verification names it, also after a restart. (A running Store also
+// notices, without a key, that its checkpoint's hash changed.)
 func TestAuditForgedHistory(t *testing.T) {
 	key, own := newKey(t), newKey(t)
 	for _, tc := range []struct {
 		name   string
 		keys   *store.AuditKeys
 		tamper func(t *testing.T, db *database)
-		seq    int64 // 0: goes unnoticed
+		seq    int64 // 0: goes unnoticed after a restart
 		reason string
 	}{
 		{"hash-only chain, forged", nil, func(t *testing.T, db *database) { forge(t, db, 2) }, 0, ""},
@@ -119,11 +120,16 @@ func TestAuditForgedHistory(t *testing.T) {
 				t.Fatalf("a store keyed from the start: %+v", rep)
 			}
 			tc.tamper(t, db)
+			// The running Store, then one restarted (no checkpoint).
 			rep, err = s.VerifyAudit(ctx, store.VerifyFull)
 			if tc.seq == 0 {
+				wantBroken(t, rep, err, 5, "altered: the entry's hash differs from the one verified earlier")
+				rep, err = openStore(t, db, opts...).VerifyAudit(ctx, store.VerifyFull)
 				wantVerified(t, rep, err, 5)
 				return
 			}
+			wantBroken(t, rep, err, tc.seq, tc.reason)
+			rep, err = openStore(t, db, opts...).VerifyAudit(ctx, store.VerifyFull)
 			wantBroken(t, rep, err, tc.seq, tc.reason)
 			if rep.Checked != int(tc.seq-1) {
 				t.Errorf("%d entries verified before seq %d", rep.Checked, tc.seq)

@@ -24,7 +24,8 @@ const (
 	// written since, to the checkpoint's entry and to the chain's end, but
 	// not a change to an entry before the checkpoint.
 	VerifyIncremental VerifyMode = iota
-	// VerifyFull reads the whole chain from seq 1.
+	// VerifyFull reads the whole chain from seq 1, and checks that it
+	// still passes through the checkpoint (same seq, same hash).
 	VerifyFull
 )
 
@@ -102,12 +103,13 @@ type auditCheckpoint struct {
 // errors mean it could not check.
 //
 // Without verification keys the chain detects changes by anyone who does
-// not also recompute every later hash and the head row. With them, such a
-// rewrite breaks the signature of the first signed entry at or after the
-// change. Deleting the newest entries together with the head row (a
-// restore of an older backup does that) is detected against the
-// checkpoint of a running control plane, and otherwise only against the
-// audit_hash values logged at each write.
+// not also recompute every later hash and the head row, and, while this
+// Store runs, any change up to its checkpoint. With them, such a rewrite
+// breaks the signature of the first signed entry at or after the change.
+// Deleting the newest entries together with the head row (a restore of an
+// older backup does that) is detected against the checkpoint of a running
+// Store, and otherwise only against the audit_hash values logged at each
+// write.
 func (s *Store) VerifyAudit(ctx context.Context, mode VerifyMode) (AuditReport, error) {
 	a := &s.audit
 	select {
@@ -234,12 +236,22 @@ func (s *Store) walkChain(ctx context.Context, mode VerifyMode) (*chainWalk, *Au
 		if bad := w.step(&e, &vr); bad != nil {
 			return w, bad, nil
 		}
+		// A full walk passes the checkpoint too: what was verified then
+		// must still be there. Without this, a full check would accept
+		// history rewritten (without a key) or cut short below the
+		// checkpoint, and clear the problem an incremental check found.
+		if cp := a.cp; mode == VerifyFull && cp != nil && e.Seq == cp.seq && !bytes.Equal(e.Hash, cp.hash) {
+			return w, &AuditError{Seq: e.Seq, Version: e.Version, Reason: "altered: the entry's hash differs from the one verified earlier"}, nil
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return w, nil, fmt.Errorf("store: verify audit: %w", err)
 	}
 	if recheck {
 		return w, &AuditError{Seq: w.seq, Version: w.version, Reason: "missing: the entry, verified earlier, is gone"}, nil
+	}
+	if mode == VerifyFull && a.cp != nil && w.seq < a.cp.seq {
+		return w, &AuditError{Seq: w.seq + 1, Reason: fmt.Sprintf("missing: the chain ends at seq %d, but was verified up to seq %d earlier", w.seq, a.cp.seq)}, nil
 	}
 	bad, err := w.checkEnd(ctx, tx)
 	return w, bad, err

@@ -92,15 +92,16 @@
 // Store.VerifyAudit checks all of the above and more: seq gaps, the head
 // row, versions without an entry, and each version's author, time, diff,
 // comment and parent against its entry. In full mode it reads the whole
-// chain; incrementally it reads only from its checkpoint (the chain's end
-// when a verification last passed in this process): the checkpoint's own
-// entry again (its hash, content, signature and version, so a rewrite that
-// recomputed later hashes is caught there) and every entry after it. An
-// incremental check does not read entries before the checkpoint, so a
-// change to one of them that leaves the checkpoint entry's hash alone
-// (altering a row without recomputing the hashes after it) waits for the
-// next full check; a problem, once found, is reported by every check until
-// a full one passes.
+// chain, which must still pass through the checkpoint with the hash
+// verified then; incrementally it reads only from its checkpoint (the
+// chain's end when a verification last passed in this process): the
+// checkpoint's own entry again (its hash, content, signature and version,
+// so a rewrite that recomputed later hashes is caught there) and every
+// entry after it. An incremental check does not read entries before the
+// checkpoint, so a change to one of them that leaves the checkpoint entry's
+// hash alone (altering a row without recomputing the hashes after it) waits
+// for the next full check; a problem, once found, is reported by every
+// check until a full one passes.
 //
 // An auditor can verify the chain with psql and Python alone (and, for
 // signatures, the cryptography package): export the chain as JSON lines,
