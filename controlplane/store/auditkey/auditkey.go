@@ -75,6 +75,13 @@ func Generate() (*SigningKey, error) {
 // ID is the key's id, which every entry it signs records.
 func (k *SigningKey) ID() string { return k.pub.id }
 
+// String names the key by its id, so that printing or logging it by
+// mistake does not reveal it (%v, %+v and %s use it; GoString covers %#v).
+func (k *SigningKey) String() string { return "audit signing key " + k.pub.id }
+
+// GoString is String.
+func (k *SigningKey) GoString() string { return k.String() }
+
 // Public is the key's verification half.
 func (k *SigningKey) Public() *VerificationKey { return k.pub }
 

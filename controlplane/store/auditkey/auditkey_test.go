@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,15 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if got := string(auditkey.EntryMessage(hash[:])); got != "tenantguard-audit-entry:"+hex.EncodeToString(hash[:]) {
 		t.Fatalf("message %q", got)
+	}
+	// Printed by mistake, the key shows its id only.
+	for _, f := range []string{"%v", "%+v", "%s", "%#v"} {
+		if got := fmt.Sprintf(f, k); got != "audit signing key "+k.ID() {
+			t.Errorf("%s: %q", f, got)
+		}
+	}
+	if got := fmt.Sprintf("%+v", struct{ K *auditkey.SigningKey }{k}); strings.Contains(got, "[") {
+		t.Errorf("in a struct: %s", got)
 	}
 }
 
