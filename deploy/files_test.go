@@ -31,6 +31,7 @@ import (
 	kusttypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
 	"github.com/tenantguard/tenantguard/extauthz/token"
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/policy/policypb"
@@ -161,10 +162,15 @@ func checkKustomization(t *testing.T, _ string, data []byte) {
 func withFiles(t *testing.T, name string, data []byte, extra map[string][]byte) string {
 	t.Helper()
 	dir := t.TempDir()
+	auditKey, err := auditkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string][]byte{
 		name:          data,
 		"admin.token": []byte("admin-token-0123456789abcdef"),
 		"xds.token":   []byte("xds-token-0123456789abcdef"),
+		"audit.key":   auditKey.MarshalPEM(),
 	}
 	for k, v := range extra {
 		files[k] = v
@@ -188,8 +194,8 @@ func checkControlPlaneConfig(t *testing.T, _ string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.XDSToken == "" || cfg.Envoy == nil || cfg.Seed == "" {
-		t.Fatalf("the template should require the xDS token, seed the policy and serve Envoy: %+v", cfg)
+	if cfg.XDSToken == "" || cfg.Envoy == nil || cfg.Seed == "" || cfg.Audit.SigningKey == nil || cfg.Audit.SignedFrom != 1 {
+		t.Fatalf("the template should require the xDS token, seed the policy, serve Envoy and sign the audit trail from its start: %+v", cfg)
 	}
 }
 

@@ -28,6 +28,8 @@ commands:
                           write a new token signing key and its verification key
   controlplane --config FILE
                           run the policy store, its admin API and the xDS server
+  controlplane auditkey [--out FILE]
+                          write a new audit signing key (audit_key_file) and its public key
   injector --config FILE  run the mutating admission webhook that injects the sidecar
   inject -f FILE|- [-o FILE] [--config FILE] [--image IMAGE] [--native true|false]
                           add the sidecar to a manifest's workloads, as the webhook would
@@ -55,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "extauthz":
 		return runExtAuthz(ctx, args[1:], stdout, stderr)
 	case "controlplane":
-		return runControlPlane(ctx, args[1:], stderr)
+		return runControlPlane(ctx, args[1:], stdout, stderr)
 	case "injector":
 		return runInjector(ctx, args[1:], stderr)
 	case "inject":

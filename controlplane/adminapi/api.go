@@ -13,7 +13,9 @@
 //	GET  /v1/policy/versions          ?limit=&before= → {"versions":[…],"next_before"}, newest first
 //	GET  /v1/policy/versions/{n}      → {"version",…,"diff","policy":{…}}
 //	POST /v1/policy/rollback          {"version": n} → the new version, whose policy is version n's
-//	GET  /v1/audit                    ?limit=&after= → {"entries":[…],"verified","checked","first_bad_seq","problem"}
+//	GET  /v1/audit                    ?limit=&after=|cursor=&verify=incremental|full → {"entries":[…],"more","next_cursor",
+//	                                    "verified","verification","checked","verified_seq","keyed_from_seq",
+//	                                    "signatures_checked","last_full_verification","first_bad_seq","problem"}
 //	POST /v1/tenants/{id}/suspend     → {"version",…,"tenant","suspended":true,"changed"}
 //	POST /v1/tenants/{id}/resume      → {"version",…,"tenant","suspended":false,"changed"}
 //
@@ -47,6 +49,8 @@ const (
 	CodeNoPolicy            = "no_policy"                  // 404: no version is stored yet
 	CodeVersionNotFound     = "version_not_found"          // 404
 	CodeUnknownTenant       = "unknown_tenant"             // 404: the current policy has no such tenant
+	CodeCursorMismatch      = "cursor_mismatch"            // 409: the audit entry a cursor names has changed since it was listed
+	CodeAuditKeyRequired    = "audit_key_required"         // 503: the audit chain is signed and this control plane has no signing key
 	CodeStoreUnavailable    = "store_unavailable"          // 503: the database cannot be reached
 	CodeInternal            = "internal"                   // 500
 )
@@ -69,8 +73,8 @@ type Store interface {
 	PutIf(ctx context.Context, author, comment string, p *policypb.Policy, expectParent int64) (store.Version, error)
 	Rollback(ctx context.Context, author string, to int64) (store.Version, error)
 	SetSuspended(ctx context.Context, author, tenant string, suspended bool) (store.Version, error)
-	Audit(ctx context.Context, limit int, afterSeq int64) ([]store.AuditEntry, error)
-	VerifyAudit(ctx context.Context) (int, error)
+	Audit(ctx context.Context, q store.AuditQuery) (store.AuditPage, error)
+	VerifyAudit(ctx context.Context, mode store.VerifyMode) (store.AuditReport, error)
 }
 
 var _ Store = (*store.Store)(nil)
@@ -144,6 +148,10 @@ func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error, 
 			fmt.Sprintf("the policy changed: version %d is current, not %d; read it again and reapply your change", conflict.Current, conflict.Expected))
 	case errors.Is(err, store.ErrBadText):
 		writeError(w, http.StatusBadRequest, CodeInvalidRequest, err.Error())
+	case errors.Is(err, store.ErrAuditKeyRequired):
+		h.log.Error("write refused: no audit signing key", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusServiceUnavailable, CodeAuditKeyRequired,
+			"this control plane has no audit signing key (audit_key_file) and the audit trail is signed; retry on another control plane, or configure the key")
 	case errors.Is(err, store.ErrEmpty):
 		writeError(w, http.StatusNotFound, CodeNoPolicy, "no policy is stored yet")
 	case errors.Is(err, store.ErrNotFound):

@@ -2,6 +2,7 @@ package adminapi_test
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
 	"github.com/tenantguard/tenantguard/controlplane/store"
+	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
+	"github.com/tenantguard/tenantguard/internal/pgcluster"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
@@ -39,9 +42,14 @@ type server struct {
 	exec  func(sql string)
 }
 
-func newServer(t *testing.T) *server {
+func newServer(t *testing.T, opts ...store.Option) *server {
 	t.Helper()
-	pg := harness.Postgres(t)
+	return newServerOn(t, harness.Postgres(t), opts...)
+}
+
+// newServerOn is newServer on a PostgreSQL of the test's choosing.
+func newServerOn(t *testing.T, pg *pgcluster.Cluster, opts ...store.Option) *server {
+	t.Helper()
 	name := fmt.Sprintf("cp_adminapi_%d_%d", os.Getpid(), dbSeq.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -55,12 +63,30 @@ func newServer(t *testing.T) *server {
 			t.Errorf("drop database: %v", err)
 		}
 	})
+	s := serverOnURL(t, pg.AdminURL(name), opts...)
+	s.exec = func(sql string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := pg.Exec(ctx, name, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// serverOnURL is the API over a store on an existing database, stopped
+// when the test ends (after which no goroutine it started may be left).
+func serverOnURL(t *testing.T, pgURL string, opts ...store.Option) *server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	ignore := goleak.IgnoreCurrent()
 	log := slog.New(slog.DiscardHandler)
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	st, err := store.Open(ctx, pg.AdminURL(name), log)
+	st, err := store.Open(ctx, pgURL, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,14 +101,7 @@ func newServer(t *testing.T) *server {
 		goleak.VerifyNone(t, ignore,
 			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
 	})
-	return &server{t: t, url: srv.URL, store: st, pgURL: pg.AdminURL(name), exec: func(sql string) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := pg.Exec(ctx, name, sql); err != nil {
-			t.Fatal(err)
-		}
-	}}
+	return &server{t: t, url: srv.URL, store: st, pgURL: pgURL}
 }
 
 // response is an answer with its JSON body decoded (raw keeps the text).
@@ -460,7 +479,9 @@ func TestAudit(t *testing.T) {
 	s.do("POST", "/v1/policy/rollback", `{"version": 1}`, "X-Author", "bob")
 
 	r := s.do("GET", "/v1/audit", "")
-	if r.status != 200 || r.body["verified"] != true || r.num("checked") != 3 || r.body["first_bad_seq"] != nil {
+	if r.status != 200 || r.body["verified"] != true || r.num("checked") != 3 || r.num("verified_seq") != 3 || r.body["first_bad_seq"] != nil ||
+		r.body["verification"] != "full" || r.body["signatures_checked"] != false || r.num("keyed_from_seq") != 0 || r.body["last_full_verification"] == nil ||
+		r.body["more"] != false || r.body["next_cursor"] == nil {
 		t.Fatalf("audit: %d %s", r.status, r.raw)
 	}
 	entries := r.body["entries"].([]any)
@@ -469,21 +490,121 @@ func TestAudit(t *testing.T) {
 	}
 	for i, want := range []struct{ actor, action string }{{"alice", "put"}, {"ops", "suspend"}, {"bob", "rollback"}} {
 		e := entries[i].(map[string]any)
-		if e["actor"] != want.actor || e["action"] != want.action || len(e["hash"].(string)) != 64 || e["detail"].(map[string]any)["policy_sha256"] == nil {
+		if e["actor"] != want.actor || e["action"] != want.action || len(e["hash"].(string)) != 64 || e["detail"].(map[string]any)["policy_sha256"] == nil ||
+			e["key_id"] != nil || e["signature"] != nil {
 			t.Errorf("entry %d: %v", i, e)
 		}
 	}
-	if r := s.do("GET", "/v1/audit?after=2&limit=5", ""); len(r.body["entries"].([]any)) != 1 {
+	if r := s.do("GET", "/v1/audit?after=2&limit=5", ""); len(r.body["entries"].([]any)) != 1 || r.body["verification"] != "incremental" || r.num("checked") != 0 {
 		t.Errorf("after=2: %s", r.raw)
 	}
-	if r := s.do("GET", "/v1/audit?after=x", ""); r.status != 400 {
-		t.Errorf("after=x: %d", r.status)
+	for _, q := range []string{"after=x", "verify=yes", "cursor=3", "cursor=3.abc", "cursor=0." + strings.Repeat("00", 32), "after=1&cursor=1." + strings.Repeat("00", 32)} {
+		if r := s.do("GET", "/v1/audit?"+q, ""); r.status != 400 || r.errorCode() != adminapi.CodeInvalidRequest {
+			t.Errorf("%s: %d %s", q, r.status, r.raw)
+		}
 	}
 
+	// An entry before the checkpoint altered in place: the default,
+	// incremental check does not read it; a full one does, and from then
+	// on every check reports it.
 	s.exec(`UPDATE tenantguard_cp.audit SET actor = 'mallory' WHERE seq = 2`)
-	r = s.do("GET", "/v1/audit", "")
-	if r.status != 200 || r.body["verified"] != false || r.num("first_bad_seq") != 2 || r.num("checked") != 1 || r.body["problem"] == "" {
-		t.Fatalf("tampered audit: %d %s", r.status, r.raw)
+	if r := s.do("GET", "/v1/audit", ""); r.status != 200 || r.body["verified"] != true || r.body["verification"] != "incremental" {
+		t.Fatalf("incremental after tampering: %d %s", r.status, r.raw)
+	}
+	for _, q := range []string{"?verify=full", ""} {
+		r = s.do("GET", "/v1/audit"+q, "")
+		if r.status != 200 || r.body["verified"] != false || r.num("first_bad_seq") != 2 || r.body["problem"] == "" {
+			t.Fatalf("tampered audit, %q: %d %s", q, r.status, r.raw)
+		}
+	}
+	if r.num("checked") != 0 || r.body["verification"] != "incremental" {
+		t.Errorf("the incremental check after the full one: %s", r.raw)
+	}
+	if r := s.do("GET", "/v1/audit?verify=full", ""); r.num("checked") != 1 {
+		t.Errorf("full check: %s", r.raw)
+	}
+}
+
+// TestAuditSigned: with an audit key every entry carries its key id and
+// a signature that verifies with the public key alone; a control plane
+// without the key then refuses to write.
+func TestAuditSigned(t *testing.T) {
+	key, err := auditkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, store.WithAuditKeys(store.AuditKeys{Signing: key}))
+	s.do("PUT", "/v1/policy", policyJSON(t, "acme"), "X-Author", "alice")
+	s.do("POST", "/v1/tenants/acme/suspend", "", "X-Author", "ops")
+	r := s.do("GET", "/v1/audit", "")
+	if r.status != 200 || r.body["verified"] != true || r.num("keyed_from_seq") != 1 || r.body["signatures_checked"] != true {
+		t.Fatalf("audit: %d %s", r.status, r.raw)
+	}
+	pub, _ := auditkey.ParseVerificationKeys(key.Public().MarshalPEM())
+	for _, x := range r.body["entries"].([]any) {
+		e := x.(map[string]any)
+		hash, _ := hex.DecodeString(e["hash"].(string))
+		sig, _ := hex.DecodeString(e["signature"].(string))
+		if e["key_id"] != key.ID() || !pub[0].VerifyEntry(hash, sig) {
+			t.Errorf("entry %v: not signed by %s", e, key.ID())
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	unkeyed, err := store.Open(ctx, s.pgURL, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unkeyed.Close()
+	h, err := adminapi.New(unkeyed, adminToken, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/v1/tenants/acme/resume", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), adminapi.CodeAuditKeyRequired) {
+		t.Fatalf("write without the key: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestAuditCursor: next_cursor pages through the trail; a cursor whose
+// entry was altered since is refused.
+func TestAuditCursor(t *testing.T) {
+	s := newServer(t)
+	s.do("PUT", "/v1/policy", policyJSON(t, "acme"), "X-Author", "alice")
+	for i := range 4 {
+		s.do("POST", fmt.Sprintf("/v1/tenants/acme/%s", []string{"suspend", "resume"}[i%2]), "")
+	}
+	var seqs []int64
+	var cursors []string
+	path := "/v1/audit?limit=2"
+	for {
+		r := s.do("GET", path, "")
+		if r.status != 200 {
+			t.Fatalf("%s: %d %s", path, r.status, r.raw)
+		}
+		for _, x := range r.body["entries"].([]any) {
+			seqs = append(seqs, int64(x.(map[string]any)["seq"].(float64)))
+		}
+		cursors = append(cursors, r.body["next_cursor"].(string))
+		if r.body["more"] != true {
+			break
+		}
+		path = "/v1/audit?limit=2&cursor=" + r.body["next_cursor"].(string)
+	}
+	if fmt.Sprint(seqs) != "[1 2 3 4 5]" {
+		t.Fatalf("paged %v", seqs)
+	}
+	// At the end the cursor stays, to poll with.
+	if r := s.do("GET", "/v1/audit?cursor="+cursors[2], ""); len(r.body["entries"].([]any)) != 0 || r.body["next_cursor"] != cursors[2] {
+		t.Fatalf("after the end: %s", r.raw)
+	}
+	s.exec(`UPDATE tenantguard_cp.audit SET hash = sha256(hash) WHERE seq = 2`)
+	if r := s.do("GET", "/v1/audit?cursor="+cursors[0], ""); r.status != http.StatusConflict || r.errorCode() != adminapi.CodeCursorMismatch {
+		t.Fatalf("cursor on an altered entry: %d %s", r.status, r.raw)
 	}
 }
 
@@ -499,10 +620,12 @@ func (failingStore) List(context.Context, int, int64) ([]store.VersionInfo, erro
 func (failingStore) Rollback(context.Context, string, int64) (store.Version, error) {
 	return store.Version{}, errDown
 }
-func (failingStore) Audit(context.Context, int, int64) ([]store.AuditEntry, error) {
-	return nil, nil
+func (failingStore) Audit(context.Context, store.AuditQuery) (store.AuditPage, error) {
+	return store.AuditPage{}, nil
 }
-func (failingStore) VerifyAudit(context.Context) (int, error) { return 0, errDown }
+func (failingStore) VerifyAudit(context.Context, store.VerifyMode) (store.AuditReport, error) {
+	return store.AuditReport{}, errDown
+}
 
 func TestStoreUnavailable(t *testing.T) {
 	h, err := adminapi.New(failingStore{}, adminToken, slog.New(slog.DiscardHandler))

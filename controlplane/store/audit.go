@@ -28,6 +28,11 @@ type AuditEntry struct {
 	Detail   json.RawMessage
 	PrevHash []byte // the previous entry's Hash; 32 zero bytes for seq 1
 	Hash     []byte
+	// KeyID names the audit key (auditkey.KeyID) whose Ed25519 Signature
+	// of the hash the entry carries; both are empty for an entry written
+	// without a signing key (before one was configured).
+	KeyID     string
+	Signature []byte
 }
 
 // ErrTampered: VerifyAudit found the audit trail or a version altered
@@ -91,27 +96,58 @@ const (
 	MaxAuditLimit     = 1000
 )
 
-// Audit returns up to limit audit entries with seq greater than afterSeq,
-// oldest first. A limit of 0 or less means DefaultAuditLimit; it is capped
-// at MaxAuditLimit. Detail is returned in canonical JSON.
-func (s *Store) Audit(ctx context.Context, limit int, afterSeq int64) ([]AuditEntry, error) {
+// ErrCursorMismatch: the entry an AuditQuery's cursor names no longer has
+// the hash it had when it was read. History is append-only, so the audit
+// trail was altered in between.
+var ErrCursorMismatch = errors.New("the audit entry the cursor names has changed")
+
+// AuditQuery selects a page of the audit trail.
+type AuditQuery struct {
+	// Limit is the most entries to return: DefaultAuditLimit when 0 or
+	// less, at most MaxAuditLimit.
+	Limit int
+	// After: return entries with a greater seq, oldest first.
+	After int64
+	// AfterHash, if set, is the hash entry After had when the caller read
+	// it (a cursor): Audit fails with ErrCursorMismatch unless it still
+	// has it, so that pages read one after another are one chain.
+	AfterHash []byte
+}
+
+// AuditPage is one page of the audit trail.
+type AuditPage struct {
+	Entries []AuditEntry
+	// More says there are entries after the last one returned.
+	More bool
+}
+
+// auditColumns are the columns scanAuditEntry reads, in its order.
+const auditColumns = `seq, at, actor, action, version, detail::text, prev_hash, hash, coalesce(key_id, ''), signature`
+
+// Audit returns a page of audit entries, oldest first, reading at most
+// Limit+2 rows whatever the trail's length. Detail is returned in
+// canonical JSON. Audit does not verify the entries: VerifyAudit does.
+func (s *Store) Audit(ctx context.Context, q AuditQuery) (AuditPage, error) {
+	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultAuditLimit
 	}
 	limit = min(limit, MaxAuditLimit)
-	rows, err := s.pool.Query(ctx, `SELECT seq, at, actor, action, version, detail::text, prev_hash, hash
-		FROM tenantguard_cp.audit WHERE seq > $1 ORDER BY seq LIMIT $2`, afterSeq, limit)
-	if err != nil {
-		return nil, fmt.Errorf("store: audit: %w", err)
+	from, n := q.After+1, limit+1 // one row more says whether there are more
+	if q.AfterHash != nil {
+		from, n = q.After, n+1 // the cursor's own entry too, to compare its hash
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AuditEntry, error) {
-		var e AuditEntry
-		var detail string
-		if err := row.Scan(&e.Seq, &e.At, &e.Actor, &e.Action, &e.Version, &detail, &e.PrevHash, &e.Hash); err != nil {
+	rows, err := s.pool.Query(ctx, `SELECT `+auditColumns+`
+		FROM tenantguard_cp.audit WHERE seq >= $1 ORDER BY seq LIMIT $2`, from, n)
+	if err != nil {
+		return AuditPage{}, fmt.Errorf("store: audit: %w", err)
+	}
+	entries, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AuditEntry, error) {
+		e, err := scanAuditEntry(row)
+		if err != nil {
 			return e, err
 		}
-		e.At = e.At.UTC()
-		c, err := canonicalize([]byte(detail))
+		c, err := canonicalize(e.Detail)
 		if err != nil {
 			return e, fmt.Errorf("seq %d detail: %w", e.Seq, err)
 		}
@@ -119,175 +155,29 @@ func (s *Store) Audit(ctx context.Context, limit int, afterSeq int64) ([]AuditEn
 		return e, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: audit: %w", err)
+		return AuditPage{}, fmt.Errorf("store: audit: %w", err)
 	}
-	return out, nil
-}
-
-// auditDetail is what VerifyAudit reads from an entry's detail.
-type auditDetail struct {
-	PolicySHA256 string       `json:"policy_sha256"`
-	DiffSHA256   string       `json:"diff_sha256"`
-	Comment      string       `json:"comment"`
-	Parent       *json.Number `json:"parent"`
-}
-
-// VerifyAudit recomputes the audit chain from its first entry in one
-// consistent snapshot and checks each version against the entry that wrote
-// it. It returns how many entries verified and, for the first problem, an
-// *AuditError (errors.Is ErrTampered) naming the seq: an entry whose
-// content no longer matches its hash (altered), a gap in seq or a broken
-// prev_hash link (deleted or inserted), a version whose policy body,
-// diff, author, time, comment or parent differ from what its entry
-// recorded, a version with no entry, or newest entries missing (the head
-// row records the chain's end). Other errors mean it could not check.
-//
-// The chain detects changes by anyone who does not also recompute every
-// later hash and the head row; the hashes logged at each write ("policy
-// version stored", audit_hash) anchor it outside the database.
-func (s *Store) VerifyAudit(ctx context.Context) (int, error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return 0, fmt.Errorf("store: verify audit: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	checked, lastSeq, lastVersion, lastHash, err := verifyEntries(ctx, tx)
-	if err != nil {
-		return checked, err
-	}
-	var headVersion, headSeq int64
-	var headHash []byte
-	if err := tx.QueryRow(ctx, `SELECT version, audit_seq, audit_hash FROM tenantguard_cp.head WHERE id = 1`).
-		Scan(&headVersion, &headSeq, &headHash); err != nil {
-		return checked, fmt.Errorf("store: verify audit: head: %w", err)
-	}
-	switch {
-	case headSeq > lastSeq:
-		return checked, &AuditError{Seq: lastSeq + 1, Reason: fmt.Sprintf("missing: the chain ends at seq %d but was written up to seq %d", lastSeq, headSeq)}
-	case headSeq < lastSeq:
-		return checked, &AuditError{Seq: headSeq + 1, Reason: fmt.Sprintf("not written by a control plane: the chain was written up to seq %d", headSeq)}
-	case !bytes.Equal(headHash, lastHash):
-		return checked, &AuditError{Seq: lastSeq, Reason: "the newest entry's hash differs from the one recorded when it was written"}
-	case headVersion != lastVersion:
-		return checked, &AuditError{Version: headVersion, Reason: fmt.Sprintf("the head records version %d, the audit trail ends at version %d", headVersion, lastVersion)}
-	}
-	var orphan int64
-	err = tx.QueryRow(ctx, `SELECT version FROM tenantguard_cp.versions WHERE version > $1 ORDER BY version LIMIT 1`, lastVersion).Scan(&orphan)
-	switch {
-	case err == nil:
-		return checked, &AuditError{Version: orphan, Reason: "the version has no audit entry"}
-	case !errors.Is(err, pgx.ErrNoRows):
-		return checked, fmt.Errorf("store: verify audit: %w", err)
-	}
-	return checked, nil
-}
-
-// verifyEntries walks the chain in seq order with each entry's version
-// row, returning how many entries verified and the last seq, version and
-// hash.
-func verifyEntries(ctx context.Context, tx pgx.Tx) (checked int, lastSeq, lastVersion int64, lastHash []byte, err error) {
-	rows, err := tx.Query(ctx, `SELECT a.seq, a.at, a.actor, a.action, a.version, a.detail::text, a.prev_hash, a.hash,
-			v.version IS NOT NULL, v.policy::text, v.author, v.created_at, v.comment, v.diff, v.parent
-		FROM tenantguard_cp.audit a LEFT JOIN tenantguard_cp.versions v ON v.version = a.version
-		ORDER BY a.seq`)
-	if err != nil {
-		return 0, 0, 0, nil, fmt.Errorf("store: verify audit: %w", err)
-	}
-	defer rows.Close()
-	lastHash = genesisHash
-	for rows.Next() {
-		var e AuditEntry
-		var detail string
-		var vr versionRow
-		if err := rows.Scan(&e.Seq, &e.At, &e.Actor, &e.Action, &e.Version, &detail, &e.PrevHash, &e.Hash,
-			&vr.exists, &vr.policy, &vr.author, &vr.createdAt, &vr.comment, &vr.diff, &vr.parent); err != nil {
-			return checked, lastSeq, lastVersion, lastHash, fmt.Errorf("store: verify audit: %w", err)
+	if q.AfterHash != nil {
+		if len(entries) == 0 || entries[0].Seq != q.After || !bytes.Equal(entries[0].Hash, q.AfterHash) {
+			return AuditPage{}, fmt.Errorf("store: audit: %w (seq %d)", ErrCursorMismatch, q.After)
 		}
-		e.Detail = json.RawMessage(detail)
-		if reason, ok := verifyEntry(&e, lastSeq, lastVersion, lastHash, &vr); !ok {
-			seq := e.Seq
-			if e.Seq != lastSeq+1 {
-				seq = lastSeq + 1
-			}
-			return checked, lastSeq, lastVersion, lastHash, &AuditError{Seq: seq, Version: e.Version, Reason: reason}
-		}
-		checked++
-		lastSeq, lastVersion, lastHash = e.Seq, e.Version, e.Hash
+		entries = entries[1:]
 	}
-	if err := rows.Err(); err != nil {
-		return checked, lastSeq, lastVersion, lastHash, fmt.Errorf("store: verify audit: %w", err)
+	page := AuditPage{Entries: entries}
+	if len(entries) > limit {
+		page.Entries, page.More = entries[:limit], true
 	}
-	return checked, lastSeq, lastVersion, lastHash, nil
+	return page, nil
 }
 
-// versionRow is a version as VerifyAudit reads it; the pointers are nil
-// when the version row is missing.
-type versionRow struct {
-	exists    bool
-	policy    *string
-	author    *string
-	createdAt *time.Time
-	comment   *string
-	diff      *string
-	parent    *int64
-}
-
-// verifyEntry checks one entry against its predecessor and its version.
-func verifyEntry(e *AuditEntry, lastSeq, lastVersion int64, lastHash []byte, vr *versionRow) (string, bool) {
-	if e.Seq != lastSeq+1 {
-		return fmt.Sprintf("missing: the entry after seq %d is seq %d", lastSeq, e.Seq), false
+// scanAuditEntry reads auditColumns; Detail is the text PostgreSQL gave.
+func scanAuditEntry(row pgx.Row) (AuditEntry, error) {
+	var e AuditEntry
+	var detail string
+	if err := row.Scan(&e.Seq, &e.At, &e.Actor, &e.Action, &e.Version, &detail, &e.PrevHash, &e.Hash, &e.KeyID, &e.Signature); err != nil {
+		return e, err
 	}
-	if !bytes.Equal(e.PrevHash, lastHash) {
-		return "prev_hash does not link to the previous entry's hash", false
-	}
-	sum, err := e.computeHash()
-	if err != nil {
-		return fmt.Sprintf("cannot hash the entry: %v", err), false
-	}
-	if !bytes.Equal(sum, e.Hash) {
-		return "altered: the entry's content does not match its hash", false
-	}
-	if e.Version != lastVersion+1 {
-		return fmt.Sprintf("version %d out of sequence after version %d", e.Version, lastVersion), false
-	}
-	if !vr.exists {
-		return fmt.Sprintf("version %d is missing", e.Version), false
-	}
-	var d auditDetail
-	if err := json.Unmarshal(e.Detail, &d); err != nil {
-		return fmt.Sprintf("unreadable detail: %v", err), false
-	}
-	policySum, err := bodySHA256(*vr.policy)
-	if err != nil {
-		return fmt.Sprintf("version %d policy body unreadable: %v", e.Version, err), false
-	}
-	var body struct {
-		Version string `json:"version"`
-	}
-	_ = json.Unmarshal([]byte(*vr.policy), &body)
-	wantParent := ""
-	if d.Parent != nil {
-		wantParent = d.Parent.String()
-	}
-	gotParent := ""
-	if vr.parent != nil {
-		gotParent = fmt.Sprint(*vr.parent)
-	}
-	switch {
-	case policySum != d.PolicySHA256:
-		return fmt.Sprintf("version %d policy body altered", e.Version), false
-	case body.Version != versionString(e.Version):
-		return fmt.Sprintf("version %d policy body names version %q", e.Version, body.Version), false
-	case textSHA256(*vr.diff) != d.DiffSHA256:
-		return fmt.Sprintf("version %d diff altered", e.Version), false
-	case *vr.author != e.Actor:
-		return fmt.Sprintf("version %d author differs from the entry's actor", e.Version), false
-	case !vr.createdAt.Equal(e.At):
-		return fmt.Sprintf("version %d created_at differs from the entry's time", e.Version), false
-	case *vr.comment != d.Comment:
-		return fmt.Sprintf("version %d comment altered", e.Version), false
-	case gotParent != wantParent:
-		return fmt.Sprintf("version %d parent altered", e.Version), false
-	}
-	return "", true
+	e.At = e.At.UTC()
+	e.Detail = json.RawMessage(detail)
+	return e, nil
 }

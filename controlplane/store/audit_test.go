@@ -37,8 +37,8 @@ func TestAuditChainVerifies(t *testing.T) {
 	db := newDatabase(t)
 	s := openStore(t, db)
 	ctx := ctxT(t, 30*time.Second)
-	if n, err := s.VerifyAudit(ctx); n != 0 || err != nil {
-		t.Fatalf("empty trail: %d %v", n, err)
+	if rep, err := s.VerifyAudit(ctx, store.VerifyIncremental); rep.Checked != 0 || rep.Mode != store.VerifyFull || err != nil {
+		t.Fatalf("empty trail: %+v %v", rep, err)
 	}
 	fiveChanges(t, s)
 	for i := range 20 {
@@ -46,22 +46,25 @@ func TestAuditChainVerifies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, err := s.VerifyAudit(ctx)
-	if err != nil || n != 25 {
-		t.Fatalf("verify: %d entries, %v; want 25", n, err)
+	rep, err := s.VerifyAudit(ctx, store.VerifyFull)
+	if err != nil || rep.Checked != 25 || rep.VerifiedSeq != 25 || rep.KeyedFromSeq != 0 || rep.SignaturesChecked {
+		t.Fatalf("verify: %+v, %v; want 25 entries, hash-only", rep, err)
 	}
 
 	var all []store.AuditEntry
 	for after := int64(0); ; {
-		page, err := s.Audit(ctx, 7, after)
+		page, err := s.Audit(ctx, store.AuditQuery{Limit: 7, After: after})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(page) == 0 {
+		if len(page.Entries) == 0 || page.More != (after+7 < 25) {
+			t.Fatalf("after %d: %d entries, more %v", after, len(page.Entries), page.More)
+		}
+		all = append(all, page.Entries...)
+		after = page.Entries[len(page.Entries)-1].Seq
+		if !page.More {
 			break
 		}
-		all = append(all, page...)
-		after = page[len(page)-1].Seq
 	}
 	if len(all) != 25 {
 		t.Fatalf("paged %d entries, want 25", len(all))
@@ -114,16 +117,7 @@ func TestAuditTamperDetected(t *testing.T) {
 	s := openStore(t, db)
 	fiveChanges(t, s)
 	ctx := ctxT(t, 30*time.Second)
-	db.exec(t, `CREATE SCHEMA saved;
-		CREATE TABLE saved.versions AS SELECT * FROM tenantguard_cp.versions;
-		CREATE TABLE saved.audit AS SELECT * FROM tenantguard_cp.audit;
-		CREATE TABLE saved.head AS SELECT * FROM tenantguard_cp.head`)
-	const restore = `BEGIN;
-		TRUNCATE tenantguard_cp.audit, tenantguard_cp.versions, tenantguard_cp.head;
-		INSERT INTO tenantguard_cp.versions SELECT * FROM saved.versions ORDER BY version;
-		INSERT INTO tenantguard_cp.audit SELECT * FROM saved.audit;
-		INSERT INTO tenantguard_cp.head SELECT * FROM saved.head;
-		COMMIT`
+	restore := db.save(t)
 	for _, tc := range []struct {
 		name    string
 		tamper  string
@@ -149,12 +143,13 @@ func TestAuditTamperDetected(t *testing.T) {
 			SELECT 6, policy, 'mallory', now(), '', '', 5 FROM tenantguard_cp.versions WHERE version = 5`, 0, 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db.exec(t, restore)
-			if n, err := s.VerifyAudit(ctx); n != 5 || err != nil {
-				t.Fatalf("before tampering: %d %v", n, err)
+			restore()
+			if rep, err := s.VerifyAudit(ctx, store.VerifyFull); rep.Checked != 5 || err != nil {
+				t.Fatalf("before tampering: %+v %v", rep, err)
 			}
 			db.exec(t, tc.tamper)
-			n, err := s.VerifyAudit(ctx)
+			rep, err := s.VerifyAudit(ctx, store.VerifyFull)
+			n := rep.Checked
 			var ae *store.AuditError
 			if !errors.As(err, &ae) || !errors.Is(err, store.ErrTampered) {
 				t.Fatalf("after tampering: %d, %v; want an *AuditError", n, err)

@@ -66,10 +66,10 @@ func testLogger() *slog.Logger {
 
 // openStore opens a Store on db, closed when the test ends, after which no
 // goroutine it started may be left.
-func openStore(t *testing.T, db *database) *store.Store {
+func openStore(t *testing.T, db *database, opts ...store.Option) *store.Store {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
-	s, err := store.Open(ctxT(t, 30*time.Second), db.url, testLogger())
+	s, err := store.Open(ctxT(t, 30*time.Second), db.url, testLogger(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,4 +114,23 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// save copies the store's tables aside (once per database); the function
+// it returns puts them back as they were, for the next tampering.
+func (db *database) save(t *testing.T) (restore func()) {
+	t.Helper()
+	db.exec(t, `CREATE SCHEMA saved;
+		CREATE TABLE saved.versions AS SELECT * FROM tenantguard_cp.versions;
+		CREATE TABLE saved.audit AS SELECT * FROM tenantguard_cp.audit;
+		CREATE TABLE saved.head AS SELECT * FROM tenantguard_cp.head`)
+	return func() {
+		t.Helper()
+		db.exec(t, `BEGIN;
+			TRUNCATE tenantguard_cp.audit, tenantguard_cp.versions, tenantguard_cp.head;
+			INSERT INTO tenantguard_cp.versions SELECT * FROM saved.versions ORDER BY version;
+			INSERT INTO tenantguard_cp.audit SELECT * FROM saved.audit;
+			INSERT INTO tenantguard_cp.head SELECT * FROM saved.head;
+			COMMIT`)
+	}
 }

@@ -48,6 +48,18 @@ var migrations = [][]string{
 		`INSERT INTO tenantguard_cp.head (id, version, audit_seq, audit_hash)
 			VALUES (1, 0, 0, decode(repeat('00', 32), 'hex'))`,
 	},
+	// Audit signatures: entries written with a signing key carry its id
+	// and an Ed25519 signature of their hash; entries written before stay
+	// as they are (NULL), verified by hash. head.audit_key_id is the
+	// newest entry's key, so that a writer without a key can see that the
+	// chain it would extend is signed.
+	2: {
+		`ALTER TABLE tenantguard_cp.audit
+			ADD COLUMN key_id text,
+			ADD COLUMN signature bytea,
+			ADD CONSTRAINT audit_signed_with_key CHECK ((key_id IS NULL) = (signature IS NULL))`,
+		`ALTER TABLE tenantguard_cp.head ADD COLUMN audit_key_id text`,
+	},
 }
 
 // migrate creates or upgrades the schema in one transaction under an

@@ -12,7 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 )
 
@@ -35,6 +37,10 @@ var (
 	// ErrBadText: an author or comment that cannot be stored (empty
 	// author, too long, not UTF-8, control characters).
 	ErrBadText = errors.New("bad author or comment")
+	// ErrAuditKeyRequired: the audit chain's newest entry is signed and
+	// this Store has no signing key, so the entry it would write would
+	// break the chain's signatures. Nothing is written.
+	ErrAuditKeyRequired = errors.New("the audit chain is signed: writing needs the audit signing key (audit_key_file)")
 )
 
 // ConflictError is the ErrConflict of PutIf: the version the caller based
@@ -108,13 +114,57 @@ type Store struct {
 	listens    atomic.Int64 // LISTEN sessions established, the first included
 	listenUp   atomic.Bool
 	curVersion atomic.Int64
+
+	auditSigner     *auditkey.SigningKey // nil: entries are written unsigned
+	auditKeys       auditkey.Set         // nil: signatures are not checked
+	auditSignedFrom int64
+	audit           auditState
+	auditChecks     *prometheus.CounterVec
+}
+
+// Option configures Open.
+type Option func(*Store)
+
+// AuditKeys are the keys of the audit chain's signatures.
+type AuditKeys struct {
+	// Signing signs every entry this Store writes; nil writes them
+	// unsigned, which Store refuses once the chain's newest entry is
+	// signed (ErrAuditKeyRequired).
+	Signing *auditkey.SigningKey
+	// Verification are the keys entries may be signed with: the public
+	// halves of earlier signing keys, and of keys other control planes
+	// sign with during a rotation. Signing's own is implied. With none at
+	// all (and no Signing) signatures are not checked.
+	Verification []*auditkey.VerificationKey
+	// SignedFrom, if not 0, is the seq from which every entry must be
+	// signed: set it to the first signed entry after upgrading a store
+	// (AuditReport.KeyedFromSeq), or to 1 for a store keyed from the
+	// start, so that stripping every signature is caught after a restart
+	// too. (A running Store remembers the first signed entry it verified.)
+	SignedFrom int64
+}
+
+// WithAuditKeys signs and verifies the audit chain with these keys.
+func WithAuditKeys(k AuditKeys) Option {
+	return func(s *Store) {
+		s.auditSigner = k.Signing
+		keys := k.Verification
+		if k.Signing != nil {
+			keys = append(keys[:len(keys):len(keys)], k.Signing.Public())
+		}
+		if len(keys) > 0 {
+			s.auditKeys = auditkey.NewSet(keys...)
+		}
+		s.auditSignedFrom = max(k.SignedFrom, 0)
+	}
 }
 
 // Open connects to PostgreSQL at pgURL (a pgx connection string), creates
 // or upgrades the schema tenantguard_cp, and starts listening for versions
 // written by any control plane on the database. The listener is up when
-// Open returns. ctx bounds only Open itself.
-func Open(ctx context.Context, pgURL string, log *slog.Logger) (*Store, error) {
+// Open returns. ctx bounds only Open itself. Without WithAuditKeys the
+// audit chain is hash-only.
+func Open(ctx context.Context, pgURL string, log *slog.Logger, opts ...Option) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -132,6 +182,10 @@ func Open(ctx context.Context, pgURL string, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s := &Store{pool: pool, log: log, listenCfg: listenCfg, subs: make(map[chan Version]struct{}), done: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
+	s.initAudit()
 	if err := migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store: %w", err)

@@ -357,7 +357,8 @@ func TestSeedOnce(t *testing.T) {
 	if err != nil || ok || v.Version != 2 {
 		t.Fatalf("seed after put: version %d, seeded %v, %v", v.Version, ok, err)
 	}
-	entries, err := stores[0].Audit(ctx, 0, 0)
+	page, err := stores[0].Audit(ctx, store.AuditQuery{})
+	entries := page.Entries
 	if err != nil || len(entries) != 2 || entries[0].Action != store.ActionSeed || entries[1].Action != store.ActionPut {
 		t.Fatalf("audit: %v %v", entries, err)
 	}
@@ -404,10 +405,11 @@ func TestSuspendResume(t *testing.T) {
 			}
 		})
 	}
-	entries, err := s.Audit(ctx, 0, 1)
+	page, err := s.Audit(ctx, store.AuditQuery{After: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries := page.Entries
 	if len(entries) != 2 {
 		t.Fatalf("%d audit entries after seq 1, want 2", len(entries))
 	}
@@ -450,12 +452,12 @@ func TestConcurrentWritersKeepOneChain(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	n, err := b.VerifyAudit(ctx)
+	rep, err := b.VerifyAudit(ctx, store.VerifyFull)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cur, _ := a.Current(ctx)
-	if int64(n) != cur.Version {
-		t.Fatalf("verified %d entries, current version %d", n, cur.Version)
+	if int64(rep.Checked) != cur.Version || rep.VerifiedSeq != cur.Version {
+		t.Fatalf("verified %d entries up to seq %d, current version %d", rep.Checked, rep.VerifiedSeq, cur.Version)
 	}
 }

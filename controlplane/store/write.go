@@ -196,14 +196,21 @@ func (s *Store) write(ctx context.Context, author string, build func(tx pgx.Tx, 
 
 	var headVersion, headSeq int64
 	var headHash []byte
+	var headKeyID *string
 	var at time.Time
 	// clock_timestamp, not now(): taken after the lock is granted, so
 	// timestamps follow the order of the chain.
-	if err := tx.QueryRow(ctx, `SELECT version, audit_seq, audit_hash, clock_timestamp()
-		FROM tenantguard_cp.head WHERE id = 1 FOR UPDATE`).Scan(&headVersion, &headSeq, &headHash, &at); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT version, audit_seq, audit_hash, audit_key_id, clock_timestamp()
+		FROM tenantguard_cp.head WHERE id = 1 FOR UPDATE`).Scan(&headVersion, &headSeq, &headHash, &headKeyID, &at); err != nil {
 		return Version{}, fmt.Errorf("store: lock head: %w", err)
 	}
 	at = at.UTC()
+	if s.auditSigner == nil && headKeyID != nil {
+		// An unsigned entry after a signed one fails verification: this
+		// is a control plane left without the key (a rolling update that
+		// adds it, or a configuration that lost it).
+		return Version{}, fmt.Errorf("store: %w (the newest entry, seq %d, is signed with key %.40q)", ErrAuditKeyRequired, headSeq, *headKeyID)
+	}
 	var cur *Version
 	if headVersion > 0 {
 		v, err := getVersion(ctx, tx, headVersion)
@@ -274,13 +281,18 @@ func (s *Store) write(ctx context.Context, author string, build func(tx pgx.Tx, 
 	if e.Hash, err = e.computeHash(); err != nil {
 		return Version{}, fmt.Errorf("store: audit hash: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO tenantguard_cp.audit (seq, at, actor, action, version, detail, prev_hash, hash)
-		VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)`,
-		e.Seq, e.At, e.Actor, e.Action, e.Version, string(e.Detail), e.PrevHash, e.Hash); err != nil {
+	var keyID *string // SQL NULL when unsigned
+	if s.auditSigner != nil {
+		e.KeyID, e.Signature = s.auditSigner.ID(), s.auditSigner.SignEntry(e.Hash)
+		keyID = &e.KeyID
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO tenantguard_cp.audit (seq, at, actor, action, version, detail, prev_hash, hash, key_id, signature)
+		VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10)`,
+		e.Seq, e.At, e.Actor, e.Action, e.Version, string(e.Detail), e.PrevHash, e.Hash, keyID, e.Signature); err != nil {
 		return Version{}, fmt.Errorf("store: insert audit entry: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE tenantguard_cp.head SET version = $1, audit_seq = $2, audit_hash = $3 WHERE id = 1`,
-		n, e.Seq, e.Hash); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE tenantguard_cp.head SET version = $1, audit_seq = $2, audit_hash = $3, audit_key_id = $4 WHERE id = 1`,
+		n, e.Seq, e.Hash, keyID); err != nil {
 		return Version{}, fmt.Errorf("store: update head: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, versionString(n)); err != nil {
@@ -301,7 +313,7 @@ func (s *Store) write(ctx context.Context, author string, build func(tx pgx.Tx, 
 	// The audit hash in the log anchors the chain outside the database: a
 	// chain rewritten wholesale no longer matches the logs.
 	s.log.Info("policy version stored", "version", n, "action", ch.action, "author", author,
-		"audit_seq", e.Seq, "audit_hash", hex.EncodeToString(e.Hash))
+		"audit_seq", e.Seq, "audit_hash", hex.EncodeToString(e.Hash), "audit_key_id", e.KeyID)
 	s.publish(v)
 	return v, nil
 }

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
 	"github.com/tenantguard/tenantguard/internal/bearer"
 )
 
@@ -38,6 +40,41 @@ type ControlPlaneFile struct {
 		ExtAuthz string `yaml:"extauthz"`
 	} `yaml:"envoy"`
 	DrainTimeout Duration `yaml:"drain_timeout"`
+
+	// AuditKeyFile is the Ed25519 private key (PKCS #8 PEM: `tenantguard
+	// controlplane auditkey`, or openssl genpkey -algorithm ed25519) the
+	// control plane signs audit entries with, so that whoever can write to
+	// the database cannot rewrite history unnoticed. Keep it out of the
+	// database's reach; others may not read it.
+	AuditKeyFile string `yaml:"audit_key_file"`
+	// AuditVerificationKeys are public key files (PEM, one or more keys
+	// each) of the keys entries may also be signed with: earlier signing
+	// keys, and during a rotation the other control planes' new one.
+	AuditVerificationKeys []string `yaml:"audit_verification_keys"`
+	// AuditSignedFrom, if set, is the seq from which every audit entry
+	// must be signed (GET /v1/audit's keyed_from_seq after an upgrade; 1
+	// for a store keyed from the start).
+	AuditSignedFrom int64 `yaml:"audit_signed_from"`
+	// AuditCheckInterval (default 5m) and AuditFullCheckInterval (default
+	// 1h) are how often the chain is verified from the last verified
+	// entry, and from its first.
+	AuditCheckInterval     Duration `yaml:"audit_check_interval"`
+	AuditFullCheckInterval Duration `yaml:"audit_full_check_interval"`
+}
+
+// Defaults of the audit schedules.
+const (
+	DefaultAuditCheckInterval     = 5 * time.Minute
+	DefaultAuditFullCheckInterval = time.Hour
+)
+
+// ControlPlaneAudit is the compiled audit settings.
+type ControlPlaneAudit struct {
+	SigningKey        *auditkey.SigningKey // nil: entries are not signed
+	VerificationKeys  []*auditkey.VerificationKey
+	SignedFrom        int64
+	CheckInterval     time.Duration
+	FullCheckInterval time.Duration
 }
 
 // ControlPlane is the compiled control-plane configuration.
@@ -50,6 +87,7 @@ type ControlPlane struct {
 	// Envoy addresses, host:port each; nil when Envoy resources are off.
 	Envoy        *EnvoyAddrs
 	DrainTimeout Duration
+	Audit        ControlPlaneAudit
 }
 
 // EnvoyAddrs are the addresses the Envoy resources name.
@@ -112,6 +150,64 @@ func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 			}
 		}
 		out.Envoy = &EnvoyAddrs{Listen: e.Listen, App: e.App, ExtAuthz: e.ExtAuthz}
+	}
+	if out.Audit, ferr = parseControlPlaneAudit(&f, base); ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
+	}
+	return out, nil
+}
+
+// parseControlPlaneAudit reads the audit keys and schedules; base
+// resolves relative paths.
+func parseControlPlaneAudit(f *ControlPlaneFile, base string) (ControlPlaneAudit, *fieldErr) {
+	out := ControlPlaneAudit{SignedFrom: f.AuditSignedFrom,
+		CheckInterval: time.Duration(f.AuditCheckInterval), FullCheckInterval: time.Duration(f.AuditFullCheckInterval)}
+	if f.AuditKeyFile != "" {
+		path := resolve(base, f.AuditKeyFile)
+		fi, err := os.Stat(path)
+		if err != nil {
+			return out, &fieldErr{"audit_key_file", err.Error()}
+		}
+		if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+			return out, &fieldErr{"audit_key_file", fmt.Sprintf("%s is accessible to others (mode %#o): chmod 600 (or 640 with a group only the control plane is in)", path, perm)}
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return out, &fieldErr{"audit_key_file", err.Error()}
+		}
+		if out.SigningKey, err = auditkey.ParseSigningKey(data); err != nil {
+			return out, &fieldErr{"audit_key_file", fmt.Sprintf("%s: %v", path, err)}
+		}
+	}
+	for i, p := range f.AuditVerificationKeys {
+		field := fmt.Sprintf("audit_verification_keys[%d]", i)
+		data, err := os.ReadFile(resolve(base, p))
+		if err != nil {
+			return out, &fieldErr{field, err.Error()}
+		}
+		keys, err := auditkey.ParseVerificationKeys(data)
+		if err != nil {
+			return out, &fieldErr{field, err.Error()}
+		}
+		out.VerificationKeys = append(out.VerificationKeys, keys...)
+	}
+	switch {
+	case out.SignedFrom < 0:
+		return out, &fieldErr{"audit_signed_from", "must be a seq (1 or more)"}
+	case out.SignedFrom > 0 && out.SigningKey == nil && len(out.VerificationKeys) == 0:
+		return out, &fieldErr{"audit_signed_from", "needs audit_key_file or audit_verification_keys to check the signatures with"}
+	}
+	for _, d := range []struct {
+		field string
+		v     *time.Duration
+		def   time.Duration
+	}{{"audit_check_interval", &out.CheckInterval, DefaultAuditCheckInterval}, {"audit_full_check_interval", &out.FullCheckInterval, DefaultAuditFullCheckInterval}} {
+		switch {
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < time.Second:
+			return out, &fieldErr{d.field, "must be at least 1s"}
+		}
 	}
 	return out, nil
 }

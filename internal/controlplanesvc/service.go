@@ -69,9 +69,17 @@ func LoadSeed(path string) (*policypb.Policy, error) {
 func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	st, err := store.Open(ctx, cfg.Database, log.With("component", "store"))
+	ak := cfg.Audit
+	st, err := store.Open(ctx, cfg.Database, log.With("component", "store"), store.WithAuditKeys(store.AuditKeys{
+		Signing: ak.SigningKey, Verification: ak.VerificationKeys, SignedFrom: ak.SignedFrom,
+	}))
 	if err != nil {
 		return nil, err
+	}
+	if ak.SigningKey != nil {
+		log.Info("audit entries are signed", "key_id", ak.SigningKey.ID(), "verification_keys", len(ak.VerificationKeys)+1)
+	} else {
+		log.Warn("audit_key_file is not set: audit entries are hash-chained but not signed, so whoever can write to the policy database can rewrite their history undetected")
 	}
 	s := &Service{cfg: cfg, log: log, store: st, stop: make(chan struct{})}
 	fail := func(err error) (*Service, error) {
@@ -89,8 +97,12 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 	if err := reg.Register(st); err != nil {
 		return fail(err)
 	}
-	if s.audit, err = newAuditWatch(st, reg, log.With("component", "audit")); err != nil {
-		return fail(err)
+	s.audit = &auditWatch{store: st, log: log.With("component", "audit"), every: ak.CheckInterval, fullEvery: ak.FullCheckInterval}
+	if s.audit.every <= 0 { // a ControlPlane not from ParseControlPlane
+		s.audit.every = config.DefaultAuditCheckInterval
+	}
+	if s.audit.fullEvery <= 0 {
+		s.audit.fullEvery = config.DefaultAuditFullCheckInterval
 	}
 	if cfg.Seed != "" {
 		p, err := LoadSeed(cfg.Seed)

@@ -246,13 +246,16 @@ func TestPolicyPushes(t *testing.T) {
 		return nil
 	})
 
-	// 5. The audit chain verifies; a tampered row is detected.
+	// 5. The audit chain verifies; a tampered row is detected by a full
+	// check, and from then on by the default, incremental one too.
 	var audit struct {
-		Verified bool   `json:"verified"`
-		Checked  int    `json:"checked"`
-		FirstBad *int64 `json:"first_bad_seq"`
+		Verified     bool   `json:"verified"`
+		Verification string `json:"verification"`
+		Checked      int    `json:"checked"`
+		VerifiedSeq  int64  `json:"verified_seq"`
+		FirstBad     *int64 `json:"first_bad_seq"`
 	}
-	if st := adminAPI(t, env, "GET", "/v1/audit", "", &audit); st != http.StatusOK || !audit.Verified || audit.Checked < 25 {
+	if st := adminAPI(t, env, "GET", "/v1/audit?verify=full", "", &audit); st != http.StatusOK || !audit.Verified || audit.Checked < 25 || audit.VerifiedSeq != int64(audit.Checked) {
 		t.Fatalf("audit: %d %+v", st, audit)
 	}
 	cp, err := pgx.Connect(ctx, strings.Replace(env["TG_PG_ADMIN_URL"], "/app?", "/tenantguard?", 1))
@@ -263,8 +266,14 @@ func TestPolicyPushes(t *testing.T) {
 	if _, err := cp.Exec(ctx, "UPDATE tenantguard_cp.audit SET actor = 'someone else' WHERE seq = 3"); err != nil {
 		t.Fatal(err)
 	}
-	if st := adminAPI(t, env, "GET", "/v1/audit", "", &audit); st != http.StatusOK || audit.Verified || audit.FirstBad == nil || *audit.FirstBad != 3 {
-		t.Fatalf("tampered audit: %d %+v", st, audit)
+	for _, q := range []string{"?verify=full", ""} {
+		audit.FirstBad = nil
+		if st := adminAPI(t, env, "GET", "/v1/audit"+q, "", &audit); st != http.StatusOK || audit.Verified || audit.FirstBad == nil || *audit.FirstBad != 3 {
+			t.Fatalf("tampered audit, %q: %d %+v", q, st, audit)
+		}
+	}
+	if audit.Verification != "incremental" {
+		t.Fatalf("the default check: %+v", audit)
 	}
 
 	// globex's loop stops before the demo does, so the shutdown's own

@@ -378,6 +378,7 @@ func TestInjectedSidecarForReal(t *testing.T) {
 	// The control plane, from deploy/'s templates.
 	write("xds.token", []byte(xdsToken))
 	write("admin.token", []byte(e2eAdminToken))
+	run(t, nil, nil, "controlplane", "auditkey", "--out", filepath.Join(dir, "audit.key"))
 	write("policy.yaml", []byte(strings.NewReplacer("CHANGE-ME-acme-password", "acme-secret-1", "CHANGE-ME-globex-password", "globex-secret-1").Replace(string(read("kubernetes/config/policy.yaml")))))
 	xdsAddr, cpAdmin := freeAddr(t), freeAddr(t)
 	cpCfg := write("controlplane.yaml", editYAML(t, read("kubernetes/config/controlplane.yaml"), func(m map[string]any) {
