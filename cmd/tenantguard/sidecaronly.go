@@ -26,7 +26,7 @@ func runExtAuthz(_ context.Context, args []string, stdout, stderr io.Writer) int
 	return notInThisBuild("extauthz", stderr)
 }
 
-func runControlPlane(_ context.Context, _ []string, stderr io.Writer) int {
+func runControlPlane(_ context.Context, _ []string, _, stderr io.Writer) int {
 	return notInThisBuild("controlplane", stderr)
 }
 
