@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
 	"github.com/tenantguard/tenantguard/extauthz/token"
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/controlplanesvc"
@@ -146,8 +147,19 @@ func Run(ctx context.Context, o Options) error {
 	if o.AdminAPIListen == "" {
 		o.AdminAPIListen = "127.0.0.1:0"
 	}
+	// A throwaway audit signing key: the demo's audit trail is signed, as
+	// a production one should be.
+	auditKey, err := auditkey.Generate()
+	if err != nil {
+		return err
+	}
+	auditKeyPath := filepath.Join(keyDir, "audit.key")
+	if err := os.WriteFile(auditKeyPath, auditKey.MarshalPEM(), 0o600); err != nil {
+		return err
+	}
 	ccfg, err := config.ParseControlPlane(filepath.Join(keyDir, "controlplane.yaml"), []byte(fmt.Sprintf(
-		"listen:\n  xds: %q\n  admin: %q\ndatabase: %q\nadmin_token: %q\nxds_token: %q\nseed: %q\n", o.XDSListen, o.AdminAPIListen, cpURL, adminToken, xdsToken, seedPath)))
+		"listen:\n  xds: %q\n  admin: %q\ndatabase: %q\nadmin_token: %q\nxds_token: %q\nseed: %q\naudit_key_file: %q\naudit_signed_from: 1\n",
+		o.XDSListen, o.AdminAPIListen, cpURL, adminToken, xdsToken, seedPath, auditKeyPath)))
 	if err != nil {
 		return err
 	}
