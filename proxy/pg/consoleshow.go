@@ -3,6 +3,7 @@ package pg
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -254,8 +255,10 @@ func (srv *Server) databaseNames() []string {
 // transactions in progress to finish.
 func (srv *Server) pause(ctx context.Context, tenant string, limit time.Duration) error {
 	srv.mu.Lock()
-	if srv.pausedTenants[tenant] == nil {
-		srv.pausedTenants[tenant] = make(chan struct{})
+	if srv.pausedGate(tenant) == nil {
+		next := maps.Clone(*srv.pausedTenants.Load())
+		next[tenant] = make(chan struct{})
+		srv.pausedTenants.Store(&next)
 	}
 	srv.mu.Unlock()
 	srv.log.Info("tenant paused from the admin console", "tenant", tenant)
@@ -284,8 +287,12 @@ func (srv *Server) pause(ctx context.Context, tenant string, limit time.Duration
 // resume lets a paused tenant's clients go on.
 func (srv *Server) resume(tenant string) {
 	srv.mu.Lock()
-	ch := srv.pausedTenants[tenant]
-	delete(srv.pausedTenants, tenant)
+	ch := srv.pausedGate(tenant)
+	if ch != nil {
+		next := maps.Clone(*srv.pausedTenants.Load())
+		delete(next, tenant)
+		srv.pausedTenants.Store(&next)
+	}
 	srv.mu.Unlock()
 	if ch != nil {
 		close(ch)
@@ -293,19 +300,10 @@ func (srv *Server) resume(tenant string) {
 	}
 }
 
-func (srv *Server) paused(tenant string) bool {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return srv.pausedTenants[tenant] != nil
-}
+func (srv *Server) paused(tenant string) bool { return srv.pausedGate(tenant) != nil }
 
 // pausedGate returns a channel closed when tenant is resumed, or nil when
-// it is not paused.
-func (srv *Server) pausedGate(tenant string) <-chan struct{} {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if ch := srv.pausedTenants[tenant]; ch != nil {
-		return ch
-	}
-	return nil
+// it is not paused. It takes no lock: every transaction start asks.
+func (srv *Server) pausedGate(tenant string) chan struct{} {
+	return (*srv.pausedTenants.Load())[tenant]
 }

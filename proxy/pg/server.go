@@ -51,8 +51,8 @@ type Server struct {
 	labels    map[string]struct{}
 	janitor   chan struct{}
 	// pausedTenants are those PAUSEd from the console: each channel is
-	// closed at RESUME.
-	pausedTenants map[string]chan struct{}
+	// closed at RESUME. Replaced, never modified, under mu; read without it.
+	pausedTenants atomic.Pointer[map[string]chan struct{}]
 	bg            sync.WaitGroup
 	readyOnce     sync.Once
 }
@@ -77,9 +77,8 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
 		janitor:   make(chan struct{}),
-
-		pausedTenants: map[string]chan struct{}{},
 	}
+	srv.pausedTenants.Store(&map[string]chan struct{}{})
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
 	srv.acc.Budget = cfg.ConnBudget
