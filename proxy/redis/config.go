@@ -18,6 +18,9 @@ import (
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 )
 
+// DefaultClientOutputLimit is Config.ClientOutputLimit's default.
+const DefaultClientOutputLimit = 4 << 20
+
 // Config is what the Redis listener needs.
 type Config struct {
 	// Upstream is the redis-server address (host:port).
@@ -38,10 +41,15 @@ type Config struct {
 	MaxClientConns int
 	// AuthTimeout bounds the time to authenticate.
 	AuthTimeout time.Duration
-	// ClientWriteTimeout disconnects a client that stops reading its
-	// replies, so it cannot stall the shared upstream connection it is
-	// multiplexed on with other tenants.
+	// ClientWriteTimeout disconnects a client whose unwritten replies make
+	// no progress for this long (default 5s). Replies never wait for a
+	// client in front of another client's: see output.go.
 	ClientWriteTimeout time.Duration
+	// ClientOutputLimit disconnects a client when a reply arrives for it
+	// while more than this many bytes of its replies are still waiting to
+	// be written (default 4 MiB): redis-server's client-output-buffer-limit,
+	// bounded for every client.
+	ClientOutputLimit int
 	// ConnectTimeout bounds an upstream dial and handshake.
 	ConnectTimeout time.Duration
 	// BreakerFailures and BreakerOpenTime configure the upstream breaker.
@@ -70,6 +78,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ClientWriteTimeout <= 0 {
 		c.ClientWriteTimeout = 5 * time.Second
+	}
+	if c.ClientOutputLimit <= 0 {
+		c.ClientOutputLimit = DefaultClientOutputLimit
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 5 * time.Second

@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "sessions_ended_total",
-			Help: "Client connections the proxy ended: authenticated with a session token that ended (reason revoked_or_expired, store_unavailable), or of a tenant the policy no longer has (tenant_removed).",
+			Help: "Client connections the proxy ended: authenticated with a session token that ended (reason revoked_or_expired, store_unavailable), of a tenant the policy no longer has (tenant_removed), or not reading their replies (output_limit, write_timeout).",
 		}, []string{"reason"}),
 		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "breaker_state",

@@ -140,10 +140,9 @@ func (s *session) isPushMessage(rep *resp.Reply) bool {
 func (s *session) deliverPush(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	s.armWrite()
-	s.scratch = s.transform(s.scratch[:0], rep, slot{plan: plan{reply: rules.ReplyPubSub}})
-	_, _ = s.bw.Write(s.scratch)
-	s.dirty = true
+	if s.reserve(len(rep.Raw()) + 64) {
+		s.out = s.transform(s.out, rep, slot{plan: plan{reply: rules.ReplyPubSub}})
+	}
 }
 
 // transformExec rewrites EXEC's array element by element with the plans of

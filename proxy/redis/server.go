@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +97,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(c net.Conn) {
-	s := &session{srv: srv, conn: c, rd: resp.NewReader(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), id: srv.ids.Add(1)}
+	s := &session{srv: srv, conn: c, rd: resp.NewReader(c, 16<<10), raw: newRawWriter(c), id: srv.ids.Add(1)}
 	s.cond = sync.NewCond(&s.qmu)
 	srv.mu.Lock()
 	srv.sessions[s] = struct{}{}
@@ -272,7 +271,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	for _, s := range sessions {
 		go func(s *session) {
 			s.qmu.Lock()
-			for len(s.outq) > 0 && ctx.Err() == nil {
+			for !s.flushedLocked() && ctx.Err() == nil {
 				s.cond.Wait()
 			}
 			s.qmu.Unlock()

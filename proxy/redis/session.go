@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -55,13 +54,19 @@ type session struct {
 	inMulti   bool           // written under qmu (end reads it); the session goroutine reads it freely
 	subs      map[string]int // subscriptions by kind: "", "p", "s"
 
-	qmu    sync.Mutex // guards outq, writes to bw, ending, and writes to inMulti and pubsub
-	cond   *sync.Cond // signalled when outq empties
-	outq   []slot
-	bw     *bufio.Writer
-	dirty  bool // bw holds unflushed data
-	pubsub bool // subscribed to something
-	ending bool // the token session ended: close at the next boundary
+	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
+	cond     *sync.Cond // signalled when outq empties or the output is written
+	outq     []slot
+	out      []byte     // replies not yet written to the client (while draining: the last chunk)
+	backlog  [][]byte   // while draining: older chunks, in order
+	backlogN int        // bytes in backlog
+	inflight int        // bytes of the backlog the drainer is writing now
+	draining bool       // a drainer goroutine owns writes to the client
+	cut      bool       // disconnected for not reading its replies
+	owedWait bool       // the session waits for outq to shrink (waitOwedBelow)
+	raw      *rawWriter // nil: only the drainer writes
+	pubsub   bool       // subscribed to something
+	ending   bool       // the token session ended: close at the next boundary
 
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.
@@ -69,16 +74,19 @@ type session struct {
 	link       *leaseLink
 	endPending atomic.Bool // ending, for the per-command check without qmu
 	removed    atomic.Bool // closed because its tenant left the policy
+	gone       atomic.Bool // cut, as read without qmu
 
-	scratch []byte
-	args    [][]byte
+	args [][]byte
 
 	rate    *bucket // the tenant's command bucket, shared by its sessions
 	cmds    prometheus.Counter
 	latency prometheus.Observer
 }
 
-var errQuit = errors.New("client quit")
+var (
+	errQuit      = errors.New("client quit")
+	errClientCut = errors.New("client disconnected for not reading its replies")
+)
 
 // run serves the client until it leaves.
 func (s *session) run(ctx context.Context) error {
@@ -103,6 +111,9 @@ func (s *session) run(ctx context.Context) error {
 				return nil
 			}
 			return err
+		}
+		if s.gone.Load() {
+			return errClientCut // its pipelined commands are not run
 		}
 		if s.rd.Buffered() == 0 {
 			s.flushUpstream()
@@ -230,6 +241,9 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 		sl.plan.reply = rules.ReplyPlain // EXEC without MULTI: an error
 	}
 	replies := max(p.replies, 1)
+	if !s.dedicated {
+		s.waitOwedBelow(maxOwedShared)
+	}
 	s.qmu.Lock()
 	if s.ending && !s.inMulti {
 		// Ended while this command was being read: it does not start.
@@ -268,6 +282,32 @@ func (s *session) becomeDedicated(ctx context.Context) error {
 	return nil
 }
 
+// maxOwedShared bounds the replies a client may be owed on a shared
+// upstream connection. Replies come back in order, so every reply queued
+// there delays the replies of every other client behind it: a client that
+// pipelines more (say, large GETs it never reads) waits for its replies
+// before more of its commands are read.
+const maxOwedShared = 32
+
+// waitOwedBelow blocks until the client is owed fewer than n replies (or
+// was cut off), sending what is buffered upstream first.
+func (s *session) waitOwedBelow(n int) {
+	s.qmu.Lock()
+	if len(s.outq) < n || s.cut {
+		s.qmu.Unlock()
+		return
+	}
+	s.qmu.Unlock()
+	s.flushUpstream()
+	s.qmu.Lock()
+	for len(s.outq) >= n && !s.cut {
+		s.owedWait = true
+		s.cond.Wait()
+	}
+	s.owedWait = false
+	s.qmu.Unlock()
+}
+
 // waitDrained blocks until the client has been sent every reply it is owed.
 func (s *session) waitDrained() {
 	s.qmu.Lock()
@@ -287,8 +327,7 @@ func (s *session) dropSlots(n int) {
 func (s *session) writeLocal(b []byte) {
 	s.qmu.Lock()
 	if len(s.outq) == 0 {
-		_, _ = s.bw.Write(b)
-		s.dirty = true
+		s.appendOut(b)
 	} else {
 		s.outq = append(s.outq, slot{local: b})
 	}
@@ -305,11 +344,10 @@ func (s *session) deliver(rep *resp.Reply) {
 	}
 	sl := s.outq[0]
 	s.popSlot()
-	s.armWrite()
 	s.latency.Observe(time.Since(sl.start).Seconds())
-	s.scratch = s.transform(s.scratch[:0], rep, sl)
-	_, _ = s.bw.Write(s.scratch)
-	s.dirty = true
+	if s.reserve(len(rep.Raw()) + 64) {
+		s.out = s.transform(s.out, rep, sl)
+	}
 	s.drainLocal()
 }
 
@@ -321,8 +359,9 @@ func (s *session) deliverError(msg string) {
 		return
 	}
 	s.popSlot()
-	_, _ = s.bw.Write(resp.AppendError(nil, msg))
-	s.dirty = true
+	if s.reserve(len(msg) + 3) {
+		s.out = resp.AppendError(s.out, msg)
+	}
 	s.drainLocal()
 }
 
@@ -332,12 +371,15 @@ func (s *session) popSlot() {
 	if len(s.outq) == 0 {
 		s.outq = s.outq[:0:0]
 	}
+	if s.owedWait {
+		s.cond.Broadcast()
+	}
 }
 
 // drainLocal writes queued local replies now at the front. qmu held.
 func (s *session) drainLocal() {
 	for len(s.outq) > 0 && s.outq[0].local != nil {
-		_, _ = s.bw.Write(s.outq[0].local)
+		s.appendOut(s.outq[0].local)
 		s.popSlot()
 	}
 	if len(s.outq) == 0 {
@@ -345,25 +387,12 @@ func (s *session) drainLocal() {
 	}
 }
 
-// armWrite sets the write deadline before writing to the client. Replies
-// are written by a shared connection's read loop, so a client that stops
-// reading must not hold up the other tenants multiplexed with it: past
-// Config.ClientWriteTimeout it is disconnected. qmu held.
-func (s *session) armWrite() {
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.ClientWriteTimeout))
-}
-
-// flushClient sends what is buffered for the client; an ending session
-// is closed once that leaves it at a boundary.
+// flushClient sends what is buffered for the client, without waiting for
+// it to read (see output.go); an ending session is closed once that leaves
+// it at a boundary.
 func (s *session) flushClient() {
 	s.qmu.Lock()
-	if s.dirty {
-		s.armWrite()
-		if err := s.bw.Flush(); err != nil {
-			_ = s.conn.Close()
-		}
-		s.dirty = false
-	}
+	s.flushLocked()
 	if s.ending && s.atBoundary() {
 		_ = s.conn.Close()
 	}
@@ -382,9 +411,17 @@ func (s *session) finish() {
 		s.up.close()
 		s.srv.releaseDedicated()
 	}
-	// Replies still owed go nowhere: deliver drops what has no slot.
+	// Replies still owed go nowhere: deliver drops what has no slot. A
+	// drainer still writing is stopped, and waited for.
 	s.qmu.Lock()
 	s.outq = nil
+	if s.draining {
+		s.cutLocked("")
+		for s.draining {
+			s.cond.Wait()
+		}
+	}
+	s.cut = true
 	s.cond.Broadcast()
 	s.qmu.Unlock()
 	s.srv.unregister(s)

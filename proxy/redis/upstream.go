@@ -176,8 +176,10 @@ func (u *upConn) readLoop() {
 				touched[i] = nil
 			}
 			touched = touched[:0]
+			// Between batches only: a run of large replies reuses the
+			// grown buffer instead of growing it again for each.
+			u.rr.Shrink()
 		}
-		u.rr.Shrink()
 	}
 }
 
