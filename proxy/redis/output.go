@@ -92,6 +92,7 @@ func (s *session) flushLocked() {
 			s.out = nil
 		}
 		s.cond.Broadcast()
+		s.closeIfDoneLocked()
 	default:
 		s.out = s.out[:copy(s.out, s.out[n:])]
 		s.draining = true
@@ -109,9 +110,7 @@ func (s *session) drain() {
 		s.inflight = 0
 		if len(s.out) == 0 && len(s.backlog) == 0 || s.cut {
 			s.draining = false
-			if s.ending && s.atBoundary() {
-				_ = s.conn.Close()
-			}
+			s.closeIfDoneLocked()
 			s.cond.Broadcast()
 			s.qmu.Unlock()
 			return

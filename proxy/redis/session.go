@@ -67,6 +67,7 @@ type session struct {
 	raw      *rawWriter // nil: only the drainer writes
 	pubsub   bool       // subscribed to something
 	ending   bool       // the token session ended: close at the next boundary
+	quitting bool       // QUIT: close once every reply is written
 
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.
@@ -122,6 +123,32 @@ func (s *session) run(ctx context.Context) error {
 	}
 }
 
+// quit answers QUIT as redis-server does: every reply owed for the
+// commands before it, then +OK, then the connection closes. Nothing the
+// client sends after QUIT runs; its input is read (and dropped) only to
+// see it leave, so a client that goes while replies are still owed (say,
+// to a blocking command) ends the session.
+func (s *session) quit() error {
+	s.writeLocal(resp.AppendSimple(nil, "OK"))
+	s.flushUpstream()
+	s.qmu.Lock()
+	s.quitting = true
+	s.flushLocked()
+	s.closeIfDoneLocked()
+	s.qmu.Unlock()
+	for {
+		// Ends when the connection is closed after the last reply, or
+		// when the client leaves first.
+		if _, err := s.rd.ReadCommand(); err != nil {
+			var pe *resp.ProtocolError
+			if errors.As(err, &pe) || errors.Is(err, resp.ErrQueryTooLarge) {
+				s.waitFlushed()
+			}
+			return errQuit
+		}
+	}
+}
+
 // flushUpstream sends the commands buffered for the upstream: now on a
 // dedicated connection, soon (coalesced with other sessions') on a shared one.
 func (s *session) flushUpstream() {
@@ -167,9 +194,7 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string
 	case "hello":
 		return "", s.hello(args)
 	case "quit":
-		s.writeLocal(resp.AppendSimple(nil, "OK"))
-		s.flushClient()
-		return "", errQuit
+		return "", s.quit()
 	case "reset":
 		return "", s.reset(ctx)
 	case "client":
@@ -393,10 +418,16 @@ func (s *session) drainLocal() {
 func (s *session) flushClient() {
 	s.qmu.Lock()
 	s.flushLocked()
-	if s.ending && s.atBoundary() {
+	s.closeIfDoneLocked()
+	s.qmu.Unlock()
+}
+
+// closeIfDoneLocked closes the connection of a session that quit, once
+// every reply is written, or that is ending, once at a boundary. qmu held.
+func (s *session) closeIfDoneLocked() {
+	if s.quitting && s.flushedLocked() || s.ending && s.atBoundary() {
 		_ = s.conn.Close()
 	}
-	s.qmu.Unlock()
 }
 
 func (s *session) refuse(cmd, reason, rule string) {
