@@ -19,8 +19,9 @@ type plan struct {
 
 // refusal is a command answered with an error instead of being forwarded.
 type refusal struct {
-	msg  string // RESP error text without '-'
-	rule string // metrics label
+	msg    string // RESP error text without '-'
+	rule   string // metrics label
+	noperm bool   // refused by a rule (-NOPERM), not an error of the command
 }
 
 // prepare runs a command through the tenant's rules and returns the bytes
@@ -38,7 +39,7 @@ func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
 		var ke *keyspec.Error
 		switch {
 		case errors.As(err, &re):
-			return nil, plan{}, 0, &refusal{msg: re.Error(), rule: re.Rule}
+			return nil, plan{}, 0, &refusal{msg: re.Error(), rule: re.Rule, noperm: true}
 		case errors.As(err, &ke):
 			return nil, plan{}, 0, &refusal{msg: ke.Error(), rule: "invalid"}
 		default:

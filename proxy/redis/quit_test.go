@@ -156,4 +156,3 @@ func rename(cmds [][]string, from, to string) [][]string {
 	}
 	return out
 }
-

@@ -46,7 +46,7 @@ func (s *session) transform(dst []byte, rep *resp.Reply, sl slot) []byte {
 	}
 	out, err := rep.AppendEdited(dst, edits)
 	if err != nil {
-		return resp.AppendError(dst, "ERR tenantguard: could not rewrite the reply")
+		return append(dst, s.upstreamFailure(msgRewriteFailed, err)...)
 	}
 	return out
 }
@@ -183,7 +183,7 @@ func (s *session) transformExec(dst []byte, rep *resp.Reply, sl slot) []byte {
 	}
 	out, err := rep.AppendEdited(dst, edits)
 	if err != nil {
-		return resp.AppendError(dst, "ERR tenantguard: could not rewrite the reply")
+		return append(dst, s.upstreamFailure(msgRewriteFailed, err)...)
 	}
 	return out
 }

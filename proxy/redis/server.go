@@ -202,7 +202,7 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, erro
 	srv.mu.Lock()
 	if srv.dedicated >= srv.cfg.MaxDedicated {
 		srv.mu.Unlock()
-		return nil, fmt.Errorf("too many stateful clients (limit %d)", srv.cfg.MaxDedicated)
+		return nil, fmt.Errorf("%w (limit %d)", errTooManyStateful, srv.cfg.MaxDedicated)
 	}
 	srv.dedicated++
 	srv.mu.Unlock()
@@ -229,8 +229,9 @@ func (srv *Server) releaseDedicated() {
 }
 
 // upstreamLost forgets a failed shared connection; sessions on it move to
-// a new one on their next command.
-func (srv *Server) upstreamLost(u *upConn, err error) {
+// a new one on their next command. ref is the reference the replies it
+// failed carry.
+func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 	srv.mu.Lock()
 	for i, x := range srv.sharedUp {
 		if x == u {
@@ -240,7 +241,7 @@ func (srv *Server) upstreamLost(u *upConn, err error) {
 	// Sessions on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) {
-		srv.log.Warn("redis upstream connection lost", "error", err)
+		srv.log.Warn("redis upstream connection lost", "ref", ref, "error", err)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,7 +51,7 @@ type session struct {
 	dedicated bool
 	queued    []plan         // plans of commands queued in MULTI
 	inMulti   bool           // written under qmu (end reads it); the session goroutine reads it freely
-	subs      map[string]int // subscriptions by kind: "", "p", "s"
+	subs      map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
@@ -157,7 +156,8 @@ func (s *session) flushUpstream() {
 	}
 	if s.dedicated {
 		if err := s.up.flush(); err != nil {
-			s.writeLocal(resp.AppendError(nil, "ERR tenantguard: upstream connection lost"))
+			// Its read loop fails every reply owed, each with the error.
+			s.up.abort(err)
 		}
 		return
 	}
@@ -212,7 +212,7 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
 		s.writeLocal(resp.AppendError(nil, rerr.msg))
-		if strings.HasPrefix(rerr.msg, "NOPERM") {
+		if rerr.noperm {
 			return rerr.rule, nil
 		}
 		return "", nil
@@ -236,14 +236,14 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string
 func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 	if (p.dedicated || s.resp3) && !s.dedicated {
 		if err := s.becomeDedicated(ctx); err != nil {
-			s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream unavailable: "+err.Error()))
+			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
 	}
 	if s.up == nil {
 		u, err := s.srv.shared(ctx, s.id)
 		if err != nil {
-			s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream unavailable: "+err.Error()))
+			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
 		s.up = u
@@ -285,7 +285,7 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 	if err := s.up.send(s, cmd, replies); err != nil {
 		s.dropSlots(replies)
 		s.up = nil
-		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream connection lost"))
+		s.writeLocal(s.upstreamFailure(msgLostBeforeSend, err))
 	}
 	return nil
 }

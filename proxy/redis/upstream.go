@@ -27,6 +27,7 @@ type upConn struct {
 	pmu     sync.Mutex
 	pending []*session // who each outstanding reply goes to
 	closed  bool
+	cause   error // why the connection was aborted, for the log
 	done    chan struct{}
 
 	// kick asks the flusher to send what sessions have buffered. Many
@@ -128,7 +129,7 @@ func (u *upConn) flusher() {
 		err := u.bw.Flush()
 		u.wmu.Unlock()
 		if err != nil {
-			_ = u.conn.Close() // the read loop sees it and fails the pending replies
+			u.abort(err) // the read loop sees it and fails the pending replies
 		}
 	}
 }
@@ -192,21 +193,44 @@ func contains(ss []*session, s *session) bool {
 	return false
 }
 
-// fail ends the connection: every session still owed a reply gets an error.
+// fail ends the connection: every session still owed a reply gets an
+// error carrying one reference, logged with the cause for each of them.
 func (u *upConn) fail(err error) {
 	u.pmu.Lock()
 	u.closed = true
 	owed := u.pending
 	u.pending = nil
+	cause := u.cause
+	u.pmu.Unlock()
+	if cause != nil {
+		err = cause
+	}
+	_ = u.conn.Close()
+	ref := newRef()
+	msg := withRef(msgLostReplyOwed, ref)
+	var told []*session
+	for _, s := range owed {
+		s.deliverError(msg)
+		if !contains(told, s) {
+			told = append(told, s)
+		}
+	}
+	for _, s := range told {
+		s.flushClient()
+		u.srv.log.Warn("redis upstream connection lost with replies owed", "tenant", s.tenantID, "client", s.id, "ref", ref, "error", err)
+	}
+	u.srv.upstreamLost(u, err, ref)
+}
+
+// abort closes the connection for err (a failed write); the read loop then
+// fails every reply owed (fail), naming err as the cause.
+func (u *upConn) abort(err error) {
+	u.pmu.Lock()
+	if u.cause == nil {
+		u.cause = err
+	}
 	u.pmu.Unlock()
 	_ = u.conn.Close()
-	for _, s := range owed {
-		s.deliverError("ERR tenantguard: upstream connection lost")
-	}
-	for _, s := range owed {
-		s.flushClient()
-	}
-	u.srv.upstreamLost(u, err)
 }
 
 func (u *upConn) close() {
