@@ -124,7 +124,7 @@ func (s *session) end(mode policy.SessionEndMode) {
 // atBoundary reports whether the client is owed nothing, not even bytes
 // not yet written, and has no MULTI open. qmu held.
 func (s *session) atBoundary() bool {
-	return len(s.outq) == 0 && len(s.out) == 0 && !s.draining && !s.inMulti
+	return s.outq.len() == 0 && len(s.out) == 0 && !s.draining && !s.inMulti
 }
 
 // stopForEnd runs before a command once the session is ending: it reports

@@ -37,13 +37,13 @@ type proxy struct {
 	logs  *logBuffer
 }
 
-func startProxy(t *testing.T, tweak func(*proxyredis.Config)) *proxy {
+func startProxy(t testing.TB, tweak func(*proxyredis.Config)) *proxy {
 	t.Helper()
 	return startProxyWith(t, nil, tweak)
 }
 
 // startProxyWith lets a test change the policy too.
-func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*proxyredis.Config)) *proxy {
+func startProxyWith(t testing.TB, specTweak func(*policy.Spec), tweak func(*proxyredis.Config)) *proxy {
 	t.Helper()
 	rd := harness.Redis(t)
 	ignore := goleak.IgnoreCurrent()

@@ -157,7 +157,7 @@ func (s *session) cutLocked(reason string) {
 // flushedLocked reports whether the client has been sent everything it is
 // owed, or been cut off. qmu held.
 func (s *session) flushedLocked() bool {
-	return s.cut || len(s.outq) == 0 && len(s.out) == 0 && !s.draining
+	return s.cut || s.outq.len() == 0 && len(s.out) == 0 && !s.draining
 }
 
 // waitFlushed blocks until the client has been sent every reply it is

@@ -289,7 +289,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		for _, s := range sessions {
 			_ = s.conn.Close()
 			s.qmu.Lock()
-			s.outq = nil
+			s.outq.clear()
 			s.cond.Broadcast()
 			s.qmu.Unlock()
 		}

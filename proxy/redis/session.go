@@ -55,7 +55,7 @@ type session struct {
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
-	outq     []slot
+	outq     fifo[slot]
 	out      []byte     // replies not yet written to the client (while draining: the last chunk)
 	backlog  [][]byte   // while draining: older chunks, in order
 	backlogN int        // bytes in backlog
@@ -154,14 +154,9 @@ func (s *session) flushUpstream() {
 	if s.up == nil {
 		return
 	}
-	if s.dedicated {
-		if err := s.up.flush(); err != nil {
-			// Its read loop fails every reply owed, each with the error.
-			s.up.abort(err)
-		}
-		return
-	}
-	s.up.flushSoon()
+	// A failed write closes the connection: its read loop fails every
+	// reply owed, each with an error.
+	_ = s.up.flush()
 }
 
 // handle serves one command.
@@ -279,7 +274,7 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 	s.inMulti = inMulti
 	s.pubsub = subscribedAny(s.subs)
 	for i := 0; i < replies; i++ {
-		s.outq = append(s.outq, sl)
+		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
 	if err := s.up.send(s, cmd, replies); err != nil {
@@ -318,14 +313,14 @@ const maxOwedShared = 32
 // was cut off), sending what is buffered upstream first.
 func (s *session) waitOwedBelow(n int) {
 	s.qmu.Lock()
-	if len(s.outq) < n || s.cut {
+	if s.outq.len() < n || s.cut {
 		s.qmu.Unlock()
 		return
 	}
 	s.qmu.Unlock()
 	s.flushUpstream()
 	s.qmu.Lock()
-	for len(s.outq) >= n && !s.cut {
+	for s.outq.len() >= n && !s.cut {
 		s.owedWait = true
 		s.cond.Wait()
 	}
@@ -333,10 +328,12 @@ func (s *session) waitOwedBelow(n int) {
 	s.qmu.Unlock()
 }
 
-// waitDrained blocks until the client has been sent every reply it is owed.
+// waitDrained sends what is buffered upstream and blocks until the client
+// has been sent every reply it is owed.
 func (s *session) waitDrained() {
+	s.flushUpstream()
 	s.qmu.Lock()
-	for len(s.outq) > 0 {
+	for s.outq.len() > 0 {
 		s.cond.Wait()
 	}
 	s.qmu.Unlock()
@@ -344,17 +341,19 @@ func (s *session) waitDrained() {
 
 func (s *session) dropSlots(n int) {
 	s.qmu.Lock()
-	s.outq = s.outq[:len(s.outq)-n]
+	for range n {
+		s.outq.popBack()
+	}
 	s.qmu.Unlock()
 }
 
 // writeLocal sends a reply of the proxy's own, after any still owed.
 func (s *session) writeLocal(b []byte) {
 	s.qmu.Lock()
-	if len(s.outq) == 0 {
+	if s.outq.len() == 0 {
 		s.appendOut(b)
 	} else {
-		s.outq = append(s.outq, slot{local: b})
+		s.outq.push(slot{local: b})
 	}
 	s.qmu.Unlock()
 }
@@ -364,10 +363,10 @@ func (s *session) writeLocal(b []byte) {
 func (s *session) deliver(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if len(s.outq) == 0 || s.outq[0].local != nil {
+	if s.outq.len() == 0 || s.outq.front().local != nil {
 		return // the session gave up on it (closed); drop
 	}
-	sl := s.outq[0]
+	sl := *s.outq.front()
 	s.popSlot()
 	s.latency.Observe(time.Since(sl.start).Seconds())
 	if s.reserve(len(rep.Raw()) + 64) {
@@ -380,7 +379,7 @@ func (s *session) deliver(rep *resp.Reply) {
 func (s *session) deliverError(msg string) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if len(s.outq) == 0 || s.outq[0].local != nil {
+	if s.outq.len() == 0 || s.outq.front().local != nil {
 		return
 	}
 	s.popSlot()
@@ -391,11 +390,7 @@ func (s *session) deliverError(msg string) {
 }
 
 func (s *session) popSlot() {
-	s.outq[0] = slot{}
-	s.outq = s.outq[1:]
-	if len(s.outq) == 0 {
-		s.outq = s.outq[:0:0]
-	}
+	s.outq.pop()
 	if s.owedWait {
 		s.cond.Broadcast()
 	}
@@ -403,11 +398,11 @@ func (s *session) popSlot() {
 
 // drainLocal writes queued local replies now at the front. qmu held.
 func (s *session) drainLocal() {
-	for len(s.outq) > 0 && s.outq[0].local != nil {
-		s.appendOut(s.outq[0].local)
+	for s.outq.len() > 0 && s.outq.front().local != nil {
+		s.appendOut(s.outq.front().local)
 		s.popSlot()
 	}
-	if len(s.outq) == 0 {
+	if s.outq.len() == 0 {
 		s.cond.Broadcast()
 	}
 }
@@ -445,7 +440,7 @@ func (s *session) finish() {
 	// Replies still owed go nowhere: deliver drops what has no slot. A
 	// drainer still writing is stopped, and waited for.
 	s.qmu.Lock()
-	s.outq = nil
+	s.outq.clear()
 	if s.draining {
 		s.cutLocked("")
 		for s.draining {
