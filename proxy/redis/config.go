@@ -5,7 +5,8 @@
 //
 // Stateless commands of many clients are multiplexed, pipelined, onto a few
 // shared upstream connections; replies come back in order, one FIFO per
-// connection. A client that needs connection state (MULTI/WATCH, blocking
+// connection. On Linux an event loop serves those clients and connections
+// (loop_linux.go, fastpath.go). A client that needs connection state (MULTI/WATCH, blocking
 // commands, pub/sub, RESP3) gets a dedicated upstream connection for the
 // rest of its session, closed when it leaves.
 package redis

@@ -117,7 +117,7 @@ func (s *session) end(mode policy.SessionEndMode) {
 	now := mode == policy.SessionEndImmediate || s.pubsub || s.atBoundary()
 	s.qmu.Unlock()
 	if now {
-		_ = s.conn.Close()
+		s.kill()
 	}
 }
 
@@ -133,7 +133,7 @@ func (s *session) atBoundary() bool {
 // open MULTI the commands of that transaction still run.
 func (s *session) stopForEnd() bool {
 	if s.srv.SessionEnd() == policy.SessionEndImmediate {
-		_ = s.conn.Close()
+		s.kill()
 		return true
 	}
 	if s.inMulti {
@@ -142,7 +142,7 @@ func (s *session) stopForEnd() bool {
 	s.flushUpstream()
 	s.waitDrained()
 	s.flushClient()
-	_ = s.conn.Close()
+	s.kill()
 	return true
 }
 

@@ -15,7 +15,7 @@ import (
 // shared connection's reader that waited on one client's socket would hold
 // back every reply behind it, for every tenant on that connection. So
 // replies are appended to the session's output buffer and written with one
-// write(2) that does not wait (rawWriter). What the socket does not take is
+// write(2) that does not wait (sock.writeNow). What the socket does not take is
 // left to a drainer goroutine, started for that backlog and gone once it
 // is written, which alone writes to the client meanwhile (so bytes stay in
 // order) and waits for the client with Config.ClientWriteTimeout.
@@ -39,10 +39,10 @@ const (
 
 // writeNow writes as much of b to the client as its socket takes now.
 func (s *session) writeNow(b []byte) (int, error) {
-	if s.raw == nil {
+	if s.sock == nil {
 		return 0, nil // no descriptor: the drainer writes
 	}
-	return s.raw.writeNow(b)
+	return s.sock.writeNow(b)
 }
 
 // reserve makes room for n more bytes of output (s.out then takes them by
@@ -150,7 +150,7 @@ func (s *session) cutLocked(reason string) {
 	s.cut = true
 	s.gone.Store(true)
 	s.out, s.backlog, s.backlogN = nil, nil, 0
-	_ = s.conn.Close()
+	s.kill()
 	s.cond.Broadcast()
 }
 

@@ -51,25 +51,31 @@ func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
 	}
 	p := plan{reply: rp, replies: 1}
 	cmd, _ := keyspec.Lookup(args)
+	p.dedicated = needsOwnConn(cmd)
 	switch cmd.Name {
 	case "multi":
-		p.multi, p.dedicated = true, true
-	case "watch", "unwatch", "exec":
-		p.dedicated = true
+		p.multi = true
 	case "discard":
-		p.discard, p.dedicated = true, true
+		p.discard = true
 	case "subscribe", "psubscribe", "ssubscribe":
-		p.dedicated, p.replies = true, len(args)-1
+		p.replies = len(args) - 1
 		s.subscribed(cmd.Name, len(args)-1)
 	case "unsubscribe", "punsubscribe", "sunsubscribe":
-		p.dedicated, p.replies = true, s.unsubscribed(cmd.Name, len(args)-1)
-	default:
-		if cmd.Flags.Has(keyspec.FlagBlocking) {
-			p.dedicated = true
-		}
+		p.replies = s.unsubscribed(cmd.Name, len(args)-1)
 	}
 	s.cmdBuf = resp.AppendCommand(s.cmdBuf[:0], out)
 	return s.cmdBuf, p, rp, nil
+}
+
+// needsOwnConn reports whether a command needs connection state, and so a
+// dedicated upstream connection: transactions, pub/sub, blocking commands.
+func needsOwnConn(cmd *keyspec.Command) bool {
+	switch cmd.Name {
+	case "multi", "watch", "unwatch", "exec", "discard",
+		"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
+		return true
+	}
+	return cmd.Flags.Has(keyspec.FlagBlocking)
 }
 
 // subKind groups (un)subscribe commands by what they subscribe to.

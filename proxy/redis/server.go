@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -43,6 +44,8 @@ type Server struct {
 	labels    map[string]struct{}
 	sharedUp  []*upConn
 	dedicated int
+	lp        *loop // started by the first session that may use it
+	lpErr     error
 	version   string
 	readers   sync.WaitGroup
 }
@@ -97,7 +100,9 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(c net.Conn) {
-	s := &session{srv: srv, conn: c, rd: resp.NewReader(c, 16<<10), raw: newRawWriter(c), id: srv.ids.Add(1)}
+	s := &session{srv: srv, conn: c, sock: newSock(c), id: srv.ids.Add(1), wake: make(chan handoff, 1)}
+	s.crd = clientReader{conn: c, sock: s.sock}
+	s.rd = resp.NewReader(&s.crd, 16<<10)
 	s.cond = sync.NewCond(&s.qmu)
 	srv.mu.Lock()
 	srv.sessions[s] = struct{}{}
@@ -188,13 +193,22 @@ func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
 		return cur, nil
 	}
 	srv.sharedUp[i] = u
+	srv.mu.Unlock()
+	if l := srv.loop(); l == nil || !l.joinUp(u) {
+		srv.startReader(u)
+	}
+	return u, nil
+}
+
+// startReader runs u's readLoop.
+func (srv *Server) startReader(u *upConn) {
+	srv.mu.Lock()
 	srv.readers.Add(1)
 	srv.mu.Unlock()
 	go func() {
 		defer srv.readers.Done()
 		u.readLoop()
 	}()
-	return u, nil
 }
 
 // dedicatedConn dials an upstream connection owned by one session.
@@ -212,13 +226,7 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, erro
 		return nil, err
 	}
 	u.dedicated = s
-	srv.mu.Lock()
-	srv.readers.Add(1)
-	srv.mu.Unlock()
-	go func() {
-		defer srv.readers.Done()
-		u.readLoop()
-	}()
+	srv.startReader(u)
 	return u, nil
 }
 
@@ -254,6 +262,23 @@ func (srv *Server) upstreamVersion() string {
 	return srv.version
 }
 
+// loop returns the event loop, starting it on first use; nil if there is
+// none (not Linux, or it could not start: sessions then serve themselves).
+func (srv *Server) loop() *loop {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.lp == nil && srv.lpErr == nil {
+		if srv.acc.Draining() {
+			return nil
+		}
+		srv.lp, srv.lpErr = newLoop(srv)
+		if srv.lpErr != nil && !errors.Is(srv.lpErr, errNoLoop) {
+			srv.log.Warn("redis event loop unavailable; every session serves itself", "error", srv.lpErr)
+		}
+	}
+	return srv.lp
+}
+
 // Ready reports whether the server accepts clients.
 func (srv *Server) Ready() bool { return srv.acc.Listening() }
 
@@ -276,7 +301,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 				s.cond.Wait()
 			}
 			s.qmu.Unlock()
-			_ = s.conn.Close()
+			s.kill()
 		}(s)
 	}
 	done := make(chan struct{})
@@ -287,7 +312,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		for _, s := range sessions {
-			_ = s.conn.Close()
+			s.kill()
 			s.qmu.Lock()
 			s.outq.clear()
 			s.cond.Broadcast()
@@ -296,12 +321,23 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	srv.mu.Lock()
-	for _, u := range srv.sharedUp {
+	shared := slices.Clone(srv.sharedUp)
+	lp := srv.lp
+	srv.lpErr = errors.New("shut down") // no loop starts after this
+	srv.mu.Unlock()
+	for _, u := range shared {
 		if u != nil {
 			u.close()
 		}
 	}
-	srv.mu.Unlock()
+	if lp != nil {
+		lp.stop() // every session has ended: none is the loop's
+	}
 	srv.readers.Wait()
+	for _, u := range shared {
+		if u != nil {
+			_ = u.conn.Close() // the loop may have stopped before reading its end
+		}
+	}
 	return err
 }

@@ -56,17 +56,17 @@ type session struct {
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
 	outq     fifo[slot]
-	out      []byte     // replies not yet written to the client (while draining: the last chunk)
-	backlog  [][]byte   // while draining: older chunks, in order
-	backlogN int        // bytes in backlog
-	inflight int        // bytes of the backlog the drainer is writing now
-	draining bool       // a drainer goroutine owns writes to the client
-	cut      bool       // disconnected for not reading its replies
-	owedWait bool       // the session waits for outq to shrink (waitOwedBelow)
-	raw      *rawWriter // nil: only the drainer writes
-	pubsub   bool       // subscribed to something
-	ending   bool       // the token session ended: close at the next boundary
-	quitting bool       // QUIT: close once every reply is written
+	out      []byte   // replies not yet written to the client (while draining: the last chunk)
+	backlog  [][]byte // while draining: older chunks, in order
+	backlogN int      // bytes in backlog
+	inflight int      // bytes of the backlog the drainer is writing now
+	draining bool     // a drainer goroutine owns writes to the client
+	cut      bool     // disconnected for not reading its replies
+	owedWait bool     // the session waits for outq to shrink (waitOwedBelow)
+	sock     *sock    // nil: net.Conn only (the drainer writes, no loop)
+	pubsub   bool     // subscribed to something
+	ending   bool     // the token session ended: close at the next boundary
+	quitting bool     // QUIT: close once every reply is written
 
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.
@@ -78,6 +78,14 @@ type session struct {
 
 	args [][]byte
 
+	// Served by the loop (fastpath.go): crd is what rd reads from, wake
+	// where the loop hands the session back; loopSlot places it in the
+	// loop's table. loopDirty is the loop's alone.
+	crd       clientReader
+	wake      chan handoff
+	loopSlot  int32
+	loopDirty bool
+
 	rate    *bucket // the tenant's command bucket, shared by its sessions
 	cmds    prometheus.Counter
 	latency prometheus.Observer
@@ -88,25 +96,36 @@ var (
 	errClientCut = errors.New("client disconnected for not reading its replies")
 )
 
-// run serves the client until it leaves.
+// run serves the client until it leaves: itself, or through the loop
+// whenever it may (see fastpath.go).
 func (s *session) run(ctx context.Context) error {
 	defer s.finish()
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.AuthTimeout))
 	s.rd.SetLimits(resp.PreAuthLimits())
 	for {
-		cmd, err := s.rd.ReadCommand()
-		if err != nil {
-			var pe *resp.ProtocolError
-			if errors.As(err, &pe) {
-				s.writeLocal(pe.AppendReply(nil))
-				s.flushClient()
+		var args [][]byte
+		if s.rd.Buffered() == 0 {
+			s.flushUpstream()
+			s.flushClient()
+			if s.joinLoop() {
+				h := <-s.wake
+				if h.err != nil {
+					return s.readFailed(h.err)
+				}
+				args = h.args
 			}
-			return err
 		}
-		if len(cmd.Args) == 0 {
-			continue
+		if args == nil {
+			cmd, err := s.rd.ReadCommand()
+			if err != nil {
+				return s.readFailed(err)
+			}
+			if len(cmd.Args) == 0 {
+				continue
+			}
+			args = cmd.Args
 		}
-		if err := s.handle(ctx, cmd.Args); err != nil {
+		if err := s.handle(ctx, args, false); err != nil {
 			if errors.Is(err, errQuit) {
 				return nil
 			}
@@ -115,11 +134,18 @@ func (s *session) run(ctx context.Context) error {
 		if s.gone.Load() {
 			return errClientCut // its pipelined commands are not run
 		}
-		if s.rd.Buffered() == 0 {
-			s.flushUpstream()
-			s.flushClient()
-		}
 	}
+}
+
+// readFailed ends the session on a read error; a client that broke the
+// protocol is told how, as redis-server tells it.
+func (s *session) readFailed(err error) error {
+	var pe *resp.ProtocolError
+	if errors.As(err, &pe) {
+		s.writeLocal(pe.AppendReply(nil))
+		s.flushClient()
+	}
+	return err
 }
 
 // quit answers QUIT as redis-server does: every reply owed for the
@@ -160,17 +186,31 @@ func (s *session) flushUpstream() {
 }
 
 // handle serves one command.
-func (s *session) handle(ctx context.Context, args [][]byte) error {
+//
+// On the loop (onLoop) it runs only what cannot wait, and answers
+// errNeedHome, having run nothing, for the rest (see fastpath.go).
+func (s *session) handle(ctx context.Context, args [][]byte, onLoop bool) error {
 	var nb [16]byte
 	name := lowerName(nb[:0], args[0])
 	if s.tenant == nil {
+		if onLoop {
+			return errNeedHome
+		}
 		return s.preAuth(string(name), args)
 	}
 	if snap := s.srv.policy.Load(); snap != s.snap && !s.followPolicy(snap) {
 		return errSessionEnded
 	}
-	if s.endPending.Load() && s.stopForEnd() {
-		return errSessionEnded
+	if s.endPending.Load() {
+		if onLoop {
+			return errNeedHome
+		}
+		if s.stopForEnd() {
+			return errSessionEnded
+		}
+	}
+	if onLoop && s.needsHome(name, args) {
+		return errNeedHome
 	}
 	fp := commandFingerprint(args[0])
 	rule, err := s.serve(ctx, name, args)
@@ -421,7 +461,7 @@ func (s *session) flushClient() {
 // every reply is written, or that is ending, once at a boundary. qmu held.
 func (s *session) closeIfDoneLocked() {
 	if s.quitting && s.flushedLocked() || s.ending && s.atBoundary() {
-		_ = s.conn.Close()
+		s.kill()
 	}
 }
 

@@ -22,20 +22,20 @@ import (
 // when its unwritten replies pass the output limit, or when they make no
 // progress within the write timeout.
 func TestSlowClientDoesNotDelayOthers(t *testing.T) {
-	const valueSize = 1 << 20
+	const valueSize = 64 << 10
 	for _, tc := range []struct {
 		name         string
-		gets         int // GETs of the 1 MiB value acme sends, never reading
+		gets         int // GETs of the 64 KiB value acme sends, never reading
 		limit        int
 		writeTimeout time.Duration
 		reason       string // the sessions_ended_total reason acme is cut with
 	}{
 		// Far more than any socket buffers: cut at the limit, long before
 		// the write timeout.
-		{name: "over the output limit", gets: 200, limit: 4 << 20, writeTimeout: 10 * time.Second, reason: "output_limit"},
+		{name: "over the output limit", gets: 2000, limit: 4 << 20, writeTimeout: 10 * time.Second, reason: "output_limit"},
 		// More than the socket buffers, less than the limit: cut when the
 		// backlog has not drained within the write timeout.
-		{name: "not drained within the write timeout", gets: 24, limit: 64 << 20, writeTimeout: 3 * time.Second, reason: "write_timeout"},
+		{name: "not drained within the write timeout", gets: 200, limit: 64 << 20, writeTimeout: 5 * time.Second, reason: "write_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startProxy(t, func(c *proxyredis.Config) {
@@ -92,7 +92,10 @@ func TestSlowClientDoesNotDelayOthers(t *testing.T) {
 			p99, worst := lat[len(lat)*99/100], lat[len(lat)-1]
 			t.Logf("globex: %d GETs, p50 %v, p99 %v, max %v; acme cut after %v",
 				len(lat), lat[len(lat)/2], p99, worst, cutAt.Sub(start))
-			if p99 > 250*time.Millisecond || worst > time.Second {
+			// Before, each of globex's commands behind acme's replies waited
+			// for the write timeout. Now the worst is the time to read acme's
+			// replies queued ahead (32 of them, 2 MiB) on a busy machine.
+			if p99 > 250*time.Millisecond || worst > 2*time.Second {
 				t.Fatalf("globex delayed by acme's unread replies: p99 %v, max %v", p99, worst)
 			}
 			if cutAt.IsZero() {

@@ -27,12 +27,19 @@ type upConn struct {
 	dedicated *session // nil for a shared connection
 
 	mu       sync.Mutex
-	wbuf     []byte          // commands not yet written
-	spare    []byte          // the buffer being written, or the one last written, for reuse
-	flushing bool            // a flush is writing; it writes what is appended meanwhile
-	pending  fifo[*session]  // who each outstanding reply goes to
+	wbuf     []byte         // commands not yet written
+	spare    []byte         // the buffer being written, or the one last written, for reuse
+	flushing bool           // a flush is writing; it writes what is appended meanwhile
+	pending  fifo[*session] // who each outstanding reply goes to
 	closed   bool
 	cause    error // why the connection was aborted, for the log
+
+	// The loop reads shared connections (loop_linux.go): urd is what rr
+	// reads from, loopSlot places it in the loop's table.
+	sock      *sock
+	urd       clientReader
+	loopSlot  int32
+	loopDirty bool // written to in the loop's current round; the loop's alone
 }
 
 // flushAt is the size of buffered commands that send writes at once, so a
@@ -54,7 +61,9 @@ func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error
 		if dl, ok := ctx.Deadline(); ok {
 			_ = c.SetDeadline(dl)
 		}
-		u := &upConn{srv: srv, conn: c, rr: resp.NewReplyReader(c, 16<<10)}
+		u := &upConn{srv: srv, conn: c, sock: newSock(c)}
+		u.urd = clientReader{conn: c, sock: u.sock}
+		u.rr = resp.NewReplyReader(&u.urd, 16<<10)
 		// HELLO sets the protocol and authenticates in one round trip.
 		args := [][]byte{[]byte("HELLO"), []byte("2")}
 		if resp3 {
@@ -138,7 +147,9 @@ func (u *upConn) flush() error {
 	return nil
 }
 
-// readLoop delivers every reply until the connection ends.
+// readLoop delivers every reply until the connection ends. It reads the
+// connections the loop does not (dedicated ones, and all of them where
+// there is no loop).
 func (u *upConn) readLoop() {
 	var touched []*session
 	for {
@@ -147,22 +158,10 @@ func (u *upConn) readLoop() {
 			u.fail(err)
 			return
 		}
-		var s *session
-		if u.dedicated != nil && u.dedicated.isPushMessage(rep) {
-			s = u.dedicated
-			s.deliverPush(rep)
-		} else {
-			u.mu.Lock()
-			if u.pending.len() == 0 {
-				u.mu.Unlock()
-				u.srv.log.Error("upstream sent a reply nobody asked for; closing it")
-				u.fail(errors.New("unexpected reply"))
-				return
-			}
-			s = *u.pending.front()
-			u.pending.pop()
-			u.mu.Unlock()
-			s.deliver(rep)
+		s, err := u.route(rep)
+		if err != nil {
+			u.fail(err)
+			return
 		}
 		if !contains(touched, s) {
 			touched = append(touched, s)
@@ -180,6 +179,27 @@ func (u *upConn) readLoop() {
 	}
 }
 
+// route delivers one reply to the session it belongs to and returns that
+// session: a pub/sub message to the connection's own session, else the
+// reply to the oldest command outstanding.
+func (u *upConn) route(rep *resp.Reply) (*session, error) {
+	if u.dedicated != nil && u.dedicated.isPushMessage(rep) {
+		u.dedicated.deliverPush(rep)
+		return u.dedicated, nil
+	}
+	u.mu.Lock()
+	if u.pending.len() == 0 {
+		u.mu.Unlock()
+		u.srv.log.Error("upstream sent a reply nobody asked for; closing it")
+		return nil, errors.New("unexpected reply")
+	}
+	s := *u.pending.front()
+	u.pending.pop()
+	u.mu.Unlock()
+	s.deliver(rep)
+	return s, nil
+}
+
 func contains(ss []*session, s *session) bool {
 	for _, x := range ss {
 		if x == s {
@@ -193,6 +213,7 @@ func contains(ss []*session, s *session) bool {
 // error carrying one reference, logged with the cause for each of them.
 func (u *upConn) fail(err error) {
 	u.mu.Lock()
+	closedByUs := u.closed && u.cause == nil // close(), not a failure
 	u.closed = true
 	owed := make([]*session, u.pending.len())
 	for i := range owed {
@@ -218,23 +239,35 @@ func (u *upConn) fail(err error) {
 		s.flushClient()
 		u.srv.log.Warn("redis upstream connection lost with replies owed", "tenant", s.tenantID, "client", s.id, "ref", ref, "error", err)
 	}
+	if closedByUs {
+		err = net.ErrClosed
+	}
 	u.srv.upstreamLost(u, err, ref)
 }
 
-// abort closes the connection for err (a failed write); the read loop then
-// fails every reply owed (fail), naming err as the cause.
+// abort ends the connection for err (a failed write); whoever reads it
+// then fails every reply owed (fail), naming err as the cause.
 func (u *upConn) abort(err error) {
 	u.mu.Lock()
 	if u.cause == nil {
 		u.cause = err
 	}
 	u.mu.Unlock()
-	_ = u.conn.Close()
+	u.kill()
 }
 
+// kill ends the connection from any goroutine: shut down, so that its
+// reader (the loop or readLoop) sees it end and fails what is owed.
+func (u *upConn) kill() {
+	if u.sock == nil || !u.sock.shutdown() {
+		_ = u.conn.Close()
+	}
+}
+
+// close ends the connection; no command can be sent on it from now on.
 func (u *upConn) close() {
 	u.mu.Lock()
 	u.closed = true
 	u.mu.Unlock()
-	_ = u.conn.Close()
+	u.kill()
 }
