@@ -86,7 +86,7 @@ func (s *session) joinLoop() bool {
 // run on the session's goroutine rather than the loop: it may dial,
 // wait for replies, check a secret, or move the session to a dedicated
 // connection, or the session is owed as many replies as it may be.
-func (s *session) needsHome(name []byte, args [][]byte) bool {
+func (s *session) needsHome(name []byte, cmd *keyspec.Command) bool {
 	switch string(name) {
 	case "auth", "hello", "quit", "reset", "flushdb", "flushall", "dbsize":
 		return true
@@ -100,8 +100,7 @@ func (s *session) needsHome(name []byte, args [][]byte) bool {
 	if full {
 		return true
 	}
-	cmd, err := keyspec.Lookup(args)
-	return err == nil && needsOwnConn(cmd)
+	return cmd != nil && needsOwnConn(cmd)
 }
 
 // kill ends the connection from any goroutine: the socket is shut down,

@@ -25,15 +25,23 @@ type refusal struct {
 }
 
 // prepare runs a command through the tenant's rules and returns the bytes
-// to send upstream and the plan, or the refusal.
-func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
+// to send upstream and the plan, or the refusal. cmd and lerr are what
+// keyspec.Lookup(args) returned.
+func (s *session) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([]byte, plan, rules.Plan, *refusal) {
 	// One atomic load per command: rebuild the rewriter only when
 	// SetCommandRules swapped the rules since the last command.
 	if pol := s.srv.rulesPolicy.Load(); pol != s.rwPol {
 		s.rwPol = pol
 		s.rw = rules.NewRewriter(s.ns, pol)
 	}
-	out, rp, err := s.rw.Rewrite(args)
+	var (
+		out [][]byte
+		rp  rules.Plan
+		err = lerr
+	)
+	if err == nil {
+		out, rp, err = s.rw.RewriteCommand(cmd, args)
+	}
 	if err != nil {
 		var re *rules.Error
 		var ke *keyspec.Error
@@ -50,7 +58,6 @@ func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
 		return nil, plan{}, rp, nil
 	}
 	p := plan{reply: rp, replies: 1}
-	cmd, _ := keyspec.Lookup(args)
 	p.dedicated = needsOwnConn(cmd)
 	switch cmd.Name {
 	case "multi":

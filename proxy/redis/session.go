@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -209,11 +210,12 @@ func (s *session) handle(ctx context.Context, args [][]byte, onLoop bool) error 
 			return errSessionEnded
 		}
 	}
-	if onLoop && s.needsHome(name, args) {
+	cmd, lerr := keyspec.Lookup(args)
+	if onLoop && s.needsHome(name, cmd) {
 		return errNeedHome
 	}
 	fp := commandFingerprint(args[0])
-	rule, err := s.serve(ctx, name, args)
+	rule, err := s.serve(ctx, name, args, cmd, lerr)
 	if s.lease != nil && err != errSessionEnded {
 		s.lease.Record(fp, rule)
 	}
@@ -222,7 +224,7 @@ func (s *session) handle(ctx context.Context, args [][]byte, onLoop bool) error 
 
 // serve runs one command of an authenticated client. It returns the rule
 // that refused the command with NOPERM, if one did.
-func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string, error) {
+func (s *session) serve(ctx context.Context, name []byte, args [][]byte, cmd *keyspec.Command, lerr error) (string, error) {
 	switch string(name) {
 	case "auth":
 		return "", s.reauth(args)
@@ -243,7 +245,7 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string
 		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: tenant "+s.tenant.ID+" is over its command rate of "+strconv.Itoa(rate)+"/s"))
 		return "", nil
 	}
-	out, p, rp, rerr := s.prepare(args)
+	out, p, rp, rerr := s.prepare(args, cmd, lerr)
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
 		s.writeLocal(resp.AppendError(nil, rerr.msg))
