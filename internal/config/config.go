@@ -43,6 +43,8 @@ type File struct {
 		AuthTimeout        Duration `yaml:"auth_timeout"`
 		ClientOutputLimit  int      `yaml:"client_output_limit"`
 		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
+		MaxIdleDedicated   int      `yaml:"max_idle_dedicated_connections"`
+		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
 	} `yaml:"redis"`
 	TLS struct {
 		CertFile string `yaml:"cert_file"`
@@ -352,6 +354,7 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 		AllowScripting: r.AllowScripting, MaxClientConns: r.MaxClientConns,
 		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
 		ClientOutputLimit: r.ClientOutputLimit, ClientWriteTimeout: time.Duration(r.ClientWriteTimeout),
+		MaxIdleDedicated: r.MaxIdleDedicated, DedicatedIdleTimeout: time.Duration(r.DedicatedIdleTime),
 	}
 	if r.ClientOutputLimit < 0 {
 		return &fieldErr{"redis.client_output_limit", "must not be negative (bytes; 0 = the default)"}

@@ -6,9 +6,10 @@
 // Stateless commands of many clients are multiplexed, pipelined, onto a few
 // shared upstream connections; replies come back in order, one FIFO per
 // connection. On Linux an event loop serves those clients and connections
-// (loop_linux.go, fastpath.go). A client that needs connection state (MULTI/WATCH, blocking
-// commands, pub/sub, RESP3) gets a dedicated upstream connection for the
-// rest of its session, closed when it leaves.
+// (loop_linux.go, fastpath.go). A client that needs connection state
+// (MULTI/WATCH, blocking commands, pub/sub, RESP3) gets a dedicated
+// upstream connection for the rest of its session, reset with RESET and
+// kept for the next such client when it leaves (pool.go).
 package redis
 
 import (
@@ -32,6 +33,12 @@ type Config struct {
 	SharedConns int
 	// MaxDedicated caps dedicated upstream connections (stateful clients).
 	MaxDedicated int
+	// MaxIdleDedicated caps the dedicated connections kept, reset, for the
+	// next stateful client (default 16; negative: none is kept).
+	MaxIdleDedicated int
+	// DedicatedIdleTimeout closes a kept dedicated connection unused this
+	// long (default 60s).
+	DedicatedIdleTimeout time.Duration
 	// Namespace chooses how tenants map onto Redis Cluster slots.
 	Namespace namespace.Mode
 	// AllowScripting lets tenants run EVAL/FCALL with declared keys only.
@@ -73,6 +80,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDedicated <= 0 {
 		c.MaxDedicated = 256
+	}
+	switch {
+	case c.MaxIdleDedicated == 0:
+		c.MaxIdleDedicated = 16
+	case c.MaxIdleDedicated < 0:
+		c.MaxIdleDedicated = 0
+	}
+	if c.DedicatedIdleTimeout <= 0 {
+		c.DedicatedIdleTimeout = time.Minute
 	}
 	if c.AuthTimeout <= 0 {
 		c.AuthTimeout = 10 * time.Second

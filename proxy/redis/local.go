@@ -41,15 +41,12 @@ func (s *session) clientCommand(args [][]byte) bool {
 }
 
 // reset answers RESET: back to a fresh authenticated connection of the same
-// tenant. A dedicated upstream connection is closed, not reused.
+// tenant. A dedicated upstream connection goes back to the pool, reset
+// (pool.go), or is closed.
 func (s *session) reset(ctx context.Context) error {
-	if s.up != nil {
-		_ = s.up.flush()
-	}
 	s.waitDrained()
 	if s.dedicated {
-		s.up.close()
-		s.srv.releaseDedicated()
+		s.srv.releaseDedicated(s.up)
 		s.up, s.dedicated = nil, false
 	}
 	s.queued, s.subs, s.name, s.resp3 = nil, nil, nil, false

@@ -124,17 +124,7 @@ func (s *session) stripPubSub(edits []resp.Edit, root resp.Value) []resp.Edit {
 
 // isPushMessage reports whether a reply on a dedicated connection is an
 // out-of-band pub/sub message rather than the answer to a command.
-func (s *session) isPushMessage(rep *resp.Reply) bool {
-	root := rep.Root()
-	if t := root.Type(); (t != resp.TypeArray && t != resp.TypePush) || root.Len() < 3 {
-		return false
-	}
-	switch string(root.Index(0).Bytes()) {
-	case "message", "pmessage", "smessage":
-		return true
-	}
-	return false
-}
+func (s *session) isPushMessage(rep *resp.Reply) bool { return isPubSubMessage(rep) }
 
 // deliverPush writes an out-of-band pub/sub message, in arrival order.
 func (s *session) deliverPush(rep *resp.Reply) {

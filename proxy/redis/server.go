@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
@@ -46,6 +47,8 @@ type Server struct {
 	dedicated int
 	lp        *loop // started by the first session that may use it
 	lpErr     error
+	idle      []idleConn  // reset dedicated connections, newest last (pool.go)
+	sweeper   *time.Timer // closes idle ones past their time
 	version   string
 	readers   sync.WaitGroup
 }
@@ -202,6 +205,7 @@ func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
 
 // startReader runs u's readLoop.
 func (srv *Server) startReader(u *upConn) {
+	u.readerDone = make(chan struct{})
 	srv.mu.Lock()
 	srv.readers.Add(1)
 	srv.mu.Unlock()
@@ -211,7 +215,8 @@ func (srv *Server) startReader(u *upConn) {
 	}()
 }
 
-// dedicatedConn dials an upstream connection owned by one session.
+// dedicatedConn returns an upstream connection owned by one session: a
+// pooled one (pool.go), or a new one.
 func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.dedicated >= srv.cfg.MaxDedicated {
@@ -220,20 +225,19 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, erro
 	}
 	srv.dedicated++
 	srv.mu.Unlock()
+	if u := srv.takeIdle(ctx, s); u != nil {
+		return u, nil
+	}
 	u, err := srv.dialUpstream(ctx, s.resp3)
 	if err != nil {
-		srv.releaseDedicated()
+		srv.mu.Lock()
+		srv.dedicated--
+		srv.mu.Unlock()
 		return nil, err
 	}
 	u.dedicated = s
 	srv.startReader(u)
 	return u, nil
-}
-
-func (srv *Server) releaseDedicated() {
-	srv.mu.Lock()
-	srv.dedicated--
-	srv.mu.Unlock()
 }
 
 // upstreamLost forgets a failed shared connection; sessions on it move to
@@ -320,6 +324,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
+	srv.closeIdle()
 	srv.mu.Lock()
 	shared := slices.Clone(srv.sharedUp)
 	lp := srv.lp

@@ -476,8 +476,7 @@ func (s *session) refuse(cmd, reason, rule string) {
 func (s *session) finish() {
 	s.setLease(nil, nil)
 	if s.dedicated && s.up != nil {
-		s.up.close()
-		s.srv.releaseDedicated()
+		s.srv.releaseDedicated(s.up)
 	}
 	// Replies still owed go nowhere: deliver drops what has no slot. A
 	// drainer still writing is stopped, and waited for.

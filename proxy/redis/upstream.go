@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -40,6 +41,12 @@ type upConn struct {
 	urd       clientReader
 	loopSlot  int32
 	loopDirty bool // written to in the loop's current round; the loop's alone
+
+	// A dedicated connection's reader is stopped to reset it for reuse
+	// (pool.go): parking tells it the read error it gets is that, and
+	// readerDone is closed when it has returned.
+	parking    atomic.Bool
+	readerDone chan struct{}
 }
 
 // flushAt is the size of buffered commands that send writes at once, so a
@@ -151,10 +158,14 @@ func (u *upConn) flush() error {
 // connections the loop does not (dedicated ones, and all of them where
 // there is no loop).
 func (u *upConn) readLoop() {
+	defer close(u.readerDone)
 	var touched []*session
 	for {
 		rep, err := u.rr.ReadReply()
 		if err != nil {
+			if u.parking.Load() && isTimeout(err) {
+				return // stopped for a reset; nothing failed
+			}
 			u.fail(err)
 			return
 		}
