@@ -53,3 +53,28 @@ func TestCheckClientInfo(t *testing.T) {
 		})
 	}
 }
+
+// FuzzCheckClientInfo: any CLIENT INFO text is accepted or refused without
+// a panic, and what is accepted names no state of a previous user.
+func FuzzCheckClientInfo(f *testing.F) {
+	f.Add("id=42 addr=127.0.0.1:5000 fd=9 name= flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default redir=-1 resp=2")
+	f.Add("id=7 name= flags=N db=0 sub=0 psub=0 multi=-1 watch=0 user=default redir=-1 resp=2\n")
+	f.Add("id=1 name=x flags=P db=1 sub=2 psub=0 multi=3 user=u redir=-1 resp=3")
+	f.Add("flags=N flags=x id=1")
+	f.Fuzz(func(t *testing.T, info string) {
+		if _, err := checkClientInfo(info, "default"); err != nil {
+			return
+		}
+		fields := map[string]string{}
+		for _, f := range strings.Fields(info) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				fields[k] = v
+			}
+		}
+		for k, v := range map[string]string{"flags": "N", "db": "0", "name": "", "sub": "0", "psub": "0", "multi": "-1", "resp": "2", "user": "default"} {
+			if got, ok := fields[k]; !ok || got != v {
+				t.Fatalf("accepted %q with %s=%q", info, k, got)
+			}
+		}
+	})
+}
