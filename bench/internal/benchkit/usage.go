@@ -5,6 +5,9 @@ import (
 	"strings"
 )
 
+// Pid returns the service's process id.
+func (s *Service) Pid() int { return s.cmd.Process.Pid }
+
 // CPUTicks returns the service's CPU time in clock ticks (see CPUTicks).
 func (s *Service) CPUTicks() (int64, error) {
 	n, err := CPUTicks(s.cmd.Process.Pid)
