@@ -92,7 +92,7 @@ func (s *session) scanTenant(ctx context.Context, unlink bool) (int64, error) {
 	if err != nil {
 		return 0, dialError{err}
 	}
-	defer u.close()
+	defer u.closeNoReader()
 	pattern := s.ns.AppendPattern(nil, []byte("*"))
 	cursor := []byte("0")
 	var total int64

@@ -2,7 +2,9 @@ package redis_test
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -92,4 +94,34 @@ func waitLoopSessions(t *testing.T, p *proxy, n int) {
 		}
 		return nil
 	})
+}
+
+// TestNoDescriptorLeak: connections the proxy closes itself are closed,
+// not just shut down (which is how it ends connections someone else
+// reads): here the connection each emulated DBSIZE scans on. The GC is off
+// so that finalizers cannot close what was leaked.
+func TestNoDescriptorLeak(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts /proc/self/fd")
+	}
+	p := startProxy(t, nil)
+	r := authed(t, p, "acme", acmeSecret)
+	openFDs := func() int {
+		fds, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(fds)
+	}
+	expect(t, r.do("PING"), "+PONG\r\n") // the shared connection is dialled
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	before := openFDs()
+	for i := 0; i < 50; i++ {
+		if got := r.do("DBSIZE"); !strings.HasPrefix(got, ":") {
+			t.Fatalf("DBSIZE: %q", got)
+		}
+	}
+	if after := openFDs(); after > before+2 {
+		t.Fatalf("%d descriptors open after 50 DBSIZE, %d before", after, before)
+	}
 }

@@ -92,13 +92,13 @@ func (srv *Server) resetDedicated(u *upConn) (string, error) {
 	u.dedicated = nil
 	id, err := srv.resetConn(u)
 	if err != nil {
-		u.close()
+		u.closeNoReader()
 		return "reset_failed", err
 	}
 	srv.mu.Lock()
 	if srv.acc.Draining() || len(srv.idle) >= srv.cfg.MaxIdleDedicated {
 		srv.mu.Unlock()
-		u.close()
+		u.closeNoReader()
 		return "closed", nil
 	}
 	srv.idle = append(srv.idle, idleConn{u: u, id: id, since: time.Now()})
@@ -213,13 +213,13 @@ func (srv *Server) takeIdle(ctx context.Context, s *session) *upConn {
 		srv.metrics.dedicatedIdle.Set(float64(len(srv.idle)))
 		srv.mu.Unlock()
 		if time.Since(ic.since) > srv.cfg.DedicatedIdleTimeout {
-			ic.u.close()
+			ic.u.closeNoReader()
 			continue
 		}
 		if s.resp3 {
 			if err := srv.hello3(ctx, ic.u); err != nil {
 				srv.log.Warn("redis pooled connection refused HELLO 3; closing it", "error", err)
-				ic.u.close()
+				ic.u.closeNoReader()
 				continue
 			}
 		}
@@ -272,7 +272,7 @@ func (srv *Server) sweepIdle() {
 	}
 	srv.mu.Unlock()
 	for _, u := range expired {
-		u.close()
+		u.closeNoReader()
 	}
 }
 
@@ -288,7 +288,7 @@ func (srv *Server) closeIdle() {
 	srv.metrics.dedicatedIdle.Set(0)
 	srv.mu.Unlock()
 	for _, ic := range idle {
-		ic.u.close()
+		ic.u.closeNoReader()
 	}
 }
 

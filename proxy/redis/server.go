@@ -187,12 +187,12 @@ func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.acc.Draining() {
 		srv.mu.Unlock()
-		u.close()
+		u.closeNoReader()
 		return nil, errors.New("shutting down")
 	}
 	if cur := srv.sharedUp[i]; cur != nil {
 		srv.mu.Unlock()
-		u.close()
+		u.closeNoReader()
 		return cur, nil
 	}
 	srv.sharedUp[i] = u

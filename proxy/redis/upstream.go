@@ -275,10 +275,21 @@ func (u *upConn) kill() {
 	}
 }
 
-// close ends the connection; no command can be sent on it from now on.
+// close ends a connection that has a reader (the loop or readLoop): it
+// is shut down, and the reader closes it once it sees the end. No command
+// can be sent on it from now on.
 func (u *upConn) close() {
 	u.mu.Lock()
 	u.closed = true
 	u.mu.Unlock()
 	u.kill()
+}
+
+// closeNoReader closes a connection nobody reads (not started, parked for
+// a reset, pooled, or read synchronously).
+func (u *upConn) closeNoReader() {
+	u.mu.Lock()
+	u.closed = true
+	u.mu.Unlock()
+	_ = u.conn.Close()
 }
