@@ -55,6 +55,7 @@ type options struct {
 	pipelines []int
 	shared    []int // redis.shared_connections, one tenantguard per value
 	timeout   time.Duration
+	counts    int // requests of each counting run; 0 = none
 }
 
 func main() { benchkit.Main("redisbench", parseFlags, run) }
@@ -69,6 +70,7 @@ func parseFlags(args []string) (options, error) {
 	shared := fs.String("shared-connections", strconv.Itoa(defaultSharedConns),
 		"comma-separated redis.shared_connections values; one tenantguard target per value")
 	fs.DurationVar(&o.timeout, "timeout", 0, "longest one redis-benchmark run may take (0: 60s plus 1ms per 5 requests)")
+	fs.IntVar(&o.counts, "counts", 200000, "requests of the extra, untimed runs that count each proxy's system calls (perf stat) and tenantguard's heap allocations per request; 0 skips them")
 	if err := o.Parse(fs, args); err != nil {
 		return o, err
 	}
@@ -188,9 +190,14 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	counted, countNote, err := runCounts(ctx, o, targets[1:])
+	if err != nil {
+		return err
+	}
 	rep, err := newReport(o, rows, targets, checks, rbVersion, ncVersion)
 	if err != nil {
 		return err
 	}
+	addCounts(rep, counted, targets[1:], countNote)
 	return rep.Write(o.Out)
 }

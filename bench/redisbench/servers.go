@@ -93,6 +93,7 @@ func startTenantguard(ctx context.Context, bin, redisUpstream string, pgPort, sh
 		return nil, s.Discard(err)
 	}
 	s.Addr = benchkit.LocalAddr(ports[1])
+	metricsURL[s] = "http://" + benchkit.LocalAddr(ports[2]) + "/metrics"
 	conf := filepath.Join(s.Dir, "tenantguard.yaml")
 	text := tenantguardConfig(pgPort, ports[1], ports[2], ports[0], redisUpstream, sharedConns)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
@@ -104,6 +105,9 @@ func startTenantguard(ctx context.Context, bin, redisUpstream string, pgPort, sh
 	}
 	return s, nil
 }
+
+// metricsURL is each tenantguard's Prometheus endpoint (its admin listener).
+var metricsURL = map[*benchkit.Service]string{}
 
 // nutcrackerConf is twemproxy's configuration: one pool, one server;
 // %s are the listen address and the redis-server address.

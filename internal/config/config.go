@@ -33,16 +33,20 @@ type File struct {
 		Admin    string `yaml:"admin"`
 	} `yaml:"listen"`
 	Redis struct {
-		Upstream          string   `yaml:"upstream"`
-		Username          string   `yaml:"username"`
-		Password          string   `yaml:"password"`
-		SharedConnections int      `yaml:"shared_connections"`
-		MaxDedicated      int      `yaml:"max_dedicated_connections"`
-		Namespace         string   `yaml:"namespace"`
-		AllowScripting    bool     `yaml:"allow_scripting"`
-		Emulate           []string `yaml:"emulate"`
-		MaxClientConns    int      `yaml:"max_client_connections"`
-		AuthTimeout       Duration `yaml:"auth_timeout"`
+		Upstream           string   `yaml:"upstream"`
+		Username           string   `yaml:"username"`
+		Password           string   `yaml:"password"`
+		SharedConnections  int      `yaml:"shared_connections"`
+		MaxDedicated       int      `yaml:"max_dedicated_connections"`
+		Namespace          string   `yaml:"namespace"`
+		AllowScripting     bool     `yaml:"allow_scripting"`
+		Emulate            []string `yaml:"emulate"`
+		MaxClientConns     int      `yaml:"max_client_connections"`
+		AuthTimeout        Duration `yaml:"auth_timeout"`
+		ClientOutputLimit  int      `yaml:"client_output_limit"`
+		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
+		MaxIdleDedicated   int      `yaml:"max_idle_dedicated_connections"`
+		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
 	} `yaml:"redis"`
 	TLS struct {
 		CertFile string `yaml:"cert_file"`
@@ -452,6 +456,11 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 		SharedConns: r.SharedConnections, MaxDedicated: r.MaxDedicated,
 		AllowScripting: r.AllowScripting, MaxClientConns: r.MaxClientConns,
 		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
+		ClientOutputLimit: r.ClientOutputLimit, ClientWriteTimeout: time.Duration(r.ClientWriteTimeout),
+		MaxIdleDedicated: r.MaxIdleDedicated, DedicatedIdleTimeout: time.Duration(r.DedicatedIdleTime),
+	}
+	if r.ClientOutputLimit < 0 {
+		return &fieldErr{"redis.client_output_limit", "must not be negative (bytes; 0 = the default)"}
 	}
 	switch r.Namespace {
 	case "", "spread":

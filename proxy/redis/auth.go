@@ -26,9 +26,7 @@ func (s *session) preAuth(name string, args [][]byte) error {
 		s.writeLocal(pong(args))
 		return nil
 	case "quit":
-		s.writeLocal(resp.AppendSimple(nil, "OK"))
-		s.flushClient()
-		return errQuit
+		return s.quit()
 	}
 	s.writeLocal(resp.AppendError(nil, "NOAUTH Authentication required."))
 	return nil

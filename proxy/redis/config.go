@@ -5,9 +5,11 @@
 //
 // Stateless commands of many clients are multiplexed, pipelined, onto a few
 // shared upstream connections; replies come back in order, one FIFO per
-// connection. A client that needs connection state (MULTI/WATCH, blocking
-// commands, pub/sub, RESP3) gets a dedicated upstream connection for the
-// rest of its session, closed when it leaves.
+// connection. On Linux an event loop serves those clients and connections
+// (loop_linux.go, fastpath.go). A client that needs connection state
+// (MULTI/WATCH, blocking commands, pub/sub, RESP3) gets a dedicated
+// upstream connection for the rest of its session, reset with RESET and
+// kept for the next such client when it leaves (pool.go).
 package redis
 
 import (
@@ -19,6 +21,9 @@ import (
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 )
 
+// DefaultClientOutputLimit is Config.ClientOutputLimit's default.
+const DefaultClientOutputLimit = 4 << 20
+
 // Config is what the Redis listener needs.
 type Config struct {
 	// Upstream is the redis-server address (host:port).
@@ -29,6 +34,12 @@ type Config struct {
 	SharedConns int
 	// MaxDedicated caps dedicated upstream connections (stateful clients).
 	MaxDedicated int
+	// MaxIdleDedicated caps the dedicated connections kept, reset, for the
+	// next stateful client (default 16; negative: none is kept).
+	MaxIdleDedicated int
+	// DedicatedIdleTimeout closes a kept dedicated connection unused this
+	// long (default 60s).
+	DedicatedIdleTimeout time.Duration
 	// Namespace chooses how tenants map onto Redis Cluster slots.
 	Namespace namespace.Mode
 	// AllowScripting lets tenants run EVAL/FCALL with declared keys only.
@@ -43,10 +54,15 @@ type Config struct {
 	ConnBudget *netserve.Budget
 	// AuthTimeout bounds the time to authenticate.
 	AuthTimeout time.Duration
-	// ClientWriteTimeout disconnects a client that stops reading its
-	// replies, so it cannot stall the shared upstream connection it is
-	// multiplexed on with other tenants.
+	// ClientWriteTimeout disconnects a client whose unwritten replies make
+	// no progress for this long (default 5s). Replies never wait for a
+	// client in front of another client's: see output.go.
 	ClientWriteTimeout time.Duration
+	// ClientOutputLimit disconnects a client when a reply arrives for it
+	// while more than this many bytes of its replies are still waiting to
+	// be written (default 4 MiB): redis-server's client-output-buffer-limit,
+	// bounded for every client.
+	ClientOutputLimit int
 	// ConnectTimeout bounds an upstream dial and handshake.
 	ConnectTimeout time.Duration
 	// BreakerFailures and BreakerOpenTime configure the upstream breaker.
@@ -70,11 +86,23 @@ func (c Config) withDefaults() Config {
 	if c.MaxDedicated <= 0 {
 		c.MaxDedicated = 256
 	}
+	switch {
+	case c.MaxIdleDedicated == 0:
+		c.MaxIdleDedicated = 16
+	case c.MaxIdleDedicated < 0:
+		c.MaxIdleDedicated = 0
+	}
+	if c.DedicatedIdleTimeout <= 0 {
+		c.DedicatedIdleTimeout = time.Minute
+	}
 	if c.AuthTimeout <= 0 {
 		c.AuthTimeout = 10 * time.Second
 	}
 	if c.ClientWriteTimeout <= 0 {
 		c.ClientWriteTimeout = 5 * time.Second
+	}
+	if c.ClientOutputLimit <= 0 {
+		c.ClientOutputLimit = DefaultClientOutputLimit
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 5 * time.Second

@@ -117,14 +117,14 @@ func (s *session) end(mode policy.SessionEndMode) {
 	now := mode == policy.SessionEndImmediate || s.pubsub || s.atBoundary()
 	s.qmu.Unlock()
 	if now {
-		_ = s.conn.Close()
+		s.kill()
 	}
 }
 
 // atBoundary reports whether the client is owed nothing, not even bytes
-// not yet flushed, and has no MULTI open. qmu held.
+// not yet written, and has no MULTI open. qmu held.
 func (s *session) atBoundary() bool {
-	return len(s.outq) == 0 && !s.dirty && !s.inMulti
+	return s.outq.len() == 0 && len(s.out) == 0 && !s.draining && !s.inMulti
 }
 
 // stopForEnd runs before a command once the session is ending: it reports
@@ -133,7 +133,7 @@ func (s *session) atBoundary() bool {
 // open MULTI the commands of that transaction still run.
 func (s *session) stopForEnd() bool {
 	if s.srv.SessionEnd() == policy.SessionEndImmediate {
-		_ = s.conn.Close()
+		s.kill()
 		return true
 	}
 	if s.inMulti {
@@ -142,7 +142,7 @@ func (s *session) stopForEnd() bool {
 	s.flushUpstream()
 	s.waitDrained()
 	s.flushClient()
-	_ = s.conn.Close()
+	s.kill()
 	return true
 }
 

@@ -1,11 +1,14 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,15 +34,16 @@ type proxy struct {
 	addr  string
 	redis string // upstream address
 	reg   *prometheus.Registry
+	logs  *logBuffer
 }
 
-func startProxy(t *testing.T, tweak func(*proxyredis.Config)) *proxy {
+func startProxy(t testing.TB, tweak func(*proxyredis.Config)) *proxy {
 	t.Helper()
 	return startProxyWith(t, nil, tweak)
 }
 
 // startProxyWith lets a test change the policy too.
-func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*proxyredis.Config)) *proxy {
+func startProxyWith(t testing.TB, specTweak func(*policy.Spec), tweak func(*proxyredis.Config)) *proxy {
 	t.Helper()
 	rd := harness.Redis(t)
 	ignore := goleak.IgnoreCurrent()
@@ -58,10 +62,12 @@ func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*prox
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &logBuffer{}
+	var logTo io.Writer = logs
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		logTo = io.MultiWriter(logs, os.Stderr)
 	}
+	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
 	store := policy.NewStore(snap)
 	srv, err := proxyredis.New(cfg, store, reg, log)
@@ -87,7 +93,36 @@ func startProxyWith(t *testing.T, specTweak func(*policy.Spec), tweak func(*prox
 			// a server the test restarted is watched by a new goroutine of the harness
 			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
 	})
-	return &proxy{srv: srv, store: store, addr: ln.Addr().String(), redis: rd.Addr(), reg: reg}
+	return &proxy{srv: srv, store: store, addr: ln.Addr().String(), redis: rd.Addr(), reg: reg, logs: logs}
+}
+
+// logBuffer keeps what the listener logged, for tests that check it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// lines returns the lines logged so far that contain every one of subs.
+func (l *logBuffer) lines(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 func (p *proxy) client(t *testing.T, tenant, secret string, proto int) *goredis.Client {

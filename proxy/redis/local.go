@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -40,15 +41,12 @@ func (s *session) clientCommand(args [][]byte) bool {
 }
 
 // reset answers RESET: back to a fresh authenticated connection of the same
-// tenant. A dedicated upstream connection is closed, not reused.
+// tenant. A dedicated upstream connection goes back to the pool, reset
+// (pool.go), or is closed.
 func (s *session) reset(ctx context.Context) error {
-	if s.up != nil {
-		_ = s.up.flush()
-	}
 	s.waitDrained()
 	if s.dedicated {
-		s.up.close()
-		s.srv.releaseDedicated()
+		s.srv.releaseDedicated(s.up)
 		s.up, s.dedicated = nil, false
 	}
 	s.queued, s.subs, s.name, s.resp3 = nil, nil, nil, false
@@ -62,10 +60,8 @@ func (s *session) reset(ctx context.Context) error {
 // emulateFlush deletes the tenant's keys: SCAN MATCH <prefix>* and UNLINK,
 // on a connection of its own, after everything the client sent before.
 func (s *session) emulateFlush(ctx context.Context, args [][]byte) error {
-	n, err := s.scanTenant(ctx, true)
-	_ = n
-	if err != nil {
-		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: "+err.Error()))
+	if _, err := s.scanTenant(ctx, true); err != nil {
+		s.writeLocal(s.emulationFailure(err))
 		return nil
 	}
 	s.writeLocal(resp.AppendSimple(nil, "OK"))
@@ -76,7 +72,7 @@ func (s *session) emulateFlush(ctx context.Context, args [][]byte) error {
 func (s *session) emulateDBSize(ctx context.Context) error {
 	n, err := s.scanTenant(ctx, false)
 	if err != nil {
-		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: "+err.Error()))
+		s.writeLocal(s.emulationFailure(err))
 		return nil
 	}
 	s.writeLocal(resp.AppendInt(nil, n))
@@ -94,9 +90,9 @@ func (s *session) scanTenant(ctx context.Context, unlink bool) (int64, error) {
 	s.waitDrained()
 	u, err := s.srv.dialUpstream(ctx, false)
 	if err != nil {
-		return 0, err
+		return 0, dialError{err}
 	}
-	defer u.close()
+	defer u.closeNoReader()
 	pattern := s.ns.AppendPattern(nil, []byte("*"))
 	cursor := []byte("0")
 	var total int64
@@ -137,3 +133,16 @@ func (s *session) scanTenant(ctx context.Context, unlink bool) (int64, error) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// dialError is a scanTenant that could not connect: nothing was done.
+type dialError struct{ error }
+
+func (e dialError) Unwrap() error { return e.error }
+
+// emulationFailure answers an emulated command that failed upstream.
+func (s *session) emulationFailure(err error) []byte {
+	if de := (dialError{}); errors.As(err, &de) {
+		return s.dialFailure(de.error)
+	}
+	return s.upstreamFailure(msgEmulationFailed, err)
+}

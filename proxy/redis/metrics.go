@@ -10,6 +10,9 @@ type metrics struct {
 	authFailures  *prometheus.CounterVec
 	sessionsEnded *prometheus.CounterVec
 	breaker       prometheus.Gauge
+
+	dedicatedIdle     prometheus.Gauge
+	dedicatedReleases *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -37,13 +40,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "sessions_ended_total",
-			Help: "Client connections the proxy ended: authenticated with a session token that ended (reason revoked_or_expired, store_unavailable), or of a tenant the policy no longer has (tenant_removed).",
+			Help: "Client connections the proxy ended: authenticated with a session token that ended (reason revoked_or_expired, store_unavailable), of a tenant the policy no longer has (tenant_removed), or not reading their replies (output_limit, write_timeout).",
 		}, []string{"reason"}),
+		dedicatedIdle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "dedicated_idle_connections",
+			Help: "Dedicated upstream connections reset and kept for the next stateful client.",
+		}),
+		dedicatedReleases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "dedicated_releases_total",
+			Help: "Dedicated upstream connections given up by their client, by what became of them: pooled (reset and kept), closed_owed (a reply was still owed), reset_failed (RESET or its check failed), closed (pool full, disabled or shutting down).",
+		}, []string{"result"}),
 		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "breaker_state",
 			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
 		}),
 	}
-	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker)
+	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker,
+		m.dedicatedIdle, m.dedicatedReleases)
 	return m
 }

@@ -19,26 +19,35 @@ type plan struct {
 
 // refusal is a command answered with an error instead of being forwarded.
 type refusal struct {
-	msg  string // RESP error text without '-'
-	rule string // metrics label
+	msg    string // RESP error text without '-'
+	rule   string // metrics label
+	noperm bool   // refused by a rule (-NOPERM), not an error of the command
 }
 
 // prepare runs a command through the tenant's rules and returns the bytes
-// to send upstream and the plan, or the refusal.
-func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
+// to send upstream and the plan, or the refusal. cmd and lerr are what
+// keyspec.Lookup(args) returned.
+func (s *session) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([]byte, plan, rules.Plan, *refusal) {
 	// One atomic load per command: rebuild the rewriter only when
 	// SetCommandRules swapped the rules since the last command.
 	if pol := s.srv.rulesPolicy.Load(); pol != s.rwPol {
 		s.rwPol = pol
 		s.rw = rules.NewRewriter(s.ns, pol)
 	}
-	out, rp, err := s.rw.Rewrite(args)
+	var (
+		out [][]byte
+		rp  rules.Plan
+		err = lerr
+	)
+	if err == nil {
+		out, rp, err = s.rw.RewriteCommand(cmd, args)
+	}
 	if err != nil {
 		var re *rules.Error
 		var ke *keyspec.Error
 		switch {
 		case errors.As(err, &re):
-			return nil, plan{}, 0, &refusal{msg: re.Error(), rule: re.Rule}
+			return nil, plan{}, 0, &refusal{msg: re.Error(), rule: re.Rule, noperm: true}
 		case errors.As(err, &ke):
 			return nil, plan{}, 0, &refusal{msg: ke.Error(), rule: "invalid"}
 		default:
@@ -49,26 +58,31 @@ func (s *session) prepare(args [][]byte) ([]byte, plan, rules.Plan, *refusal) {
 		return nil, plan{}, rp, nil
 	}
 	p := plan{reply: rp, replies: 1}
-	cmd, _ := keyspec.Lookup(args)
+	p.dedicated = needsOwnConn(cmd)
 	switch cmd.Name {
 	case "multi":
-		p.multi, p.dedicated = true, true
-	case "watch", "unwatch", "exec":
-		p.dedicated = true
+		p.multi = true
 	case "discard":
-		p.discard, p.dedicated = true, true
+		p.discard = true
 	case "subscribe", "psubscribe", "ssubscribe":
-		p.dedicated, p.replies = true, len(args)-1
+		p.replies = len(args) - 1
 		s.subscribed(cmd.Name, len(args)-1)
 	case "unsubscribe", "punsubscribe", "sunsubscribe":
-		p.dedicated, p.replies = true, s.unsubscribed(cmd.Name, len(args)-1)
-	default:
-		if cmd.Flags.Has(keyspec.FlagBlocking) {
-			p.dedicated = true
-		}
+		p.replies = s.unsubscribed(cmd.Name, len(args)-1)
 	}
 	s.cmdBuf = resp.AppendCommand(s.cmdBuf[:0], out)
 	return s.cmdBuf, p, rp, nil
+}
+
+// needsOwnConn reports whether a command needs connection state, and so a
+// dedicated upstream connection: transactions, pub/sub, blocking commands.
+func needsOwnConn(cmd *keyspec.Command) bool {
+	switch cmd.Name {
+	case "multi", "watch", "unwatch", "exec", "discard",
+		"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe":
+		return true
+	}
+	return cmd.Flags.Has(keyspec.FlagBlocking)
 }
 
 // subKind groups (un)subscribe commands by what they subscribe to.

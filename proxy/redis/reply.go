@@ -46,7 +46,7 @@ func (s *session) transform(dst []byte, rep *resp.Reply, sl slot) []byte {
 	}
 	out, err := rep.AppendEdited(dst, edits)
 	if err != nil {
-		return resp.AppendError(dst, "ERR tenantguard: could not rewrite the reply")
+		return append(dst, s.upstreamFailure(msgRewriteFailed, err)...)
 	}
 	return out
 }
@@ -124,26 +124,15 @@ func (s *session) stripPubSub(edits []resp.Edit, root resp.Value) []resp.Edit {
 
 // isPushMessage reports whether a reply on a dedicated connection is an
 // out-of-band pub/sub message rather than the answer to a command.
-func (s *session) isPushMessage(rep *resp.Reply) bool {
-	root := rep.Root()
-	if t := root.Type(); (t != resp.TypeArray && t != resp.TypePush) || root.Len() < 3 {
-		return false
-	}
-	switch string(root.Index(0).Bytes()) {
-	case "message", "pmessage", "smessage":
-		return true
-	}
-	return false
-}
+func (s *session) isPushMessage(rep *resp.Reply) bool { return isPubSubMessage(rep) }
 
 // deliverPush writes an out-of-band pub/sub message, in arrival order.
 func (s *session) deliverPush(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	s.armWrite()
-	s.scratch = s.transform(s.scratch[:0], rep, slot{plan: plan{reply: rules.ReplyPubSub}})
-	_, _ = s.bw.Write(s.scratch)
-	s.dirty = true
+	if s.reserve(len(rep.Raw()) + 64) {
+		s.out = s.transform(s.out, rep, slot{plan: plan{reply: rules.ReplyPubSub}})
+	}
 }
 
 // transformExec rewrites EXEC's array element by element with the plans of
@@ -184,7 +173,7 @@ func (s *session) transformExec(dst []byte, rep *resp.Reply, sl slot) []byte {
 	}
 	out, err := rep.AppendEdited(dst, edits)
 	if err != nil {
-		return resp.AppendError(dst, "ERR tenantguard: could not rewrite the reply")
+		return append(dst, s.upstreamFailure(msgRewriteFailed, err)...)
 	}
 	return out
 }

@@ -1,15 +1,16 @@
 package redis
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
@@ -44,6 +45,10 @@ type Server struct {
 	labels    map[string]struct{}
 	sharedUp  []*upConn
 	dedicated int
+	lp        *loop // started by the first session that may use it
+	lpErr     error
+	idle      []idleConn  // reset dedicated connections, newest last (pool.go)
+	sweeper   *time.Timer // closes idle ones past their time
 	version   string
 	readers   sync.WaitGroup
 }
@@ -101,7 +106,9 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(c net.Conn) {
-	s := &session{srv: srv, conn: c, rd: resp.NewReader(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), id: srv.ids.Add(1)}
+	s := &session{srv: srv, conn: c, sock: newSock(c), id: srv.ids.Add(1), wake: make(chan handoff, 1)}
+	s.crd = clientReader{conn: c, sock: s.sock}
+	s.rd = resp.NewReader(&s.crd, 16<<10)
 	s.cond = sync.NewCond(&s.qmu)
 	srv.mu.Lock()
 	srv.sessions[s] = struct{}{}
@@ -184,58 +191,63 @@ func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.acc.Draining() {
 		srv.mu.Unlock()
-		u.close()
+		u.closeNoReader()
 		return nil, errors.New("shutting down")
 	}
 	if cur := srv.sharedUp[i]; cur != nil {
 		srv.mu.Unlock()
-		u.close()
+		u.closeNoReader()
 		return cur, nil
 	}
 	srv.sharedUp[i] = u
+	srv.mu.Unlock()
+	if l := srv.loop(); l == nil || !l.joinUp(u) {
+		srv.startReader(u)
+	}
+	return u, nil
+}
+
+// startReader runs u's readLoop.
+func (srv *Server) startReader(u *upConn) {
+	u.readerDone = make(chan struct{})
+	srv.mu.Lock()
 	srv.readers.Add(1)
 	srv.mu.Unlock()
 	go func() {
 		defer srv.readers.Done()
 		u.readLoop()
 	}()
-	return u, nil
 }
 
-// dedicatedConn dials an upstream connection owned by one session.
+// dedicatedConn returns an upstream connection owned by one session: a
+// pooled one (pool.go), or a new one.
 func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.dedicated >= srv.cfg.MaxDedicated {
 		srv.mu.Unlock()
-		return nil, fmt.Errorf("too many stateful clients (limit %d)", srv.cfg.MaxDedicated)
+		return nil, fmt.Errorf("%w (limit %d)", errTooManyStateful, srv.cfg.MaxDedicated)
 	}
 	srv.dedicated++
 	srv.mu.Unlock()
+	if u := srv.takeIdle(ctx, s); u != nil {
+		return u, nil
+	}
 	u, err := srv.dialUpstream(ctx, s.resp3)
 	if err != nil {
-		srv.releaseDedicated()
+		srv.mu.Lock()
+		srv.dedicated--
+		srv.mu.Unlock()
 		return nil, err
 	}
 	u.dedicated = s
-	srv.mu.Lock()
-	srv.readers.Add(1)
-	srv.mu.Unlock()
-	go func() {
-		defer srv.readers.Done()
-		u.readLoop()
-	}()
+	srv.startReader(u)
 	return u, nil
 }
 
-func (srv *Server) releaseDedicated() {
-	srv.mu.Lock()
-	srv.dedicated--
-	srv.mu.Unlock()
-}
-
 // upstreamLost forgets a failed shared connection; sessions on it move to
-// a new one on their next command.
-func (srv *Server) upstreamLost(u *upConn, err error) {
+// a new one on their next command. ref is the reference the replies it
+// failed carry.
+func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 	srv.mu.Lock()
 	for i, x := range srv.sharedUp {
 		if x == u {
@@ -245,7 +257,7 @@ func (srv *Server) upstreamLost(u *upConn, err error) {
 	// Sessions on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) {
-		srv.log.Warn("redis upstream connection lost", "error", err)
+		srv.log.Warn("redis upstream connection lost", "ref", ref, "error", err)
 	}
 }
 
@@ -256,6 +268,23 @@ func (srv *Server) upstreamVersion() string {
 		return "7.0.0"
 	}
 	return srv.version
+}
+
+// loop returns the event loop, starting it on first use; nil if there is
+// none (not Linux, or it could not start: sessions then serve themselves).
+func (srv *Server) loop() *loop {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.lp == nil && srv.lpErr == nil {
+		if srv.acc.Draining() {
+			return nil
+		}
+		srv.lp, srv.lpErr = newLoop(srv)
+		if srv.lpErr != nil && !errors.Is(srv.lpErr, errNoLoop) {
+			srv.log.Warn("redis event loop unavailable; every session serves itself", "error", srv.lpErr)
+		}
+	}
+	return srv.lp
 }
 
 // Ready reports whether the server accepts clients.
@@ -276,11 +305,11 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	for _, s := range sessions {
 		go func(s *session) {
 			s.qmu.Lock()
-			for len(s.outq) > 0 && ctx.Err() == nil {
+			for !s.flushedLocked() && ctx.Err() == nil {
 				s.cond.Wait()
 			}
 			s.qmu.Unlock()
-			_ = s.conn.Close()
+			s.kill()
 		}(s)
 	}
 	done := make(chan struct{})
@@ -291,21 +320,33 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		for _, s := range sessions {
-			_ = s.conn.Close()
+			s.kill()
 			s.qmu.Lock()
-			s.outq = nil
+			s.outq.clear()
 			s.cond.Broadcast()
 			s.qmu.Unlock()
 		}
 		<-done
 	}
+	srv.closeIdle()
 	srv.mu.Lock()
-	for _, u := range srv.sharedUp {
+	shared := slices.Clone(srv.sharedUp)
+	lp := srv.lp
+	srv.lpErr = errors.New("shut down") // no loop starts after this
+	srv.mu.Unlock()
+	for _, u := range shared {
 		if u != nil {
 			u.close()
 		}
 	}
-	srv.mu.Unlock()
+	if lp != nil {
+		lp.stop() // every session has ended: none is the loop's
+	}
 	srv.readers.Wait()
+	for _, u := range shared {
+		if u != nil {
+			_ = u.conn.Close() // the loop may have stopped before reading its end
+		}
+	}
 	return err
 }

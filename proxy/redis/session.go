@@ -1,12 +1,10 @@
 package redis
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -53,15 +52,22 @@ type session struct {
 	dedicated bool
 	queued    []plan         // plans of commands queued in MULTI
 	inMulti   bool           // written under qmu (end reads it); the session goroutine reads it freely
-	subs      map[string]int // subscriptions by kind: "", "p", "s"
+	subs      map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
 
-	qmu    sync.Mutex // guards outq, writes to bw, ending, and writes to inMulti and pubsub
-	cond   *sync.Cond // signalled when outq empties
-	outq   []slot
-	bw     *bufio.Writer
-	dirty  bool // bw holds unflushed data
-	pubsub bool // subscribed to something
-	ending bool // the token session ended: close at the next boundary
+	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
+	cond     *sync.Cond // signalled when outq empties or the output is written
+	outq     fifo[slot]
+	out      []byte   // replies not yet written to the client (while draining: the last chunk)
+	backlog  [][]byte // while draining: older chunks, in order
+	backlogN int      // bytes in backlog
+	inflight int      // bytes of the backlog the drainer is writing now
+	draining bool     // a drainer goroutine owns writes to the client
+	cut      bool     // disconnected for not reading its replies
+	owedWait bool     // the session waits for outq to shrink (waitOwedBelow)
+	sock     *sock    // nil: net.Conn only (the drainer writes, no loop)
+	pubsub   bool     // subscribed to something
+	ending   bool     // the token session ended: close at the next boundary
+	quitting bool     // QUIT: close once every reply is written
 
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.
@@ -69,44 +75,102 @@ type session struct {
 	link       *leaseLink
 	endPending atomic.Bool // ending, for the per-command check without qmu
 	removed    atomic.Bool // closed because its tenant left the policy
+	gone       atomic.Bool // cut, as read without qmu
 
-	scratch []byte
-	args    [][]byte
+	args [][]byte
+
+	// Served by the loop (fastpath.go): crd is what rd reads from, wake
+	// where the loop hands the session back; loopSlot places it in the
+	// loop's table. loopDirty is the loop's alone.
+	crd       clientReader
+	wake      chan handoff
+	loopSlot  int32
+	loopDirty bool
 
 	rate    *bucket // the tenant's command bucket, shared by its sessions
 	cmds    prometheus.Counter
 	latency prometheus.Observer
 }
 
-var errQuit = errors.New("client quit")
+var (
+	errQuit      = errors.New("client quit")
+	errClientCut = errors.New("client disconnected for not reading its replies")
+)
 
-// run serves the client until it leaves.
+// run serves the client until it leaves: itself, or through the loop
+// whenever it may (see fastpath.go).
 func (s *session) run(ctx context.Context) error {
 	defer s.finish()
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.AuthTimeout))
 	s.rd.SetLimits(resp.PreAuthLimits())
 	for {
-		cmd, err := s.rd.ReadCommand()
-		if err != nil {
-			var pe *resp.ProtocolError
-			if errors.As(err, &pe) {
-				s.writeLocal(pe.AppendReply(nil))
-				s.flushClient()
+		var args [][]byte
+		if s.rd.Buffered() == 0 {
+			s.flushUpstream()
+			s.flushClient()
+			if s.joinLoop() {
+				h := <-s.wake
+				if h.err != nil {
+					return s.readFailed(h.err)
+				}
+				args = h.args
 			}
-			return err
 		}
-		if len(cmd.Args) == 0 {
-			continue
+		if args == nil {
+			cmd, err := s.rd.ReadCommand()
+			if err != nil {
+				return s.readFailed(err)
+			}
+			if len(cmd.Args) == 0 {
+				continue
+			}
+			args = cmd.Args
 		}
-		if err := s.handle(ctx, cmd.Args); err != nil {
+		if err := s.handle(ctx, args, false); err != nil {
 			if errors.Is(err, errQuit) {
 				return nil
 			}
 			return err
 		}
-		if s.rd.Buffered() == 0 {
-			s.flushUpstream()
-			s.flushClient()
+		if s.gone.Load() {
+			return errClientCut // its pipelined commands are not run
+		}
+	}
+}
+
+// readFailed ends the session on a read error; a client that broke the
+// protocol is told how, as redis-server tells it.
+func (s *session) readFailed(err error) error {
+	var pe *resp.ProtocolError
+	if errors.As(err, &pe) {
+		s.writeLocal(pe.AppendReply(nil))
+		s.flushClient()
+	}
+	return err
+}
+
+// quit answers QUIT as redis-server does: every reply owed for the
+// commands before it, then +OK, then the connection closes. Nothing the
+// client sends after QUIT runs; its input is read (and dropped) only to
+// see it leave, so a client that goes while replies are still owed (say,
+// to a blocking command) ends the session.
+func (s *session) quit() error {
+	s.writeLocal(resp.AppendSimple(nil, "OK"))
+	s.flushUpstream()
+	s.qmu.Lock()
+	s.quitting = true
+	s.flushLocked()
+	s.closeIfDoneLocked()
+	s.qmu.Unlock()
+	for {
+		// Ends when the connection is closed after the last reply, or
+		// when the client leaves first.
+		if _, err := s.rd.ReadCommand(); err != nil {
+			var pe *resp.ProtocolError
+			if errors.As(err, &pe) || errors.Is(err, resp.ErrQueryTooLarge) {
+				s.waitFlushed()
+			}
+			return errQuit
 		}
 	}
 }
@@ -117,30 +181,41 @@ func (s *session) flushUpstream() {
 	if s.up == nil {
 		return
 	}
-	if s.dedicated {
-		if err := s.up.flush(); err != nil {
-			s.writeLocal(resp.AppendError(nil, "ERR tenantguard: upstream connection lost"))
-		}
-		return
-	}
-	s.up.flushSoon()
+	// A failed write closes the connection: its read loop fails every
+	// reply owed, each with an error.
+	_ = s.up.flush()
 }
 
 // handle serves one command.
-func (s *session) handle(ctx context.Context, args [][]byte) error {
+//
+// On the loop (onLoop) it runs only what cannot wait, and answers
+// errNeedHome, having run nothing, for the rest (see fastpath.go).
+func (s *session) handle(ctx context.Context, args [][]byte, onLoop bool) error {
 	var nb [16]byte
 	name := lowerName(nb[:0], args[0])
 	if s.tenant == nil {
+		if onLoop {
+			return errNeedHome
+		}
 		return s.preAuth(string(name), args)
 	}
 	if snap := s.srv.policy.Load(); snap != s.snap && !s.followPolicy(snap) {
 		return errSessionEnded
 	}
-	if s.endPending.Load() && s.stopForEnd() {
-		return errSessionEnded
+	if s.endPending.Load() {
+		if onLoop {
+			return errNeedHome
+		}
+		if s.stopForEnd() {
+			return errSessionEnded
+		}
+	}
+	cmd, lerr := keyspec.Lookup(args)
+	if onLoop && s.needsHome(name, cmd) {
+		return errNeedHome
 	}
 	fp := commandFingerprint(args[0])
-	rule, err := s.serve(ctx, name, args)
+	rule, err := s.serve(ctx, name, args, cmd, lerr)
 	if s.lease != nil && err != errSessionEnded {
 		s.lease.Record(fp, rule)
 	}
@@ -149,16 +224,14 @@ func (s *session) handle(ctx context.Context, args [][]byte) error {
 
 // serve runs one command of an authenticated client. It returns the rule
 // that refused the command with NOPERM, if one did.
-func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string, error) {
+func (s *session) serve(ctx context.Context, name []byte, args [][]byte, cmd *keyspec.Command, lerr error) (string, error) {
 	switch string(name) {
 	case "auth":
 		return "", s.reauth(args)
 	case "hello":
 		return "", s.hello(args)
 	case "quit":
-		s.writeLocal(resp.AppendSimple(nil, "OK"))
-		s.flushClient()
-		return "", errQuit
+		return "", s.quit()
 	case "reset":
 		return "", s.reset(ctx)
 	case "client":
@@ -172,11 +245,11 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string
 		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: tenant "+s.tenant.ID+" is over its command rate of "+strconv.Itoa(rate)+"/s"))
 		return "", nil
 	}
-	out, p, rp, rerr := s.prepare(args)
+	out, p, rp, rerr := s.prepare(args, cmd, lerr)
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
 		s.writeLocal(resp.AppendError(nil, rerr.msg))
-		if strings.HasPrefix(rerr.msg, "NOPERM") {
+		if rerr.noperm {
 			return rerr.rule, nil
 		}
 		return "", nil
@@ -200,14 +273,14 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte) (string
 func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 	if (p.dedicated || s.resp3) && !s.dedicated {
 		if err := s.becomeDedicated(ctx); err != nil {
-			s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream unavailable: "+err.Error()))
+			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
 	}
 	if s.up == nil {
 		u, err := s.srv.shared(ctx, s.id)
 		if err != nil {
-			s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream unavailable: "+err.Error()))
+			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
 		s.up = u
@@ -230,6 +303,9 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 		sl.plan.reply = rules.ReplyPlain // EXEC without MULTI: an error
 	}
 	replies := max(p.replies, 1)
+	if !s.dedicated {
+		s.waitOwedBelow(maxOwedShared)
+	}
 	s.qmu.Lock()
 	if s.ending && !s.inMulti {
 		// Ended while this command was being read: it does not start.
@@ -240,13 +316,13 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 	s.inMulti = inMulti
 	s.pubsub = subscribedAny(s.subs)
 	for i := 0; i < replies; i++ {
-		s.outq = append(s.outq, sl)
+		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
 	if err := s.up.send(s, cmd, replies); err != nil {
 		s.dropSlots(replies)
 		s.up = nil
-		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: upstream connection lost"))
+		s.writeLocal(s.upstreamFailure(msgLostBeforeSend, err))
 	}
 	return nil
 }
@@ -268,10 +344,38 @@ func (s *session) becomeDedicated(ctx context.Context) error {
 	return nil
 }
 
-// waitDrained blocks until the client has been sent every reply it is owed.
-func (s *session) waitDrained() {
+// maxOwedShared bounds the replies a client may be owed on a shared
+// upstream connection. Replies come back in order, so every reply queued
+// there delays the replies of every other client behind it: a client that
+// pipelines more (say, large GETs it never reads) waits for its replies
+// before more of its commands are read.
+const maxOwedShared = 32
+
+// waitOwedBelow blocks until the client is owed fewer than n replies (or
+// was cut off), sending what is buffered upstream first.
+func (s *session) waitOwedBelow(n int) {
 	s.qmu.Lock()
-	for len(s.outq) > 0 {
+	if s.outq.len() < n || s.cut {
+		s.qmu.Unlock()
+		return
+	}
+	s.qmu.Unlock()
+	s.flushUpstream()
+	s.qmu.Lock()
+	for s.outq.len() >= n && !s.cut {
+		s.owedWait = true
+		s.cond.Wait()
+	}
+	s.owedWait = false
+	s.qmu.Unlock()
+}
+
+// waitDrained sends what is buffered upstream and blocks until the client
+// has been sent every reply it is owed.
+func (s *session) waitDrained() {
+	s.flushUpstream()
+	s.qmu.Lock()
+	for s.outq.len() > 0 {
 		s.cond.Wait()
 	}
 	s.qmu.Unlock()
@@ -279,18 +383,19 @@ func (s *session) waitDrained() {
 
 func (s *session) dropSlots(n int) {
 	s.qmu.Lock()
-	s.outq = s.outq[:len(s.outq)-n]
+	for range n {
+		s.outq.popBack()
+	}
 	s.qmu.Unlock()
 }
 
 // writeLocal sends a reply of the proxy's own, after any still owed.
 func (s *session) writeLocal(b []byte) {
 	s.qmu.Lock()
-	if len(s.outq) == 0 {
-		_, _ = s.bw.Write(b)
-		s.dirty = true
+	if s.outq.len() == 0 {
+		s.appendOut(b)
 	} else {
-		s.outq = append(s.outq, slot{local: b})
+		s.outq.push(slot{local: b})
 	}
 	s.qmu.Unlock()
 }
@@ -300,16 +405,15 @@ func (s *session) writeLocal(b []byte) {
 func (s *session) deliver(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if len(s.outq) == 0 || s.outq[0].local != nil {
+	if s.outq.len() == 0 || s.outq.front().local != nil {
 		return // the session gave up on it (closed); drop
 	}
-	sl := s.outq[0]
+	sl := *s.outq.front()
 	s.popSlot()
-	s.armWrite()
 	s.latency.Observe(time.Since(sl.start).Seconds())
-	s.scratch = s.transform(s.scratch[:0], rep, sl)
-	_, _ = s.bw.Write(s.scratch)
-	s.dirty = true
+	if s.reserve(len(rep.Raw()) + 64) {
+		s.out = s.transform(s.out, rep, sl)
+	}
 	s.drainLocal()
 }
 
@@ -317,57 +421,50 @@ func (s *session) deliver(rep *resp.Reply) {
 func (s *session) deliverError(msg string) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if len(s.outq) == 0 || s.outq[0].local != nil {
+	if s.outq.len() == 0 || s.outq.front().local != nil {
 		return
 	}
 	s.popSlot()
-	_, _ = s.bw.Write(resp.AppendError(nil, msg))
-	s.dirty = true
+	if s.reserve(len(msg) + 3) {
+		s.out = resp.AppendError(s.out, msg)
+	}
 	s.drainLocal()
 }
 
 func (s *session) popSlot() {
-	s.outq[0] = slot{}
-	s.outq = s.outq[1:]
-	if len(s.outq) == 0 {
-		s.outq = s.outq[:0:0]
+	s.outq.pop()
+	if s.owedWait {
+		s.cond.Broadcast()
 	}
 }
 
 // drainLocal writes queued local replies now at the front. qmu held.
 func (s *session) drainLocal() {
-	for len(s.outq) > 0 && s.outq[0].local != nil {
-		_, _ = s.bw.Write(s.outq[0].local)
+	for s.outq.len() > 0 && s.outq.front().local != nil {
+		s.appendOut(s.outq.front().local)
 		s.popSlot()
 	}
-	if len(s.outq) == 0 {
+	if s.outq.len() == 0 {
 		s.cond.Broadcast()
 	}
 }
 
-// armWrite sets the write deadline before writing to the client. Replies
-// are written by a shared connection's read loop, so a client that stops
-// reading must not hold up the other tenants multiplexed with it: past
-// Config.ClientWriteTimeout it is disconnected. qmu held.
-func (s *session) armWrite() {
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.ClientWriteTimeout))
-}
-
-// flushClient sends what is buffered for the client; an ending session
-// is closed once that leaves it at a boundary.
+// flushClient sends what is buffered for the client, without waiting for
+// it to read (see output.go); an ending session is closed once that leaves
+// it at a boundary.
 func (s *session) flushClient() {
 	s.qmu.Lock()
-	if s.dirty {
-		s.armWrite()
-		if err := s.bw.Flush(); err != nil {
-			_ = s.conn.Close()
-		}
-		s.dirty = false
-	}
-	if s.ending && s.atBoundary() {
-		_ = s.conn.Close()
-	}
+	s.flushLocked()
+	s.closeIfDoneLocked()
 	s.qmu.Unlock()
+}
+
+// closeIfDoneLocked closes the connection of a session that quit, once
+// every reply is written, or that is ending, once at a boundary. qmu held.
+func (s *session) closeIfDoneLocked() {
+	if s.quitting && s.flushedLocked() || s.ending && s.atBoundary() {
+		s.kill()
+	}
 }
 
 func (s *session) refuse(cmd, reason, rule string) {
@@ -379,12 +476,19 @@ func (s *session) refuse(cmd, reason, rule string) {
 func (s *session) finish() {
 	s.setLease(nil, nil)
 	if s.dedicated && s.up != nil {
-		s.up.close()
-		s.srv.releaseDedicated()
+		s.srv.releaseDedicated(s.up)
 	}
-	// Replies still owed go nowhere: deliver drops what has no slot.
+	// Replies still owed go nowhere: deliver drops what has no slot. A
+	// drainer still writing is stopped, and waited for.
 	s.qmu.Lock()
-	s.outq = nil
+	s.outq.clear()
+	if s.draining {
+		s.cutLocked("")
+		for s.draining {
+			s.cond.Wait()
+		}
+	}
+	s.cut = true
 	s.cond.Broadcast()
 	s.qmu.Unlock()
 	s.srv.unregister(s)

@@ -1,12 +1,12 @@
 package redis
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -15,25 +15,43 @@ import (
 // upConn is one upstream connection. Commands from one or many sessions
 // are written in order; its read loop hands each reply to the session whose
 // command it answers, first in first out.
+//
+// Commands are appended to wbuf and written by flush, called by whoever
+// sent them once its batch is done. Whoever finds no write in progress
+// writes, and keeps writing until wbuf is empty: commands other sessions
+// append meanwhile go out in its next write. So many sessions' commands
+// share one write(2), with no goroutine to hand them to.
 type upConn struct {
 	srv       *Server
 	conn      net.Conn
 	rr        *resp.ReplyReader
 	dedicated *session // nil for a shared connection
 
-	wmu sync.Mutex // guards bw and the order of pending with it
-	bw  *bufio.Writer
+	mu       sync.Mutex
+	wbuf     []byte         // commands not yet written
+	spare    []byte         // the buffer being written, or the one last written, for reuse
+	flushing bool           // a flush is writing; it writes what is appended meanwhile
+	pending  fifo[*session] // who each outstanding reply goes to
+	closed   bool
+	cause    error // why the connection was aborted, for the log
 
-	pmu     sync.Mutex
-	pending []*session // who each outstanding reply goes to
-	closed  bool
-	done    chan struct{}
+	// The loop reads shared connections (loop_linux.go): urd is what rr
+	// reads from, loopSlot places it in the loop's table.
+	sock      *sock
+	urd       clientReader
+	loopSlot  int32
+	loopDirty bool // written to in the loop's current round; the loop's alone
 
-	// kick asks the flusher to send what sessions have buffered. Many
-	// sessions share a connection: one write carries all their commands.
-	kick    chan struct{}
-	flushed chan struct{} // closed when the flusher exits
+	// A dedicated connection's reader is stopped to reset it for reuse
+	// (pool.go): parking tells it the read error it gets is that, and
+	// readerDone is closed when it has returned.
+	parking    atomic.Bool
+	readerDone chan struct{}
 }
+
+// flushAt is the size of buffered commands that send writes at once, so a
+// long pipeline is not buffered whole.
+const flushAt = 64 << 10
 
 var errUpstreamClosed = errors.New("upstream connection closed")
 
@@ -50,8 +68,9 @@ func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error
 		if dl, ok := ctx.Deadline(); ok {
 			_ = c.SetDeadline(dl)
 		}
-		u := &upConn{srv: srv, conn: c, rr: resp.NewReplyReader(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10),
-			done: make(chan struct{}), kick: make(chan struct{}, 1), flushed: make(chan struct{})}
+		u := &upConn{srv: srv, conn: c, sock: newSock(c)}
+		u.urd = clientReader{conn: c, sock: u.sock}
+		u.rr = resp.NewReplyReader(&u.urd, 16<<10)
 		// HELLO sets the protocol and authenticates in one round trip.
 		args := [][]byte{[]byte("HELLO"), []byte("2")}
 		if resp3 {
@@ -82,90 +101,78 @@ func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error
 	})
 }
 
-// send writes one command for s; the reply will be delivered to s.
+// send buffers one command for s; its replies will be delivered to s.
+// The caller flushes once its batch is done; send flushes a long one.
 func (u *upConn) send(s *session, cmd []byte, replies int) error {
-	u.wmu.Lock()
-	defer u.wmu.Unlock()
-	u.pmu.Lock()
+	u.mu.Lock()
 	if u.closed {
-		u.pmu.Unlock()
+		u.mu.Unlock()
 		return errUpstreamClosed
 	}
 	for i := 0; i < replies; i++ {
-		u.pending = append(u.pending, s)
+		u.pending.push(s)
 	}
-	u.pmu.Unlock()
-	_, err := u.bw.Write(cmd)
-	return err
+	u.wbuf = append(u.wbuf, cmd...)
+	full := len(u.wbuf) >= flushAt
+	u.mu.Unlock()
+	if full {
+		return u.flush()
+	}
+	return nil
 }
 
-// flush sends what is buffered, now.
+// flush writes what is buffered, unless a write is in progress already:
+// that one writes it too. Only an error of this call's own write is
+// returned (the connection is then closed, and its read loop fails every
+// reply owed).
 func (u *upConn) flush() error {
-	u.wmu.Lock()
-	defer u.wmu.Unlock()
-	return u.bw.Flush()
-}
-
-// flushSoon asks the flusher to send what is buffered, coalescing the
-// batches of every session that writes meanwhile into one write.
-func (u *upConn) flushSoon() {
-	select {
-	case u.kick <- struct{}{}:
-	default: // a flush is already due
+	u.mu.Lock()
+	if u.flushing || len(u.wbuf) == 0 {
+		u.mu.Unlock()
+		return nil
 	}
-}
-
-// flusher runs for the connection's life, owned by its read loop.
-func (u *upConn) flusher() {
-	defer close(u.flushed)
-	for {
-		select {
-		case <-u.done:
-			return
-		case <-u.kick:
+	u.flushing = true
+	for len(u.wbuf) > 0 && !u.closed {
+		buf := u.wbuf
+		u.wbuf = u.spare[:0]
+		u.spare = nil
+		u.mu.Unlock()
+		_, err := u.conn.Write(buf)
+		u.mu.Lock()
+		if cap(buf) <= 4*flushAt {
+			u.spare = buf
 		}
-		u.wmu.Lock()
-		err := u.bw.Flush()
-		u.wmu.Unlock()
 		if err != nil {
-			_ = u.conn.Close() // the read loop sees it and fails the pending replies
+			u.flushing = false
+			u.mu.Unlock()
+			u.abort(err)
+			return err
 		}
 	}
+	u.flushing = false
+	u.mu.Unlock()
+	return nil
 }
 
-// readLoop delivers every reply until the connection ends; it starts and
-// stops the connection's flusher.
+// readLoop delivers every reply until the connection ends. It reads the
+// connections the loop does not (dedicated ones, and all of them where
+// there is no loop).
 func (u *upConn) readLoop() {
-	go u.flusher()
-	defer func() { <-u.flushed }()
-	defer close(u.done)
+	defer close(u.readerDone)
 	var touched []*session
 	for {
 		rep, err := u.rr.ReadReply()
 		if err != nil {
+			if u.parking.Load() && isTimeout(err) {
+				return // stopped for a reset; nothing failed
+			}
 			u.fail(err)
 			return
 		}
-		var s *session
-		if u.dedicated != nil && u.dedicated.isPushMessage(rep) {
-			s = u.dedicated
-			s.deliverPush(rep)
-		} else {
-			u.pmu.Lock()
-			if len(u.pending) == 0 {
-				u.pmu.Unlock()
-				u.srv.log.Error("upstream sent a reply nobody asked for; closing it")
-				u.fail(errors.New("unexpected reply"))
-				return
-			}
-			s = u.pending[0]
-			u.pending[0] = nil
-			u.pending = u.pending[1:]
-			if len(u.pending) == 0 {
-				u.pending = u.pending[:0:0]
-			}
-			u.pmu.Unlock()
-			s.deliver(rep)
+		s, err := u.route(rep)
+		if err != nil {
+			u.fail(err)
+			return
 		}
 		if !contains(touched, s) {
 			touched = append(touched, s)
@@ -176,9 +183,32 @@ func (u *upConn) readLoop() {
 				touched[i] = nil
 			}
 			touched = touched[:0]
+			// Between batches only: a run of large replies reuses the
+			// grown buffer instead of growing it again for each.
+			u.rr.Shrink()
 		}
-		u.rr.Shrink()
 	}
+}
+
+// route delivers one reply to the session it belongs to and returns that
+// session: a pub/sub message to the connection's own session, else the
+// reply to the oldest command outstanding.
+func (u *upConn) route(rep *resp.Reply) (*session, error) {
+	if u.dedicated != nil && u.dedicated.isPushMessage(rep) {
+		u.dedicated.deliverPush(rep)
+		return u.dedicated, nil
+	}
+	u.mu.Lock()
+	if u.pending.len() == 0 {
+		u.mu.Unlock()
+		u.srv.log.Error("upstream sent a reply nobody asked for; closing it")
+		return nil, errors.New("unexpected reply")
+	}
+	s := *u.pending.front()
+	u.pending.pop()
+	u.mu.Unlock()
+	s.deliver(rep)
+	return s, nil
 }
 
 func contains(ss []*session, s *session) bool {
@@ -190,26 +220,76 @@ func contains(ss []*session, s *session) bool {
 	return false
 }
 
-// fail ends the connection: every session still owed a reply gets an error.
+// fail ends the connection: every session still owed a reply gets an
+// error carrying one reference, logged with the cause for each of them.
 func (u *upConn) fail(err error) {
-	u.pmu.Lock()
+	u.mu.Lock()
+	closedByUs := u.closed && u.cause == nil // close(), not a failure
 	u.closed = true
-	owed := u.pending
-	u.pending = nil
-	u.pmu.Unlock()
+	owed := make([]*session, u.pending.len())
+	for i := range owed {
+		owed[i] = *u.pending.at(i)
+	}
+	u.pending.clear()
+	cause := u.cause
+	u.mu.Unlock()
+	if cause != nil {
+		err = cause
+	}
 	_ = u.conn.Close()
+	ref := newRef()
+	msg := withRef(msgLostReplyOwed, ref)
+	var told []*session
 	for _, s := range owed {
-		s.deliverError("ERR tenantguard: upstream connection lost")
+		s.deliverError(msg)
+		if !contains(told, s) {
+			told = append(told, s)
+		}
 	}
-	for _, s := range owed {
+	for _, s := range told {
 		s.flushClient()
+		u.srv.log.Warn("redis upstream connection lost with replies owed", "tenant", s.tenantID, "client", s.id, "ref", ref, "error", err)
 	}
-	u.srv.upstreamLost(u, err)
+	if closedByUs {
+		err = net.ErrClosed
+	}
+	u.srv.upstreamLost(u, err, ref)
 }
 
+// abort ends the connection for err (a failed write); whoever reads it
+// then fails every reply owed (fail), naming err as the cause.
+func (u *upConn) abort(err error) {
+	u.mu.Lock()
+	if u.cause == nil {
+		u.cause = err
+	}
+	u.mu.Unlock()
+	u.kill()
+}
+
+// kill ends the connection from any goroutine: shut down, so that its
+// reader (the loop or readLoop) sees it end and fails what is owed.
+func (u *upConn) kill() {
+	if u.sock == nil || !u.sock.shutdown() {
+		_ = u.conn.Close()
+	}
+}
+
+// close ends a connection that has a reader (the loop or readLoop): it
+// is shut down, and the reader closes it once it sees the end. No command
+// can be sent on it from now on.
 func (u *upConn) close() {
-	u.pmu.Lock()
+	u.mu.Lock()
 	u.closed = true
-	u.pmu.Unlock()
+	u.mu.Unlock()
+	u.kill()
+}
+
+// closeNoReader closes a connection nobody reads (not started, parked for
+// a reset, pooled, or read synchronously).
+func (u *upConn) closeNoReader() {
+	u.mu.Lock()
+	u.closed = true
+	u.mu.Unlock()
 	_ = u.conn.Close()
 }

@@ -59,6 +59,12 @@ func FuzzReadCommand(f *testing.F) {
 			if !slices.EqualFunc(cmds, cmds2, slices.Equal) || !sameErr(err, err2) {
 				t.Fatalf("reads of %v: %q, %v; whole: %q, %v", sizes, cmds2, err2, cmds, err)
 			}
+			// Nothing to read before each chunk (a drained non-blocking
+			// socket): ReadCommand resumes the command in progress.
+			cmds3, err3 := read(&stallReader{chunkReader: chunkReader{data: data, sizes: sizes}})
+			if !slices.EqualFunc(cmds, cmds3, slices.Equal) || !sameErr(err, err3) {
+				t.Fatalf("stalled reads of %v: %q, %v; whole: %q, %v", sizes, cmds3, err3, cmds, err)
+			}
 		}
 
 		var mb, inl []byte
@@ -146,6 +152,11 @@ func FuzzReadReply(f *testing.F) {
 			raws2, err2 := read(&chunkReader{data: data, sizes: sizes})
 			if !slices.Equal(raws, raws2) || !sameErr(err, err2) {
 				t.Fatalf("reads of %v: %q, %v; whole: %q, %v", sizes, raws2, err2, raws, err)
+			}
+			// Nothing to read before each chunk: ReadReply resumes.
+			raws3, err3 := read(&stallReader{chunkReader: chunkReader{data: data, sizes: sizes}})
+			if !slices.Equal(raws, raws3) || !sameErr(err, err3) {
+				t.Fatalf("stalled reads of %v: %q, %v; whole: %q, %v", sizes, raws3, err3, raws, err)
 			}
 		}
 		var rep, edited Reply

@@ -12,6 +12,9 @@ func readAll(r *Reader) ([][]string, error) {
 	var out [][]string
 	for {
 		cmd, err := r.ReadCommand()
+		if err == errStall {
+			continue // as a proxy's event loop does when the socket is drained
+		}
 		if err != nil {
 			return out, err
 		}
@@ -171,6 +174,9 @@ func readReplies(r *ReplyReader) ([]string, error) {
 	var out []string
 	for {
 		rep, err := r.ReadReply()
+		if err == errStall {
+			continue
+		}
 		if err != nil {
 			return out, err
 		}
@@ -208,4 +214,24 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 	copy(p, c.data[:k])
 	c.data = c.data[k:]
 	return k, nil
+}
+
+// errStall is stallReader's read error: nothing to read yet.
+var errStall = errors.New("stall")
+
+// stallReader is a chunkReader that fails with errStall before every
+// chunk, as a non-blocking socket does when it is drained: the Reader
+// must resume the command or reply in progress on the next call.
+type stallReader struct {
+	chunkReader
+	stalled bool
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	if !s.stalled && len(s.data) > 0 {
+		s.stalled = true
+		return 0, errStall
+	}
+	s.stalled = false
+	return s.chunkReader.Read(p)
 }

@@ -54,6 +54,12 @@ func (r *Rewriter) Rewrite(args [][]byte) (out [][]byte, plan Plan, err error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	return r.RewriteCommand(cmd, args)
+}
+
+// RewriteCommand is Rewrite for a caller that has looked the command up
+// already: cmd must be what keyspec.Lookup(args) returned.
+func (r *Rewriter) RewriteCommand(cmd *keyspec.Command, args [][]byte) (out [][]byte, plan Plan, err error) {
 	if err := cmd.CheckArity(len(args)); err != nil {
 		return nil, 0, err
 	}

@@ -1,0 +1,13 @@
+package redis
+
+// LoopSessions is how many sessions the event loop serves now (-1: none
+// running), for tests.
+func (srv *Server) LoopSessions() int {
+	srv.mu.Lock()
+	l := srv.lp
+	srv.mu.Unlock()
+	if l == nil {
+		return -1
+	}
+	return l.sessions()
+}

@@ -1,0 +1,113 @@
+package redis
+
+import (
+	"errors"
+	"net"
+
+	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
+)
+
+// Who serves a session: its own goroutine, or the loop.
+//
+// Every session has a goroutine (netserve runs one per connection), which
+// reads and serves the client until it is authenticated and whenever its
+// commands may have to wait: for a connection to be dialled, for replies
+// to arrive (HELLO 3, RESET, MULTI and the rest of what needs a dedicated
+// connection, emulated commands, QUIT, a session ending at a boundary), or
+// for a secret to be checked. A session on the shared connections with
+// nothing buffered is handed to the loop (loop_linux.go) instead of
+// blocking in a read of its own; the goroutine waits on s.wake until the
+// loop meets a command that may wait, and hands it back.
+
+var (
+	// errWouldBlock is a read that found nothing: wait for the socket.
+	errWouldBlock = errors.New("socket not ready")
+	// errNeedHome is handle's answer, on the loop, to a command that must
+	// run on the session's goroutine; nothing of it has run.
+	errNeedHome = errors.New("command must run on the session's goroutine")
+	errNoLoop   = errors.New("no event loop on this platform")
+)
+
+// handoff is what the loop hands back with a session: a command to run
+// first (its arguments point into the session's Reader), or the error
+// that ends the session.
+type handoff struct {
+	args [][]byte
+	err  error
+}
+
+// clientReader is what a session's resp.Reader (or a shared upstream
+// connection's resp.ReplyReader) reads from: the connection, waiting for
+// data, or, while the loop serves it, the socket without waiting, until a
+// read comes back short. As twemproxy does, a read that does not fill the
+// buffer is taken to have drained the socket: the next one waits for the
+// next readiness event (level-triggered, so nothing is missed) rather
+// than costing a read(2) that finds nothing.
+type clientReader struct {
+	conn   net.Conn
+	sock   *sock
+	loop   bool // served by the loop
+	budget int  // reads left in this event; 0 after a short read
+}
+
+// readsPerEvent bounds the reads of one socket per readiness event, so a
+// client sending without pause does not hold up the others.
+const readsPerEvent = 16
+
+func (r *clientReader) Read(p []byte) (int, error) {
+	if !r.loop {
+		return r.conn.Read(p)
+	}
+	if r.budget == 0 {
+		return 0, errWouldBlock
+	}
+	n, err := r.sock.readNow(p)
+	if n < len(p) {
+		r.budget = 0
+	} else {
+		r.budget--
+	}
+	return n, err
+}
+
+// joinLoop hands the session to the loop when it may go there: bound to
+// a tenant, on the shared connections, nothing buffered, not ending. It
+// reports whether it did; the goroutine must then wait on s.wake.
+func (s *session) joinLoop() bool {
+	if s.sock == nil || s.tenant == nil || s.dedicated || s.resp3 || s.rd.Buffered() > 0 ||
+		s.endPending.Load() || s.gone.Load() {
+		return false
+	}
+	l := s.srv.loop()
+	return l != nil && l.join(s)
+}
+
+// needsHome reports whether a command of an authenticated session must
+// run on the session's goroutine rather than the loop: it may dial,
+// wait for replies, check a secret, or move the session to a dedicated
+// connection, or the session is owed as many replies as it may be.
+func (s *session) needsHome(name []byte, cmd *keyspec.Command) bool {
+	switch string(name) {
+	case "auth", "hello", "quit", "reset", "flushdb", "flushall", "dbsize":
+		return true
+	}
+	if s.up == nil || s.dedicated || s.resp3 {
+		return true
+	}
+	s.qmu.Lock()
+	full := s.outq.len() >= maxOwedShared-1
+	s.qmu.Unlock()
+	if full {
+		return true
+	}
+	return cmd != nil && needsOwnConn(cmd)
+}
+
+// kill ends the connection from any goroutine: the socket is shut down,
+// so whoever serves the session (its goroutine or the loop) reads EOF and
+// ends it, and closes the connection. Without a descriptor it is closed.
+func (s *session) kill() {
+	if s.sock == nil || !s.sock.shutdown() {
+		_ = s.conn.Close()
+	}
+}

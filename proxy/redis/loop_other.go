@@ -1,0 +1,16 @@
+//go:build !linux
+
+package redis
+
+// loop is Linux only: elsewhere every session serves itself.
+type loop struct{}
+
+func newLoop(*Server) (*loop, error) { return nil, errNoLoop }
+
+func (*loop) stop() {}
+
+func (*loop) join(*session) bool { return false }
+
+func (*loop) joinUp(*upConn) bool { return false }
+
+func (*loop) sessions() int { return 0 }

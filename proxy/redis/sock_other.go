@@ -1,0 +1,18 @@
+//go:build !unix
+
+package redis
+
+import "net"
+
+// sock is unavailable here: sessions only use net.Conn's methods.
+type sock struct{}
+
+func newSock(net.Conn) *sock { return nil }
+
+func (*sock) writeNow([]byte) (int, error) { return 0, nil }
+
+func (*sock) readNow([]byte) (int, error) { return 0, errWouldBlock }
+
+func (*sock) shutdown() bool { return false }
+
+func (*sock) control(func(fd int)) error { return errWouldBlock }
