@@ -144,21 +144,13 @@ func (s *session) refuseStatement(typ byte, e *wire.Error) error {
 	return nil
 }
 
-// bindingPairs returns the settings that bind sc to the session's tenant
-// under its current policy: the binding when sc is not bound to the tenant
-// or its binding is ageing, and the tenant's statement timeout whenever it
-// differs from the one sc carries (a policy change applies at the next
-// transaction). Nil, without allocating, when sc is up to date. Called
-// with sc.mu held.
-func (s *session) bindingPairs(sc *serverConn, now time.Time) []settingPair {
-	b := s.srv.cfg.Binder
-	if b == nil {
+// bindingPairs returns the settings the session's tenant needs on sc under
+// its current policy: its statement timeout, whenever it differs from the
+// one sc carries (a policy change applies at the next transaction). Nil,
+// without allocating, when sc is up to date. Called with sc.mu held.
+func (s *session) bindingPairs(sc *serverConn) []settingPair {
+	if s.srv.cfg.Binder == nil {
 		return nil
-	}
-	var pairs []settingPair
-	if sc.boundTenant != s.tenant || now.Sub(sc.boundAt) >= b.MaxAge()/2 {
-		pairs = append(pairs, settingPair{name: rls.Setting, value: b.Sign(s.tenant, now), set: true})
-		sc.boundTenant, sc.boundAt = s.tenant, now
 	}
 	var ms [20]byte
 	timeout := ms[:0] // in milliseconds, as sc.stmtTimeout; empty for the server default
@@ -167,9 +159,27 @@ func (s *session) bindingPairs(sc *serverConn, now time.Time) []settingPair {
 	}
 	if string(timeout) != sc.stmtTimeout { // compared without allocating
 		sc.stmtTimeout = string(timeout)
-		pairs = append(pairs, settingPair{name: "statement_timeout", value: sc.stmtTimeout, set: len(timeout) > 0})
+		return []settingPair{{name: "statement_timeout", value: sc.stmtTimeout, set: len(timeout) > 0}}
 	}
-	return pairs
+	return nil
+}
+
+// bindingArgs returns the parameters of rls.BindSQL that bind sc's backend
+// to the session's tenant when sc is not bound to it, or its binding is
+// half its maximum age; nil when sc is bound. Successive bindings of one
+// backend are at least a microsecond apart: the database refuses one that
+// is not newer than the last. Called with sc.mu held.
+func (s *session) bindingArgs(sc *serverConn, now time.Time) []string {
+	b := s.srv.cfg.Binder
+	if b == nil || sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
+		return nil
+	}
+	if now.UnixMicro() <= sc.boundAt.UnixMicro() {
+		now = time.UnixMicro(sc.boundAt.UnixMicro() + 1)
+	}
+	sc.boundTenant, sc.boundAt = s.tenant, now
+	_, args := b.Statement(s.tenant, sc.pid, now)
+	return args
 }
 
 // CheckIsolation audits every upstream as its pool's role sees it. The

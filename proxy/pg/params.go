@@ -3,6 +3,8 @@ package pg
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
 
 // paramSpec is a setting the proxy keeps per client and replays onto
@@ -41,10 +43,20 @@ type settingPair struct {
 }
 
 // syncSession appends to s.out the statements that bring sc to this
-// client: its tracked settings and, with isolation on, its tenant binding.
-// They run as one pipelined batch ahead of the client's first message, so
-// they cost no round trip. Called with sc.mu held.
+// client: its tracked settings and, with isolation on, its tenant's
+// statement timeout and the tenant binding. They are pipelined ahead of
+// the client's first message, so they cost no round trip, and their
+// replies are swallowed: the caller expects one ReadyForQuery for the
+// batch, and a binding adds a second. Called with sc.mu held.
 func (s *session) syncSession(sc *serverConn) {
+	if sc.resetFailed {
+		// A statement the proxy injected failed since the last reset: a
+		// binding the database rejected or that was cancelled (which left
+		// the backend bound to no tenant), or settings rolled back. Send
+		// everything again.
+		sc.resetFailed = false
+		sc.forgetSession()
+	}
 	var pairs []settingPair
 	s.pmu.Lock()
 	for _, p := range trackedParams {
@@ -65,22 +77,35 @@ func (s *session) syncSession(sc *serverConn) {
 		}
 	}
 	s.pmu.Unlock()
-	pairs = append(pairs, s.bindingPairs(sc, time.Now())...)
-	if len(pairs) == 0 {
-		return
-	}
-	s.out = appendParse(s.out, "", setConfigSQL)
-	for _, p := range pairs {
-		if p.set {
-			v := p.value
-			s.out = appendBind2(s.out, p.name, &v)
-		} else {
-			s.out = appendBind2(s.out, p.name, nil)
+	pairs = append(pairs, s.bindingPairs(sc)...)
+	bind := s.bindingArgs(sc, time.Now())
+	if len(pairs) > 0 {
+		s.out = appendParse(s.out, "", setConfigSQL)
+		for _, p := range pairs {
+			if p.set {
+				v := p.value
+				s.out = appendBind2(s.out, p.name, &v)
+			} else {
+				s.out = appendBind2(s.out, p.name, nil)
+			}
+			s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
 		}
-		s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
+		s.out = append(s.out, 'S', 0, 0, 0, 4)
+		if bind != nil {
+			sc.expect = append(sc.expect, expectation{kind: 'Z', swallow: true})
+		}
 	}
-	s.out = append(s.out, 'S', 0, 0, 0, 4)
-	sc.unnamedOwner = nil
+	if bind != nil {
+		// A transaction of its own: a rejected binding raises an error,
+		// which must not roll back the settings.
+		s.out = appendParse(s.out, "", rls.BindSQL)
+		s.out = appendBindText(s.out, bind)
+		s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
+		s.out = append(s.out, 'S', 0, 0, 0, 4)
+	}
+	if len(s.out) > 0 {
+		sc.unnamedOwner = nil
+	}
 }
 
 func appendParse(dst []byte, name, query string) []byte {
@@ -109,6 +134,23 @@ func appendBind2(dst []byte, p1 string, p2 *string) []byte {
 	} else {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(*p2)))
 		dst = append(dst, *p2...)
+	}
+	return append(dst, 0, 0)
+}
+
+// appendBindText binds the unnamed statement with text parameters.
+func appendBindText(dst []byte, params []string) []byte {
+	n := 4 + 1 + 1 + 2 + 2 + 2
+	for _, p := range params {
+		n += 4 + len(p)
+	}
+	dst = append(dst, 'B')
+	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
+	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(params)))
+	for _, p := range params {
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(p)))
+		dst = append(dst, p...)
 	}
 	return append(dst, 0, 0)
 }
