@@ -373,6 +373,64 @@ func TestBindingResets(t *testing.T) {
 	})
 }
 
+// TestDefaultTenantColumn: an INSERT that leaves the tenant column out
+// stores the bound tenant; one that names another tenant fails the
+// policy's WITH CHECK.
+func TestDefaultTenantColumn(t *testing.T) {
+	pg := isolatedUpstream(t)
+	p := startIsolated(t, nil)
+	ctx := ctxT(t, 30*time.Second)
+	before, err := globexState(ctx, pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, pg.AdminURL("iso"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	for _, m := range execModes {
+		t.Run(m.name, func(t *testing.T) {
+			cfg, err := pgx.ParseConfig(p.acmeURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.DefaultQueryExecMode = m.mode
+			c, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			item := "default-" + m.name
+			defer func() {
+				admin.Exec(context.Background(), "DELETE FROM orders WHERE item = $1", item)
+				admin.Exec(context.Background(), "DELETE FROM events WHERE what = $1", item)
+			}()
+			if _, err := c.Exec(ctx, "INSERT INTO orders (item) VALUES ($1)", item); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Exec(ctx, "INSERT INTO events (at, what) VALUES ('2026-06-01', $1)", item); err != nil {
+				t.Fatal(err)
+			}
+			var owner, evOwner string
+			if err := admin.QueryRow(ctx, "SELECT (SELECT tenant_id FROM orders WHERE item = $1), (SELECT tenant_id FROM events WHERE what = $1)", item).Scan(&owner, &evOwner); err != nil {
+				t.Fatal(err)
+			}
+			if owner != "acme" || evOwner != "acme" {
+				t.Fatalf("stored tenant %q (orders), %q (events), want acme", owner, evOwner)
+			}
+			_, err = c.Exec(ctx, "INSERT INTO orders (tenant_id, item) VALUES ('globex', $1)", item+"-planted")
+			pe := assertSQLState(t, err, "42501")
+			if !strings.Contains(pe.Message, "row-level security") {
+				t.Fatalf("refused by %q, want the row-level security policy", pe.Message)
+			}
+		})
+	}
+	if after, err := globexState(ctx, pg); err != nil || after != before {
+		t.Fatalf("globex's rows changed: %q -> %q (%v)", before, after, err)
+	}
+}
+
 // TestBindingConcurrentSwitches: many server connections switching
 // tenants at once, through the sidecar and straight to the database
 // (registering new tenants as they go), each see only their own tenant.

@@ -105,6 +105,9 @@ func protect(ctx context.Context, tx pgx.Tx, rel string, t policy.TableSpec, rol
 			"ALTER TABLE " + rel + " FORCE ROW LEVEL SECURITY",
 			"DROP POLICY IF EXISTS " + PolicyName + " ON " + rel,
 			"CREATE POLICY " + PolicyName + " ON " + rel + " AS PERMISSIVE FOR ALL TO PUBLIC USING (" + cond + ") WITH CHECK (" + cond + ")",
+			// An INSERT that leaves the tenant column out stores the bound
+			// tenant (and one naming another tenant fails WITH CHECK).
+			"ALTER TABLE " + rel + " ALTER COLUMN " + col + " SET DEFAULT tenantguard.current_tenant()",
 			"REVOKE ALL ON " + rel + " FROM " + role,
 			"GRANT SELECT, INSERT, UPDATE, DELETE ON " + rel + " TO " + role,
 		}

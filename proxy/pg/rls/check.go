@@ -280,6 +280,15 @@ func checkTable(ctx context.Context, conn *pgx.Conn, r *Report, role, rel string
 	if !found {
 		r.problem("table %s lacks the %s policy: run tenantguard pg bootstrap", rel, PolicyName)
 	}
+	var def string
+	if err := conn.QueryRow(ctx, `SELECT coalesce(pg_get_expr(d.adbin, d.adrelid), '') FROM pg_attribute a
+		LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+		WHERE a.attrelid = $1::regclass AND a.attname = $2`, rel, t.TenantColumn).Scan(&def); err != nil {
+		return fmt.Errorf("read the tenant column %s of %s: %w", t.TenantColumn, rel, err)
+	}
+	if !strings.Contains(def, "current_tenant()") {
+		r.warn("tenant column %s of %s does not default to tenantguard.current_tenant(): inserts must name the tenant (run tenantguard pg bootstrap)", t.TenantColumn, rel)
+	}
 	// Unique indexes and foreign keys that omit the tenant column leak
 	// other tenants' values through violations (and block their inserts).
 	rows, err = conn.Query(ctx, `SELECT i.indexrelid::regclass::text, 'unique index' FROM pg_index i
