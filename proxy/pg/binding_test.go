@@ -66,15 +66,25 @@ func bindDirect(ctx context.Context, c *pgx.Conn, args []string) error {
 	return err
 }
 
-// mustBeUnbound fails unless c is bound to no tenant: after a rejected
-// binding, or never bound, its statements on tenant tables fail.
+// mustBeUnbound fails unless c is bound to no tenant: it sees no rows and
+// tenantguard.current_tenant() is NULL, or (after a rejected binding) its
+// statements on tenant tables fail with 55000, currval of sequence
+// "tenant_binding" is not yet defined in this session.
 func mustBeUnbound(t *testing.T, ctx context.Context, c *pgx.Conn) {
 	t.Helper()
-	_, err := tenantRows(ctx, c)
-	assertSQLState(t, err, "55000") // currval of sequence "tenant_binding" is not yet defined in this session
+	seen, err := tenantRows(ctx, c)
+	if err != nil {
+		assertSQLState(t, err, "55000")
+	} else if len(seen) != 0 {
+		t.Fatalf("unbound session sees %v", seen)
+	}
 	var cur *string
 	err = c.QueryRow(ctx, "SELECT tenantguard.current_tenant()", pgx.QueryExecModeSimpleProtocol).Scan(&cur)
-	assertSQLState(t, err, "55000")
+	if err != nil {
+		assertSQLState(t, err, "55000")
+	} else if cur != nil {
+		t.Fatalf("unbound session is bound to %q", *cur)
+	}
 }
 
 // boundView is what a session bound (or not) sees: its orders' tenants and
@@ -85,7 +95,7 @@ func boundView(ctx context.Context, c *pgx.Conn) (map[string]int, string, error)
 		return nil, "", err
 	}
 	var cur *string
-	if err := c.QueryRow(ctx, "SELECT tenantguard.current_tenant()").Scan(&cur); err != nil {
+	if err := c.QueryRow(ctx, "SELECT tenantguard.current_tenant()", pgx.QueryExecModeSimpleProtocol).Scan(&cur); err != nil {
 		return nil, "", err
 	}
 	if cur == nil {
@@ -323,9 +333,9 @@ func TestBindingDroppedMidSwitch(t *testing.T) {
 	mustSee(t, ctx, a, "acme", map[string]int{"acme": 2})
 }
 
-// TestBindingResets: the binding is not a setting (RESET ALL keeps it);
-// DISCARD ALL and DISCARD SEQUENCES drop it, and the sidecar binds again
-// after its own resets.
+// TestBindingResets: RESET ALL, DISCARD ALL and DISCARD SEQUENCES leave a
+// session bound to no tenant (never to another), and the sidecar binds
+// again after its own resets.
 func TestBindingResets(t *testing.T) {
 	pg := isolatedUpstream(t)
 	ctx := ctxT(t, 60*time.Second)
@@ -333,19 +343,16 @@ func TestBindingResets(t *testing.T) {
 		c := directIso(t, pg)
 		pid := c.PgConn().PID()
 		at := time.Now()
-		for _, q := range []string{"RESET ALL", "DISCARD ALL", "DISCARD SEQUENCES"} {
+		for _, q := range []string{"RESET ALL", "DISCARD ALL", "DISCARD SEQUENCES", "RESET tenantguard.bound"} {
 			at = at.Add(time.Millisecond)
 			if err := bindDirect(ctx, c, bindArgs(isoBinder, "acme", pid, at)); err != nil {
-				t.Fatal(err)
+				t.Fatalf("bind before %s: %v", q, err)
 			}
+			mustSee(t, ctx, c, "acme", map[string]int{"acme": 2})
 			if _, err := c.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol); err != nil {
 				t.Fatal(err)
 			}
-			if q == "RESET ALL" {
-				mustSee(t, ctx, c, "acme", map[string]int{"acme": 2})
-			} else {
-				mustBeUnbound(t, ctx, c)
-			}
+			mustBeUnbound(t, ctx, c)
 		}
 	})
 	t.Run("transaction pooling reset", func(t *testing.T) {
@@ -428,6 +435,31 @@ func TestDefaultTenantColumn(t *testing.T) {
 	}
 	if after, err := globexState(ctx, pg); err != nil || after != before {
 		t.Fatalf("globex's rows changed: %q -> %q (%v)", before, after, err)
+	}
+	// Another role's session, never bound, gets NULL from the default: the
+	// NOT NULL violation it got before bootstrap, not a permission error.
+	_, err = admin.Exec(ctx, "INSERT INTO orders (item) VALUES ('by the administrator')")
+	assertSQLState(t, err, "23502")
+	// A default the administrator set is kept, with a warning.
+	if err := pg.Exec(ctx, "iso", "ALTER TABLE orders ALTER COLUMN tenant_id SET DEFAULT 'acme'"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pg.Exec(context.Background(), "iso", "ALTER TABLE orders ALTER COLUMN tenant_id SET DEFAULT tenantguard.current_tenant()")
+	})
+	if err := rls.Bootstrap(ctx, admin, isoRole, isoPolicy(t), isoBinder); err != nil {
+		t.Fatal(err)
+	}
+	var def string
+	if err := admin.QueryRow(ctx, "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'orders'::regclass AND adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'tenant_id')").Scan(&def); err != nil {
+		t.Fatal(err)
+	}
+	if def != "'acme'::text" {
+		t.Fatalf("bootstrap replaced the administrator's default with %s", def)
+	}
+	w, err := p.srv.CheckIsolation(ctx)
+	if err != nil || !strings.Contains(strings.Join(w, "\n"), "tenant column tenant_id of orders defaults to 'acme'::text") {
+		t.Fatalf("check: %v, warnings %q", err, w)
 	}
 }
 

@@ -25,9 +25,12 @@
 // InitPlan: a PL/pgSQL function (not SECURITY DEFINER) whose one query, a
 // primary-key probe of the registry with the session's currval, is planned
 // once per session. No signature is checked per statement. A session that
-// was never bound, or whose last binding was rejected, gets an error
+// was never bound (tenantguard.bound, set by bind, is not 'on') gets NULL
+// and sees no rows; one whose last binding was rejected gets an error
 // (currval of sequence "tenant_binding" is not yet defined in this
-// session); one whose bind was interrupted sees no rows.
+// session); one whose bind was interrupted sees no rows. The setting is
+// only a hint of whether to look: whatever its value, the tenant comes
+// from the register.
 //
 // The signature is checked once per bind, which the sidecar sends only
 // when a server connection changes tenant, after a reset, or when the

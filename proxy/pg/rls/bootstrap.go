@@ -54,8 +54,9 @@ func Bootstrap(ctx context.Context, admin *pgx.Conn, role string, snap *policy.S
 		// that verified a signed setting in every statement. Replaced in
 		// place (the policies below no longer call it).
 		{currentTenantSQL, nil},
-		{"REVOKE ALL ON FUNCTION " + currentFunction + " FROM PUBLIC", nil},
-		{"GRANT EXECUTE ON FUNCTION " + currentFunction + " TO " + r, nil},
+		// Every role may call it: tenant columns default to it, for
+		// administrators' inserts too (they get NULL, never bound).
+		{"GRANT EXECUTE ON FUNCTION " + currentFunction + " TO PUBLIC", nil},
 	}
 	for _, st := range steps {
 		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
@@ -105,11 +106,22 @@ func protect(ctx context.Context, tx pgx.Tx, rel string, t policy.TableSpec, rol
 			"ALTER TABLE " + rel + " FORCE ROW LEVEL SECURITY",
 			"DROP POLICY IF EXISTS " + PolicyName + " ON " + rel,
 			"CREATE POLICY " + PolicyName + " ON " + rel + " AS PERMISSIVE FOR ALL TO PUBLIC USING (" + cond + ") WITH CHECK (" + cond + ")",
-			// An INSERT that leaves the tenant column out stores the bound
-			// tenant (and one naming another tenant fails WITH CHECK).
-			"ALTER TABLE " + rel + " ALTER COLUMN " + col + " SET DEFAULT tenantguard.current_tenant()",
 			"REVOKE ALL ON " + rel + " FROM " + role,
 			"GRANT SELECT, INSERT, UPDATE, DELETE ON " + rel + " TO " + role,
+		}
+		// An INSERT that leaves the tenant column out stores the bound
+		// tenant (one naming another tenant fails WITH CHECK). A default
+		// the administrator set is kept, since other roles' inserts may
+		// rely on it; pg check warns about it.
+		var otherDefault bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attrdef d
+			JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+			WHERE d.adrelid = $1::regclass AND a.attname = $2
+			AND pg_get_expr(d.adbin, d.adrelid) NOT LIKE '%tenantguard.current_tenant()%')`, rel, t.TenantColumn).Scan(&otherDefault); err != nil {
+			return err
+		}
+		if !otherDefault {
+			stmts = append(stmts, "ALTER TABLE "+rel+" ALTER COLUMN "+col+" SET DEFAULT tenantguard.current_tenant()")
 		}
 		rows, err := tx.Query(ctx, `SELECT DISTINCT s.oid::regclass::text FROM pg_depend d
 			JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'

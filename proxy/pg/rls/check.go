@@ -286,8 +286,12 @@ func checkTable(ctx context.Context, conn *pgx.Conn, r *Report, role, rel string
 		WHERE a.attrelid = $1::regclass AND a.attname = $2`, rel, t.TenantColumn).Scan(&def); err != nil {
 		return fmt.Errorf("read the tenant column %s of %s: %w", t.TenantColumn, rel, err)
 	}
-	if !strings.Contains(def, "current_tenant()") {
-		r.warn("tenant column %s of %s does not default to tenantguard.current_tenant(): inserts must name the tenant (run tenantguard pg bootstrap)", t.TenantColumn, rel)
+	switch {
+	case def == "":
+		r.warn("tenant column %s of %s has no default: inserts must name the tenant (run tenantguard pg bootstrap)", t.TenantColumn, rel)
+	case !strings.Contains(def, "tenantguard.current_tenant()"):
+		r.warn("tenant column %s of %s defaults to %s, not tenantguard.current_tenant(): an insert that leaves it out fails unless it is that tenant's (pg bootstrap keeps a default it did not set: ALTER TABLE %s ALTER COLUMN %s SET DEFAULT tenantguard.current_tenant())",
+			t.TenantColumn, rel, def, rel, pgx.Identifier{t.TenantColumn}.Sanitize())
 	}
 	// Unique indexes and foreign keys that omit the tenant column leak
 	// other tenants' values through violations (and block their inserts).

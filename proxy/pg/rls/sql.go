@@ -107,6 +107,7 @@ BEGIN
   END IF;
   ignored := setval('tenantguard.binding_issued_at', issued_at);
   ignored := setval('tenantguard.tenant_binding', tid);
+  PERFORM set_config('tenantguard.bound', 'on', false);
 END
 $fn$`
 
@@ -123,8 +124,15 @@ const currentTenantSQL = `CREATE OR REPLACE FUNCTION tenantguard.current_tenant(
 LANGUAGE plpgsql STABLE
 AS $fn$
 BEGIN
-  RETURN (SELECT t.name FROM tenantguard.tenant t
-    WHERE t.id OPERATOR(pg_catalog.=) pg_catalog.currval('tenantguard.tenant_binding'::pg_catalog.regclass));
+  -- A session tenantguard.bind never bound (any other role's, an
+  -- administrator's inserting into a tenant table) gets NULL, not an
+  -- error. The setting only says whether to look: set by hand, it makes
+  -- this fail (currval is not defined) or return NULL.
+  IF pg_catalog.current_setting('tenantguard.bound', true) OPERATOR(pg_catalog.=) 'on' THEN
+    RETURN (SELECT t.name FROM tenantguard.tenant t
+      WHERE t.id OPERATOR(pg_catalog.=) pg_catalog.currval('tenantguard.tenant_binding'::pg_catalog.regclass));
+  END IF;
+  RETURN NULL;
 END
 $fn$`
 
