@@ -497,6 +497,25 @@ func TestBindingConcurrentSwitches(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	t.Run("through the sidecar, statements evicted", func(t *testing.T) {
+		// Two server-side statements per connection: the binding's own is
+		// evicted by the clients' and prepared again.
+		p := startIsolated(t, func(c *proxypgConfig) { c.PoolSize = 1; c.MaxPrepared = 2 })
+		a, g := p.connect(t, p.acmeURL()), p.connect(t, p.url("globex", globexSecret))
+		for j := 0; j < 10; j++ {
+			for _, c := range []struct {
+				conn   *pgx.Conn
+				tenant string
+			}{{a, "acme"}, {g, "globex"}} {
+				var n int
+				q := fmt.Sprintf("SELECT count(*)::int + %d - %d FROM orders WHERE tenant_id = $1", j, j) // a new statement each time
+				if err := c.conn.QueryRow(ctx, q, c.tenant).Scan(&n); err != nil || n != 2 {
+					t.Fatalf("%s, round %d: %d rows (%v)", c.tenant, j, n, err)
+				}
+				mustSee(t, ctx, c.conn, c.tenant, map[string]int{c.tenant: 2})
+			}
+		}
+	})
 	t.Run("straight to the database", func(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make(chan error, 16)

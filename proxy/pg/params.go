@@ -56,6 +56,7 @@ func (s *session) syncSession(sc *serverConn) {
 		// everything again.
 		sc.resetFailed = false
 		sc.forgetSession()
+		delete(sc.prepared, bindStatement)
 	}
 	var pairs []settingPair
 	s.pmu.Lock()
@@ -97,9 +98,19 @@ func (s *session) syncSession(sc *serverConn) {
 	}
 	if bind != nil {
 		// A transaction of its own: a rejected binding raises an error,
-		// which must not roll back the settings.
-		s.out = appendParse(s.out, "", rls.BindSQL)
-		s.out = appendBindText(s.out, bind)
+		// which must not roll back the settings. The statement is prepared
+		// once per server connection (parsing it costs a third of a bind);
+		// the Close ahead of a Parse covers a batch that failed after
+		// preparing it (closing a missing statement is not an error).
+		ps := sc.prepared[bindStatement]
+		if ps == nil {
+			s.out = appendClose(s.out, 'S', bindStatement)
+			s.out = appendParse(s.out, bindStatement, rls.BindSQL)
+			ps = &preparedState{ready: true}
+			sc.prepared[bindStatement] = ps
+		}
+		sc.clock(ps)
+		s.out = appendBindText(s.out, bindStatement, bind)
 		s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
 		s.out = append(s.out, 'S', 0, 0, 0, 4)
 	}
@@ -138,15 +149,22 @@ func appendBind2(dst []byte, p1 string, p2 *string) []byte {
 	return append(dst, 0, 0)
 }
 
-// appendBindText binds the unnamed statement with text parameters.
-func appendBindText(dst []byte, params []string) []byte {
-	n := 4 + 1 + 1 + 2 + 2 + 2
+// bindStatement is the server-side name of rls.BindSQL. Clients cannot
+// reach it: their statement names map to "_tg_<hash>" or to nothing.
+const bindStatement = serverStmtPrefix + "bind"
+
+// appendBindText binds the unnamed portal to statement stmt with text
+// parameters.
+func appendBindText(dst []byte, stmt string, params []string) []byte {
+	n := 4 + 1 + len(stmt) + 1 + 2 + 2 + 2
 	for _, p := range params {
 		n += 4 + len(p)
 	}
 	dst = append(dst, 'B')
 	dst = binary.BigEndian.AppendUint32(dst, uint32(n))
-	dst = append(dst, 0, 0, 0, 0)
+	dst = append(dst, 0)
+	dst = append(dst, stmt...)
+	dst = append(dst, 0, 0, 0)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(params)))
 	for _, p := range params {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(p)))

@@ -38,7 +38,8 @@ func (r *Report) Error() string {
 
 // Check audits the database as seen by the upstream role conn is logged in
 // as: the role's attributes, every protected table and partition, the
-// binding function, and that a binding signed by b verifies in the database.
+// binding machinery in schema tenantguard, and that a binding signed by b
+// is accepted by the database and a forged one is not.
 func Check(ctx context.Context, conn *pgx.Conn, snap *policy.Snapshot, b *Binder) (*Report, error) {
 	r := &Report{}
 	var role string
@@ -64,7 +65,7 @@ func Check(ctx context.Context, conn *pgx.Conn, snap *policy.Snapshot, b *Binder
 	if create || schemaCreate {
 		r.warn("upstream role %s may create objects in the database or schema public", role)
 	}
-	if err := checkFunction(ctx, conn, r, role); err != nil {
+	if err := checkBindingObjects(ctx, conn, r, role); err != nil {
 		return nil, err
 	}
 	for _, t := range snap.Tables() {
@@ -87,10 +88,10 @@ func Check(ctx context.Context, conn *pgx.Conn, snap *policy.Snapshot, b *Binder
 	return r, nil
 }
 
-// checkFunction audits the binding machinery in schema tenantguard: that
+// checkBindingObjects audits the binding machinery in schema tenantguard: that
 // the upstream role can neither replace it, nor read the key, nor write the
 // registry or the registers the policies trust.
-func checkFunction(ctx context.Context, conn *pgx.Conn, r *Report, role string) error {
+func checkBindingObjects(ctx context.Context, conn *pgx.Conn, r *Report, role string) error {
 	var exists, usage, schemaCreate bool
 	if err := conn.QueryRow(ctx, `SELECT to_regnamespace('tenantguard') IS NOT NULL,
 		coalesce(has_schema_privilege(to_regnamespace('tenantguard'), 'USAGE'), false),
