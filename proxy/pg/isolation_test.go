@@ -388,6 +388,15 @@ func TestIsolationHoldsWithoutProxy(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT count(*)::int FROM orders").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("signed binding: %d rows, %v", n, err)
 	}
+	// The registry shows a session its own tenant only.
+	rows, err := c.Query(ctx, "SELECT name FROM tenantguard.tenant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(names) != 1 || names[0] != "globex" {
+		t.Fatalf("registry as globex: %v (%v)", names, err)
+	}
 }
 
 func isoBinderOther(t *testing.T) *rls.Binder {
