@@ -498,19 +498,22 @@ func TestBindingConcurrentSwitches(t *testing.T) {
 		}
 	})
 	t.Run("through the sidecar, statements evicted", func(t *testing.T) {
-		// Two server-side statements per connection: the binding's own is
-		// evicted by the clients' and prepared again.
+		// Two server-side statements per connection: three new statements
+		// of one tenant evict the binding's own, which the next switch
+		// prepares again.
 		p := startIsolated(t, func(c *proxypgConfig) { c.PoolSize = 1; c.MaxPrepared = 2 })
 		a, g := p.connect(t, p.acmeURL()), p.connect(t, p.url("globex", globexSecret))
-		for j := 0; j < 10; j++ {
+		for j := 0; j < 5; j++ {
 			for _, c := range []struct {
 				conn   *pgx.Conn
 				tenant string
 			}{{a, "acme"}, {g, "globex"}} {
-				var n int
-				q := fmt.Sprintf("SELECT count(*)::int + %d - %d FROM orders WHERE tenant_id = $1", j, j) // a new statement each time
-				if err := c.conn.QueryRow(ctx, q, c.tenant).Scan(&n); err != nil || n != 2 {
-					t.Fatalf("%s, round %d: %d rows (%v)", c.tenant, j, n, err)
+				for k := 0; k < 3; k++ {
+					var n int
+					q := fmt.Sprintf("SELECT count(*)::int + %d - %d FROM orders WHERE tenant_id = $1", j, k) // a new statement each time
+					if err := c.conn.QueryRow(ctx, q, c.tenant).Scan(&n); err != nil || n != 2+j-k {
+						t.Fatalf("%s, round %d: %d (%v)", c.tenant, j, n, err)
+					}
 				}
 				mustSee(t, ctx, c.conn, c.tenant, map[string]int{c.tenant: 2})
 			}
@@ -731,4 +734,34 @@ func TestBindingRejectedThenRecovered(t *testing.T) {
 	rebootstrap()
 	mustSee(t, ctx, g, "globex", map[string]int{"globex": 2})
 	mustSee(t, ctx, a, "acme", map[string]int{"acme": 2})
+}
+
+// TestBindingCannotRun: when the bind cannot run at all (here EXECUTE on
+// it was revoked while the sidecar serves), the next tenant's statements
+// fail; they never run under the tenant the connection served before.
+func TestBindingCannotRun(t *testing.T) {
+	pg := isolatedUpstream(t)
+	p := startIsolated(t, func(c *proxypgConfig) { c.PoolSize = 1 })
+	ctx := ctxT(t, 30*time.Second)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), pg.AdminURL("iso"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		if err := rls.Bootstrap(context.Background(), c, isoRole, isoPolicy(t), isoBinder); err != nil {
+			t.Fatal(err)
+		}
+	})
+	a := p.connect(t, p.acmeURL())
+	mustSee(t, ctx, a, "acme", map[string]int{"acme": 2})
+	if err := pg.Exec(ctx, "iso", "REVOKE EXECUTE ON FUNCTION tenantguard.bind(text, integer, bigint, text) FROM "+isoRole); err != nil {
+		t.Fatal(err)
+	}
+	g := p.connect(t, p.url("globex", globexSecret))
+	seen, err := tenantRows(ctx, g)
+	if err == nil {
+		t.Fatalf("globex on a connection whose bind could not run sees %v", seen)
+	}
+	assertSQLState(t, err, "55000")
 }

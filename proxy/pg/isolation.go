@@ -165,21 +165,23 @@ func (s *session) bindingPairs(sc *serverConn) []settingPair {
 }
 
 // bindingArgs returns the parameters of rls.BindSQL that bind sc's backend
-// to the session's tenant when sc is not bound to it, or its binding is
-// half its maximum age; nil when sc is bound. Successive bindings of one
-// backend are at least a microsecond apart: the database refuses one that
-// is not newer than the last. Called with sc.mu held.
-func (s *session) bindingArgs(sc *serverConn, now time.Time) []string {
+// to the session's tenant when sc is not bound to it (switching is then
+// true), or its binding is half its maximum age; nil when sc is bound.
+// Successive bindings of one backend are at least a microsecond apart: the
+// database refuses one that is not newer than the last. Called with sc.mu
+// held.
+func (s *session) bindingArgs(sc *serverConn, now time.Time) (args []string, switching bool) {
 	b := s.srv.cfg.Binder
 	if b == nil || sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
-		return nil
+		return nil, false
 	}
+	switching = sc.boundTenant != s.tenant
 	if now.UnixMicro() <= sc.boundAt.UnixMicro() {
 		now = time.UnixMicro(sc.boundAt.UnixMicro() + 1)
 	}
 	sc.boundTenant, sc.boundAt = s.tenant, now
-	_, args := b.Statement(s.tenant, sc.pid, now)
-	return args
+	_, args = b.Statement(s.tenant, sc.pid, now)
+	return args, switching
 }
 
 // CheckIsolation audits every upstream as its pool's role sees it. The

@@ -79,7 +79,7 @@ func (s *session) syncSession(sc *serverConn) {
 	}
 	s.pmu.Unlock()
 	pairs = append(pairs, s.bindingPairs(sc)...)
-	bind := s.bindingArgs(sc, time.Now())
+	bind, switching := s.bindingArgs(sc, time.Now())
 	if len(pairs) > 0 {
 		s.out = appendParse(s.out, "", setConfigSQL)
 		for _, p := range pairs {
@@ -98,10 +98,22 @@ func (s *session) syncSession(sc *serverConn) {
 	}
 	if bind != nil {
 		// A transaction of its own: a rejected binding raises an error,
-		// which must not roll back the settings. The statement is prepared
-		// once per server connection (parsing it costs a third of a bind);
-		// the Close ahead of a Parse covers a batch that failed after
-		// preparing it (closing a missing statement is not an error).
+		// which must not roll back the settings.
+		if switching {
+			// Unbind with a statement that needs no privilege and is not
+			// undone by a rollback: should the bind not run at all (its
+			// function dropped, EXECUTE revoked, the statement gone), the
+			// backend is bound to no tenant, not to the previous one.
+			// (A refresh for the same tenant skips it: it would also drop
+			// a session-pooled client's own currval.)
+			s.out = appendParse(s.out, "", unbindSQL)
+			s.out = appendBindText(s.out, "", nil)
+			s.out = append(s.out, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
+		}
+		// The statement is prepared once per server connection (parsing
+		// it costs a third of a bind); the Close ahead of a Parse covers a
+		// batch that failed after preparing it (closing a missing
+		// statement is not an error).
 		ps := sc.prepared[bindStatement]
 		if ps == nil {
 			s.out = appendClose(s.out, 'S', bindStatement)
@@ -148,6 +160,10 @@ func appendBind2(dst []byte, p1 string, p2 *string) []byte {
 	}
 	return append(dst, 0, 0)
 }
+
+// unbindSQL drops the session's sequence values, the tenant binding's
+// register among them (see package rls).
+const unbindSQL = "DISCARD SEQUENCES"
 
 // bindStatement is the server-side name of rls.BindSQL. Clients cannot
 // reach it: their statement names map to "_tg_<hash>" or to nothing.
