@@ -2,10 +2,11 @@ package rls
 
 // The objects pg bootstrap installs in schema tenantguard, owned by the
 // administrator who runs it. The upstream role gets USAGE on the schema,
-// SELECT on the registry (under its own RLS) and on the tenant_binding
-// sequence (currval needs it), and EXECUTE on bind and current_tenant:
-// nothing it could write with (and SELECT on binding_issued_at, to read
-// when its session was bound).
+// SELECT on the registry (under its own RLS) and on the two register
+// sequences (currval needs it), and EXECUTE on bind; every role may call
+// current_tenant (tenant columns default to it). Nothing the upstream role
+// could write with. bind also sets tenantguard.bound = 'on', which only
+// tells current_tenant that the session was ever bound.
 
 // Names of the installed objects, as check.go audits them.
 const (
