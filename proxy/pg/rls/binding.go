@@ -35,7 +35,9 @@
 // The signature is checked once per bind, which the sidecar sends only
 // when a server connection changes tenant, after a reset, or when the
 // binding is half its maximum age, pipelined ahead of the client's first
-// message with its reply swallowed: no extra round trip. A bind costs about
+// message with its reply swallowed: no extra round trip. Ahead of a
+// switch's bind it sends DISCARD SEQUENCES, which needs no privilege, so a
+// bind that cannot run at all leaves no tenant either. A bind costs about
 // what the old per-statement check cost (an HMAC in PL/pgSQL, a key
 // lookup) plus two setval on UNLOGGED sequences: no WAL, no transaction id,
 // nothing to vacuum. bench/rls measures it against the alternatives.
