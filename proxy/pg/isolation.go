@@ -209,19 +209,24 @@ func (s *session) refuseStatement(typ byte, e *wire.Error) error {
 	return nil
 }
 
-// bindingPairs returns the setting that binds sc to the session's tenant:
-// the binding, when sc is not bound to the tenant or its binding is ageing.
-// Nil, without allocating, when sc is up to date. Called with sc.mu held.
-func (s *session) bindingPairs(sc *serverConn, now time.Time) []settingPair {
+// bindingArgs returns the parameters of rls.BindSQL that bind sc's backend
+// to the session's tenant when sc is not bound to it (switching is then
+// true), or its binding is half its maximum age; nil when sc is bound.
+// Successive bindings of one backend are at least a microsecond apart: the
+// database refuses one that is not newer than the last. Called with sc.mu
+// held.
+func (s *session) bindingArgs(sc *serverConn, now time.Time) (args []string, switching bool) {
 	b := s.srv.cfg.Binder
-	if b == nil {
-		return nil
+	if b == nil || sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
+		return nil, false
 	}
-	if sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
-		return nil
+	switching = sc.boundTenant != s.tenant
+	if now.UnixMicro() <= sc.boundAt.UnixMicro() {
+		now = time.UnixMicro(sc.boundAt.UnixMicro() + 1)
 	}
 	sc.boundTenant, sc.boundAt = s.tenant, now
-	return []settingPair{{name: rls.Setting, value: b.Sign(s.tenant, now), set: true}}
+	_, args = b.Statement(s.tenant, sc.pid, now)
+	return args, switching
 }
 
 // CheckIsolation audits every upstream as its pool's role sees it. The

@@ -234,6 +234,10 @@ func TestIsolationAttackSuite(t *testing.T) {
 		{"terminate other backends", []step{{"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()", simple, "42501"}}},
 		{"read other sessions", []step{{"SELECT query FROM pg_stat_activity", simple, "42501"}}},
 		{"binding key", []step{{"SELECT * FROM tenantguard.binding_key", simple, "42501"}}},
+		{"call bind", []step{{"SELECT tenantguard.bind('globex', pg_backend_pid(), 1, 'x')", simple, "42501"}}},
+		{"setval register", []step{{"SELECT setval('tenantguard.tenant_binding', 2)", simple, "42501"}}},
+		{"nextval register", []step{{"SELECT nextval('tenantguard.binding_issued_at')", ext, "42501"}}},
+		{"DISCARD SEQUENCES", []step{{"DISCARD SEQUENCES; SELECT * FROM orders WHERE tenant_id = 'globex'", simple, "55000"}, {"SELECT * FROM orders", simple, ""}}},
 		{"partition directly", []step{{"SELECT * FROM events_2026 WHERE tenant_id = 'globex'", simple, ""}}},
 		{"write shared table", []step{{"UPDATE plans SET price = 0", simple, "42501"}}},
 		{"listening channels", []step{{"SELECT pg_listening_channels()", simple, "42501"}}},
@@ -322,32 +326,54 @@ func TestIsolationStartupBinding(t *testing.T) {
 func TestIsolationHoldsWithoutProxy(t *testing.T) {
 	pg := isolatedUpstream(t)
 	ctx := ctxT(t, 20*time.Second)
-	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/iso?sslmode=disable", isoRole, isoPassword, pg.Port()))
-	if err != nil {
+	c := directIso(t, pg)
+	pid := c.PgConn().PID()
+	// Never bound: no rows, whatever the settings say (and a forged
+	// "bound" marker only turns that into an error).
+	for _, v := range []string{"globex", "globex.1.00", strings.Join(bindArgs(isoBinder, "globex", pid, time.Now()), ".")} {
+		for _, name := range []string{rls.Setting, "tenantguard.tenant"} {
+			if _, err := c.Exec(ctx, "SELECT set_config($1, $2, false)", name, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustBeUnbound(t, ctx, c)
+	}
+	if _, err := c.Exec(ctx, "SET tenantguard.bound = 'on'"); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close(ctx)
-	forged := isoBinder.Sign("globex", time.Now())
-	lastDigitChanged := forged[:len(forged)-1] + map[bool]string{true: "1", false: "0"}[forged[len(forged)-1] == '0']
-	for _, v := range []string{
-		"", "globex", "globex.1.0", lastDigitChanged, "acme" + forged[len("globex"):],
-		isoBinderOther(t).Sign("globex", time.Now()),
-		isoBinder.Sign("globex", time.Now().Add(-2*time.Hour)), // expired
+	_, err := tenantRows(ctx, c)
+	assertSQLState(t, err, "55000")
+	if _, err := c.Exec(ctx, "RESET tenantguard.bound"); err != nil {
+		t.Fatal(err)
+	}
+	// Rejected bindings leave the session bound to no tenant.
+	now := time.Now()
+	good := bindArgs(isoBinder, "globex", pid, now)
+	for i, args := range [][]string{
+		tampered(bindArgs(isoBinder, "globex", pid, now)),
+		{"acme", good[1], good[2], good[3]},                         // another tenant with globex's signature
+		bindArgs(isoBinderOther(t), "globex", pid, now),             // another key
+		bindArgs(isoBinder, "globex", pid+1, now),                   // another backend
+		bindArgs(isoBinder, "globex", pid, now.Add(-2*time.Hour)),   // expired
+		bindArgs(isoBinder, "globex", pid, now.Add(10*time.Minute)), // from the future
+		{"globex", good[1], good[2], ""},
+		{"Globex", good[1], good[2], good[3]},
 	} {
-		if _, err := c.Exec(ctx, "SELECT set_config('tenantguard.binding', $1, false)", v); err != nil {
-			t.Fatal(err)
-		}
-		var n int
-		if err := c.QueryRow(ctx, "SELECT count(*)::int FROM orders").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != 0 {
-			t.Fatalf("binding %q shows %d rows without the proxy", v, n)
-		}
+		t.Logf("forged binding %d", i)
+		assertSQLState(t, bindDirect(ctx, c, args), "42501")
+		mustBeUnbound(t, ctx, c)
 		_, err := c.Exec(ctx, "INSERT INTO orders (tenant_id, item) VALUES ('globex', 'x'||random())")
 		assertSQLState(t, err, "42501")
 	}
-	for _, q := range []string{"TRUNCATE orders", "ALTER TABLE orders DISABLE ROW LEVEL SECURITY", "SELECT * FROM tenantguard.binding_key", "CREATE TEMP TABLE x (a int)", "CREATE OR REPLACE FUNCTION tenantguard.current_tenant() RETURNS text LANGUAGE sql AS $$ SELECT 'globex' $$"} {
+	for _, q := range []string{
+		"TRUNCATE orders", "ALTER TABLE orders DISABLE ROW LEVEL SECURITY", "SELECT * FROM tenantguard.binding_key", "CREATE TEMP TABLE x (a int)",
+		"CREATE OR REPLACE FUNCTION tenantguard.current_tenant() RETURNS text LANGUAGE sql AS $$ SELECT 'globex' $$",
+		"CREATE OR REPLACE FUNCTION tenantguard.bind(text, integer, bigint, text) RETURNS void LANGUAGE sql AS $$ SELECT $$",
+		"SELECT setval('tenantguard.tenant_binding', 2)", "SELECT nextval('tenantguard.tenant_binding')",
+		"SELECT setval('tenantguard.binding_issued_at', 0)", "ALTER SEQUENCE tenantguard.tenant_binding RESTART",
+		"UPDATE tenantguard.tenant SET name = 'globex'", "INSERT INTO tenantguard.tenant (name) VALUES ('mallory')",
+		"DELETE FROM tenantguard.tenant", "ALTER TABLE tenantguard.tenant DISABLE ROW LEVEL SECURITY",
+	} {
 		_, err := c.Exec(ctx, q)
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) {
@@ -355,12 +381,21 @@ func TestIsolationHoldsWithoutProxy(t *testing.T) {
 		}
 	}
 	// The real signature does work, so the test above is not vacuous.
-	if _, err := c.Exec(ctx, "SELECT set_config('tenantguard.binding', $1, false)", isoBinder.Sign("globex", time.Now())); err != nil {
+	if err := bindDirect(ctx, c, bindArgs(isoBinder, "globex", pid, time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	var n int
 	if err := c.QueryRow(ctx, "SELECT count(*)::int FROM orders").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("signed binding: %d rows, %v", n, err)
+	}
+	// The registry shows a session its own tenant only.
+	rows, err := c.Query(ctx, "SELECT name FROM tenantguard.tenant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(names) != 1 || names[0] != "globex" {
+		t.Fatalf("registry as globex: %v (%v)", names, err)
 	}
 }
 
@@ -688,13 +723,15 @@ func TestBindingRefreshInSessionPooling(t *testing.T) {
 	})
 	ctx := ctxT(t, 30*time.Second)
 	c := p.connect(t, p.url("globex", globexSecret))
-	var first string
-	if err := c.QueryRow(ctx, "SELECT current_setting('tenantguard.binding')").Scan(&first); err != nil {
+	// The binding's time, from the register only tenantguard.bind sets.
+	const issued = "SELECT currval('tenantguard.binding_issued_at')"
+	var first int64
+	if err := c.QueryRow(ctx, issued).Scan(&first); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 10*time.Second, func() error {
-		var now string
-		if err := c.QueryRow(ctx, "SELECT current_setting('tenantguard.binding')").Scan(&now); err != nil {
+		var now int64
+		if err := c.QueryRow(ctx, issued).Scan(&now); err != nil {
 			return err
 		}
 		if now == first {

@@ -67,6 +67,7 @@ type forward struct {
 	prefix []byte
 	write  []byte
 	fatal  bool // a FATAL error: the server is closing the connection
+	cancel bool // deliver the cancel held back for the proxy's own statements
 }
 
 // account updates the connection's state for one server message and says
@@ -89,6 +90,14 @@ func (sc *serverConn) account(typ byte, raw []byte) forward {
 		case wire.MsgReadyForQuery:
 			sc.replies.pop()
 			sc.noteReady(body)
+			if sc.cancelPending && !sc.replies.empty() {
+				if e, _ := sc.replies.front(); !(e.kind == wire.MsgReadyForQuery && e.swallow) {
+					// The client's own request is next: now the cancel may go.
+					sc.cancelPending = false
+					sc.cancels++
+					out.cancel = true
+				}
+			}
 		}
 		out.write = nil
 		return out

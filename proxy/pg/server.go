@@ -235,6 +235,15 @@ func (srv *Server) cancel(pid uint32, secret []byte) {
 		sc.mu.Unlock()
 		return
 	}
+	if e, _ := sc.replies.front(); e.kind == wire.MsgReadyForQuery && e.swallow {
+		// The proxy's own statements (settings, the tenant binding) run
+		// first: a cancel landing on them could leave the client's
+		// statement bound to the previous tenant. The read loop delivers
+		// it once they are done (see account).
+		sc.cancelPending = true
+		sc.mu.Unlock()
+		return
+	}
 	// Hold the connection until the cancel has been delivered, so it cannot
 	// be handed to another client and cancel their query instead.
 	sc.cancels++

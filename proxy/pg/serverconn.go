@@ -82,7 +82,10 @@ type serverConn struct {
 	unsynced bool     // extended-protocol messages sent since the last Sync
 	tx       byte     // transaction status of the last ReadyForQuery
 	cancels  int      // cancel requests in flight for this backend
-	replies  replyQueue
+	// cancelPending: a client's cancel arrived while the proxy's own
+	// statements ran ahead of its request; the read loop sends it after.
+	cancelPending bool
+	replies       replyQueue
 	// dirty: a client changed session state; reset before anyone else
 	// uses the connection. discard: state a reset cannot undo without
 	// losing shared prepared statements (SQL PREPARE): close instead.
@@ -180,6 +183,15 @@ func (sc *serverConn) readLoop() {
 		}
 		if out.fatal && owner == nil {
 			_ = sc.conn.Close() // a FATAL to no one: the server is closing the connection
+		}
+		if out.cancel {
+			if err := sc.pool.cancel(sc.pid, sc.secret); err != nil {
+				sc.pool.log.Warn("cancel failed", "error", err)
+			}
+			sc.mu.Lock()
+			sc.cancels--
+			sc.mu.Unlock()
+			sc.release()
 		}
 	}
 	sc.exit(err)
@@ -294,6 +306,7 @@ func (sc *serverConn) detachLocked(s *session) (then func()) {
 	sc.pool.xactUs.Add(int64(d / time.Microsecond))
 	s.detach(sc)
 	sc.owner = nil
+	sc.cancelPending = false // its request is over
 	reset := ""
 	if s.mode == PoolSession {
 		reset = sessionResetQuery

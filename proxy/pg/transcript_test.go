@@ -285,7 +285,7 @@ var normalizers = []struct {
 	re   *regexp.Regexp
 	with string
 }{
-	{regexp.MustCompile(`\b(acme|globex)\.\d+\.[0-9a-f]{64}\b`), "<binding:$1>"},
+	{regexp.MustCompile(`\{"text":"(acme|globex)"\},\{"text":"\d+"\},\{"text":"\d+"\},\{"text":"[0-9a-f]{64}"\}`), `{"text":"$1"},<backend pid>,<issued at>,<signature>`},
 	{regexp.MustCompile(`\(ref [0-9a-f]{8}\)`), "(ref <ref>)"},
 	{regexp.MustCompile(`"ProcessID":\d+`), `"ProcessID":<pid>`},
 	{regexp.MustCompile(`"TableOID":\d+`), `"TableOID":<oid>`},

@@ -13,38 +13,6 @@ import (
 // PolicyName names the isolation policy bootstrap installs on every table.
 const PolicyName = "tenantguard_isolation"
 
-// currentTenantSQL defines tenantguard.current_tenant(): the tenant of a
-// binding whose HMAC verifies and which is not too old, else NULL.
-const currentTenantSQL = `CREATE OR REPLACE FUNCTION tenantguard.current_tenant() RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-  b text := current_setting('tenantguard.binding', true);
-  parts text[];
-  k record;
-BEGIN
-  IF b IS NULL OR b = '' THEN
-    RETURN NULL;
-  END IF;
-  parts := string_to_array(b, '.');
-  IF array_length(parts, 1) <> 3 OR parts[1] !~ '^[a-z0-9][a-z0-9_-]{0,62}$' OR parts[2] !~ '^[0-9]{1,12}$' THEN
-    RETURN NULL;
-  END IF;
-  SELECT ipad, opad, max_age INTO k FROM tenantguard.binding_key WHERE id = 1;
-  IF NOT FOUND THEN
-    RETURN NULL;
-  END IF;
-  IF encode(sha256(k.opad || sha256(k.ipad || convert_to(parts[1] || '.' || parts[2], 'UTF8'))), 'hex') <> parts[3] THEN
-    RETURN NULL;
-  END IF;
-  IF to_timestamp(parts[2]::bigint) < now() - k.max_age OR to_timestamp(parts[2]::bigint) > now() + interval '5 minutes' THEN
-    RETURN NULL;
-  END IF;
-  RETURN parts[1];
-END
-$fn$`
-
 // Bootstrap installs isolation for every table of snap, as the table owner
 // (an administrator), for the upstream role. It runs in one transaction
 // and is idempotent.
@@ -72,9 +40,23 @@ func Bootstrap(ctx context.Context, admin *pgx.Conn, role string, snap *policy.S
 		{`INSERT INTO tenantguard.binding_key (id, ipad, opad, max_age) VALUES (1, $1, $2, make_interval(secs => $3))
 		  ON CONFLICT (id) DO UPDATE SET ipad = EXCLUDED.ipad, opad = EXCLUDED.opad, max_age = EXCLUDED.max_age`,
 			[]any{ipad, opad, b.maxAge.Seconds()}},
+		{registersSQL, nil},
+		{"GRANT SELECT ON SEQUENCE " + tenantRegister + ", " + issuedRegister + " TO " + r, nil},
+		{registrySQL, nil},
+		{"GRANT SELECT ON " + registryTable + " TO " + r, nil},
+		// Registered now, a tenant's first bind does not insert (and so
+		// does not wait for a commit's WAL flush).
+		{"INSERT INTO tenantguard.tenant (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING", []any{snap.TenantIDs()}},
+		{bindSQL, nil},
+		{"REVOKE ALL ON FUNCTION " + bindFunction + " FROM PUBLIC", nil},
+		{"GRANT EXECUTE ON FUNCTION " + bindFunction + " TO " + r, nil},
+		// Installed by older versions: a PL/pgSQL SECURITY DEFINER function
+		// that verified a signed setting in every statement. Replaced in
+		// place (the policies below no longer call it).
 		{currentTenantSQL, nil},
-		{"REVOKE ALL ON FUNCTION tenantguard.current_tenant() FROM PUBLIC", nil},
-		{"GRANT EXECUTE ON FUNCTION tenantguard.current_tenant() TO " + r, nil},
+		// Every role may call it: tenant columns default to it, for
+		// administrators' inserts too (they get NULL, never bound).
+		{"GRANT EXECUTE ON FUNCTION " + currentFunction + " TO PUBLIC", nil},
 	}
 	for _, st := range steps {
 		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
@@ -121,7 +103,7 @@ func protect(ctx context.Context, tx pgx.Tx, rel string, t policy.TableSpec, rol
 		}
 	} else {
 		col := pgx.Identifier{t.TenantColumn}.Sanitize()
-		cond := col + " = (SELECT tenantguard.current_tenant())"
+		cond := col + " = " + boundTenantExpr
 		stmts = []string{
 			"ALTER TABLE " + rel + " ENABLE ROW LEVEL SECURITY",
 			"ALTER TABLE " + rel + " FORCE ROW LEVEL SECURITY",
@@ -129,6 +111,20 @@ func protect(ctx context.Context, tx pgx.Tx, rel string, t policy.TableSpec, rol
 			"CREATE POLICY " + PolicyName + " ON " + rel + " AS PERMISSIVE FOR ALL TO PUBLIC USING (" + cond + ") WITH CHECK (" + cond + ")",
 			"REVOKE ALL ON " + rel + " FROM " + role,
 			"GRANT SELECT, INSERT, UPDATE, DELETE ON " + rel + " TO " + role,
+		}
+		// An INSERT that leaves the tenant column out stores the bound
+		// tenant (one naming another tenant fails WITH CHECK). A default
+		// the administrator set is kept, since other roles' inserts may
+		// rely on it; pg check warns about it.
+		var otherDefault bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attrdef d
+			JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+			WHERE d.adrelid = $1::regclass AND a.attname = $2
+			AND pg_get_expr(d.adbin, d.adrelid) NOT LIKE '%tenantguard.current_tenant()%')`, rel, t.TenantColumn).Scan(&otherDefault); err != nil {
+			return err
+		}
+		if !otherDefault {
+			stmts = append(stmts, "ALTER TABLE "+rel+" ALTER COLUMN "+col+" SET DEFAULT tenantguard.current_tenant()")
 		}
 		rows, err := tx.Query(ctx, `SELECT DISTINCT s.oid::regclass::text FROM pg_depend d
 			JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
