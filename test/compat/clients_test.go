@@ -25,8 +25,11 @@ type client struct {
 var clients = []client{
 	{"pgx", goClient(pgxVersion, pgxCases)},
 	{"psql", goClient(psqlVersion, psqlCases)},
+	{"psycopg2", pythonClient("psycopg2", "python3-psycopg2", "psycopg2_cases.py")},
+	{"psycopg", pythonClient("psycopg", "python3-psycopg", "psycopg_cases.py")},
 	{"go-redis-resp2", goClient(goredisVersion, goredisCases(2))},
 	{"go-redis-resp3", goClient(goredisVersion, goredisCases(3))},
+	{"redis-py", pythonClient("redis", "python3-redis", "redispy_cases.py")},
 	{"redis-cli", goClient(redisCLIVersion, redisCLICases)},
 }
 

@@ -23,14 +23,20 @@ const (
 // list always says what is missing. Cases that try to cross tenants are
 // never pending: they must pass today (a refusal is a pass) and after.
 var pending = map[string]string{
-	"pgx/copy_from":  pendingCopy,
-	"psql/copy_from": pendingCopy,
+	"pgx/copy_from":      pendingCopy,
+	"psql/copy_from":     pendingCopy,
+	"psycopg2/copy_from": pendingCopy,
+	"psycopg/copy_from":  pendingCopy,
 
-	"pgx/listen_notify":  pendingListen,
-	"psql/listen_notify": pendingListen,
+	"pgx/listen_notify":      pendingListen,
+	"psql/listen_notify":     pendingListen,
+	"psycopg2/listen_notify": pendingListen,
+	"psycopg/listen_notify":  pendingListen,
 
 	"go-redis-resp2/script": pendingScripts,
 	"go-redis-resp3/script": pendingScripts,
+	"redis-py/script":       pendingScripts,
+	"redis-py/lock":         pendingScripts,
 	"redis-cli/eval":        pendingScripts,
 
 	"go-redis-resp3/client_side_cache": pendingTracking,
