@@ -25,6 +25,7 @@ type client struct {
 var clients = []client{
 	{"pgx", goClient(pgxVersion, pgxCases)},
 	{"psql", goClient(psqlVersion, psqlCases)},
+	{"jdbc", javaClient("JdbcCases")},
 	{"psycopg2", pythonClient("psycopg2", "python3-psycopg2", "psycopg2_cases.py")},
 	{"psycopg", pythonClient("psycopg", "python3-psycopg", "psycopg_cases.py")},
 	{"go-redis-resp2", goClient(goredisVersion, goredisCases(2))},

@@ -25,11 +25,13 @@ const (
 var pending = map[string]string{
 	"pgx/copy_from":      pendingCopy,
 	"psql/copy_from":     pendingCopy,
+	"jdbc/copy_from":     pendingCopy,
 	"psycopg2/copy_from": pendingCopy,
 	"psycopg/copy_from":  pendingCopy,
 
 	"pgx/listen_notify":      pendingListen,
 	"psql/listen_notify":     pendingListen,
+	"jdbc/listen_notify":     pendingListen,
 	"psycopg2/listen_notify": pendingListen,
 	"psycopg/listen_notify":  pendingListen,
 

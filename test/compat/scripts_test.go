@@ -59,3 +59,28 @@ func pythonClient(module, pkg, script string) func(context.Context, *testing.T, 
 		return runScript(ctx, t, env, []string{"PYTHONDONTWRITEBYTECODE=1"}, debianPython, filepath.Join(compatDir("python"), script))
 	}
 }
+
+// jdbcJar is where Debian's libpostgresql-jdbc-java puts the driver.
+const jdbcJar = "/usr/share/java/postgresql.jar"
+
+// javaClient compiles java/*.java with javac against Debian's JDBC jar and
+// runs class main.
+func javaClient(main string) func(context.Context, *testing.T, map[string]string) report {
+	return func(ctx context.Context, t *testing.T, env map[string]string) report {
+		javac := lookPath(t, "javac", "default-jdk-headless")
+		java := lookPath(t, "java", "default-jdk-headless")
+		if _, err := os.Stat(jdbcJar); err != nil {
+			t.Skipf("%s not found: install the Debian package libpostgresql-jdbc-java (`.ci/deps test` does, as root)", jdbcJar)
+		}
+		classes := t.TempDir()
+		sources, err := filepath.Glob(compatDir("java", "*.java"))
+		if err != nil || len(sources) == 0 {
+			t.Fatalf("no Java sources in %s (%v)", compatDir("java"), err)
+		}
+		args := append([]string{"-cp", jdbcJar, "-d", classes}, sources...)
+		if out, err := commandOutput(ctx, nil, "", javac, args...); err != nil {
+			t.Fatalf("javac: %v\n%s", err, out)
+		}
+		return runScript(ctx, t, env, nil, java, "-cp", classes+string(os.PathListSeparator)+jdbcJar, main)
+	}
+}
