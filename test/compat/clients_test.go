@@ -28,9 +28,11 @@ var clients = []client{
 	{"jdbc", javaClient("JdbcCases")},
 	{"psycopg2", pythonClient("psycopg2", "python3-psycopg2", "psycopg2_cases.py")},
 	{"psycopg", pythonClient("psycopg", "python3-psycopg", "psycopg_cases.py")},
+	{"node-postgres", nodeClient("pg_cases.js")},
 	{"go-redis-resp2", goClient(goredisVersion, goredisCases(2))},
 	{"go-redis-resp3", goClient(goredisVersion, goredisCases(3))},
 	{"redis-py", pythonClient("redis", "python3-redis", "redispy_cases.py")},
+	{"ioredis", nodeClient("ioredis_cases.js")},
 	{"redis-cli", goClient(redisCLIVersion, redisCLICases)},
 }
 

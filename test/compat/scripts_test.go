@@ -3,10 +3,13 @@ package compat
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -83,4 +86,76 @@ func javaClient(main string) func(context.Context, *testing.T, map[string]string
 		}
 		return runScript(ctx, t, env, nil, java, "-cp", classes+string(os.PathListSeparator)+jdbcJar, main)
 	}
+}
+
+var (
+	npmOnce    sync.Once
+	nodeModule string // the node_modules directory the npm packages were installed in
+	npmErr     error
+)
+
+// nodeClient runs node/<script> with the npm packages of
+// node/package-lock.json, which it installs (once, with npm ci) into a
+// directory of the user's cache named by the lock file's hash, so the
+// repository never holds node_modules and a second run installs nothing.
+func nodeClient(script string) func(context.Context, *testing.T, map[string]string) report {
+	return func(ctx context.Context, t *testing.T, env map[string]string) report {
+		node := lookPath(t, "node", "nodejs")
+		npm := lookPath(t, "npm", "npm")
+		npmOnce.Do(func() { nodeModule, npmErr = npmInstall(ctx, npm) })
+		if npmErr != nil {
+			t.Skipf("the npm packages of test/compat/node/package.json (pg, pg-copy-streams, ioredis) could not be installed: %v", npmErr)
+		}
+		return runScript(ctx, t, env, []string{"NODE_PATH=" + nodeModule}, node, filepath.Join(compatDir("node"), script))
+	}
+}
+
+// npmInstall installs node/package-lock.json into the cache and returns
+// its node_modules directory.
+func npmInstall(ctx context.Context, npm string) (string, error) {
+	lock, err := os.ReadFile(compatDir("node", "package-lock.json"))
+	if err != nil {
+		return "", err
+	}
+	manifest, err := os.ReadFile(compatDir("node", "package.json"))
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(append(manifest, lock...))
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "tenantguard", "compat-node-"+hex.EncodeToString(sum[:8]))
+	modules := filepath.Join(dir, "node_modules")
+	if _, err := os.Stat(modules); err == nil {
+		return modules, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	// Install beside the final place, then rename: a run cut short leaves
+	// no half-installed directory that a later run would trust.
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".compat-node-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	for name, b := range map[string][]byte{"package.json": manifest, "package-lock.json": lock} {
+		if err := os.WriteFile(filepath.Join(tmp, name), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	cmd := exec.CommandContext(ctx, npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error")
+	cmd.Dir = tmp
+	cmd.WaitDelay = 5 * time.Second // npm's children may hold the pipe after a kill
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("npm ci: %v\n%s", err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil && !os.IsExist(err) {
+		if _, statErr := os.Stat(modules); statErr != nil {
+			return "", err
+		}
+	}
+	return modules, nil
 }
