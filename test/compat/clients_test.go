@@ -40,6 +40,11 @@ var clients = []client{
 // time (go test's -parallel default on two cores).
 func TestCompat(t *testing.T) {
 	env := demoEnv(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("tenantguard demo output:\n%s", theDemo.out.String())
+		}
+	})
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()

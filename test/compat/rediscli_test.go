@@ -81,8 +81,14 @@ var redisCLICases = []goCase{
 		if err != nil {
 			return "", fmt.Errorf("%v: %s", err, out)
 		}
-		ls := lines(out)
-		if !strings.HasPrefix(firstLine(out, "ERR"), "ERR") || !strings.HasPrefix(firstLine(out, "NOPERM"), "NOPERM") || ls[len(ls)-2] != "hello from acme" {
+		// One reply a line, in order: the INCR's error, CONFIG's refusal, the GET.
+		var replies []string
+		for _, l := range lines(out) {
+			if l != "" {
+				replies = append(replies, l)
+			}
+		}
+		if len(replies) != 3 || !strings.HasPrefix(replies[0], "ERR ") || !strings.HasPrefix(replies[1], "NOPERM ") || replies[2] != "hello from acme" {
 			return "", fmt.Errorf("want ERR, NOPERM, then the greeting:\n%s", out)
 		}
 		return "ERR and NOPERM, the connection still usable", nil
