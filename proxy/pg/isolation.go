@@ -83,6 +83,7 @@ func (s *session) listenOrNotify(typ byte, raw []byte, v *firewall.Verdict) ([]b
 		s.msg = wire.AppendNamed(s.msg[:0], wire.MsgParse, nil, string(name), append([]byte(listenNoop+"\x00"), tail...))
 		return s.msg, false, nil
 	}
+	s.notified.Store(true)
 	sql, err := firewall.NamespaceNotify(string(text), channelPrefix(s.tenant))
 	if err != nil {
 		return raw, true, s.refuseStatement(typ, wire.Errorf(wire.CodeSyntaxError, "%v", err))

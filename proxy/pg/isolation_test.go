@@ -831,6 +831,14 @@ func TestListenNotify(t *testing.T) {
 		t.Fatalf("parked: %q", n.Payload)
 	}
 
+	// A client's own notification arrives before its ReadyForQuery, as
+	// PostgreSQL delivers it (psql prints it right after the NOTIFY).
+	exec(acmeListener, "NOTIFY orders, 'self'", pgx.QueryExecModeSimpleProtocol)
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if n, err := acmeListener.WaitForNotification(done); err != nil || n.Payload != "self" {
+		t.Fatalf("own notification not there when NOTIFY returned: %v %v", n, err)
+	}
 	exec(acmeListener, "UNLISTEN orders", pgx.QueryExecModeSimpleProtocol)
 	exec(acme, "NOTIFY orders, 'gone'", pgx.QueryExecModeSimpleProtocol)
 	none(acmeListener)

@@ -409,3 +409,47 @@ func (s *session) flushNotifications() {
 		_ = s.conn.Close()
 	}
 }
+
+// notificationBarrier delivers, before the ReadyForQuery that ends a
+// transaction in which the client sent NOTIFY, the notifications that
+// transaction sent to channels the client itself listens to, as
+// PostgreSQL delivers a session's own notifications before its
+// ReadyForQuery (psql and libpq's PQnotifies rely on it). The committing
+// backend signalled every listener before its ReadyForQuery reached us, so
+// once a round trip on the listening connection is done, those
+// notifications have reached the notifier. Called by the read loop of the
+// client's server connection, which then forwards the ReadyForQuery.
+func (s *session) notificationBarrier() {
+	s.notified.Store(false)
+	ctx, cancel := context.WithTimeout(s.ctx, s.pool.cfg.ConnectTimeout)
+	defer cancel()
+	n := s.pool.notifier
+	n.cmd.Lock()
+	err := n.command(ctx, "SELECT 1")
+	n.cmd.Unlock()
+	if err != nil {
+		s.srv.log.Warn("notification barrier", "tenant", s.tenant, "error", err)
+	}
+	s.writeNotifications()
+}
+
+// writeNotifications writes the queued notifications now, whatever the
+// client's state (the caller knows it is between messages).
+func (s *session) writeNotifications() {
+	s.nmu.Lock()
+	notes := s.notes
+	s.notes = nil
+	s.nmu.Unlock()
+	if len(notes) == 0 {
+		return
+	}
+	var b []byte
+	for _, n := range notes {
+		b, _ = (&pgproto3.NotificationResponse{PID: n.pid, Channel: n.channel, Payload: n.payload}).Encode(b)
+	}
+	s.wmu.Lock()
+	if !s.ended {
+		_, _ = s.bw.Write(b)
+	}
+	s.wmu.Unlock()
+}

@@ -68,6 +68,9 @@ type forward struct {
 	write  []byte
 	fatal  bool // a FATAL error: the server is closing the connection
 	cancel bool // deliver the cancel held back for the proxy's own statements
+	// barrier: before this ReadyForQuery, deliver the client's own
+	// notifications of the transaction it ends (see notify.go).
+	barrier bool
 }
 
 // account updates the connection's state for one server message and says
@@ -131,8 +134,9 @@ func (sc *serverConn) account(typ byte, raw []byte) forward {
 			sc.replies.pop()
 		}
 		sc.noteReady(body)
-		if sc.owner != nil {
-			sc.owner.noteReady(sc)
+		if s := sc.owner; s != nil {
+			s.noteReady(sc)
+			out.barrier = sc.tx == wire.TxIdle && s.notified.Load() && s.listening.Load()
 		}
 	case wire.MsgCommandComplete:
 		sc.noteCommand(wire.CommandTag(body))

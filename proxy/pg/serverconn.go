@@ -175,6 +175,9 @@ func (sc *serverConn) readLoop() {
 		out := sc.account(typ, raw)
 		owner := sc.owner
 		sc.mu.Unlock()
+		if owner != nil && out.barrier {
+			owner.notificationBarrier()
+		}
 		if owner != nil && out.write != nil {
 			owner.writeFromServer(out.prefix, out.write, typ == wire.MsgReadyForQuery || sc.rd.Buffered() == 0)
 		}

@@ -52,6 +52,7 @@ type session struct {
 	// listened to a channel; notes are notifications waiting for the end
 	// of its transaction.
 	listening atomic.Bool
+	notified  atomic.Bool // sent NOTIFY since its last transaction ended
 	nmu       sync.Mutex
 	notes     []note
 
