@@ -13,6 +13,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/internal/connbuf"
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 	"github.com/tenantguard/tenantguard/wire/scram"
 )
@@ -40,19 +41,6 @@ func (e *authFailure) Unwrap() error { return e.cause }
 func passwordFailed(user, reason string, cause error) *authFailure {
 	return &authFailure{reason: reason, cause: cause,
 		reply: wire.Fatalf(wire.CodeInvalidPassword, "password authentication failed for user %q", user)}
-}
-
-// tokenFailureReason maps a SessionVerifier error to its metrics label.
-func tokenFailureReason(err error) string {
-	switch {
-	case errors.Is(err, policy.ErrSessionExpired):
-		return "token_expired"
-	case errors.Is(err, policy.ErrSessionRevoked):
-		return "token_revoked"
-	case errors.Is(err, policy.ErrSessionUnavailable):
-		return "store_unavailable"
-	}
-	return "token_invalid"
 }
 
 // asksCleartext reports whether a client connection is asked for its
@@ -93,7 +81,7 @@ type login struct {
 
 // authenticate checks user's credentials, with SCRAM or, when cleartext is
 // set, a cleartext password that may be a session token.
-func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbuf.Writer, user string, cleartext bool, link *leaseLink) (login, error) {
+func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbuf.Writer, user string, cleartext bool, link *clientend.Link) (login, error) {
 	if !cleartext {
 		t, cred, err := srv.scram(rd, bw, user)
 		return login{tenant: t, credential: cred}, err
@@ -122,13 +110,13 @@ func (srv *Server) authenticate(ctx context.Context, rd *wire.Reader, bw *connbu
 		// Checked even for a tenant the policy does not know, so the time
 		// taken does not tell which tenants exist.
 		octx, cancel := context.WithTimeout(ctx, srv.cfg.StartupTimeout)
-		lease, err := srv.cfg.Sessions.Open(octx, user, pm.Password, link.onEnd)
+		lease, err := srv.cfg.Sessions.Open(octx, user, pm.Password, link.OnEnd)
 		cancel()
 		if err != nil {
-			return login{}, passwordFailed(user, tokenFailureReason(err), err)
+			return login{}, passwordFailed(user, clientend.TokenFailureReason(err), err)
 		}
 		if !known {
-			link.detach()
+			link.Detach()
 			lease.Close()
 			return login{}, passwordFailed(user, "token_invalid", errors.New("the policy has no such tenant"))
 		}

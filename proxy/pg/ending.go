@@ -2,7 +2,6 @@ package pg
 
 import (
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/tenantguard/tenantguard/policy"
@@ -92,58 +91,8 @@ func (s *session) terminate() error {
 	return e
 }
 
-// leaseLink connects a session lease's onEnd, called from the verifier's
-// goroutine, to the session it ends. The lease is opened during
-// authentication, before the session exists: an end reported before the
-// session attaches is kept and applied then. After detach, onEnd does
-// nothing.
-type leaseLink struct {
-	srv *Server
-
-	mu       sync.Mutex
-	s        *session
-	early    error
-	fired    bool
-	detached bool
-}
-
-// onEnd is the lease's callback. It never blocks: session.end does no I/O.
-func (l *leaseLink) onEnd(err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.detached || l.fired {
-		return
-	}
-	if l.s == nil {
-		if l.early == nil {
-			l.early = err
-		}
-		return
-	}
-	l.fired = true
-	l.s.sessionEnded(err)
-}
-
-// attach makes s the session the lease ends.
-func (l *leaseLink) attach(s *session) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.s = s
-	if l.early != nil && !l.detached {
-		l.fired = true
-		s.sessionEnded(l.early)
-	}
-}
-
-// detach stops onEnd from reaching the session; the lease is about to close.
-func (l *leaseLink) detach() {
-	l.mu.Lock()
-	l.detached, l.s = true, nil
-	l.mu.Unlock()
-}
-
 // sessionEnded ends a session whose token session was revoked, expired, or
-// can no longer be checked. Called with the link's mu held.
+// can no longer be checked (the lease link's target; it does no I/O).
 func (s *session) sessionEnded(err error) {
 	reason, msg := "revoked_or_expired", "tenantguard: session "+s.lease.ID()+" has been revoked or has expired"
 	if errors.Is(err, policy.ErrSessionStoreLost) {
@@ -151,9 +100,9 @@ func (s *session) sessionEnded(err error) {
 	}
 	s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 	s.srv.log.Info("session token ended; ending client connection",
-		"tenant", s.tenant, "session", s.lease.ID(), "pid", s.key.pid, "reason", err, "mode", string(s.srv.SessionEnd()))
+		"tenant", s.tenant, "session", s.lease.ID(), "pid", s.key.pid, "reason", err, "mode", string(s.srv.endMode.Get()))
 	e := wire.Fatalf(wire.CodeInvalidAuthSpec, "%s", msg)
-	mode := s.srv.SessionEnd()
+	mode := s.srv.endMode.Get()
 	s.end(e, mode)
 	if mode == policy.SessionEndBoundary {
 		// Boundary mode waits for the transaction in progress, but not for

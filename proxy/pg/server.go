@@ -24,6 +24,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 )
@@ -32,7 +33,7 @@ import (
 // with Shutdown.
 type Server struct {
 	cfg     Config
-	endMode atomic.Pointer[policy.SessionEndMode] // nil: cfg.SessionEnd
+	endMode *clientend.Mode
 	policy  *policy.Store
 	log     *slog.Logger
 	metrics *metrics
@@ -79,6 +80,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		janitor:   make(chan struct{}),
 	}
 	srv.pausedTenants.Store(&map[string]chan struct{}{})
+	srv.endMode = clientend.NewMode(cfg.SessionEnd)
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
 	srv.acc.Budget = cfg.ConnBudget

@@ -14,6 +14,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/connbuf"
 	"github.com/tenantguard/tenantguard/internal/errref"
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 
 	wire "github.com/tenantguard/tenantguard/wire/pg"
@@ -87,7 +88,7 @@ type session struct {
 	// lease, when the client logged in with a session token, is its hold on
 	// the session; link routes the lease's end to this session.
 	lease policy.SessionLease
-	link  *leaseLink
+	link  *clientend.Link
 
 	// t is the tenant's policy for the transaction in progress, or the next
 	// one: re-read from the store at each transaction start (followPolicy).
@@ -421,7 +422,7 @@ func (s *session) finish() {
 	s.conns.Dec()
 	s.srv.unregister(s)
 	if s.lease != nil {
-		s.link.detach()
+		s.link.Detach()
 		s.lease.Close()
 	}
 	if sc := s.sc.Load(); sc != nil {

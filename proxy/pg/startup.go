@@ -16,6 +16,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/connbuf"
 	"github.com/tenantguard/tenantguard/internal/errref"
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 	"github.com/tenantguard/tenantguard/wire/scram"
 )
@@ -44,7 +45,7 @@ type handshake struct {
 	// lease, for a session-token login, is held by the handshake until the
 	// session owns it; link routes its end to the session.
 	lease      policy.SessionLease
-	link       *leaseLink
+	link       *clientend.Link
 	credential []byte // see login.credential
 }
 
@@ -55,7 +56,7 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
 	h := &handshake{srv: srv, conn: conn, br: connbuf.NewReader(conn)}
 	if srv.cfg.Sessions != nil {
-		h.link = &leaseLink{srv: srv} // only token logins use it
+		h.link = &clientend.Link{} // only token logins use it
 	}
 	if err := h.negotiate(ctx); err != nil || h.msg == nil {
 		return nil, err
@@ -312,7 +313,7 @@ func (h *handshake) greet(s *session) error {
 	if h.lease != nil {
 		s.lease, s.link = h.lease, h.link
 		h.lease = nil // the session closes it when it finishes
-		h.link.attach(s)
+		h.link.Attach(s.sessionEnded)
 	}
 	// An end signalled before the deadline was cleared lost its wake-up.
 	if s.ending() {
@@ -332,7 +333,7 @@ func (h *handshake) refuse(reason string, e *wire.Error) error {
 // closeLease closes a token lease the session did not take.
 func (h *handshake) closeLease() {
 	if h.lease != nil {
-		h.link.detach()
+		h.link.Detach()
 		h.lease.Close()
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -96,12 +97,12 @@ func (s *session) authenticateToken(user, token string) string {
 	if s.tenant != nil && user != s.tenantID {
 		return fail("token_invalid", errors.New("AUTH as another tenant on a bound connection"))
 	}
-	link := &leaseLink{}
+	link := &clientend.Link{}
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.AuthTimeout)
-	lease, err := s.srv.cfg.Sessions.Open(ctx, user, token, link.onEnd)
+	lease, err := s.srv.cfg.Sessions.Open(ctx, user, token, link.OnEnd)
 	cancel()
 	if err != nil {
-		return fail(tokenFailureReason(err), err)
+		return fail(clientend.TokenFailureReason(err), err)
 	}
 	if s.tenant == nil {
 		msg := ""
@@ -111,7 +112,7 @@ func (s *session) authenticateToken(user, token string) string {
 			msg = s.bind(user)
 		}
 		if msg != "" {
-			link.detach()
+			link.Detach()
 			lease.Close()
 			return msg
 		}

@@ -2,9 +2,9 @@ package redis
 
 import (
 	"errors"
-	"sync"
 
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 )
 
 // Sessions authenticated with a token, and how they end.
@@ -21,76 +21,17 @@ import (
 
 var errSessionEnded = errors.New("session ended")
 
-// tokenFailureReason maps a SessionVerifier error to its metrics label.
-func tokenFailureReason(err error) string {
-	switch {
-	case errors.Is(err, policy.ErrSessionExpired):
-		return "token_expired"
-	case errors.Is(err, policy.ErrSessionRevoked):
-		return "token_revoked"
-	case errors.Is(err, policy.ErrSessionUnavailable):
-		return "store_unavailable"
-	}
-	return "token_invalid"
-}
-
-// leaseLink routes one lease's onEnd to the session holding it. Opened
-// before it is attached, a lease may end first: that end is applied on
-// attach. Once detached (the lease was replaced, or the session finished),
-// onEnd does nothing.
-type leaseLink struct {
-	mu       sync.Mutex
-	s        *session
-	id       string // the session id, for the log
-	early    error
-	fired    bool
-	detached bool
-}
-
-// onEnd is the lease's callback; it never blocks (session.end does no I/O
-// beyond closing a socket).
-func (l *leaseLink) onEnd(err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.detached || l.fired {
-		return
-	}
-	if l.s == nil {
-		if l.early == nil {
-			l.early = err
-		}
-		return
-	}
-	l.fired = true
-	l.s.sessionEnded(l.id, err)
-}
-
-func (l *leaseLink) attach(s *session, id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.s, l.id = s, id
-	if l.early != nil && !l.detached {
-		l.fired = true
-		s.sessionEnded(id, l.early)
-	}
-}
-
-func (l *leaseLink) detach() {
-	l.mu.Lock()
-	l.detached, l.s = true, nil
-	l.mu.Unlock()
-}
-
 // setLease makes lease (with its link) the session's, closing the one it
 // replaces; nil just drops the current one.
-func (s *session) setLease(lease policy.SessionLease, link *leaseLink) {
+func (s *session) setLease(lease policy.SessionLease, link *clientend.Link) {
 	old, oldLink := s.lease, s.link
 	s.lease, s.link = lease, link
 	if lease != nil {
-		link.attach(s, lease.ID())
+		id := lease.ID()
+		link.Attach(func(err error) { s.sessionEnded(id, err) })
 	}
 	if old != nil {
-		oldLink.detach()
+		oldLink.Detach()
 		old.Close()
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
 )
@@ -24,7 +25,7 @@ import (
 // Server is the Redis listener.
 type Server struct {
 	cfg     Config
-	endMode atomic.Pointer[policy.SessionEndMode] // nil: cfg.SessionEnd
+	endMode *clientend.Mode
 	policy  *policy.Store
 	log     *slog.Logger
 	metrics *metrics
@@ -73,6 +74,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
 		sharedUp:  make([]*upConn, cfg.SharedConns),
+		endMode:   clientend.NewMode(cfg.SessionEnd),
 	}
 	srv.SetCommandRules(cfg.AllowScripting, cfg.Emulate)
 	srv.acc.Log = log

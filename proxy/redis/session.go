@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
@@ -72,7 +73,7 @@ type session struct {
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.
 	lease      policy.SessionLease
-	link       *leaseLink
+	link       *clientend.Link
 	endPending atomic.Bool // ending, for the per-command check without qmu
 	removed    atomic.Bool // closed because its tenant left the policy
 	gone       atomic.Bool // cut, as read without qmu

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tenantguard/tenantguard/test/sessionfake"
 	"io"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tenantguard/tenantguard/test/sessionfake"
 
 	goredis "github.com/redis/go-redis/v9"
 
