@@ -106,3 +106,34 @@ func (l *Link) Detach() {
 	l.detached, l.target = true, nil
 	l.mu.Unlock()
 }
+
+// Standing is what a swapped-in policy snapshot means for an open client
+// connection.
+type Standing int
+
+const (
+	// Stands: the connection stays; it follows the new snapshot from its
+	// next transaction or command.
+	Stands Standing = iota
+	// TenantGone: the tenant was removed or suspended; end the connection
+	// at once.
+	TenantGone
+	// CredentialGone: the static credential the connection logged in with
+	// was removed (a rotated password); end the connection at once.
+	CredentialGone
+)
+
+// Check says whether a connection bound to tenant, logged in with the
+// static credential whose SCRAM StoredKey is credential (nil when it logged
+// in with a session token), stands under snap, and returns the tenant's
+// policy when it does.
+func Check(snap *policy.Snapshot, tenant string, credential []byte) (*policy.Tenant, Standing) {
+	t, ok := snap.Tenant(tenant)
+	switch {
+	case !ok:
+		return nil, TenantGone
+	case credential != nil && !t.HasCredential(credential):
+		return nil, CredentialGone
+	}
+	return t, Stands
+}

@@ -2,6 +2,7 @@ package pg
 
 import (
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
@@ -34,11 +35,10 @@ func (srv *Server) Reconcile() {
 	srv.mu.Lock()
 	var gone, revoked []*session
 	for _, s := range srv.sessions {
-		t, ok := snap.Tenant(s.tenant)
-		switch {
-		case !ok:
+		switch _, st := clientend.Check(snap, s.tenant, s.credential); st {
+		case clientend.TenantGone:
 			gone = append(gone, s)
-		case s.credential != nil && !t.HasCredential(s.credential):
+		case clientend.CredentialGone:
 			revoked = append(revoked, s)
 		}
 	}
@@ -79,12 +79,12 @@ func (s *session) tenantRemoved() {
 // session keeps the policy the transaction started with and looks again at
 // its next message. A tenant no longer in snap ends the session now.
 func (s *session) followPolicy(snap *policy.Snapshot) error {
-	t, ok := snap.Tenant(s.tenant)
-	if !ok {
+	t, st := clientend.Check(snap, s.tenant, s.credential)
+	switch st {
+	case clientend.TenantGone:
 		s.tenantRemoved()
 		return s.terminate()
-	}
-	if s.credential != nil && !t.HasCredential(s.credential) {
+	case clientend.CredentialGone:
 		s.credentialRemoved()
 		return s.terminate()
 	}

@@ -74,10 +74,17 @@ func (s *session) authenticate(user, pass string) string {
 	}
 	snap := s.srv.policy.Load()
 	t, ok := snap.Tenant(user)
-	if !ok || s.tenant != nil && user != s.tenantID || !s.srv.checkSecret(snap, t, pass) {
+	var key []byte
+	if ok && (s.tenant == nil || user == s.tenantID) {
+		key, ok = s.srv.checkSecret(snap, t, pass)
+	} else {
+		ok = false
+	}
+	if !ok {
 		s.srv.metrics.authFailures.WithLabelValues("password").Inc()
 		return wrongpass
 	}
+	s.credential.Store(&key)
 	if s.tenant != nil {
 		s.setLease(nil, nil) // authenticated by the static secret from now on
 		return ""
@@ -117,6 +124,7 @@ func (s *session) authenticateToken(user, token string) string {
 			return msg
 		}
 	}
+	s.credential.Store(nil)
 	s.setLease(lease, link)
 	return ""
 }
@@ -143,14 +151,14 @@ func (s *session) bind(id string) string {
 	return ""
 }
 
-// checkSecret verifies a static secret against t's verifiers in snap. A
-// verified secret is remembered by its SHA-256, so reconnecting clients (a
-// benchmark opening hundreds) do not pay PBKDF2 each time. What is
-// remembered stands only for the snapshot that verified it: the cache is
-// emptied when another snapshot is checked against (and by Reconcile), so
-// a secret a new policy removed stops working at once, even for a client
-// that used it before.
-func (srv *Server) checkSecret(snap *policy.Snapshot, t *policy.Tenant, pass string) bool {
+// checkSecret verifies a static secret against t's verifiers in snap,
+// returning the StoredKey of the verifier it matched. A verified secret is
+// remembered by its SHA-256, so reconnecting clients (a benchmark opening
+// hundreds) do not pay PBKDF2 each time. What is remembered stands only for
+// the snapshot that verified it: the cache is emptied when another snapshot
+// is checked against (and by Reconcile), so a secret a new policy removed
+// stops working at once, even for a client that used it before.
+func (srv *Server) checkSecret(snap *policy.Snapshot, t *policy.Tenant, pass string) ([]byte, bool) {
 	sum := sha256.Sum256([]byte(t.ID + "\x00" + pass))
 	srv.mu.Lock()
 	if srv.verSnap != snap {
@@ -159,20 +167,27 @@ func (srv *Server) checkSecret(snap *policy.Snapshot, t *policy.Tenant, pass str
 	}
 	known, ok := srv.verified[t.ID]
 	srv.mu.Unlock()
-	if ok && subtle.ConstantTimeCompare(known[:], sum[:]) == 1 {
-		return true
+	if ok && subtle.ConstantTimeCompare(known.sum[:], sum[:]) == 1 {
+		return known.storedKey, true
 	}
 	for _, v := range t.Verifiers() {
 		if v.Verify(pass) {
 			srv.mu.Lock()
 			if srv.verSnap == snap {
-				srv.verified[t.ID] = sum
+				srv.verified[t.ID] = verifiedSecret{sum: sum, storedKey: v.StoredKey}
 			}
 			srv.mu.Unlock()
-			return true
+			return v.StoredKey, true
 		}
 	}
-	return false
+	return nil, false
+}
+
+// verifiedSecret is a static secret checkSecret verified: its SHA-256 (with
+// the tenant id) and the StoredKey of the verifier it matched.
+type verifiedSecret struct {
+	sum       [32]byte
+	storedKey []byte
 }
 
 // hello handles HELLO [protover [AUTH user pass] [SETNAME name]].

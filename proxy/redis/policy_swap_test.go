@@ -162,40 +162,43 @@ func TestPolicyFollowedPerCommand(t *testing.T) {
 }
 
 // TestPolicyRemovedSecret: a static secret the new policy no longer lists
-// stops working at once, even for the connection that authenticated with
-// it (and so had it cached), while the connection itself stays open and
-// the secret that remains works.
+// stops working at once: the connections that authenticated with it are
+// closed, with nothing written into them (a rotated password must not leave
+// sessions open on the old one), and it is refused on new connections
+// even though the proxy had it cached; a connection that authenticated
+// again with the remaining secret stays, as does one that only ever used
+// it, and the remaining secret works on new connections.
 func TestPolicyRemovedSecret(t *testing.T) {
 	const second = "acme-secret-2"
 	p := startProxyWith(t, func(spec *policy.Spec) {
 		spec.Tenants[0].Passwords = []string{acmeSecret, second}
 	}, nil)
-	r := authed(t, p, "acme", second)
-	if got := r.do("AUTH", "acme", second); got != "+OK\r\n" { // verified again: from the cache
+	onSecond := authed(t, p, "acme", second)
+	if got := onSecond.do("AUTH", "acme", second); got != "+OK\r\n" { // verified again: from the cache
 		t.Fatalf("AUTH again: %q", got)
 	}
-	p.setPolicy(t, twoTenants(func(ts *policy.TenantSpec) { ts.Passwords = []string{acmeSecret} }))
-	for _, tc := range []struct {
-		name, secret, want string
-		r                  *rawClient
-	}{
-		{"removed secret on the connection that used it", second, wrongpassReply, r},
-		{"removed secret on a new connection", second, wrongpassReply, nil},
-		{"remaining secret on the same connection", acmeSecret, "+OK\r\n", r},
-		{"remaining secret on a new connection", acmeSecret, "+OK\r\n", nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := tc.r
-			if c == nil {
-				c = dialRaw(t, p.addr)
-			}
-			if got := c.do("AUTH", "acme", tc.secret); got != tc.want {
-				t.Fatalf("AUTH: %q, want %q", got, tc.want)
-			}
-		})
+	reauthed := authed(t, p, "acme", second)
+	if got := reauthed.do("AUTH", "acme", acmeSecret); got != "+OK\r\n" {
+		t.Fatalf("AUTH with the remaining secret: %q", got)
 	}
-	if got := r.do("PING"); got != "+PONG\r\n" {
-		t.Fatalf("PING: %q", got)
+	onFirst := authed(t, p, "acme", acmeSecret)
+	ended := p.metric(t, "tenantguard_redis_sessions_ended_total", map[string]string{"reason": "credential_removed"})
+
+	p.setPolicy(t, twoTenants(func(ts *policy.TenantSpec) { ts.Passwords = []string{acmeSecret} }))
+	onSecond.closed()
+	if got := p.metric(t, "tenantguard_redis_sessions_ended_total", map[string]string{"reason": "credential_removed"}); got != ended+1 {
+		t.Fatalf("sessions_ended_total{credential_removed} = %v, want %v", got, ended+1)
+	}
+	for name, c := range map[string]*rawClient{"re-authenticated": reauthed, "on the remaining secret": onFirst} {
+		if got := c.do("PING"); got != "+PONG\r\n" {
+			t.Fatalf("PING on the connection %s: %q", name, got)
+		}
+	}
+	if got := dialRaw(t, p.addr).do("AUTH", "acme", second); got != wrongpassReply {
+		t.Fatalf("removed secret on a new connection: %q", got)
+	}
+	if got := dialRaw(t, p.addr).do("AUTH", "acme", acmeSecret); got != "+OK\r\n" {
+		t.Fatalf("remaining secret on a new connection: %q", got)
 	}
 }
 

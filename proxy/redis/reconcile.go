@@ -2,6 +2,7 @@ package redis
 
 import (
 	"github.com/tenantguard/tenantguard/policy"
+	"github.com/tenantguard/tenantguard/proxy/clientend"
 )
 
 // Following policy changes.
@@ -30,19 +31,46 @@ func (srv *Server) Reconcile() {
 	// snapshot verified are not kept until then.
 	srv.verSnap = snap
 	clear(srv.verified)
-	var gone []*session
+	var gone, revoked []*session
 	for s := range srv.sessions {
 		if s.tenantID == "" {
 			continue // not authenticated yet: register checks the snapshot
 		}
-		if _, ok := snap.Tenant(s.tenantID); !ok {
+		switch _, st := clientend.Check(snap, s.tenantID, s.staticCredential()); st {
+		case clientend.TenantGone:
 			gone = append(gone, s)
+		case clientend.CredentialGone:
+			revoked = append(revoked, s)
 		}
 	}
 	srv.mu.Unlock()
 	for _, s := range gone {
 		s.tenantRemoved()
 	}
+	for _, s := range revoked {
+		s.credentialRemoved()
+	}
+}
+
+// staticCredential is the StoredKey of the static secret the connection
+// authenticated with, nil after a token.
+func (s *session) staticCredential() []byte {
+	if p := s.credential.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// credentialRemoved closes the connection because the static secret it
+// authenticated with is no longer in the policy (a rotated password), at
+// once, as for a removed tenant. Safe from any goroutine, more than once.
+func (s *session) credentialRemoved() {
+	if s.removed.Swap(true) {
+		return
+	}
+	s.srv.metrics.sessionsEnded.WithLabelValues("credential_removed").Inc()
+	s.srv.log.Info("credential no longer in the policy; closing client connection", "tenant", s.tenantID, "client", s.id)
+	s.end(policy.SessionEndImmediate)
 }
 
 // tenantRemoved closes the connection because its tenant left the policy.
@@ -60,9 +88,13 @@ func (s *session) tenantRemoved() {
 // reporting false when the session's tenant is gone from it (the
 // connection has been closed). Session goroutine only.
 func (s *session) followPolicy(snap *policy.Snapshot) bool {
-	t, ok := snap.Tenant(s.tenantID)
-	if !ok {
+	t, st := clientend.Check(snap, s.tenantID, s.staticCredential())
+	switch st {
+	case clientend.TenantGone:
 		s.tenantRemoved()
+		return false
+	case clientend.CredentialGone:
+		s.credentialRemoved()
 		return false
 	}
 	s.tenant, s.snap = t, snap

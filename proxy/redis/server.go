@@ -37,8 +37,8 @@ type Server struct {
 	ids atomic.Int64
 
 	mu        sync.Mutex
-	verified  map[string][32]byte // see checkSecret
-	verSnap   *policy.Snapshot    // the snapshot that verified what verified holds
+	verified  map[string]verifiedSecret // see checkSecret
+	verSnap   *policy.Snapshot          // the snapshot that verified what verified holds
 	buckets   map[string]*bucket
 	acc       netserve.Acceptor
 	sessions  map[*session]struct{}
@@ -68,7 +68,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	}
 	srv := &Server{
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
-		verified:  map[string][32]byte{},
+		verified:  map[string]verifiedSecret{},
 		buckets:   map[string]*bucket{},
 		sessions:  map[*session]struct{}{},
 		perTenant: map[string]int{},

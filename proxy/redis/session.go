@@ -75,7 +75,11 @@ type session struct {
 	lease      policy.SessionLease
 	link       *clientend.Link
 	endPending atomic.Bool // ending, for the per-command check without qmu
-	removed    atomic.Bool // closed because its tenant left the policy
+	removed    atomic.Bool // closed because its tenant or credential left the policy
+	// credential is the StoredKey of the static secret the connection last
+	// authenticated with; nil (or a nil pointer) after a token. Written by
+	// the session goroutine, read by Reconcile.
+	credential atomic.Pointer[[]byte]
 	gone       atomic.Bool // cut, as read without qmu
 
 	args [][]byte
