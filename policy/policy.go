@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -108,7 +109,53 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
-var tenantIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+// MaxTenantIDLen bounds a tenant id.
+const MaxTenantIDLen = 63
+
+// ValidTenantID reports whether id can name a tenant: it matches
+// ^[a-z0-9][a-z0-9_-]{0,62}$, so it fits a PostgreSQL identifier, a Redis
+// key prefix and a session token unquoted. The one rule: the admin API,
+// the policy codec, session tokens and the session store call it too.
+// (A loop, not a regexp: ext_authz checks every token's tenant.)
+func ValidTenantID(id string) bool {
+	if len(id) == 0 || len(id) > MaxTenantIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// CheckTenantID is ValidTenantID with an error that says the rule.
+func CheckTenantID(id string) error {
+	if !ValidTenantID(id) {
+		return fmt.Errorf("%q is not a valid tenant id (lower-case letters, digits, '-', '_'; at most 63; starts with a letter or digit)", id)
+	}
+	return nil
+}
+
+// VerifierPrefix starts every SCRAM-SHA-256 verifier (PostgreSQL's
+// rolpassword form): a credential with it is a verifier, else a plaintext.
+const VerifierPrefix = "SCRAM-SHA-256$"
+
+// MinPasswordLen is the shortest plaintext password a policy accepts.
+const MinPasswordLen = 8
+
+// CheckPassword reports whether a plaintext password is acceptable. Its
+// error never quotes the password.
+func CheckPassword(p string) error {
+	if len(p) < MinPasswordLen {
+		return fmt.Errorf("password must have at least %d characters", MinPasswordLen)
+	}
+	return nil
+}
 
 // Compile validates spec and builds a Snapshot. Errors name the field
 // (e.g. "tenants[1].id") as it appears in configuration.
@@ -116,8 +163,8 @@ func Compile(spec Spec) (*Snapshot, error) {
 	s := &Snapshot{version: spec.Version, tenants: make(map[string]*Tenant, len(spec.Tenants))}
 	for i, ts := range spec.Tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
-		if !tenantIDPattern.MatchString(ts.ID) {
-			return nil, &FieldError{field + ".id", fmt.Sprintf("%q is not a valid tenant id (lower-case letters, digits, '-', '_'; at most 63; starts with a letter or digit)", ts.ID)}
+		if err := CheckTenantID(ts.ID); err != nil {
+			return nil, &FieldError{field + ".id", err.Error()}
 		}
 		if _, dup := s.tenants[ts.ID]; dup {
 			return nil, &FieldError{field + ".id", fmt.Sprintf("tenant %q is defined twice", ts.ID)}
@@ -193,11 +240,11 @@ func (s *Snapshot) Tables() []TableSpec {
 // with it are recognised as using a credential the policy still has (see
 // Tenant.HasCredential). The plaintext is in the policy anyway.
 func compileCredential(tenant, p string) (scram.Verifier, error) {
-	if len(p) >= len("SCRAM-SHA-256$") && p[:len("SCRAM-SHA-256$")] == "SCRAM-SHA-256$" {
+	if strings.HasPrefix(p, VerifierPrefix) {
 		return scram.ParseVerifier(p)
 	}
-	if len(p) < 8 {
-		return scram.Verifier{}, fmt.Errorf("password must have at least 8 characters")
+	if err := CheckPassword(p); err != nil {
+		return scram.Verifier{}, err
 	}
 	salt := sha256.Sum256([]byte("tenantguard plaintext credential salt\x00" + tenant + "\x00" + p))
 	return scram.DeriveVerifier(p, salt[:16])

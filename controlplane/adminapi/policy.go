@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
@@ -313,8 +312,6 @@ func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) {
 	h.writeWritten(w, v)
 }
 
-var tenantIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
 type suspension struct {
 	written
 	Tenant    string `json:"tenant"`
@@ -327,8 +324,8 @@ type suspension struct {
 func (h *Handler) suspend(suspended bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tenant := r.PathValue("id")
-		if !tenantIDPattern.MatchString(tenant) {
-			writeError(w, http.StatusBadRequest, CodeInvalidRequest, "not a tenant id (lower-case letters, digits, '-', '_'; at most 63)")
+		if err := policy.CheckTenantID(tenant); err != nil {
+			writeError(w, http.StatusBadRequest, CodeInvalidRequest, err.Error())
 			return
 		}
 		author, _ := attribution(r)

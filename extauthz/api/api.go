@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"regexp"
 
+	"github.com/tenantguard/tenantguard/policy"
+
 	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/extauthz/token"
 	"github.com/tenantguard/tenantguard/internal/adminhttp"
@@ -90,7 +92,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if !token.ValidTenantID(req.TenantID) {
+	if !policy.ValidTenantID(req.TenantID) {
 		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "tenant_id must be a tenant id (lower-case letters, digits, '-', '_'; at most 63)")
 		return
 	}
@@ -126,7 +128,7 @@ func sessionID(w http.ResponseWriter, r *http.Request) (string, bool) {
 
 func tenantID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
-	if !token.ValidTenantID(id) {
+	if !policy.ValidTenantID(id) {
 		writeError(w, http.StatusBadRequest, CodeInvalidRequest, "not a tenant id")
 		return "", false
 	}

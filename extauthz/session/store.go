@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tenantguard/tenantguard/policy"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantguard/tenantguard/extauthz/token"
@@ -145,7 +147,7 @@ return n
 // Create starts a session for user in tenant and returns it with its first
 // token. Invalid ids fail wrapping token.ErrInvalidClaims.
 func (s *Store) Create(ctx context.Context, tenant, user string) (Session, string, error) {
-	if !token.ValidTenantID(tenant) {
+	if !policy.ValidTenantID(tenant) {
 		return Session{}, "", fmt.Errorf("%w: tenant id %q does not match ^[a-z0-9][a-z0-9_-]{0,62}$", token.ErrInvalidClaims, tenant)
 	}
 	now := s.cfg.Now()
@@ -319,7 +321,7 @@ const revokeBatch = 500
 // returns how many there were. Sessions created while it runs are revoked
 // too.
 func (s *Store) RevokeTenant(ctx context.Context, tenant string) (int, error) {
-	if !token.ValidTenantID(tenant) {
+	if !policy.ValidTenantID(tenant) {
 		return 0, nil
 	}
 	total := 0
@@ -345,7 +347,7 @@ func (s *Store) RevokeTenant(ctx context.Context, tenant string) (int, error) {
 
 // List returns the live sessions of tenant, oldest first.
 func (s *Store) List(ctx context.Context, tenant string) ([]Session, error) {
-	if !token.ValidTenantID(tenant) {
+	if !policy.ValidTenantID(tenant) {
 		return nil, nil
 	}
 	zkey := s.keys.tenant(tenant)

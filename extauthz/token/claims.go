@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"time"
+
+	"github.com/tenantguard/tenantguard/policy"
 )
 
 // Field limits of version 1 tokens. They are part of the format: a verifier
@@ -15,7 +17,7 @@ const (
 	// MaxTenantIDLen bounds a tenant id, which must match
 	// ^[a-z0-9][a-z0-9_-]{0,62}$ so it is safe as a PostgreSQL identifier
 	// part, a Redis key prefix and a metrics label.
-	MaxTenantIDLen = 63
+	MaxTenantIDLen = policy.MaxTenantIDLen
 	// MaxUserIDLen bounds a user id: 1..255 bytes of printable ASCII
 	// without space, like an OpenID Connect "sub", so it is safe in logs
 	// and headers as is.
@@ -105,7 +107,7 @@ func checkFields(sid SessionID, iat, exp int64, tenant, user string) string {
 	switch {
 	case sid.IsZero():
 		return "zero session id"
-	case !ValidTenantID(tenant):
+	case !policy.ValidTenantID(tenant):
 		return fmt.Sprintf("tenant id %q does not match ^[a-z0-9][a-z0-9_-]{0,62}$", tenant)
 	case !validUserID(user):
 		return "user id is empty, longer than 255 bytes, or not printable ASCII without space"
@@ -117,25 +119,6 @@ func checkFields(sid SessionID, iat, exp int64, tenant, user string) string {
 		return fmt.Sprintf("expires-at %d is not after issued-at %d", exp, iat)
 	}
 	return ""
-}
-
-// ValidTenantID reports whether id matches ^[a-z0-9][a-z0-9_-]{0,62}$, the
-// only tenant ids a token may carry. Exported so other parts of tenantguard
-// can apply the same rule to tenant ids from configuration.
-func ValidTenantID(id string) bool {
-	if len(id) == 0 || len(id) > MaxTenantIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case (c == '_' || c == '-') && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // validUserID: 1..255 bytes in 0x21..0x7e.

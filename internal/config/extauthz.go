@@ -6,7 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/tenantguard/tenantguard/extauthz/token"
+	"github.com/tenantguard/tenantguard/policy"
 )
 
 // ExtAuthzFile is the ext_authz service's configuration file as written.
@@ -90,7 +90,7 @@ func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
 		return fail("tenants", "at least one tenant id is required (or a controlplane section to take them from)")
 	}
 	for i, t := range f.Tenants {
-		if !token.ValidTenantID(t) {
+		if !policy.ValidTenantID(t) {
 			return fail(fmt.Sprintf("tenants[%d]", i), "%q is not a valid tenant id", t)
 		}
 		out.Tenants[t] = true

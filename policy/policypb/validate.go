@@ -13,13 +13,6 @@ import (
 	"github.com/tenantguard/tenantguard/wire/scram"
 )
 
-// verifierPrefix starts every SCRAM-SHA-256 verifier (PostgreSQL's
-// rolpassword form); anything else in credentials is plaintext.
-const verifierPrefix = "SCRAM-SHA-256$"
-
-// minPasswordLen matches policy.Compile's rule for plaintext passwords.
-const minPasswordLen = 8
-
 // emulable are the commands redis.emulate may name: those the sidecar
 // configuration's redis.emulate accepts.
 var emulable = map[string]bool{"flushdb": true, "flushall": true, "dbsize": true}
@@ -103,7 +96,7 @@ func checkTenants(tenants []*Tenant) error {
 // checkVerifier accepts only a well-formed SCRAM-SHA-256 verifier. Its
 // errors never quote the credential, which may be a password.
 func checkVerifier(c string) error {
-	if !strings.HasPrefix(c, verifierPrefix) {
+	if !strings.HasPrefix(c, policy.VerifierPrefix) {
 		return errors.New("not a SCRAM-SHA-256 verifier (plaintext passwords are not accepted: store the verifier, see HashCredentials)")
 	}
 	if _, err := scram.ParseVerifier(c); err != nil {
@@ -175,12 +168,12 @@ func HashCredentials(p *Policy) error {
 	var changes []change
 	for i, t := range p.GetTenants() {
 		for j, c := range t.GetCredentials() {
-			if strings.HasPrefix(c, verifierPrefix) {
+			if strings.HasPrefix(c, policy.VerifierPrefix) {
 				continue
 			}
 			field := fmt.Sprintf("tenants[%d].credentials[%d]", i, j)
-			if len(c) < minPasswordLen {
-				return &policy.FieldError{Field: field, Msg: fmt.Sprintf("password must have at least %d characters", minPasswordLen)}
+			if err := policy.CheckPassword(c); err != nil {
+				return &policy.FieldError{Field: field, Msg: err.Error()}
 			}
 			v, err := scram.NewVerifier(c)
 			if err != nil {
