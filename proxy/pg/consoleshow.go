@@ -14,7 +14,7 @@ import (
 // The console's SHOW commands: a consistent-enough snapshot of the
 // listener's state, taken without holding more than one lock at a time.
 
-// clientRow is what SHOW CLIENTS and SHOW POOLS need of a session.
+// clientRow is what SHOW CLIENTS and SHOW POOLS need of a client.
 type clientRow struct {
 	tenant, db, state, app string
 	remote, local          net.Addr

@@ -22,7 +22,7 @@ import (
 // through untouched.
 
 // copyFrom handles a COPY … FROM STDIN the firewall let through.
-func (s *session) copyFrom(typ byte, raw []byte) ([]byte, bool, error) {
+func (s *clientConn) copyFrom(typ byte, raw []byte) ([]byte, bool, error) {
 	body := raw[wire.HeaderLen:]
 	if typ == wire.MsgParse {
 		_, body, _ = wire.CString(body)

@@ -8,14 +8,14 @@ import (
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
-// Ending a client session from outside its goroutine.
+// Ending a client connection from outside its goroutine.
 //
 // A session ends early for two reasons: the proxy is draining (Shutdown),
 // or the session token it logged in with was revoked or expired (its
 // lease's onEnd). Both go through session.end, which only marks the
-// session and never does I/O, so the verifier's goroutine is never held up
-// by a slow client. Whoever then finds the session at its end sends the
-// FATAL and closes the connection (session.terminate): the session's own
+// client and never does I/O, so the verifier's goroutine is never held up
+// by a slow client. Whoever then finds the client at its end sends the
+// FATAL and closes the connection (clientConn.terminate): the client's own
 // goroutine, woken from its read by a past read deadline, when it is
 // between transactions or the end is immediate; or the server read loop
 // that delivers the ReadyForQuery 'I' ending the transaction in progress.
@@ -26,12 +26,12 @@ const endWriteTimeout = 2 * time.Second
 // errShutdown is what clients are told when the proxy drains.
 var errShutdown = wire.Fatalf(wire.CodeAdminShutdown, "terminating connection due to administrator command (tenantguard is shutting down)")
 
-// end asks the session to end with e, a FATAL: at once in immediate mode,
+// end asks the client to end with e, a FATAL: at once in immediate mode,
 // aborting a transaction in progress; in boundary mode once no transaction
 // is in progress. From then on no new transaction starts. It does no I/O,
 // may be called from any goroutine, more than once (the first e wins), and
-// after the session has finished.
-func (s *session) end(e *wire.Error, mode policy.SessionEndMode) {
+// after the client has finished.
+func (s *clientConn) end(e *wire.Error, mode policy.SessionEndMode) {
 	s.mu.Lock()
 	if s.endErr == nil {
 		s.endErr = e
@@ -51,26 +51,26 @@ func (s *session) end(e *wire.Error, mode policy.SessionEndMode) {
 	s.wake()
 }
 
-// wake makes the session goroutine's read of the client return at once, so
-// it sees the end. Reads are only interrupted where the session is ending
+// wake makes the client goroutine's read of the client return at once, so
+// it sees the end. Reads are only interrupted where the client is ending
 // anyway: a partly read message is never resumed.
-func (s *session) wake() {
+func (s *clientConn) wake() {
 	_ = s.conn.SetReadDeadline(time.Unix(1, 0))
 	s.srv.acc.Wake(s.conn) // parked: resume it
 }
 
-// ending reports whether the session has been asked to end.
-func (s *session) ending() bool {
+// ending reports whether the client has been asked to end.
+func (s *clientConn) ending() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closing
 }
 
-// terminate sends the session's ending error, once, and closes the client
+// terminate sends the client's ending error, once, and closes the client
 // connection. The caller has made sure no transaction is left to finish, or
-// that it is to be aborted (the session's finish closes a server connection
+// that it is to be aborted (the client's finish closes a server connection
 // left mid-transaction, so it is never pooled dirty).
-func (s *session) terminate() error {
+func (s *clientConn) terminate() error {
 	s.mu.Lock()
 	e := s.endErr
 	s.mu.Unlock()
@@ -93,7 +93,7 @@ func (s *session) terminate() error {
 
 // sessionEnded ends a session whose token session was revoked, expired, or
 // can no longer be checked (the lease link's target; it does no I/O).
-func (s *session) sessionEnded(err error) {
+func (s *clientConn) sessionEnded(err error) {
 	reason, msg := "revoked_or_expired", "tenantguard: session "+s.lease.ID()+" has been revoked or has expired"
 	if errors.Is(err, policy.ErrSessionStoreLost) {
 		reason, msg = "store_unavailable", "tenantguard: session "+s.lease.ID()+" can no longer be verified: the session store is unreachable"

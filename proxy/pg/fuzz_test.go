@@ -89,7 +89,7 @@ func FuzzRewrite(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := &pool{cfg: &Config{MaxPrepared: 3}}
 		sc := &serverConn{pool: p, prepared: map[string]*preparedState{}, params: map[string]string{}}
-		s := &session{pool: p, stmts: map[string]*clientStmt{}}
+		s := &clientConn{pool: p, stmts: map[string]*clientStmt{}}
 		for len(data) >= 5 {
 			n := int(binary.BigEndian.Uint32(data[1:5]))
 			if n < 4 || n+1 > len(data) {

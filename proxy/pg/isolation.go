@@ -24,7 +24,7 @@ const refusedSQL = "SELECT tenantguard_statement_refused"
 // message to go on with (raw, or raw with its notification channels
 // namespaced), and reports whether the client has been answered instead
 // (a refusal, or a LISTEN the proxy ran).
-func (s *session) screenMessage(typ byte, raw []byte) ([]byte, bool, error) {
+func (s *clientConn) screenMessage(typ byte, raw []byte) ([]byte, bool, error) {
 	s.verdict = nil
 	switch {
 	case typ == wire.MsgQuery || typ == wire.MsgParse:
@@ -66,7 +66,7 @@ func (s *session) screenMessage(typ byte, raw []byte) ([]byte, bool, error) {
 // simple-protocol LISTEN is answered here; in a Parse it runs here and a
 // no-op takes its place upstream; NOTIFY and pg_notify are rewritten onto
 // the tenant's namespaced channel.
-func (s *session) listenOrNotify(typ byte, raw []byte, v *firewall.Verdict) ([]byte, bool, error) {
+func (s *clientConn) listenOrNotify(typ byte, raw []byte, v *firewall.Verdict) ([]byte, bool, error) {
 	body := raw[wire.HeaderLen:]
 	var name []byte
 	if typ == wire.MsgParse {
@@ -100,7 +100,7 @@ func (s *session) listenOrNotify(typ byte, raw []byte, v *firewall.Verdict) ([]b
 // tenant's permissions. It returns the verdict (nil if the message could not
 // be read) and, for a refused statement, the refusing rule and the error to
 // send.
-func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, string, *wire.Error) {
+func (s *clientConn) screen(typ byte, raw []byte) (*firewall.Verdict, string, *wire.Error) {
 	body := raw[wire.HeaderLen:]
 	if typ == wire.MsgParse {
 		_, rest, ok := wire.CString(body)
@@ -140,12 +140,12 @@ func (s *session) screen(typ byte, raw []byte) (*firewall.Verdict, string, *wire
 
 // permits reports whether the tenant's current permissions allow a
 // statement of class c.
-func (s *session) permits(c firewall.Class) bool {
+func (s *clientConn) permits(c firewall.Class) bool {
 	a := s.t.Allow
 	return !(c&firewall.Read != 0 && !a.Read || c&firewall.Write != 0 && !a.Write || c&firewall.DDL != 0 && !a.DDL)
 }
 
-func (s *session) notPermitted(c firewall.Class) string {
+func (s *clientConn) notPermitted(c firewall.Class) string {
 	return fmt.Sprintf("tenant %q may not run %s statements", s.tenant, c)
 }
 
@@ -153,7 +153,7 @@ func (s *session) notPermitted(c firewall.Class) string {
 // bound: a statement prepared under a policy that allowed it must not run
 // after a push that no longer does. The firewall's other rules do not
 // depend on the policy, so the class is all that needs checking.
-func (s *session) screenBind(raw []byte) (string, *wire.Error) {
+func (s *clientConn) screenBind(raw []byte) (string, *wire.Error) {
 	_, rest, ok := wire.CString(raw[wire.HeaderLen:])
 	if !ok {
 		return "", nil // the server reports the malformed Bind
@@ -186,7 +186,7 @@ func refusal(rule, reason string) *wire.Error {
 // connection the reply is immediate; with one, replies may be owed, so a
 // statement that fails is sent in its place and its error replaced by ours,
 // keeping order and the transaction's state exactly as PostgreSQL would.
-func (s *session) refuseStatement(typ byte, e *wire.Error) error {
+func (s *clientConn) refuseStatement(typ byte, e *wire.Error) error {
 	s.noteProxyError(e.Code)
 	if sc := s.sc.Load(); sc != nil && s.queue(sc, reply{kind: wire.MsgErrorResponse, prefix: e.AppendTo(nil)}) {
 		sc.mu.Lock()
@@ -211,12 +211,12 @@ func (s *session) refuseStatement(typ byte, e *wire.Error) error {
 }
 
 // bindingArgs returns the parameters of rls.BindSQL that bind sc's backend
-// to the session's tenant when sc is not bound to it (switching is then
+// to the client's tenant when sc is not bound to it (switching is then
 // true), or its binding is half its maximum age; nil when sc is bound.
 // Successive bindings of one backend are at least a microsecond apart: the
 // database refuses one that is not newer than the last. Called with sc.mu
 // held.
-func (s *session) bindingArgs(sc *serverConn, now time.Time) (args []string, switching bool) {
+func (s *clientConn) bindingArgs(sc *serverConn, now time.Time) (args []string, switching bool) {
 	b := s.srv.cfg.Binder
 	if b == nil || sc.boundTenant == s.tenant && now.Sub(sc.boundAt) < b.MaxAge()/2 {
 		return nil, false

@@ -61,7 +61,7 @@ type notifier struct {
 	cmd sync.Mutex
 
 	mu      sync.Mutex
-	subs    map[string]map[*session]struct{} // upstream channel → listeners
+	subs    map[string]map[*clientConn]struct{} // upstream channel → listeners
 	conn    *pgconn.HijackedConn
 	w       *bufio.Writer
 	replies chan error // the reader's answer to the command in flight
@@ -70,13 +70,13 @@ type notifier struct {
 }
 
 func newNotifier(p *pool) *notifier {
-	return &notifier{pool: p, subs: map[string]map[*session]struct{}{}}
+	return &notifier{pool: p, subs: map[string]map[*clientConn]struct{}{}}
 }
 
 // listen adds s as a listener of its tenant's channel, listening upstream
 // first if it is the channel's first listener. When it returns, every
 // notification sent on the channel reaches s.
-func (n *notifier) listen(ctx context.Context, s *session, channel string) error {
+func (n *notifier) listen(ctx context.Context, s *clientConn, channel string) error {
 	ns := upstreamChannel(s.tenant, channel)
 	n.cmd.Lock()
 	defer n.cmd.Unlock()
@@ -90,7 +90,7 @@ func (n *notifier) listen(ctx context.Context, s *session, channel string) error
 	}
 	n.mu.Lock()
 	if n.subs[ns] == nil {
-		n.subs[ns] = map[*session]struct{}{}
+		n.subs[ns] = map[*clientConn]struct{}{}
 	}
 	n.subs[ns][s] = struct{}{}
 	n.mu.Unlock()
@@ -99,7 +99,7 @@ func (n *notifier) listen(ctx context.Context, s *session, channel string) error
 
 // unlisten removes s as a listener of channel ("": of every channel),
 // unlistening upstream from channels left without listeners.
-func (n *notifier) unlisten(s *session, channel string) {
+func (n *notifier) unlisten(s *clientConn, channel string) {
 	n.cmd.Lock()
 	defer n.cmd.Unlock()
 	var empty []string
@@ -280,7 +280,7 @@ func (n *notifier) drop() {
 func (n *notifier) deliver(m *pgproto3.NotificationResponse) {
 	n.mu.Lock()
 	ls := n.subs[m.Channel]
-	targets := make([]*session, 0, len(ls))
+	targets := make([]*clientConn, 0, len(ls))
 	for s := range ls {
 		targets = append(targets, s)
 	}
@@ -306,11 +306,11 @@ func (n *notifier) close() {
 // quoteIdent quotes a channel name as an SQL identifier.
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// --- the session's side ---
+// --- the client's side ---
 
 // answerListen runs the LISTEN and UNLISTEN statements of a simple Query
 // for the client, and answers it as PostgreSQL would.
-func (s *session) answerListen(raw []byte) error {
+func (s *clientConn) answerListen(raw []byte) error {
 	text, _, _ := wire.CString(raw[wire.HeaderLen:])
 	out := s.applyListen(string(text), true)
 	if sc := s.sc.Load(); sc != nil && s.queue(sc, reply{kind: wire.MsgReadyForQuery, prefix: out}) {
@@ -328,7 +328,7 @@ func (s *session) answerListen(raw []byte) error {
 // applyListen runs the LISTEN and UNLISTEN statements of text for the
 // client, and returns their CommandCompletes (withTags) or the error that
 // stopped them, as messages for the client.
-func (s *session) applyListen(text string, withTags bool) []byte {
+func (s *clientConn) applyListen(text string, withTags bool) []byte {
 	ops, err := firewall.Channels(text)
 	if err != nil {
 		return wire.Errorf(wire.CodeFeatureNotSupported, "%v", err).AppendTo(nil)
@@ -365,7 +365,7 @@ type note struct {
 
 // queueNotification queues a notification for the client and delivers it
 // now if the client is between transactions.
-func (s *session) queueNotification(pid uint32, channel, payload string) {
+func (s *clientConn) queueNotification(pid uint32, channel, payload string) {
 	s.nmu.Lock()
 	if len(s.notes) >= maxQueuedNotes {
 		s.notes = s.notes[1:] // the oldest goes, as a full queue in PostgreSQL fails NOTIFY
@@ -379,7 +379,7 @@ func (s *session) queueNotification(pid uint32, channel, payload string) {
 // flushNotifications writes the queued notifications if the client is
 // between transactions (else its connection's release calls it again).
 // A client that does not read them within noteWriteTimeout is cut off.
-func (s *session) flushNotifications() {
+func (s *clientConn) flushNotifications() {
 	if s.sc.Load() != nil {
 		return
 	}
@@ -413,13 +413,13 @@ func (s *session) flushNotifications() {
 // notificationBarrier delivers, before the ReadyForQuery that ends a
 // transaction in which the client sent NOTIFY, the notifications that
 // transaction sent to channels the client itself listens to, as
-// PostgreSQL delivers a session's own notifications before its
+// PostgreSQL delivers a client's own notifications before its
 // ReadyForQuery (psql and libpq's PQnotifies rely on it). The committing
 // backend signalled every listener before its ReadyForQuery reached us, so
 // once a round trip on the listening connection is done, those
 // notifications have reached the notifier. Called by the read loop of the
 // client's server connection, which then forwards the ReadyForQuery.
-func (s *session) notificationBarrier() {
+func (s *clientConn) notificationBarrier() {
 	s.notified.Store(false)
 	ctx, cancel := context.WithTimeout(s.ctx, s.pool.cfg.ConnectTimeout)
 	defer cancel()
@@ -435,7 +435,7 @@ func (s *session) notificationBarrier() {
 
 // writeNotifications writes the queued notifications now, whatever the
 // client's state (the caller knows it is between messages).
-func (s *session) writeNotifications() {
+func (s *clientConn) writeNotifications() {
 	s.nmu.Lock()
 	notes := s.notes
 	s.notes = nil

@@ -37,7 +37,7 @@ type settingPair struct {
 // ahead of the client's first message, so they cost no round trip, and
 // their replies are swallowed: each segment's ReadyForQuery is queued here
 // as the proxy's. Called with sc.mu held.
-func (s *session) syncSession(sc *serverConn) {
+func (s *clientConn) syncSession(sc *serverConn) {
 	if sc.resetFailed {
 		// A statement the proxy injected failed since the last reset: a
 		// binding the database rejected or that was cancelled (which left
@@ -123,7 +123,7 @@ func (s *session) syncSession(sc *serverConn) {
 	}
 }
 
-// unbindSQL drops the session's sequence values, the tenant binding's
+// unbindSQL drops the client's sequence values, the tenant binding's
 // register among them (see package rls).
 const unbindSQL = "DISCARD SEQUENCES"
 

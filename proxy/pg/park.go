@@ -12,18 +12,18 @@ import (
 // A client that holds no server connection and has sent nothing for a
 // while (Config.ParkIdleAfter) gives up its goroutine and buffers: the
 // janitor asks it to park (parkAsked, then a past read deadline wakes its
-// read), and the session hands its connection to the acceptor's parking
+// read), and the client hands its connection to the acceptor's parking
 // loop (netserve.Acceptor.Park), which resumes it in a new goroutine once
-// bytes arrive. What stays is the session's own state, so ten thousand idle
+// bytes arrive. What stays is the client's own state, so ten thousand idle
 // clients cost a few KiB each. A session ending while parked (drain,
 // revocation, removal) is resumed by wake to be told.
 
-// errParked is returned by run when the session has parked.
+// errParked is returned by run when the client has parked.
 var errParked = errors.New("parked")
 
-// serve runs the session until it ends, or parks (it returns true then, and
+// serve runs the client until it ends, or parks (it returns true then, and
 // its connection is left to the acceptor).
-func (s *session) serve() bool {
+func (s *clientConn) serve() bool {
 	err := s.run()
 	if errors.Is(err, errParked) {
 		return true
@@ -33,13 +33,13 @@ func (s *session) serve() bool {
 	return false
 }
 
-// resume continues a parked session, in a new goroutine.
-func (s *session) resume(net.Conn) bool {
+// resume continues a parked client, in a new goroutine.
+func (s *clientConn) resume(net.Conn) bool {
 	s.parked.Store(false)
 	s.srv.metrics.parked.Dec()
 	s.parkAsked.Store(false)
 	// Cleared before looking at ending, so an end signalled now still
-	// wakes the read that follows (end marks the session, then sets the
+	// wakes the read that follows (end marks the client, then sets the
 	// deadline).
 	_ = s.conn.SetReadDeadline(time.Time{})
 	if s.ending() {
@@ -52,10 +52,10 @@ func (s *session) resume(net.Conn) bool {
 }
 
 // readInterrupted handles a read that returned err: a park the janitor
-// asked for, which the session takes if it is idle. It reports whether the
-// session parked; false means err is to be handled as usual, or (err nil)
+// asked for, which the client takes if it is idle. It reports whether the
+// client parked; false means err is to be handled as usual, or (err nil)
 // that the read should simply be retried.
-func (s *session) readInterrupted(err error) (parked bool, _ error) {
+func (s *clientConn) readInterrupted(err error) (parked bool, _ error) {
 	if !s.parkAsked.Load() || !errors.Is(err, os.ErrDeadlineExceeded) || s.ending() {
 		return false, err
 	}
@@ -81,8 +81,8 @@ func (s *session) readInterrupted(err error) (parked bool, _ error) {
 	return true, nil
 }
 
-// askIdleToPark asks sessions idle for ParkIdleAfter to park; the janitor
-// calls it every tick. A session counts as idle when it read no message
+// askIdleToPark asks clients idle for ParkIdleAfter to park; the janitor
+// calls it every tick. A client counts as idle when it read no message
 // since the last tick.
 func (srv *Server) askIdleToPark(tick time.Duration) {
 	if srv.cfg.ParkIdleAfter <= 0 {
@@ -91,7 +91,7 @@ func (srv *Server) askIdleToPark(tick time.Duration) {
 	need := int(srv.cfg.ParkIdleAfter / tick)
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	for _, s := range srv.sessions {
+	for _, s := range srv.clients {
 		if s.parked.Load() || s.unparkable.Load() {
 			continue
 		}

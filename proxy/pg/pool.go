@@ -108,7 +108,7 @@ func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *
 // configured time for one to free up. A tenant holds at most limit
 // connections at once (0 = the pool size); waiting tenants are served round
 // robin, so one tenant's flood cannot starve another. The connection may
-// have died meanwhile: the caller attaches it (session.attach), which
+// have died meanwhile: the caller attaches it (clientConn.attach), which
 // fails for a connection no longer idle, and then asks again.
 func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverConn, error) {
 	start := time.Now()

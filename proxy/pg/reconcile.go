@@ -9,13 +9,13 @@ import (
 // Following policy changes.
 //
 // The Store may be swapped at any time (a new policy pushed over xDS). A
-// session reads its tenant's policy afresh at each transaction start
+// client reads its tenant's policy afresh at each transaction start
 // (followPolicy), so permissions, the statement timeout, the tenant's share
 // of the pool and constraint details follow the current snapshot, while a
 // transaction in progress keeps the policy it started with. A tenant that
 // is no longer in the snapshot (removed or suspended) has its connections
 // ended at once by Reconcile, which whoever swapped the snapshot calls, and
-// by the session itself should it see the new snapshot first.
+// by the client itself should it see the new snapshot first.
 
 // errTenantGone is the FATAL a client gets when its tenant leaves the policy.
 func errTenantGone(id string) *wire.Error {
@@ -28,13 +28,13 @@ func errTenantGone(id string) *wire.Error {
 // ended at once (FATAL 28000, a transaction in progress aborted and its
 // server connection closed). Other connections pick the new policy up at
 // their next transaction. Call it after every swap; it does no client I/O,
-// returns without waiting for any session, and is safe to call
+// returns without waiting for any client, and is safe to call
 // concurrently with traffic and with itself.
 func (srv *Server) Reconcile() {
 	snap := srv.policy.Load()
 	srv.mu.Lock()
-	var gone, revoked []*session
-	for _, s := range srv.sessions {
+	var gone, revoked []*clientConn
+	for _, s := range srv.clients {
 		switch _, st := clientend.Check(snap, s.tenant, s.credential); st {
 		case clientend.TenantGone:
 			gone = append(gone, s)
@@ -51,10 +51,10 @@ func (srv *Server) Reconcile() {
 	}
 }
 
-// credentialRemoved ends the session because the static credential it
+// credentialRemoved ends the client because the static credential it
 // logged in with is no longer in the policy (a rotated password): at once,
 // as for a removed tenant.
-func (s *session) credentialRemoved() {
+func (s *clientConn) credentialRemoved() {
 	if s.removed.Swap(true) {
 		return
 	}
@@ -63,9 +63,9 @@ func (s *session) credentialRemoved() {
 	s.end(wire.Fatalf(wire.CodeInvalidAuthSpec, "tenantguard: the credential this connection logged in with was removed from the policy"), policy.SessionEndImmediate)
 }
 
-// tenantRemoved ends the session because its tenant left the policy. It
+// tenantRemoved ends the client because its tenant left the policy. It
 // does no I/O and may be called more than once (end keeps the first error).
-func (s *session) tenantRemoved() {
+func (s *clientConn) tenantRemoved() {
 	if s.removed.Swap(true) {
 		return
 	}
@@ -74,11 +74,11 @@ func (s *session) tenantRemoved() {
 	s.end(errTenantGone(s.tenant), policy.SessionEndImmediate)
 }
 
-// followPolicy adopts snap, swapped in since the session last looked. The
+// followPolicy adopts snap, swapped in since the client last looked. The
 // tenant's policy is re-read only between transactions; inside one the
-// session keeps the policy the transaction started with and looks again at
-// its next message. A tenant no longer in snap ends the session now.
-func (s *session) followPolicy(snap *policy.Snapshot) error {
+// client keeps the policy the transaction started with and looks again at
+// its next message. A tenant no longer in snap ends the client now.
+func (s *clientConn) followPolicy(snap *policy.Snapshot) error {
 	t, st := clientend.Check(snap, s.tenant, s.credential)
 	switch st {
 	case clientend.TenantGone:

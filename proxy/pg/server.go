@@ -2,6 +2,11 @@
 // the v3 protocol to stock clients, authenticates each connection as one
 // tenant, and pools upstream connections per (database, upstream user) in
 // transaction or session mode.
+//
+// Words: a clientConn is one client connection (clientconn.go), a
+// serverConn one upstream connection (serverconn.go); "session" means only
+// a token session, whose lease a clientConn may hold (ending.go), or
+// PgBouncer's session pooling mode.
 package pg
 
 import (
@@ -47,8 +52,8 @@ type Server struct {
 	acc netserve.Acceptor
 
 	mu        sync.Mutex
-	sessions  map[uint32]*session // by cancel pid
-	perTenant map[string]int      // client connections by tenant
+	clients   map[uint32]*clientConn // by cancel pid
+	perTenant map[string]int         // client connections by tenant
 	labels    map[string]struct{}
 	janitor   chan struct{}
 	// pausedTenants are those PAUSEd from the console: each channel is
@@ -74,7 +79,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		log:       log,
 		metrics:   newMetrics(reg),
 		pools:     map[string]*pool{},
-		sessions:  map[uint32]*session{},
+		clients:   map[uint32]*clientConn{},
 		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
 		janitor:   make(chan struct{}),
@@ -174,7 +179,7 @@ func refuseTooMany(c net.Conn) { _, _ = c.Write(tooManyClients) }
 // the current snapshot no longer has, as an unknown user: checked under
 // srv.mu, a login that authenticated against the previous snapshot is
 // either refused here or ended by the Reconcile that follows the swap.
-func (srv *Server) register(s *session) *wire.Error {
+func (srv *Server) register(s *clientConn) *wire.Error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	snap := srv.policy.Load()
@@ -189,22 +194,22 @@ func (srv *Server) register(s *session) *wire.Error {
 	srv.perTenant[s.tenant]++
 	for {
 		s.key = newCancelKey()
-		if _, taken := srv.sessions[s.key.pid]; !taken && s.key.pid != 0 {
+		if _, taken := srv.clients[s.key.pid]; !taken && s.key.pid != 0 {
 			break
 		}
 	}
-	srv.sessions[s.key.pid] = s
+	srv.clients[s.key.pid] = s
 	if srv.acc.Draining() {
-		// startup wakes the session once its deadline is cleared.
+		// startup wakes the client once its deadline is cleared.
 		s.closing, s.endErr = true, errShutdown
 	}
 	return nil
 }
 
-func (srv *Server) unregister(s *session) {
+func (srv *Server) unregister(s *clientConn) {
 	srv.mu.Lock()
-	if srv.sessions[s.key.pid] == s {
-		delete(srv.sessions, s.key.pid)
+	if srv.clients[s.key.pid] == s {
+		delete(srv.clients, s.key.pid)
 		if srv.perTenant[s.tenant]--; srv.perTenant[s.tenant] <= 0 {
 			delete(srv.perTenant, s.tenant)
 		}
@@ -216,7 +221,7 @@ func (srv *Server) unregister(s *session) {
 // that client's current request, and to nothing else.
 func (srv *Server) cancel(pid uint32, secret []byte) {
 	srv.mu.Lock()
-	s := srv.sessions[pid]
+	s := srv.clients[pid]
 	srv.mu.Unlock()
 	if s == nil || len(secret) != 4 {
 		return
@@ -286,8 +291,8 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	if srv.acc.Drain() {
 		close(srv.janitor)
 	}
-	sessions := make([]*session, 0, len(srv.sessions))
-	for _, s := range srv.sessions {
+	sessions := make([]*clientConn, 0, len(srv.clients))
+	for _, s := range srv.clients {
 		sessions = append(sessions, s)
 	}
 	srv.mu.Unlock()
@@ -335,11 +340,11 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 }
 
 // remaining lists the registered sessions.
-func (srv *Server) remaining() []*session {
+func (srv *Server) remaining() []*clientConn {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	out := make([]*session, 0, len(srv.sessions))
-	for _, s := range srv.sessions {
+	out := make([]*clientConn, 0, len(srv.clients))
+	for _, s := range srv.clients {
 		out = append(out, s)
 	}
 	return out

@@ -17,9 +17,9 @@ import (
 // (a lock on the right is never held while taking one on its left):
 //
 //	serverConn.mu → pool.mu
-//	serverConn.mu → session.mu
+//	serverConn.mu → clientConn.mu
 //
-// Server.mu, session.wmu, pool.mu and session.mu are leaves: nothing else is
+// Server.mu, clientConn.wmu, pool.mu and clientConn.mu are leaves: nothing else is
 // taken while one is held. No function returns holding a lock it took, nor
 // releases one its caller took. No lock is held across a socket read or
 // write, so a slow peer stalls only its own connection.
@@ -32,7 +32,7 @@ const serverMaxMessage = 1 << 30
 // connState is where a server connection is in its life, as pgconn's
 // connStatus. Transitions, each made in one place, under serverConn.mu:
 //
-//	idle      → attached   session.attach: a client's transaction starts
+//	idle      → attached   clientConn.attach: a client's transaction starts
 //	attached  → idle       serverConn.release: between transactions, clean
 //	attached  → resetting  serverConn.release: the client left session state
 //	resetting → idle       serverConn.finishReset: the reset succeeded
@@ -46,7 +46,7 @@ type connState uint8
 
 const (
 	connIdle      connState = iota // in the pool, or being handed to a client
-	connAttached                   // owned by one client session, which alone writes to it
+	connAttached                   // owned by one client, which alone writes to it
 	connResetting                  // a reset query is in flight; back to the pool once it succeeds
 	connClosing                    // the socket is being closed; no one may use it
 	connClosed                     // the read loop has exited and the pool has forgotten it
@@ -57,8 +57,8 @@ var connStateNames = [...]string{"idle", "attached", "resetting", "closing", "cl
 func (s connState) String() string { return connStateNames[s] }
 
 // serverConn is one upstream connection. Its read loop runs for the
-// connection's whole life, forwarding replies to whichever session owns
-// it. The owning session's goroutine writes requests; mu guards what the
+// connection's whole life, forwarding replies to whichever client owns
+// it. The owning client's goroutine writes requests; mu guards what the
 // two share.
 type serverConn struct {
 	pool    *pool
@@ -77,11 +77,11 @@ type serverConn struct {
 
 	mu       sync.Mutex
 	state    connState
-	owner    *session // the attached session; nil in every other state
-	sending  bool     // a request batch is being written: not releasable until written
-	unsynced bool     // extended-protocol messages sent since the last Sync
-	tx       byte     // transaction status of the last ReadyForQuery
-	cancels  int      // cancel requests in flight for this backend
+	owner    *clientConn // the attached client; nil in every other state
+	sending  bool        // a request batch is being written: not releasable until written
+	unsynced bool        // extended-protocol messages sent since the last Sync
+	tx       byte        // transaction status of the last ReadyForQuery
+	cancels  int         // cancel requests in flight for this backend
 	// cancelPending: a client's cancel arrived while the proxy's own
 	// statements ran ahead of its request; the read loop sends it after.
 	cancelPending bool
@@ -95,7 +95,7 @@ type serverConn struct {
 	settings       clientSettings    // the tracked settings it is known to have
 	prepared       map[string]*preparedState
 	useClock       uint64
-	unnamedOwner   *session // whose unnamed statement the server holds
+	unnamedOwner   *clientConn // whose unnamed statement the server holds
 	unnamedGen     uint64
 	attachedAt     time.Time
 	batchStart     time.Time
@@ -148,8 +148,8 @@ func (sc *serverConn) expired(now time.Time) bool {
 
 // closeSocket takes the connection out of use and closes its socket; the
 // read loop then exits and the pool forgets it. Any goroutine may call it,
-// more than once. A session it is attached to is not told: the caller
-// either is that session or tells it.
+// more than once. A client it is attached to is not told: the caller
+// either is that client or tells it.
 func (sc *serverConn) closeSocket() {
 	sc.mu.Lock()
 	if sc.state < connClosing {
@@ -200,7 +200,7 @@ func (sc *serverConn) readLoop() {
 	sc.exit(err)
 }
 
-// exit ends the connection once its read loop has stopped: the session
+// exit ends the connection once its read loop has stopped: the client
 // that owned it is told, and the pool stops counting it.
 func (sc *serverConn) exit(err error) {
 	sc.mu.Lock()
@@ -240,7 +240,7 @@ func (sc *serverConn) releasable() bool {
 
 // busyFor reports whether s owns the connection and is in the middle of a
 // transaction or a request.
-func (sc *serverConn) busyFor(s *session) bool {
+func (sc *serverConn) busyFor(s *clientConn) bool {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	return sc.owner == s && sc.state == connAttached && !sc.releasable()
@@ -277,7 +277,7 @@ func (sc *serverConn) release() {
 // transactions goes back to the pool (reset as needed); one in the middle
 // of something (a transaction, a result not yet read, requests not yet
 // answered) cannot be reused, and is closed.
-func (sc *serverConn) leave(s *session) {
+func (sc *serverConn) leave(s *clientConn) {
 	sc.mu.Lock()
 	if sc.owner != s || sc.state != connAttached {
 		sc.mu.Unlock()
@@ -302,7 +302,7 @@ func (sc *serverConn) leave(s *session) {
 // left session state behind (and always in session pooling); closed when s
 // left state a reset cannot undo. It returns what remains to do once mu is
 // released. Called with mu held.
-func (sc *serverConn) detachLocked(s *session) (then func()) {
+func (sc *serverConn) detachLocked(s *clientConn) (then func()) {
 	d := time.Since(sc.attachedAt)
 	s.txDur.Observe(d.Seconds())
 	sc.pool.xacts.Add(1)

@@ -34,7 +34,7 @@ type handshake struct {
 	srv    *Server
 	conn   net.Conn
 	br     *connbuf.Reader
-	rd     *wire.Reader // messages from authentication on; the session's once admitted
+	rd     *wire.Reader // messages from authentication on; the client's once admitted
 	bw     *connbuf.Writer
 	isTLS  bool
 	msg    *pgproto3.StartupMessage
@@ -43,16 +43,16 @@ type handshake struct {
 	dbName string
 	t      *policy.Tenant
 	// lease, for a session-token login, is held by the handshake until the
-	// session owns it; link routes its end to the session.
+	// client owns it; link routes its end to the client.
 	lease      policy.SessionLease
 	link       *clientend.Link
 	credential []byte // see login.credential
 }
 
 // startup runs the startup phase on a new client connection. It returns an
-// authenticated session, or nil when the connection was a CancelRequest or
-// was refused (the client has been told why). cancel ends the session's ctx.
-func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn net.Conn) (*session, error) {
+// authenticated client, or nil when the connection was a CancelRequest or
+// was refused (the client has been told why). cancel ends the client's ctx.
+func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn net.Conn) (*clientConn, error) {
 	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
 	h := &handshake{srv: srv, conn: conn, br: connbuf.NewReader(conn)}
 	if srv.cfg.Sessions != nil {
@@ -139,7 +139,7 @@ func (h *handshake) startTLS(ctx context.Context) error {
 
 // checkParameters accepts the startup parameters a client may set, and
 // refuses the rest. A newer protocol minor version or _pq_ options get
-// NegotiateProtocolVersion, and the session goes on with 3.0, as
+// NegotiateProtocolVersion, and the client goes on with 3.0, as
 // PostgreSQL does.
 func (h *handshake) checkParameters() *wire.Error {
 	var unknownOpts []string
@@ -226,7 +226,7 @@ func (h *handshake) authenticate(ctx context.Context) error {
 
 // admit checks what the authenticated client asks for (its database, its
 // tenant's connection cap) and registers its session.
-func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*session, error) {
+func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*clientConn, error) {
 	srv := h.srv
 	p := srv.pools[h.dbName]
 	if p == nil {
@@ -243,7 +243,7 @@ func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*sess
 		return nil, h.refuse("refused", e)
 	}
 	h.rd.SetMaxBody(srv.cfg.MaxMessageBytes)
-	s := &session{
+	s := &clientConn{
 		dbName: h.dbName, tls: h.isTLS, connectedAt: time.Now(), credential: h.credential,
 		srv: srv, conn: h.conn, br: h.br, bw: h.bw,
 		rd:     h.rd,
@@ -269,7 +269,7 @@ func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*sess
 // greet sends what a client sees after authentication, as PostgreSQL sends
 // it (AuthenticationOk, the reported settings, BackendKeyData,
 // ReadyForQuery), and hands the session its token lease.
-func (h *handshake) greet(s *session) error {
+func (h *handshake) greet(s *clientConn) error {
 	defaults := s.pool.defaultsLoaded()
 	b, _ := (&pgproto3.AuthenticationOk{}).Encode(nil)
 	report := map[string]string{
@@ -299,7 +299,7 @@ func (h *handshake) greet(s *session) error {
 	binary.BigEndian.PutUint32(sec[:], s.key.secret)
 	b, _ = (&pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: sec[:]}).Encode(b)
 	b = wire.AppendReadyForQuery(b, wire.TxIdle)
-	// Registered sessions are written to by Shutdown too: hold the write lock.
+	// Registered clients are written to by Shutdown too: hold the write lock.
 	s.wmu.Lock()
 	_, err := s.bw.Write(b)
 	if err == nil {

@@ -11,7 +11,7 @@ import (
 
 // Protocol-level prepared statements in transaction pooling.
 //
-// A client's named statements live in the session, not on any one server
+// A client's named statements live in the client, not on any one server
 // connection. Each is prepared on a server under a name derived from its
 // text and parameter types ("_tg_<hash>"), so clients of one pool that
 // prepare the same statement share it. Every statement name in a client
@@ -35,7 +35,7 @@ type clientStmt struct {
 // statements it needs) and returns the bytes to send for it; injected
 // messages that must precede it are appended to s.out. Called with sc.mu
 // held.
-func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
+func (s *clientConn) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 	body := raw[5:]
 	switch typ {
 	case wire.MsgParse, wire.MsgBind, wire.MsgDescribe, wire.MsgExecute, wire.MsgClose, wire.MsgFlush:
@@ -91,7 +91,7 @@ func (s *session) rewrite(sc *serverConn, typ byte, raw []byte) []byte {
 }
 
 // rewriteParse handles a client Parse.
-func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
+func (s *clientConn) rewriteParse(sc *serverConn, raw []byte) []byte {
 	body := raw[5:]
 	name, rest, ok := wire.CString(body)
 	if !ok {
@@ -144,7 +144,7 @@ func (s *session) rewriteParse(sc *serverConn, raw []byte) []byte {
 
 // statementOn returns the server-side name for a client statement name,
 // preparing it on sc first if needed.
-func (s *session) statementOn(sc *serverConn, name []byte) string {
+func (s *clientConn) statementOn(sc *serverConn, name []byte) string {
 	if len(name) == 0 {
 		if s.unnamedParse != nil && (sc.unnamedOwner != s || sc.unnamedGen != s.unnamedGen) {
 			s.out = append(s.out, s.unnamedParse...)
@@ -164,7 +164,7 @@ func (s *session) statementOn(sc *serverConn, name []byte) string {
 	return st.serverName
 }
 
-func (s *session) ensurePrepared(sc *serverConn, st *clientStmt) {
+func (s *clientConn) ensurePrepared(sc *serverConn, st *clientStmt) {
 	if ps := sc.prepared[st.serverName]; ps != nil {
 		sc.clock(ps)
 		return
@@ -176,7 +176,7 @@ func (s *session) ensurePrepared(sc *serverConn, st *clientStmt) {
 }
 
 // evictFor closes the least recently used ready statement when sc is full.
-func (s *session) evictFor(sc *serverConn) {
+func (s *clientConn) evictFor(sc *serverConn) {
 	if len(sc.prepared) < s.pool.cfg.MaxPrepared {
 		return
 	}
@@ -200,16 +200,16 @@ func (sc *serverConn) nextClock() uint64 { sc.useClock++; return sc.useClock }
 func (sc *serverConn) clock(ps *preparedState) { ps.used = sc.nextClock() }
 
 // rebuild writes a client message with its statement name replaced into
-// the session's scratch message, valid until the next one.
-func (s *session) rebuild(typ byte, head []byte, name string, tail []byte) []byte {
+// the client's scratch message, valid until the next one.
+func (s *clientConn) rebuild(typ byte, head []byte, name string, tail []byte) []byte {
 	s.msg = wire.AppendNamed(s.msg[:0], typ, head, name, tail)
 	return s.msg
 }
 
-// leavesState reports whether the message being handled leaves session
+// leavesState reports whether the message being handled leaves client
 // state behind: the firewall's verdict when isolation is on, else a scan of
 // the query text.
-func (s *session) leavesState(q []byte) bool {
+func (s *clientConn) leavesState(q []byte) bool {
 	if s.verdict != nil {
 		return s.verdict.SessionState
 	}

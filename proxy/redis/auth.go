@@ -17,7 +17,7 @@ import (
 
 // preAuth serves the commands allowed before authentication: AUTH, HELLO,
 // PING and QUIT. AUTH and HELLO are terminated here, never forwarded.
-func (s *session) preAuth(name string, args [][]byte) error {
+func (s *clientConn) preAuth(name string, args [][]byte) error {
 	switch name {
 	case "auth":
 		return s.reauth(args)
@@ -42,7 +42,7 @@ func pong(args [][]byte) []byte {
 
 // reauth handles AUTH [user] password. A connection is bound to one tenant
 // for its life: AUTH as another tenant is refused.
-func (s *session) reauth(args [][]byte) error {
+func (s *clientConn) reauth(args [][]byte) error {
 	var user, pass []byte
 	switch len(args) {
 	case 2:
@@ -66,9 +66,9 @@ func (s *session) reauth(args [][]byte) error {
 const wrongpass = "WRONGPASS invalid username-password pair or user is disabled."
 
 // authenticate checks a tenant's secret, a static one or a session token,
-// and binds the session, returning a RESP error text on failure. A bound
-// session stays with its tenant: AUTH again succeeds only for the same one.
-func (s *session) authenticate(user, pass string) string {
+// and binds the client, returning a RESP error text on failure. A bound
+// client stays with its tenant: AUTH again succeeds only for the same one.
+func (s *clientConn) authenticate(user, pass string) string {
 	if s.srv.cfg.Sessions != nil && s.srv.cfg.Sessions.IsToken(pass) {
 		return s.authenticateToken(user, pass)
 	}
@@ -95,7 +95,7 @@ func (s *session) authenticate(user, pass string) string {
 // authenticateToken checks a session token for user's tenant. On success
 // the session holds the token's lease, replacing any it held; a token is
 // never remembered as a static secret.
-func (s *session) authenticateToken(user, token string) string {
+func (s *clientConn) authenticateToken(user, token string) string {
 	fail := func(reason string, err error) string {
 		s.srv.metrics.authFailures.WithLabelValues(reason).Inc()
 		s.srv.log.Info("redis client authentication failed", "user", user, "reason", reason, "error", err, "client", s.id)
@@ -129,8 +129,8 @@ func (s *session) authenticateToken(user, token string) string {
 	return ""
 }
 
-// bind makes the session the tenant id's, as the current snapshot has it.
-func (s *session) bind(id string) string {
+// bind makes the client the tenant id's, as the current snapshot has it.
+func (s *clientConn) bind(id string) string {
 	ns, err := namespace.New(id, s.srv.cfg.Namespace)
 	if err != nil {
 		return "ERR tenantguard: " + err.Error()
@@ -191,7 +191,7 @@ type verifiedSecret struct {
 }
 
 // hello handles HELLO [protover [AUTH user pass] [SETNAME name]].
-func (s *session) hello(args [][]byte) error {
+func (s *clientConn) hello(args [][]byte) error {
 	proto := 2
 	if s.resp3 {
 		proto = 3
@@ -249,7 +249,7 @@ func (s *session) hello(args [][]byte) error {
 	return nil
 }
 
-func (s *session) helloReply(proto int) []byte {
+func (s *clientConn) helloReply(proto int) []byte {
 	kv := []struct {
 		k string
 		v []byte

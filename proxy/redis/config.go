@@ -8,8 +8,12 @@
 // connection. On Linux an event loop serves those clients and connections
 // (loop_linux.go, fastpath.go). A client that needs connection state
 // (MULTI/WATCH, blocking commands, pub/sub, RESP3) gets a dedicated
-// upstream connection for the rest of its session, reset with RESET and
+// upstream connection for as long as it is connected, reset with RESET and
 // kept for the next such client when it leaves (pool.go).
+//
+// Words: a clientConn is one client connection (clientconn.go), an upConn
+// one upstream connection (upstream.go); "session" means only a token
+// session, whose lease a clientConn may hold (ending.go).
 package redis
 
 import (

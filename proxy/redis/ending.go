@@ -7,7 +7,7 @@ import (
 	"github.com/tenantguard/tenantguard/proxy/clientend"
 )
 
-// Sessions authenticated with a token, and how they end.
+// Clients authenticated with a token, and how they end.
 //
 // A connection that AUTHed with a session token holds a lease on the
 // session. When the session is revoked or expires, the lease's onEnd (on
@@ -23,7 +23,7 @@ var errSessionEnded = errors.New("session ended")
 
 // setLease makes lease (with its link) the session's, closing the one it
 // replaces; nil just drops the current one.
-func (s *session) setLease(lease policy.SessionLease, link *clientend.Link) {
+func (s *clientConn) setLease(lease policy.SessionLease, link *clientend.Link) {
 	old, oldLink := s.lease, s.link
 	s.lease, s.link = lease, link
 	if lease != nil {
@@ -38,7 +38,7 @@ func (s *session) setLease(lease policy.SessionLease, link *clientend.Link) {
 
 // sessionEnded ends the connection whose token session ended. Called from
 // the verifier's goroutine, with the link's mu held.
-func (s *session) sessionEnded(id string, err error) {
+func (s *clientConn) sessionEnded(id string, err error) {
 	reason := "revoked_or_expired"
 	if errors.Is(err, policy.ErrSessionStoreLost) {
 		reason = "store_unavailable"
@@ -49,9 +49,9 @@ func (s *session) sessionEnded(id string, err error) {
 	s.end(s.srv.SessionEnd())
 }
 
-// end ends the session: now, or in boundary mode once nothing is owed and
-// no MULTI is open. Safe from any goroutine, and after the session finished.
-func (s *session) end(mode policy.SessionEndMode) {
+// end ends the client: now, or in boundary mode once nothing is owed and
+// no MULTI is open. Safe from any goroutine, and after the client finished.
+func (s *clientConn) end(mode policy.SessionEndMode) {
 	s.endPending.Store(true)
 	s.qmu.Lock()
 	s.ending = true
@@ -64,15 +64,15 @@ func (s *session) end(mode policy.SessionEndMode) {
 
 // atBoundary reports whether the client is owed nothing, not even bytes
 // not yet written, and has no MULTI open. qmu held.
-func (s *session) atBoundary() bool {
+func (s *clientConn) atBoundary() bool {
 	return s.outq.len() == 0 && len(s.out) == 0 && !s.draining && !s.inMulti
 }
 
-// stopForEnd runs before a command once the session is ending: it reports
+// stopForEnd runs before a command once the client is ending: it reports
 // whether the command must not run, in which case the connection has been
 // closed, after every reply owed was delivered in boundary mode. Inside an
 // open MULTI the commands of that transaction still run.
-func (s *session) stopForEnd() bool {
+func (s *clientConn) stopForEnd() bool {
 	if s.srv.SessionEnd() == policy.SessionEndImmediate {
 		s.kill()
 		return true

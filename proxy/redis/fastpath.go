@@ -7,14 +7,14 @@ import (
 	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
 )
 
-// Who serves a session: its own goroutine, or the loop.
+// Who serves a client: its own goroutine, or the loop.
 //
-// Every session has a goroutine (netserve runs one per connection), which
+// Every client has a goroutine (netserve runs one per connection), which
 // reads and serves the client until it is authenticated and whenever its
 // commands may have to wait: for a connection to be dialled, for replies
 // to arrive (HELLO 3, RESET, MULTI and the rest of what needs a dedicated
 // connection, emulated commands, QUIT, a session ending at a boundary), or
-// for a secret to be checked. A session on the shared connections with
+// for a secret to be checked. A client on the shared connections with
 // nothing buffered is handed to the loop (loop_linux.go) instead of
 // blocking in a read of its own; the goroutine waits on s.wake until the
 // loop meets a command that may wait, and hands it back.
@@ -23,20 +23,20 @@ var (
 	// errWouldBlock is a read that found nothing: wait for the socket.
 	errWouldBlock = errors.New("socket not ready")
 	// errNeedHome is handle's answer, on the loop, to a command that must
-	// run on the session's goroutine; nothing of it has run.
+	// run on the client's goroutine; nothing of it has run.
 	errNeedHome = errors.New("command must run on the session's goroutine")
 	errNoLoop   = errors.New("no event loop on this platform")
 )
 
-// handoff is what the loop hands back with a session: a command to run
-// first (its arguments point into the session's Reader), or the error
-// that ends the session.
+// handoff is what the loop hands back with a client: a command to run
+// first (its arguments point into the client's Reader), or the error
+// that ends the client.
 type handoff struct {
 	args [][]byte
 	err  error
 }
 
-// clientReader is what a session's resp.Reader (or a shared upstream
+// clientReader is what a client's resp.Reader (or a shared upstream
 // connection's resp.ReplyReader) reads from: the connection, waiting for
 // data, or, while the loop serves it, the socket without waiting, until a
 // read comes back short. As twemproxy does, a read that does not fill the
@@ -70,10 +70,10 @@ func (r *clientReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// joinLoop hands the session to the loop when it may go there: bound to
+// joinLoop hands the client to the loop when it may go there: bound to
 // a tenant, on the shared connections, nothing buffered, not ending. It
 // reports whether it did; the goroutine must then wait on s.wake.
-func (s *session) joinLoop() bool {
+func (s *clientConn) joinLoop() bool {
 	if s.sock == nil || s.tenant == nil || s.dedicated || s.resp3 || s.rd.Buffered() > 0 ||
 		s.endPending.Load() || s.gone.Load() {
 		return false
@@ -82,11 +82,11 @@ func (s *session) joinLoop() bool {
 	return l != nil && l.join(s)
 }
 
-// needsHome reports whether a command of an authenticated session must
-// run on the session's goroutine rather than the loop: it may dial,
-// wait for replies, check a secret, or move the session to a dedicated
-// connection, or the session is owed as many replies as it may be.
-func (s *session) needsHome(name []byte, cmd *keyspec.Command) bool {
+// needsHome reports whether a command of an authenticated client must
+// run on the client's goroutine rather than the loop: it may dial,
+// wait for replies, check a secret, or move the client to a dedicated
+// connection, or the client is owed as many replies as it may be.
+func (s *clientConn) needsHome(name []byte, cmd *keyspec.Command) bool {
 	switch string(name) {
 	case "auth", "hello", "quit", "reset", "flushdb", "flushall", "dbsize":
 		return true
@@ -104,9 +104,9 @@ func (s *session) needsHome(name []byte, cmd *keyspec.Command) bool {
 }
 
 // kill ends the connection from any goroutine: the socket is shut down,
-// so whoever serves the session (its goroutine or the loop) reads EOF and
+// so whoever serves the client (its goroutine or the loop) reads EOF and
 // ends it, and closes the connection. Without a descriptor it is closed.
-func (s *session) kill() {
+func (s *clientConn) kill() {
 	if s.sock == nil || !s.sock.shutdown() {
 		_ = s.conn.Close()
 	}

@@ -10,7 +10,7 @@ import (
 
 // clientCommand answers the CLIENT subcommands that describe the client
 // itself, per tenant. It reports false for those it leaves to the rules.
-func (s *session) clientCommand(args [][]byte) bool {
+func (s *clientConn) clientCommand(args [][]byte) bool {
 	if len(args) < 2 {
 		return false
 	}
@@ -43,7 +43,7 @@ func (s *session) clientCommand(args [][]byte) bool {
 // reset answers RESET: back to a fresh authenticated connection of the same
 // tenant. A dedicated upstream connection goes back to the pool, reset
 // (pool.go), or is closed.
-func (s *session) reset(ctx context.Context) error {
+func (s *clientConn) reset(ctx context.Context) error {
 	s.waitDrained()
 	if s.dedicated {
 		s.srv.releaseDedicated(s.up)
@@ -59,7 +59,7 @@ func (s *session) reset(ctx context.Context) error {
 
 // emulateFlush deletes the tenant's keys: SCAN MATCH <prefix>* and UNLINK,
 // on a connection of its own, after everything the client sent before.
-func (s *session) emulateFlush(ctx context.Context, args [][]byte) error {
+func (s *clientConn) emulateFlush(ctx context.Context, args [][]byte) error {
 	if _, err := s.scanTenant(ctx, true); err != nil {
 		s.writeLocal(s.emulationFailure(err))
 		return nil
@@ -69,7 +69,7 @@ func (s *session) emulateFlush(ctx context.Context, args [][]byte) error {
 }
 
 // emulateDBSize counts the tenant's keys.
-func (s *session) emulateDBSize(ctx context.Context) error {
+func (s *clientConn) emulateDBSize(ctx context.Context) error {
 	n, err := s.scanTenant(ctx, false)
 	if err != nil {
 		s.writeLocal(s.emulationFailure(err))
@@ -81,7 +81,7 @@ func (s *session) emulateDBSize(ctx context.Context) error {
 
 // scanTenant walks the tenant's keys with SCAN, unlinking them if asked,
 // and returns how many it saw.
-func (s *session) scanTenant(ctx context.Context, unlink bool) (int64, error) {
+func (s *clientConn) scanTenant(ctx context.Context, unlink bool) (int64, error) {
 	if s.up != nil {
 		if err := s.up.flush(); err != nil {
 			return 0, err
@@ -140,7 +140,7 @@ type dialError struct{ error }
 func (e dialError) Unwrap() error { return e.error }
 
 // emulationFailure answers an emulated command that failed upstream.
-func (s *session) emulationFailure(err error) []byte {
+func (s *clientConn) emulationFailure(err error) []byte {
 	if de := (dialError{}); errors.As(err, &de) {
 		return s.dialFailure(de.error)
 	}

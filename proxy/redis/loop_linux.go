@@ -10,7 +10,7 @@ import (
 	"syscall"
 )
 
-// loop serves the client connections of sessions on the fast path, and
+// loop serves the connections of clients on the fast path, and
 // the shared upstream connections, from one goroutine, as twemproxy serves
 // all of its connections from one thread.
 //
@@ -26,12 +26,12 @@ import (
 // readable while it has events), so an idle loop is a parked goroutine,
 // not a thread blocked in epoll_wait.
 //
-// A session is the loop's from the moment it registers its socket (join)
+// A client is the loop's from the moment it registers its socket (join)
 // until the loop hands it back to its own goroutine (handBack), which
 // meanwhile waits on s.wake. The loop runs only commands that cannot wait
-// (session.needsHome): anything that dials, waits for replies, or
-// authenticates goes back to the session's goroutine with the command,
-// and the session joins again once its input is used up. A shared
+// (clientConn.needsHome): anything that dials, waits for replies, or
+// authenticates goes back to the client's goroutine with the command,
+// and the client joins again once its input is used up. A shared
 // upstream connection is the loop's from its dial to its end.
 type loop struct {
 	srv    *Server
@@ -44,21 +44,21 @@ type loop struct {
 
 	// table holds the sockets the loop owns, by the index in their epoll
 	// event; gen tells a stale event (of a socket gone since) from a
-	// current one. Sessions join from their own goroutines.
+	// current one. Clients join from their own goroutines.
 	mu    sync.Mutex
 	table []loopEntry
 	free  []int32
 	gen   uint32
 
-	dirtyUp []*upConn  // written to in this round: flush at its end
-	dirtyS  []*session // with replies to write
+	dirtyUp []*upConn     // written to in this round: flush at its end
+	dirtyS  []*clientConn // with replies to write
 	done    chan struct{}
 }
 
-// loopEntry is a client session or a shared upstream connection.
+// loopEntry is a client connection or a shared upstream connection.
 type loopEntry struct {
 	gen uint32
-	s   *session
+	s   *clientConn
 	u   *upConn
 }
 
@@ -84,7 +84,7 @@ func newLoop(srv *Server) (*loop, error) {
 	return l, nil
 }
 
-// stop ends the loop once no session is registered, and waits for it.
+// stop ends the loop once no client is registered, and waits for it.
 func (l *loop) stop() {
 	_ = l.file.Close()
 	<-l.done
@@ -129,8 +129,8 @@ func (l *loop) event(ev *syscall.EpollEvent) {
 	}
 }
 
-// serve reads the session's socket once and runs the commands read.
-func (l *loop) serve(s *session) {
+// serve reads the client's socket once and runs the commands read.
+func (l *loop) serve(s *clientConn) {
 	s.crd.budget = readsPerEvent
 	for {
 		cmd, err := s.rd.ReadCommand()
@@ -162,7 +162,7 @@ func (l *loop) serve(s *session) {
 }
 
 // dirty notes what serving s left to write at the round's end.
-func (l *loop) dirty(s *session) {
+func (l *loop) dirty(s *clientConn) {
 	if u := s.up; u != nil && !u.loopDirty {
 		u.loopDirty = true
 		l.dirtyUp = append(l.dirtyUp, u)
@@ -170,7 +170,7 @@ func (l *loop) dirty(s *session) {
 	l.dirtyClient(s)
 }
 
-func (l *loop) dirtyClient(s *session) {
+func (l *loop) dirtyClient(s *clientConn) {
 	if !s.loopDirty {
 		s.loopDirty = true
 		l.dirtyS = append(l.dirtyS, s)
@@ -187,7 +187,7 @@ func (l *loop) serveUp(u *upConn) {
 			break
 		}
 		if err == nil {
-			var s *session
+			var s *clientConn
 			if s, err = u.route(rep); err == nil {
 				l.dirtyClient(s)
 				continue
@@ -219,10 +219,10 @@ func (l *loop) flush() {
 	l.dirtyS = l.dirtyS[:0]
 }
 
-// join makes the loop serve s, from the session's goroutine, which then
+// join makes the loop serve s, from the client's goroutine, which then
 // waits on s.wake. It reports false when the socket could not be
-// registered; the session goes on serving itself.
-func (l *loop) join(s *session) bool {
+// registered; the client goes on serving itself.
+func (l *loop) join(s *clientConn) bool {
 	return l.enter(s.sock, loopEntry{s: s}, func(i int32) { s.loopSlot, s.crd.loop = i, true })
 }
 
@@ -234,7 +234,7 @@ func (l *loop) joinUp(u *upConn) bool {
 }
 
 // handBack returns s to its goroutine with what it must do next.
-func (l *loop) handBack(s *session, h handoff) {
+func (l *loop) handBack(s *clientConn, h handoff) {
 	l.leave(s.sock, s.loopSlot)
 	s.wake <- h
 }
@@ -285,7 +285,7 @@ func (l *loop) leave(sk *sock, i int32) {
 	l.mu.Unlock()
 }
 
-// sessions counts the sessions the loop serves now.
+// clients counts the clients the loop serves now.
 func (l *loop) sessions() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -2,14 +2,14 @@
 
 package redis
 
-// loop is Linux only: elsewhere every session serves itself.
+// loop is Linux only: elsewhere every client serves itself.
 type loop struct{}
 
 func newLoop(*Server) (*loop, error) { return nil, errNoLoop }
 
 func (*loop) stop() {}
 
-func (*loop) join(*session) bool { return false }
+func (*loop) join(*clientConn) bool { return false }
 
 func (*loop) joinUp(*upConn) bool { return false }
 

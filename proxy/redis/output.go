@@ -10,11 +10,11 @@ import (
 // Replies to the client.
 //
 // Replies are written by whoever has them: an upstream connection's read
-// loop (shared by many clients of many tenants), or the session itself for
+// loop (shared by many clients of many tenants), or the client itself for
 // the proxy's own replies. None of them may wait for a client to read: a
 // shared connection's reader that waited on one client's socket would hold
 // back every reply behind it, for every tenant on that connection. So
-// replies are appended to the session's output buffer and written with one
+// replies are appended to the client's output buffer and written with one
 // write(2) that does not wait (sock.writeNow). What the socket does not take is
 // left to a drainer goroutine, started for that backlog and gone once it
 // is written, which alone writes to the client meanwhile (so bytes stay in
@@ -27,7 +27,7 @@ import (
 // waiting to be written, or when a write of its backlog makes no progress
 // within Config.ClientWriteTimeout. Either way its replies are dropped from
 // then on and its connection is closed, as redis-server closes a client
-// over its limit. So a session holds at most the limit plus one reply.
+// over its limit. So a client holds at most the limit plus one reply.
 
 // maxIdleOut is the largest output buffer kept for reuse once written;
 // backlogChunk the size of the chunks a backlog is kept in, so a growing
@@ -38,7 +38,7 @@ const (
 )
 
 // writeNow writes as much of b to the client as its socket takes now.
-func (s *session) writeNow(b []byte) (int, error) {
+func (s *clientConn) writeNow(b []byte) (int, error) {
 	if s.sock == nil {
 		return 0, nil // no descriptor: the drainer writes
 	}
@@ -48,7 +48,7 @@ func (s *session) writeNow(b []byte) (int, error) {
 // reserve makes room for n more bytes of output (s.out then takes them by
 // append), or reports false when the client is cut off, cutting it if its
 // unwritten backlog is over the limit. qmu held.
-func (s *session) reserve(n int) bool {
+func (s *clientConn) reserve(n int) bool {
 	if s.cut {
 		return false
 	}
@@ -70,7 +70,7 @@ func (s *session) reserve(n int) bool {
 }
 
 // appendOut adds a reply to the client's output. qmu held.
-func (s *session) appendOut(b []byte) {
+func (s *clientConn) appendOut(b []byte) {
 	if s.reserve(len(b)) {
 		s.out = append(s.out, b...)
 	}
@@ -78,7 +78,7 @@ func (s *session) appendOut(b []byte) {
 
 // flushLocked writes the client's output without waiting; what is left
 // goes to a drainer. qmu held.
-func (s *session) flushLocked() {
+func (s *clientConn) flushLocked() {
 	if s.draining || s.cut || len(s.out) == 0 {
 		return
 	}
@@ -103,7 +103,7 @@ func (s *session) flushLocked() {
 // drain writes the client's backlog, waiting for the client to read it,
 // until nothing is left. It is the only writer to the client meanwhile;
 // replies arriving meanwhile are added to the backlog.
-func (s *session) drain() {
+func (s *clientConn) drain() {
 	var bufs net.Buffers
 	for {
 		s.qmu.Lock()
@@ -139,7 +139,7 @@ func (s *session) drain() {
 // cutLocked disconnects a client that does not read its replies (reason
 // says which limit it broke) or that is gone (reason ""). Its output is
 // dropped; replies still owed to it are dropped as they arrive. qmu held.
-func (s *session) cutLocked(reason string) {
+func (s *clientConn) cutLocked(reason string) {
 	if reason != "" {
 		s.srv.metrics.sessionsEnded.WithLabelValues(reason).Inc()
 		s.srv.log.Warn("redis client does not read its replies; disconnecting it",
@@ -156,13 +156,13 @@ func (s *session) cutLocked(reason string) {
 
 // flushedLocked reports whether the client has been sent everything it is
 // owed, or been cut off. qmu held.
-func (s *session) flushedLocked() bool {
+func (s *clientConn) flushedLocked() bool {
 	return s.cut || s.outq.len() == 0 && len(s.out) == 0 && !s.draining
 }
 
 // waitFlushed blocks until the client has been sent every reply it is
 // owed (bounded by the drainer's write timeout), or been cut off.
-func (s *session) waitFlushed() {
+func (s *clientConn) waitFlushed() {
 	s.qmu.Lock()
 	for !s.flushedLocked() {
 		s.cond.Wait()

@@ -8,11 +8,11 @@ import (
 	"github.com/tenantguard/tenantguard/wire/resp"
 )
 
-// plan is what the session must do with one forwarded command.
+// plan is what the client must do with one forwarded command.
 type plan struct {
 	reply     rules.Plan // how to rewrite the reply
 	replies   int        // replies it produces (pub/sub: one per channel)
-	dedicated bool       // needs connection state: run on the session's own upstream connection
+	dedicated bool       // needs connection state: run on the client's own upstream connection
 	multi     bool       // MULTI: queue plans until EXEC
 	discard   bool       // DISCARD: forget the queued plans
 }
@@ -27,7 +27,7 @@ type refusal struct {
 // prepare runs a command through the tenant's rules and returns the bytes
 // to send upstream and the plan, or the refusal. cmd and lerr are what
 // keyspec.Lookup(args) returned.
-func (s *session) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([]byte, plan, rules.Plan, *refusal) {
+func (s *clientConn) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([]byte, plan, rules.Plan, *refusal) {
 	// One atomic load per command: rebuild the rewriter only when
 	// SetCommandRules swapped the rules since the last command.
 	if pol := s.srv.rulesPolicy.Load(); pol != s.rwPol {
@@ -98,7 +98,7 @@ func subKind(name string) string {
 
 // subscribed counts subscriptions, to know how many confirmations a later
 // argument-less UNSUBSCRIBE produces.
-func (s *session) subscribed(name string, n int) {
+func (s *clientConn) subscribed(name string, n int) {
 	if s.subs == nil {
 		s.subs = map[string]int{}
 	}
@@ -117,7 +117,7 @@ func subscribedAny(subs map[string]int) bool {
 
 // unsubscribed returns how many confirmations an unsubscribe of n names
 // (0: all) produces: one per name, or one per subscription, at least one.
-func (s *session) unsubscribed(name string, n int) int {
+func (s *clientConn) unsubscribed(name string, n int) int {
 	k := subKind(name)
 	if n == 0 {
 		n = max(s.subs[k], 1)

@@ -12,10 +12,10 @@ import (
 
 // Reusing dedicated connections.
 //
-// A session that needs connection state (MULTI/WATCH, blocking commands,
+// A client that needs connection state (MULTI/WATCH, blocking commands,
 // pub/sub, RESP3) has an upstream connection of its own. When it is done
 // with it (the client leaves, or sends RESET) the connection is reset and
-// kept for the next session that needs one, of any tenant, instead of
+// kept for the next client that needs one, of any tenant, instead of
 // being closed:
 //
 //   - Only a connection owed no reply is reset. One with a command in
@@ -36,10 +36,10 @@ import (
 //   - A connection whose reset or check fails, or that does not answer
 //     within Config.ConnectTimeout, is closed.
 //   - Idle connections wait, newest first, up to Config.MaxIdleDedicated,
-//     each at most Config.DedicatedIdleTimeout. A session taking one that
+//     each at most Config.DedicatedIdleTimeout. A client taking one that
 //     needs RESP3 sends HELLO 3 first.
 
-// idleConn is a reset dedicated connection waiting for a session.
+// idleConn is a reset dedicated connection waiting for a client.
 type idleConn struct {
 	u     *upConn
 	id    int64 // its CLIENT ID upstream
@@ -199,7 +199,7 @@ func checkClientInfo(info, user string) (int64, error) {
 
 // takeIdle returns a pooled connection ready for s (in s's protocol),
 // with its reader running, or nil.
-func (srv *Server) takeIdle(ctx context.Context, s *session) *upConn {
+func (srv *Server) takeIdle(ctx context.Context, s *clientConn) *upConn {
 	for {
 		srv.mu.Lock()
 		n := len(srv.idle)

@@ -8,7 +8,7 @@ import (
 // bucket is a tenant's token bucket, shared by its sessions: rate tokens a
 // second, holding at most one second's worth. The rate is the caller's, read
 // from its current snapshot at each command, so a policy change applies at
-// once and every session of the tenant keeps drawing on the same bucket.
+// once and every client of the tenant keeps drawing on the same bucket.
 type bucket struct {
 	mu     sync.Mutex
 	tokens float64

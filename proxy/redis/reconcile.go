@@ -8,21 +8,21 @@ import (
 // Following policy changes.
 //
 // The Store may be swapped at any time (a new policy pushed over xDS).
-// Before each command a session compares the Store's snapshot pointer with
+// Before each command a client compares the Store's snapshot pointer with
 // the one it read its tenant from, and only when it changed looks the
 // tenant up again (followPolicy): the command rate (the tenant's bucket is
-// shared, the rate is the session's current view) and anything else read
+// shared, the rate is the client's current view) and anything else read
 // from the tenant follow the current snapshot at the next command, with no
 // lock and no allocation on the hot path. A tenant that is no longer in the
 // snapshot (removed or suspended) has its connections closed at once by
-// Reconcile, which whoever swapped the snapshot calls, and by the session
+// Reconcile, which whoever swapped the snapshot calls, and by the client
 // itself should it see the new snapshot first. Nothing is written to the
 // client first: RESP2 has no out-of-band channel (see ending.go).
 
 // Reconcile applies the snapshot now in the server's Store to the open
 // client connections: each bound to a tenant the snapshot no longer has is
 // closed at once, and the cache of verified static secrets is emptied. Call
-// it after every swap; it returns without waiting for any session and is
+// it after every swap; it returns without waiting for any client and is
 // safe to call concurrently with traffic and with itself.
 func (srv *Server) Reconcile() {
 	snap := srv.policy.Load()
@@ -31,8 +31,8 @@ func (srv *Server) Reconcile() {
 	// snapshot verified are not kept until then.
 	srv.verSnap = snap
 	clear(srv.verified)
-	var gone, revoked []*session
-	for s := range srv.sessions {
+	var gone, revoked []*clientConn
+	for s := range srv.clients {
 		if s.tenantID == "" {
 			continue // not authenticated yet: register checks the snapshot
 		}
@@ -54,7 +54,7 @@ func (srv *Server) Reconcile() {
 
 // staticCredential is the StoredKey of the static secret the connection
 // authenticated with, nil after a token.
-func (s *session) staticCredential() []byte {
+func (s *clientConn) staticCredential() []byte {
 	if p := s.credential.Load(); p != nil {
 		return *p
 	}
@@ -64,7 +64,7 @@ func (s *session) staticCredential() []byte {
 // credentialRemoved closes the connection because the static secret it
 // authenticated with is no longer in the policy (a rotated password), at
 // once, as for a removed tenant. Safe from any goroutine, more than once.
-func (s *session) credentialRemoved() {
+func (s *clientConn) credentialRemoved() {
 	if s.removed.Swap(true) {
 		return
 	}
@@ -75,7 +75,7 @@ func (s *session) credentialRemoved() {
 
 // tenantRemoved closes the connection because its tenant left the policy.
 // Safe from any goroutine, more than once.
-func (s *session) tenantRemoved() {
+func (s *clientConn) tenantRemoved() {
 	if s.removed.Swap(true) {
 		return
 	}
@@ -84,10 +84,10 @@ func (s *session) tenantRemoved() {
 	s.end(policy.SessionEndImmediate)
 }
 
-// followPolicy adopts snap, swapped in since the session's last command,
-// reporting false when the session's tenant is gone from it (the
-// connection has been closed). Session goroutine only.
-func (s *session) followPolicy(snap *policy.Snapshot) bool {
+// followPolicy adopts snap, swapped in since the client's last command,
+// reporting false when the client's tenant is gone from it (the
+// connection has been closed). Client goroutine only.
+func (s *clientConn) followPolicy(snap *policy.Snapshot) bool {
 	t, st := clientend.Check(snap, s.tenantID, s.staticCredential())
 	switch st {
 	case clientend.TenantGone:

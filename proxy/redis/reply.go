@@ -7,7 +7,7 @@ import (
 
 // transform appends rep to dst, with the tenant's namespace taken off every
 // key and channel name in it, as sl's plan says.
-func (s *session) transform(dst []byte, rep *resp.Reply, sl slot) []byte {
+func (s *clientConn) transform(dst []byte, rep *resp.Reply, sl slot) []byte {
 	root := rep.Root()
 	if t := root.Type(); t == resp.TypeSimpleError || t == resp.TypeBlobError || root.IsNull() {
 		return append(dst, rep.Raw()...)
@@ -52,7 +52,7 @@ func (s *session) transform(dst []byte, rep *resp.Reply, sl slot) []byte {
 }
 
 // stripEach strips the namespace from every element of an array of keys.
-func (s *session) stripEach(edits []resp.Edit, v resp.Value) []resp.Edit {
+func (s *clientConn) stripEach(edits []resp.Edit, v resp.Value) []resp.Edit {
 	if !v.IsAggregate() {
 		return edits
 	}
@@ -62,7 +62,7 @@ func (s *session) stripEach(edits []resp.Edit, v resp.Value) []resp.Edit {
 	return edits
 }
 
-func (s *session) stripKey(edits []resp.Edit, v resp.Value) []resp.Edit {
+func (s *clientConn) stripKey(edits []resp.Edit, v resp.Value) []resp.Edit {
 	if v.IsAggregate() || v.IsNull() {
 		return edits
 	}
@@ -74,7 +74,7 @@ func (s *session) stripKey(edits []resp.Edit, v resp.Value) []resp.Edit {
 	return append(edits, resp.Edit{At: v, Data: k})
 }
 
-func (s *session) stripChannel(edits []resp.Edit, v resp.Value) []resp.Edit {
+func (s *clientConn) stripChannel(edits []resp.Edit, v resp.Value) []resp.Edit {
 	if v.IsAggregate() || v.IsNull() {
 		return edits
 	}
@@ -88,7 +88,7 @@ func (s *session) stripChannel(edits []resp.Edit, v resp.Value) []resp.Edit {
 
 // stripStreams handles XREAD replies: RESP2 [[name, entries], …], RESP3 a
 // map name → entries.
-func (s *session) stripStreams(edits []resp.Edit, root resp.Value) []resp.Edit {
+func (s *clientConn) stripStreams(edits []resp.Edit, root resp.Value) []resp.Edit {
 	if root.Type() == resp.TypeMap {
 		for i := 0; i < root.Len(); i += 2 {
 			edits = s.stripKey(edits, root.Index(i))
@@ -105,7 +105,7 @@ func (s *session) stripStreams(edits []resp.Edit, root resp.Value) []resp.Edit {
 
 // stripPubSub rewrites subscribe confirmations and messages:
 // [kind, channel, …] and [pmessage, pattern, channel, payload].
-func (s *session) stripPubSub(edits []resp.Edit, root resp.Value) []resp.Edit {
+func (s *clientConn) stripPubSub(edits []resp.Edit, root resp.Value) []resp.Edit {
 	if !root.IsAggregate() || root.Len() < 2 {
 		return edits
 	}
@@ -124,10 +124,10 @@ func (s *session) stripPubSub(edits []resp.Edit, root resp.Value) []resp.Edit {
 
 // isPushMessage reports whether a reply on a dedicated connection is an
 // out-of-band pub/sub message rather than the answer to a command.
-func (s *session) isPushMessage(rep *resp.Reply) bool { return isPubSubMessage(rep) }
+func (s *clientConn) isPushMessage(rep *resp.Reply) bool { return isPubSubMessage(rep) }
 
 // deliverPush writes an out-of-band pub/sub message, in arrival order.
-func (s *session) deliverPush(rep *resp.Reply) {
+func (s *clientConn) deliverPush(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	if s.reserve(len(rep.Raw()) + 64) {
@@ -137,7 +137,7 @@ func (s *session) deliverPush(rep *resp.Reply) {
 
 // transformExec rewrites EXEC's array element by element with the plans of
 // the queued commands.
-func (s *session) transformExec(dst []byte, rep *resp.Reply, sl slot) []byte {
+func (s *clientConn) transformExec(dst []byte, rep *resp.Reply, sl slot) []byte {
 	root := rep.Root()
 	if !root.IsAggregate() || root.Len() != len(sl.multi) {
 		return append(dst, rep.Raw()...)

@@ -30,7 +30,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	breaker *gobreaker.CircuitBreaker[*upConn]
-	// rulesPolicy is the command policy every session's next command
+	// rulesPolicy is the command policy every client's next command
 	// follows; SetCommandRules swaps it. Never modified once stored.
 	rulesPolicy atomic.Pointer[rules.Policy]
 
@@ -41,12 +41,12 @@ type Server struct {
 	verSnap   *policy.Snapshot          // the snapshot that verified what verified holds
 	buckets   map[string]*bucket
 	acc       netserve.Acceptor
-	sessions  map[*session]struct{}
+	clients   map[*clientConn]struct{}
 	perTenant map[string]int
 	labels    map[string]struct{}
 	sharedUp  []*upConn
 	dedicated int
-	lp        *loop // started by the first session that may use it
+	lp        *loop // started by the first client that may use it
 	lpErr     error
 	idle      []idleConn  // reset dedicated connections, newest last (pool.go)
 	sweeper   *time.Timer // closes idle ones past their time
@@ -70,7 +70,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
 		verified:  map[string]verifiedSecret{},
 		buckets:   map[string]*bucket{},
-		sessions:  map[*session]struct{}{},
+		clients:   map[*clientConn]struct{}{},
 		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
 		sharedUp:  make([]*upConn, cfg.SharedConns),
@@ -96,7 +96,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 }
 
 // SetCommandRules makes allowScripting and emulate (as Config's
-// AllowScripting and Emulate) the command rules of every session from its
+// AllowScripting and Emulate) the command rules of every client from its
 // next command on, open connections included. emulate is copied.
 func (srv *Server) SetCommandRules(allowScripting bool, emulate map[string]bool) {
 	srv.rulesPolicy.Store(&rules.Policy{AllowScripting: allowScripting, Emulate: maps.Clone(emulate)})
@@ -108,12 +108,12 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(c net.Conn) {
-	s := &session{srv: srv, conn: c, sock: newSock(c), id: srv.ids.Add(1), wake: make(chan handoff, 1)}
+	s := &clientConn{srv: srv, conn: c, sock: newSock(c), id: srv.ids.Add(1), wake: make(chan handoff, 1)}
 	s.crd = clientReader{conn: c, sock: s.sock}
 	s.rd = resp.NewReader(&s.crd, 16<<10)
 	s.cond = sync.NewCond(&s.qmu)
 	srv.mu.Lock()
-	srv.sessions[s] = struct{}{}
+	srv.clients[s] = struct{}{}
 	srv.mu.Unlock()
 	err := s.run(context.Background())
 	srv.log.Debug("redis session ended", "id", s.id, "error", err)
@@ -123,13 +123,13 @@ func (srv *Server) serveConn(c net.Conn) {
 // maxclients, written before anything is read from it.
 var maxClientsReached = []byte("-ERR max number of clients reached\r\n")
 
-// register binds a session to a tenant of the current snapshot, enforcing
+// register binds a client to a tenant of the current snapshot, enforcing
 // connection caps. It returns the tenant's policy and the snapshot it came
 // from, or a RESP error text when refused: a tenant the snapshot no longer
 // has is refused as a wrong password. Checked under srv.mu, an AUTH that
 // verified against the previous snapshot is either refused here or ended
 // by the Reconcile that follows the swap.
-func (srv *Server) register(s *session, id string) (*policy.Tenant, *policy.Snapshot, string) {
+func (srv *Server) register(s *clientConn, id string) (*policy.Tenant, *policy.Snapshot, string) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	snap := srv.policy.Load()
@@ -147,10 +147,10 @@ func (srv *Server) register(s *session, id string) (*policy.Tenant, *policy.Snap
 	return t, snap, ""
 }
 
-func (srv *Server) unregister(s *session) {
+func (srv *Server) unregister(s *clientConn) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	delete(srv.sessions, s)
+	delete(srv.clients, s)
 	if s.tenantID != "" {
 		if srv.perTenant[s.tenantID]--; srv.perTenant[s.tenantID] <= 0 {
 			delete(srv.perTenant, s.tenantID)
@@ -176,8 +176,8 @@ func (srv *Server) tenantLabelLocked(id string) string {
 	return id
 }
 
-// shared returns the multiplexed connection for a session, dialling it
-// if needed. A session always uses the same one, so its replies stay in order.
+// shared returns the multiplexed connection for a client, dialling it
+// if needed. A client always uses the same one, so its replies stay in order.
 func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
 	i := int(id % int64(len(srv.sharedUp)))
 	srv.mu.Lock()
@@ -221,9 +221,9 @@ func (srv *Server) startReader(u *upConn) {
 	}()
 }
 
-// dedicatedConn returns an upstream connection owned by one session: a
+// dedicatedConn returns an upstream connection owned by one client: a
 // pooled one (pool.go), or a new one.
-func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, error) {
+func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.dedicated >= srv.cfg.MaxDedicated {
 		srv.mu.Unlock()
@@ -246,7 +246,7 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *session) (*upConn, erro
 	return u, nil
 }
 
-// upstreamLost forgets a failed shared connection; sessions on it move to
+// upstreamLost forgets a failed shared connection; clients on it move to
 // a new one on their next command. ref is the reference the replies it
 // failed carry.
 func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
@@ -256,7 +256,7 @@ func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 			srv.sharedUp[i] = nil
 		}
 	}
-	// Sessions on it notice through errUpstreamClosed on their next send.
+	// Clients on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) {
 		srv.log.Warn("redis upstream connection lost", "ref", ref, "error", err)
@@ -273,7 +273,7 @@ func (srv *Server) upstreamVersion() string {
 }
 
 // loop returns the event loop, starting it on first use; nil if there is
-// none (not Linux, or it could not start: sessions then serve themselves).
+// none (not Linux, or it could not start: clients then serve themselves).
 func (srv *Server) loop() *loop {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -297,15 +297,15 @@ func (srv *Server) Ready() bool { return srv.acc.Listening() }
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.acc.Drain()
-	var sessions []*session
-	for s := range srv.sessions {
+	var sessions []*clientConn
+	for s := range srv.clients {
 		sessions = append(sessions, s)
 	}
 	srv.mu.Unlock()
 	// Redis clients have no transaction boundary to wait for: give in-flight
 	// replies a moment, then close.
 	for _, s := range sessions {
-		go func(s *session) {
+		go func(s *clientConn) {
 			s.qmu.Lock()
 			for !s.flushedLocked() && ctx.Err() == nil {
 				s.cond.Wait()
@@ -342,7 +342,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	if lp != nil {
-		lp.stop() // every session has ended: none is the loop's
+		lp.stop() // every client has ended: none is the loop's
 	}
 	srv.readers.Wait()
 	for _, u := range shared {

@@ -4,7 +4,7 @@ package redis
 
 import "net"
 
-// sock is unavailable here: sessions only use net.Conn's methods.
+// sock is unavailable here: clients only use net.Conn's methods.
 type sock struct{}
 
 func newSock(net.Conn) *sock { return nil }

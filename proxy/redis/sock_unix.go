@@ -29,7 +29,7 @@ type sock struct {
 }
 
 // newSock returns a sock for c, or nil when c has no descriptor (then the
-// session only uses net.Conn's methods).
+// client only uses net.Conn's methods).
 func newSock(c net.Conn) *sock {
 	sc, ok := c.(syscall.Conn)
 	if !ok {

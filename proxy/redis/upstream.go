@@ -12,26 +12,26 @@ import (
 	"github.com/tenantguard/tenantguard/wire/resp"
 )
 
-// upConn is one upstream connection. Commands from one or many sessions
-// are written in order; its read loop hands each reply to the session whose
+// upConn is one upstream connection. Commands from one or many clients
+// are written in order; its read loop hands each reply to the client whose
 // command it answers, first in first out.
 //
 // Commands are appended to wbuf and written by flush, called by whoever
 // sent them once its batch is done. Whoever finds no write in progress
-// writes, and keeps writing until wbuf is empty: commands other sessions
-// append meanwhile go out in its next write. So many sessions' commands
+// writes, and keeps writing until wbuf is empty: commands other clients
+// append meanwhile go out in its next write. So many clients' commands
 // share one write(2), with no goroutine to hand them to.
 type upConn struct {
 	srv       *Server
 	conn      net.Conn
 	rr        *resp.ReplyReader
-	dedicated *session // nil for a shared connection
+	dedicated *clientConn // nil for a shared connection
 
 	mu       sync.Mutex
-	wbuf     []byte         // commands not yet written
-	spare    []byte         // the buffer being written, or the one last written, for reuse
-	flushing bool           // a flush is writing; it writes what is appended meanwhile
-	pending  fifo[*session] // who each outstanding reply goes to
+	wbuf     []byte            // commands not yet written
+	spare    []byte            // the buffer being written, or the one last written, for reuse
+	flushing bool              // a flush is writing; it writes what is appended meanwhile
+	pending  fifo[*clientConn] // who each outstanding reply goes to
 	closed   bool
 	cause    error // why the connection was aborted, for the log
 
@@ -103,7 +103,7 @@ func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error
 
 // send buffers one command for s; its replies will be delivered to s.
 // The caller flushes once its batch is done; send flushes a long one.
-func (u *upConn) send(s *session, cmd []byte, replies int) error {
+func (u *upConn) send(s *clientConn, cmd []byte, replies int) error {
 	u.mu.Lock()
 	if u.closed {
 		u.mu.Unlock()
@@ -159,7 +159,7 @@ func (u *upConn) flush() error {
 // there is no loop).
 func (u *upConn) readLoop() {
 	defer close(u.readerDone)
-	var touched []*session
+	var touched []*clientConn
 	for {
 		rep, err := u.rr.ReadReply()
 		if err != nil {
@@ -190,10 +190,10 @@ func (u *upConn) readLoop() {
 	}
 }
 
-// route delivers one reply to the session it belongs to and returns that
-// session: a pub/sub message to the connection's own session, else the
+// route delivers one reply to the client it belongs to and returns that
+// client: a pub/sub message to the connection's own client, else the
 // reply to the oldest command outstanding.
-func (u *upConn) route(rep *resp.Reply) (*session, error) {
+func (u *upConn) route(rep *resp.Reply) (*clientConn, error) {
 	if u.dedicated != nil && u.dedicated.isPushMessage(rep) {
 		u.dedicated.deliverPush(rep)
 		return u.dedicated, nil
@@ -211,7 +211,7 @@ func (u *upConn) route(rep *resp.Reply) (*session, error) {
 	return s, nil
 }
 
-func contains(ss []*session, s *session) bool {
+func contains(ss []*clientConn, s *clientConn) bool {
 	for _, x := range ss {
 		if x == s {
 			return true
@@ -220,13 +220,13 @@ func contains(ss []*session, s *session) bool {
 	return false
 }
 
-// fail ends the connection: every session still owed a reply gets an
+// fail ends the connection: every client still owed a reply gets an
 // error carrying one reference, logged with the cause for each of them.
 func (u *upConn) fail(err error) {
 	u.mu.Lock()
 	closedByUs := u.closed && u.cause == nil // close(), not a failure
 	u.closed = true
-	owed := make([]*session, u.pending.len())
+	owed := make([]*clientConn, u.pending.len())
 	for i := range owed {
 		owed[i] = *u.pending.at(i)
 	}
@@ -239,7 +239,7 @@ func (u *upConn) fail(err error) {
 	_ = u.conn.Close()
 	ref := newRef()
 	msg := withRef(msgLostReplyOwed, ref)
-	var told []*session
+	var told []*clientConn
 	for _, s := range owed {
 		s.deliverError(msg)
 		if !contains(told, s) {

@@ -54,14 +54,14 @@ func withRef(msg, ref string) string { return msg + " (ref " + ref + ")" }
 
 // upstreamFailure logs cause with the tenant, the client and a new
 // reference, and returns msg's reply carrying that reference.
-func (s *session) upstreamFailure(msg string, cause error) []byte {
+func (s *clientConn) upstreamFailure(msg string, cause error) []byte {
 	ref := newRef()
 	s.srv.log.Warn("redis upstream failure", "tenant", s.tenantID, "client", s.id, "ref", ref, "reply", msg, "error", cause)
 	return resp.AppendError(nil, withRef(msg, ref))
 }
 
 // dialFailure is upstreamFailure for a connection that could not be had.
-func (s *session) dialFailure(cause error) []byte {
+func (s *clientConn) dialFailure(cause error) []byte {
 	if errors.Is(cause, errTooManyStateful) {
 		return s.upstreamFailure(msgTooManyStateful, cause)
 	}

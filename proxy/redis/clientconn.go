@@ -28,8 +28,8 @@ type slot struct {
 	multi []plan // for EXEC: the plans of the queued commands
 }
 
-// session is one client connection.
-type session struct {
+// clientConn is one client connection.
+type clientConn struct {
 	srv  *Server
 	conn net.Conn
 	rd   *resp.Reader
@@ -38,10 +38,10 @@ type session struct {
 
 	// tenant is the tenant's policy as of the current command: re-read
 	// whenever the Store holds a new snapshot (followPolicy). Only the
-	// session goroutine uses it; other goroutines use tenantID.
+	// client goroutine uses it; other goroutines use tenantID.
 	tenant   *policy.Tenant
 	snap     *policy.Snapshot // the snapshot tenant was read from
-	tenantID string           // set once, under srv.mu, when the session is bound
+	tenantID string           // set once, under srv.mu, when the client is bound
 	label    string
 	ns       *namespace.Namespace
 	resp3    bool
@@ -52,7 +52,7 @@ type session struct {
 	up        *upConn // shared, or dedicated once stateful
 	dedicated bool
 	queued    []plan         // plans of commands queued in MULTI
-	inMulti   bool           // written under qmu (end reads it); the session goroutine reads it freely
+	inMulti   bool           // written under qmu (end reads it); the client goroutine reads it freely
 	subs      map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
@@ -64,7 +64,7 @@ type session struct {
 	inflight int      // bytes of the backlog the drainer is writing now
 	draining bool     // a drainer goroutine owns writes to the client
 	cut      bool     // disconnected for not reading its replies
-	owedWait bool     // the session waits for outq to shrink (waitOwedBelow)
+	owedWait bool     // the client waits for outq to shrink (waitOwedBelow)
 	sock     *sock    // nil: net.Conn only (the drainer writes, no loop)
 	pubsub   bool     // subscribed to something
 	ending   bool     // the token session ended: close at the next boundary
@@ -78,14 +78,14 @@ type session struct {
 	removed    atomic.Bool // closed because its tenant or credential left the policy
 	// credential is the StoredKey of the static secret the connection last
 	// authenticated with; nil (or a nil pointer) after a token. Written by
-	// the session goroutine, read by Reconcile.
+	// the client goroutine, read by Reconcile.
 	credential atomic.Pointer[[]byte]
 	gone       atomic.Bool // cut, as read without qmu
 
 	args [][]byte
 
 	// Served by the loop (fastpath.go): crd is what rd reads from, wake
-	// where the loop hands the session back; loopSlot places it in the
+	// where the loop hands the client back; loopSlot places it in the
 	// loop's table. loopDirty is the loop's alone.
 	crd       clientReader
 	wake      chan handoff
@@ -104,7 +104,7 @@ var (
 
 // run serves the client until it leaves: itself, or through the loop
 // whenever it may (see fastpath.go).
-func (s *session) run(ctx context.Context) error {
+func (s *clientConn) run(ctx context.Context) error {
 	defer s.finish()
 	_ = s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.AuthTimeout))
 	s.rd.SetLimits(resp.PreAuthLimits())
@@ -143,9 +143,9 @@ func (s *session) run(ctx context.Context) error {
 	}
 }
 
-// readFailed ends the session on a read error; a client that broke the
+// readFailed ends the client on a read error; a client that broke the
 // protocol is told how, as redis-server tells it.
-func (s *session) readFailed(err error) error {
+func (s *clientConn) readFailed(err error) error {
 	var pe *resp.ProtocolError
 	if errors.As(err, &pe) {
 		s.writeLocal(pe.AppendReply(nil))
@@ -158,8 +158,8 @@ func (s *session) readFailed(err error) error {
 // commands before it, then +OK, then the connection closes. Nothing the
 // client sends after QUIT runs; its input is read (and dropped) only to
 // see it leave, so a client that goes while replies are still owed (say,
-// to a blocking command) ends the session.
-func (s *session) quit() error {
+// to a blocking command) ends the client.
+func (s *clientConn) quit() error {
 	s.writeLocal(resp.AppendSimple(nil, "OK"))
 	s.flushUpstream()
 	s.qmu.Lock()
@@ -181,8 +181,8 @@ func (s *session) quit() error {
 }
 
 // flushUpstream sends the commands buffered for the upstream: now on a
-// dedicated connection, soon (coalesced with other sessions') on a shared one.
-func (s *session) flushUpstream() {
+// dedicated connection, soon (coalesced with other clients') on a shared one.
+func (s *clientConn) flushUpstream() {
 	if s.up == nil {
 		return
 	}
@@ -195,7 +195,7 @@ func (s *session) flushUpstream() {
 //
 // On the loop (onLoop) it runs only what cannot wait, and answers
 // errNeedHome, having run nothing, for the rest (see fastpath.go).
-func (s *session) handle(ctx context.Context, args [][]byte, onLoop bool) error {
+func (s *clientConn) handle(ctx context.Context, args [][]byte, onLoop bool) error {
 	var nb [16]byte
 	name := lowerName(nb[:0], args[0])
 	if s.tenant == nil {
@@ -229,7 +229,7 @@ func (s *session) handle(ctx context.Context, args [][]byte, onLoop bool) error 
 
 // serve runs one command of an authenticated client. It returns the rule
 // that refused the command with NOPERM, if one did.
-func (s *session) serve(ctx context.Context, name []byte, args [][]byte, cmd *keyspec.Command, lerr error) (string, error) {
+func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd *keyspec.Command, lerr error) (string, error) {
 	switch string(name) {
 	case "auth":
 		return "", s.reauth(args)
@@ -275,7 +275,7 @@ func (s *session) serve(ctx context.Context, name []byte, args [][]byte, cmd *ke
 }
 
 // forward sends a rewritten command upstream.
-func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
+func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	if (p.dedicated || s.resp3) && !s.dedicated {
 		if err := s.becomeDedicated(ctx); err != nil {
 			s.writeLocal(s.dialFailure(err))
@@ -332,9 +332,9 @@ func (s *session) forward(ctx context.Context, cmd []byte, p plan) error {
 	return nil
 }
 
-// becomeDedicated moves the session onto an upstream connection of its
+// becomeDedicated moves the client onto an upstream connection of its
 // own, after every reply owed on the shared one has arrived.
-func (s *session) becomeDedicated(ctx context.Context) error {
+func (s *clientConn) becomeDedicated(ctx context.Context) error {
 	if s.up != nil {
 		if err := s.up.flush(); err != nil {
 			return err
@@ -358,7 +358,7 @@ const maxOwedShared = 32
 
 // waitOwedBelow blocks until the client is owed fewer than n replies (or
 // was cut off), sending what is buffered upstream first.
-func (s *session) waitOwedBelow(n int) {
+func (s *clientConn) waitOwedBelow(n int) {
 	s.qmu.Lock()
 	if s.outq.len() < n || s.cut {
 		s.qmu.Unlock()
@@ -377,7 +377,7 @@ func (s *session) waitOwedBelow(n int) {
 
 // waitDrained sends what is buffered upstream and blocks until the client
 // has been sent every reply it is owed.
-func (s *session) waitDrained() {
+func (s *clientConn) waitDrained() {
 	s.flushUpstream()
 	s.qmu.Lock()
 	for s.outq.len() > 0 {
@@ -386,7 +386,7 @@ func (s *session) waitDrained() {
 	s.qmu.Unlock()
 }
 
-func (s *session) dropSlots(n int) {
+func (s *clientConn) dropSlots(n int) {
 	s.qmu.Lock()
 	for range n {
 		s.outq.popBack()
@@ -395,7 +395,7 @@ func (s *session) dropSlots(n int) {
 }
 
 // writeLocal sends a reply of the proxy's own, after any still owed.
-func (s *session) writeLocal(b []byte) {
+func (s *clientConn) writeLocal(b []byte) {
 	s.qmu.Lock()
 	if s.outq.len() == 0 {
 		s.appendOut(b)
@@ -407,11 +407,11 @@ func (s *session) writeLocal(b []byte) {
 
 // deliver writes an upstream reply to the client, rewritten by its plan,
 // then any of the proxy's own replies queued behind it.
-func (s *session) deliver(rep *resp.Reply) {
+func (s *clientConn) deliver(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	if s.outq.len() == 0 || s.outq.front().local != nil {
-		return // the session gave up on it (closed); drop
+		return // the client gave up on it (closed); drop
 	}
 	sl := *s.outq.front()
 	s.popSlot()
@@ -423,7 +423,7 @@ func (s *session) deliver(rep *resp.Reply) {
 }
 
 // deliverError answers an owed reply with an error (the upstream died).
-func (s *session) deliverError(msg string) {
+func (s *clientConn) deliverError(msg string) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	if s.outq.len() == 0 || s.outq.front().local != nil {
@@ -436,7 +436,7 @@ func (s *session) deliverError(msg string) {
 	s.drainLocal()
 }
 
-func (s *session) popSlot() {
+func (s *clientConn) popSlot() {
 	s.outq.pop()
 	if s.owedWait {
 		s.cond.Broadcast()
@@ -444,7 +444,7 @@ func (s *session) popSlot() {
 }
 
 // drainLocal writes queued local replies now at the front. qmu held.
-func (s *session) drainLocal() {
+func (s *clientConn) drainLocal() {
 	for s.outq.len() > 0 && s.outq.front().local != nil {
 		s.appendOut(s.outq.front().local)
 		s.popSlot()
@@ -455,30 +455,30 @@ func (s *session) drainLocal() {
 }
 
 // flushClient sends what is buffered for the client, without waiting for
-// it to read (see output.go); an ending session is closed once that leaves
+// it to read (see output.go); an ending client is closed once that leaves
 // it at a boundary.
-func (s *session) flushClient() {
+func (s *clientConn) flushClient() {
 	s.qmu.Lock()
 	s.flushLocked()
 	s.closeIfDoneLocked()
 	s.qmu.Unlock()
 }
 
-// closeIfDoneLocked closes the connection of a session that quit, once
+// closeIfDoneLocked closes the connection of a client that quit, once
 // every reply is written, or that is ending, once at a boundary. qmu held.
-func (s *session) closeIfDoneLocked() {
+func (s *clientConn) closeIfDoneLocked() {
 	if s.quitting && s.flushedLocked() || s.ending && s.atBoundary() {
 		s.kill()
 	}
 }
 
-func (s *session) refuse(cmd, reason, rule string) {
+func (s *clientConn) refuse(cmd, reason, rule string) {
 	s.srv.metrics.refusals.WithLabelValues(s.label, rule).Inc()
 	s.writeLocal(resp.AppendError(nil, "NOPERM tenantguard: "+cmd+" is not allowed: "+reason+" (rule "+rule+")"))
 }
 
 // finish runs when the client leaves.
-func (s *session) finish() {
+func (s *clientConn) finish() {
 	s.setLease(nil, nil)
 	if s.dedicated && s.up != nil {
 		s.srv.releaseDedicated(s.up)
@@ -500,7 +500,7 @@ func (s *session) finish() {
 }
 
 // lowerName appends a lower-cased command name to dst (names longer than
-// dst's capacity give an empty result: no command the session handles
+// dst's capacity give an empty result: no command the client handles
 // itself is that long).
 func lowerName(dst, b []byte) []byte {
 	if len(b) > cap(dst) {

@@ -20,10 +20,10 @@ import (
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
-// session is one client connection, bound to one tenant from authentication
+// clientConn is one client connection, bound to one tenant from authentication
 // on. Its goroutine reads the client; replies arrive from whichever server
-// connection's read loop the session owns at the time.
-type session struct {
+// connection's read loop the client owns at the time.
+type clientConn struct {
 	srv    *Server
 	conn   net.Conn
 	br     *connbuf.Reader
@@ -45,7 +45,7 @@ type session struct {
 	pmu    sync.Mutex
 	params clientSettings
 
-	wmu   sync.Mutex // guards bw and ended: server read loops and the session write to the client
+	wmu   sync.Mutex // guards bw and ended: server read loops and the client write to the client
 	bw    *connbuf.Writer
 	ended bool // the final FATAL has been written
 
@@ -70,7 +70,7 @@ type session struct {
 	endErr   *wire.Error // the FATAL the client gets when it ends
 	abort    atomic.Bool // ending immediately, transaction or not
 	removed  atomic.Bool // ended because its tenant left the policy
-	// ctx lives as long as the session, across parking; cancel ends it
+	// ctx lives as long as the client, across parking; cancel ends it
 	// (a pool wait or dial in progress gives up).
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -81,7 +81,7 @@ type session struct {
 	messages     atomic.Uint64
 	seenMessages uint64
 	idleTicks    int
-	parkAsked    atomic.Bool // the janitor asked the session to park
+	parkAsked    atomic.Bool // the janitor asked the client to park
 	parked       atomic.Bool
 	unparkable   atomic.Bool // its connection cannot be parked (TLS)
 
@@ -121,7 +121,7 @@ type cancelKey struct {
 
 // run serves an authenticated client until it leaves, the proxy ends it,
 // or it parks (errParked).
-func (s *session) run() error {
+func (s *clientConn) run() error {
 	ctx := s.ctx
 	for {
 		typ, raw, err := s.rd.Next()
@@ -171,7 +171,7 @@ func (s *session) run() error {
 
 // handle screens one client message and forwards it to the server
 // connection serving the client, attaching one first if needed.
-func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
+func (s *clientConn) handle(ctx context.Context, typ byte, raw []byte) error {
 	if snap := s.srv.policy.Load(); snap != s.snap {
 		if err := s.followPolicy(snap); err != nil {
 			return err
@@ -206,7 +206,7 @@ func (s *session) handle(ctx context.Context, typ byte, raw []byte) error {
 
 // answerIdle answers a message that needs no server connection while the
 // client holds none; it reports whether it did.
-func (s *session) answerIdle(typ byte) bool {
+func (s *clientConn) answerIdle(typ byte) bool {
 	switch typ {
 	case wire.MsgSync:
 		// Nothing outstanding: answer without taking a server connection.
@@ -224,7 +224,7 @@ func (s *session) answerIdle(typ byte) bool {
 // returns the bytes to send for it; statements that must precede it are in
 // s.out. It reports false, registering nothing, when sc is no longer
 // attached to s.
-func (s *session) stage(sc *serverConn, typ byte, raw []byte) ([]byte, bool) {
+func (s *clientConn) stage(sc *serverConn, typ byte, raw []byte) ([]byte, bool) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.owner != s || sc.state != connAttached {
@@ -244,7 +244,7 @@ func (s *session) stage(sc *serverConn, typ byte, raw []byte) ([]byte, bool) {
 
 // send writes what stage returned, and flushes once the client has no
 // more requests buffered: one write per batch of pipelined messages.
-func (s *session) send(sc *serverConn, msg []byte) error {
+func (s *clientConn) send(sc *serverConn, msg []byte) error {
 	if len(s.out) > 0 {
 		if _, err := sc.bw.Write(s.out); err != nil {
 			return s.serverWriteFailed(sc, err)
@@ -263,7 +263,7 @@ func (s *session) send(sc *serverConn, msg []byte) error {
 
 // flush sends the batch to the server and lets the connection go back to
 // the pool if the client is between transactions.
-func (s *session) flush(sc *serverConn) error {
+func (s *clientConn) flush(sc *serverConn) error {
 	if err := sc.bw.Flush(); err != nil {
 		return s.serverWriteFailed(sc, err)
 	}
@@ -278,7 +278,7 @@ func (s *session) flush(sc *serverConn) error {
 
 // flushPending sends what is staged for the attached server connection,
 // if anything.
-func (s *session) flushPending() error {
+func (s *clientConn) flushPending() error {
 	sc := s.sc.Load()
 	if sc == nil || sc.bw.Buffered() == 0 {
 		return nil
@@ -293,10 +293,10 @@ func (s *session) flushPending() error {
 }
 
 // attach takes a server connection from the pool and makes it the
-// session's, with the client's settings pipelined ahead of its first
+// client's, with the client's settings pipelined ahead of its first
 // message (no extra round trip). The connection stays unreleasable
 // (sending) until that message is written.
-func (s *session) attach(ctx context.Context) (*serverConn, error) {
+func (s *clientConn) attach(ctx context.Context) (*serverConn, error) {
 	for {
 		if s.ending() {
 			return nil, errDraining
@@ -342,14 +342,14 @@ func (s *session) attach(ctx context.Context) (*serverConn, error) {
 	}
 }
 
-// detach forgets sc as the session's connection. Called with sc.mu held,
-// by whoever takes the connection from the session.
-func (s *session) detach(sc *serverConn) { s.sc.CompareAndSwap(sc, nil) }
+// detach forgets sc as the client's connection. Called with sc.mu held,
+// by whoever takes the connection from the client.
+func (s *clientConn) detach(sc *serverConn) { s.sc.CompareAndSwap(sc, nil) }
 
 var errDraining = errors.New("draining")
 
 // attachFailed answers a message that could not get a server connection.
-func (s *session) attachFailed(typ byte, err error) error {
+func (s *clientConn) attachFailed(typ byte, err error) error {
 	if s.ending() {
 		// Ending: the pool wait was cut short, or nothing new may start.
 		return s.terminate()
@@ -380,7 +380,7 @@ func (s *session) attachFailed(typ byte, err error) error {
 // (a simple-protocol request) with an error. While a server is attached,
 // replies may still be owed, so a Sync goes to the server and the error is
 // delivered just before its ReadyForQuery, in order.
-func (s *session) refuseCall(e *wire.Error) error {
+func (s *clientConn) refuseCall(e *wire.Error) error {
 	s.noteProxyError(e.Code)
 	if sc := s.sc.Load(); sc != nil && s.queue(sc, reply{kind: wire.MsgReadyForQuery, prefix: e.AppendTo(nil)}) {
 		return s.send(sc, wire.SyncMessage)
@@ -390,9 +390,9 @@ func (s *session) refuseCall(e *wire.Error) error {
 	return nil
 }
 
-// queue registers a reply the session's next message to sc will earn,
+// queue registers a reply the client's next message to sc will earn,
 // as stage does; false when sc is no longer attached to s.
-func (s *session) queue(sc *serverConn, r reply) bool {
+func (s *clientConn) queue(sc *serverConn, r reply) bool {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.owner != s || sc.state != connAttached {
@@ -403,7 +403,7 @@ func (s *session) queue(sc *serverConn, r reply) bool {
 	return true
 }
 
-func (s *session) serverWriteFailed(sc *serverConn, err error) error {
+func (s *clientConn) serverWriteFailed(sc *serverConn, err error) error {
 	sc.closeSocket()
 	e := s.upstreamError(wire.CodeConnectionFailure, "lost the connection to the upstream database", err)
 	e.Severity = "FATAL"
@@ -412,7 +412,7 @@ func (s *session) serverWriteFailed(sc *serverConn, err error) error {
 
 // finish runs when the session ends: the server connection goes back
 // if it is clean, and is closed if the client left it mid-transaction.
-func (s *session) finish() {
+func (s *clientConn) finish() {
 	s.mu.Lock()
 	if s.endTimer != nil {
 		s.endTimer.Stop()
@@ -433,10 +433,10 @@ func (s *session) finish() {
 	}
 }
 
-// serverLost is called by the read loop of the session's server connection
+// serverLost is called by the read loop of the client's server connection
 // when it ends: the client's transaction is gone with it, so the client is
 // told and disconnected (a later request must not silently run elsewhere).
-func (s *session) serverLost() {
+func (s *clientConn) serverLost() {
 	s.broken.Store(true)
 	e := wire.Fatalf(wire.CodeConnectionFailure, "server connection to the upstream database was lost")
 	s.noteProxyError(e.Code)
@@ -452,7 +452,7 @@ func (s *session) serverLost() {
 
 // --- writing to the client ---
 
-func (s *session) writeFromServer(prefix, raw []byte, flush bool) {
+func (s *clientConn) writeFromServer(prefix, raw []byte, flush bool) {
 	s.wmu.Lock()
 	if s.ended {
 		s.wmu.Unlock()
@@ -471,14 +471,14 @@ func (s *session) writeFromServer(prefix, raw []byte, flush bool) {
 	}
 }
 
-func (s *session) writeError(e *wire.Error) {
+func (s *clientConn) writeError(e *wire.Error) {
 	s.wmu.Lock()
 	_, _ = s.bw.Write(e.AppendTo(nil))
 	_ = s.bw.Flush()
 	s.wmu.Unlock()
 }
 
-func (s *session) writeReady(status byte) {
+func (s *clientConn) writeReady(status byte) {
 	var b [6]byte
 	s.wmu.Lock()
 	_, _ = s.bw.Write(wire.AppendReadyForQuery(b[:0], status))
@@ -486,7 +486,7 @@ func (s *session) writeReady(status byte) {
 	s.wmu.Unlock()
 }
 
-func (s *session) fatal(e *wire.Error) error {
+func (s *clientConn) fatal(e *wire.Error) error {
 	s.noteProxyError(e.Code)
 	s.writeError(e)
 	return e
@@ -494,7 +494,7 @@ func (s *session) fatal(e *wire.Error) error {
 
 // --- notes from the server read loop (called with sc.mu held) ---
 
-func (s *session) noteParameter(k, v string) {
+func (s *clientConn) noteParameter(k, v string) {
 	if i := trackedIndex(k); i >= 0 {
 		s.pmu.Lock()
 		s.params.put(i, v)
@@ -502,18 +502,18 @@ func (s *session) noteParameter(k, v string) {
 	}
 }
 
-func (s *session) noteError(body []byte) {
+func (s *clientConn) noteError(body []byte) {
 	code := wire.ErrorField(body, wire.FieldCode)
 	if len(code) >= 2 {
 		s.srv.metrics.errors.WithLabelValues(s.label, sqlstateClass(code[:2])).Inc()
 	}
 }
 
-func (s *session) noteProxyError(code string) {
+func (s *clientConn) noteProxyError(code string) {
 	s.srv.metrics.errors.WithLabelValues(s.label, sqlstateClass([]byte(code[:2]))).Inc()
 }
 
-func (s *session) noteReady(sc *serverConn) {
+func (s *clientConn) noteReady(sc *serverConn) {
 	now := time.Now()
 	d := now.Sub(sc.batchStart)
 	s.queryDur.Observe(d.Seconds())
@@ -535,7 +535,7 @@ func sqlstateClass(c []byte) string {
 // upstreamError is what a client is told of an upstream failure: msg and a
 // reference, never the cause, which can show the upstream's address and
 // role; the cause is logged under the same reference.
-func (s *session) upstreamError(code, msg string, cause error) *wire.Error {
+func (s *clientConn) upstreamError(code, msg string, cause error) *wire.Error {
 	ref := errref.New()
 	s.srv.log.Warn(msg, "ref", ref, "tenant", s.tenant, "session", s.key.pid, "error", cause)
 	return wire.Errorf(code, "tenantguard: %s (ref %s)", msg, ref)
