@@ -67,8 +67,11 @@ fuzz:
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseYAML -fuzztime $(FUZZTIME)
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 
+# One benchmark at a time on an otherwise idle machine (bench/all.sh refuses
+# to start on a busy one); each report lands in its section of
+# bench/RESULTS.md. QUICK=1 for a smoke run, SECTIONS="pgbench redis" for some.
 bench: deps-test build
-	./bench/pgbench.sh
+	bash bench/all.sh $(SECTIONS)
 
 clean:
 	rm -rf bin
