@@ -82,7 +82,7 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 			return nil, err
 		}
 		pgCfg.Sessions, pgCfg.SessionEnd, pgCfg.SessionEndGrace = tokens, cfg.Sessions.EndMode, cfg.Sessions.EndGrace
-		redisCfg.Sessions, redisCfg.SessionEnd = tokens, cfg.Sessions.EndMode
+		redisCfg.Sessions, redisCfg.SessionEnd, redisCfg.SessionEndGrace = tokens, cfg.Sessions.EndMode, cfg.Sessions.EndGrace
 	}
 	store := policy.NewStore(cfg.Policy)
 	pgsrv, err := proxypg.New(pgCfg, store, reg, log.With("component", "pg"))
