@@ -164,4 +164,3 @@ func (g grpcCreds) Clone() credentials.TransportCredentials { return g }
 func (grpcCreds) OverrideServerName(string) error {
 	return errors.New("tlsconf: set the server name in the configuration (tls.server_name)")
 }
-
