@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -163,4 +164,23 @@ func (g grpcCreds) Clone() credentials.TransportCredentials { return g }
 // the configuration's server_name is the one.
 func (grpcCreds) OverrideServerName(string) error {
 	return errors.New("tlsconf: set the server name in the configuration (tls.server_name)")
+}
+
+// GRPCClient returns the gRPC transport credentials of files (nil for nil
+// files: plaintext) and exports the client certificate's expiry, if it
+// has one, under opts.Name.
+func GRPCClient(files *ClientFiles, opts Options, reg prometheus.Registerer) (credentials.TransportCredentials, error) {
+	if files == nil {
+		return nil, nil
+	}
+	c, err := NewClient(*files, opts)
+	if err != nil {
+		return nil, err
+	}
+	if c.HasCertificate() {
+		if err := RegisterExpiry(reg, opts.Name, c.NotAfter); err != nil {
+			return nil, err
+		}
+	}
+	return c.TransportCredentials(), nil
 }
