@@ -49,6 +49,10 @@ type ControlPlaneFile struct {
 		Listen   string `yaml:"listen"`
 		App      string `yaml:"app"`
 		ExtAuthz string `yaml:"extauthz"`
+		// ExtAuthzTLS, if present, makes Envoy call ext_authz over TLS;
+		// its files are paths on Envoy's file system, which the control
+		// plane does not read.
+		ExtAuthzTLS *ClientTLSFile `yaml:"extauthz_tls"`
 	} `yaml:"envoy"`
 	DrainTimeout Duration `yaml:"drain_timeout"`
 
@@ -115,7 +119,11 @@ type ControlPlane struct {
 }
 
 // EnvoyAddrs are the addresses the Envoy resources name.
-type EnvoyAddrs struct{ Listen, App, ExtAuthz string }
+type EnvoyAddrs struct {
+	Listen, App, ExtAuthz string
+	// ExtAuthzTLS: nil, plaintext; else paths on Envoy's file system.
+	ExtAuthzTLS *tlsconf.ClientFiles
+}
 
 // LoadControlPlane reads and validates the control plane's configuration.
 func LoadControlPlane(path string) (*ControlPlane, error) {
@@ -186,6 +194,17 @@ func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 			}
 		}
 		out.Envoy = &EnvoyAddrs{Listen: e.Listen, App: e.App, ExtAuthz: e.ExtAuthz}
+		if t := e.ExtAuthzTLS; t != nil {
+			switch {
+			case t.CAFile == "":
+				return fail("envoy.extauthz_tls.ca_file", "required: the CA that ext_authz's certificate is verified with, on Envoy's file system")
+			case t.ServerName == "":
+				return fail("envoy.extauthz_tls.server_name", "required: the DNS name of ext_authz's certificate (SNI)")
+			case (t.CertFile == "") != (t.KeyFile == ""):
+				return fail("envoy.extauthz_tls", "cert_file and key_file must be given together")
+			}
+			out.Envoy.ExtAuthzTLS = &tlsconf.ClientFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName}
+		}
 	}
 	if out.Audit, ferr = parseControlPlaneAudit(&f, base); ferr != nil {
 		return fail(ferr.field, "%s", ferr.msg)

@@ -72,6 +72,11 @@ func TestTLSSections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Envoy's files are Envoy's: not read here.
+	ec, err := ParseControlPlane(abs("controlplane.yaml"), []byte(cp+"envoy:\n  listen: 0.0.0.0:8080\n  app: 127.0.0.1:3000\n  extauthz: 127.0.0.1:9001\n  extauthz_tls: {ca_file: /etc/envoy/tls/ca.crt, server_name: extauthz.svc}\n"))
+	if err != nil || ec.Envoy.ExtAuthzTLS == nil || ec.Envoy.ExtAuthzTLS.CAFile != "/etc/envoy/tls/ca.crt" {
+		t.Fatalf("envoy.extauthz_tls: %v", err)
+	}
 	if c.XDSTLS == nil || !c.XDSTLS.RequireClientCert || c.XDSTrustDomain != "cluster.local" || c.AdminTLS == nil || c.AdminTLS.ClientCAFile != "" {
 		t.Fatalf("controlplane: xds %+v (%q), admin %+v", c.XDSTLS, c.XDSTrustDomain, c.AdminTLS)
 	}
@@ -112,6 +117,7 @@ controlplane:
 		{"xds missing key", "controlplane.yaml", cp, "xds: {cert_file: server.crt, key_file: server.key", "xds: {cert_file: server.crt, key_file: gone.key", "tls.xds.key_file: " + abs("gone.key")},
 		{"xds bad trust domain", "controlplane.yaml", cp, "trust_domain: cluster.local", "trust_domain: spiffe://Cluster", "tls.xds.trust_domain: \"spiffe://Cluster\" is not a SPIFFE trust domain"},
 		{"admin junk certificate", "controlplane.yaml", cp, "admin: {cert_file: server.crt", "admin: {cert_file: junk.pem", "tls.admin.cert_file: " + abs("junk.pem")},
+		{"envoy ext_authz TLS without CA", "controlplane.yaml", cp, "tls:\n", "envoy: {listen: 0.0.0.0:8080, app: 127.0.0.1:3000, extauthz: 127.0.0.1:9001, extauthz_tls: {server_name: extauthz}}\ntls:\n", "envoy.extauthz_tls.ca_file: required"},
 		{"unknown listener", "controlplane.yaml", cp, "  admin: {", "  webhook: {", "field webhook not found"},
 		{"grpc junk client CA", "extauthz.yaml", ea, "client_ca_file: ca.pem", "client_ca_file: junk.pem", "tls.grpc.client_ca_file: " + abs("junk.pem")},
 		{"http missing certificate", "extauthz.yaml", ea, "http: {cert_file: server.crt", "http: {cert_file: gone.crt", "tls.http.cert_file: " + abs("gone.crt")},

@@ -236,6 +236,9 @@ func envoyConfig(e *config.EnvoyAddrs) (*xds.EnvoyConfig, error) {
 	if c.ExtAuthzAddr, c.ExtAuthzPort, err = split("extauthz", e.ExtAuthz); err != nil {
 		return nil, err
 	}
+	if t := e.ExtAuthzTLS; t != nil {
+		c.ExtAuthzTLS = &xds.UpstreamTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName}
+	}
 	return &c, nil
 }
 
