@@ -66,7 +66,7 @@ func Open(s *config.Sessions, reg prometheus.Registerer, log *slog.Logger) (*Ver
 	var tc *tlsconf.Client
 	if s.StoreTLS != nil {
 		var err error
-		if tc, err = tlsconf.NewClient(*s.StoreTLS, tlsconf.Options{Name: "session-store", Logger: log}); err != nil {
+		if tc, err = tlsconf.NewClient(*s.StoreTLS, tlsconf.Options{Name: "session-store-client", Logger: log.With("component", "tls")}); err != nil {
 			return nil, fmt.Errorf("sessions.tls: %w", err)
 		}
 		if tc.HasCertificate() {
