@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tenantguard/tenantguard/controlplane/xds"
@@ -45,4 +46,29 @@ func TestNodeIDs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzNodeIDs: whatever URI SAN a certificate carries, NodeIDs does not
+// panic, and names only "<namespace>/<name>" of a pod id in the trust
+// domain, or the common name of a certificate without SPIFFE ids.
+func FuzzNodeIDs(f *testing.F) {
+	for _, s := range []string{"spiffe://cluster.local/ns/shop/pod/orders-1", "spiffe://cluster.local/ns/shop/sa/orders", "spiffe://x/ns//pod/a", "spiffe://cluster.local/ns/a%2Fb/pod/c", "https://example.com/", "spiffe:opaque"} {
+		f.Add(s, "cluster.local", "cn")
+	}
+	f.Fuzz(func(t *testing.T, uri, trustDomain, cn string) {
+		u, err := url.Parse(uri)
+		if err != nil {
+			return
+		}
+		c := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, URIs: []*url.URL{u}}
+		for _, id := range xds.NodeIDs(c, trustDomain) {
+			if id == cn && u.Scheme != "spiffe" {
+				continue
+			}
+			ns, pod, ok := strings.Cut(id, "/")
+			if !ok || ns == "" || pod == "" || strings.Contains(pod, "/") || u.Scheme != "spiffe" || (trustDomain != "" && u.Host != trustDomain) {
+				t.Fatalf("NodeIDs(%q, %q) named %q", uri, trustDomain, id)
+			}
+		}
+	})
 }
