@@ -58,6 +58,7 @@ fuzz:
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzScan -fuzztime $(FUZZTIME)
+	$(GO) test ./controlplane/xds -run '^$$' -fuzz FuzzNodeIDs -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzWire -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzEdKey -fuzztime $(FUZZTIME)
 	$(GO) test ./controlplane/store -run '^$$' -fuzz FuzzLineDiff -fuzztime $(FUZZTIME)
