@@ -30,6 +30,15 @@ type Database struct {
 	URL string
 }
 
+// Credential is an upstream role's password that a policy cluster names
+// (policy.PostgresCluster.Credentials): the policy carries the name, the
+// sidecar's configuration the secret.
+type Credential struct {
+	// User, if set, is the role, unless the cluster names one itself.
+	User     string
+	Password string
+}
+
 // TokenAuth says on which connections the listener asks for the password
 // itself (AuthenticationCleartextPassword) instead of running SCRAM. Session
 // tokens need it: SCRAM never shows the server the secret, and a token is
@@ -55,6 +64,12 @@ type Config struct {
 	TLS *tls.Config
 	// Databases lists the databases clients may connect to.
 	Databases []Database
+	// Credentials are the passwords of the policy's clusters, by name.
+	Credentials map[string]Credential
+	// PoolRetireAfter is how long a cluster pool stays open with no
+	// clients routed to it (0: 30s); then its connections close and it is
+	// retired.
+	PoolRetireAfter time.Duration
 
 	// Pool settings, applied to every pool.
 	PoolMode        PoolMode
@@ -144,6 +159,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.ConnectTimeout <= 0 {
 		out.ConnectTimeout = 5 * time.Second
+	}
+	if out.PoolRetireAfter <= 0 {
+		out.PoolRetireAfter = defaultRetireAfter
 	}
 	if out.MaxPrepared <= 0 {
 		out.MaxPrepared = 500
