@@ -80,6 +80,8 @@ type File struct {
 			Password string `yaml:"password"` // plaintext, or a SCRAM-SHA-256 verifier
 		} `yaml:"console"`
 		MaxMessageBytes int `yaml:"max_message_bytes"`
+		// Credentials are the passwords the policy's clusters name.
+		Credentials []CredentialFile `yaml:"credentials"`
 	} `yaml:"postgres"`
 	Isolation struct {
 		Enabled       *bool    `yaml:"enabled"`
@@ -105,8 +107,12 @@ type File struct {
 			StatementTimeout  Duration `yaml:"statement_timeout"`
 			CommandsPerSecond int      `yaml:"commands_per_second"`
 		} `yaml:"limits"`
-		ShowConstraintDetail bool `yaml:"show_constraint_detail"`
+		ShowConstraintDetail bool           `yaml:"show_constraint_detail"`
+		Placement            *PlacementFile `yaml:"placement"`
 	} `yaml:"tenants"`
+	// Clusters are the upstream clusters the file's tenants are placed on
+	// (with a control plane, the policy's).
+	Clusters []ClusterFile `yaml:"clusters"`
 	// Sessions, if present, lets clients authenticate with session tokens
 	// issued by ext_authz.
 	Sessions *SessionsFile `yaml:"sessions"`
@@ -384,7 +390,7 @@ func parseIsolation(f *File, out *Sidecar) *fieldErr {
 func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 	spec := policy.Spec{Version: "file"}
 	for _, t := range f.Tenants {
-		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail,
+		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail, Placement: t.Placement.spec(),
 			Limits: policy.Limits{
 				MaxConnections:    t.Limits.MaxConnections,
 				MaxTransactions:   t.Limits.MaxTransactions,
@@ -398,6 +404,10 @@ func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 	}
 	for _, t := range f.Isolation.Tables {
 		spec.Tables = append(spec.Tables, policy.TableSpec{Name: t.Name, TenantColumn: t.TenantColumn, Shared: t.Shared})
+	}
+	spec.Clusters = clusterSpecs(f.Clusters)
+	if fe := parseCredentials(f, out, dir); fe != nil {
+		return fe
 	}
 	if f.ControlPlane != nil {
 		cp, fe := parseControlPlaneClient(f.ControlPlane, dir, "sidecar")

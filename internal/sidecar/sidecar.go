@@ -45,6 +45,10 @@ type Sidecar struct {
 	// checkedTables are the protected tables last audited upstream (at
 	// start, then by applyPolicy, which alone uses it after start).
 	checkedTables []policy.TableSpec
+	// checkedUpstreams are the upstreams (clusters included) last audited.
+	checkedUpstreams []string
+	// budget reports load and applies shares (nil without a control plane).
+	budget *budgetClient
 }
 
 // fdReserve is what the process keeps of its file-descriptor limit for
@@ -103,6 +107,10 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 	warnings, err := pgsrv.CheckIsolation(cctx)
 	cancel()
 	sc.checkedTables = slices.Clone(store.Load().Tables())
+	sc.checkedUpstreams = pgsrv.UpstreamKeys(store.Load())
+	if err == nil {
+		err = pgsrv.CheckPlacement(store.Load())
+	}
 	for _, w := range warnings {
 		log.Warn("isolation check", "warning", w)
 	}
@@ -119,6 +127,11 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		sc.redis, err = proxyredis.New(redisCfg, store, reg, log.With("component", "redis"))
 		if err == nil {
 			sc.redisLn, err = net.Listen("tcp", cfg.RedisListen)
+		}
+		if err == nil {
+			if err = sc.checkPlacement(store.Load()); err != nil {
+				_ = sc.redisLn.Close()
+			}
 		}
 		if err != nil {
 			_ = sc.pgLn.Close()
@@ -158,6 +171,7 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		}()
 	}
 	sc.xds = sc.newPolicyClient(reg)
+	sc.budget = sc.newBudgetClient()
 	startOK = true
 	return sc, nil
 }
@@ -261,11 +275,21 @@ func (sc *Sidecar) Run(ctx context.Context) error {
 	xdsDone := make(chan struct{})
 	xctx, stopXDS := context.WithCancel(context.Background())
 	defer func() { stopXDS(); <-xdsDone }()
+	budgetDone := make(chan struct{})
+	defer func() { stopXDS(); <-budgetDone }()
 	go func() {
 		defer close(xdsDone)
 		if sc.xds != nil {
 			if err := sc.xds.Run(xctx); err != nil && xctx.Err() == nil {
 				sc.log.Error("policy client stopped", "error", err)
+			}
+		}
+	}()
+	go func() {
+		defer close(budgetDone)
+		if sc.budget != nil {
+			if err := sc.budget.rep.Run(xctx); err != nil && xctx.Err() == nil {
+				sc.log.Error("budget reporter stopped", "error", err)
 			}
 		}
 	}()
@@ -284,6 +308,9 @@ func (sc *Sidecar) Run(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(context.Background(), sc.cfg.DrainTimeout)
 	defer cancel()
 	err := sc.pg.Shutdown(dctx)
+	if sc.budget != nil {
+		sc.budget.leave() // the pools are closed: the shares can go to others
+	}
 	if sc.redis != nil {
 		err = errors.Join(err, sc.redis.Shutdown(dctx))
 	}

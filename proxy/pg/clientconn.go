@@ -35,7 +35,7 @@ type clientConn struct {
 	// client's goroutine, between transactions.
 	pool  *pool
 	route routeKey
-	tls    bool
+	tls   bool
 
 	connectedAt  time.Time
 	credential   []byte       // StoredKey of the static credential it logged in with; nil for a token
