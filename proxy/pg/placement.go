@@ -70,7 +70,12 @@ func (srv *Server) clusterConf(db string, name string, c *policy.PostgresCluster
 	if base == nil {
 		return nil, fmt.Errorf("database %q is not configured", db)
 	}
-	conf := base.conf.Copy()
+	return clusterConfFrom(base.conf, srv.cfg.Credentials, name, c)
+}
+
+// clusterConfFrom is clusterConf from the configured URL's base.
+func clusterConfFrom(base *pgconn.Config, creds map[string]Credential, name string, c *policy.PostgresCluster) (*pgconn.Config, error) {
+	conf := base.Copy()
 	if c.Database != "" {
 		conf.Database = c.Database
 	}
@@ -78,7 +83,7 @@ func (srv *Server) clusterConf(db string, name string, c *policy.PostgresCluster
 		conf.User = c.User
 	}
 	if c.Credentials != "" {
-		cred, ok := srv.cfg.Credentials[c.Credentials]
+		cred, ok := creds[c.Credentials]
 		if !ok {
 			return nil, fmt.Errorf("cluster %q: %w %q (postgres.credentials in the sidecar's configuration)", name, errUnknownCredentials, c.Credentials)
 		}
@@ -393,6 +398,61 @@ func (srv *Server) upstreamsOf(snap *policy.Snapshot) ([]upstream, error) {
 				seen[key] = true
 				out = append(out, upstream{key, conf})
 			}
+		}
+	}
+	return out, nil
+}
+
+// Upstream is one upstream database a policy reaches through a sidecar's
+// configuration: for pg bootstrap and pg check.
+type Upstream struct {
+	// Cluster is the policy's cluster name; "" for the configured upstream.
+	Cluster string
+	// Database is the client-visible database name it serves.
+	Database string
+	// Config connects as the upstream role: host list, database, user,
+	// password.
+	Config *pgconn.Config
+}
+
+// Upstreams lists every upstream snap reaches with cfg: each configured
+// database's URL, then, for each PostgreSQL cluster of snap that differs
+// from it, the same database on that cluster. The same (hosts, database,
+// role) is listed once.
+func Upstreams(cfg Config, snap *policy.Snapshot) ([]Upstream, error) {
+	var out []Upstream
+	seen := map[string]bool{}
+	add := func(u Upstream) {
+		c := u.Config
+		k := fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+		for _, fb := range c.Fallbacks {
+			k += fmt.Sprintf(",%s:%d", fb.Host, fb.Port)
+		}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, u)
+		}
+	}
+	bases := make([]*pgconn.Config, len(cfg.Databases))
+	for i, db := range cfg.Databases {
+		conf, err := pgconn.ParseConfig(db.URL)
+		if err != nil {
+			return nil, fmt.Errorf("database %q: upstream url: %w", db.Name, err)
+		}
+		bases[i] = conf
+		add(Upstream{Database: db.Name, Config: conf})
+	}
+	for _, name := range snap.ClusterNames() {
+		c, _ := snap.Cluster(name)
+		if c.Postgres == nil {
+			continue
+		}
+		for i, db := range cfg.Databases {
+			conf, err := clusterConfFrom(bases[i], cfg.Credentials, name, c.Postgres)
+			if err != nil {
+				return nil, err
+			}
+			add(Upstream{Cluster: name, Database: db.Name, Config: conf})
 		}
 	}
 	return out, nil
