@@ -26,7 +26,7 @@ func (sc *Sidecar) newBudgetClient() *budgetClient {
 	sc.pg.EnableBudget()
 	pg := sc.pg
 	return &budgetClient{rep: xdsclient.NewReporter(xdsclient.ReporterOptions{
-		ServerAddr: cp.Address, NodeID: cp.NodeID, Token: cp.Token,
+		ServerAddr: cp.Address, NodeID: cp.NodeID, Token: cp.Token, Credentials: sc.cpCreds,
 		Load: func() []*policypb.ClusterLoad { return clusterLoads(pg.ClusterLoads()) },
 		Apply: func(sh *policypb.Shares) {
 			for _, c := range sh.GetClusters() {

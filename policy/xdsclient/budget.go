@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tenantguard/tenantguard/policy/policypb"
 )
@@ -25,6 +26,8 @@ type ReporterOptions struct {
 	ServerAddr, NodeID, Token string
 	Backoff                   Backoff
 	DialOptions               []grpc.DialOption
+	// Credentials are as for Client: nil dials in plaintext.
+	Credentials credentials.TransportCredentials
 	// Interval is how often the load is reported besides right after
 	// shares are applied; 0 means DefaultReportInterval.
 	Interval time.Duration
@@ -74,7 +77,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 		return errors.New("xdsclient: reporter needs ServerAddr, NodeID, Load and Apply")
 	}
 	defer r.once.Do(func() { close(r.left) })
-	dial := (&Client{opts: Options{Backoff: r.opts.Backoff, Token: r.opts.Token, DialOptions: r.opts.DialOptions}}).dialOptions()
+	dial := (&Client{opts: Options{Backoff: r.opts.Backoff, Token: r.opts.Token, Credentials: r.opts.Credentials, DialOptions: r.opts.DialOptions}}).dialOptions()
 	conn, err := grpc.NewClient(r.opts.ServerAddr, dial...)
 	if err != nil {
 		return fmt.Errorf("xdsclient: %s: %w", r.opts.ServerAddr, err)
