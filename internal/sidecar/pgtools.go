@@ -117,15 +117,30 @@ func Check(ctx context.Context, cfg *config.Sidecar, out io.Writer) error {
 
 // UsePolicyFile makes the policy of cfg (its tables and clusters, for pg
 // bootstrap and pg check) the one in a policy file as the control plane
-// serves it (YAML or JSON: GET /v1/policy), for sidecars whose policy
+// serves it (YAML or JSON: GET /v1/policy) or as it seeds it (a file or a
+// directory, plaintext credentials allowed), for sidecars whose policy
 // comes from a control plane.
 func UsePolicyFile(cfg *config.Sidecar, path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	var p *policypb.Policy
+	if st, err := os.Stat(path); err != nil {
 		return err
+	} else if st.IsDir() {
+		if p, err = policypb.LoadDir(path); err != nil {
+			return err
+		}
+	} else {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if p, err = policypb.ParseYAML(data); err != nil { // YAML is a superset of JSON
+			return fmt.Errorf("%s: %w", path, err)
+		}
 	}
-	p, err := policypb.ParseYAML(data) // YAML is a superset of JSON
-	if err != nil {
+	// Only tables and clusters matter here, but the policy must be valid
+	// as the control plane would take it: a seed's plaintext credentials
+	// become verifiers first.
+	if err := policypb.HashCredentials(p); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if err := policypb.Validate(p); err != nil {
