@@ -69,9 +69,12 @@ type File struct {
 			Failures uint32   `yaml:"failures"`
 			OpenTime Duration `yaml:"open_timeout"`
 		} `yaml:"breaker"`
-		MaxClientConns int      `yaml:"max_client_connections"`
-		StartupTimeout Duration `yaml:"startup_timeout"`
-		ParkIdleAfter  Duration `yaml:"park_idle_clients_after"`
+		MaxClientConns int `yaml:"max_client_connections"`
+		// MaxClientConnsPerSource: gateway mode (many app pods on one
+		// listener); 0 = unlimited.
+		MaxClientConnsPerSource int      `yaml:"max_client_connections_per_source"`
+		StartupTimeout          Duration `yaml:"startup_timeout"`
+		ParkIdleAfter           Duration `yaml:"park_idle_clients_after"`
 		// Console, when present, serves the admin console (database
 		// "tenantguard") to this user.
 		Console *struct {
@@ -294,6 +297,10 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 		return failf("postgres.max_message_bytes", "must be between 1 and 1073741824")
 	}
 	pc.MaxClientConns = f.Postgres.MaxClientConns
+	if f.Postgres.MaxClientConnsPerSource < 0 {
+		return failf("postgres.max_client_connections_per_source", "must not be negative")
+	}
+	pc.MaxClientConnsPerSource = f.Postgres.MaxClientConnsPerSource
 	if c := f.Postgres.Console; c != nil {
 		if c.User == "" || c.Password == "" {
 			return failf("postgres.console", "user and password are both required")

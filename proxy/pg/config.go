@@ -105,11 +105,15 @@ type Config struct {
 	Console *Console
 
 	// Client limits.
-	MaxClientConns  int              // client connections open at once, logging in or not; 0 = unlimited
-	ConnBudget      *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
-	StartupTimeout  time.Duration    // time to send a startup packet and authenticate
-	ParkIdleAfter   time.Duration    // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
-	MaxMessageBytes int              // largest message a client may send once authenticated
+	MaxClientConns int // client connections open at once, logging in or not; 0 = unlimited
+	// MaxClientConnsPerSource caps client connections open at once from
+	// one IP address (gateway mode: many app pods share the listener);
+	// 0 = unlimited.
+	MaxClientConnsPerSource int
+	ConnBudget              *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
+	StartupTimeout          time.Duration    // time to send a startup packet and authenticate
+	ParkIdleAfter           time.Duration    // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
+	MaxMessageBytes         int              // largest message a client may send once authenticated
 }
 
 // UpstreamConns is the most server connections the listener opens: a

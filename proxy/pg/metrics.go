@@ -108,3 +108,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.parked, m.sessionsEnded, m.waiting, m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
 	return m
 }
+
+// registerSourceMetrics adds the per-source gauges of a listener with
+// max_client_connections_per_source (gateway mode): how many addresses
+// have connections open, and how many connections were refused for being
+// over the cap. Counts, not a label per address: a gateway's clients are
+// many pods whose addresses come and go.
+func registerSourceMetrics(reg prometheus.Registerer, acc interface {
+	Sources() int
+	RefusedPerSource() int64
+}) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "client_sources",
+			Help: "Client IP addresses with connections open (counted with max_client_connections_per_source).",
+		}, func() float64 { return float64(acc.Sources()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "clients_refused_per_source_total",
+			Help: "Client connections refused for being over max_client_connections_per_source.",
+		}, func() float64 { return float64(acc.RefusedPerSource()) }),
+	)
+}

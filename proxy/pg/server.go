@@ -103,6 +103,13 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv.acc.MaxConns = cfg.MaxClientConns
 	srv.acc.Budget = cfg.ConnBudget
 	srv.acc.Refuse = refuseTooMany
+	if cfg.MaxClientConnsPerSource > 0 {
+		// A gateway serving many app pods: one pod must not take every
+		// client slot.
+		srv.acc.MaxConnsPerSource = cfg.MaxClientConnsPerSource
+		srv.acc.RefuseSource = refuseTooManyFromSource(cfg.MaxClientConnsPerSource)
+		registerSourceMetrics(reg, &srv.acc)
+	}
 	_, _ = rand.Read(srv.mockSecret[:])
 	byKey := map[string]*pool{}
 	for _, db := range cfg.Databases {
@@ -186,6 +193,13 @@ func (srv *Server) serveConn(conn net.Conn) (parked bool) {
 var tooManyClients = wire.Fatalf(wire.CodeTooManyConnections, "sorry, too many clients already (tenantguard is at its client connection limit)").AppendTo(nil)
 
 func refuseTooMany(c net.Conn) { _, _ = c.Write(tooManyClients) }
+
+// refuseTooManyFromSource is refuseTooMany for a client address over
+// max_client_connections_per_source.
+func refuseTooManyFromSource(limit int) func(net.Conn) {
+	msg := wire.Fatalf(wire.CodeTooManyConnections, "sorry, too many clients from this address already (tenantguard's max_client_connections_per_source is %d)", limit).AppendTo(nil)
+	return func(c net.Conn) { _, _ = c.Write(msg) }
+}
 
 // register gives s a unique cancel key and makes it findable for cancels,
 // drain and Reconcile. It refuses a tenant over its connection cap, and one
