@@ -250,8 +250,23 @@ func failf(field, format string, args ...any) *fieldErr {
 
 func (e *fieldErr) in(file string) *Error { return &Error{File: file, Field: e.field, Msg: e.msg} }
 
-// parseListen checks the listen addresses.
+// parseListen checks the listen addresses, after expanding ${NAME}
+// environment references in the listeners' (a gateway listens on its pod
+// IP: "${POD_IP}:6432" with POD_IP from the downward API).
 func parseListen(f *File, out *Sidecar) *fieldErr {
+	for _, l := range []struct {
+		field string
+		addr  *string
+	}{
+		{"listen.postgres", &f.Listen.Postgres}, {"listen.redis", &f.Listen.Redis}, {"listen.admin", &f.Listen.Admin},
+	} {
+		v, err := expandEnv(*l.addr)
+		if err != nil {
+			return failf(l.field, "%v", err)
+		}
+		*l.addr = v
+	}
+	out.PostgresListen, out.RedisListen, out.AdminListen = f.Listen.Postgres, f.Listen.Redis, f.Listen.Admin
 	if out.PostgresListen == "" {
 		return failf("listen.postgres", "required (e.g. 127.0.0.1:6432)")
 	}
