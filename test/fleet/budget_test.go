@@ -29,7 +29,7 @@ const (
 	acmeSecret    = "acme-secret-1"
 	cluster       = "main"
 	budgetConns   = 24 // the cluster's max_server_connections
-	poolSize      = 8  // each sidecar's pool.size: 20 of them could open 160
+	poolSize      = 8  // each sidecar's pool.size, which the budget's share replaces
 )
 
 var setupOnce sync.Once
@@ -104,8 +104,8 @@ func startClient(t *testing.T, sc *fleet.Sidecar, errs chan<- error) *client {
 }
 
 // TestBudgetFleet: 20 simulated sidecars (real Postgres listeners with
-// their own pools, each allowed 8 server connections by its
-// configuration) share a budget of 24 connections to one real
+// their own pools; without the budget their 40 clients would hold 40
+// server connections) share a budget of 24 connections to one real
 // PostgreSQL. While clients load every sidecar, pg_stat_activity never
 // shows more than 24 of their connections. Sidecars joining get a share
 // and are served within seconds; the shares of sidecars leaving go to the
