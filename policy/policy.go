@@ -31,6 +31,9 @@ type TenantSpec struct {
 	// ShowConstraintDetail keeps the DETAIL of unique and foreign-key
 	// violations, which can carry other tenants' values.
 	ShowConstraintDetail bool
+	// Placement names the clusters serving the tenant (placement.go);
+	// empty names take the defaults.
+	Placement Placement
 }
 
 // Permissions are the statement classes a tenant may run.
@@ -67,6 +70,9 @@ type Spec struct {
 	Version string
 	Tenants []TenantSpec
 	Tables  []TableSpec
+	// Clusters are the upstream clusters tenants are placed on
+	// (placement.go); none: every tenant on the configured upstreams.
+	Clusters []ClusterSpec
 }
 
 // Tenant is a compiled tenant.
@@ -75,7 +81,10 @@ type Tenant struct {
 	Allow                Permissions
 	Limits               Limits
 	ShowConstraintDetail bool
-	verifiers            []scram.Verifier
+	// Placement is the tenant's clusters, defaults resolved: "" is the
+	// sidecar's configured upstream.
+	Placement Placement
+	verifiers []scram.Verifier
 }
 
 // Verifiers returns the tenant's SCRAM verifiers; any of them authenticates.
@@ -99,6 +108,9 @@ type Snapshot struct {
 	tenants map[string]*Tenant
 	ids     []string
 	tables  []TableSpec
+
+	clusters     map[string]*ClusterSpec
+	clusterNames []string
 }
 
 // FieldError names the field of a policy that is wrong and why.
@@ -161,6 +173,10 @@ func CheckPassword(p string) error {
 // (e.g. "tenants[1].id") as it appears in configuration.
 func Compile(spec Spec) (*Snapshot, error) {
 	s := &Snapshot{version: spec.Version, tenants: make(map[string]*Tenant, len(spec.Tenants))}
+	defPG, defRedis, err := s.compileClusters(spec.Clusters)
+	if err != nil {
+		return nil, err
+	}
 	for i, ts := range spec.Tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
 		if err := CheckTenantID(ts.ID); err != nil {
@@ -187,6 +203,9 @@ func Compile(spec Spec) (*Snapshot, error) {
 		}
 		if ts.Limits.StatementTimeout < 0 {
 			return nil, &FieldError{field + ".limits.statement_timeout", "must not be negative"}
+		}
+		if t.Placement, err = s.resolvePlacement(ts.Placement, defPG, defRedis, field); err != nil {
+			return nil, err
 		}
 		for j, p := range ts.Passwords {
 			pf := fmt.Sprintf("%s.passwords[%d]", field, j)
