@@ -72,3 +72,20 @@ func (p *Process) Stop(sig syscall.Signal) error {
 
 // Pid is the child's process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Kill ends the process and every process of its group (it leads one: see
+// Start) with SIGKILL, as a crash or the OOM killer would, and waits for
+// it to exit. A PostgreSQL postmaster's backends die with it, so a new
+// server can start on the same data directory and port.
+func (p *Process) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill: %w", err)
+	}
+	<-p.done
+	return nil
+}

@@ -90,6 +90,34 @@ func (c *Cluster) Stop() error {
 }
 
 // waitReady polls with a superuser connection until the server answers.
+// Kill ends the server and its backends with SIGKILL, as a crash would:
+// no shutdown, no checkpoint, clients' connections reset. Start brings it
+// back on the same port (after crash recovery).
+func (c *Cluster) Kill() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return nil
+	}
+	err := c.proc.Kill()
+	c.proc = nil
+	c.log.Info("pgcluster: killed", "port", c.port)
+	if err != nil {
+		return fmt.Errorf("pgcluster: kill server on port %d: %w", c.port, err)
+	}
+	return nil
+}
+
+// Pid is the postmaster's process id, 0 when the server is not running.
+func (c *Cluster) Pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return 0
+	}
+	return c.proc.Pid()
+}
+
 func (c *Cluster) waitReady(ctx context.Context, p *childproc.Process) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

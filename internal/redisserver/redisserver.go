@@ -122,6 +122,23 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// Kill ends redis-server with SIGKILL, as a crash would; Start brings it
+// back on the same port, empty (nothing is persisted).
+func (s *Server) Kill() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return nil
+	}
+	err := s.proc.Kill()
+	s.proc = nil
+	s.log.Info("redisserver: killed", "addr", s.Addr())
+	if err != nil {
+		return fmt.Errorf("redisserver: kill %s: %w", s.Addr(), err)
+	}
+	return nil
+}
+
 // Close stops the server and removes its directory. It is safe to call twice.
 func (s *Server) Close() error {
 	err := s.Stop()
