@@ -64,7 +64,9 @@ type File struct {
 			ServerIdleTime Duration `yaml:"server_idle_timeout"`
 			ServerLifetime Duration `yaml:"server_lifetime"`
 			ConnectTimeout Duration `yaml:"connect_timeout"`
-			MaxPrepared    int      `yaml:"max_prepared_statements"`
+			// ResponseTimeout: see proxy/pg Config.ResponseTimeout.
+			ResponseTimeout Duration `yaml:"response_timeout"`
+			MaxPrepared     int      `yaml:"max_prepared_statements"`
 		} `yaml:"pool"`
 		Breaker struct {
 			Failures uint32   `yaml:"failures"`
@@ -351,6 +353,7 @@ func parsePool(f *File, out *Sidecar) *fieldErr {
 	pc.ServerIdleTime = time.Duration(p.ServerIdleTime)
 	pc.ServerLifetime = time.Duration(p.ServerLifetime)
 	pc.ConnectTimeout = time.Duration(p.ConnectTimeout)
+	pc.ResponseTimeout = time.Duration(p.ResponseTimeout)
 	pc.MaxPrepared = p.MaxPrepared
 	return nil
 }

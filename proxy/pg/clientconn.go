@@ -271,6 +271,7 @@ func (s *clientConn) flush(sc *serverConn) error {
 	if sc.owner == s {
 		sc.sending = false
 	}
+	sc.armResponseTimeout()
 	sc.mu.Unlock()
 	sc.release()
 	return nil

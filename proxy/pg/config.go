@@ -63,6 +63,12 @@ type Config struct {
 	ServerIdleTime  time.Duration // idle server connections older than this are closed
 	ServerLifetime  time.Duration // server connections older than this are closed when idle
 	ConnectTimeout  time.Duration // upstream dial + startup
+	// ResponseTimeout drops a server connection that sends nothing for
+	// this long while a reply is owed (a stalled or partitioned upstream);
+	// its client gets 08006 and is disconnected. 0 (the default) waits for
+	// ever, as PgBouncer's query_timeout 0: set it above the longest
+	// statement, which sends nothing until its first row.
+	ResponseTimeout time.Duration
 	MaxPrepared     int           // protocol-level prepared statements cached per server connection
 
 	// Breaker settings for each upstream.
@@ -152,7 +158,9 @@ func (c *Config) withDefaults() Config {
 		out.BreakerFailures = 5
 	}
 	if out.BreakerOpenTime <= 0 {
-		out.BreakerOpenTime = 5 * time.Second
+		// One trial dial a second costs a down upstream nothing, and
+		// service returns within about a second of the upstream's return.
+		out.BreakerOpenTime = time.Second
 	}
 	if out.SessionEndGrace <= 0 {
 		out.SessionEndGrace = 30 * time.Second
