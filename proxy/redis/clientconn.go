@@ -67,7 +67,8 @@ type clientConn struct {
 	owedWait bool     // the client waits for outq to shrink (waitOwedBelow)
 	sock     *sock    // nil: net.Conn only (the drainer writes, no loop)
 	pubsub   bool     // subscribed to something
-	ending   bool     // the token session ended: close at the next boundary
+	ending   bool     // the token session ended, or the proxy drains: close at the next boundary (endMode: or now)
+	endMode  policy.SessionEndMode
 	quitting bool     // QUIT: close once every reply is written
 
 	// lease, when the client authenticated with a session token, is its

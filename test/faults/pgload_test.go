@@ -41,6 +41,7 @@ type pgLoad struct {
 	firstErr   map[int]time.Time // per client, when it first saw an error
 	lastOK     time.Time
 	okAfter    map[int]time.Time // per client, the first commit after an error
+	begun      map[[2]int]time.Time // when each transaction's BEGIN was acknowledged
 
 	stop chan struct{}
 	once sync.Once
@@ -50,7 +51,8 @@ type pgLoad struct {
 func newPGLoad(url string, think time.Duration) *pgLoad {
 	return &pgLoad{url: url, hangAfter: 20 * time.Second, think: think,
 		committed: map[[2]int]bool{}, rolledBack: map[[2]int]bool{}, codes: map[string]int{},
-		firstErr: map[int]time.Time{}, okAfter: map[int]time.Time{}, stop: make(chan struct{})}
+		firstErr: map[int]time.Time{}, okAfter: map[int]time.Time{}, begun: map[[2]int]time.Time{},
+		stop: make(chan struct{})}
 }
 
 // start runs n clients, numbered from base.
@@ -146,6 +148,9 @@ func (l *pgLoad) transaction(conn *pgx.Conn, id, seq int) (string, error) {
 	if stage, err := run("begin", "BEGIN"); err != nil {
 		return stage, err
 	}
+	l.mu.Lock()
+	l.begun[[2]int{id, seq}] = time.Now()
+	l.mu.Unlock()
 	if stage, err := run("update", "UPDATE counters SET n = n + 1 WHERE k = $1", k); err != nil {
 		return stage, err
 	}
@@ -267,6 +272,22 @@ func (l *pgLoad) waitCommits(t *testing.T, n int, d time.Duration) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
+}
+
+// failedBegunBefore lists the transactions begun before t that did not
+// commit.
+func (l *pgLoad) failedBegunBefore(t time.Time) (begun int, failed []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for key, at := range l.begun {
+		if at.Before(t) {
+			begun++
+			if !l.committed[key] {
+				failed = append(failed, fmt.Sprint(key))
+			}
+		}
+	}
+	return begun, failed
 }
 
 var errNoCommit = errors.New("no commit yet")
