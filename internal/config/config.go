@@ -74,7 +74,9 @@ type File struct {
 		} `yaml:"breaker"`
 		MaxClientConns int      `yaml:"max_client_connections"`
 		StartupTimeout Duration `yaml:"startup_timeout"`
-		ParkIdleAfter  Duration `yaml:"park_idle_clients_after"`
+		// ClientWriteTimeout: see proxy/pg Config.ClientWriteTimeout.
+		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
+		ParkIdleAfter      Duration `yaml:"park_idle_clients_after"`
 		// Console, when present, serves the admin console (database
 		// "tenantguard") to this user.
 		Console *struct {
@@ -315,6 +317,7 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 		pc.Console = &proxypg.Console{User: c.User, Verifier: v}
 	}
 	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
+	pc.ClientWriteTimeout = time.Duration(f.Postgres.ClientWriteTimeout)
 	pc.ParkIdleAfter = time.Duration(f.Postgres.ParkIdleAfter)
 	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
 	pc.BreakerFailures = f.Postgres.Breaker.Failures

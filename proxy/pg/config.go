@@ -69,7 +69,7 @@ type Config struct {
 	// ever, as PgBouncer's query_timeout 0: set it above the longest
 	// statement, which sends nothing until its first row.
 	ResponseTimeout time.Duration
-	MaxPrepared     int           // protocol-level prepared statements cached per server connection
+	MaxPrepared     int // protocol-level prepared statements cached per server connection
 
 	// Breaker settings for each upstream.
 	BreakerFailures uint32        // consecutive failures that open the breaker
@@ -96,11 +96,16 @@ type Config struct {
 	Console *Console
 
 	// Client limits.
-	MaxClientConns  int              // client connections open at once, logging in or not; 0 = unlimited
-	ConnBudget      *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
-	StartupTimeout  time.Duration    // time to send a startup packet and authenticate
-	ParkIdleAfter   time.Duration    // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
-	MaxMessageBytes int              // largest message a client may send once authenticated
+	MaxClientConns int              // client connections open at once, logging in or not; 0 = unlimited
+	ConnBudget     *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
+	StartupTimeout time.Duration    // time to send a startup packet and authenticate
+	// ClientWriteTimeout disconnects a client that takes longer than this
+	// to take one batch of replies (up to a server read buffer, 32 KiB, or
+	// one request's): one that does not read no longer holds its server
+	// connection. Default 30s.
+	ClientWriteTimeout time.Duration
+	ParkIdleAfter      time.Duration // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
+	MaxMessageBytes    int           // largest message a client may send once authenticated
 }
 
 // UpstreamConns is the most server connections the listener opens: a
@@ -167,6 +172,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.ParkIdleAfter == 0 {
 		out.ParkIdleAfter = 5 * time.Second
+	}
+	if out.ClientWriteTimeout <= 0 {
+		out.ClientWriteTimeout = 30 * time.Second
 	}
 	if out.StartupTimeout <= 0 {
 		out.StartupTimeout = 10 * time.Second

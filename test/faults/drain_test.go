@@ -174,7 +174,7 @@ func TestDrainRedis(t *testing.T) {
 	rd := harness.Redis(t)
 	listen, redisListen, admin := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
 	const drainTimeout = 20 * time.Second
-	sc := harness.StartSidecar(t, binary, admin, redisSidecarConfig(listen, redisListen, admin, pg.Port(), rd.Addr(), "",
+	sc := harness.StartSidecar(t, tgBinary, admin, redisSidecarConfig(listen, redisListen, admin, pg.Port(), rd.Addr(), "",
 		fmt.Sprintf("drain_timeout: %s\n", drainTimeout)), harness.SidecarOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -23,7 +23,7 @@ import (
 	"github.com/tenantguard/tenantguard/test/harness"
 )
 
-var binary string
+var tgBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tenantguard-faults-")
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary, err = harness.BuildTenantguard(dir, os.Getenv("TG_FAULTS_RACE") == "1")
+	tgBinary, err = harness.BuildTenantguard(dir, os.Getenv("TG_FAULTS_RACE") == "1")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		_ = os.RemoveAll(dir)

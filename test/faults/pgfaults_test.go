@@ -22,7 +22,7 @@ const recoveryBound = 2 * time.Second
 func startPGSidecar(t *testing.T, upstreamPort int, pgExtra, extra string) (listen string, sc *harness.Sidecar) {
 	t.Helper()
 	listen, admin := harness.FreeAddr(t), harness.FreeAddr(t)
-	sc = harness.StartSidecar(t, binary, admin, pgSidecarConfig(listen, admin, upstreamPort, pgExtra, extra), harness.SidecarOptions{})
+	sc = harness.StartSidecar(t, tgBinary, admin, pgSidecarConfig(listen, admin, upstreamPort, pgExtra, extra), harness.SidecarOptions{})
 	return listen, sc
 }
 

@@ -186,7 +186,7 @@ func TestRedisKilled(t *testing.T) {
 	setupPostgres(t, pg)
 	rd := harness.Redis(t)
 	listen, redisListen, admin := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	sc := harness.StartSidecar(t, binary, admin, redisSidecarConfig(listen, redisListen, admin, pg.Port(), rd.Addr(), "", ""), harness.SidecarOptions{})
+	sc := harness.StartSidecar(t, tgBinary, admin, redisSidecarConfig(listen, redisListen, admin, pg.Port(), rd.Addr(), "", ""), harness.SidecarOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
