@@ -209,7 +209,7 @@ tenants:
 			benchkit.Ratio(median(sc.name, 1, 0.99), median("alone", 1, 0.99))})
 	}
 	rep := benchkit.Report{
-		Setup: fmt.Sprintf("bench/hostile: the quiet tenant's latency (4 Postgres + 4 Redis clients, one request every 5 ms each) for %s per scenario, %d round(s), median over rounds; goal: p99 within 2× of alone.", o.duration, o.Rounds),
+		Setup:  fmt.Sprintf("bench/hostile: the quiet tenant's latency (4 Postgres + 4 Redis clients, one request every 5 ms each) for %s per scenario, %d round(s), median over rounds; goal: p99 within 2× of alone.", o.duration, o.Rounds),
 		Tables: []benchkit.Table{tab},
 	}
 	return rep.Write(o.Out)

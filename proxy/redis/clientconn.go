@@ -69,7 +69,7 @@ type clientConn struct {
 	pubsub   bool     // subscribed to something
 	ending   bool     // the token session ended, or the proxy drains: close at the next boundary (endMode: or now)
 	endMode  policy.SessionEndMode
-	quitting bool     // QUIT: close once every reply is written
+	quitting bool // QUIT: close once every reply is written
 
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.

@@ -429,4 +429,3 @@ func TestClientNeverReads(t *testing.T) {
 		t.Fatalf("sidecar %v", err)
 	}
 }
-

@@ -54,12 +54,12 @@ func envInt(name string, def int) int {
 }
 
 const (
-	appRole   = "faults_app"
-	appPass   = "faults_pw"
-	appDB     = "faults"
-	acmePass  = "acme-secret-1"
+	appRole    = "faults_app"
+	appPass    = "faults_pw"
+	appDB      = "faults"
+	acmePass   = "acme-secret-1"
 	globexPass = "globex-secret-1"
-	consolePW = "console-secret-1"
+	consolePW  = "console-secret-1"
 )
 
 // setupPostgres makes the role, the database and its tables, once per

@@ -40,7 +40,7 @@ type pgLoad struct {
 	hangs      []string
 	firstErr   map[int]time.Time // per client, when it first saw an error
 	lastOK     time.Time
-	okAfter    map[int]time.Time // per client, the first commit after an error
+	okAfter    map[int]time.Time    // per client, the first commit after an error
 	begun      map[[2]int]time.Time // when each transaction's BEGIN was acknowledged
 
 	stop chan struct{}
