@@ -48,8 +48,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
-	"github.com/tenantguard/tenantguard/internal/redisserver"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/redisserver"
 )
 
 type options struct {

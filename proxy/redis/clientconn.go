@@ -69,7 +69,9 @@ type clientConn struct {
 	pubsub   bool     // subscribed to something
 	ending   bool     // the token session ended, or the proxy drains: close at the next boundary (endMode: or now)
 	endMode  policy.SessionEndMode
-	quitting bool // QUIT: close once every reply is written
+	endTimer *time.Timer // closes it if the boundary takes longer than SessionEndGrace
+	finished bool        // finish ran: no end timer is started any more
+	quitting bool        // QUIT: close once every reply is written
 
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.
@@ -495,6 +497,10 @@ func (s *clientConn) finish() {
 		}
 	}
 	s.cut = true
+	s.finished = true
+	if s.endTimer != nil {
+		s.endTimer.Stop()
+	}
 	s.cond.Broadcast()
 	s.qmu.Unlock()
 	s.srv.unregister(s)

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 )
 
 // BuildTenantguard builds cmd/tenantguard into dir and returns the
