@@ -190,7 +190,7 @@ func TestManyIdleClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	pgLat0, rdLat0 := newClientLatency(t, ctx, listen, redisListen)
-	t.Logf("RESULT before: rss=%d MiB new client pg=%v redis=%v", base.RSSKiB/1024, pgLat0.Round(time.Microsecond), rdLat0.Round(time.Microsecond))
+	result(t, groupConns, "no idle client: RSS; a new client (connect, auth, one query) Postgres, Redis", "%d MiB; %v, %v", base.RSSKiB/1024, pgLat0.Round(time.Microsecond), rdLat0.Round(time.Microsecond))
 	if together {
 		idlePhase(t, ctx, sc, listen, redisListen, n, n, slack, base)
 	} else {
@@ -241,9 +241,8 @@ func idlePhase(t *testing.T, ctx context.Context, sc *harness.Sidecar, listen, r
 		t.Fatal(err)
 	}
 	idleCPU := cpuOver(t, sc.Pid(), 3*time.Second)
-	t.Logf("RESULT idle_clients pg=%d redis=%d: rss=%d MiB (%.1f KiB per client over %d MiB) goroutines=%v fds=%d idle_cpu=%.1f%% "+
-		"new client pg=%v redis=%v",
-		pgN, redisN, loaded.RSSKiB/1024, float64(loaded.RSSKiB-base.RSSKiB)/float64(pgN+redisN), base.RSSKiB/1024,
+	result(t, groupConns, fmt.Sprintf("%d idle Postgres + %d idle Redis clients: RSS (per client); goroutines; fds; idle CPU; a new client Postgres, Redis", pgN, redisN),
+		"%d MiB (%.1f KiB over a base of %d MiB); %v; %d; %.1f%%; %v, %v", loaded.RSSKiB/1024, float64(loaded.RSSKiB-base.RSSKiB)/float64(pgN+redisN), base.RSSKiB/1024,
 		harness.Metric(m, "go_goroutines"), loaded.FDs, idleCPU*100, pgLat.Round(time.Microsecond), rdLat.Round(time.Microsecond))
 	if idleCPU > 0.5 {
 		t.Errorf("the idle sidecar used %.0f%% of a core with %d idle clients", idleCPU*100, pgN+redisN)
@@ -343,7 +342,7 @@ func TestLowFileLimit(t *testing.T) {
 	cpu := cpuOver(t, sc.Pid(), 3*time.Second)
 	start := time.Now()
 	err := selectOne(ctx, listen, "acme")
-	t.Logf("RESULT low_ulimit: 400 held, %d refused at once; cpu at the limit %.1f%%; a client at the limit: %v in %v",
+	result(t, groupConns, "ulimit -n 256, 400 clients held: refused at once; CPU at the limit; a client at the limit", "%d; %.1f%%; %v in %v",
 		refused, cpu*100, err, time.Since(start).Round(time.Millisecond))
 	if sqlstate(err) != "53300" {
 		t.Errorf("a client at the limit: %v, want 53300", err)

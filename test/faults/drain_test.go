@@ -56,7 +56,7 @@ func TestDrainPostgres(t *testing.T) {
 	})
 	code := sc.Wait(t, drainTimeout+10*time.Second)
 	took := time.Since(signalled)
-	t.Logf("RESULT pg_drain_exit=%d after %v", code, took.Round(time.Millisecond))
+	result(t, groupDrain, "SIGTERM under pgbench -c 16 and transactional clients: exit", "code %d after %v (drain_timeout %v)", code, took.Round(time.Millisecond), drainTimeout)
 	if code != 0 {
 		t.Errorf("exit code %d after the drain", code)
 	}
@@ -65,7 +65,8 @@ func TestDrainPostgres(t *testing.T) {
 	}
 	load.finish()
 	begun, failed := load.failedBegunBefore(signalled)
-	t.Logf("RESULT pg_drain_failed_begun_before=%d of %d; load: %s", len(failed), begun, load.report())
+	t.Logf("load: %s", load.report())
+	result(t, groupDrain, "transactional clients: transactions begun before SIGTERM that failed", "%d of %d", len(failed), begun)
 	if len(failed) > 0 {
 		t.Errorf("%d transactions begun before SIGTERM did not commit: %v", len(failed), failed)
 	}
@@ -87,8 +88,8 @@ func TestDrainPostgres(t *testing.T) {
 	if !strings.Contains(out, "number of failed transactions: 0 ") {
 		t.Errorf("pgbench reports failed transactions:\n%s", clip(out, 2000))
 	}
-	t.Logf("RESULT pgbench_drain: %d clients ended at BEGIN; %s", len(aborted),
-		regexp.MustCompile(`number of failed transactions: [^\n]*`).FindString(out))
+	result(t, groupDrain, "pgbench -c 16: failed transactions; clients ended at a BEGIN (not yet begun)", "%s; %d",
+		strings.TrimPrefix(regexp.MustCompile(`number of failed transactions: [^\n]*`).FindString(out), "number of failed transactions: "), len(aborted))
 }
 
 // TestDrainDeadlines: with a transaction left open, the drain ends at
@@ -125,7 +126,7 @@ func TestDrainDeadlines(t *testing.T) {
 		if code := sc.Wait(t, 15*time.Second); code != 0 {
 			t.Errorf("exit code %d at the drain timeout", code)
 		}
-		t.Logf("exited %v after SIGTERM with drain_timeout 2s", time.Since(signalled).Round(time.Millisecond))
+		result(t, groupDrain, "a transaction left open: exit after SIGTERM (drain_timeout 2s)", "%v", time.Since(signalled).Round(time.Millisecond))
 		err := tx.Commit(ctx)
 		if code := sqlstate(err); code != "57P01" && err == nil {
 			t.Errorf("commit after the drain timeout: %v, want an error", err)
@@ -151,7 +152,7 @@ func TestDrainDeadlines(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc.Wait(t, 10*time.Second)
-		t.Logf("exited %v after the second SIGTERM (drain_timeout 60s)", time.Since(second).Round(time.Millisecond))
+		result(t, groupDrain, "a second SIGTERM: exit after it (drain_timeout 60s)", "%v", time.Since(second).Round(time.Millisecond))
 	})
 	c, err := pgx.Connect(ctx, pg.AdminURL(appDB))
 	if err != nil {
@@ -242,7 +243,7 @@ func TestDrainRedis(t *testing.T) {
 	})
 	code := sc.Wait(t, drainTimeout+10*time.Second)
 	took := time.Since(signalled)
-	t.Logf("RESULT redis_drain_exit=%d after %v", code, took.Round(time.Millisecond))
+	result(t, groupDrain, "SIGTERM under MULTI blocks and pipelined Redis clients: exit", "code %d after %v (drain_timeout %v)", code, took.Round(time.Millisecond), drainTimeout)
 	if code != 0 {
 		t.Errorf("exit code %d after the drain", code)
 	}
@@ -264,7 +265,7 @@ func TestDrainRedis(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("RESULT redis_drain_failed_multi=%d of %d begun before the signal", failed, before)
+	result(t, groupDrain, "MULTI blocks begun before SIGTERM that failed", "%d of %d", failed, before)
 	if len(plain.misrouted) > 0 {
 		t.Errorf("wrong replies during the drain: %v", plain.misrouted[:min(5, len(plain.misrouted))])
 	}

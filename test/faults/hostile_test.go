@@ -171,8 +171,8 @@ func TestSlowloris(t *testing.T) {
 		}
 	}
 	stop()
-	t.Logf("RESULT slowloris: %d partial startups/AUTHs closed at the 2s timeouts; rss %d -> %d MiB",
-		n, base.RSSKiB/1024, held.RSSKiB/1024)
+	result(t, groupHostile, fmt.Sprintf("slowloris: %d partial startup packets and AUTH frames, closed at the 2s timeouts: RSS before, holding them", n), "%d MiB, %d MiB",
+		base.RSSKiB/1024, held.RSSKiB/1024)
 
 	// Authenticated Redis clients holding a partial command are, as with
 	// redis-server, not timed out; what they hold is bounded by what they
@@ -188,7 +188,7 @@ func TestSlowloris(t *testing.T) {
 	}
 	harness.Eventually(t, 10*time.Second, func() error { return selectOne(context.Background(), listen, "globex") })
 	after, _ := harness.SampleProc(sc.Pid())
-	t.Logf("RESULT partial_bulk: 20 clients announced 500 MB arguments: rss %d MiB", after.RSSKiB/1024)
+	result(t, groupHostile, "20 authenticated clients announcing a 500 MB argument, not sending it: RSS", "%d MiB (base %d MiB)", after.RSSKiB/1024, base.RSSKiB/1024)
 	if grown := after.RSSKiB - base.RSSKiB; grown > 200<<10 {
 		t.Errorf("20 announced-but-unsent 500 MB bulks grew the sidecar by %d MiB", grown/1024)
 	}
@@ -257,7 +257,7 @@ func TestGarbageFlood(t *testing.T) {
 		t.Fatalf("sidecar %v", err)
 	}
 	after, _ := harness.SampleProc(sc.Pid())
-	t.Logf("RESULT garbage_flood: %d connections of random bytes closed; rss %d MiB", n, after.RSSKiB/1024)
+	result(t, groupHostile, fmt.Sprintf("garbage flood: %d connections of random bytes, each closed: RSS after", n), "%d MiB", after.RSSKiB/1024)
 }
 
 // TestOversizedLengths: length headers past every limit are refused with
@@ -376,7 +376,7 @@ func TestClientNeverReads(t *testing.T) {
 			return nil
 		})
 		mid, _ := harness.SampleProc(sc.Pid())
-		t.Logf("RESULT never_reads_pg: 4 clients of 1 GB SELECTs cut off, their server connections freed; rss %d MiB", mid.RSSKiB/1024)
+		result(t, groupHostile, "4 Postgres clients running 1 GB SELECTs, never reading: cut off, server connections freed; RSS", "%d MiB", mid.RSSKiB/1024)
 	})
 
 	t.Run("redis million-command pipeline", func(t *testing.T) {
@@ -418,7 +418,7 @@ func TestClientNeverReads(t *testing.T) {
 			t.Errorf("no client was cut off for not reading")
 		}
 		mid, _ := harness.SampleProc(sc.Pid())
-		t.Logf("RESULT never_reads_redis: a 1e6-GET pipeline (100 KB values) cut off; rss %d MiB", mid.RSSKiB/1024)
+		result(t, groupHostile, "a never-reading pipeline of 1e6 GETs of a 100 KB value: cut off; RSS", "%d MiB", mid.RSSKiB/1024)
 	})
 	stop()
 	after, _ := harness.SampleProc(sc.Pid())

@@ -5,6 +5,9 @@
 // The short forms run in `make test`; TG_FAULTS_FULL=1 (`make faults`)
 // runs the long ones: 10,000 idle clients per protocol, longer loads.
 // TG_FAULTS_RACE=1 builds the sidecar with the race detector.
+// TG_FAULTS_RESULTS=FILE writes the figures the tests log as markdown
+// tables to FILE (results_test.go); `make soak` runs TestSoak for
+// TG_SOAK_DURATION (soak_test.go).
 package faults
 
 import (
@@ -39,6 +42,12 @@ func TestMain(m *testing.M) {
 	}
 	code := harness.Run(m)
 	_ = os.RemoveAll(dir)
+	if path := os.Getenv("TG_FAULTS_RESULTS"); path != "" {
+		if err := writeFigures(path, code != 0); err != nil {
+			fmt.Fprintln(os.Stderr, "faults: results:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

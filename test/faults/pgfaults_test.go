@@ -122,7 +122,7 @@ func TestPostgresKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := measureRecovery(t, ctx, listen)
-	t.Logf("RESULT pg_sigkill_recovery=%v", rec.Round(time.Millisecond))
+	result(t, groupUpstream, "PostgreSQL SIGKILLed under pgbench, restarted on its port: service back after its return", "%v (bound %v)", rec.Round(time.Millisecond), recoveryBound)
 	if rec > recoveryBound {
 		t.Errorf("service returned %v after PostgreSQL did, want within %v", rec, recoveryBound)
 	}
@@ -157,7 +157,7 @@ func TestPostgresFastRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := measureRecovery(t, ctx, listen)
-	t.Logf("RESULT pg_fast_restart_recovery=%v", rec.Round(time.Millisecond))
+	result(t, groupUpstream, "PostgreSQL `pg_ctl restart -m fast`: service back after its return", "%v (bound %v)", rec.Round(time.Millisecond), recoveryBound)
 	if rec > recoveryBound {
 		t.Errorf("service returned %v after PostgreSQL did, want within %v", rec, recoveryBound)
 	}
@@ -205,7 +205,7 @@ func TestPostgresUnreachable(t *testing.T) {
 				}
 				return nil
 			})
-			t.Logf("every client saw an error within %v", time.Since(faulted).Round(time.Millisecond))
+			result(t, groupUpstream, fmt.Sprintf("PostgreSQL behind the relay, %s: every client had a clean error within", fault), "%v (response_timeout 3s, connect_timeout 2s)", time.Since(faulted).Round(time.Millisecond))
 			// New clients too, fast once the breaker is open.
 			harness.Eventually(t, 15*time.Second, func() error {
 				err := selectOne(ctx, listen, "globex")
@@ -217,7 +217,7 @@ func TestPostgresUnreachable(t *testing.T) {
 
 			relay.SetFault(harness.Pass)
 			rec := measureRecovery(t, ctx, listen)
-			t.Logf("RESULT pg_relay_%s_recovery=%v", fault, rec.Round(time.Millisecond))
+			result(t, groupUpstream, fmt.Sprintf("PostgreSQL behind the relay, %s, then passing again: service back after", fault), "%v (bound %v)", rec.Round(time.Millisecond), recoveryBound)
 			if rec > recoveryBound {
 				t.Errorf("service returned %v after the upstream did, want within %v", rec, recoveryBound)
 			}

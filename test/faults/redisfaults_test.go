@@ -212,7 +212,7 @@ func TestRedisKilled(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("first error %v after the kill", load.firstErr.Sub(killed).Round(time.Millisecond))
+	result(t, groupUpstream, "redis-server SIGKILLed under load: first client error after the kill", "%v", load.firstErr.Sub(killed).Round(time.Millisecond))
 	probe := redisClient(redisListen, "globex", 1)
 	defer probe.Close()
 	harness.Eventually(t, 10*time.Second, func() error {
@@ -229,7 +229,7 @@ func TestRedisKilled(t *testing.T) {
 	start := time.Now()
 	harness.Eventually(t, 30*time.Second, func() error { return probe.Set(ctx, "probe", "x", 0).Err() })
 	rec := time.Since(start)
-	t.Logf("RESULT redis_sigkill_recovery=%v", rec.Round(time.Millisecond))
+	result(t, groupUpstream, "redis-server SIGKILLed under load, restarted on its port: service back after its return", "%v (bound %v)", rec.Round(time.Millisecond), recoveryBound)
 	if rec > recoveryBound {
 		t.Errorf("service returned %v after redis-server did, want within %v", rec, recoveryBound)
 	}
@@ -237,6 +237,7 @@ func TestRedisKilled(t *testing.T) {
 	load.finish()
 	load.mu.Lock()
 	t.Logf("load: %d correct replies, errors %v", load.ok, load.errs)
+	result(t, groupUpstream, "redis-server SIGKILLed under load: replies", "%d correct, %d wrong (another request's), errors %v", load.ok, len(load.misrouted), load.errs)
 	if len(load.misrouted) > 0 {
 		t.Errorf("%d wrong replies, e.g. %v", len(load.misrouted), load.misrouted[:min(5, len(load.misrouted))])
 	}

@@ -241,8 +241,7 @@ func (c *soakCounts) fail(format string, args ...any) {
 // a session token issued, used on both protocols and revoked every 2s
 // (the connections opened with it end). The sidecar's RSS, goroutines
 // and descriptors, sampled throughout, must be flat (within 10%) after
-// the warm-up (the first third), and every reply correct. With
-// TG_SOAK_RESULTS=FILE the result table replaces FILE's soak section.
+// the warm-up (the first third), and every reply correct.
 func TestSoak(t *testing.T) {
 	d := 30 * time.Second
 	if v := os.Getenv("TG_SOAK_DURATION"); v != "" {
@@ -268,6 +267,21 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	live := func(err error) bool { return err != nil && ctx.Err() == nil }
+	// globex listens, all along, on the channels acme publishes on: it
+	// must hear none of acme's messages, only its own marker at the end.
+	eavesdropper := redisClient(st.redis, "globex", 1)
+	defer eavesdropper.Close()
+	var soakChannels []string
+	for j := range 10 {
+		soakChannels = append(soakChannels, fmt.Sprintf("soak-ch-%d", j))
+	}
+	eavesdrop := eavesdropper.Subscribe(context.Background(), soakChannels...)
+	defer eavesdrop.Close()
+	for range soakChannels {
+		if _, err := eavesdrop.Receive(context.Background()); err != nil {
+			t.Fatalf("globex subscribe: %v", err)
+		}
+	}
 	seq := atomic.Int64{}
 	run(3, func(ctx context.Context, id int) { // Postgres churn
 		c, err := pgx.Connect(ctx, tenantURL(st.listen, "acme"))
@@ -442,7 +456,31 @@ func TestSoak(t *testing.T) {
 		samples = append(samples, soakSample{time.Since(start), ps.RSSKiB, harness.Metric(m, "go_goroutines"), ps.FDs})
 	}
 	tick.Stop()
-	wg.Wait()
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the soak's clients did not stop within 2 minutes of the end: something hangs")
+	}
+	if err := st.sidecar.Exited(); err != nil {
+		t.Fatalf("sidecar %v", err)
+	}
+
+	// The other tenant heard nothing of acme's messages: its own marker,
+	// published last, is the first message it receives.
+	pubGlobex := redisClient(st.redis, "globex", 1)
+	defer pubGlobex.Close()
+	mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer mcancel()
+	if err := pubGlobex.Publish(mctx, soakChannels[0], "globex-marker").Err(); err != nil {
+		t.Fatalf("globex publish: %v", err)
+	}
+	if m, err := eavesdrop.ReceiveMessage(mctx); err != nil {
+		t.Errorf("globex's own marker: %v", err)
+	} else if m.Payload != "globex-marker" {
+		t.Errorf("tenant globex received %q on %s, published by another tenant", m.Payload, m.Channel)
+	}
 
 	counts.mu.Lock()
 	for _, f := range counts.failures {
@@ -451,7 +489,7 @@ func TestSoak(t *testing.T) {
 	counts.mu.Unlock()
 	summary := fmt.Sprintf("%v: %d Postgres transactions, %d Redis commands, %d pub/sub rounds, %d connects, %d policy pushes, %d token revocations",
 		d, counts.pgTx.Load(), counts.redisOps.Load(), counts.pubsub.Load(), counts.connects.Load(), counts.pushes.Load(), counts.revocations.Load())
-	t.Log("RESULT soak " + summary)
+	result(t, groupSoak, "operations (every reply checked)", "%s", summary)
 	if counts.pushes.Load() == 0 || counts.revocations.Load() == 0 || counts.pubsub.Load() == 0 {
 		t.Errorf("the soak did not exercise everything: %s", summary)
 	}
@@ -467,39 +505,19 @@ func TestSoak(t *testing.T) {
 		slack float64 // absolute allowance besides the 10%
 		unit  string
 	}
-	var rows []string
 	for _, s := range []series{
-		{"RSS", func(x soakSample) float64 { return float64(x.rssKiB) / 1024 }, 2, "MiB"},
+		{"RSS", func(x soakSample) float64 { return float64(x.rssKiB) / 1024 }, 2, " MiB"},
 		{"goroutines", func(x soakSample) float64 { return x.goroutines }, 10, ""},
 		{"file descriptors", func(x soakSample) float64 { return float64(x.fds) }, 5, ""},
 	} {
 		first, second := mean(warm[:half], s.val), mean(warm[half:], s.val)
 		slope := slopePerMinute(warm, s.val)
-		rows = append(rows, fmt.Sprintf("| %s | %.1f | %.1f | %+.1f%% | %+.2f %s/min |", s.name, first, second, 100*(second-first)/first, slope, s.unit))
-		t.Logf("RESULT soak %s: first half after warm-up %.1f, second half %.1f, slope %+.2f/min", s.name, first, second, slope)
+		result(t, groupSoak, s.name+": mean over the first and second half after the warm-up; change; slope",
+			"%.1f → %.1f%s; %+.1f%%; %+.2f%s/min", first, second, s.unit, 100*(second-first)/first, slope, s.unit)
 		if second > first*1.10+s.slack {
 			t.Errorf("%s grew from %.1f to %.1f after warm-up (more than 10%%)", s.name, first, second)
 		}
 	}
-	if path := os.Getenv("TG_SOAK_RESULTS"); path != "" {
-		table := fmt.Sprintf("`TG_SOAK_DURATION=%v make soak` (`go test ./test/faults -run TestSoak`), %s, %s.\n\n%s\n\n"+
-			"| sample | mean, first half after warm-up | mean, second half | change | slope |\n|---|---|---|---|---|\n%s\n",
-			d, time.Now().UTC().Format("2006-01-02"), machineNote(), summary, strings.Join(rows, "\n"))
-		if t.Failed() {
-			table += "\n**The run failed**: see the test log.\n"
-		}
-		if err := replaceSection(path, "Soak", table); err != nil {
-			t.Errorf("write %s: %v", path, err)
-		}
-	}
-}
-
-func machineNote() string {
-	n := os.Getenv("TG_MACHINE")
-	if n == "" {
-		n = "machine busy (shared with other work): functional figures only"
-	}
-	return n
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -531,27 +549,4 @@ func slopePerMinute(xs []soakSample, f func(soakSample) float64) float64 {
 		return 0
 	}
 	return (n*sxy - sx*sy) / den
-}
-
-// replaceSection replaces the body of the "## name" section of the
-// markdown file at path (up to the next "## " heading) with body, adding
-// the section at the end if it is missing.
-func replaceSection(path, name, body string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	text := string(b)
-	head := "## " + name + "\n"
-	i := strings.Index(text, head)
-	if i < 0 {
-		return os.WriteFile(path, []byte(strings.TrimRight(text, "\n")+"\n\n"+head+"\n"+body), 0o644)
-	}
-	rest := text[i+len(head):]
-	j := strings.Index(rest, "\n## ")
-	tail := ""
-	if j >= 0 {
-		tail = rest[j+1:]
-	}
-	return os.WriteFile(path, []byte(text[:i]+head+"\n"+body+"\n"+tail), 0o644)
 }
