@@ -41,7 +41,7 @@ test: deps-test vet build
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 # The long forms of test/faults (issue 17), which make test runs short:
-# 10,000 idle clients per protocol, longer loads. About 20 minutes.
+# 10,000 idle clients per protocol instead of 1,000.
 faults: deps-test
 	TG_FAULTS_FULL=1 $(GO) test -race -count=1 -timeout 60m -skip '^TestSoak$$' -v ./test/faults
 

@@ -5,7 +5,7 @@
 # says something else is running (BENCH_FORCE=1 runs anyway, and the
 # results say so). QUICK=1 shortens every run (a smoke test, not results).
 #
-#   bash bench/all.sh                 # everything, about 70 minutes on 2 cores
+#   bash bench/all.sh                 # everything, over an hour on 2 cores
 #   bash bench/all.sh pgbench redis   # only these sections
 #
 # Sections: pgbench noisy redis extauthz idle rss goproxy hostile faults soak
@@ -13,7 +13,7 @@
 # faults and soak run test/faults (issue 17) and put the figures its tests
 # record into tables: faults the upstream-fault, drain, connection and
 # hostile-client tests in their long forms (TG_FAULTS_FULL=1: 10,000 idle
-# clients per protocol; about 20 minutes), soak the churn test for
+# clients per protocol), soak the churn test for
 # SOAK_DURATION (10m; hours if asked: SOAK_DURATION=4h). A failing test
 # still fills its section, which then says the run failed.
 set -euo pipefail

@@ -3,7 +3,7 @@
 // (issue 17), against real PostgreSQL and redis-server processes.
 //
 // The short forms run in `make test`; TG_FAULTS_FULL=1 (`make faults`)
-// runs the long ones: 10,000 idle clients per protocol, longer loads.
+// runs the long ones: 10,000 idle clients per protocol instead of 1,000.
 // TG_FAULTS_RACE=1 builds the sidecar with the race detector.
 // TG_FAULTS_RESULTS=FILE writes the figures the tests log as markdown
 // tables to FILE (results_test.go); `make soak` runs TestSoak for
