@@ -357,20 +357,40 @@ func TestClientNeverReads(t *testing.T) {
 				t.Fatal(err)
 			}
 			conns = append(conns, hj.Conn)
-			q := "SELECT repeat('x', 1000) FROM generate_series(1, 1000000)\x00"
-			msg := binary.BigEndian.AppendUint32([]byte{'Q'}, uint32(4+len(q)))
-			if _, err := hj.Conn.Write(append(msg, q...)); err != nil {
+		}
+		defer closeAll(conns)
+		// All four start together, so all four are seen holding their
+		// server connections before the first is cut off.
+		q := "SELECT repeat('x', 1000) FROM generate_series(1, 1000000)\x00"
+		msg := append(binary.BigEndian.AppendUint32([]byte{'Q'}, uint32(4+len(q))), q...)
+		for _, c := range conns {
+			if _, err := c.Write(msg); err != nil {
 				t.Fatal(err)
 			}
 		}
-		defer closeAll(conns)
-		// Never read: each is cut off once a batch waits 2s.
-		harness.Eventually(t, 30*time.Second, func() error {
+		active := func() (float64, error) {
 			m, err := sc.Metrics()
+			if err != nil {
+				return 0, err
+			}
+			return harness.Metric(m, "tenantguard_pg_server_connections", `state="active"`), nil
+		}
+		// First the four SELECTs hold their server connections (seen, so
+		// the wait below cannot pass before they started)...
+		harness.Eventually(t, 30*time.Second, func() error {
+			if a, err := active(); err != nil || a < 4 {
+				return fmt.Errorf("%v server connections active, want the 4 SELECTs' (%v)", a, err)
+			}
+			return nil
+		})
+		// ...then, never read, each is cut off once a batch waits 2s
+		// (client_write_timeout), and its server connection freed.
+		harness.Eventually(t, 30*time.Second, func() error {
+			a, err := active()
 			if err != nil {
 				return err
 			}
-			if a := harness.Metric(m, "tenantguard_pg_server_connections", `state="active"`); a > 1 {
+			if a > 1 { // the quiet tenant's, at most
 				return fmt.Errorf("%v server connections still held by clients that do not read", a)
 			}
 			return nil
