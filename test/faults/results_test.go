@@ -12,7 +12,8 @@ import (
 // TG_FAULTS_RESULTS=FILE written to FILE as markdown tables at the end of
 // the run (one table per group, rows in the order the tests ran), for
 // `bash bench/all.sh faults soak` to put into bench/RESULTS.md with
-// bench/results. They are functional figures: the tests assert bounds,
+// bench/results (a relative FILE is taken from test/faults, where go test
+// runs the tests). They are functional figures: the tests assert bounds,
 // never speed.
 var figures struct {
 	mu     sync.Mutex
@@ -43,12 +44,11 @@ func result(t *testing.T, group, what, format string, args ...any) {
 	if _, ok := figures.rows[group]; !ok {
 		figures.groups = append(figures.groups, group)
 	}
-	status := t.Name()
-	figures.rows[group] = append(figures.rows[group], [3]string{what, value, status})
+	figures.rows[group] = append(figures.rows[group], [3]string{what, value, t.Name()})
 }
 
-// writeFigures writes the figures kept as markdown to path; failed lists
-// the tests that failed, so a figure from a failed run says so.
+// writeFigures writes the figures kept as markdown to path; failed (the
+// run failed) puts a warning above them.
 func writeFigures(path string, failed bool) error {
 	figures.mu.Lock()
 	defer figures.mu.Unlock()
