@@ -342,8 +342,8 @@ func TestLowFileLimit(t *testing.T) {
 	cpu := cpuOver(t, sc.Pid(), 3*time.Second)
 	start := time.Now()
 	err := selectOne(ctx, listen, "acme")
-	result(t, groupConns, "ulimit -n 256, 400 clients held: refused at once; CPU at the limit; a client at the limit", "%d; %.1f%%; %v in %v",
-		refused, cpu*100, err, time.Since(start).Round(time.Millisecond))
+	result(t, groupConns, "ulimit -n 256, 400 clients held: refused at once; CPU at the limit; a client at the limit", "%d; %.1f%%; SQLSTATE %s in %v",
+		refused, cpu*100, sqlstate(err), time.Since(start).Round(time.Millisecond))
 	if sqlstate(err) != "53300" {
 		t.Errorf("a client at the limit: %v, want 53300", err)
 	}

@@ -200,10 +200,10 @@ func TestRedisKilled(t *testing.T) {
 	defer load.finish()
 	load.waitOK(t, 2000, 30*time.Second)
 
+	killed := time.Now()
 	if err := rd.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	killed := time.Now()
 	harness.Eventually(t, 10*time.Second, func() error {
 		load.mu.Lock()
 		defer load.mu.Unlock()

@@ -3,6 +3,7 @@ package faults
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -59,6 +60,9 @@ func writeFigures(path string, failed bool) error {
 	if len(figures.groups) == 0 {
 		b.WriteString("No figures: no test that records one ran.\n")
 	}
+	// The order, whichever test ran first.
+	order := map[string]int{groupUpstream: 1, groupDrain: 2, groupConns: 3, groupHostile: 4, groupSoak: 5}
+	slices.SortStableFunc(figures.groups, func(a, b string) int { return order[a] - order[b] })
 	for _, g := range figures.groups {
 		fmt.Fprintf(&b, "### %s\n\n| | figure | test |\n|---|---|---|\n", g)
 		for _, r := range figures.rows[g] {
