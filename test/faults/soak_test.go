@@ -256,7 +256,13 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	st := startSoakStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	// running says when to stop starting work. The operations' own
+	// context is not cut at the end: one under way then completes and is
+	// checked (cut by a deadline it would fail, and be taken for the
+	// sidecar's failure); it is cancelled only if the clients hang.
+	running, stopRunning := context.WithTimeout(context.Background(), d)
+	defer stopRunning()
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var counts soakCounts
 	var wg sync.WaitGroup
@@ -265,13 +271,13 @@ func TestSoak(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for ctx.Err() == nil {
+				for running.Err() == nil {
 					f(ctx, i)
 				}
 			}()
 		}
 	}
-	live := func(err error) bool { return err != nil && ctx.Err() == nil }
+	live := func(err error) bool { return err != nil } // see running
 	// globex listens, all along, on the channels acme publishes on: it
 	// must hear none of acme's messages, only its own marker at the end.
 	eavesdropper := redisClient(st.redis, "globex", 1)
@@ -344,7 +350,7 @@ func TestSoak(t *testing.T) {
 		defer sub.Close()
 		pub := redisClient(st.redis, "acme", 1)
 		defer pub.Close()
-		for j := 0; j < 10 && ctx.Err() == nil; j++ {
+		for j := 0; j < 10 && running.Err() == nil; j++ {
 			ch := fmt.Sprintf("soak-ch-%d", j)
 			ps := sub.Subscribe(ctx, ch)
 			if _, err := ps.Receive(ctx); live(err) {
@@ -378,7 +384,7 @@ func TestSoak(t *testing.T) {
 		counts.pushes.Add(1)
 		url := strings.Replace(tenantURL(st.listen, "acme"), "acme:"+acmePass, "churn:churn-secret-1", 1)
 		deadline := time.Now().Add(15 * time.Second)
-		for ctx.Err() == nil {
+		for running.Err() == nil {
 			c, err := pgx.Connect(ctx, url)
 			if err == nil {
 				c.Close(context.Background())
@@ -392,7 +398,7 @@ func TestSoak(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond) // polling with a deadline
 		}
-		sleepCtx(ctx, 3*time.Second)
+		sleepCtx(running, 3*time.Second)
 	})
 	run(1, func(ctx context.Context, _ int) { // token revocations
 		s, err := st.newSession("acme")
@@ -423,7 +429,7 @@ func TestSoak(t *testing.T) {
 		}
 		// Both connections end (end_mode immediate) within 10s.
 		deadline := time.Now().Add(10 * time.Second)
-		for ctx.Err() == nil {
+		for running.Err() == nil {
 			_, perr := pgc.Exec(ctx, "SELECT 1")
 			rerr := rc.Get(ctx, "token-key").Err()
 			if perr != nil && rerr != nil && !errors.Is(rerr, goredis.Nil) {
@@ -436,7 +442,7 @@ func TestSoak(t *testing.T) {
 			time.Sleep(50 * time.Millisecond) // polling with a deadline
 		}
 		counts.revocations.Add(1)
-		sleepCtx(ctx, 2*time.Second)
+		sleepCtx(running, 2*time.Second)
 	})
 
 	// Sample the sidecar.
@@ -446,7 +452,7 @@ func TestSoak(t *testing.T) {
 	tick := time.NewTicker(interval)
 	for done := false; !done; {
 		select {
-		case <-ctx.Done():
+		case <-running.Done():
 			done = true
 		case <-tick.C:
 		}
@@ -466,6 +472,7 @@ func TestSoak(t *testing.T) {
 	select {
 	case <-stopped:
 	case <-time.After(2 * time.Minute):
+		cancel()
 		t.Fatal("the soak's clients did not stop within 2 minutes of the end: something hangs")
 	}
 	if err := st.sidecar.Exited(); err != nil {
