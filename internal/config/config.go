@@ -63,7 +63,9 @@ type File struct {
 			ServerIdleTime Duration `yaml:"server_idle_timeout"`
 			ServerLifetime Duration `yaml:"server_lifetime"`
 			ConnectTimeout Duration `yaml:"connect_timeout"`
-			MaxPrepared    int      `yaml:"max_prepared_statements"`
+			// ResponseTimeout: see proxy/pg Config.ResponseTimeout.
+			ResponseTimeout Duration `yaml:"response_timeout"`
+			MaxPrepared     int      `yaml:"max_prepared_statements"`
 		} `yaml:"pool"`
 		Breaker struct {
 			Failures uint32   `yaml:"failures"`
@@ -74,7 +76,9 @@ type File struct {
 		// listener); 0 = unlimited.
 		MaxClientConnsPerSource int      `yaml:"max_client_connections_per_source"`
 		StartupTimeout          Duration `yaml:"startup_timeout"`
-		ParkIdleAfter           Duration `yaml:"park_idle_clients_after"`
+		// ClientWriteTimeout: see proxy/pg Config.ClientWriteTimeout.
+		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
+		ParkIdleAfter      Duration `yaml:"park_idle_clients_after"`
 		// Console, when present, serves the admin console (database
 		// "tenantguard") to this user.
 		Console *struct {
@@ -332,6 +336,7 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 		pc.Console = &proxypg.Console{User: c.User, Verifier: v}
 	}
 	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
+	pc.ClientWriteTimeout = time.Duration(f.Postgres.ClientWriteTimeout)
 	pc.ParkIdleAfter = time.Duration(f.Postgres.ParkIdleAfter)
 	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
 	pc.BreakerFailures = f.Postgres.Breaker.Failures
@@ -370,6 +375,7 @@ func parsePool(f *File, out *Sidecar) *fieldErr {
 	pc.ServerIdleTime = time.Duration(p.ServerIdleTime)
 	pc.ServerLifetime = time.Duration(p.ServerLifetime)
 	pc.ConnectTimeout = time.Duration(p.ConnectTimeout)
+	pc.ResponseTimeout = time.Duration(p.ResponseTimeout)
 	pc.MaxPrepared = p.MaxPrepared
 	return nil
 }

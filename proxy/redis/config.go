@@ -122,7 +122,7 @@ func (c Config) withDefaults() Config {
 		c.BreakerFailures = 5
 	}
 	if c.BreakerOpenTime <= 0 {
-		c.BreakerOpenTime = 5 * time.Second
+		c.BreakerOpenTime = time.Second // as the Postgres listener's
 	}
 	return c
 }

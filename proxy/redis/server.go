@@ -302,17 +302,12 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		sessions = append(sessions, s)
 	}
 	srv.mu.Unlock()
-	// Redis clients have no transaction boundary to wait for: give in-flight
-	// replies a moment, then close.
+	// Each client ends at its next boundary, as a token session does in
+	// boundary mode (ending.go): once every reply owed is written and no
+	// MULTI is open. An open MULTI block runs to its EXEC or DISCARD; no
+	// command starts after the boundary; a subscriber ends at once.
 	for _, s := range sessions {
-		go func(s *clientConn) {
-			s.qmu.Lock()
-			for !s.flushedLocked() && ctx.Err() == nil {
-				s.cond.Wait()
-			}
-			s.qmu.Unlock()
-			s.kill()
-		}(s)
+		s.end(policy.SessionEndBoundary)
 	}
 	done := make(chan struct{})
 	go func() { srv.acc.Wait(); close(done) }()
