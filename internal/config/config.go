@@ -39,7 +39,7 @@ type File struct {
 		SharedConnections  int      `yaml:"shared_connections"`
 		MaxDedicated       int      `yaml:"max_dedicated_connections"`
 		Namespace          string   `yaml:"namespace"`
-		AllowScripting     bool     `yaml:"allow_scripting"`
+		AllowScripting     *bool    `yaml:"allow_scripting"` // nil: true
 		Emulate            []string `yaml:"emulate"`
 		MaxClientConns     int      `yaml:"max_client_connections"`
 		AuthTimeout        Duration `yaml:"auth_timeout"`
@@ -454,7 +454,7 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 	c := proxyredis.Config{
 		Upstream: r.Upstream, UpstreamUser: r.Username, UpstreamPassword: r.Password,
 		SharedConns: r.SharedConnections, MaxDedicated: r.MaxDedicated,
-		AllowScripting: r.AllowScripting, MaxClientConns: r.MaxClientConns,
+		DisableScripting: r.AllowScripting != nil && !*r.AllowScripting, MaxClientConns: r.MaxClientConns,
 		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
 		ClientOutputLimit: r.ClientOutputLimit, ClientWriteTimeout: time.Duration(r.ClientWriteTimeout),
 		MaxIdleDedicated: r.MaxIdleDedicated, DedicatedIdleTimeout: time.Duration(r.DedicatedIdleTime),

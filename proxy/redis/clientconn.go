@@ -51,9 +51,16 @@ type clientConn struct {
 	cmdBuf    []byte
 	up        *upConn // shared, or dedicated once stateful
 	dedicated bool
-	queued    []plan         // plans of commands queued in MULTI
-	inMulti   bool           // written under qmu (end reads it); the client goroutine reads it freely
-	subs      map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
+	// via is the connection the client's last forwarded command went to:
+	// up, or the tenant's script connection (scripts.go). A command for
+	// another connection first waits for every reply owed.
+	via        *upConn
+	scriptArgs [][]byte // EVALSHA's arguments with the server's SHA1
+	shaHex     []byte
+	track      tracking       // CLIENT TRACKING as the client asked for it (tracking.go)
+	queued     []plan         // plans of commands queued in MULTI
+	inMulti    bool           // written under qmu (end reads it); the client goroutine reads it freely
+	subs       map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
@@ -267,6 +274,20 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		return "", s.emulateFlush(ctx, args)
 	case rules.ReplyEmulateDBSize:
 		return "", s.emulateDBSize(ctx)
+	case rules.ReplyScriptExists:
+		s.scriptExists(args)
+		return "", nil
+	case rules.ReplyScriptFlush:
+		s.srv.scripts.flush(s.tenantID)
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+		return "", nil
+	case rules.ReplyEmulateInfo:
+		return "", s.emulateInfo(ctx, args)
+	case rules.ReplyTracking:
+		return s.clientTracking(ctx, args)
+	case rules.ReplyTrackingState:
+		s.trackingState(args)
+		return "", nil
 	case rules.ReplyEmulateSetName, rules.ReplyEmulateGetName, rules.ReplySession:
 		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: unexpected local command"))
 		return "", nil
@@ -274,21 +295,42 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 	return "", s.forward(ctx, out, p)
 }
 
-// forward sends a rewritten command upstream.
+// forward sends a rewritten command upstream: a script to the tenant's
+// script connection, anything else to the client's own connection or its
+// shared one.
 func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
-	if (p.dedicated || s.resp3) && !s.dedicated {
-		if err := s.becomeDedicated(ctx); err != nil {
-			s.writeLocal(s.dialFailure(err))
-			return nil
-		}
-	}
-	if s.up == nil {
-		u, err := s.srv.shared(ctx, s.id)
+	var target *upConn
+	if p.script {
+		u, err := s.srv.scriptConn(ctx, s)
 		if err != nil {
 			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
-		s.up = u
+		target = u
+	} else {
+		if (p.dedicated || s.resp3) && !s.dedicated {
+			if err := s.becomeDedicated(ctx); err != nil {
+				s.writeLocal(s.dialFailure(err))
+				return nil
+			}
+		}
+		if s.up == nil {
+			u, err := s.srv.shared(ctx, s.id)
+			if err != nil {
+				s.writeLocal(s.dialFailure(err))
+				return nil
+			}
+			s.up = u
+		}
+		target = s.up
+	}
+	if s.via != target {
+		// Replies come back in order per connection only: those owed on
+		// the previous one arrive first.
+		if s.via != nil {
+			s.waitDrained()
+		}
+		s.via = target
 	}
 	sl := slot{plan: p, start: time.Now()}
 	inMulti := s.inMulti
@@ -324,10 +366,17 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
-	if err := s.up.send(s, cmd, replies); err != nil {
+	if err := target.send(s, cmd, replies); err != nil {
 		s.dropSlots(replies)
-		s.up = nil
+		if target == s.up {
+			s.up = nil
+		}
+		s.via = nil
 		s.writeLocal(s.upstreamFailure(msgLostBeforeSend, err))
+		return nil
+	}
+	if p.script {
+		_ = target.flush() // not batched with the client's others: they go elsewhere
 	}
 	return nil
 }
@@ -345,7 +394,7 @@ func (s *clientConn) becomeDedicated(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.up, s.dedicated = u, true
+	s.up, s.dedicated, s.via = u, true, u
 	return nil
 }
 
@@ -379,6 +428,9 @@ func (s *clientConn) waitOwedBelow(n int) {
 // has been sent every reply it is owed.
 func (s *clientConn) waitDrained() {
 	s.flushUpstream()
+	if s.via != nil && s.via != s.up {
+		_ = s.via.flush()
+	}
 	s.qmu.Lock()
 	for s.outq.len() > 0 {
 		s.cond.Wait()

@@ -46,8 +46,10 @@ type Config struct {
 	DedicatedIdleTimeout time.Duration
 	// Namespace chooses how tenants map onto Redis Cluster slots.
 	Namespace namespace.Mode
-	// AllowScripting lets tenants run EVAL/FCALL with declared keys only.
-	AllowScripting bool
+	// DisableScripting refuses EVAL, EVALSHA and SCRIPT (rule scripting).
+	// Scripts are allowed by default: each runs as its tenant's own Redis
+	// ACL user, confined to the tenant's keys and channels (scripts.go).
+	DisableScripting bool
 	// Emulate names commands answered per tenant: flushdb, flushall, dbsize.
 	Emulate map[string]bool
 	// MaxClientConns caps client connections open at once, authenticated

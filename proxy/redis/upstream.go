@@ -55,50 +55,63 @@ const flushAt = 64 << 10
 
 var errUpstreamClosed = errors.New("upstream connection closed")
 
-// dialUpstream connects and authenticates to redis-server through the breaker.
+// dialUpstream connects and authenticates to redis-server through the
+// breaker, as the proxy's own user.
 func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error) {
 	return srv.breaker.Execute(func() (*upConn, error) {
-		ctx, cancel := context.WithTimeout(ctx, srv.cfg.ConnectTimeout)
-		defer cancel()
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", srv.cfg.Upstream)
-		if err != nil {
-			return nil, err
+		user := srv.cfg.UpstreamUser
+		if user == "" {
+			user = "default"
 		}
-		if dl, ok := ctx.Deadline(); ok {
-			_ = c.SetDeadline(dl)
-		}
-		u := &upConn{srv: srv, conn: c, sock: newSock(c)}
-		u.urd = clientReader{conn: c, sock: u.sock}
-		u.rr = resp.NewReplyReader(&u.urd, 16<<10)
-		// HELLO sets the protocol and authenticates in one round trip.
-		args := [][]byte{[]byte("HELLO"), []byte("2")}
-		if resp3 {
-			args[1] = []byte("3")
-		}
-		if srv.cfg.UpstreamPassword != "" {
-			user := srv.cfg.UpstreamUser
-			if user == "" {
-				user = "default"
-			}
-			args = append(args, []byte("AUTH"), []byte(user), []byte(srv.cfg.UpstreamPassword))
-		}
-		if _, err := c.Write(resp.AppendCommand(nil, args)); err != nil {
-			c.Close()
-			return nil, err
-		}
-		rep, err := u.rr.ReadReply()
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("upstream handshake: %w", err)
-		}
-		if t := rep.Root().Type(); t == resp.TypeSimpleError {
-			c.Close()
-			return nil, fmt.Errorf("upstream handshake: %s", rep.Root().Bytes())
-		}
-		_ = c.SetDeadline(time.Time{})
-		return u, nil
+		return srv.dialAs(ctx, resp3, user, srv.cfg.UpstreamPassword)
 	})
+}
+
+// handshakeError is an error reply to the HELLO that opens a connection
+// (WRONGPASS, say), as opposed to a failure to connect.
+type handshakeError struct{ msg string }
+
+func (e *handshakeError) Error() string { return "upstream handshake: " + e.msg }
+
+// dialAs connects to redis-server and authenticates as user (no AUTH when
+// password is empty), in RESP3 if asked.
+func (srv *Server) dialAs(ctx context.Context, resp3 bool, user, password string) (*upConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, srv.cfg.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", srv.cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	u := &upConn{srv: srv, conn: c, sock: newSock(c)}
+	u.urd = clientReader{conn: c, sock: u.sock}
+	u.rr = resp.NewReplyReader(&u.urd, 16<<10)
+	// HELLO sets the protocol and authenticates in one round trip.
+	args := [][]byte{[]byte("HELLO"), []byte("2")}
+	if resp3 {
+		args[1] = []byte("3")
+	}
+	if password != "" {
+		args = append(args, []byte("AUTH"), []byte(user), []byte(password))
+	}
+	if _, err := c.Write(resp.AppendCommand(nil, args)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	rep, err := u.rr.ReadReply()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("upstream handshake: %w", err)
+	}
+	if t := rep.Root().Type(); t == resp.TypeSimpleError {
+		c.Close()
+		return nil, &handshakeError{string(rep.Root().Bytes())}
+	}
+	_ = c.SetDeadline(time.Time{})
+	return u, nil
 }
 
 // send buffers one command for s; its replies will be delivered to s.
