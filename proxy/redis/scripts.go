@@ -188,7 +188,7 @@ func (srv *Server) ensureScriptUser(ctx context.Context, ns *namespace.Namespace
 		return nil
 	}
 	if err := srv.adminCommand(ctx, srv.scriptUserRules(ns)); err != nil {
-		return fmt.Errorf("set up the script user of tenant %s (ACL SETUSER): %w", ns.Tenant(), err)
+		return fmt.Errorf("%w: set up the script user of tenant %s (ACL SETUSER): %w", errScriptUser, ns.Tenant(), err)
 	}
 	srv.mu.Lock()
 	if snap := srv.policy.Load(); snap != nil {
@@ -226,6 +226,9 @@ func (srv *Server) scriptConn(ctx context.Context, s *clientConn) (*upConn, erro
 		if err = srv.ensureScriptUser(ctx, s.ns, true); err == nil {
 			u, err = srv.dialAs(ctx, s.resp3, user, pass)
 		}
+	}
+	if errors.As(err, &he) {
+		err = fmt.Errorf("%w: %s: %w", errScriptUser, user, err)
 	}
 	if err != nil {
 		return nil, err
