@@ -40,26 +40,27 @@ func (s *clientConn) trackingError(msg string) (string, error) {
 	return "", nil
 }
 
-// clientTracking serves CLIENT TRACKING on|off [REDIRECT id] [PREFIX p]...
-// [BCAST] [OPTIN] [OPTOUT] [NOLOOP], checking the options as redis-server's
-// clientCommand does. It returns the rule that refused it, if one did.
-func (s *clientConn) clientTracking(ctx context.Context, args [][]byte) (string, error) {
-	var on bool
+// parseTracking reads CLIENT TRACKING on|off [REDIRECT id] [PREFIX p]...
+// [BCAST] [OPTIN] [OPTOUT] [NOLOOP] as redis-server's clientCommand does:
+// the tracking asked for (prefixes copied), whether REDIRECT was given,
+// or Redis' error reply text.
+func parseTracking(args [][]byte) (t tracking, redirect bool, errMsg string) {
+	if len(args) < 3 {
+		return t, false, "ERR wrong number of arguments for 'client|tracking' command"
+	}
 	switch strings.ToLower(string(args[2])) {
 	case "on":
-		on = true
+		t.on = true
 	case "off":
 	default:
-		return s.trackingError("ERR syntax error")
+		return t, false, "ERR syntax error"
 	}
-	t := tracking{on: on}
-	redirect := false
 	for i := 3; i < len(args); i++ {
 		more := i+1 < len(args)
 		switch strings.ToLower(string(args[i])) {
 		case "redirect":
 			if !more {
-				return s.trackingError("ERR syntax error")
+				return t, false, "ERR syntax error"
 			}
 			redirect = true
 			i++
@@ -73,14 +74,26 @@ func (s *clientConn) clientTracking(ctx context.Context, args [][]byte) (string,
 			t.noloop = true
 		case "prefix":
 			if !more {
-				return s.trackingError("ERR syntax error")
+				return t, false, "ERR syntax error"
 			}
 			i++
 			t.prefixes = append(t.prefixes, append([]byte(nil), args[i]...))
 		default:
-			return s.trackingError("ERR syntax error")
+			return t, false, "ERR syntax error"
 		}
 	}
+	return t, redirect, ""
+}
+
+// clientTracking serves CLIENT TRACKING, checking the options as
+// redis-server's clientCommand does. It returns the rule that refused it,
+// if one did.
+func (s *clientConn) clientTracking(ctx context.Context, args [][]byte) (string, error) {
+	t, redirect, msg := parseTracking(args)
+	if msg != "" {
+		return s.trackingError(msg)
+	}
+	on := t.on
 	if !on {
 		if !s.track.on {
 			s.writeLocal(resp.AppendSimple(nil, "OK"))
