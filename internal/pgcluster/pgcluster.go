@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"github.com/tenantguard/tenantguard/internal/childproc"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,6 +31,10 @@ type Options struct {
 	Logger *slog.Logger
 	// ExtraConf adds or overrides server settings, passed as "-c key=value".
 	ExtraConf map[string]string
+	// SSLCertFile and SSLKeyFile, if set, turn ssl on with this
+	// certificate and key (PEM), copied into Dir (the server insists on
+	// owning its key file). Clients may still connect without TLS.
+	SSLCertFile, SSLKeyFile string
 }
 
 // Cluster is a running (or stopped) throwaway PostgreSQL server.
@@ -48,7 +53,7 @@ type Cluster struct {
 // Start initialises a new cluster and starts its server, returning once it
 // accepts connections or ctx ends.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	c := &Cluster{log: opts.Logger, dir: opts.Dir, port: opts.Port, extra: opts.ExtraConf}
+	c := &Cluster{log: opts.Logger, dir: opts.Dir, port: opts.Port, extra: maps.Clone(opts.ExtraConf)}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -66,6 +71,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if err := c.prepareDir(); err != nil {
 		return nil, err
+	}
+	if opts.SSLCertFile != "" {
+		if err := c.installSSL(opts.SSLCertFile, opts.SSLKeyFile); err != nil {
+			return nil, errors.Join(err, os.RemoveAll(c.dir))
+		}
 	}
 	if err := c.initdb(ctx); err != nil {
 		return nil, errors.Join(err, os.RemoveAll(c.dir))
@@ -101,6 +111,34 @@ func (c *Cluster) prepareDir() error {
 			return fmt.Errorf("pgcluster: chown %s to server user: %w", p, err)
 		}
 	}
+	return nil
+}
+
+// installSSL copies the certificate and key into the cluster directory,
+// owned by the server user, and turns ssl on.
+func (c *Cluster) installSSL(certFile, keyFile string) error {
+	if c.extra == nil {
+		c.extra = map[string]string{}
+	}
+	for _, f := range []struct{ from, name, setting string }{
+		{certFile, "server.crt", "ssl_cert_file"}, {keyFile, "server.key", "ssl_key_file"},
+	} {
+		data, err := os.ReadFile(f.from)
+		if err != nil {
+			return fmt.Errorf("pgcluster: ssl: %w", err)
+		}
+		to := filepath.Join(c.dir, f.name)
+		if err := os.WriteFile(to, data, 0o600); err != nil {
+			return fmt.Errorf("pgcluster: ssl: %w", err)
+		}
+		if c.cred != nil {
+			if err := os.Chown(to, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+				return fmt.Errorf("pgcluster: ssl: chown %s: %w", to, err)
+			}
+		}
+		c.extra[f.setting] = to
+	}
+	c.extra["ssl"] = "on"
 	return nil
 }
 

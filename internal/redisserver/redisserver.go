@@ -28,6 +28,19 @@ type Options struct {
 	Dir string
 	// Logger receives lifecycle messages; nil discards them.
 	Logger *slog.Logger
+	// TLS, if set, serves TLS only (rediss://) on Port.
+	TLS *TLS
+}
+
+// TLS are a TLS-only server's files, PEM.
+type TLS struct {
+	CertFile, KeyFile string
+	// CAFile verifies client certificates, and the server's own when
+	// Start checks that it is up.
+	CAFile string
+	// RequireClientCert refuses clients without a certificate CAFile
+	// verifies; otherwise they may present one.
+	RequireClientCert bool
 }
 
 // Server is a running (or stopped) throwaway redis-server.
@@ -36,6 +49,7 @@ type Server struct {
 	bin     string
 	dir     string
 	port    int
+	tls     *TLS
 	mu      sync.Mutex
 	proc    *childproc.Process
 	removed bool
@@ -43,7 +57,7 @@ type Server struct {
 
 // Start starts a redis-server and returns once it answers PING or ctx ends.
 func Start(ctx context.Context, opts Options) (*Server, error) {
-	s := &Server{log: opts.Logger, dir: opts.Dir, port: opts.Port}
+	s := &Server{log: opts.Logger, dir: opts.Dir, port: opts.Port, tls: opts.TLS}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -90,6 +104,15 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}
+	if t := s.tls; t != nil {
+		auth := "optional"
+		if t.RequireClientCert {
+			auth = "yes"
+		}
+		args[1] = "0" // no plaintext port
+		args = append(args, "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", t.CertFile,
+			"--tls-key-file", t.KeyFile, "--tls-ca-cert-file", t.CAFile, "--tls-auth-clients", auth)
+	}
 	logf, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("redisserver: open log: %w", err)
@@ -99,7 +122,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("redisserver: start: %w", err)
 	}
 	s.log.Info("redisserver: started", "addr", s.Addr(), "pid", p.Pid(), "dir", s.dir)
-	if err := waitReady(ctx, s.Addr(), p); err != nil {
+	if err := waitReady(ctx, s.Addr(), s.tls, p); err != nil {
 		return errors.Join(fmt.Errorf("redisserver: %w", err), p.Stop(syscall.SIGTERM))
 	}
 	s.proc = p
