@@ -47,9 +47,11 @@ type File struct {
 		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
 		MaxIdleDedicated   int      `yaml:"max_idle_dedicated_connections"`
 		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
+		// TLS, if present, makes the Redis listener a TLS one.
+		TLS *RedisTLSFile `yaml:"tls"`
 	} `yaml:"redis"`
-	// TLS is the client-facing listeners' (Postgres; not yet Redis):
-	// SSLRequest is answered with 'S' when it is set.
+	// TLS is the Postgres listener's: SSLRequest is answered with 'S' when
+	// it is set. The Redis listener has its own, redis.tls.
 	TLS      *ListenerTLSFile `yaml:"tls"`
 	Postgres struct {
 		Databases []struct {
@@ -149,7 +151,10 @@ type Sidecar struct {
 	Redis          proxyredis.Config
 	// TLS is the Postgres listener's certificate and client CAs; nil: no
 	// TLS (SSLRequest gets 'N').
-	TLS          *tlsconf.ServerFiles
+	TLS *tlsconf.ServerFiles
+	// RedisTLS is the Redis listener's; nil: plaintext. Redis.TLS is set
+	// from it when the sidecar starts.
+	RedisTLS     *tlsconf.ServerFiles
 	Policy       *policy.Snapshot
 	Sessions     *Sessions           // nil: session tokens are not accepted
 	ControlPlane *ControlPlaneClient // nil: the policy is this file's
@@ -213,6 +218,9 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	}
 	var fe *fieldErr
 	if out.TLS, fe = parseListenerTLS(f.TLS, filepath.Dir(name), "tls"); fe != nil {
+		return nil, fe.in(name)
+	}
+	if fe := parseRedisTLS(&f, out, filepath.Dir(name)); fe != nil {
 		return nil, fe.in(name)
 	}
 	if fe := parsePolicy(&f, out, filepath.Dir(name)); fe != nil {

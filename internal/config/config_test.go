@@ -67,6 +67,10 @@ func TestParseErrors(t *testing.T) {
 		{"short password", `"acme-secret-1"`, `"short"`, "tenants[0].passwords[0]: password must have at least 8 characters"},
 		{"bad verifier", "SCRAM-SHA-256$4096:", "SCRAM-SHA-256$x:", "tenants[1].passwords[0]: verifier: bad iteration count"},
 		{"half tls", "drain_timeout: 3s", "drain_timeout: 3s\ntls:\n  cert_file: /x.pem", "tls: cert_file and key_file must be given together"},
+		{"redis tls without a redis listener", "drain_timeout: 3s", "drain_timeout: 3s\nredis:\n  tls: {cert_file: /x.pem, key_file: /x.key}", "redis.tls: there is no Redis listener"},
+		{"half redis tls", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  tls: {cert_file: /x.pem}\n", "redis.tls: cert_file and key_file must be given together"},
+		{"redis plaintext without tls", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  tls: {allow_plaintext: true}\n", "redis.tls.allow_plaintext: needs cert_file and key_file"},
+		{"redis tls missing file", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  tls: {cert_file: /nonexistent/x.pem, key_file: /nonexistent/x.key}\n", "redis.tls.cert_file: /nonexistent/x.pem"},
 		{"console without password", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: tgadmin}\n", "postgres.console: user and password are both required"},
 		{"console user is a tenant", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: acme, password: x}\n", `postgres.console.user: "acme" is a tenant`},
 	} {

@@ -17,6 +17,7 @@
 package redis
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -58,7 +59,16 @@ type Config struct {
 	// ConnBudget is a cap shared with the process's other listeners (file
 	// descriptors); nil = none.
 	ConnBudget *netserve.Budget
-	// AuthTimeout bounds the time to authenticate.
+	// TLS, when set, makes the listener a TLS one: a client that starts a
+	// TLS handshake is served over TLS with this configuration; one that
+	// does not is refused with a RESP error, unless AllowPlaintext.
+	TLS *tls.Config
+	// AllowPlaintext, with TLS, serves clients that do not start a TLS
+	// handshake in plaintext on the same port (told apart by their first
+	// byte), for a migration to TLS.
+	AllowPlaintext bool
+	// AuthTimeout bounds the time to authenticate (a TLS handshake
+	// included).
 	AuthTimeout time.Duration
 	// ClientWriteTimeout disconnects a client whose unwritten replies make
 	// no progress for this long (default 5s). Replies never wait for a

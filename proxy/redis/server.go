@@ -116,6 +116,9 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(c net.Conn) {
+	if c = srv.acceptTLS(c); c == nil {
+		return
+	}
 	s := &clientConn{srv: srv, conn: c, sock: newSock(c), id: srv.ids.Add(1), wake: make(chan handoff, 1)}
 	s.crd = clientReader{conn: c, sock: s.sock}
 	s.rd = resp.NewReader(&s.crd, 16<<10)
