@@ -49,6 +49,8 @@ type File struct {
 		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
 		// TLS, if present, makes the Redis listener a TLS one.
 		TLS *RedisTLSFile `yaml:"tls"`
+		// NearCache lists the tenants whose keys the sidecar caches.
+		NearCache []NearCacheFile `yaml:"near_cache"`
 	} `yaml:"redis"`
 	// TLS is the Postgres listener's: SSLRequest is answered with 'S' when
 	// it is set. The Redis listener has its own, redis.tls.
@@ -480,6 +482,43 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 			return &fieldErr{fmt.Sprintf("redis.emulate[%d]", i), fmt.Sprintf("%q cannot be emulated (flushdb, flushall, dbsize)", e)}
 		}
 	}
+	for i, n := range r.NearCache {
+		field := fmt.Sprintf("redis.near_cache[%d]", i)
+		if err := policy.CheckTenantID(n.Tenant); err != nil {
+			return &fieldErr{field + ".tenant", err.Error()}
+		}
+		if c.NearCache == nil {
+			c.NearCache = map[string]proxyredis.NearCacheRule{}
+		}
+		if _, dup := c.NearCache[n.Tenant]; dup {
+			return &fieldErr{field + ".tenant", fmt.Sprintf("tenant %q is listed twice", n.Tenant)}
+		}
+		if len(n.Keys) == 0 {
+			return &fieldErr{field + ".keys", "at least one key pattern is required (e.g. \"user:*\")"}
+		}
+		for j, k := range n.Keys {
+			if k == "" {
+				return &fieldErr{fmt.Sprintf("%s.keys[%d]", field, j), "must not be empty"}
+			}
+		}
+		if n.MaxTTL <= 0 {
+			return &fieldErr{field + ".max_ttl", "required: how long an entry is served at most (e.g. 60s)"}
+		}
+		if n.MaxBytes < 0 {
+			return &fieldErr{field + ".max_bytes", "must not be negative (0: 16 MiB)"}
+		}
+		c.NearCache[n.Tenant] = proxyredis.NearCacheRule{Patterns: n.Keys, MaxTTL: time.Duration(n.MaxTTL), MaxBytes: n.MaxBytes}
+	}
 	out.Redis = c
 	return nil
+}
+
+// NearCacheFile is one tenant's entry of redis.near_cache.
+type NearCacheFile struct {
+	Tenant string `yaml:"tenant"`
+	// Keys are glob patterns (as KEYS takes them) on the tenant's own key
+	// names.
+	Keys     []string `yaml:"keys"`
+	MaxTTL   Duration `yaml:"max_ttl"`
+	MaxBytes int64    `yaml:"max_bytes"`
 }

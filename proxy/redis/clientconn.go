@@ -57,6 +57,9 @@ type clientConn struct {
 	via        *upConn
 	scriptArgs [][]byte // EVALSHA's arguments with the server's SHA1
 	shaHex     []byte
+	cache      *tenantCache   // the tenant's near cache, nil if none (nearcache.go)
+	keyIdx     []int          // scratch: key positions of the command (near cache)
+	nsKey      []byte         // scratch: a namespaced key (near cache)
 	track      tracking       // CLIENT TRACKING as the client asked for it (tracking.go)
 	queued     []plan         // plans of commands queued in MULTI
 	inMulti    bool           // written under qmu (end reads it); the client goroutine reads it freely
@@ -192,6 +195,9 @@ func (s *clientConn) quit() error {
 // flushUpstream sends the commands buffered for the upstream: now on a
 // dedicated connection, soon (coalesced with other clients') on a shared one.
 func (s *clientConn) flushUpstream() {
+	if s.via != nil && s.via != s.up {
+		_ = s.via.flush() // the near cache's fill connection
+	}
 	if s.up == nil {
 		return
 	}
@@ -225,7 +231,7 @@ func (s *clientConn) handle(ctx context.Context, args [][]byte, onLoop bool) err
 		}
 	}
 	cmd, lerr := keyspec.Lookup(args)
-	if onLoop && s.needsHome(name, cmd) {
+	if onLoop && (s.needsHome(name, cmd) || s.cache != nil && s.touchesCacheable(cmd, args)) {
 		return errNeedHome
 	}
 	fp := commandFingerprint(args[0])
@@ -294,6 +300,11 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: unexpected local command"))
 		return "", nil
 	}
+	if s.cache != nil && rp == rules.ReplyPlain && !s.dedicated && !s.resp3 && !s.inMulti && !p.dedicated && !p.script {
+		if done, err := s.viaNearCache(ctx, out, p, cmd, args); done {
+			return "", err
+		}
+	}
 	return "", s.forward(ctx, out, p)
 }
 
@@ -302,7 +313,9 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 // shared one.
 func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	var target *upConn
-	if p.script {
+	if p.near != nil {
+		target = p.near
+	} else if p.script {
 		u, err := s.srv.scriptConn(ctx, s)
 		if err != nil {
 			s.writeLocal(s.dialFailure(err))
@@ -368,7 +381,13 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
-	if err := target.send(s, cmd, replies); err != nil {
+	var err error
+	if target.fills != nil {
+		err = target.sendFill(s, cmd, p.fill)
+	} else {
+		err = target.send(s, cmd, replies)
+	}
+	if err != nil {
 		s.dropSlots(replies)
 		if target == s.up {
 			s.up = nil

@@ -67,6 +67,9 @@ type Config struct {
 	// handshake in plaintext on the same port (told apart by their first
 	// byte), for a migration to TLS.
 	AllowPlaintext bool
+	// NearCache makes some keys of some tenants cacheable in the sidecar,
+	// by tenant id (nearcache.go); nil: no near cache.
+	NearCache map[string]NearCacheRule
 	// AuthTimeout bounds the time to authenticate (a TLS handshake
 	// included).
 	AuthTimeout time.Duration

@@ -17,6 +17,8 @@ type plan struct {
 	discard   bool       // DISCARD: forget the queued plans
 	script    bool       // run on the tenant's script connection (scripts.go)
 	sha       [20]byte   // SCRIPT LOAD: the SHA1 the client knows the script by
+	near      *upConn    // run on the near cache's fill connection (nearcache_client.go)
+	fill      *fillToken // there, the cache miss its reply completes
 }
 
 // refusal is a command answered with an error instead of being forwarded.

@@ -57,6 +57,7 @@ type Server struct {
 	info        infoCache   // what INFO read last (info.go)
 	sweeper     *time.Timer // closes idle ones past their time
 	version     string
+	near        *nearCache // nil: no tenant has a near cache
 	readers     sync.WaitGroup
 }
 
@@ -85,6 +86,11 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		endMode:     clientend.NewMode(cfg.SessionEnd),
 	}
 	srv.SetCommandRules(!cfg.DisableScripting, cfg.Emulate)
+	near, err := newNearCache(srv, cfg.NearCache, reg)
+	if err != nil {
+		return nil, err
+	}
+	srv.near = near
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
 	srv.acc.Budget = cfg.ConnBudget
@@ -370,6 +376,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	if lp != nil {
 		lp.stop() // every client has ended: none is the loop's
 	}
+	srv.near.close()
 	srv.readers.Wait()
 	for _, u := range shared {
 		if u != nil {

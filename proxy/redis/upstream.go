@@ -47,6 +47,12 @@ type upConn struct {
 	// readerDone is closed when it has returned.
 	parking    atomic.Bool
 	readerDone chan struct{}
+
+	// near and fills are set on the near cache's fill connection: the
+	// fill each outstanding reply completes (nil for a write), in step
+	// with pending (nearcache_conn.go).
+	near  *nearCache
+	fills *fifo[*fillToken]
 }
 
 // flushAt is the size of buffered commands that send writes at once, so a
@@ -125,6 +131,25 @@ func (u *upConn) send(s *clientConn, cmd []byte, replies int) error {
 	for i := 0; i < replies; i++ {
 		u.pending.push(s)
 	}
+	u.wbuf = append(u.wbuf, cmd...)
+	full := len(u.wbuf) >= flushAt
+	u.mu.Unlock()
+	if full {
+		return u.flush()
+	}
+	return nil
+}
+
+// sendFill is send on the near cache's fill connection: t (nil for a
+// write) is completed by the command's reply.
+func (u *upConn) sendFill(s *clientConn, cmd []byte, t *fillToken) error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return errUpstreamClosed
+	}
+	u.pending.push(s)
+	u.fills.push(t)
 	u.wbuf = append(u.wbuf, cmd...)
 	full := len(u.wbuf) >= flushAt
 	u.mu.Unlock()
@@ -219,7 +244,16 @@ func (u *upConn) route(rep *resp.Reply) (*clientConn, error) {
 	}
 	s := *u.pending.front()
 	u.pending.pop()
+	var fill *fillToken
+	if u.fills != nil && u.fills.len() > 0 {
+		fill = *u.fills.front()
+		u.fills.pop()
+	}
 	u.mu.Unlock()
+	if fill != nil {
+		// Stored before the client has it: its next read may hit.
+		u.near.finishFill(fill, rep.Raw())
+	}
 	s.deliver(rep)
 	return s, nil
 }
@@ -267,6 +301,9 @@ func (u *upConn) fail(err error) {
 		err = net.ErrClosed
 	}
 	u.srv.upstreamLost(u, err, ref)
+	if u.near != nil {
+		u.near.lost(u, err)
+	}
 }
 
 // abort ends the connection for err (a failed write); whoever reads it
