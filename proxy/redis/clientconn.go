@@ -300,8 +300,8 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: unexpected local command"))
 		return "", nil
 	}
-	if s.cache != nil && rp == rules.ReplyPlain && !s.dedicated && !s.resp3 && !s.inMulti && !p.dedicated && !p.script {
-		if done, err := s.viaNearCache(ctx, out, p, cmd, args); done {
+	if s.cache != nil {
+		if done, err := s.viaNearCache(ctx, out, p, rp, cmd, args); done {
 			return "", err
 		}
 	}

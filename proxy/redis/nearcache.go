@@ -340,6 +340,33 @@ func (nc *nearCache) flush(live bool) {
 	}
 }
 
+// flushTenant empties one tenant's cache (its emulated FLUSHDB); nil
+// does nothing.
+func (nc *nearCache) flushTenant(tc *tenantCache) {
+	if nc == nil || tc == nil {
+		return
+	}
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	for k, list := range nc.inflight {
+		kept := list[:0]
+		for _, t := range list {
+			if t.tc == tc {
+				t.invalid = true
+			} else {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) == 0 {
+			delete(nc.inflight, k)
+		} else {
+			nc.inflight[k] = kept
+		}
+	}
+	tc.c.Clear()
+	tc.bytes.Store(0)
+}
+
 // close stops the caches' goroutines.
 func (nc *nearCache) close() {
 	if nc == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
+	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 )
 
 // touchesCacheable reports whether a command of a client whose tenant has
@@ -33,14 +34,17 @@ func (s *clientConn) touchesCacheable(cmd *keyspec.Command, args [][]byte) bool 
 // false, having done nothing, for a command that goes the usual way
 // (no cacheable key, a read that cannot be cached, the cache's
 // connections unavailable).
-func (s *clientConn) viaNearCache(ctx context.Context, out []byte, p plan, cmd *keyspec.Command, args [][]byte) (bool, error) {
+func (s *clientConn) viaNearCache(ctx context.Context, out []byte, p plan, rp rules.Plan, cmd *keyspec.Command, args [][]byte) (bool, error) {
 	if !s.touchesCacheable(cmd, args) {
 		return false, nil
 	}
 	tc, nc := s.cache, s.srv.near
+	// On the shared connections, in RESP2, outside MULTI, a reply passed
+	// on as it is: the cache's connection may serve it.
+	eligible := rp == rules.ReplyPlain && !s.dedicated && !s.resp3 && !s.inMulti && !p.dedicated && !p.script
 	readonly := cmd.Flags.Has(keyspec.FlagReadonly) && !cmd.Flags.Has(keyspec.FlagWrite)
 	if readonly {
-		if len(s.keyIdx) != 1 || !cacheableRead(cmd) {
+		if !eligible || len(s.keyIdx) != 1 || !cacheableRead(cmd) {
 			return false, nil
 		}
 		s.nsKey = s.ns.AppendKey(s.nsKey[:0], args[s.keyIdx[0]])
@@ -62,6 +66,11 @@ func (s *clientConn) viaNearCache(ctx context.Context, out []byte, p plan, cmd *
 			s.nsKey = s.ns.AppendKey(s.nsKey[:0], args[i])
 			nc.invalidate(s.nsKey)
 		}
+	}
+	if !eligible {
+		// A script, or a command queued in MULTI, runs elsewhere: evicted
+		// now, and again by redis-server's invalidation once it has run.
+		return false, nil
 	}
 	u, err := nc.conn(ctx)
 	if err != nil {

@@ -132,6 +132,13 @@ func TestNearCacheWriteThroughSidecar(t *testing.T) {
 	if p.cacheHits(t, "acme") < 25 {
 		t.Fatalf("only %v hits", p.cacheHits(t, "acme"))
 	}
+	// FLUSHDB (emulated: the tenant's keys) empties the tenant's cache.
+	if err := acme.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := acme.Get(ctx, "nc:k").Result(); err != goredis.Nil {
+		t.Fatalf("GET after FLUSHDB: %q, %v", v, err)
+	}
 }
 
 // TestNearCacheTenantsNeverShare: random reads and writes of random
