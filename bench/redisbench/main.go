@@ -55,7 +55,7 @@ type options struct {
 	pipelines []int
 	shared    []int // redis.shared_connections, one tenantguard per value
 	timeout   time.Duration
-	counts    int // requests of each counting run; 0 = none
+	counts    int  // requests of each counting run; 0 = none
 	nearCache bool // the near-cache comparison instead (nearcache.go)
 	hotKeys   int  // its key set
 }
