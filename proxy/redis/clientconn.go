@@ -231,7 +231,18 @@ func (s *clientConn) handle(ctx context.Context, args [][]byte, onLoop bool) err
 		}
 	}
 	cmd, lerr := keyspec.Lookup(args)
-	if onLoop && (s.needsHome(name, cmd) || s.cache != nil && s.touchesCacheable(cmd, args)) {
+	if onLoop && s.cache != nil && s.touchesCacheable(cmd, args) {
+		// A hit is answered on the loop; anything else on a cacheable key
+		// may dial or wait.
+		if !s.loopHit(cmd, args, lerr) {
+			return errNeedHome
+		}
+		if s.lease != nil {
+			s.lease.Record(commandFingerprint(args[0]), "")
+		}
+		return nil
+	}
+	if onLoop && s.needsHome(name, cmd) {
 		return errNeedHome
 	}
 	fp := commandFingerprint(args[0])

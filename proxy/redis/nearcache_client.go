@@ -2,9 +2,12 @@ package redis
 
 import (
 	"context"
+	"strconv"
+	"time"
 
 	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
+	"github.com/tenantguard/tenantguard/wire/resp"
 )
 
 // touchesCacheable reports whether a command of a client whose tenant has
@@ -25,6 +28,44 @@ func (s *clientConn) touchesCacheable(cmd *keyspec.Command, args [][]byte) bool 
 		}
 	}
 	return false
+}
+
+// loopHit answers, on the loop, a read of a cacheable key that the cache
+// holds, as serve would (the tenant's rules, its rate, the metrics), and
+// reports true; it reports false, having changed nothing, for anything
+// else (which then runs on the client's goroutine). touchesCacheable has
+// located the keys.
+func (s *clientConn) loopHit(cmd *keyspec.Command, args [][]byte, lerr error) bool {
+	nc, tc := s.srv.near, s.cache
+	if lerr != nil || len(s.keyIdx) != 1 || s.dedicated || s.resp3 || s.inMulti || !nc.live.Load() ||
+		!cmd.Flags.Has(keyspec.FlagReadonly) || cmd.Flags.Has(keyspec.FlagWrite) || !cacheableRead(cmd) {
+		return false
+	}
+	s.qmu.Lock()
+	full := s.outq.len() >= maxOwedShared-1
+	s.qmu.Unlock()
+	if full {
+		return false
+	}
+	// For a plain read, prepare only rewrites (no connection state).
+	out, p, rp, rerr := s.prepare(args, cmd, lerr)
+	if rerr != nil || rp != rules.ReplyPlain || p.dedicated || p.script {
+		return false
+	}
+	s.nsKey = s.ns.AppendKey(s.nsKey[:0], args[s.keyIdx[0]])
+	reply, ok := nc.get(tc, s.nsKey, out)
+	if !ok {
+		return false
+	}
+	s.cmds.Inc()
+	if rate := s.tenant.Limits.CommandsPerSecond; rate > 0 && !s.rate.take(time.Now(), rate) {
+		s.srv.metrics.refusals.WithLabelValues(s.label, "rate-limit").Inc()
+		s.writeLocal(resp.AppendError(nil, "TRYAGAIN tenantguard: tenant "+s.tenant.ID+" is over its command rate of "+strconv.Itoa(rate)+"/s"))
+		return true
+	}
+	tc.hits.Inc()
+	s.writeLocal(reply)
+	return true
 }
 
 // viaNearCache serves a command on cacheable keys through the near cache:
@@ -50,6 +91,9 @@ func (s *clientConn) viaNearCache(ctx context.Context, out []byte, p plan, rp ru
 		s.nsKey = s.ns.AppendKey(s.nsKey[:0], args[s.keyIdx[0]])
 		if reply, ok := nc.get(tc, s.nsKey, out); ok {
 			tc.hits.Inc()
+			// A hit behind owed replies waits in the queue: bounded as
+			// forwarded commands are.
+			s.waitOwedBelow(maxOwedShared)
 			s.writeLocal(reply)
 			return true, nil
 		}
