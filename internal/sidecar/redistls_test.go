@@ -323,3 +323,74 @@ func scrape(ctx context.Context, t *testing.T, addr string) string {
 	}
 	return b.String()
 }
+
+// TestRedisNearCacheConfigured: redis.near_cache in the sidecar's file
+// reaches the Redis listener: a repeated read of a cacheable key is a hit
+// in the admin listener's metrics, a read of another key is not.
+func TestRedisNearCacheConfigured(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg, rd := harness.Postgres(t), harness.Redis(t)
+	yml := fmt.Sprintf(`listen:
+  postgres: 127.0.0.1:0
+  redis: 127.0.0.1:0
+  admin: 127.0.0.1:0
+redis:
+  upstream: %q
+  near_cache:
+    - {tenant: acme, keys: ["cached:*"], max_ttl: 1m}
+postgres:
+  databases:
+    - name: postgres
+      url: %q
+tenants:
+  - id: acme
+    passwords: [%q]
+`, rd.Addr(), pg.AdminURL("postgres"), acmeSecret)
+	cfg, err := config.Parse(filepath.Join(t.TempDir(), "sidecar.yaml"), []byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(rctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	c := goredis.NewClient(&goredis.Options{Addr: sc.RedisAddr(), Username: "acme", Password: acmeSecret, Protocol: 2, DisableIdentity: true})
+	defer c.Close()
+	get := func(k string) {
+		if v, err := c.Get(ctx, k).Result(); err != nil || v != "v" {
+			t.Fatalf("GET %s: %q, %v", k, v, err)
+		}
+	}
+	for _, k := range []string{"cached:1", "plain:1"} {
+		if err := c.Set(ctx, k, "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		get("plain:1")
+	}
+	m := scrape(ctx, t, sc.AdminAddr())
+	for _, want := range []string{`tenantguard_redis_near_cache_hits_total{tenant="acme"} 0`, `tenantguard_redis_near_cache_misses_total{tenant="acme"} 0`} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("after reads of a key not cacheable, the metrics lack %q", want)
+		}
+	}
+	// ristretto admits a new entry asynchronously: poll for the hit.
+	harness.Eventually(t, 10*time.Second, func() error {
+		get("cached:1")
+		if m := scrape(ctx, t, sc.AdminAddr()); strings.Contains(m, `tenantguard_redis_near_cache_hits_total{tenant="acme"} 0`) {
+			return errors.New("no hit yet")
+		}
+		return nil
+	})
+}
