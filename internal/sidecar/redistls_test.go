@@ -393,4 +393,8 @@ tenants:
 		}
 		return nil
 	})
+	m = scrape(ctx, t, sc.AdminAddr())
+	if !strings.Contains(m, `tenantguard_redis_near_cache_bytes{tenant="acme"} `) || strings.Contains(m, `tenantguard_redis_near_cache_bytes{tenant="acme"} 0`) {
+		t.Fatal("the near cache's bytes are not exported, or 0 with an entry cached")
+	}
 }

@@ -128,11 +128,8 @@ func newNearCache(srv *Server, rules map[string]NearCacheRule, reg prometheus.Re
 		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_evictions_total",
 		Help: "Near-cache keys invalidated (by redis-server or a write through the sidecar) or evicted for the budget, by tenant.",
 	}, []string{"tenant"})
-	bytesVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_bytes",
-		Help: "Bytes of replies in the near cache, by tenant (approximate).",
-	}, []string{"tenant"})
 	for id, r := range rules {
+		nc.hits.WithLabelValues(id) // exported from the start, at 0
 		if r.MaxTTL <= 0 {
 			return nil, fmt.Errorf("near cache of tenant %s: max TTL is required", id)
 		}
@@ -162,23 +159,18 @@ func newNearCache(srv *Server, rules map[string]NearCacheRule, reg prometheus.Re
 			return nil, fmt.Errorf("near cache of tenant %s: %w", id, err)
 		}
 		nc.tenants[id] = tc
-		bytesVec.WithLabelValues(id).Set(0)
 	}
 	if reg != nil {
-		reg.MustRegister(nc.hits, nc.misses, nc.evictions, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_bytes_total",
-			Help: "Bytes of replies in the near cache, all tenants (approximate).",
-		}, nc.totalBytes))
+		reg.MustRegister(nc.hits, nc.misses, nc.evictions)
+		for id, tc := range nc.tenants {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_bytes",
+				Help:        "Bytes of replies in the near cache, by tenant (approximate: ristretto admits asynchronously).",
+				ConstLabels: prometheus.Labels{"tenant": id},
+			}, func() float64 { return float64(max(tc.bytes.Load(), 0)) }))
+		}
 	}
 	return nc, nil
-}
-
-func (nc *nearCache) totalBytes() float64 {
-	var n int64
-	for _, tc := range nc.tenants {
-		n += tc.bytes.Load()
-	}
-	return float64(n)
 }
 
 // tenant is the tenant's cache, or nil when it has no rule.
