@@ -8,7 +8,7 @@
 #   bash bench/all.sh                 # everything, over an hour on 2 cores
 #   bash bench/all.sh pgbench redis   # only these sections
 #
-# Sections: pgbench noisy redis extauthz idle rss goproxy budget hostile faults soak
+# Sections: pgbench noisy redis nearcache extauthz idle rss goproxy budget hostile faults soak
 #
 # faults and soak run test/faults (issue 17) and put the figures its tests
 # record into tables: faults the upstream-fault, drain, connection and
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy redis extauthz idle rss goproxy budget hostile faults soak)
+[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy redis nearcache extauthz idle rss goproxy budget hostile faults soak)
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 busy=$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > 0.25 * n) ? 1 : 0 }')
@@ -59,6 +59,9 @@ for s in "${sections[@]}"; do
 	redis)
 		if [ -n "$quick" ]; then n=20000 r=1; else n=1000000 r=3; fi
 		run redis "Redis: redis-benchmark through tenantguard and twemproxy" go run ./bench/redisbench -n $n -rounds $r ;;
+	nearcache)
+		if [ -n "$quick" ]; then n=20000 r=1; else n=1000000 r=3; fi
+		run nearcache "Redis: the near cache, GET on a hot key set" go run ./bench/redisbench -near-cache -n $n -rounds $r ;;
 	extauthz)
 		if [ -n "$quick" ]; then d=2s r=1; else d=10s r=3; fi
 		run extauthz "ext_authz: checks as Envoy makes them" go run ./bench/extauthz -duration $d -rounds $r ;;
@@ -97,8 +100,7 @@ for s in "${sections[@]}"; do
 		} >"$tmp/goproxy.md"
 		go run ./bench/results -section goproxy -title "Go benchmarks: one query round trip in process" -note "$note" -in "$tmp/goproxy.md" ;;
 	*)
-		echo "bench: unknown section $s (pgbench noisy redis extauthz idle rss goproxy budget)" >&2
-		echo "bench: unknown section $s (pgbench noisy redis extauthz idle rss goproxy hostile faults soak)" >&2
+		echo "bench: unknown section $s (pgbench noisy redis nearcache extauthz idle rss goproxy budget hostile faults soak)" >&2
 		exit 2 ;;
 	esac
 done

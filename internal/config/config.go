@@ -39,7 +39,7 @@ type File struct {
 		SharedConnections  int      `yaml:"shared_connections"`
 		MaxDedicated       int      `yaml:"max_dedicated_connections"`
 		Namespace          string   `yaml:"namespace"`
-		AllowScripting     bool     `yaml:"allow_scripting"`
+		AllowScripting     *bool    `yaml:"allow_scripting"` // nil: true
 		Emulate            []string `yaml:"emulate"`
 		MaxClientConns     int      `yaml:"max_client_connections"`
 		AuthTimeout        Duration `yaml:"auth_timeout"`
@@ -47,9 +47,13 @@ type File struct {
 		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
 		MaxIdleDedicated   int      `yaml:"max_idle_dedicated_connections"`
 		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
+		// TLS, if present, makes the Redis listener a TLS one.
+		TLS *RedisTLSFile `yaml:"tls"`
+		// NearCache lists the tenants whose keys the sidecar caches.
+		NearCache []NearCacheFile `yaml:"near_cache"`
 	} `yaml:"redis"`
-	// TLS is the client-facing listeners' (Postgres; not yet Redis):
-	// SSLRequest is answered with 'S' when it is set.
+	// TLS is the Postgres listener's: SSLRequest is answered with 'S' when
+	// it is set. The Redis listener has its own, redis.tls.
 	TLS      *ListenerTLSFile `yaml:"tls"`
 	Postgres struct {
 		Databases []struct {
@@ -162,7 +166,10 @@ type Sidecar struct {
 	Redis          proxyredis.Config
 	// TLS is the Postgres listener's certificate and client CAs; nil: no
 	// TLS (SSLRequest gets 'N').
-	TLS          *tlsconf.ServerFiles
+	TLS *tlsconf.ServerFiles
+	// RedisTLS is the Redis listener's; nil: plaintext. Redis.TLS is set
+	// from it when the sidecar starts.
+	RedisTLS     *tlsconf.ServerFiles
 	Policy       *policy.Snapshot
 	Sessions     *Sessions           // nil: session tokens are not accepted
 	ControlPlane *ControlPlaneClient // nil: the policy is this file's
@@ -226,6 +233,9 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	}
 	var fe *fieldErr
 	if out.TLS, fe = parseListenerTLS(f.TLS, filepath.Dir(name), "tls"); fe != nil {
+		return nil, fe.in(name)
+	}
+	if fe := parseRedisTLS(&f, out, filepath.Dir(name)); fe != nil {
 		return nil, fe.in(name)
 	}
 	if fe := parsePolicy(&f, out, filepath.Dir(name)); fe != nil {
@@ -483,7 +493,7 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 	c := proxyredis.Config{
 		Upstream: r.Upstream, UpstreamUser: r.Username, UpstreamPassword: r.Password,
 		SharedConns: r.SharedConnections, MaxDedicated: r.MaxDedicated,
-		AllowScripting: r.AllowScripting, MaxClientConns: r.MaxClientConns,
+		DisableScripting: r.AllowScripting != nil && !*r.AllowScripting, MaxClientConns: r.MaxClientConns,
 		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
 		ClientOutputLimit: r.ClientOutputLimit, ClientWriteTimeout: time.Duration(r.ClientWriteTimeout),
 		MaxIdleDedicated: r.MaxIdleDedicated, DedicatedIdleTimeout: time.Duration(r.DedicatedIdleTime),
@@ -510,6 +520,43 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 			return &fieldErr{fmt.Sprintf("redis.emulate[%d]", i), fmt.Sprintf("%q cannot be emulated (flushdb, flushall, dbsize)", e)}
 		}
 	}
+	for i, n := range r.NearCache {
+		field := fmt.Sprintf("redis.near_cache[%d]", i)
+		if err := policy.CheckTenantID(n.Tenant); err != nil {
+			return &fieldErr{field + ".tenant", err.Error()}
+		}
+		if c.NearCache == nil {
+			c.NearCache = map[string]proxyredis.NearCacheRule{}
+		}
+		if _, dup := c.NearCache[n.Tenant]; dup {
+			return &fieldErr{field + ".tenant", fmt.Sprintf("tenant %q is listed twice", n.Tenant)}
+		}
+		if len(n.Keys) == 0 {
+			return &fieldErr{field + ".keys", "at least one key pattern is required (e.g. \"user:*\")"}
+		}
+		for j, k := range n.Keys {
+			if k == "" {
+				return &fieldErr{fmt.Sprintf("%s.keys[%d]", field, j), "must not be empty"}
+			}
+		}
+		if n.MaxTTL <= 0 {
+			return &fieldErr{field + ".max_ttl", "required: how long an entry is served at most (e.g. 60s)"}
+		}
+		if n.MaxBytes < 0 {
+			return &fieldErr{field + ".max_bytes", "must not be negative (0: 16 MiB)"}
+		}
+		c.NearCache[n.Tenant] = proxyredis.NearCacheRule{Patterns: n.Keys, MaxTTL: time.Duration(n.MaxTTL), MaxBytes: n.MaxBytes}
+	}
 	out.Redis = c
 	return nil
+}
+
+// NearCacheFile is one tenant's entry of redis.near_cache.
+type NearCacheFile struct {
+	Tenant string `yaml:"tenant"`
+	// Keys are glob patterns (as KEYS takes them) on the tenant's own key
+	// names.
+	Keys     []string `yaml:"keys"`
+	MaxTTL   Duration `yaml:"max_ttl"`
+	MaxBytes int64    `yaml:"max_bytes"`
 }

@@ -51,9 +51,19 @@ type clientConn struct {
 	cmdBuf    []byte
 	up        *upConn // shared, or dedicated once stateful
 	dedicated bool
-	queued    []plan         // plans of commands queued in MULTI
-	inMulti   bool           // written under qmu (end reads it); the client goroutine reads it freely
-	subs      map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
+	// via is the connection the client's last forwarded command went to:
+	// up, or the tenant's script connection (scripts.go). A command for
+	// another connection first waits for every reply owed.
+	via        *upConn
+	scriptArgs [][]byte // EVALSHA's arguments with the server's SHA1
+	shaHex     []byte
+	cache      *tenantCache   // the tenant's near cache, nil if none (nearcache.go)
+	keyIdx     []int          // scratch: key positions of the command (near cache)
+	nsKey      []byte         // scratch: a namespaced key (near cache)
+	track      tracking       // CLIENT TRACKING as the client asked for it (tracking.go)
+	queued     []plan         // plans of commands queued in MULTI
+	inMulti    bool           // written under qmu (end reads it); the client goroutine reads it freely
+	subs       map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
@@ -186,6 +196,9 @@ func (s *clientConn) quit() error {
 // flushUpstream sends the commands buffered for the upstream: now on a
 // dedicated connection, soon (coalesced with other clients') on a shared one.
 func (s *clientConn) flushUpstream() {
+	if s.via != nil && s.via != s.up {
+		_ = s.via.flush() // the near cache's fill connection
+	}
 	if s.up == nil {
 		return
 	}
@@ -219,6 +232,17 @@ func (s *clientConn) handle(ctx context.Context, args [][]byte, onLoop bool) err
 		}
 	}
 	cmd, lerr := keyspec.Lookup(args)
+	if onLoop && s.cache != nil && s.touchesCacheable(cmd, args) {
+		// A hit is answered on the loop; anything else on a cacheable key
+		// may dial or wait.
+		if !s.loopHit(cmd, args, lerr) {
+			return errNeedHome
+		}
+		if s.lease != nil {
+			s.lease.Record(commandFingerprint(args[0]), "")
+		}
+		return nil
+	}
 	if onLoop && s.needsHome(name, cmd) {
 		return errNeedHome
 	}
@@ -270,28 +294,70 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		return "", s.emulateFlush(ctx, args)
 	case rules.ReplyEmulateDBSize:
 		return "", s.emulateDBSize(ctx)
+	case rules.ReplyScriptExists:
+		s.scriptExists(args)
+		return "", nil
+	case rules.ReplyScriptFlush:
+		s.srv.scripts.flush(s.tenantID)
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+		return "", nil
+	case rules.ReplyEmulateInfo:
+		return "", s.emulateInfo(ctx, args)
+	case rules.ReplyTracking:
+		return s.clientTracking(ctx, args)
+	case rules.ReplyTrackingState:
+		s.trackingState(args)
+		return "", nil
 	case rules.ReplyEmulateSetName, rules.ReplyEmulateGetName, rules.ReplySession:
 		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: unexpected local command"))
 		return "", nil
 	}
+	if s.cache != nil {
+		if done, err := s.viaNearCache(ctx, out, p, rp, cmd, args); done {
+			return "", err
+		}
+	}
 	return "", s.forward(ctx, out, p)
 }
 
-// forward sends a rewritten command upstream.
+// forward sends a rewritten command upstream: a script to the tenant's
+// script connection, anything else to the client's own connection or its
+// shared one.
 func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
-	if (p.dedicated || s.resp3) && !s.dedicated {
-		if err := s.becomeDedicated(ctx); err != nil {
-			s.writeLocal(s.dialFailure(err))
-			return nil
-		}
-	}
-	if s.up == nil {
-		u, err := s.srv.shared(ctx, s.id)
+	var target *upConn
+	if p.near != nil {
+		target = p.near
+	} else if p.script {
+		u, err := s.srv.scriptConn(ctx, s)
 		if err != nil {
 			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
-		s.up = u
+		target = u
+	} else {
+		if (p.dedicated || s.resp3) && !s.dedicated {
+			if err := s.becomeDedicated(ctx); err != nil {
+				s.writeLocal(s.dialFailure(err))
+				return nil
+			}
+		}
+		if s.up == nil {
+			u, err := s.srv.shared(ctx, s.id)
+			if err != nil {
+				s.writeLocal(s.dialFailure(err))
+				return nil
+			}
+			s.up = u
+		}
+		target = s.up
+	}
+	if s.via != target {
+		// Replies come back in order per connection only: those owed on
+		// the previous one arrive first.
+		if s.via != nil {
+			s.waitDrained()
+		}
+		s.via = target
 	}
 	sl := slot{plan: p, start: time.Now()}
 	inMulti := s.inMulti
@@ -327,10 +393,23 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
-	if err := s.up.send(s, cmd, replies); err != nil {
+	var err error
+	if target.fills != nil {
+		err = target.sendFill(s, cmd, p.fill)
+	} else {
+		err = target.send(s, cmd, replies)
+	}
+	if err != nil {
 		s.dropSlots(replies)
-		s.up = nil
+		if target == s.up {
+			s.up = nil
+		}
+		s.via = nil
 		s.writeLocal(s.upstreamFailure(msgLostBeforeSend, err))
+		return nil
+	}
+	if p.script {
+		_ = target.flush() // not batched with the client's others: they go elsewhere
 	}
 	return nil
 }
@@ -348,7 +427,7 @@ func (s *clientConn) becomeDedicated(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.up, s.dedicated = u, true
+	s.up, s.dedicated, s.via = u, true, u
 	return nil
 }
 
@@ -382,6 +461,9 @@ func (s *clientConn) waitOwedBelow(n int) {
 // has been sent every reply it is owed.
 func (s *clientConn) waitDrained() {
 	s.flushUpstream()
+	if s.via != nil && s.via != s.up {
+		_ = s.via.flush()
+	}
 	s.qmu.Lock()
 	for s.outq.len() > 0 {
 		s.cond.Wait()

@@ -49,7 +49,7 @@ func (s *clientConn) reset(ctx context.Context) error {
 		s.srv.releaseDedicated(s.up)
 		s.up, s.dedicated = nil, false
 	}
-	s.queued, s.subs, s.name, s.resp3 = nil, nil, nil, false
+	s.queued, s.subs, s.name, s.resp3, s.via, s.track = nil, nil, nil, false, nil, tracking{}
 	s.qmu.Lock()
 	s.inMulti, s.pubsub = false, false
 	s.qmu.Unlock()
@@ -60,7 +60,10 @@ func (s *clientConn) reset(ctx context.Context) error {
 // emulateFlush deletes the tenant's keys: SCAN MATCH <prefix>* and UNLINK,
 // on a connection of its own, after everything the client sent before.
 func (s *clientConn) emulateFlush(ctx context.Context, args [][]byte) error {
-	if _, err := s.scanTenant(ctx, true); err != nil {
+	_, err := s.scanTenant(ctx, true)
+	// Whatever was unlinked, the client's next read does not hit it.
+	s.srv.near.flushTenant(s.cache)
+	if err != nil {
 		s.writeLocal(s.emulationFailure(err))
 		return nil
 	}

@@ -10,6 +10,7 @@ type metrics struct {
 	authFailures  *prometheus.CounterVec
 	sessionsEnded *prometheus.CounterVec
 	breaker       prometheus.Gauge
+	tlsRefused    *prometheus.CounterVec
 
 	dedicatedIdle     prometheus.Gauge
 	dedicatedReleases *prometheus.CounterVec
@@ -50,12 +51,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "tenantguard", Subsystem: "redis", Name: "dedicated_releases_total",
 			Help: "Dedicated upstream connections given up by their client, by what became of them: pooled (reset and kept), closed_owed (a reply was still owed), reset_failed (RESET or its check failed), closed (pool full, disabled or shutting down).",
 		}, []string{"result"}),
+		tlsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "tls_refused_total",
+			Help: "Client connections refused by a TLS listener, by reason: plaintext (no TLS handshake where TLS is required), handshake (a failed handshake: protocol, certificate, timeout).",
+		}, []string{"reason"}),
 		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "breaker_state",
 			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
 		}),
 	}
-	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker,
+	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker, m.tlsRefused,
 		m.dedicatedIdle, m.dedicatedReleases)
 	return m
 }

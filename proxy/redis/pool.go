@@ -31,8 +31,8 @@ import (
 //     same round trip, checks the result: no flags, db 0, no name, no
 //     subscriptions, no MULTI, nothing watched, RESP2, no tracking
 //     redirection, the proxy's user. Fields an older server does not
-//     report (ssub, watch) are not required. Pub/sub messages that arrive
-//     before RESET's reply are dropped.
+//     report (ssub, watch) are not required. Pub/sub messages and tracking
+//     invalidations that arrive before RESET's reply are dropped.
 //   - A connection whose reset or check fails, or that does not answer
 //     within Config.ConnectTimeout, is closed.
 //   - Idle connections wait, newest first, up to Config.MaxIdleDedicated,
@@ -134,7 +134,7 @@ func (srv *Server) resetConn(u *upConn) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("read RESET reply: %w", err)
 		}
-		if isPubSubMessage(rep) {
+		if isPubSubMessage(rep) || isInvalidation(rep) {
 			continue
 		}
 		if got := rep.Raw(); !bytes.Equal(got, []byte("+RESET\r\n")) {

@@ -48,10 +48,17 @@ type Server struct {
 	dedicated int
 	lp        *loop // started by the first client that may use it
 	lpErr     error
-	idle      []idleConn  // reset dedicated connections, newest last (pool.go)
-	sweeper   *time.Timer // closes idle ones past their time
-	version   string
-	readers   sync.WaitGroup
+	idle      []idleConn // reset dedicated connections, newest last (pool.go)
+	// scriptUp holds the tenants' script connections, scriptUsers the
+	// tenants whose script user this process has set up (scripts.go).
+	scriptUp    map[scriptConnKey]*upConn
+	scriptUsers map[string]bool
+	scripts     scriptCache
+	info        infoCache   // what INFO read last (info.go)
+	sweeper     *time.Timer // closes idle ones past their time
+	version     string
+	near        *nearCache // nil: no tenant has a near cache
+	readers     sync.WaitGroup
 }
 
 // New builds a Server; nothing connects until the first client.
@@ -68,15 +75,22 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	}
 	srv := &Server{
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
-		verified:  map[string]verifiedSecret{},
-		buckets:   map[string]*bucket{},
-		clients:   map[*clientConn]struct{}{},
-		perTenant: map[string]int{},
-		labels:    map[string]struct{}{},
-		sharedUp:  make([]*upConn, cfg.SharedConns),
-		endMode:   clientend.NewMode(cfg.SessionEnd),
+		verified:    map[string]verifiedSecret{},
+		buckets:     map[string]*bucket{},
+		clients:     map[*clientConn]struct{}{},
+		perTenant:   map[string]int{},
+		labels:      map[string]struct{}{},
+		sharedUp:    make([]*upConn, cfg.SharedConns),
+		scriptUp:    map[scriptConnKey]*upConn{},
+		scriptUsers: map[string]bool{},
+		endMode:     clientend.NewMode(cfg.SessionEnd),
 	}
-	srv.SetCommandRules(cfg.AllowScripting, cfg.Emulate)
+	srv.SetCommandRules(!cfg.DisableScripting, cfg.Emulate)
+	near, err := newNearCache(srv, cfg.NearCache, reg)
+	if err != nil {
+		return nil, err
+	}
+	srv.near = near
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
 	srv.acc.Budget = cfg.ConnBudget
@@ -108,6 +122,9 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(c net.Conn) {
+	if c = srv.acceptTLS(c); c == nil {
+		return
+	}
 	s := &clientConn{srv: srv, conn: c, sock: newSock(c), id: srv.ids.Add(1), wake: make(chan handoff, 1)}
 	s.crd = clientReader{conn: c, sock: s.sock}
 	s.rd = resp.NewReader(&s.crd, 16<<10)
@@ -148,14 +165,20 @@ func (srv *Server) register(s *clientConn, id string) (*policy.Tenant, *policy.S
 }
 
 func (srv *Server) unregister(s *clientConn) {
+	var idle []*upConn
 	srv.mu.Lock()
-	defer srv.mu.Unlock()
 	delete(srv.clients, s)
 	if s.tenantID != "" {
 		if srv.perTenant[s.tenantID]--; srv.perTenant[s.tenantID] <= 0 {
 			delete(srv.perTenant, s.tenantID)
+			// The tenant's last client here: its script connections go.
+			idle = srv.tenantScriptConnsLocked(s.tenantID)
 		}
 		srv.metrics.clients.WithLabelValues(s.label).Dec()
+	}
+	srv.mu.Unlock()
+	for _, u := range idle {
+		u.close()
 	}
 }
 
@@ -256,6 +279,11 @@ func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 			srv.sharedUp[i] = nil
 		}
 	}
+	for k, x := range srv.scriptUp {
+		if x == u {
+			delete(srv.scriptUp, k)
+		}
+	}
 	// Clients on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) {
@@ -328,6 +356,10 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.closeIdle()
 	srv.mu.Lock()
 	shared := slices.Clone(srv.sharedUp)
+	for k, u := range srv.scriptUp {
+		shared = append(shared, u)
+		delete(srv.scriptUp, k)
+	}
 	lp := srv.lp
 	srv.lpErr = errors.New("shut down") // no loop starts after this
 	srv.mu.Unlock()
@@ -339,6 +371,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	if lp != nil {
 		lp.stop() // every client has ended: none is the loop's
 	}
+	srv.near.close()
 	srv.readers.Wait()
 	for _, u := range shared {
 		if u != nil {
