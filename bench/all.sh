@@ -27,7 +27,7 @@ go build -o bin/tenantguard ./cmd/tenantguard
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-version() { "$@" 2>/dev/null | head -1 || true; }
+version() { "$@" 2>&1 | head -1 || true; }
 note="Run $(date -u +%Y-%m-%dT%H:%MZ) at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), load average $load at the start"
 [ "$busy" = 1 ] && note="$note: **the machine was busy, so these figures understate throughput and overstate the proxies' cost**"
 note="$note. $(version postgres --version || version /usr/lib/postgresql/*/bin/postgres --version); $(version pgbouncer --version); $(version redis-server --version | cut -d' ' -f1-3); $(version nutcracker --version)."

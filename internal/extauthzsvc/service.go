@@ -133,8 +133,11 @@ func (s *Service) applyPolicy(version string, p *policypb.Policy) error {
 
 func (s *Service) hasPolicy() bool { return s.xds == nil || s.xds.HasPolicy() }
 
-// Start listens on both addresses and starts serving.
-func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
+// Start listens on both addresses, ready for Run; ctx bounds the start-up
+// work (a first ping of the session store, whose failure is only logged:
+// readiness reports the store until it answers). It takes its arguments as
+// the sidecar's and the control plane's Start do.
+func Start(ctx context.Context, cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ver, err := sessions.Open(cfg.Sessions, reg, log.With("component", "sessions"))
@@ -142,6 +145,11 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	rdb := ver.RDB
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		log.Warn("session store not reachable at start; checks fail closed until it is", "error", err)
+	}
+	cancel()
 	store := session.NewStore(rdb, cfg.Sessions.SigningKey, sessions.Config(cfg.Sessions))
 	s := &Service{cfg: cfg, log: log, ver: ver, store: store, stop: make(chan struct{})}
 	s.local.ttl, s.local.maxAge = store.Lifetimes()

@@ -58,7 +58,7 @@ tenants: [acme]
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Start(cfg, slog.New(slog.DiscardHandler))
+	s, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
