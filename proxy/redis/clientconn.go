@@ -26,6 +26,7 @@ type slot struct {
 	plan  plan
 	start time.Time
 	multi []plan // for EXEC: the plans of the queued commands
+	cmd   []byte // the command sent, on a cluster upstream (a replay after MOVED)
 }
 
 // clientConn is one client connection.
@@ -61,6 +62,9 @@ type clientConn struct {
 	queued     []plan         // plans of commands queued in MULTI
 	inMulti    bool           // written under qmu (end reads it); the client goroutine reads it freely
 	subs       map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
+	watching   bool           // WATCH sent, no EXEC/DISCARD/UNWATCH since (cluster: keeps the node)
+	keyIdx     []int          // scratch for clusterSlot
+	clusterOut [][]byte       // cluster upstream: the last command's rewritten arguments
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
@@ -260,6 +264,11 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		return "", nil
 	}
 	out, p, rp, rerr := s.prepare(args, cmd, lerr)
+	if rerr == nil && s.srv.cluster != nil {
+		if rule, done := s.clusterServe(ctx, cmd, s.clusterOut, rp); done {
+			return rule, nil
+		}
+	}
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
 		s.writeLocal(resp.AppendError(nil, rerr.msg))
@@ -309,6 +318,13 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 			return nil
 		}
 		target = u
+	} else if s.srv.cluster != nil {
+		u, err := s.clusterTarget(ctx, p)
+		if err != nil {
+			s.writeLocal(s.dialFailure(err))
+			return nil
+		}
+		target = u
 	} else {
 		if (p.dedicated || s.resp3) && !s.dedicated {
 			if err := s.becomeDedicated(ctx); err != nil {
@@ -335,6 +351,15 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 		s.via = target
 	}
 	sl := slot{plan: p, start: time.Now()}
+	if s.srv.cluster != nil {
+		sl.cmd = append([]byte(nil), cmd...)
+		switch p.watch {
+		case watchOn:
+			s.watching = true
+		case watchOff:
+			s.watching = false
+		}
+	}
 	inMulti := s.inMulti
 	switch {
 	case p.multi:
@@ -392,7 +417,7 @@ func (s *clientConn) becomeDedicated(ctx context.Context) error {
 		}
 	}
 	s.waitDrained()
-	u, err := s.srv.dedicatedConn(ctx, s)
+	u, err := s.srv.dedicatedConn(ctx, s, "")
 	if err != nil {
 		return err
 	}

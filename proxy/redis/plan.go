@@ -17,7 +17,14 @@ type plan struct {
 	discard   bool       // DISCARD: forget the queued plans
 	script    bool       // run on the tenant's script connection (scripts.go)
 	sha       [20]byte   // SCRIPT LOAD: the SHA1 the client knows the script by
+	slot      int32      // cluster upstream: the slot of the keys, or noSlot
+	watch     int8       // cluster upstream: watchOn (WATCH), watchOff (EXEC, DISCARD, UNWATCH)
 }
+
+const (
+	watchOn  = 1
+	watchOff = -1
+)
 
 // refusal is a command answered with an error instead of being forwarded.
 type refusal struct {
@@ -60,6 +67,7 @@ func (s *clientConn) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([
 		}
 	}
 	if !rp.Forward() {
+		s.clusterOut = out
 		return nil, plan{}, rp, nil
 	}
 	p := plan{reply: rp, replies: 1}
@@ -71,6 +79,20 @@ func (s *clientConn) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([
 		}
 	}
 	p.dedicated = needsOwnConn(cmd)
+	if s.srv.cluster != nil {
+		slot, ok := s.clusterSlot(cmd, out)
+		if !ok {
+			return nil, plan{}, 0, &refusal{msg: msgCrossSlot, rule: "crossslot"}
+		}
+		p.slot = slot
+		s.clusterOut = out
+		switch cmd.Name {
+		case "watch":
+			p.watch = watchOn
+		case "unwatch", "exec", "discard":
+			p.watch = watchOff
+		}
+	}
 	switch cmd.Name {
 	case "multi":
 		p.multi = true

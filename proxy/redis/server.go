@@ -58,13 +58,22 @@ type Server struct {
 	sweeper     *time.Timer // closes idle ones past their time
 	version     string
 	readers     sync.WaitGroup
+	// cluster is the Redis Cluster upstream (cluster.go); nil for one
+	// redis-server, whose path does not look at it beyond this nil check.
+	cluster *clusterUpstream
 }
 
 // New builds a Server; nothing connects until the first client.
 func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if cfg.Upstream == "" {
-		return nil, errors.New("redis upstream address is required")
+	switch {
+	case cfg.Upstream == "" && len(cfg.Cluster) == 0:
+		return nil, errors.New("redis upstream address (or cluster seeds) is required")
+	case cfg.Upstream != "" && len(cfg.Cluster) > 0:
+		return nil, errors.New("redis upstream: a server address or cluster seeds, not both")
+	case len(cfg.Cluster) > 0:
+		// Pooled dedicated connections are not kept per node.
+		cfg.MaxIdleDedicated = 0
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -83,6 +92,9 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		scriptUp:    map[scriptConnKey]*upConn{},
 		scriptUsers: map[string]bool{},
 		endMode:     clientend.NewMode(cfg.SessionEnd),
+	}
+	if len(cfg.Cluster) > 0 {
+		srv.cluster = newClusterUpstream(srv, cfg.Cluster)
 	}
 	srv.SetCommandRules(!cfg.DisableScripting, cfg.Emulate)
 	srv.acc.Log = log
@@ -237,7 +249,8 @@ func (srv *Server) startReader(u *upConn) {
 
 // dedicatedConn returns an upstream connection owned by one client: a
 // pooled one (pool.go), or a new one.
-func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn) (*upConn, error) {
+// On a cluster, addr is the node it connects to.
+func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn, addr string) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.dedicated >= srv.cfg.MaxDedicated {
 		srv.mu.Unlock()
@@ -245,10 +258,16 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn) (*upConn, e
 	}
 	srv.dedicated++
 	srv.mu.Unlock()
-	if u := srv.takeIdle(ctx, s); u != nil {
-		return u, nil
+	var u *upConn
+	var err error
+	if srv.cluster != nil {
+		u, err = srv.cluster.dial(ctx, addr, s.resp3)
+	} else {
+		if u := srv.takeIdle(ctx, s); u != nil {
+			return u, nil
+		}
+		u, err = srv.dialUpstream(ctx, s.resp3)
 	}
-	u, err := srv.dialUpstream(ctx, s.resp3)
 	if err != nil {
 		srv.mu.Lock()
 		srv.dedicated--
@@ -277,6 +296,9 @@ func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 	}
 	// Clients on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
+	if srv.cluster != nil && u.dedicated == nil {
+		srv.cluster.lost(u)
+	}
 	if !errors.Is(err, net.ErrClosed) {
 		srv.log.Warn("redis upstream connection lost", "ref", ref, "error", err)
 	}
@@ -297,7 +319,7 @@ func (srv *Server) loop() *loop {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if srv.lp == nil && srv.lpErr == nil {
-		if srv.acc.Draining() {
+		if srv.acc.Draining() || srv.cluster != nil {
 			return nil
 		}
 		srv.lp, srv.lpErr = newLoop(srv)
@@ -350,6 +372,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	srv.closeIdle()
+	if srv.cluster != nil {
+		srv.cluster.close()
+	}
 	srv.mu.Lock()
 	shared := slices.Clone(srv.sharedUp)
 	for k, u := range srv.scriptUp {

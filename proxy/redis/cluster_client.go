@@ -1,0 +1,282 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/tenantguard/tenantguard/proxy/redis/clustermap"
+	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
+	"github.com/tenantguard/tenantguard/proxy/redis/rules"
+	"github.com/tenantguard/tenantguard/wire/resp"
+)
+
+// A client's side of a Redis Cluster upstream (cluster.go).
+
+// noSlot is plan.slot of a command without keys.
+const noSlot = -1
+
+// clusterSlot returns the slot of the keys of out (a rewritten command),
+// noSlot when it has none, or false when they hash to different slots:
+// redis-server's CROSSSLOT, which in one-slot mode no tenant can reach
+// (all its keys share one hash tag).
+func (s *clientConn) clusterSlot(cmd *keyspec.Command, out [][]byte) (int32, bool) {
+	idx, err := cmd.AppendKeyIndexes(s.keyIdx[:0], out)
+	s.keyIdx = idx[:0]
+	if err != nil || len(idx) == 0 {
+		return noSlot, true
+	}
+	slot := clustermap.KeySlot(out[idx[0]])
+	for _, i := range idx[1:] {
+		if clustermap.KeySlot(out[i]) != slot {
+			return noSlot, false
+		}
+	}
+	return int32(slot), true
+}
+
+// refusedOnCluster names what a cluster upstream cannot do per tenant yet
+// (see the README): scripts (the tenant's ACL user would have to exist on
+// every node), INFO's per-tenant emulation, and CLIENT TRACKING (every
+// node would send invalidations).
+func refusedOnCluster(rp rules.Plan) string {
+	switch rp {
+	case rules.ReplyScript, rules.ReplyScriptSha, rules.ReplyScriptLoad, rules.ReplyScriptExists, rules.ReplyScriptFlush:
+		return "scripts"
+	case rules.ReplyEmulateInfo:
+		return "INFO"
+	case rules.ReplyTracking, rules.ReplyTrackingState:
+		return "client-side caching"
+	}
+	return ""
+}
+
+// clusterTarget returns the connection that serves the client's next
+// command on a cluster: its shared connection to the master of p's slot,
+// or its own connection to that master when the command needs state.
+// Keyless commands stay on the client's current connection.
+func (s *clientConn) clusterTarget(ctx context.Context, p plan) (*upConn, error) {
+	c := s.srv.cluster
+	addr := ""
+	if p.slot != noSlot || s.up == nil {
+		slot := uint16(p.slot)
+		if p.slot == noSlot {
+			slot = clustermap.KeySlot([]byte(s.ns.KeyPrefix()))
+		}
+		a, err := c.masterFor(ctx, slot)
+		if err != nil {
+			return nil, err
+		}
+		addr = a
+	}
+	if s.dedicated {
+		if addr == "" || addr == s.up.addr || s.holdsState() {
+			// A key on another node inside MULTI, or while subscribed:
+			// that node answers MOVED, and the client -TRYAGAIN.
+			return s.up, nil
+		}
+		// Nothing lives on the connection: move it to the key's node.
+		s.waitDrained()
+		s.srv.releaseDedicated(s.up)
+		s.up, s.dedicated, s.via = nil, false, nil
+	}
+	if p.dedicated || s.resp3 {
+		if addr == "" {
+			addr = s.up.addr
+		}
+		if s.up != nil {
+			if err := s.up.flush(); err != nil {
+				return nil, err
+			}
+		}
+		s.waitDrained()
+		u, err := s.srv.dedicatedConn(ctx, s, addr)
+		if err != nil {
+			return nil, err
+		}
+		s.up, s.dedicated, s.via = u, true, u
+		return u, nil
+	}
+	if addr == "" {
+		return s.up, nil
+	}
+	u, err := c.sharedConn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	s.up = u
+	return u, nil
+}
+
+// holdsState reports whether the client's dedicated connection holds
+// state a move to another node would lose.
+func (s *clientConn) holdsState() bool {
+	return s.inMulti || s.watching || subscribedAny(s.subs)
+}
+
+// frontCommand returns the command the client's oldest owed reply
+// answers (cluster upstreams keep it, for a replay after MOVED or ASK).
+func (s *clientConn) frontCommand() []byte {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.outq.len() == 0 || s.outq.front().local != nil {
+		return nil
+	}
+	return s.outq.front().cmd
+}
+
+// clusterServe answers, on a cluster upstream, what one node cannot:
+// KEYS and SCAN over every master, FLUSHDB/FLUSHALL/DBSIZE emulated on
+// every master, and the refusals of refusedOnCluster. It reports whether
+// it answered.
+func (s *clientConn) clusterServe(ctx context.Context, cmd *keyspec.Command, out [][]byte, rp rules.Plan) (rule string, done bool) {
+	if what := refusedOnCluster(rp); what != "" {
+		s.refuse(cmd.Name, what+" are not available with a Redis Cluster upstream", "cluster")
+		return "cluster", true
+	}
+	switch {
+	case rp == rules.ReplyStripKeys && cmd.Name == "keys":
+		s.clusterKeys(ctx, out)
+		return "", true
+	case rp == rules.ReplyStripScan && cmd.Name == "scan":
+		s.clusterScan(ctx, out)
+		return "", true
+	}
+	return "", false
+}
+
+// clusterKeys answers KEYS with the tenant's matching keys of every master.
+func (s *clientConn) clusterKeys(ctx context.Context, out [][]byte) {
+	s.waitDrained()
+	masters, err := s.srv.cluster.masters(ctx)
+	if err != nil {
+		s.writeLocal(s.dialFailure(err))
+		return
+	}
+	var keys [][]byte
+	for _, addr := range masters {
+		err := s.srv.cluster.roundTrip(ctx, addr, func(u *upConn) error {
+			rep, err := u.call(out)
+			if err != nil {
+				return err
+			}
+			root := rep.Root()
+			if root.Type() == resp.TypeSimpleError {
+				return errString("KEYS: " + string(root.Bytes()))
+			}
+			for it := root.Iter(); it.Next(); {
+				if k, ok := s.ns.StripKey(it.Value().Bytes()); ok {
+					keys = append(keys, append([]byte(nil), k...))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			s.writeLocal(s.upstreamFailure(msgEmulationFailed, err))
+			return
+		}
+	}
+	b := resp.AppendArrayHeader(nil, len(keys))
+	for _, k := range keys {
+		b = resp.AppendBulk(b, k)
+	}
+	s.writeLocal(b)
+}
+
+// scanNodeBits is how many low bits of a client's SCAN cursor number the
+// master (in sorted order) the scan is on; the rest is that master's own
+// cursor. A cluster of more masters than that is refused by SCAN.
+const scanNodeBits = 10
+
+// clusterScan answers SCAN by scanning the masters one after another: the
+// cursor the client gets encodes the master and that master's cursor.
+// Like SCAN on one server it may return a key twice; a master added or
+// removed during the scan can make it miss keys that stayed.
+func (s *clientConn) clusterScan(ctx context.Context, out [][]byte) {
+	s.waitDrained()
+	masters, err := s.srv.cluster.masters(ctx)
+	if err != nil {
+		s.writeLocal(s.dialFailure(err))
+		return
+	}
+	cur, err := strconv.ParseUint(string(out[1]), 10, 64)
+	if err != nil {
+		s.writeLocal(resp.AppendError(nil, "ERR invalid cursor"))
+		return
+	}
+	if len(masters) > 1<<scanNodeBits {
+		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: SCAN over more than 1024 masters"))
+		return
+	}
+	node, nodeCur := int(cur&(1<<scanNodeBits-1)), cur>>scanNodeBits
+	if node >= len(masters) {
+		s.writeLocal(resp.AppendError(nil, "ERR invalid cursor"))
+		return
+	}
+	args := append([][]byte(nil), out...)
+	args[1] = strconv.AppendUint(nil, nodeCur, 10)
+	var next uint64
+	var keys [][]byte
+	err = s.srv.cluster.roundTrip(ctx, masters[node], func(u *upConn) error {
+		rep, err := u.call(args)
+		if err != nil {
+			return err
+		}
+		root := rep.Root()
+		if root.Type() == resp.TypeSimpleError {
+			return errString("SCAN: " + string(root.Bytes()))
+		}
+		if root.Len() != 2 {
+			return errString("unexpected SCAN reply")
+		}
+		n, err := strconv.ParseUint(string(root.Index(0).Bytes()), 10, 64)
+		if err != nil || n >= 1<<(64-scanNodeBits) {
+			return errors.New("SCAN cursor out of range")
+		}
+		switch {
+		case n != 0:
+			next = n<<scanNodeBits | uint64(node)
+		case node+1 < len(masters):
+			next = uint64(node + 1)
+		}
+		for it := root.Index(1).Iter(); it.Next(); {
+			if k, ok := s.ns.StripKey(it.Value().Bytes()); ok {
+				keys = append(keys, append([]byte(nil), k...))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.writeLocal(s.upstreamFailure(msgEmulationFailed, err))
+		return
+	}
+	b := resp.AppendArrayHeader(nil, 2)
+	b = resp.AppendBulk(b, strconv.AppendUint(nil, next, 10))
+	b = resp.AppendArrayHeader(b, len(keys))
+	for _, k := range keys {
+		b = resp.AppendBulk(b, k)
+	}
+	s.writeLocal(b)
+}
+
+// clusterScanTenant is scanTenant on every master.
+func (s *clientConn) clusterScanTenant(ctx context.Context, unlink bool) (int64, error) {
+	masters, err := s.srv.cluster.masters(ctx)
+	if err != nil {
+		return 0, dialError{err}
+	}
+	var total int64
+	for _, addr := range masters {
+		u, err := s.srv.cluster.dial(ctx, addr, false)
+		if err != nil {
+			return total, dialError{err}
+		}
+		n, err := s.scanTenantOn(u, unlink)
+		u.closeNoReader()
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
