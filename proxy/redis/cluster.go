@@ -162,9 +162,13 @@ func (c *clusterUpstream) masters(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return sortedMasters(m), nil
+}
+
+func sortedMasters(m *clustermap.Map) []string {
 	ms := m.Masters()
 	slices.Sort(ms)
-	return ms, nil
+	return ms
 }
 
 // refresh reads the slot map from the first node that gives a whole one:
@@ -199,8 +203,8 @@ func (c *clusterUpstream) refresh(ctx context.Context) error {
 		}
 		c.topo.Store(m)
 		c.stale.Store(false)
-		if old == nil || !slices.Equal(old.Masters(), m.Masters()) {
-			c.srv.log.Info("redis cluster slot map", "masters", strings.Join(m.Masters(), ","), "slots", m.Covered())
+		if now := sortedMasters(m); old == nil || !slices.Equal(sortedMasters(old), now) {
+			c.srv.log.Info("redis cluster slot map", "masters", strings.Join(now, ","), "slots", m.Covered())
 		}
 		return nil
 	}
@@ -372,10 +376,19 @@ func (c *clusterUpstream) deliver(s *clientConn, u *upConn, rep *resp.Reply) {
 	}
 	cmd := s.frontCommand()
 	if u.dedicated != nil || cmd == nil {
+		c.srv.metrics.clusterRedirects.WithLabelValues(redirectKind(r), "refused").Inc()
 		s.deliverError(msgSlotMoved)
 		return
 	}
+	c.srv.metrics.clusterRedirects.WithLabelValues(redirectKind(r), "replayed").Inc()
 	c.replay(s, r, cmd)
+}
+
+func redirectKind(r clustermap.Redirect) string {
+	if r.Ask {
+		return "ask"
+	}
+	return "moved"
 }
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
