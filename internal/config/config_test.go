@@ -68,6 +68,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad verifier", "SCRAM-SHA-256$4096:", "SCRAM-SHA-256$x:", "tenants[1].passwords[0]: verifier: bad iteration count"},
 		{"half tls", "drain_timeout: 3s", "drain_timeout: 3s\ntls:\n  cert_file: /x.pem", "tls: cert_file and key_file must be given together"},
 		{"console without password", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: tgadmin}\n", "postgres.console: user and password are both required"},
+		{"redis upstream and seeds", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  cluster_seeds: [127.0.0.1:7000]\n", "redis.cluster_seeds: set either redis.upstream"},
+		{"bad seed", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000, nohost]\n", `redis.cluster_seeds[1]: "nohost" is not host:port`},
+		{"seeds without listener", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\nredis:\n  cluster_seeds: [127.0.0.1:7000]\n", "listen.redis: required when"},
 		{"console user is a tenant", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: acme, password: x}\n", `postgres.console.user: "acme" is a tenant`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,6 +86,17 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error %q, want it to name the file and contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestRedisClusterConfig(t *testing.T) {
+	text := strings.Replace(valid, "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000, 127.0.0.1:7001]\n  namespace: one-slot\n", 1)
+	sc, err := Parse("sidecar.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Redis.Upstream != "" || strings.Join(sc.Redis.Cluster, ",") != "127.0.0.1:7000,127.0.0.1:7001" {
+		t.Fatalf("redis upstream %q, cluster %v", sc.Redis.Upstream, sc.Redis.Cluster)
 	}
 }
 
