@@ -63,6 +63,7 @@ type clientConn struct {
 	inMulti    bool           // written under qmu (end reads it); the client goroutine reads it freely
 	subs       map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
 	watching   bool           // WATCH sent, no EXEC/DISCARD/UNWATCH since (cluster: keeps the node)
+	heldMulti  []byte         // cluster, spread mode: MULTI answered, not yet sent (cluster_client.go)
 	keyIdx     []int          // scratch for clusterSlot
 	clusterOut [][]byte       // cluster upstream: the last command's rewritten arguments
 
@@ -319,6 +320,9 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 		}
 		target = u
 	} else if s.srv.cluster != nil {
+		if s.clusterMulti(ctx, cmd, p) {
+			return nil
+		}
 		u, err := s.clusterTarget(ctx, p)
 		if err != nil {
 			s.writeLocal(s.dialFailure(err))

@@ -357,6 +357,9 @@ func (c *clusterUpstream) close() {
 // deliver hands a reply read on u to s, following a MOVED or ASK on a
 // shared connection (see above).
 func (c *clusterUpstream) deliver(s *clientConn, u *upConn, rep *resp.Reply) {
+	if s.dropFront() {
+		return // a held MULTI's +OK, answered when it was held
+	}
 	root := rep.Root()
 	if root.Type() != resp.TypeSimpleError {
 		s.deliver(rep)

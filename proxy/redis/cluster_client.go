@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/tenantguard/tenantguard/proxy/redis/clustermap"
 	"github.com/tenantguard/tenantguard/proxy/redis/keyspec"
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
 )
@@ -21,6 +23,25 @@ const noSlot = -1
 // redis-server's CROSSSLOT, which in one-slot mode no tenant can reach
 // (all its keys share one hash tag).
 func (s *clientConn) clusterSlot(cmd *keyspec.Command, out [][]byte) (int32, bool) {
+	switch cmd.Name {
+	case "spublish", "ssubscribe", "sunsubscribe":
+		// Shard channels are not keys to the key specs (NOT_KEY), but
+		// hash to slots as keys do: all of them after the name.
+		if len(out) < 2 {
+			return noSlot, true
+		}
+		slot := clustermap.KeySlot(out[1])
+		last := len(out)
+		if cmd.Name == "spublish" {
+			last = 2
+		}
+		for _, ch := range out[2:last] {
+			if clustermap.KeySlot(ch) != slot {
+				return noSlot, false
+			}
+		}
+		return int32(slot), true
+	}
 	idx, err := cmd.AppendKeyIndexes(s.keyIdx[:0], out)
 	s.keyIdx = idx[:0]
 	if err != nil || len(idx) == 0 {
@@ -279,4 +300,91 @@ func (s *clientConn) clusterScanTenant(ctx context.Context, unlink bool) (int64,
 		}
 	}
 	return total, nil
+}
+
+// Transactions in spread mode.
+//
+// In spread mode a tenant's keys live on every master, so the node a
+// transaction must run on is known only from its first queued command
+// with keys. MULTI is therefore held: answered +OK at once, and sent,
+// with its reply dropped, on the client's own connection to the node of
+// the first command queued after it. EXEC or DISCARD with nothing queued
+// is answered without a connection. A transaction whose later commands
+// hash to another node gets, as from redis-server, an error for that
+// command and EXECABORT for EXEC (on another node: -TRYAGAIN, as any
+// MOVED on a connection that holds state); one over several slots of one
+// node gets redis-server's CROSSSLOT. After WATCH the transaction runs on
+// the watched key's node, and in one-slot mode on the tenant's, so MULTI
+// is not held then.
+
+// clusterMulti holds, answers or sends a held MULTI; it reports whether
+// it answered the command (cmd, with plan p) itself.
+func (s *clientConn) clusterMulti(ctx context.Context, cmd []byte, p plan) bool {
+	switch {
+	case p.multi && s.heldMulti == nil && !s.holdsState() && s.ns.Mode() == namespace.Spread:
+		s.heldMulti = append([]byte(nil), cmd...)
+		s.queued = s.queued[:0]
+		s.qmu.Lock()
+		s.inMulti = true
+		s.qmu.Unlock()
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+		return true
+	case s.heldMulti == nil:
+		return false
+	case p.reply == rules.ReplyExec || p.discard:
+		// Nothing was queued: an empty transaction.
+		s.heldMulti = nil
+		s.qmu.Lock()
+		s.inMulti = false
+		s.qmu.Unlock()
+		s.watching = false
+		if p.discard {
+			s.writeLocal(resp.AppendSimple(nil, "OK"))
+		} else {
+			s.writeLocal(resp.AppendArrayHeader(nil, 0))
+		}
+		return true
+	case p.multi:
+		s.writeLocal(resp.AppendError(nil, "ERR MULTI calls can not be nested"))
+		return true
+	}
+	// The first command queued: MULTI goes to its node, first.
+	multi := s.heldMulti
+	s.heldMulti = nil
+	own := p
+	own.dedicated = true
+	s.qmu.Lock()
+	s.inMulti = false // while the connection is chosen: no state yet
+	s.qmu.Unlock()
+	u, err := s.clusterTarget(ctx, own)
+	if err != nil {
+		s.writeLocal(s.dialFailure(err))
+		return true
+	}
+	s.qmu.Lock()
+	s.inMulti = true
+	s.outq.push(slot{plan: plan{drop: true}, start: time.Now()})
+	s.qmu.Unlock()
+	if err := u.send(s, multi, 1); err != nil {
+		s.dropSlots(1)
+		s.qmu.Lock()
+		s.inMulti = false
+		s.qmu.Unlock()
+		s.writeLocal(s.upstreamFailure(msgLostBeforeSend, err))
+		return true
+	}
+	return false
+}
+
+// dropFront drops the reply owed first if it is a held MULTI's (see
+// clusterMulti), reporting whether it did.
+func (s *clientConn) dropFront() bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.outq.len() == 0 || s.outq.front().local != nil || !s.outq.front().plan.drop {
+		return false
+	}
+	s.popSlot()
+	s.drainLocal()
+	return true
 }

@@ -101,11 +101,14 @@ func TestClusterSlotMigration(t *testing.T) {
 	var incrs atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	t.Cleanup(halt)
 	for w := range 4 {
+		c := p.client(t, "acme", acmeSecret, 2)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := p.client(t, "acme", acmeSecret, 2)
 			last := int64(0)
 			for i := 0; ; i++ {
 				select {
@@ -172,8 +175,7 @@ func TestClusterSlotMigration(t *testing.T) {
 		}
 		return nil
 	})
-	close(stop)
-	wg.Wait()
+	halt()
 	close(errc)
 	for err := range errc {
 		t.Error(err)
@@ -227,6 +229,16 @@ func TestClusterFailover(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	t.Cleanup(halt) // before the proxy's cleanup, which checks for leaks
+	checkErr := func() {
+		select {
+		case err := <-errc:
+			t.Fatal(err)
+		default:
+		}
+	}
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
@@ -283,6 +295,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 30*time.Second, func() error {
+		checkErr()
 		if failed.Load() == 0 {
 			return errors.New("no command failed yet")
 		}
@@ -290,18 +303,13 @@ func TestClusterFailover(t *testing.T) {
 	})
 	// A replica takes over; every worker then succeeds run after run.
 	harness.Eventually(t, 90*time.Second, func() error {
-		select {
-		case err := <-errc:
-			t.Fatal(err)
-		default:
-		}
+		checkErr()
 		if n := okAfter.Load(); n < 400 {
 			return fmt.Errorf("%d successes in a row since the last failure", n)
 		}
 		return nil
 	})
-	close(stop)
-	wg.Wait()
+	halt()
 	close(errc)
 	for err := range errc {
 		t.Error(err)

@@ -189,6 +189,7 @@ func TestClusterCrossSlot(t *testing.T) {
 				if err := acme.MSet(ctx, "{u}a", "1", "{u}b", "2").Err(); err != nil {
 					t.Fatalf("MSET with a hash tag: %v", err)
 				}
+				spreadTransactions(t, ctx, rc, acme)
 				return
 			}
 			if err != nil {
@@ -241,6 +242,28 @@ func TestClusterPubSubAndBlocking(t *testing.T) {
 	if err != nil || msg.Payload != "for globex" {
 		t.Fatalf("globex's subscriber got %v, %v, want only its own message", msg, err)
 	}
+	// Shard channels live on their slot's node.
+	ssub := acme.SSubscribe(ctx, "orders")
+	defer ssub.Close()
+	gssub := globex.SSubscribe(ctx, "orders")
+	defer gssub.Close()
+	for _, s := range []*goredis.PubSub{ssub, gssub} {
+		if _, err := s.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := acme.SPublish(ctx, "orders", "o1").Result(); err != nil || n != 1 {
+		t.Fatalf("SPUBLISH reached %d, %v; want acme's one subscriber", n, err)
+	}
+	if msg, err := ssub.ReceiveMessage(ctx); err != nil || msg.Channel != "orders" || msg.Payload != "o1" {
+		t.Fatalf("acme's shard subscriber got %v, %v", msg, err)
+	}
+	if n, err := globex.SPublish(ctx, "orders", "g1").Result(); err != nil || n != 1 {
+		t.Fatalf("globex SPUBLISH reached %d, %v", n, err)
+	}
+	if msg, err := gssub.ReceiveMessage(ctx); err != nil || msg.Payload != "g1" {
+		t.Fatalf("globex's shard subscriber got %v, %v, want only its own message", msg, err)
+	}
 	// Blocking commands on the key's node, woken by another client.
 	done := make(chan []string, 1)
 	go func() { done <- acme.BLPop(ctx, 10*time.Second, "queue").Val() }()
@@ -257,5 +280,85 @@ func TestClusterPubSubAndBlocking(t *testing.T) {
 	}
 	if v, err := globex.BLPop(ctx, time.Second, "queue2").Result(); !errors.Is(err, goredis.Nil) {
 		t.Fatalf("globex BLPOP of acme's queue = %v, %v", v, err)
+	}
+}
+
+// spreadTransactions: in spread mode a transaction runs on the node of its
+// first key, wherever the tenant's other keys are; one that spans nodes
+// fails as a whole.
+func spreadTransactions(t *testing.T, ctx context.Context, rc *redisserver.Cluster, acme *goredis.Client) {
+	t.Helper()
+	ns := namespace.MustNew("acme", namespace.Spread)
+	home, _ := nodeOf(t, ctx, rc, clustermap.KeySlot([]byte(ns.KeyPrefix())))
+	// Hash tags whose keys live on each master, the tenant's home first.
+	tags := map[string]string{}
+	for i := 0; len(tags) < 3 && i < 1000; i++ {
+		tag := fmt.Sprintf("{h%d}", i)
+		addr, _ := nodeOf(t, ctx, rc, clustermap.KeySlot(ns.AppendKey(nil, []byte(tag+"x"))))
+		if _, ok := tags[addr]; !ok {
+			tags[addr] = tag
+		}
+	}
+	var away, other string
+	for addr, tag := range tags {
+		switch {
+		case addr == home:
+		case away == "":
+			away = tag
+		default:
+			other = tag
+		}
+	}
+	if away == "" || other == "" {
+		t.Fatalf("no hash tags on two masters other than the tenant's home %s: %v", home, tags)
+	}
+	if err := acme.Del(ctx, away+"x", away+"y").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := acme.TxPipelined(ctx, func(pipe goredis.Pipeliner) error {
+		pipe.Incr(ctx, away+"x")
+		pipe.IncrBy(ctx, away+"y", 5)
+		pipe.MGet(ctx, away+"x", away+"y")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("transaction on a node other than the tenant's home: %v", err)
+	}
+	if v := cmds[2].(*goredis.SliceCmd).Val(); len(v) != 2 || v[0] != "1" || v[1] != "5" {
+		t.Fatalf("MGET in the transaction = %v", v)
+	}
+	// Over two nodes: nothing runs.
+	_, err = acme.TxPipelined(ctx, func(pipe goredis.Pipeliner) error {
+		pipe.Incr(ctx, away+"x")
+		pipe.Incr(ctx, other+"x")
+		return nil
+	})
+	if err == nil {
+		t.Fatal("a transaction over two nodes succeeded")
+	}
+	if v := acme.Get(ctx, away+"x").Val(); v != "1" {
+		t.Fatalf("after the refused transaction %sx = %q, want 1", away, v)
+	}
+	// An empty transaction needs no node.
+	if cmds, err := acme.TxPipelined(ctx, func(goredis.Pipeliner) error { return nil }); err != nil || len(cmds) != 0 {
+		t.Fatalf("empty transaction: %v %v", cmds, err)
+	}
+	// WATCH pins the transaction to the watched key's node.
+	err = acme.Watch(ctx, func(tx *goredis.Tx) error {
+		n, err := tx.Get(ctx, away+"y").Int()
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(pipe goredis.Pipeliner) error {
+			pipe.Set(ctx, away+"y", n*2, 0)
+			return nil
+		})
+		return err
+	}, away+"y")
+	if err != nil {
+		t.Fatalf("WATCH transaction: %v", err)
+	}
+	if v := acme.Get(ctx, away+"y").Val(); v != "10" {
+		t.Fatalf("after WATCH transaction %sy = %q, want 10", away, v)
 	}
 }

@@ -49,7 +49,7 @@ func (s *clientConn) reset(ctx context.Context) error {
 		s.srv.releaseDedicated(s.up)
 		s.up, s.dedicated = nil, false
 	}
-	s.queued, s.subs, s.name, s.resp3, s.via, s.track, s.watching = nil, nil, nil, false, nil, tracking{}, false
+	s.queued, s.subs, s.name, s.resp3, s.via, s.track, s.watching, s.heldMulti = nil, nil, nil, false, nil, tracking{}, false, nil
 	s.qmu.Lock()
 	s.inMulti, s.pubsub = false, false
 	s.qmu.Unlock()

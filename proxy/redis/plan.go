@@ -19,6 +19,7 @@ type plan struct {
 	sha       [20]byte   // SCRIPT LOAD: the SHA1 the client knows the script by
 	slot      int32      // cluster upstream: the slot of the keys, or noSlot
 	watch     int8       // cluster upstream: watchOn (WATCH), watchOff (EXEC, DISCARD, UNWATCH)
+	drop      bool       // cluster upstream: a held MULTI's reply, answered already
 }
 
 const (

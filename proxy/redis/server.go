@@ -71,9 +71,6 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		return nil, errors.New("redis upstream address (or cluster seeds) is required")
 	case cfg.Upstream != "" && len(cfg.Cluster) > 0:
 		return nil, errors.New("redis upstream: a server address or cluster seeds, not both")
-	case len(cfg.Cluster) > 0:
-		// Pooled dedicated connections are not kept per node.
-		cfg.MaxIdleDedicated = 0
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -258,14 +255,17 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn, addr string
 	}
 	srv.dedicated++
 	srv.mu.Unlock()
+	if srv.cluster == nil {
+		addr = srv.cfg.Upstream
+	}
+	if u := srv.takeIdle(ctx, s, addr); u != nil {
+		return u, nil
+	}
 	var u *upConn
 	var err error
 	if srv.cluster != nil {
 		u, err = srv.cluster.dial(ctx, addr, s.resp3)
 	} else {
-		if u := srv.takeIdle(ctx, s); u != nil {
-			return u, nil
-		}
 		u, err = srv.dialUpstream(ctx, s.resp3)
 	}
 	if err != nil {
