@@ -400,6 +400,17 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	if err := target.send(s, cmd, replies); err != nil {
 		s.dropSlots(replies)
 		if target == s.up {
+			if s.dedicated {
+				// Its state died with it: the next stateful command gets a
+				// new connection of its own, never a shared one (where
+				// pub/sub messages would be taken for others' replies).
+				s.srv.releaseDedicated(target)
+				s.dedicated = false
+				s.subs, s.watching, s.heldMulti = nil, false, nil
+				s.qmu.Lock()
+				s.inMulti, s.pubsub = false, false
+				s.qmu.Unlock()
+			}
 			s.up = nil
 		}
 		s.via = nil
