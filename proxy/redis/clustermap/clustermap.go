@@ -138,7 +138,9 @@ func ParseShards(v resp.Value, fallbackHost string) (*Map, error) {
 		if !ok || !isList(nodes) {
 			return nil, topoErr("shard %d: no nodes list", i)
 		}
-		addr := ""
+		// The master; an online one first (a failed master may still be
+		// listed as one next to the replica that took over).
+		addr, online := "", false
 		for j := range nodes.Len() {
 			n := nodes.Index(j)
 			if role, ok := field(n, "role"); !ok || string(role.Bytes()) != "master" {
@@ -148,8 +150,11 @@ func ParseShards(v resp.Value, fallbackHost string) (*Map, error) {
 			if err != nil {
 				return nil, fmt.Errorf("shard %d node %d: %w", i, j, err)
 			}
-			addr = a
-			break
+			h, _ := field(n, "health")
+			isOnline := h.Valid() && string(h.Bytes()) == "online"
+			if addr == "" || isOnline && !online {
+				addr, online = a, isOnline
+			}
 		}
 		if addr == "" {
 			return nil, topoErr("shard %d serves slots but has no master", i)

@@ -1,6 +1,7 @@
 package clustermap_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -121,5 +122,21 @@ func TestParseRedirect(t *testing.T) {
 		if ok != tc.ok || (ok && got != tc.want) {
 			t.Errorf("ParseRedirect(%q) = %+v, %v; want %+v, %v", tc.msg, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// TestParseShardsPrefersOnlineMaster: a failed master still listed next to
+// the replica that took over does not get the slots.
+func TestParseShardsPrefersOnlineMaster(t *testing.T) {
+	node := func(port, health string) string {
+		return "*8\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n:" + port + "\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$6\r\nhealth\r\n$" + fmt.Sprint(len(health)) + "\r\n" + health + "\r\n"
+	}
+	reply := "*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*2\r\n" + node("7001", "fail") + node("7002", "online")
+	m, err := clustermap.ParseShards(parse(t, []byte(reply)), "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Master(5); got != "127.0.0.1:7002" {
+		t.Fatalf("master %q, want the online one", got)
 	}
 }
