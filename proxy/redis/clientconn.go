@@ -25,8 +25,8 @@ type slot struct {
 	local []byte
 	plan  plan
 	start time.Time
-	multi []plan // for EXEC: the plans of the queued commands
-	cmd   []byte // the command sent, on a cluster upstream (a replay after MOVED)
+	multi []plan       // for EXEC: the plans of the queued commands
+	cl    *clusterSlot // on a cluster upstream: where it went, and its reply once read
 }
 
 // clientConn is one client connection.
@@ -64,6 +64,7 @@ type clientConn struct {
 	subs       map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
 	watching   bool           // WATCH sent, no EXEC/DISCARD/UNWATCH since (cluster: keeps the node)
 	heldMulti  []byte         // cluster, spread mode: MULTI answered, not yet sent (cluster_client.go)
+	dirty      []*upConn      // cluster: connections written to since the last flush
 	keyIdx     []int          // scratch for clusterSlot
 	clusterOut [][]byte       // cluster upstream: the last command's rewritten arguments
 
@@ -197,6 +198,9 @@ func (s *clientConn) quit() error {
 // flushUpstream sends the commands buffered for the upstream: now on a
 // dedicated connection, soon (coalesced with other clients') on a shared one.
 func (s *clientConn) flushUpstream() {
+	if len(s.dirty) > 0 {
+		s.flushDirty()
+	}
 	if s.up == nil {
 		return
 	}
@@ -348,15 +352,15 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	}
 	if s.via != target {
 		// Replies come back in order per connection only: those owed on
-		// the previous one arrive first.
-		if s.via != nil {
+		// the previous one arrive first (on a cluster they are put in
+		// order as they arrive: clusterSlot).
+		if s.via != nil && s.srv.cluster == nil {
 			s.waitDrained()
 		}
 		s.via = target
 	}
 	sl := slot{plan: p, start: time.Now()}
 	if s.srv.cluster != nil {
-		sl.cmd = append([]byte(nil), cmd...)
 		switch p.watch {
 		case watchOn:
 			s.watching = true
@@ -393,7 +397,15 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	}
 	s.inMulti = inMulti
 	s.pubsub = subscribedAny(s.subs)
+	var clCmd []byte
+	if s.srv.cluster != nil {
+		clCmd = append([]byte(nil), cmd...)
+		s.markDirty(target)
+	}
 	for i := 0; i < replies; i++ {
+		if clCmd != nil {
+			sl.cl = &clusterSlot{cmd: clCmd, via: target}
+		}
 		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
@@ -470,7 +482,7 @@ func (s *clientConn) waitOwedBelow(n int) {
 // has been sent every reply it is owed.
 func (s *clientConn) waitDrained() {
 	s.flushUpstream()
-	if s.via != nil && s.via != s.up {
+	if s.via != nil && s.via != s.up && s.srv.cluster == nil {
 		_ = s.via.flush()
 	}
 	s.qmu.Lock()

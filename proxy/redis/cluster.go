@@ -24,10 +24,10 @@ import (
 // multiplexed connection; a client's command goes to the master of its
 // namespaced keys' slot (a keyless command stays where the client's last
 // command went, or goes to the master of the tenant's own prefix). A
-// client's replies stay in order as on a standalone upstream: before its
-// commands move to another connection, every reply owed on the previous
-// one has arrived (clientConn.forward). There is no event loop: every
-// connection has its own reader.
+// client's commands to several masters are in flight at once, and their
+// replies are put back in the client's order (clusterSlot, in
+// cluster_client.go). There is no event loop: every connection has its
+// own reader.
 //
 // A MOVED or ASK reply on a shared connection is never seen by the client:
 // its reader replays the command (after ASKING, for ASK) on the target
@@ -357,12 +357,9 @@ func (c *clusterUpstream) close() {
 // deliver hands a reply read on u to s, following a MOVED or ASK on a
 // shared connection (see above).
 func (c *clusterUpstream) deliver(s *clientConn, u *upConn, rep *resp.Reply) {
-	if s.dropFront() {
-		return // a held MULTI's +OK, answered when it was held
-	}
 	root := rep.Root()
 	if root.Type() != resp.TypeSimpleError {
-		s.deliver(rep)
+		s.completeFor(u, rep, "")
 		return
 	}
 	host, _, _ := net.SplitHostPort(u.addr)
@@ -371,20 +368,23 @@ func (c *clusterUpstream) deliver(s *clientConn, u *upConn, rep *resp.Reply) {
 		if msg := root.Bytes(); hasPrefix(msg, "CLUSTERDOWN") || hasPrefix(msg, "TRYAGAIN") {
 			c.stale.Store(true)
 		}
-		s.deliver(rep)
+		s.completeFor(u, rep, "")
 		return
 	}
 	if !r.Ask {
 		c.stale.Store(true)
 	}
-	cmd := s.frontCommand()
-	if u.dedicated != nil || cmd == nil {
+	cl := s.owedOn(u)
+	if cl == nil {
+		return // the client has gone
+	}
+	if u.dedicated != nil {
 		c.srv.metrics.clusterRedirects.WithLabelValues(redirectKind(r), "refused").Inc()
-		s.deliverError(msgSlotMoved)
+		s.complete(cl, nil, msgSlotMoved)
 		return
 	}
 	c.srv.metrics.clusterRedirects.WithLabelValues(redirectKind(r), "replayed").Inc()
-	c.replay(s, r, cmd)
+	c.replay(s, r, cl)
 }
 
 func redirectKind(r clustermap.Redirect) string {
@@ -396,9 +396,10 @@ func redirectKind(r clustermap.Redirect) string {
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
 
-// replay runs cmd where r points, following further redirections, and
-// delivers the final reply to s.
-func (c *clusterUpstream) replay(s *clientConn, r clustermap.Redirect, cmd []byte) {
+// replay runs cl's command where r points, following further
+// redirections, and delivers the final reply to s as cl's.
+func (c *clusterUpstream) replay(s *clientConn, r clustermap.Redirect, cl *clusterSlot) {
+	cmd := cl.cmd
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.cfg.ConnectTimeout)
 	defer cancel()
 	for range maxRedirects {
@@ -427,13 +428,13 @@ func (c *clusterUpstream) replay(s *clientConn, r clustermap.Redirect, cmd []byt
 					return nil
 				}
 			}
-			s.deliver(rep)
+			s.complete(cl, rep, "")
 			return nil
 		})
 		if err != nil {
 			ref := newRef()
 			c.srv.log.Warn("redis cluster redirect failed", "tenant", s.tenantID, "client", s.id, "ref", ref, "node", r.Addr, "error", err)
-			s.deliverError(withRef(msgLostReplyOwed, ref))
+			s.complete(cl, nil, withRef(msgLostReplyOwed, ref))
 			return
 		}
 		if !redirected {
@@ -444,5 +445,5 @@ func (c *clusterUpstream) replay(s *clientConn, r clustermap.Redirect, cmd []byt
 		}
 		r = next
 	}
-	s.deliverError(msgSlotMoved)
+	s.complete(cl, nil, msgSlotMoved)
 }

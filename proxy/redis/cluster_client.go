@@ -135,17 +135,6 @@ func (s *clientConn) holdsState() bool {
 	return s.inMulti || s.watching || subscribedAny(s.subs)
 }
 
-// frontCommand returns the command the client's oldest owed reply
-// answers (cluster upstreams keep it, for a replay after MOVED or ASK).
-func (s *clientConn) frontCommand() []byte {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	if s.outq.len() == 0 || s.outq.front().local != nil {
-		return nil
-	}
-	return s.outq.front().cmd
-}
-
 // clusterServe answers, on a cluster upstream, what one node cannot:
 // KEYS and SCAN over every master, FLUSHDB/FLUSHALL/DBSIZE emulated on
 // every master, and the refusals of refusedOnCluster. It reports whether
@@ -363,8 +352,9 @@ func (s *clientConn) clusterMulti(ctx context.Context, cmd []byte, p plan) bool 
 	}
 	s.qmu.Lock()
 	s.inMulti = true
-	s.outq.push(slot{plan: plan{drop: true}, start: time.Now()})
+	s.outq.push(slot{plan: plan{drop: true}, start: time.Now(), cl: &clusterSlot{cmd: multi, via: u}})
 	s.qmu.Unlock()
+	s.markDirty(u)
 	if err := u.send(s, multi, 1); err != nil {
 		s.dropSlots(1)
 		s.qmu.Lock()
@@ -376,15 +366,112 @@ func (s *clientConn) clusterMulti(ctx context.Context, cmd []byte, p plan) bool 
 	return false
 }
 
-// dropFront drops the reply owed first if it is a held MULTI's (see
-// clusterMulti), reporting whether it did.
-func (s *clientConn) dropFront() bool {
+// Replies from several nodes.
+//
+// A client's commands go to the masters of their keys without waiting for
+// the replies owed on other masters: a pipeline is split per node, and
+// the replies are put back in the client's order. Each owed reply's slot
+// carries a clusterSlot naming the connection it was sent on; a reply read
+// on a connection answers the oldest slot still open for that connection
+// (replies come back in order per connection), is rewritten into the
+// slot, and the client is sent every finished slot at the front.
+
+// clusterSlot is the cluster upstream's part of an owed reply.
+type clusterSlot struct {
+	cmd   []byte  // the command sent (replayed after MOVED or ASK)
+	via   *upConn // the connection it was sent on
+	done  bool
+	reply []byte // the rewritten reply, until the slots before it are done
+}
+
+// markDirty notes that u has commands of the client to flush.
+func (s *clientConn) markDirty(u *upConn) {
+	for _, d := range s.dirty {
+		if d == u {
+			return
+		}
+	}
+	s.dirty = append(s.dirty, u)
+}
+
+// flushDirty flushes every connection the client wrote to.
+func (s *clientConn) flushDirty() {
+	for i, u := range s.dirty {
+		_ = u.flush() // a failed write fails what is owed on u
+		s.dirty[i] = nil
+	}
+	s.dirty = s.dirty[:0]
+}
+
+// owedOn returns the oldest open slot of the client sent on u, or nil.
+func (s *clientConn) owedOn(u *upConn) *clusterSlot {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if s.outq.len() == 0 || s.outq.front().local != nil || !s.outq.front().plan.drop {
-		return false
+	return s.owedOnLocked(u)
+}
+
+func (s *clientConn) owedOnLocked(u *upConn) *clusterSlot {
+	for i := range s.outq.len() {
+		if cl := s.outq.at(i).cl; cl != nil && !cl.done && cl.via == u {
+			return cl
+		}
 	}
-	s.popSlot()
-	s.drainLocal()
-	return true
+	return nil
+}
+
+// completeFor answers the oldest slot open on u with rep, or with the
+// error msg when rep is nil.
+func (s *clientConn) completeFor(u *upConn, rep *resp.Reply, msg string) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if cl := s.owedOnLocked(u); cl != nil {
+		s.completeLocked(cl, rep, msg)
+	}
+}
+
+// complete answers cl with rep, or with the error msg when rep is nil.
+func (s *clientConn) complete(cl *clusterSlot, rep *resp.Reply, msg string) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.completeLocked(cl, rep, msg)
+}
+
+func (s *clientConn) completeLocked(cl *clusterSlot, rep *resp.Reply, msg string) {
+	var sl *slot
+	for i := range s.outq.len() {
+		if x := s.outq.at(i); x.cl == cl {
+			sl = x
+			break
+		}
+	}
+	if sl == nil || cl.done {
+		return // the client gave up on it (closed); drop
+	}
+	cl.done = true
+	switch {
+	case sl.plan.drop:
+		// A held MULTI's +OK, answered when it was held.
+	case rep == nil:
+		cl.reply = resp.AppendError(nil, msg)
+	default:
+		s.latency.Observe(time.Since(sl.start).Seconds())
+		cl.reply = s.transform(nil, rep, *sl)
+	}
+	for s.outq.len() > 0 {
+		f := s.outq.front()
+		switch {
+		case f.local != nil:
+			s.appendOut(f.local)
+		case f.cl != nil && f.cl.done:
+			if f.cl.reply != nil && s.reserve(len(f.cl.reply)) {
+				s.out = append(s.out, f.cl.reply...)
+			}
+		default:
+			return
+		}
+		s.popSlot()
+		if s.outq.len() == 0 {
+			s.cond.Broadcast()
+		}
+	}
 }

@@ -291,7 +291,7 @@ func TestClusterFailover(t *testing.T) {
 			victim = n
 		}
 	}
-	if err := victim.Stop(); err != nil {
+	if err := victim.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 30*time.Second, func() error {

@@ -271,7 +271,11 @@ func (u *upConn) fail(err error) {
 	msg := withRef(msgLostReplyOwed, ref)
 	var told []*clientConn
 	for _, s := range owed {
-		s.deliverError(msg)
+		if u.srv.cluster != nil {
+			s.completeFor(u, nil, msg)
+		} else {
+			s.deliverError(msg)
+		}
 		if !contains(told, s) {
 			told = append(told, s)
 		}
