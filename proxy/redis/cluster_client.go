@@ -141,8 +141,8 @@ func (s *clientConn) holdsState() bool {
 // it answered.
 func (s *clientConn) clusterServe(ctx context.Context, cmd *keyspec.Command, out [][]byte, rp rules.Plan) (rule string, done bool) {
 	if what := refusedOnCluster(rp); what != "" {
-		s.refuse(cmd.Name, what+" are not available with a Redis Cluster upstream", "cluster")
-		return "cluster", true
+		s.refuse(cmd.Name, what+" are not available with a Redis Cluster upstream", "cluster-upstream")
+		return "cluster-upstream", true
 	}
 	switch {
 	case rp == rules.ReplyStripKeys && cmd.Name == "keys":

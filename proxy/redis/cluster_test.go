@@ -363,3 +363,32 @@ func spreadTransactions(t *testing.T, ctx context.Context, rc *redisserver.Clust
 		t.Fatalf("after WATCH transaction %sy = %q, want 10", away, v)
 	}
 }
+
+// TestClusterRefusals: what a cluster upstream cannot yet do per tenant is
+// refused with NOPERM naming the rule, and the connection stays usable.
+func TestClusterRefusals(t *testing.T) {
+	rc := harness.RedisCluster(t)
+	ctx := ctxT(t, 30*time.Second)
+	p := startClusterProxy(t, rc, namespace.OneSlot)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	for _, tc := range []struct {
+		name, rule string
+		args       []any
+	}{
+		{"EVAL", "cluster-upstream", []any{"EVAL", "return 1", "0"}},
+		{"SCRIPT LOAD", "cluster-upstream", []any{"SCRIPT", "LOAD", "return 1"}},
+		{"INFO", "cluster-upstream", []any{"INFO", "keyspace"}},
+		{"CLIENT TRACKING", "cluster-upstream", []any{"CLIENT", "TRACKING", "on"}},
+		{"CLUSTER NODES", "cluster", []any{"CLUSTER", "NODES"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := acme.Do(ctx, tc.args...).Err()
+			if err == nil || !strings.HasPrefix(err.Error(), "NOPERM ") || !strings.Contains(err.Error(), "(rule "+tc.rule+")") {
+				t.Fatalf("%v: %v, want NOPERM (rule %s)", tc.args, err, tc.rule)
+			}
+			if err := acme.Set(ctx, "still", "usable", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
