@@ -68,6 +68,8 @@ fuzz:
 	$(GO) test ./proxy/redis/keyspec -run '^$$' -fuzz FuzzLocate -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/namespace -run '^$$' -fuzz FuzzNamespace -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/rules -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/redis/clustermap -run '^$$' -fuzz FuzzParseTopology -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/redis/clustermap -run '^$$' -fuzz FuzzParseRedirect -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzScan -fuzztime $(FUZZTIME)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ type File struct {
 	} `yaml:"listen"`
 	Redis struct {
 		Upstream           string   `yaml:"upstream"`
+		ClusterSeeds       []string `yaml:"cluster_seeds"` // instead of upstream: a Redis Cluster
 		Username           string   `yaml:"username"`
 		Password           string   `yaml:"password"`
 		SharedConnections  int      `yaml:"shared_connections"`
@@ -482,16 +484,24 @@ func decodeKey(s string) ([]byte, error) {
 func parseRedis(f *File, out *Sidecar) *fieldErr {
 	r := f.Redis
 	if out.RedisListen == "" {
-		if r.Upstream != "" {
-			return &fieldErr{"listen.redis", "required when redis.upstream is set"}
+		if r.Upstream != "" || len(r.ClusterSeeds) > 0 {
+			return &fieldErr{"listen.redis", "required when redis.upstream or redis.cluster_seeds is set"}
 		}
 		return nil
 	}
-	if r.Upstream == "" {
-		return &fieldErr{"redis.upstream", "required when listen.redis is set (host:port of redis-server)"}
+	switch {
+	case r.Upstream == "" && len(r.ClusterSeeds) == 0:
+		return &fieldErr{"redis.upstream", "required when listen.redis is set (host:port of redis-server; or redis.cluster_seeds for a Redis Cluster)"}
+	case r.Upstream != "" && len(r.ClusterSeeds) > 0:
+		return &fieldErr{"redis.cluster_seeds", "set either redis.upstream (one redis-server) or redis.cluster_seeds (a Redis Cluster), not both"}
+	}
+	for i, s := range r.ClusterSeeds {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return &fieldErr{fmt.Sprintf("redis.cluster_seeds[%d]", i), fmt.Sprintf("%q is not host:port: %v", s, err)}
+		}
 	}
 	c := proxyredis.Config{
-		Upstream: r.Upstream, UpstreamUser: r.Username, UpstreamPassword: r.Password,
+		Upstream: r.Upstream, Cluster: slices.Clone(r.ClusterSeeds), UpstreamUser: r.Username, UpstreamPassword: r.Password,
 		SharedConns: r.SharedConnections, MaxDedicated: r.MaxDedicated,
 		DisableScripting: r.AllowScripting != nil && !*r.AllowScripting, MaxClientConns: r.MaxClientConns,
 		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
@@ -519,6 +529,9 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 		default:
 			return &fieldErr{fmt.Sprintf("redis.emulate[%d]", i), fmt.Sprintf("%q cannot be emulated (flushdb, flushall, dbsize)", e)}
 		}
+	}
+	if len(r.NearCache) > 0 && len(r.ClusterSeeds) > 0 {
+		return &fieldErr{"redis.near_cache", "not available with redis.cluster_seeds: its invalidations come from one redis-server's tracking"}
 	}
 	for i, n := range r.NearCache {
 		field := fmt.Sprintf("redis.near_cache[%d]", i)

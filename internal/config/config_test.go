@@ -77,6 +77,10 @@ func TestParseErrors(t *testing.T) {
 		{"console without password", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: tgadmin}\n", "postgres.console: user and password are both required"},
 		{"unset listen variable", "127.0.0.1:6432", "${TG_TEST_UNSET_POD_IP}:6432", `listen.postgres: `},
 		{"negative per-source cap", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  max_client_connections_per_source: -1\n", "postgres.max_client_connections_per_source: must not be negative"},
+		{"redis upstream and seeds", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  cluster_seeds: [127.0.0.1:7000]\n", "redis.cluster_seeds: set either redis.upstream"},
+		{"bad seed", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000, nohost]\n", `redis.cluster_seeds[1]: "nohost" is not host:port`},
+		{"seeds without listener", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\nredis:\n  cluster_seeds: [127.0.0.1:7000]\n", "listen.redis: required when"},
+		{"near cache on a cluster", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000]\n  near_cache: [{tenant: acme, keys: [\"*\"], max_ttl: 1m}]\n", "redis.near_cache: not available with redis.cluster_seeds"},
 		{"console user is a tenant", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: acme, password: x}\n", `postgres.console.user: "acme" is a tenant`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,6 +111,17 @@ func TestGatewayConfig(t *testing.T) {
 	}
 	if sc.PostgresListen != "10.1.2.3:6432" || sc.Postgres.MaxClientConnsPerSource != 50 {
 		t.Fatalf("listen %q, per source %d", sc.PostgresListen, sc.Postgres.MaxClientConnsPerSource)
+	}
+}
+
+func TestRedisClusterConfig(t *testing.T) {
+	text := strings.Replace(valid, "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000, 127.0.0.1:7001]\n  namespace: one-slot\n", 1)
+	sc, err := Parse("sidecar.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Redis.Upstream != "" || strings.Join(sc.Redis.Cluster, ",") != "127.0.0.1:7000,127.0.0.1:7001" {
+		t.Fatalf("redis upstream %q, cluster %v", sc.Redis.Upstream, sc.Redis.Cluster)
 	}
 }
 

@@ -25,7 +25,8 @@ type slot struct {
 	local []byte
 	plan  plan
 	start time.Time
-	multi []plan // for EXEC: the plans of the queued commands
+	multi []plan       // for EXEC: the plans of the queued commands
+	cl    *clusterSlot // on a cluster upstream: where it went, and its reply once read
 }
 
 // clientConn is one client connection.
@@ -64,6 +65,11 @@ type clientConn struct {
 	queued     []plan         // plans of commands queued in MULTI
 	inMulti    bool           // written under qmu (end reads it); the client goroutine reads it freely
 	subs       map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
+	watching   bool           // WATCH sent, no EXEC/DISCARD/UNWATCH since (cluster: keeps the node)
+	heldMulti  []byte         // cluster, spread mode: MULTI answered, not yet sent (cluster_client.go)
+	dirty      []*upConn      // cluster: connections written to since the last flush
+	slotKeys   []int          // scratch for clusterSlot
+	clusterOut [][]byte       // cluster upstream: the last command's rewritten arguments
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
@@ -199,6 +205,9 @@ func (s *clientConn) flushUpstream() {
 	if s.via != nil && s.via != s.up {
 		_ = s.via.flush() // the near cache's fill connection
 	}
+	if len(s.dirty) > 0 {
+		s.flushDirty()
+	}
 	if s.up == nil {
 		return
 	}
@@ -278,6 +287,11 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		return "", nil
 	}
 	out, p, rp, rerr := s.prepare(args, cmd, lerr)
+	if rerr == nil && s.srv.cluster != nil {
+		if rule, done := s.clusterServe(ctx, cmd, s.clusterOut, rp); done {
+			return rule, nil
+		}
+	}
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
 		s.writeLocal(resp.AppendError(nil, rerr.msg))
@@ -334,6 +348,16 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 			return nil
 		}
 		target = u
+	} else if s.srv.cluster != nil {
+		if s.clusterMulti(ctx, cmd, p) {
+			return nil
+		}
+		u, err := s.clusterTarget(ctx, p)
+		if err != nil {
+			s.writeLocal(s.dialFailure(err))
+			return nil
+		}
+		target = u
 	} else {
 		if (p.dedicated || s.resp3) && !s.dedicated {
 			if err := s.becomeDedicated(ctx); err != nil {
@@ -353,13 +377,22 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	}
 	if s.via != target {
 		// Replies come back in order per connection only: those owed on
-		// the previous one arrive first.
-		if s.via != nil {
+		// the previous one arrive first (on a cluster they are put in
+		// order as they arrive: clusterSlot).
+		if s.via != nil && s.srv.cluster == nil {
 			s.waitDrained()
 		}
 		s.via = target
 	}
 	sl := slot{plan: p, start: time.Now()}
+	if s.srv.cluster != nil {
+		switch p.watch {
+		case watchOn:
+			s.watching = true
+		case watchOff:
+			s.watching = false
+		}
+	}
 	inMulti := s.inMulti
 	switch {
 	case p.multi:
@@ -389,7 +422,15 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	}
 	s.inMulti = inMulti
 	s.pubsub = subscribedAny(s.subs)
+	var clCmd []byte
+	if s.srv.cluster != nil {
+		clCmd = append([]byte(nil), cmd...)
+		s.markDirty(target)
+	}
 	for i := 0; i < replies; i++ {
+		if clCmd != nil {
+			sl.cl = &clusterSlot{cmd: clCmd, via: target}
+		}
 		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
@@ -402,6 +443,17 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	if err != nil {
 		s.dropSlots(replies)
 		if target == s.up {
+			if s.dedicated {
+				// Its state died with it: the next stateful command gets a
+				// new connection of its own, never a shared one (where
+				// pub/sub messages would be taken for others' replies).
+				s.srv.releaseDedicated(target)
+				s.dedicated = false
+				s.subs, s.watching, s.heldMulti = nil, false, nil
+				s.qmu.Lock()
+				s.inMulti, s.pubsub = false, false
+				s.qmu.Unlock()
+			}
 			s.up = nil
 		}
 		s.via = nil
@@ -423,7 +475,7 @@ func (s *clientConn) becomeDedicated(ctx context.Context) error {
 		}
 	}
 	s.waitDrained()
-	u, err := s.srv.dedicatedConn(ctx, s)
+	u, err := s.srv.dedicatedConn(ctx, s, "")
 	if err != nil {
 		return err
 	}
@@ -461,7 +513,7 @@ func (s *clientConn) waitOwedBelow(n int) {
 // has been sent every reply it is owed.
 func (s *clientConn) waitDrained() {
 	s.flushUpstream()
-	if s.via != nil && s.via != s.up {
+	if s.via != nil && s.via != s.up && s.srv.cluster == nil {
 		_ = s.via.flush()
 	}
 	s.qmu.Lock()

@@ -33,6 +33,10 @@ const DefaultClientOutputLimit = 4 << 20
 type Config struct {
 	// Upstream is the redis-server address (host:port).
 	Upstream string
+	// Cluster, instead of Upstream, names seed nodes (host:port) of a
+	// Redis Cluster: the listener learns the slot map from them and speaks
+	// to every master (cluster.go).
+	Cluster []string
 	// UpstreamUser and UpstreamPassword authenticate to the upstream (ACL user).
 	UpstreamUser, UpstreamPassword string
 	// SharedConns is the number of multiplexed upstream connections.

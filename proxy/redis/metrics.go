@@ -14,6 +14,7 @@ type metrics struct {
 
 	dedicatedIdle     prometheus.Gauge
 	dedicatedReleases *prometheus.CounterVec
+	clusterRedirects  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,7 +61,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
 		}),
 	}
+	m.clusterRedirects = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "cluster_redirects_total",
+		Help: "MOVED and ASK replies of Redis Cluster nodes, by kind (moved, ask) and outcome: replayed (on the target node, unseen by the client) or refused (on a connection that may hold state: the client got -TRYAGAIN).",
+	}, []string{"kind", "outcome"})
 	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker, m.tlsRefused,
-		m.dedicatedIdle, m.dedicatedReleases)
+		m.dedicatedIdle, m.dedicatedReleases, m.clusterRedirects)
 	return m
 }

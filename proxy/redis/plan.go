@@ -19,7 +19,15 @@ type plan struct {
 	sha       [20]byte   // SCRIPT LOAD: the SHA1 the client knows the script by
 	near      *upConn    // run on the near cache's fill connection (nearcache_client.go)
 	fill      *fillToken // there, the cache miss its reply completes
+	slot      int32      // cluster upstream: the slot of the keys, or noSlot
+	watch     int8       // cluster upstream: watchOn (WATCH), watchOff (EXEC, DISCARD, UNWATCH)
+	drop      bool       // cluster upstream: a held MULTI's reply, answered already
 }
+
+const (
+	watchOn  = 1
+	watchOff = -1
+)
 
 // refusal is a command answered with an error instead of being forwarded.
 type refusal struct {
@@ -62,6 +70,7 @@ func (s *clientConn) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([
 		}
 	}
 	if !rp.Forward() {
+		s.clusterOut = out
 		return nil, plan{}, rp, nil
 	}
 	p := plan{reply: rp, replies: 1}
@@ -73,6 +82,20 @@ func (s *clientConn) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([
 		}
 	}
 	p.dedicated = needsOwnConn(cmd)
+	if s.srv.cluster != nil {
+		slot, ok := s.clusterSlot(cmd, out)
+		if !ok {
+			return nil, plan{}, 0, &refusal{msg: msgCrossSlot, rule: "crossslot"}
+		}
+		p.slot = slot
+		s.clusterOut = out
+		switch cmd.Name {
+		case "watch":
+			p.watch = watchOn
+		case "unwatch", "exec", "discard":
+			p.watch = watchOff
+		}
+	}
 	switch cmd.Name {
 	case "multi":
 		p.multi = true

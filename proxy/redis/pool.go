@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -197,19 +198,21 @@ func checkClientInfo(info, user string) (int64, error) {
 	return id, nil
 }
 
-// takeIdle returns a pooled connection ready for s (in s's protocol),
-// with its reader running, or nil.
-func (srv *Server) takeIdle(ctx context.Context, s *clientConn) *upConn {
+// takeIdle returns a pooled connection to addr ready for s (in s's
+// protocol), with its reader running, or nil.
+func (srv *Server) takeIdle(ctx context.Context, s *clientConn, addr string) *upConn {
 	for {
 		srv.mu.Lock()
-		n := len(srv.idle)
-		if n == 0 {
+		n := len(srv.idle) - 1
+		for n >= 0 && srv.idle[n].u.addr != addr {
+			n-- // another cluster node's
+		}
+		if n < 0 {
 			srv.mu.Unlock()
 			return nil
 		}
-		ic := srv.idle[n-1]
-		srv.idle[n-1] = idleConn{}
-		srv.idle = srv.idle[:n-1]
+		ic := srv.idle[n]
+		srv.idle = slices.Delete(srv.idle, n, n+1)
 		srv.metrics.dedicatedIdle.Set(float64(len(srv.idle)))
 		srv.mu.Unlock()
 		if time.Since(ic.since) > srv.cfg.DedicatedIdleTimeout {

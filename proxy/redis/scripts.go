@@ -218,13 +218,13 @@ func (srv *Server) scriptConn(ctx context.Context, s *clientConn) (*upConn, erro
 		return nil, err
 	}
 	user, pass := scriptUserName(s.tenantID), srv.scriptPassword(s.tenantID)
-	u, err := srv.dialAs(ctx, s.resp3, user, pass)
+	u, err := srv.dialAs(ctx, srv.cfg.Upstream, s.resp3, user, pass)
 	var he *handshakeError
 	if errors.As(err, &he) && strings.HasPrefix(he.msg, "WRONGPASS") {
 		// Deleted or changed since this process set it up (another
 		// sidecar's credential, an operator): set it up again, once.
 		if err = srv.ensureScriptUser(ctx, s.ns, true); err == nil {
-			u, err = srv.dialAs(ctx, s.resp3, user, pass)
+			u, err = srv.dialAs(ctx, srv.cfg.Upstream, s.resp3, user, pass)
 		}
 	}
 	if errors.As(err, &he) {

@@ -59,13 +59,22 @@ type Server struct {
 	version     string
 	near        *nearCache // nil: no tenant has a near cache
 	readers     sync.WaitGroup
+	// cluster is the Redis Cluster upstream (cluster.go); nil for one
+	// redis-server, whose path does not look at it beyond this nil check.
+	cluster *clusterUpstream
 }
 
 // New builds a Server; nothing connects until the first client.
 func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if cfg.Upstream == "" {
-		return nil, errors.New("redis upstream address is required")
+	switch {
+	case cfg.Upstream == "" && len(cfg.Cluster) == 0:
+		return nil, errors.New("redis upstream address (or cluster seeds) is required")
+	case cfg.Upstream != "" && len(cfg.Cluster) > 0:
+		return nil, errors.New("redis upstream: a server address or cluster seeds, not both")
+	case len(cfg.Cluster) > 0 && len(cfg.NearCache) > 0:
+		// Its invalidations come from one redis-server's tracking.
+		return nil, errors.New("redis near cache: not available with a Redis Cluster upstream")
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -84,6 +93,9 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		scriptUp:    map[scriptConnKey]*upConn{},
 		scriptUsers: map[string]bool{},
 		endMode:     clientend.NewMode(cfg.SessionEnd),
+	}
+	if len(cfg.Cluster) > 0 {
+		srv.cluster = newClusterUpstream(srv, cfg.Cluster)
 	}
 	srv.SetCommandRules(!cfg.DisableScripting, cfg.Emulate)
 	near, err := newNearCache(srv, cfg.NearCache, reg)
@@ -246,7 +258,8 @@ func (srv *Server) startReader(u *upConn) {
 
 // dedicatedConn returns an upstream connection owned by one client: a
 // pooled one (pool.go), or a new one.
-func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn) (*upConn, error) {
+// On a cluster, addr is the node it connects to.
+func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn, addr string) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.dedicated >= srv.cfg.MaxDedicated {
 		srv.mu.Unlock()
@@ -254,10 +267,19 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn) (*upConn, e
 	}
 	srv.dedicated++
 	srv.mu.Unlock()
-	if u := srv.takeIdle(ctx, s); u != nil {
+	if srv.cluster == nil {
+		addr = srv.cfg.Upstream
+	}
+	if u := srv.takeIdle(ctx, s, addr); u != nil {
 		return u, nil
 	}
-	u, err := srv.dialUpstream(ctx, s.resp3)
+	var u *upConn
+	var err error
+	if srv.cluster != nil {
+		u, err = srv.cluster.dial(ctx, addr, s.resp3)
+	} else {
+		u, err = srv.dialUpstream(ctx, s.resp3)
+	}
 	if err != nil {
 		srv.mu.Lock()
 		srv.dedicated--
@@ -286,6 +308,9 @@ func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 	}
 	// Clients on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
+	if srv.cluster != nil && u.dedicated == nil {
+		srv.cluster.lost(u)
+	}
 	if !errors.Is(err, net.ErrClosed) {
 		srv.log.Warn("redis upstream connection lost", "ref", ref, "error", err)
 	}
@@ -306,7 +331,7 @@ func (srv *Server) loop() *loop {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if srv.lp == nil && srv.lpErr == nil {
-		if srv.acc.Draining() {
+		if srv.acc.Draining() || srv.cluster != nil {
 			return nil
 		}
 		srv.lp, srv.lpErr = newLoop(srv)
@@ -354,6 +379,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	srv.closeIdle()
+	if srv.cluster != nil {
+		srv.cluster.close()
+	}
 	srv.mu.Lock()
 	shared := slices.Clone(srv.sharedUp)
 	for k, u := range srv.scriptUp {

@@ -26,6 +26,7 @@ type upConn struct {
 	conn      net.Conn
 	rr        *resp.ReplyReader
 	dedicated *clientConn // nil for a shared connection
+	addr      string      // the node's host:port
 
 	mu       sync.Mutex
 	wbuf     []byte            // commands not yet written
@@ -64,13 +65,25 @@ var errUpstreamClosed = errors.New("upstream connection closed")
 // dialUpstream connects and authenticates to redis-server through the
 // breaker, as the proxy's own user.
 func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error) {
-	return srv.breaker.Execute(func() (*upConn, error) {
-		user := srv.cfg.UpstreamUser
-		if user == "" {
-			user = "default"
+	if srv.cluster != nil {
+		// Server-wide work (a script user, say) on any master.
+		addr, err := srv.cluster.anyMaster(ctx)
+		if err != nil {
+			return nil, err
 		}
-		return srv.dialAs(ctx, resp3, user, srv.cfg.UpstreamPassword)
+		return srv.cluster.dial(ctx, addr, resp3)
+	}
+	return srv.breaker.Execute(func() (*upConn, error) {
+		return srv.dialAs(ctx, srv.cfg.Upstream, resp3, srv.upstreamUser(), srv.cfg.UpstreamPassword)
 	})
+}
+
+// upstreamUser is the proxy's own upstream ACL user.
+func (srv *Server) upstreamUser() string {
+	if srv.cfg.UpstreamUser == "" {
+		return "default"
+	}
+	return srv.cfg.UpstreamUser
 }
 
 // handshakeError is an error reply to the HELLO that opens a connection
@@ -79,20 +92,20 @@ type handshakeError struct{ msg string }
 
 func (e *handshakeError) Error() string { return "upstream handshake: " + e.msg }
 
-// dialAs connects to redis-server and authenticates as user (no AUTH when
-// password is empty), in RESP3 if asked.
-func (srv *Server) dialAs(ctx context.Context, resp3 bool, user, password string) (*upConn, error) {
+// dialAs connects to the redis-server at addr and authenticates as user
+// (no AUTH when password is empty), in RESP3 if asked.
+func (srv *Server) dialAs(ctx context.Context, addr string, resp3 bool, user, password string) (*upConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, srv.cfg.ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", srv.cfg.Upstream)
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	u := &upConn{srv: srv, conn: c, sock: newSock(c)}
+	u := &upConn{srv: srv, conn: c, sock: newSock(c), addr: addr}
 	u.urd = clientReader{conn: c, sock: u.sock}
 	u.rr = resp.NewReplyReader(&u.urd, 16<<10)
 	// HELLO sets the protocol and authenticates in one round trip.
@@ -254,6 +267,10 @@ func (u *upConn) route(rep *resp.Reply) (*clientConn, error) {
 		// Stored before the client has it: its next read may hit.
 		u.near.finishFill(fill, rep.Raw())
 	}
+	if c := u.srv.cluster; c != nil {
+		c.deliver(s, u, rep)
+		return s, nil
+	}
 	s.deliver(rep)
 	return s, nil
 }
@@ -288,7 +305,11 @@ func (u *upConn) fail(err error) {
 	msg := withRef(msgLostReplyOwed, ref)
 	var told []*clientConn
 	for _, s := range owed {
-		s.deliverError(msg)
+		if u.srv.cluster != nil {
+			s.completeFor(u, nil, msg)
+		} else {
+			s.deliverError(msg)
+		}
 		if !contains(told, s) {
 			told = append(told, s)
 		}
