@@ -167,7 +167,9 @@ func (u *Upstream) SeedRows(t testing.TB, tenant string, n int) {
 }
 
 // Namespace is tenant's namespace in the default (spread) mode.
-func Namespace(tenant string) *namespace.Namespace { return namespace.MustNew(tenant, namespace.Spread) }
+func Namespace(tenant string) *namespace.Namespace {
+	return namespace.MustNew(tenant, namespace.Spread)
+}
 
 // SeedKeys stores n keys of several types in tenant's namespace, as the
 // sidecar would, some with a time to live.
