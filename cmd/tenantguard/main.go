@@ -37,6 +37,8 @@ commands:
   pg bootstrap --config FILE --admin-url URL
                           install row-level isolation in the upstream databases
   pg check --config FILE  audit the upstream role and protected tables
+  tenant provision|export|import|offboard|status|list|cancel|archive …
+                          tenant lifecycle operations through the control plane's admin API
   version                 print the version
 `
 
@@ -66,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "pg":
 		return runPG(ctx, args[1:], stdout, stderr)
+	case "tenant":
+		return runTenant(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tenantguard", version+buildNote)
 		return 0

@@ -376,3 +376,10 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 func (d duration) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.Quote(time.Duration(d).String())), nil
 }
+
+// Operations is a workflow engine with the lifecycle's kinds, and the
+// archive directory: what the admin API serves.
+type Operations struct {
+	*workflow.Engine
+	*Service
+}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
+	"github.com/tenantguard/tenantguard/controlplane/lifecycle"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/xds"
 	"github.com/tenantguard/tenantguard/internal/bearer"
@@ -39,6 +40,8 @@ type Service struct {
 	http    *http.Server
 	adminLn net.Listener
 	audit   *auditWatch
+	ops     *lifecycle.Operations
+	opsDone func() // closes the lifecycle's connections
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -91,6 +94,9 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 		if s.xds != nil {
 			s.xds.Close()
 		}
+		if s.opsDone != nil {
+			s.opsDone()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -127,7 +133,11 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 			return fail(fmt.Errorf("envoy resources: %w", err))
 		}
 	}
-	api, err := adminapi.New(st, cfg.AdminToken, log.With("component", "admin-api"))
+	if s.ops, s.opsDone, err = newLifecycle(cfg.Lifecycle, st, s.xds, log.With("component", "lifecycle")); err != nil {
+		return fail(err)
+	}
+	api, err := adminapi.New(st, cfg.AdminToken, log.With("component", "admin-api"),
+		adminapi.WithOperations(s.ops, cfg.Lifecycle.MaxArchiveBytes))
 	if err != nil {
 		return fail(err)
 	}
@@ -229,9 +239,15 @@ func (s *Service) follow() {
 
 // Run serves until ctx ends, then stops within the drain timeout.
 func (s *Service) Run(ctx context.Context) error {
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.follow()
 	go func() { defer s.wg.Done(); s.audit.run(s.stop) }()
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-s.stop; cancel() }()
+		_ = s.ops.Run(ctx) // operations running here hand over their leases
+	}()
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.xdsLn) }()
 	go func() {
@@ -261,6 +277,7 @@ func (s *Service) Run(ctx context.Context) error {
 		serveErr = err
 	}
 	s.wg.Wait()
+	s.opsDone()
 	s.xds.Close()
 	s.store.Close()
 	s.log.Info("stopped")
