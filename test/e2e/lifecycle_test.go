@@ -1,0 +1,392 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantguard/tenantguard/controlplane/adminapi"
+	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
+	"github.com/tenantguard/tenantguard/internal/lifecycletest"
+	"github.com/tenantguard/tenantguard/test/harness"
+)
+
+// lifecycleEnv is one application database, redis-server and control
+// plane database, with control planes run as processes of the built
+// binary.
+type lifecycleEnv struct {
+	t        *testing.T
+	dir      string
+	up       *lifecycletest.Upstream
+	redis    string
+	cpURL    string
+	auditKey string
+}
+
+// controlPlane starts a control plane process on the shared store and
+// waits until it is ready; it returns the process and its admin API URL.
+func (e *lifecycleEnv) controlPlane(name string) (*process, string, string) {
+	t := e.t
+	xdsAddr, admin := freeAddr(t), freeAddr(t)
+	cfg := filepath.Join(e.dir, name+".yaml")
+	body := fmt.Sprintf(`listen: {xds: %q, admin: %q}
+database: %q
+admin_token: %s
+xds_token: %s
+seed: policy.yaml
+audit_key_file: audit.key
+audit_signed_from: 1
+lifecycle:
+  archive_dir: archives
+  lease: 2s
+  ready_timeout: 30s
+  postgres: {url: %q, binding_key: %q}
+  redis: {upstream: %q}
+`, xdsAddr, admin, e.cpURL, e2eAdminToken, xdsToken, e.up.AppURL, lifecycletest.BindingKey, e.redis)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cp := start(t, "controlplane", "--config", cfg)
+	harness.Eventually(t, 60*time.Second, func() error {
+		if err := cp.exited(); err != nil {
+			t.Fatalf("controlplane %s exited: %v\n%s", name, err, cp.output())
+		}
+		code, _, err := httpGet(context.Background(), "http://"+admin+"/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("readyz %d %v", code, err)
+		}
+		return nil
+	})
+	return cp, "http://" + admin, xdsAddr
+}
+
+// cli runs `tenantguard tenant args…` against api and returns its exit
+// code and output.
+func (e *lifecycleEnv) cli(api string, args ...string) (int, string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, append([]string{"tenant"}, args...)...)
+	cmd.Dir = e.dir
+	cmd.Env = append(os.Environ(), "TG_ADMIN_API="+api, "TG_ADMIN_TOKEN="+e2eAdminToken, "USER=e2e")
+	out, err := cmd.CombinedOutput()
+	if err != nil && cmd.ProcessState == nil {
+		e.t.Fatalf("tenant %v: %v", args, err)
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+func getOperation(t *testing.T, api, id string) adminapi.OperationView {
+	t.Helper()
+	var op adminapi.OperationView
+	if st := callJSON(t, api, e2eAdminToken, "GET", "/v1/operations/"+id, "", &op); st != http.StatusOK {
+		t.Fatalf("GET operation %s: %d", id, st)
+	}
+	return op
+}
+
+func policyTenants(t *testing.T, api string) []string {
+	t.Helper()
+	var p struct {
+		Tenants []struct {
+			ID string `json:"id"`
+		} `json:"tenants"`
+	}
+	if st := callJSON(t, api, e2eAdminToken, "GET", "/v1/policy", "", &p); st != http.StatusOK {
+		t.Fatalf("GET policy: %d", st)
+	}
+	var out []string
+	for _, tn := range p.Tenants {
+		out = append(out, tn.ID)
+	}
+	return out
+}
+
+// TestTenantLifecycle runs the lifecycle through the CLI and the admin
+// API of control planes run as processes, with a sidecar that must
+// accept every change: provision (and one rolled back by its
+// compensation), export, import into a new id, and an offboarding whose
+// control plane is killed with SIGKILL in the middle of deleting and which
+// another control plane finishes. globex, the canary, is byte for byte
+// unchanged throughout.
+func TestTenantLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts several processes")
+	}
+	pg := harness.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	e := &lifecycleEnv{t: t, dir: t.TempDir()}
+	e.up = lifecycletest.Setup(t, pg, "lc_e2e_app_"+suffix)
+	rdb := harness.FreshRedis(t)
+	e.redis = rdb.Options().Addr
+	cpDB := "lc_e2e_cp_" + suffix
+	if err := pg.CreateDatabase(ctx, cpDB); err != nil {
+		t.Fatal(err)
+	}
+	e.cpURL = pg.AdminURL(cpDB)
+	if err := os.WriteFile(filepath.Join(e.dir, "policy.yaml"), []byte(lifecycletest.PolicyYAML("acme", "globex")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, err := auditkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "audit.key"), key.MarshalPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.up.SeedRows(t, "acme", 40)
+	e.up.SeedRows(t, "globex", 25)
+	lifecycletest.SeedKeys(t, rdb, "acme", 50)
+	lifecycletest.SeedKeys(t, rdb, "globex", 20)
+
+	cpA, apiA, xdsA := e.controlPlane("cp-a")
+	_ = cpA
+	// A sidecar takes its policy from A: provisioning waits for it.
+	listen, scAdmin := freeAddr(t), freeAddr(t)
+	scCfg := filepath.Join(e.dir, "sidecar.yaml")
+	if err := os.WriteFile(scCfg, []byte(fmt.Sprintf(`listen: {postgres: %q, admin: %q}
+postgres:
+  databases:
+    - name: app
+      url: %q
+isolation:
+  binding_key: %q
+  tables:
+    - {name: public.invoices, tenant_column: tenant_id}
+    - {name: public.events, tenant_column: tenant_id}
+    - {name: public.customers, tenant_column: tenant_id}
+    - {name: public.plans, shared: true}
+controlplane:
+  address: %q
+  node_id: lifecycle-sidecar
+  cache_file: sidecar-policy.json
+  token: %s
+drain_timeout: 2s
+`, listen, scAdmin, e.up.AppURL, lifecycletest.BindingKey, xdsA, xdsToken)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sc := start(t, "sidecar", "--config", scCfg)
+	harness.Eventually(t, 60*time.Second, func() error {
+		if err := sc.exited(); err != nil {
+			t.Fatalf("sidecar exited: %v\n%s", err, sc.output())
+		}
+		code, _, err := httpGet(ctx, "http://"+scAdmin+"/readyz")
+		if err != nil || code != 200 {
+			return fmt.Errorf("readyz %d %v", code, err)
+		}
+		return nil
+	})
+	asTenant := func(tenant string) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/app?sslmode=disable", tenant, lifecycletest.Password(tenant), listen))
+	}
+	canary := lifecycletest.Take(t, e.up, rdb).Without("acme")
+
+	// 1. provision initech with seed rows and keys, through the CLI; it
+	// can log in through the sidecar at once and sees its rows.
+	if err := os.WriteFile(filepath.Join(e.dir, "initech.pw"), []byte(lifecycletest.Password("initech")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seed := `{"rows": {"public.customers": [{"id": 1, "name": "Peter"}, {"id": 2, "name": "Milton"}],
+	          "public.invoices": [{"id": 1, "customer_id": 2, "total": 12.5}]}, "keys": {"stapler": "red"}}`
+	if err := os.WriteFile(filepath.Join(e.dir, "seed.json"), []byte(seed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := e.cli(apiA, "provision", "initech", "--password-file", "initech.pw", "--seed", "seed.json", "--limits", `{"max_connections": 5}`)
+	if code != 0 {
+		t.Fatalf("provision: exit %d\n%s", code, out)
+	}
+	// Not a terminal: plain lines, one per change, naming the steps.
+	for _, want := range []string{"provision initech", "seed_rows", "wait_ready", "100% succeeded"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("provision output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\r") {
+		t.Errorf("progress bar drawn on a pipe:\n%q", out)
+	}
+	c, err := asTenant("initech")
+	if err != nil {
+		t.Fatalf("initech through the sidecar: %v\n%s", err, out)
+	}
+	var customers, allCustomers int
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM public.customers WHERE name IN ('Peter', 'Milton')").Scan(&customers); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM public.customers").Scan(&allCustomers); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(ctx)
+	if customers != 2 || allCustomers != 2 {
+		t.Errorf("initech sees %d of its seeded customers, %d in all", customers, allCustomers)
+	}
+
+	// 2. A provision whose seed the database refuses (an invoice of a
+	// customer that does not exist, after the customers were committed):
+	// its compensation removes the customers; hooli never enters the
+	// policy.
+	if err := os.WriteFile(filepath.Join(e.dir, "bad.json"), []byte(`{"rows": {"public.customers": [{"id": 1, "name": "Gavin"}],
+	   "public.invoices": [{"id": 1, "customer_id": 7, "total": 1}]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out = e.cli(apiA, "provision", "hooli", "--password-file", "initech.pw", "--seed", "bad.json")
+	if code != 1 || !strings.Contains(out, "failed") || !strings.Contains(out, "23503") {
+		t.Fatalf("bad provision: exit %d\n%s", code, out)
+	}
+	if got := e.up.Counts(t, "hooli"); got["public.customers"] != 0 {
+		t.Errorf("hooli's customers were not removed: %v", got)
+	}
+	if got := policyTenants(t, apiA); strings.Contains(fmt.Sprint(got), "hooli") {
+		t.Errorf("hooli in the policy: %v", got)
+	}
+
+	// 3. Export acme through the CLI: the archive has acme's data and
+	// nothing of globex.
+	code, out = e.cli(apiA, "export", "acme", "-o", "acme.tar")
+	if code != 0 {
+		t.Fatalf("export: exit %d\n%s", code, out)
+	}
+	archive, err := os.ReadFile(filepath.Join(e.dir, "acme.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(archive, []byte("globex")) || !bytes.Contains(archive, []byte(`"tenant_id": "acme"`)) {
+		t.Errorf("acme's archive: globex %v, acme %v", bytes.Contains(archive, []byte("globex")), bytes.Contains(archive, []byte("acme")))
+	}
+
+	// 4. Import it into a new id, uploading the file.
+	code, out = e.cli(apiA, "import", "acme2", "--archive", "acme.tar")
+	if code != 0 {
+		t.Fatalf("import: exit %d\n%s", code, out)
+	}
+	if got, want := e.up.Counts(t, "acme2"), e.up.Counts(t, "acme"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("acme2 has %v, acme %v", got, want)
+	}
+	if err := canary.Equal(lifecycletest.Take(t, e.up, rdb).Without("acme", "acme2", "initech")); err != nil {
+		t.Fatalf("canary after provision, export, import: %v", err)
+	}
+
+	// 5. Offboard acme on control plane B, slowly, and kill B with
+	// SIGKILL in the middle of deleting its rows; another control plane
+	// (C, or A) takes it over once B's lease has expired and finishes it.
+	before := lifecycletest.Take(t, e.up, rdb)
+	acmeRows := e.up.Counts(t, "acme")
+	cpB, apiB, _ := e.controlPlane("cp-b")
+	_, apiC, _ := e.controlPlane("cp-c")
+	var op adminapi.OperationView
+	if st := callJSON(t, apiB, e2eAdminToken, "POST", "/v1/tenants/acme/offboard", `{"batch_size": 5, "batch_pause": "100ms"}`, &op); st != http.StatusAccepted {
+		t.Fatalf("offboard: %d %+v", st, op)
+	}
+	harness.Eventually(t, 2*time.Minute, func() error {
+		cur := getOperation(t, apiB, op.ID)
+		for _, s := range cur.Steps {
+			if s.Name == "delete_rows" && s.Status == "running" && s.Done > 0 {
+				return nil
+			}
+		}
+		if cur.State != "running" {
+			t.Fatalf("offboarding ended before the kill: %+v", cur)
+		}
+		return fmt.Errorf("not deleting yet: step %d", cur.Step)
+	})
+	if err := cpB.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cpB.wait(t, 10*time.Second)
+	if mid := getOperation(t, apiC, op.ID); mid.State != "running" {
+		t.Fatalf("after the kill: %+v", mid)
+	}
+	if got := e.up.Counts(t, "acme"); fmt.Sprint(got) == fmt.Sprint(acmeRows) {
+		t.Errorf("nothing deleted before the kill: %v", got)
+	}
+	var done adminapi.OperationView
+	harness.Eventually(t, 3*time.Minute, func() error {
+		done = getOperation(t, apiC, op.ID)
+		if done.State == "running" {
+			return fmt.Errorf("still running, step %d, lease %s", done.Step, done.LeaseOwner)
+		}
+		return nil
+	})
+	if done.State != "succeeded" || done.Claims != 2 {
+		t.Fatalf("offboarding after the takeover: %+v", done)
+	}
+	var res struct {
+		Deleted struct {
+			Rows map[string]int64 `json:"rows"`
+			Keys int64            `json:"keys"`
+		} `json:"deleted"`
+	}
+	if err := json.Unmarshal(done.Result, &res); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(res.Deleted.Rows) != fmt.Sprint(acmeRows) || res.Deleted.Keys != int64(50+10+5) {
+		t.Errorf("deleted %+v, acme had %v rows and %d keys", res.Deleted, acmeRows, 65)
+	}
+	after := lifecycletest.Take(t, e.up, rdb)
+	if after["acme"] != "" {
+		t.Errorf("acme's data remains: %s", after["acme"])
+	}
+	if err := before.Without("acme").Equal(after); err != nil {
+		t.Fatalf("offboarding acme changed another tenant: %v", err)
+	}
+	if err := canary.Equal(after.Without("acme2", "initech")); err != nil {
+		t.Fatalf("canary (globex) changed: %v", err)
+	}
+	if got := policyTenants(t, apiA); fmt.Sprint(got) != "[globex initech]" {
+		t.Errorf("tenants: %v", got)
+	}
+	// acme can no longer log in at the sidecar; globex still can.
+	harness.Eventually(t, 30*time.Second, func() error {
+		if c, err := asTenant("acme"); err == nil {
+			c.Close(ctx)
+			return fmt.Errorf("acme still logs in")
+		}
+		return nil
+	})
+	g, err := asTenant("globex")
+	if err != nil {
+		t.Fatalf("globex after acme's offboarding: %v", err)
+	}
+	g.Close(ctx)
+
+	// The audit chain holds each operation's start and end, and verifies.
+	var audit struct {
+		Entries []struct {
+			Action string         `json:"action"`
+			Detail map[string]any `json:"detail"`
+		} `json:"entries"`
+		Verified bool   `json:"verified"`
+		Problem  string `json:"problem"`
+	}
+	if st := callJSON(t, apiC, e2eAdminToken, "GET", "/v1/audit?verify=full&limit=1000", "", &audit); st != http.StatusOK || !audit.Verified {
+		t.Fatalf("audit: %d verified %v %s", st, audit.Verified, audit.Problem)
+	}
+	events := map[string]int{}
+	var endDetail map[string]any
+	for _, a := range audit.Entries {
+		if a.Action == "operation" {
+			events[fmt.Sprint(a.Detail["kind"], " ", a.Detail["event"])]++
+			if a.Detail["operation"] == op.ID && a.Detail["event"] == "end" {
+				endDetail = a.Detail
+			}
+		}
+	}
+	if events["provision start"] != 2 || events["provision end"] != 2 || events["offboard end"] != 1 || events["export end"] != 1 || events["import end"] != 1 {
+		t.Errorf("operation audit entries: %v", events)
+	}
+	if !strings.Contains(fmt.Sprint(endDetail["result"]), "public.customers:40") {
+		t.Errorf("offboarding's audit record: %v", endDetail)
+	}
+}
