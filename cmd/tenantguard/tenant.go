@@ -7,19 +7,27 @@ import (
 	"io"
 	"os"
 
+	"golang.org/x/term"
+
 	"github.com/tenantguard/tenantguard/internal/tenantcli"
 )
 
 func runTenant(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return tenantcli.Run(ctx, args, tenantcli.Env{Stdout: stdout, Stderr: stderr, Terminal: isTerminal(stdout)})
+	env := tenantcli.Env{Stdout: stdout, Stderr: stderr}
+	env.Terminal, env.Width = terminal(stdout)
+	return tenantcli.Run(ctx, args, env)
 }
 
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
+// terminal reports whether w is a terminal (not merely a character
+// device: /dev/null is one too), and its width.
+func terminal(w io.Writer) (bool, int) {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return false, 0
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	width, _, err := term.GetSize(int(f.Fd()))
+	if err != nil {
+		return true, 0
+	}
+	return true, width
 }

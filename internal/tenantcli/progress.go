@@ -6,24 +6,40 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
 )
 
-// progress shows an operation as it goes: on a terminal one line redrawn
-// in place ("\r", erase to the end), a bar of the operation's percent and
-// its current step; otherwise one plain line each time the state, the
-// step or its message changes.
+// progress shows an operation as it goes.
+//
+// On a terminal: one line redrawn in place ("\r", erase to the end of the
+// line) with a bar of the operation's percent and its current step, and a
+// line above it for each step that ends (done, failed, undone), so that
+// the steps stay on the screen once the bar is gone.
+//
+// Otherwise (a pipe, a file, /dev/null): plain lines only, one for each
+// change of a step's status or progress and of the operation's state, each
+// with the time and the operation's id. A step that began and ended
+// between two reads still gets its line.
 type progress struct {
 	out      io.Writer
 	terminal bool
-	last     string
-	drawn    bool
+	width    int // the terminal's columns; 0: 80
+	now      func() time.Time
+
+	steps map[string]string // step name -> what was last shown of it
+	state string            // operation state last shown
+	drawn bool              // a bar is on the screen (terminal)
 }
 
-const barWidth = 24
+func newProgress(out io.Writer, terminal bool, width int) *progress {
+	return &progress{out: out, terminal: terminal, width: width, now: time.Now, steps: map[string]string{}}
+}
 
-// current is the step running (or undoing), or the last one to change.
+const minBar, maxBar = 10, 30
+
+// current is the step running (or undoing), or nil.
 func current(op adminapi.OperationView) *adminapi.StepView {
 	for i := range op.Steps {
 		switch op.Steps[i].Status {
@@ -34,15 +50,9 @@ func current(op adminapi.OperationView) *adminapi.StepView {
 	return nil
 }
 
-func describe(op adminapi.OperationView) string {
-	s := current(op)
-	if s == nil {
-		return op.State
-	}
-	d := s.Name
-	if s.Status == "undoing" {
-		d = "undoing " + d
-	}
+// stepText is a step's status with its progress, message and error.
+func stepText(s adminapi.StepView) string {
+	d := s.Status
 	if s.Total > 0 {
 		d += fmt.Sprintf(" %d/%d", s.Done, s.Total)
 	} else if s.Done > 0 {
@@ -52,30 +62,82 @@ func describe(op adminapi.OperationView) string {
 		d += ": " + s.Message
 	}
 	if s.Error != "" {
-		d += " (retrying: " + s.Error + ")"
+		if s.Status == "running" || s.Status == "undoing" {
+			d += " (retrying after: " + s.Error + ")"
+		} else {
+			d += " (" + s.Error + ")"
+		}
 	}
 	return d
 }
 
+// ended says a step's status is final for this run of the operation.
+func ended(status string) bool {
+	return status == "done" || status == "failed" || status == "undone"
+}
+
 func (p *progress) show(op adminapi.OperationView) {
-	desc := describe(op)
 	if p.terminal {
-		filled := op.Percent * barWidth / 100
-		bar := strings.Repeat("█", filled) + strings.Repeat("░", barWidth-filled)
-		line := fmt.Sprintf("%s %s %3d%% %s %s", op.Kind, op.Tenant, op.Percent, bar, desc)
-		if r := []rune(line); len(r) > 120 {
-			line = string(r[:119]) + "…"
+		p.showTerminal(op)
+		return
+	}
+	stamp := p.now().UTC().Format("15:04:05")
+	for _, s := range op.Steps {
+		text := stepText(s)
+		if prev, ok := p.steps[s.Name]; (ok && prev == text) || (!ok && s.Status == "pending") {
+			continue
 		}
-		fmt.Fprintf(p.out, "\r%s\x1b[K", line)
-		p.drawn = true
-		return
+		p.steps[s.Name] = text
+		fmt.Fprintf(p.out, "%s %s %s %s %3d%% %s %s\n", stamp, op.ID, op.Kind, op.Tenant, op.Percent, s.Name, text)
 	}
-	line := fmt.Sprintf("%s %s %s %d%% %s", op.ID, op.Kind, op.Tenant, op.Percent, desc)
-	if line == p.last {
-		return
+	if op.State != p.state {
+		p.state = op.State
+		fmt.Fprintf(p.out, "%s %s %s %s %3d%% %s\n", stamp, op.ID, op.Kind, op.Tenant, op.Percent, op.State)
 	}
-	p.last = line
-	fmt.Fprintf(p.out, "%s %s\n", time.Now().UTC().Format("15:04:05"), line)
+}
+
+func (p *progress) showTerminal(op adminapi.OperationView) {
+	width := p.width
+	if width <= 0 {
+		width = 80
+	}
+	// Steps that ended since the last redraw get a line of their own.
+	for _, s := range op.Steps {
+		if !ended(s.Status) || p.steps[s.Name] == s.Status {
+			continue
+		}
+		p.steps[s.Name] = s.Status
+		mark := "✓"
+		if s.Status != "done" {
+			mark = "✗"
+		}
+		line := fmt.Sprintf("%s %s %s", mark, s.Name, stepText(s))
+		if s.StartedAt != nil && s.FinishedAt != nil {
+			line += fmt.Sprintf(" (%s)", s.FinishedAt.Sub(*s.StartedAt).Round(time.Millisecond))
+		}
+		fmt.Fprintf(p.out, "\r\x1b[K%s\n", clip(line, width-1))
+		p.drawn = false
+	}
+	desc := op.State
+	if s := current(op); s != nil {
+		desc = s.Name + " " + stepText(*s)
+	}
+	head := fmt.Sprintf("%s %s %3d%% ", op.Kind, op.Tenant, op.Percent)
+	bar := width / 3
+	bar = max(minBar, min(maxBar, bar))
+	filled := max(0, min(bar, op.Percent*bar/100))
+	line := head + "[" + strings.Repeat("#", filled) + strings.Repeat("-", bar-filled) + "] " + desc
+	fmt.Fprintf(p.out, "\r%s\x1b[K", clip(line, width-1))
+	p.drawn = true
+}
+
+// clip cuts s to n runes, marking the cut.
+func clip(s string, n int) string {
+	if n < 2 || utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }
 
 // done ends the redrawn line.

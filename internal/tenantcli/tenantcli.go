@@ -48,7 +48,9 @@ type Env struct {
 	// Terminal: Stdout is a terminal (a redrawn progress bar instead of
 	// lines).
 	Terminal bool
-	Getenv   func(string) string
+	// Width is the terminal's width in columns (0: 80).
+	Width  int
+	Getenv func(string) string
 	// Poll is how often a followed operation is read (default 250ms).
 	Poll time.Duration
 }
@@ -218,7 +220,7 @@ func (c *cli) printJSON(v any) {
 
 // follow reads the operation until it ends, showing its progress.
 func (c *cli) follow(ctx context.Context, id string) (adminapi.OperationView, int) {
-	p := &progress{out: c.env.Stdout, terminal: c.env.Terminal}
+	p := newProgress(c.env.Stdout, c.env.Terminal, c.env.Width)
 	tick := time.NewTicker(c.env.Poll)
 	defer tick.Stop()
 	failures := 0
