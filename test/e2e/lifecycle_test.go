@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -85,6 +89,43 @@ func (e *lifecycleEnv) cli(api string, args ...string) (int, string) {
 		e.t.Fatalf("tenant %v: %v", args, err)
 	}
 	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+// startCLI starts `tenantguard tenant args…` against api; wait returns
+// its exit code and output once it has ended.
+func (e *lifecycleEnv) startCLI(api string, args ...string) (wait func() (int, string)) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	e.t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, binary, append([]string{"tenant"}, args...)...)
+	cmd.Dir = e.dir
+	cmd.Env = append(os.Environ(), "TG_ADMIN_API="+api, "TG_ADMIN_TOKEN="+e2eAdminToken, "USER=e2e")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		e.t.Fatalf("tenant %v: %v", args, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cmd.Wait()
+	}()
+	return func() (int, string) {
+		<-done
+		return cmd.ProcessState.ExitCode(), out.String()
+	}
+}
+
+// operations lists tenant's operations, newest first.
+func operations(t *testing.T, api, tenant string) []adminapi.OperationView {
+	t.Helper()
+	var list struct {
+		Operations []adminapi.OperationView `json:"operations"`
+	}
+	if st := callJSON(t, api, e2eAdminToken, "GET", "/v1/operations?tenant="+tenant, "", &list); st != http.StatusOK {
+		t.Fatalf("GET operations of %s: %d", tenant, st)
+	}
+	return list.Operations
 }
 
 func getOperation(t *testing.T, api, id string) adminapi.OperationView {
@@ -204,9 +245,55 @@ drain_timeout: 2s
 	if err := os.WriteFile(filepath.Join(e.dir, "seed.json"), []byte(seed), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out := e.cli(apiA, "provision", "initech", "--password-file", "initech.pw", "--seed", "seed.json", "--limits", `{"max_connections": 5}`)
+	// The sidecar is stopped (SIGSTOP) meanwhile: its xDS stream stays
+	// open but it cannot ACK, so the operation must wait in wait_ready and
+	// end only once the sidecar runs again and has accepted the tenant.
+	if err := sc.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = sc.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	waitCLI := e.startCLI(apiA, "provision", "initech", "--password-file", "initech.pw", "--seed", "seed.json", "--limits", `{"max_connections": 5}`)
+	harness.Eventually(t, time.Minute, func() error {
+		ops := operations(t, apiA, "initech")
+		if len(ops) == 0 {
+			return fmt.Errorf("no operation yet")
+		}
+		if ops[0].State != "running" {
+			t.Fatalf("provisioning ended while the sidecar could not ACK: %+v", ops[0])
+		}
+		for _, s := range ops[0].Steps {
+			if s.Name == "wait_ready" && s.Status == "running" && strings.Contains(s.Message, "lifecycle-sidecar") {
+				return nil
+			}
+		}
+		return fmt.Errorf("not waiting for the sidecar yet: step %d", ops[0].Step)
+	})
+	if err := sc.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	code, out := waitCLI()
 	if code != 0 {
 		t.Fatalf("provision: exit %d\n%s", code, out)
+	}
+	// The sidecar has the policy version that added initech the moment
+	// the command returns: no polling.
+	prov := operations(t, apiA, "initech")[0]
+	var provRes struct {
+		PolicyVersion int64 `json:"policy_version"`
+		Ready         int   `json:"data_planes_ready"`
+	}
+	if err := json.Unmarshal(prov.Result, &provRes); err != nil || provRes.PolicyVersion == 0 || provRes.Ready != 1 {
+		t.Fatalf("provision result %s: %v", prov.Result, err)
+	}
+	if _, metrics, err := httpGet(ctx, "http://"+scAdmin+"/metrics"); err != nil ||
+		!strings.Contains(metrics, fmt.Sprintf(`tenantguard_policy_version_info{version="%d"} 1`, provRes.PolicyVersion)) {
+		t.Fatalf("the sidecar is not at policy version %d when provisioning ends (%v)", provRes.PolicyVersion, err)
 	}
 	// Not a terminal: plain lines, one per change, naming the steps.
 	for _, want := range []string{"provision initech", "seed_rows", "wait_ready", "100% succeeded"} {
@@ -262,8 +349,29 @@ drain_timeout: 2s
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(archive, []byte("globex")) || !bytes.Contains(archive, []byte(`"tenant_id": "acme"`)) {
-		t.Errorf("acme's archive: globex %v, acme %v", bytes.Contains(archive, []byte("globex")), bytes.Contains(archive, []byte("acme")))
+	checkArchive(t, archive, "acme", e.up.Counts(t, "acme"), 65, 10)
+	// The tenant column is written as the archive's tenant whatever the
+	// row held: look for the canary's values themselves.
+	if bytes.Contains(archive, []byte("globex")) {
+		t.Errorf("globex's data in acme's archive")
+	}
+
+	// 3b. An archive changed after it was written (one byte of a row,
+	// the tar still well formed) is refused by its checksums: nothing of
+	// it lands.
+	tampered := bytes.Replace(archive, []byte("acme customer 1 "), []byte("acme customer 9 "), 1)
+	if bytes.Equal(tampered, archive) {
+		t.Fatal("nothing to tamper with in the archive")
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "tampered.tar"), tampered, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out = e.cli(apiA, "import", "acme3", "--archive", "tampered.tar")
+	if code != 1 || !strings.Contains(out, "bad archive") || !strings.Contains(out, "checksum") {
+		t.Fatalf("tampered import: exit %d\n%s", code, out)
+	}
+	if got := e.up.Counts(t, "acme3"); fmt.Sprint(got) != fmt.Sprint(e.up.Counts(t, "nobody")) {
+		t.Errorf("rows of a refused archive landed: %v", got)
 	}
 
 	// 4. Import it into a new id, uploading the file.
@@ -388,5 +496,123 @@ drain_timeout: 2s
 	}
 	if !strings.Contains(fmt.Sprint(endDetail["result"]), "public.customers:40") {
 		t.Errorf("offboarding's audit record: %v", endDetail)
+	}
+}
+
+// checkArchive reads an export's tar as an outsider would: the manifest
+// first, then each file, whose line count and SHA-256 must be what the
+// manifest says; each table's rows are rows[table], every one of them
+// tenant's; the keys are the keys lifecycletest.SeedKeys stored, n of
+// them, in the tenant's own names (its namespace taken off), withTTL of
+// them keeping their time to live.
+func checkArchive(t *testing.T, archive []byte, tenant string, rows map[string]int64, n, withTTL int64) {
+	t.Helper()
+	var m struct {
+		Tenant string `json:"tenant"`
+		Tables []struct {
+			Name         string `json:"name"`
+			TenantColumn string `json:"tenant_column"`
+			File         string `json:"file"`
+			Rows         int64  `json:"rows"`
+			SHA256       string `json:"sha256"`
+		} `json:"tables"`
+		Redis struct {
+			File   string `json:"file"`
+			Keys   int64  `json:"keys"`
+			SHA256 string `json:"sha256"`
+		} `json:"redis"`
+	}
+	files := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(archive))
+	for i := 0; ; i++ {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("archive: %v", err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if hdr.Name != "manifest.json" {
+				t.Fatalf("first entry %q", hdr.Name)
+			}
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatalf("manifest: %v", err)
+			}
+			continue
+		}
+		files[hdr.Name] = b
+	}
+	lines := func(b []byte) [][]byte { return bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) }
+	sum := func(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+	if m.Tenant != tenant {
+		t.Errorf("manifest's tenant %q", m.Tenant)
+	}
+	got := map[string]int64{}
+	for _, tbl := range m.Tables {
+		b, ok := files[tbl.File]
+		if !ok {
+			t.Errorf("table %s: no file %s", tbl.Name, tbl.File)
+			continue
+		}
+		if s := sum(b); s != tbl.SHA256 {
+			t.Errorf("table %s: sha256 %s, the manifest says %s", tbl.Name, s, tbl.SHA256)
+		}
+		ls := lines(b)
+		if len(b) == 0 {
+			ls = nil
+		}
+		for _, l := range ls {
+			var row map[string]any
+			if err := json.Unmarshal(l, &row); err != nil {
+				t.Fatalf("table %s: %v: %s", tbl.Name, err, l)
+			}
+			if row[tbl.TenantColumn] != tenant {
+				t.Fatalf("table %s: a row of another tenant: %s", tbl.Name, l)
+			}
+		}
+		if int64(len(ls)) != tbl.Rows {
+			t.Errorf("table %s: %d lines, the manifest says %d", tbl.Name, len(ls), tbl.Rows)
+		}
+		got[tbl.Name] = tbl.Rows
+	}
+	if fmt.Sprint(got) != fmt.Sprint(rows) {
+		t.Errorf("archive's rows %v, the tenant has %v", got, rows)
+	}
+	b := files[m.Redis.File]
+	if s := sum(b); s != m.Redis.SHA256 {
+		t.Errorf("keys: sha256 %s, the manifest says %s", s, m.Redis.SHA256)
+	}
+	ttl := 0
+	ls := lines(b)
+	for _, l := range ls {
+		var k struct {
+			Key  []byte `json:"key"`
+			PTTL int64  `json:"pttl"`
+			Dump []byte `json:"dump"`
+		}
+		if err := json.Unmarshal(l, &k); err != nil {
+			t.Fatalf("keys: %v: %s", err, l)
+		}
+		name := string(k.Key)
+		switch {
+		case strings.HasPrefix(name, "str:") && k.PTTL <= 0, strings.HasPrefix(name, "ttl:") && k.PTTL > 0,
+			name == "list", name == "hash", name == "zset", name == "set", name == "bin\x00\xff":
+		default:
+			t.Errorf("key %q (pttl %d) is none of the tenant's", name, k.PTTL)
+		}
+		if k.PTTL > 0 {
+			ttl++
+		}
+		if len(k.Dump) == 0 {
+			t.Errorf("key %q: no DUMP payload", name)
+		}
+	}
+	if int64(len(ls)) != n || m.Redis.Keys != n || int64(ttl) != withTTL {
+		t.Errorf("keys: %d lines (%d with a TTL), the manifest says %d, the tenant has %d", len(ls), ttl, m.Redis.Keys, n)
 	}
 }
