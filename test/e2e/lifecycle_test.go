@@ -420,14 +420,16 @@ drain_timeout: 2s
 		t.Errorf("nothing deleted before the kill: %v", got)
 	}
 	var done adminapi.OperationView
-	harness.Eventually(t, 3*time.Minute, func() error {
+	harness.Eventually(t, 2*time.Minute, func() error {
 		done = getOperation(t, apiC, op.ID)
 		if done.State == "running" {
 			return fmt.Errorf("still running, step %d, lease %s", done.Step, done.LeaseOwner)
 		}
 		return nil
 	})
-	if done.State != "succeeded" || done.Claims != 2 {
+	// Claimed by B, then by A or C (a loaded machine may pass it on once
+	// more: a lease not renewed in time is taken over too).
+	if done.State != "succeeded" || done.Claims < 2 {
 		t.Fatalf("offboarding after the takeover: %+v", done)
 	}
 	var res struct {
