@@ -67,9 +67,10 @@ func (s *Service) openArchive(r *workflow.Run) (*os.File, error) {
 	return f, err
 }
 
-// verifyArchive checks the whole archive against its manifest, that its
-// tables are the policy's, and that the target tenant has no data (so
-// that undoing the import may delete all of its data).
+// verifyArchive checks the whole archive against its manifest, that the
+// target tenant is in the policy, that the archive's tables are the
+// policy's, and that the tenant has no data (so that undoing the import
+// may delete all of its data).
 func (s *Service) verifyArchive(ctx context.Context, r *workflow.Run) error {
 	f, err := s.openArchive(r)
 	if err != nil {
@@ -79,6 +80,17 @@ func (s *Service) verifyArchive(ctx context.Context, r *workflow.Run) error {
 	m, err := readArchive(f, nil, nil)
 	if err != nil {
 		return workflow.Permanent(err)
+	}
+	// The tenant must be in the policy already (provisioned without
+	// seed): data of a tenant no sidecar serves could be neither
+	// provisioned over (provision wants a tenant without data) nor
+	// offboarded (offboarding suspends it in the policy first).
+	v, err := s.current(ctx)
+	if err != nil {
+		return err
+	}
+	if findTenant(v.Policy, r.Tenant) == nil {
+		return workflow.Permanent(fmt.Errorf("tenant %s is not in the policy: provision it (without seed) first", r.Tenant))
 	}
 	if len(m.Tables) > 0 && s.cfg.Postgres == nil {
 		return errNoPostgres

@@ -96,7 +96,7 @@ func setup(t *testing.T, appURL func(u *lifecycletest.Upstream) string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	p, err := policypb.ParseYAML([]byte(lifecycletest.PolicyYAML("acme", "globex")))
+	p, err := policypb.ParseYAML([]byte(lifecycletest.PolicyYAML("acme", "globex", "acme2", "acme3", "acme4")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,17 @@ func TestExportImportOffboard(t *testing.T) {
 		t.Fatalf("export changed data: %v", err)
 	}
 
-	// Import into a new id.
+	// Not into a tenant the policy does not have: nothing could serve,
+	// provision or offboard its data.
+	stray := e.run(t, lifecycle.KindImport, "initrode", lifecycle.ImportParams{Archive: exp.ID}, store.OpFailed)
+	if !strings.Contains(stray.Error, "not in the policy") {
+		t.Errorf("import into a tenant not in the policy: %s", stray.Error)
+	}
+	if err := before.Equal(lifecycletest.Take(t, e.up, e.rdb)); err != nil {
+		t.Fatalf("refused import changed data: %v", err)
+	}
+
+	// Import into a new id (in the policy, without data).
 	imp := e.run(t, lifecycle.KindImport, "acme2", lifecycle.ImportParams{Archive: exp.ID}, store.OpSucceeded)
 	after := lifecycletest.Take(t, e.up, e.rdb)
 	if err := before.Equal(after.Without("acme2")); err != nil {
@@ -296,7 +306,7 @@ func TestExportImportOffboard(t *testing.T) {
 	if err := after.Without("acme").Equal(final); err != nil {
 		t.Fatalf("offboarding acme changed another tenant: %v", err)
 	}
-	if got := tenantsOf(t, e.store); fmt.Sprint(got) != "[globex]" {
+	if got := tenantsOf(t, e.store); fmt.Sprint(got) != "[globex acme2 acme3 acme4]" {
 		t.Errorf("tenants after offboarding: %v", got)
 	}
 	var deleted struct {
@@ -488,7 +498,7 @@ func TestProvision(t *testing.T) {
 	if v, _ := e.rdb.Get(context.Background(), "t:initech:greeting").Result(); v != "hello initech" {
 		t.Errorf("seeded key %q", v)
 	}
-	if got := tenantsOf(t, e.store); fmt.Sprint(got) != "[acme globex initech]" {
+	if got := tenantsOf(t, e.store); fmt.Sprint(got) != "[acme globex acme2 acme3 acme4 initech]" {
 		t.Errorf("tenants %v", got)
 	}
 	if r := result(t, op); string(r["data_planes_ready"]) != "1" {
@@ -519,7 +529,7 @@ func TestProvision(t *testing.T) {
 	if !strings.Contains(nacked.Error, "rejected policy version") {
 		t.Errorf("error %q", nacked.Error)
 	}
-	if got := tenantsOf(t, e.store); fmt.Sprint(got) != "[acme globex initech]" {
+	if got := tenantsOf(t, e.store); fmt.Sprint(got) != "[acme globex acme2 acme3 acme4 initech]" {
 		t.Errorf("tenants after the rollback %v", got)
 	}
 	if err := after.Equal(lifecycletest.Take(t, e.up, e.rdb)); err != nil {

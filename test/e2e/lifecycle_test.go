@@ -156,11 +156,12 @@ func policyTenants(t *testing.T, api string) []string {
 
 // TestTenantLifecycle runs the lifecycle through the CLI and the admin
 // API of control planes run as processes, with a sidecar that must
-// accept every change: provision (and one rolled back by its
-// compensation), export, import into a new id, and an offboarding whose
-// control plane is killed with SIGKILL in the middle of deleting and which
-// another control plane finishes. globex, the canary, is byte for byte
-// unchanged throughout.
+// accept every change: provision (waiting for the sidecar's ACK, and one
+// rolled back by its compensation), export, import into a new id (and a
+// tampered archive refused), and an offboarding whose control plane is
+// killed with SIGKILL in the middle of deleting and which another control
+// plane finishes. globex, the canary, is byte for byte unchanged
+// throughout.
 func TestTenantLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts several processes")
@@ -366,21 +367,48 @@ drain_timeout: 2s
 	if err := os.WriteFile(filepath.Join(e.dir, "tampered.tar"), tampered, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out = e.cli(apiA, "import", "acme3", "--archive", "tampered.tar")
+	// An import goes into a tenant of the policy without data:
+	// provision acme2 (no seed) first.
+	if err := os.WriteFile(filepath.Join(e.dir, "acme2.pw"), []byte(lifecycletest.Password("acme2")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out = e.cli(apiA, "provision", "acme2", "--password-file", "acme2.pw"); code != 0 {
+		t.Fatalf("provision acme2: exit %d\n%s", code, out)
+	}
+	empty := e.up.Counts(t, "acme2")
+	code, out = e.cli(apiA, "import", "acme2", "--archive", "tampered.tar")
 	if code != 1 || !strings.Contains(out, "bad archive") || !strings.Contains(out, "checksum") {
 		t.Fatalf("tampered import: exit %d\n%s", code, out)
 	}
-	if got := e.up.Counts(t, "acme3"); fmt.Sprint(got) != fmt.Sprint(e.up.Counts(t, "nobody")) {
+	if got := e.up.Counts(t, "acme2"); fmt.Sprint(got) != fmt.Sprint(empty) {
 		t.Errorf("rows of a refused archive landed: %v", got)
 	}
+	// Not into a tenant the policy does not have.
+	code, out = e.cli(apiA, "import", "acme3", "--archive", "acme.tar")
+	if code != 1 || !strings.Contains(out, "not in the policy") {
+		t.Fatalf("import into a tenant not in the policy: exit %d\n%s", code, out)
+	}
 
-	// 4. Import it into a new id, uploading the file.
+	// 4. Import it into the new id, uploading the file.
 	code, out = e.cli(apiA, "import", "acme2", "--archive", "acme.tar")
 	if code != 0 {
 		t.Fatalf("import: exit %d\n%s", code, out)
 	}
 	if got, want := e.up.Counts(t, "acme2"), e.up.Counts(t, "acme"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("acme2 has %v, acme %v", got, want)
+	}
+	// acme2 reads its imported rows through the sidecar, and only those.
+	c2, err := asTenant("acme2")
+	if err != nil {
+		t.Fatalf("acme2 through the sidecar: %v", err)
+	}
+	var acme2Customers int64
+	if err := c2.QueryRow(ctx, "SELECT count(*) FROM public.customers").Scan(&acme2Customers); err != nil {
+		t.Fatal(err)
+	}
+	c2.Close(ctx)
+	if want := e.up.Counts(t, "acme")["public.customers"]; acme2Customers != want {
+		t.Errorf("acme2 sees %d customers through the sidecar, want %d", acme2Customers, want)
 	}
 	if err := canary.Equal(lifecycletest.Take(t, e.up, rdb).Without("acme", "acme2", "initech")); err != nil {
 		t.Fatalf("canary after provision, export, import: %v", err)
@@ -454,7 +482,7 @@ drain_timeout: 2s
 	if err := canary.Equal(after.Without("acme2", "initech")); err != nil {
 		t.Fatalf("canary (globex) changed: %v", err)
 	}
-	if got := policyTenants(t, apiA); fmt.Sprint(got) != "[globex initech]" {
+	if got := policyTenants(t, apiA); fmt.Sprint(got) != "[globex initech acme2]" {
 		t.Errorf("tenants: %v", got)
 	}
 	// acme can no longer log in at the sidecar; globex still can.
@@ -493,7 +521,9 @@ drain_timeout: 2s
 			}
 		}
 	}
-	if events["provision start"] != 2 || events["provision end"] != 2 || events["offboard end"] != 1 || events["export end"] != 1 || events["import end"] != 1 {
+	// Three provisions (initech, hooli, acme2), two imports (acme3's
+	// refused, acme2's; the tampered upload never became an operation).
+	if events["provision start"] != 3 || events["provision end"] != 3 || events["offboard end"] != 1 || events["export end"] != 1 || events["import end"] != 2 {
 		t.Errorf("operation audit entries: %v", events)
 	}
 	if !strings.Contains(fmt.Sprint(endDetail["result"]), "public.customers:40") {
