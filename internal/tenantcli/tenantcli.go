@@ -28,7 +28,8 @@ commands:
                           wait until every connected sidecar has accepted it
   export ID [-o FILE]     write the tenant's rows and keys to an archive and download it
   import ID (--archive FILE | --from-operation OP)
-                          load an archive into the tenant (the same or a new id; it must have no data)
+                          load an archive into a tenant of the policy without data (the same or a new id:
+                          provision a new one first, without --seed)
   offboard ID --yes [--export [-o FILE]] [--batch-size N] [--batch-pause 10ms]
                           suspend, revoke sessions, (export,) delete every row and key, remove from the policy
   status OP               show an operation
