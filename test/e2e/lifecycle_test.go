@@ -421,6 +421,18 @@ drain_timeout: 2s
 	acmeRows := e.up.Counts(t, "acme")
 	cpB, apiB, _ := e.controlPlane("cp-b")
 	_, apiC, _ := e.controlPlane("cp-c")
+	// Connections open through the sidecar before the offboarding:
+	// acme's is ended by it, globex's goes on.
+	acmeConn, err := asTenant("acme")
+	if err != nil {
+		t.Fatalf("acme through the sidecar: %v", err)
+	}
+	defer acmeConn.Close(ctx)
+	globexConn, err := asTenant("globex")
+	if err != nil {
+		t.Fatalf("globex through the sidecar: %v", err)
+	}
+	defer globexConn.Close(ctx)
 	var op adminapi.OperationView
 	if st := callJSON(t, apiB, e2eAdminToken, "POST", "/v1/tenants/acme/offboard", `{"batch_size": 5, "batch_pause": "100ms"}`, &op); st != http.StatusAccepted {
 		t.Fatalf("offboard: %d %+v", st, op)
@@ -484,6 +496,16 @@ drain_timeout: 2s
 	}
 	if got := policyTenants(t, apiA); fmt.Sprint(got) != "[globex initech acme2]" {
 		t.Errorf("tenants: %v", got)
+	}
+	harness.Eventually(t, 30*time.Second, func() error {
+		if _, err := acmeConn.Exec(ctx, "SELECT 1"); err == nil {
+			return fmt.Errorf("acme's connection still runs queries")
+		}
+		return nil
+	})
+	var globexCustomers int64
+	if err := globexConn.QueryRow(ctx, "SELECT count(*) FROM public.customers").Scan(&globexCustomers); err != nil || globexCustomers != 25 {
+		t.Fatalf("globex's open connection after acme's offboarding: %d customers, %v", globexCustomers, err)
 	}
 	// acme can no longer log in at the sidecar; globex still can.
 	harness.Eventually(t, 30*time.Second, func() error {
