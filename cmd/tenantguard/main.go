@@ -38,6 +38,8 @@ commands:
                           install row-level isolation in the upstream databases (every cluster of the policy)
   pg check --config FILE [--policy FILE|DIR]
                           audit the upstream role and protected tables (every cluster of the policy)
+  tenant provision|export|import|offboard|status|list|cancel|archive …
+                          tenant lifecycle operations through the control plane's admin API
   version                 print the version
 `
 
@@ -74,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "pg":
 		return runPG(ctx, args[1:], stdout, stderr)
+	case "tenant":
+		return runTenant(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tenantguard", version+buildNote)
 		return 0
