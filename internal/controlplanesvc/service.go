@@ -288,7 +288,7 @@ func (s *Service) follow() {
 
 // Run serves until ctx ends, then stops within the drain timeout.
 func (s *Service) Run(ctx context.Context) error {
-	s.wg.Add(3)
+	s.wg.Add(4) // follow, the budget, the audit checks, the lifecycle operations
 	go s.follow()
 	bctx, stopBudget := context.WithCancel(context.Background())
 	defer stopBudget() // on an early return too
