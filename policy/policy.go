@@ -50,6 +50,9 @@ type Limits struct {
 	// CommandsPerSecond caps the tenant's Redis commands across its
 	// connections to this sidecar (bursts up to one second's worth).
 	CommandsPerSecond int
+	// PgCacheBytes is the tenant's budget in the PostgreSQL result cache
+	// of each sidecar, instead of PgCacheSpec.TenantBytes.
+	PgCacheBytes int64
 }
 
 // TableSpec names a table the policy protects.
@@ -67,6 +70,8 @@ type Spec struct {
 	Version string
 	Tenants []TenantSpec
 	Tables  []TableSpec
+	// PgCache, when set, is the PostgreSQL result cache (pgcache.go).
+	PgCache *PgCacheSpec
 }
 
 // Tenant is a compiled tenant.
@@ -99,6 +104,7 @@ type Snapshot struct {
 	tenants map[string]*Tenant
 	ids     []string
 	tables  []TableSpec
+	pgCache *PgCache
 }
 
 // FieldError names the field of a policy that is wrong and why.
@@ -188,6 +194,9 @@ func Compile(spec Spec) (*Snapshot, error) {
 		if ts.Limits.StatementTimeout < 0 {
 			return nil, &FieldError{field + ".limits.statement_timeout", "must not be negative"}
 		}
+		if ts.Limits.PgCacheBytes < 0 {
+			return nil, &FieldError{field + ".limits.pg_cache_bytes", "must not be negative"}
+		}
 		for j, p := range ts.Passwords {
 			pf := fmt.Sprintf("%s.passwords[%d]", field, j)
 			v, err := compileCredential(ts.ID, p)
@@ -218,6 +227,11 @@ func Compile(spec Spec) (*Snapshot, error) {
 		}
 		s.tables = append(s.tables, t)
 	}
+	pc, err := compilePgCache(spec.PgCache, s.tenants)
+	if err != nil {
+		return nil, err
+	}
+	s.pgCache = pc
 	return s, nil
 }
 
