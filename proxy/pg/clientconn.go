@@ -99,14 +99,16 @@ type clientConn struct {
 	label string           // the tenant's metrics label
 
 	stmts         map[string]*clientStmt
-	unnamedParse  []byte         // copy of the client's last unnamed Parse
-	unnamedClass  firewall.Class // the firewall's class of unnamedParse
-	unnamedGen    uint64
+	unnamedParse   []byte            // copy of the client's last unnamed Parse
+	unnamedClass   firewall.Class    // the firewall's class of unnamedParse
+	unnamedVerdict *firewall.Verdict // and its verdict
+	unnamedGen     uint64
 	skipUntilSync bool
 	copyLoad      bool              // the Query being sent is a COPY through a stage (copy.go)
 	out           []byte            // requests staged for the server ahead of the client's message
 	msg           []byte            // scratch for a rewritten client message
 	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
+	cache         clientCache       // the client's side of the result cache (cacheclient.go)
 
 	conns    prometheus.Gauge // the tenant's client connections
 	queryDur prometheus.Observer
@@ -177,10 +179,30 @@ func (s *clientConn) handle(ctx context.Context, typ byte, raw []byte) error {
 			return err
 		}
 	}
+	if len(s.cache.held) > 0 {
+		// An extended-protocol segment held for the result cache.
+		if done, err := s.cacheContinue(ctx, typ, raw); done {
+			return err
+		}
+	}
 	raw, refused, err := s.screenMessage(typ, raw)
 	if refused || err != nil {
 		return err
 	}
+	if s.cache.enabled(s) {
+		if done, err := s.cacheStart(typ, raw); done {
+			return err
+		}
+	}
+	err = s.forward(ctx, typ, raw)
+	s.cache.fill = nil // armed for a statement that did not reach a server
+	return err
+}
+
+// forward sends one screened client message to the server connection
+// serving the client, attaching one first if needed.
+func (s *clientConn) forward(ctx context.Context, typ byte, raw []byte) error {
+	s.cacheNoteSend(typ, raw)
 	for {
 		sc := s.sc.Load()
 		if sc == nil {
@@ -239,6 +261,10 @@ func (s *clientConn) stage(sc *serverConn, typ byte, raw []byte) ([]byte, bool) 
 		}
 	}
 	sc.sending = true
+	if s.cache.fill != nil {
+		// The first message of a cache miss: its replies fill the cache.
+		sc.fill, s.cache.fill = s.cache.fill, nil
+	}
 	return s.rewrite(sc, typ, raw), true
 }
 
@@ -255,7 +281,7 @@ func (s *clientConn) send(sc *serverConn, msg []byte) error {
 		return s.serverWriteFailed(sc, err)
 	}
 	s.rd.Shrink(64 << 10)
-	if s.rd.Buffered() == 0 {
+	if s.rd.Buffered() == 0 && !s.cache.replaying {
 		return s.flush(sc)
 	}
 	return nil
@@ -343,8 +369,12 @@ func (s *clientConn) attach(ctx context.Context) (*serverConn, error) {
 }
 
 // detach forgets sc as the client's connection. Called with sc.mu held,
-// by whoever takes the connection from the client.
-func (s *clientConn) detach(sc *serverConn) { s.sc.CompareAndSwap(sc, nil) }
+// by whoever takes the connection from the client. Whatever session state
+// the client left on it is the connection's now (reset before reuse).
+func (s *clientConn) detach(sc *serverConn) {
+	s.sc.CompareAndSwap(sc, nil)
+	s.cache.taintConn.Store(false)
+}
 
 var errDraining = errors.New("draining")
 
@@ -428,6 +458,7 @@ func (s *clientConn) finish() {
 	if sc := s.sc.Load(); sc != nil {
 		sc.leave(s)
 	}
+	s.cacheFinish()
 	if s.listening.Load() {
 		s.pool.notifier.unlisten(s, "")
 	}
@@ -438,6 +469,7 @@ func (s *clientConn) finish() {
 // told and disconnected (a later request must not silently run elsewhere).
 func (s *clientConn) serverLost() {
 	s.broken.Store(true)
+	s.cacheFinish() // its last transaction may have committed
 	e := wire.Fatalf(wire.CodeConnectionFailure, "server connection to the upstream database was lost")
 	s.noteProxyError(e.Code)
 	s.wmu.Lock()

@@ -45,6 +45,7 @@ type Server struct {
 	pools   map[string]*pool // by client-visible database name
 	uniq    []*pool
 	fw      *firewall.Firewall // nil when isolation is off
+	caches  resultCaches       // the pools' result caches (resultcache.go)
 
 	mockSecret [32]byte
 	secrets    secretCache // static secrets verified on cleartext logins
@@ -85,6 +86,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		janitor:   make(chan struct{}),
 	}
 	srv.pausedTenants.Store(&map[string]chan struct{}{})
+	srv.caches = resultCaches{srv: srv, metrics: newCacheMetrics(reg)}
 	srv.endMode = clientend.NewMode(cfg.SessionEnd)
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
@@ -326,6 +328,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 			<-done
 		}
 	}
+	srv.caches.close()
 	for _, p := range srv.uniq {
 		p.close()
 	}

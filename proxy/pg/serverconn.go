@@ -104,6 +104,7 @@ type serverConn struct {
 	scratch        []byte // a re-encoded server message, valid until the next one
 	copyTag        []byte // a COPY's CommandComplete held back (accountCopyLoad)
 	copyHeld       bool
+	fill           *cacheFill // a result cache miss whose replies are being captured (cachefill.go)
 }
 
 // preparedState is how far a server-side statement has got.
@@ -173,10 +174,14 @@ func (sc *serverConn) readLoop() {
 		}
 		sc.mu.Lock()
 		out := sc.account(typ, raw)
+		cacheBarrier := sc.cacheObserve(typ, out)
 		owner := sc.owner
 		sc.mu.Unlock()
 		if owner != nil && out.barrier {
 			owner.notificationBarrier()
+		}
+		if cacheBarrier != nil {
+			cacheBarrier.waitBarrierFor(owner)
 		}
 		if owner != nil && out.write != nil {
 			owner.writeFromServer(out.prefix, out.write, typ == wire.MsgReadyForQuery || sc.rd.Buffered() == 0)
