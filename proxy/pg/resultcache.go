@@ -428,8 +428,8 @@ type cacheMetrics struct {
 
 // tenantCacheMetrics are one tenant label's collectors, resolved once.
 type tenantCacheMetrics struct {
-	vec                 *cacheMetrics
-	label               string
+	vec            *cacheMetrics
+	label          string
 	hits, misses   prometheus.Counter
 	bytes, entries prometheus.Gauge
 	evictMu        sync.Mutex
