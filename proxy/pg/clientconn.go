@@ -98,16 +98,17 @@ type clientConn struct {
 	snap  *policy.Snapshot // the snapshot t was read from
 	label string           // the tenant's metrics label
 
-	stmts          map[string]*clientStmt
-	unnamedParse   []byte            // copy of the client's last unnamed Parse
-	unnamedClass   firewall.Class    // the firewall's class of unnamedParse
-	unnamedVerdict *firewall.Verdict // and its verdict
-	unnamedGen     uint64
-	skipUntilSync  bool
-	copyLoad       bool              // the Query being sent is a COPY through a stage (copy.go)
-	out            []byte            // requests staged for the server ahead of the client's message
-	msg            []byte            // scratch for a rewritten client message
-	verdict        *firewall.Verdict // the firewall's verdict on the message being handled
+	stmts         map[string]*clientStmt
+	unnamedParse  []byte         // copy of the client's last unnamed Parse
+	unnamedClass  firewall.Class // the firewall's class of unnamedParse
+	unnamedGen    uint64
+	skipUntilSync bool
+	copyLoad      bool              // the Query being sent is a COPY through a stage (copy.go)
+	out           []byte            // requests staged for the server ahead of the client's message
+	msg           []byte            // scratch for a rewritten client message
+	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
+
+	unnamedVerdict *firewall.Verdict // the firewall's verdict on unnamedParse
 	cache          clientCache       // the client's side of the result cache (cacheclient.go)
 
 	conns    prometheus.Gauge // the tenant's client connections
