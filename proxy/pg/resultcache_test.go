@@ -265,3 +265,245 @@ func TestCacheHits(t *testing.T) {
 		})
 	}
 }
+
+// withoutTrigger disables table's invalidation trigger for the test, so
+// that only the sidecar's own invalidation can evict; the cache's view,
+// read before, still counts the table as covered.
+func withoutTrigger(t *testing.T, table string) {
+	t.Helper()
+	adminExec(t, "ALTER TABLE "+table+" DISABLE TRIGGER "+rls.CacheTrigger)
+	t.Cleanup(func() { adminExec(t, "ALTER TABLE "+table+" ENABLE TRIGGER "+rls.CacheTrigger) })
+}
+
+// amountOf reads one order's amount through c, in mode.
+func amountOf(ctx context.Context, c *pgx.Conn, mode pgx.QueryExecMode, item string) (string, error) {
+	var s string
+	err := c.QueryRow(ctx, "SELECT amount::text FROM orders WHERE item = $1", mode, item).Scan(&s)
+	return s, err
+}
+
+// TestCacheReadYourWrites: a write through the sidecar evicts what it
+// changed before its client hears of the commit, so the next read (by any
+// client of the sidecar) sees it; even with the database's notifications
+// off, and in every protocol mode. Inside a transaction the write is
+// invisible to other clients until COMMIT, as in PostgreSQL.
+func TestCacheReadYourWrites(t *testing.T) {
+	p := startCached(t, true, time.Hour, nil)
+	withoutTrigger(t, "public.orders")
+	withoutTrigger(t, "public.children")
+	ctx := ctxT(t, 60*time.Second)
+	reader := p.connect(t, p.tenantURL("acme"))
+	writer := p.connect(t, p.tenantURL("acme"))
+	for i, m := range allModes {
+		t.Run(m.name, func(t *testing.T) {
+			item := fmt.Sprintf("acme-item-%d", i+1)
+			before, err := amountOf(ctx, reader, m.mode, item)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hits := p.hits(t, "acme")
+			if again, err := amountOf(ctx, reader, m.mode, item); err != nil || again != before {
+				t.Fatalf("second read %q %v, want %q", again, err, before)
+			}
+			if p.hits(t, "acme") != hits+1 {
+				t.Fatal("second read was not a hit")
+			}
+			if _, err := writer.Exec(ctx, "UPDATE orders SET amount = amount + 1000 WHERE item = $1", m.mode, item); err != nil {
+				t.Fatal(err)
+			}
+			after, err := amountOf(ctx, reader, m.mode, item)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after == before {
+				t.Fatalf("read after the write's commit still %s", after)
+			}
+		})
+	}
+	t.Run("transaction", func(t *testing.T) {
+		before, err := amountOf(ctx, reader, pgx.QueryExecModeCacheStatement, "acme-item-5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := writer.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE orders SET amount = amount + 1 WHERE item = 'acme-item-5'"); err != nil {
+			t.Fatal(err)
+		}
+		if during, err := amountOf(ctx, reader, pgx.QueryExecModeCacheStatement, "acme-item-5"); err != nil || during != before {
+			t.Fatalf("read during the writing transaction %q %v, want the committed %q", during, err, before)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if after, err := amountOf(ctx, reader, pgx.QueryExecModeCacheStatement, "acme-item-5"); err != nil || after == before {
+			t.Fatalf("read after COMMIT %q %v", after, err)
+		}
+	})
+	t.Run("cascade", func(t *testing.T) {
+		if _, err := writer.Exec(ctx, "INSERT INTO parents (id) VALUES (1); INSERT INTO children (id, parent) VALUES (1, 1)", pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatal(err)
+		}
+		count := func() string {
+			s, err := queryText(ctx, reader, pgx.QueryExecModeCacheStatement, "SELECT count(*) FROM children")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		before := count()
+		if count() != before {
+			t.Fatal("unstable")
+		}
+		// The foreign key's cascade deletes the child: the firewall sees
+		// only parents written.
+		if _, err := writer.Exec(ctx, "DELETE FROM parents WHERE id = 1"); err != nil {
+			t.Fatal(err)
+		}
+		if after := count(); after == before {
+			t.Fatalf("children count after the cascade still %q", after)
+		}
+	})
+}
+
+// TestCacheWritesElsewhere: writes through another sidecar, and straight
+// to the database, become visible once their notification arrives (the
+// TTL is an hour); a write by one tenant to a row-isolated table evicts
+// only that tenant's results, and an administrator's every tenant's.
+func TestCacheWritesElsewhere(t *testing.T) {
+	a := startCached(t, true, time.Hour, nil)
+	b := startCached(t, true, time.Hour, nil)
+	ctx := ctxT(t, 90*time.Second)
+	readers := map[string]*pgx.Conn{}
+	for _, id := range []string{"acme", "globex"} {
+		readers[id] = a.connect(t, a.tenantURL(id))
+	}
+	read := func(tenant, item string) string {
+		t.Helper()
+		s, err := amountOf(ctx, readers[tenant], pgx.QueryExecModeCacheStatement, item)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// becomes waits until tenant's read of item differs from old, and
+	// returns how many reads that took.
+	becomes := func(tenant, item, old string) {
+		t.Helper()
+		harness.Eventually(t, 30*time.Second, func() error {
+			if read(tenant, item) == old {
+				return errors.New("still the old value")
+			}
+			return nil
+		})
+	}
+	warm := func(tenant, item string) string {
+		t.Helper()
+		v := read(tenant, item)
+		h := a.hits(t, tenant)
+		if read(tenant, item) != v || a.hits(t, tenant) != h+1 {
+			t.Fatal("not cached")
+		}
+		return v
+	}
+
+	t.Run("other_sidecar", func(t *testing.T) {
+		acme, globex := warm("acme", "acme-item-2"), warm("globex", "globex-item-2")
+		w := b.connect(t, b.tenantURL("acme"))
+		if _, err := w.Exec(ctx, "UPDATE orders SET amount = amount + 7 WHERE item = 'acme-item-2'"); err != nil {
+			t.Fatal(err)
+		}
+		becomes("acme", "acme-item-2", acme)
+		// globex's result did not change and stays cached.
+		h := a.hits(t, "globex")
+		if read("globex", "globex-item-2") != globex || a.hits(t, "globex") != h+1 {
+			t.Fatal("acme's write evicted globex's result")
+		}
+	})
+	t.Run("direct", func(t *testing.T) {
+		acme, globex := warm("acme", "acme-item-3"), warm("globex", "globex-item-3")
+		adminExec(t, "UPDATE public.orders SET amount = amount + 5 WHERE item IN ('acme-item-3', 'globex-item-3')")
+		becomes("acme", "acme-item-3", acme)
+		becomes("globex", "globex-item-3", globex)
+	})
+	t.Run("shared_table", func(t *testing.T) {
+		price := func(tenant string) string {
+			s, err := queryText(ctx, readers[tenant], pgx.QueryExecModeCacheStatement, "SELECT price FROM plans WHERE name = 'pro'")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		old := price("globex")
+		price("globex")
+		adminExec(t, "UPDATE public.plans SET price = price + 1 WHERE name = 'pro'")
+		harness.Eventually(t, 30*time.Second, func() error {
+			if price("globex") == old {
+				return errors.New("still the old price")
+			}
+			return nil
+		})
+	})
+}
+
+// TestCacheListenerDrop: when the listening connection drops, the cache is
+// emptied, and nothing cached before is served after.
+func TestCacheListenerDrop(t *testing.T) {
+	p := startCached(t, true, time.Hour, nil)
+	ctx := ctxT(t, 60*time.Second)
+	c := p.connect(t, p.tenantURL("acme"))
+	for i := 1; i <= 3; i++ {
+		for j := 0; j < 2; j++ {
+			if _, err := amountOf(ctx, c, pgx.QueryExecModeCacheStatement, fmt.Sprintf("acme-item-%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	entries := func() int {
+		n := 0
+		for _, s := range p.srv.CacheStats() {
+			n += s.Entries
+		}
+		return n
+	}
+	if entries() == 0 {
+		t.Fatal("nothing cached")
+	}
+	flushes := p.metric(t, "tenantguard_pg_cache_flushes_total", map[string]string{"reason": "listener_down"})
+	adminExec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tenantguard result cache' AND datname = 'cachedb'")
+	harness.Eventually(t, 20*time.Second, func() error {
+		if p.metric(t, "tenantguard_pg_cache_flushes_total", map[string]string{"reason": "listener_down"}) == flushes {
+			return errors.New("drop not seen yet")
+		}
+		return nil
+	})
+	if n := entries(); n != 0 {
+		t.Fatalf("%d entries left after the listener dropped", n)
+	}
+	hits := p.hits(t, "acme")
+	for i := 1; i <= 3; i++ {
+		if _, err := amountOf(ctx, c, pgx.QueryExecModeCacheStatement, fmt.Sprintf("acme-item-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.hits(t, "acme") != hits {
+		t.Fatal("a result cached before the drop was served after it")
+	}
+	// The listener comes back and the cache works again.
+	harness.Eventually(t, 20*time.Second, func() error {
+		if p.metric(t, "tenantguard_pg_cache_listener_up", nil) != 1 {
+			return errors.New("listener not back")
+		}
+		return nil
+	})
+	for j := 0; j < 2; j++ {
+		if _, err := amountOf(ctx, c, pgx.QueryExecModeCacheStatement, "acme-item-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.hits(t, "acme") == hits {
+		t.Fatal("no hit after the listener came back")
+	}
+}
