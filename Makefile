@@ -58,6 +58,7 @@ fuzz:
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzScan -fuzztime $(FUZZTIME)
+	$(GO) test ./controlplane/xds -run '^$$' -fuzz FuzzNodeIDs -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzWire -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzEdKey -fuzztime $(FUZZTIME)
 	$(GO) test ./controlplane/store -run '^$$' -fuzz FuzzLineDiff -fuzztime $(FUZZTIME)
@@ -67,8 +68,11 @@ fuzz:
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseYAML -fuzztime $(FUZZTIME)
 	$(GO) test ./policy/policypb -run '^$$' -fuzz FuzzParseJSON -fuzztime $(FUZZTIME)
 
+# One benchmark at a time on an otherwise idle machine (bench/all.sh refuses
+# to start on a busy one); each report lands in its section of
+# bench/RESULTS.md. QUICK=1 for a smoke run, SECTIONS="pgbench redis" for some.
 bench: deps-test build
-	./bench/pgbench.sh
+	bash bench/all.sh $(SECTIONS)
 
 clean:
 	rm -rf bin

@@ -71,6 +71,9 @@ func bootstrap(t *testing.T, data []byte) *bootstrapv3.Bootstrap {
 		for _, a := range c.GetTypedExtensionProtocolOptions() {
 			unpack(t, a, &upstreamhttpv3.HttpProtocolOptions{})
 		}
+		if ts := c.GetTransportSocket(); ts != nil {
+			upstreamTLS(t, ts)
+		}
 	}
 	return &b
 }

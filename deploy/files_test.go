@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -36,6 +37,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 	"github.com/tenantguard/tenantguard/test/deploycheck"
+	"github.com/tenantguard/tenantguard/test/harness"
 )
 
 // scheme knows every kind deploy/ uses; an unknown kind fails to decode.
@@ -96,6 +98,7 @@ var checkers = []struct {
 	{func(p string) bool { return p == "kubernetes/config/extauthz.yaml" }, checkExtAuthzConfig},
 	{func(p string) bool { return p == "kubernetes/config/sidecar.yaml" }, checkSidecarConfig},
 	{func(p string) bool { return p == "kubernetes/config/policy.yaml" }, checkPolicy},
+	{func(p string) bool { return strings.HasPrefix(p, "kubernetes/certs/") }, checkCertManager},
 	{func(p string) bool { return p == "kubernetes/base/injector/injector.yaml" }, checkInjectorConfig},
 	{func(p string) bool { return p == "envoy/envoy.yaml" }, func(t *testing.T, _ string, data []byte) { bootstrap(t, data) }},
 	{func(p string) bool { return p == "prometheus/alerts.yaml" }, func(t *testing.T, path string, _ []byte) {
@@ -156,12 +159,37 @@ func checkKustomization(t *testing.T, _ string, data []byte) {
 	}
 }
 
+// certMounts are the directories the templates name certificates in,
+// each a csi-driver volume's mount: tls.crt, tls.key and ca.crt.
+var certMounts = []string{"/etc/tenantguard/tls/", "/etc/tenantguard/certs/"}
+
 // withFiles copies a configuration template into a temporary directory
 // next to stand-ins for the files it names (tokens, keys, the seed), as
 // its Secret would hold them, and returns the template's path there.
+// Certificates the template names under certMounts are issued into
+// directories of their own, and the template's paths rewritten to them.
 func withFiles(t *testing.T, name string, data []byte, extra map[string][]byte) string {
 	t.Helper()
 	dir := t.TempDir()
+	ca := harness.NewCA(t, "deploy test CA")
+	for i, m := range certMounts {
+		if !bytes.Contains(data, []byte(m)) {
+			continue
+		}
+		certDir := filepath.Join(dir, fmt.Sprintf("mount-%d", i))
+		if err := os.Mkdir(certDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		ca.Issue(t, certDir, "tls", harness.ServerSpec("deploy-test"))
+		b, err := os.ReadFile(ca.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		data = bytes.ReplaceAll(data, []byte(m), []byte(certDir+"/"))
+	}
 	auditKey, err := auditkey.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +197,6 @@ func withFiles(t *testing.T, name string, data []byte, extra map[string][]byte) 
 	files := map[string][]byte{
 		name:          data,
 		"admin.token": []byte("admin-token-0123456789abcdef"),
-		"xds.token":   []byte("xds-token-0123456789abcdef"),
 		"audit.key":   auditKey.MarshalPEM(),
 	}
 	for k, v := range extra {
@@ -194,8 +221,9 @@ func checkControlPlaneConfig(t *testing.T, _ string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.XDSToken == "" || cfg.Envoy == nil || cfg.Seed == "" || cfg.Audit.SigningKey == nil || cfg.Audit.SignedFrom != 1 {
-		t.Fatalf("the template should require the xDS token, seed the policy, serve Envoy and sign the audit trail from its start: %+v", cfg)
+	if cfg.XDSTLS == nil || cfg.XDSTLS.ClientCAFile == "" || cfg.XDSTrustDomain == "" || cfg.Envoy == nil || cfg.Envoy.ExtAuthzTLS == nil ||
+		cfg.Seed == "" || cfg.Audit.SigningKey == nil || cfg.Audit.SignedFrom != 1 {
+		t.Fatalf("the template should serve xDS over TLS to data planes with client certificates, seed the policy, serve Envoy (calling ext_authz over TLS) and sign the audit trail from its start: %+v", cfg)
 	}
 }
 
@@ -208,8 +236,11 @@ func checkExtAuthzConfig(t *testing.T, _ string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ControlPlane == nil || cfg.ControlPlane.NodeID != "tenantguard/tenantguard-extauthz-7d9f-x2k4" || cfg.ControlPlane.Token == "" {
-		t.Fatalf("controlplane %+v", cfg.ControlPlane)
+	if cfg.ControlPlane == nil || cfg.ControlPlane.NodeID != "tenantguard/tenantguard-extauthz-7d9f-x2k4" || cfg.ControlPlane.TLS == nil || cfg.ControlPlane.TLS.CertFile == "" {
+		t.Fatalf("the template should take its policy from the control plane with its pod's certificate: %+v", cfg.ControlPlane)
+	}
+	if cfg.GRPCTLS == nil {
+		t.Fatal("the template should serve Envoy's checks over TLS")
 	}
 }
 
@@ -218,8 +249,8 @@ func checkSidecarConfig(t *testing.T, _ string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ControlPlane == nil || cfg.ControlPlane.Token == "" || cfg.Postgres.Binder == nil {
-		t.Fatalf("the template should take its policy from the control plane with the token, isolation on: %+v", cfg)
+	if cfg.ControlPlane == nil || cfg.ControlPlane.TLS == nil || cfg.ControlPlane.TLS.CertFile == "" || cfg.Postgres.Binder == nil {
+		t.Fatalf("the template should take its policy from the control plane with its pod's certificate, isolation on: %+v", cfg)
 	}
 }
 

@@ -34,4 +34,3 @@ func TestValidTenantID(t *testing.T) {
 		}
 	}
 }
-

@@ -26,20 +26,21 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 )
 
 func main() {
 	n := flag.Int("n", 10000, "idle client connections to open")
 	bin := flag.String("tenantguard", "bin/tenantguard", "tenantguard binary")
+	out := flag.String("out", "", "also write the results as markdown to this file")
 	flag.Parse()
-	if err := run(*n, *bin); err != nil {
+	if err := run(*n, *bin, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "idle:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, bin string) error {
+func run(n int, bin, out string) error {
 	raiseFDLimit()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -142,14 +143,17 @@ debug: {pprof: true}
 		return err
 	}
 	per := func(a, b float64) float64 { return (b - a) / float64(len(conns)-1) / 1024 }
+	table := benchkit.Table{Left: 1, Header: []string{"when", "RSS MiB", "KiB/client", "heap KiB/client", "stack KiB/client", "goroutines/client"}}
 	report := func(when string, rssNow int64, g map[string]float64) {
-		fmt.Printf("%s: RSS %.1f MiB, %.1f KiB per idle client; Go's own accounting per client: %.1f KiB of heap in use, %.1f KiB of goroutine stacks, %.2f goroutines\n",
-			when, mib(rssNow), float64(rssNow-one)/float64(len(conns)-1)/1024,
-			per(goOne["go_memstats_heap_inuse_bytes"], g["go_memstats_heap_inuse_bytes"]),
-			per(goOne["go_memstats_stack_inuse_bytes"], g["go_memstats_stack_inuse_bytes"]),
-			(g["go_goroutines"]-goOne["go_goroutines"])/float64(len(conns)-1))
+		table.Rows = append(table.Rows, []string{when,
+			fmt.Sprintf("%.1f", mib(rssNow)),
+			fmt.Sprintf("%.1f", float64(rssNow-one)/float64(len(conns)-1)/1024),
+			fmt.Sprintf("%.1f", per(goOne["go_memstats_heap_inuse_bytes"], g["go_memstats_heap_inuse_bytes"])),
+			fmt.Sprintf("%.1f", per(goOne["go_memstats_stack_inuse_bytes"], g["go_memstats_stack_inuse_bytes"])),
+			fmt.Sprintf("%.2f", (g["go_goroutines"]-goOne["go_goroutines"])/float64(len(conns)-1))})
 	}
-	fmt.Printf("sidecar RSS: %.1f MiB before clients, %.1f MiB with 1 idle client; %d idle clients opened in %s\n",
+	setup := fmt.Sprintf("Idle PostgreSQL clients: sidecar RSS %.1f MiB before clients, %.1f MiB with 1 idle client; %d idle clients opened in %s. "+
+		"Per client: the RSS growth over the 1-client figure, and Go's own accounting (heap in use, goroutine stacks, goroutines) from the sidecar's metrics.",
 		mib(base), mib(one), len(conns), took.Round(time.Millisecond))
 	report("just opened", many, goMany)
 	// Settled: what a sidecar idle for a while holds: idle clients parked
@@ -167,7 +171,8 @@ debug: {pprof: true}
 		return err
 	}
 	report("settled (idle 8 s, 4 GCs)", settled, goSettled)
-	return nil
+	rep := benchkit.Report{Setup: setup, Tables: []benchkit.Table{table}}
+	return rep.Write(out)
 }
 
 // forceGC asks the sidecar's pprof endpoint for a heap profile after a GC.

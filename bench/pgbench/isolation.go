@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 )
 
 // checkIsolation proves row isolation is really on through iso: the owner

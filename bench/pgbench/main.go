@@ -4,7 +4,7 @@
 // measures how one tenant's flood of long transactions affects another
 // tenant's latency through tenantguard with isolation on.
 //
-// It starts a throwaway PostgreSQL (internal/pgcluster), loads the standard
+// It starts a throwaway PostgreSQL (internal/fixture/pgcluster), loads the standard
 // pgbench tables, starts tenantguard and PgBouncer in front of it, runs the
 // stock pgbench tool against each target in round-robin order and prints the
 // median throughput, the ratios between targets and the proxies' CPU and

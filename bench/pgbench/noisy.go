@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 )
 
 // Noisy-neighbour shape: tenant quiet runs pgbench's select-only script

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 )
 
 // pgbouncerConf is the PgBouncer configuration; %d are the PostgreSQL port,

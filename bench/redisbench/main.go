@@ -2,8 +2,8 @@
 // direct to redis-server, through tenantguard's Redis listener and through
 // twemproxy (nutcracker), the usual Redis proxy.
 //
-// It starts a throwaway redis-server (internal/redisserver), a throwaway
-// PostgreSQL (internal/pgcluster; the sidecar always has a PostgreSQL
+// It starts a throwaway redis-server (internal/fixture/redisserver), a throwaway
+// PostgreSQL (internal/fixture/pgcluster; the sidecar always has a PostgreSQL
 // listener too), tenantguard (`tenantguard sidecar`) and twemproxy in front
 // of it, first runs redis-benchmark's whole default test set through
 // tenantguard and requires zero errors, then runs redis-benchmark's SET and

@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
-	"github.com/tenantguard/tenantguard/internal/redisserver"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/redisserver"
 )
 
 // nutcrackerBin is twemproxy, from the Debian package nutcracker.

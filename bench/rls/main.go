@@ -3,7 +3,7 @@
 // machine: a point select by primary key on a 200,000-row table, 8 clients,
 // a role that does not own the table, RLS forced.
 //
-// It starts a throwaway PostgreSQL (internal/pgcluster), gives every
+// It starts a throwaway PostgreSQL (internal/fixture/pgcluster), gives every
 // variant its own copy of the table with its policy (see variants.go),
 // checks each variant really isolates (the other tenant's rows stay
 // invisible), and runs the stock pgbench tool with a custom script against

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
-	"github.com/tenantguard/tenantguard/internal/redisserver"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/redisserver"
 )
 
 // The upstream role and the tokens of the measured set-up.

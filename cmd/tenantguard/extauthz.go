@@ -16,7 +16,7 @@ func runExtAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return runKeygen(args[1:], stdout, stderr)
 	}
 	return runService(ctx, "extauthz", args, stderr, config.LoadExtAuthz,
-		func(_ context.Context, cfg *config.ExtAuthz, log *slog.Logger) (runner, error) {
-			return extauthzsvc.Start(cfg, log)
+		func(ctx context.Context, cfg *config.ExtAuthz, log *slog.Logger) (runner, error) {
+			return extauthzsvc.Start(ctx, cfg, log)
 		})
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
@@ -99,7 +99,7 @@ func serverOnURL(t *testing.T, pgURL string, opts ...store.Option) *server {
 		srv.Close()
 		st.Close()
 		goleak.VerifyNone(t, ignore,
-			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/fixture/childproc.(*Process).wait"))
 	})
 	return &server{t: t, url: srv.URL, store: st, pgURL: pgURL}
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
 	"github.com/tenantguard/tenantguard/controlplane/store/audittest"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 )
 
 // statementCost is what PostgreSQL's pg_stat_statements counted for one

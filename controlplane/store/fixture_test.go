@@ -14,7 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tenantguard/tenantguard/controlplane/store"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
@@ -77,7 +77,7 @@ func openStore(t *testing.T, db *database, opts ...store.Option) *store.Store {
 		s.Close()
 		goleak.VerifyNone(t, ignore,
 			// a server the test restarted is watched by a new goroutine of the harness
-			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/fixture/childproc.(*Process).wait"))
 	})
 	return s
 }

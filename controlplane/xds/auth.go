@@ -1,86 +1,224 @@
 package xds
 
 import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tenantguard/tenantguard/internal/bearer"
 )
 
-// RequireToken returns a stream interceptor that refuses, with
-// Unauthenticated, every stream whose "authorization" metadata is not
-// "Bearer <token>". The policy carries every tenant's SCRAM verifiers, so
-// only data planes may read it.
+// Access says which xDS streams are let in, and what they may claim to be.
+// The policy carries every tenant's SCRAM verifiers, so only data planes
+// may read it. A stream is let in by either means configured:
 //
-// A stream without the token may still ask for the resource types in
-// public: Envoy's listeners, routes and clusters, which hold addresses and
-// no secrets, so that an edge Envoy needs no token in its bootstrap. Its
-// first request for any other type ends it with Unauthenticated.
+//   - a client certificate that the listener's TLS verified (its
+//     client_ca_file): the node id every request of the stream names must
+//     then be one of NodeIDs of that certificate, else the stream ends
+//     with PermissionDenied (and the refusal is logged), token or not;
+//   - the bearer token, as "authorization: Bearer <token>".
+//
+// With neither configured every stream is let in. A stream let in by
+// neither may still ask for the Public resource types (Envoy's listeners,
+// routes and clusters, which hold addresses and no secrets, so that an
+// edge Envoy needs no credential); its first request for another type
+// ends it with Unauthenticated.
+type Access struct {
+	// Token, if set, lets in a stream that presents it.
+	Token *bearer.Token
+	// ClientCertificates says that the listener verifies client
+	// certificates, which then let streams in.
+	ClientCertificates bool
+	// TrustDomain, if set, is the only SPIFFE trust domain whose ids name
+	// nodes.
+	TrustDomain string
+	// Public are the resource types any stream may read.
+	Public []string
+	// Logger receives refusals of node ids; nil discards them.
+	Logger *slog.Logger
+}
+
+// RequireToken returns the interceptor of Access{Token: &token, Public:
+// public}: streams without the token read only the public types.
 func RequireToken(token bearer.Token, public ...string) grpc.StreamServerInterceptor {
-	allowed := make(map[string]bool, len(public))
-	for _, t := range public {
-		allowed[t] = true
+	return Access{Token: &token, Public: public}.StreamInterceptor()
+}
+
+// StreamInterceptor returns a gRPC stream interceptor that enforces a.
+func (a Access) StreamInterceptor() grpc.StreamServerInterceptor {
+	log := a.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	public := make(map[string]bool, len(a.Public))
+	for _, t := range a.Public {
+		public[t] = true
 	}
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		md, _ := metadata.FromIncomingContext(ss.Context())
-		ok := false
-		for _, v := range md.Get("authorization") {
-			ok = ok || token.Matches(v)
+		g := &guardedStream{ServerStream: ss, log: log}
+		switch leaf := verifiedClient(ss.Context()); {
+		case leaf != nil:
+			g.ids = NodeIDs(leaf, a.TrustDomain)
+			g.bound, g.subject = true, leaf.Subject.String()
+		case a.Token != nil && hasToken(ss.Context(), *a.Token):
+		case a.Token == nil && !a.ClientCertificates:
+			// No authentication configured (the control plane warns).
+		case len(public) == 0:
+			return status.Error(codes.Unauthenticated, a.wanted(""))
+		default:
+			g.public, g.wanted = public, a.wanted
 		}
-		if ok {
+		if !g.bound && g.public == nil {
 			return handler(srv, ss)
 		}
-		if len(allowed) == 0 {
-			return status.Error(codes.Unauthenticated, "xDS needs the control plane's bearer token (controlplane.token)")
-		}
-		w := &publicOnly{ServerStream: ss, allowed: allowed}
-		err := handler(srv, w)
+		err := handler(srv, g)
 		// go-control-plane ends a stream whose Recv fails with status OK:
 		// report the refusal instead.
-		if refused := w.refusal(); refused != nil {
+		if refused := g.refusal(); refused != nil {
 			return refused
 		}
 		return err
 	}
 }
 
-// publicOnly is a stream without the token: its requests may name only
-// the allowed types.
-type publicOnly struct {
+// wanted is the refusal of a stream without credentials, asking for
+// typeURL ("" for any).
+func (a Access) wanted(typeURL string) string {
+	var what string
+	switch {
+	case a.Token != nil && a.ClientCertificates:
+		what = "a client certificate (controlplane.tls) or the control plane's bearer token (controlplane.token)"
+	case a.ClientCertificates:
+		what = "a client certificate (controlplane.tls)"
+	default:
+		what = "the control plane's bearer token (controlplane.token)"
+	}
+	if typeURL == "" {
+		return "xDS needs " + what
+	}
+	return fmt.Sprintf("xDS needs %s for %q", what, typeURL)
+}
+
+func hasToken(ctx context.Context, token bearer.Token) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if token.Matches(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// verifiedClient is the client certificate that the stream's TLS
+// connection verified, nil if none.
+func verifiedClient(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return ti.State.VerifiedChains[0][0]
+}
+
+// guardedStream checks each request of a stream: with bound, the node id
+// it names against ids; with public set, its type.
+type guardedStream struct {
 	grpc.ServerStream
-	allowed map[string]bool
+	log *slog.Logger
+
+	bound   bool
+	ids     []string
+	subject string
+
+	public map[string]bool
+	wanted func(typeURL string) string
+
 	mu      sync.Mutex
+	named   bool // a request named its node
 	refused error
 }
 
-func (p *publicOnly) RecvMsg(m any) error {
-	if err := p.ServerStream.RecvMsg(m); err != nil {
+func (g *guardedStream) RecvMsg(m any) error {
+	if err := g.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
 	var typeURL string
+	var node *corev3.Node
 	switch r := m.(type) {
 	case *discovery.DiscoveryRequest:
-		typeURL = r.GetTypeUrl()
+		typeURL, node = r.GetTypeUrl(), r.GetNode()
 	case *discovery.DeltaDiscoveryRequest:
-		typeURL = r.GetTypeUrl()
+		typeURL, node = r.GetTypeUrl(), r.GetNode()
 	}
-	if p.allowed[typeURL] {
-		return nil
+	if g.bound {
+		if err := g.checkNode(node); err != nil {
+			return g.refuse(err)
+		}
 	}
-	err := status.Errorf(codes.Unauthenticated, "xDS needs the control plane's bearer token (controlplane.token) for %q", typeURL)
-	p.mu.Lock()
-	p.refused = err
-	p.mu.Unlock()
+	if g.public != nil && !g.public[typeURL] {
+		return g.refuse(status.Error(codes.Unauthenticated, g.wanted(typeURL)))
+	}
+	return nil
+}
+
+// checkNode accepts a request that names one of the certificate's node
+// ids, or that names none after one that did (xDS sends the node on a
+// stream's first request only).
+func (g *guardedStream) checkNode(node *corev3.Node) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if node == nil {
+		if g.named {
+			return nil
+		}
+		return status.Error(codes.PermissionDenied, "xDS: the first request must name its node (the client certificate's identity)")
+	}
+	id := node.GetId()
+	if !slices.Contains(g.ids, id) {
+		addr := ""
+		if p, ok := peer.FromContext(g.Context()); ok {
+			addr = p.Addr.String()
+		}
+		g.log.Warn("xds: refused a node id its client certificate does not name", "node", id, "certificate_node_ids", g.ids, "subject", g.subject, "peer", addr)
+		return status.Errorf(codes.PermissionDenied, "xDS: node id %q is not the client certificate's (%s)", id, describeIDs(g.ids))
+	}
+	g.named = true
+	return nil
+}
+
+func describeIDs(ids []string) string {
+	if len(ids) == 0 {
+		return "it names no node"
+	}
+	return fmt.Sprintf("it names %q", ids)
+}
+
+func (g *guardedStream) refuse(err error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.refused == nil {
+		g.refused = err
+	}
 	return err
 }
 
-func (p *publicOnly) refusal() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.refused
+func (g *guardedStream) refusal() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.refused
 }

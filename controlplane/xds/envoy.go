@@ -16,6 +16,7 @@ import (
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -81,7 +82,27 @@ type EnvoyConfig struct {
 	// ExtAuthzAddr is the ext_authz service's IP address or DNS name.
 	ExtAuthzAddr string
 	ExtAuthzPort int
+	// ExtAuthzTLS, if set, makes Envoy call ext_authz over TLS.
+	ExtAuthzTLS *UpstreamTLS
 }
+
+// UpstreamTLS is how Envoy connects to an upstream over TLS. The files
+// are paths on Envoy's file system, which Envoy reads, not the control
+// plane.
+type UpstreamTLS struct {
+	// CAFile verifies the upstream's certificate.
+	CAFile string
+	// CertFile and KeyFile, if set, are Envoy's client certificate.
+	CertFile, KeyFile string
+	// ServerName is sent as SNI and must be a DNS name of the upstream's
+	// certificate.
+	ServerName string
+}
+
+// EnvoyCurves are the key exchanges Envoy offers on the TLS connections
+// this configuration makes, the hybrid post-quantum one first (BoringSSL's
+// names; Envoy's default is X25519 and P-256 only).
+var EnvoyCurves = []string{"X25519MLKEM768", "X25519", "P-256"}
 
 // Validate reports the first field of c that Envoy would refuse.
 func (c *EnvoyConfig) Validate() error {
@@ -101,6 +122,16 @@ func (c *EnvoyConfig) Validate() error {
 	}
 	if c.ExtAuthzAddr == "" {
 		return errors.New("envoy ext_authz address is empty")
+	}
+	if t := c.ExtAuthzTLS; t != nil {
+		switch {
+		case t.CAFile == "":
+			return errors.New("envoy ext_authz TLS: the CA file is empty")
+		case t.ServerName == "":
+			return errors.New("envoy ext_authz TLS: the server name is empty")
+		case (t.CertFile == "") != (t.KeyFile == ""):
+			return errors.New("envoy ext_authz TLS: give the certificate and key files together")
+		}
 	}
 	return nil
 }
@@ -205,12 +236,18 @@ func (c *EnvoyConfig) Resources() (*EnvoyResources, error) {
 	ea.TypedExtensionProtocolOptions = map[string]*anypb.Any{
 		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": pack(h2),
 	}
+	valid := []interface{ ValidateAll() error }{strip, authz, router, route, hcm, ln, h2, app, ea}
+	if t := c.ExtAuthzTLS; t != nil {
+		tlsCtx := upstreamTLSContext(t)
+		ea.TransportSocket = &core.TransportSocket{Name: wellknown.TransportSocketTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: pack(tlsCtx)}}
+		valid = append(valid, tlsCtx)
+	}
 	if packErr != nil {
 		return nil, packErr
 	}
 	// Validate every message, the ones packed into Anys too (a Listener's
 	// own rules cannot see inside its typed_config).
-	for _, m := range []interface{ ValidateAll() error }{strip, authz, router, route, hcm, ln, h2, app, ea} {
+	for _, m := range valid {
 		if err := m.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("generated envoy configuration is invalid: %w", err)
 		}
@@ -220,6 +257,33 @@ func (c *EnvoyConfig) Resources() (*EnvoyResources, error) {
 		Routes:    []types.ResourceWithName{route},
 		Clusters:  []types.ResourceWithName{app, ea},
 	}, nil
+}
+
+// upstreamTLSContext verifies the upstream against t's CA and server name,
+// offers EnvoyCurves and HTTP/2 (gRPC), and presents t's certificate if
+// it has one.
+func upstreamTLSContext(t *UpstreamTLS) *tlsv3.UpstreamTlsContext {
+	file := func(p string) *core.DataSource {
+		return &core.DataSource{Specifier: &core.DataSource_Filename{Filename: p}}
+	}
+	common := &tlsv3.CommonTlsContext{
+		TlsParams: &tlsv3.TlsParameters{
+			TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2,
+			EcdhCurves:                EnvoyCurves,
+		},
+		AlpnProtocols: []string{"h2"},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: file(t.CAFile),
+			MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+				SanType: tlsv3.SubjectAltNameMatcher_DNS,
+				Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.ServerName}},
+			}},
+		}},
+	}
+	if t.CertFile != "" {
+		common.TlsCertificates = []*tlsv3.TlsCertificate{{CertificateChain: file(t.CertFile), PrivateKey: file(t.KeyFile)}}
+	}
+	return &tlsv3.UpstreamTlsContext{Sni: t.ServerName, CommonTlsContext: common}
 }
 
 // removeHeaders is a request mutation removing the headers whose name m

@@ -136,8 +136,14 @@ type dataPlane struct {
 // startDataPlane runs a client of addr until the test ends (or stop).
 func startDataPlane(t *testing.T, addr, node string, delta bool, cacheFile string) *dataPlane {
 	t.Helper()
+	return startDataPlaneWith(t, addr, node, delta, cacheFile, nil)
+}
+
+// startDataPlaneWith is startDataPlane with its options adjusted by edit.
+func startDataPlaneWith(t *testing.T, addr, node string, delta bool, cacheFile string, edit func(*xdsclient.Options)) *dataPlane {
+	t.Helper()
 	dp := &dataPlane{reg: prometheus.NewRegistry(), applied: make(chan string, 256), refused: make(chan string, 256), done: make(chan error, 1)}
-	dp.Client = xdsclient.New(xdsclient.Options{
+	opts := xdsclient.Options{
 		ServerAddr: addr, NodeID: node, Cluster: "test", Delta: delta, CacheFile: cacheFile,
 		Apply: func(version string, p *policypb.Policy) error {
 			if err := testApply(p); err != nil {
@@ -151,7 +157,11 @@ func startDataPlane(t *testing.T, addr, node string, delta bool, cacheFile strin
 		Backoff:    xdsclient.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
 		Logger:     testLogger(t, node),
 		Registerer: dp.reg,
-	})
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	dp.Client = xdsclient.New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	dp.stop = cancel
 	go func() { dp.done <- dp.Run(ctx) }()

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tenantguard/tenantguard/internal/redisserver"
+	"github.com/tenantguard/tenantguard/internal/fixture/redisserver"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/test/harness"
 )

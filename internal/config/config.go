@@ -4,7 +4,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
@@ -48,10 +48,9 @@ type File struct {
 		MaxIdleDedicated   int      `yaml:"max_idle_dedicated_connections"`
 		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
 	} `yaml:"redis"`
-	TLS struct {
-		CertFile string `yaml:"cert_file"`
-		KeyFile  string `yaml:"key_file"`
-	} `yaml:"tls"`
+	// TLS is the client-facing listeners' (Postgres; not yet Redis):
+	// SSLRequest is answered with 'S' when it is set.
+	TLS      *ListenerTLSFile `yaml:"tls"`
 	Postgres struct {
 		Databases []struct {
 			Name string `yaml:"name"`
@@ -146,15 +145,18 @@ type Sidecar struct {
 	PostgresListen string
 	RedisListen    string // "" = no Redis listener
 	AdminListen    string
-	Postgres       proxypg.Config
+	Postgres       proxypg.Config // its TLS is set from TLS when the sidecar starts
 	Redis          proxyredis.Config
-	Policy         *policy.Snapshot
-	Sessions       *Sessions           // nil: session tokens are not accepted
-	ControlPlane   *ControlPlaneClient // nil: the policy is this file's
-	DrainTimeout   time.Duration
-	Pprof          bool   // serve /debug/pprof/ on the admin listener
-	Path           string // the file it was read from ("" when parsed from text)
-	Version        string // the binary's version, for the admin console; set by the command
+	// TLS is the Postgres listener's certificate and client CAs; nil: no
+	// TLS (SSLRequest gets 'N').
+	TLS          *tlsconf.ServerFiles
+	Policy       *policy.Snapshot
+	Sessions     *Sessions           // nil: session tokens are not accepted
+	ControlPlane *ControlPlaneClient // nil: the policy is this file's
+	DrainTimeout time.Duration
+	Pprof        bool   // serve /debug/pprof/ on the admin listener
+	Path         string // the file it was read from ("" when parsed from text)
+	Version      string // the binary's version, for the admin console; set by the command
 }
 
 // Error is a configuration error: which file, which field, what is wrong.
@@ -203,11 +205,15 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 		out.DrainTimeout = 30 * time.Second
 	}
 	for _, step := range []func(*File, *Sidecar) *fieldErr{
-		parseListen, parseTLS, parsePostgres, parsePool, parseRedis, parseIsolation,
+		parseListen, parsePostgres, parsePool, parseRedis, parseIsolation,
 	} {
 		if fe := step(&f, out); fe != nil {
 			return nil, fe.in(name)
 		}
+	}
+	var fe *fieldErr
+	if out.TLS, fe = parseListenerTLS(f.TLS, filepath.Dir(name), "tls"); fe != nil {
+		return nil, fe.in(name)
 	}
 	if fe := parsePolicy(&f, out, filepath.Dir(name)); fe != nil {
 		return nil, fe.in(name)
@@ -250,21 +256,6 @@ func parseListen(f *File, out *Sidecar) *fieldErr {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return failf(a.field, "%q is not host:port: %v", a.addr, err)
 		}
-	}
-	return nil
-}
-
-// parseTLS loads the Postgres listener's certificate.
-func parseTLS(f *File, out *Sidecar) *fieldErr {
-	if (f.TLS.CertFile == "") != (f.TLS.KeyFile == "") {
-		return failf("tls", "cert_file and key_file must be given together")
-	}
-	if f.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(f.TLS.CertFile, f.TLS.KeyFile)
-		if err != nil {
-			return failf("tls.cert_file", "cannot load certificate and key: %v", err)
-		}
-		out.Postgres.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return nil
 }

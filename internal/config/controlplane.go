@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/controlplane/store/auditkey"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 )
 
 // ControlPlaneFile is the control plane's configuration file as written.
@@ -22,6 +23,15 @@ type ControlPlaneFile struct {
 		// Admin serves the admin API, /metrics, /healthz and /readyz.
 		Admin string `yaml:"admin"`
 	} `yaml:"listen"`
+	// TLS of each listener; a listener without a section is plaintext.
+	TLS struct {
+		// XDS: with client_ca_file, data planes may authenticate with a
+		// client certificate (instead of, or besides, xds_token), and the
+		// node id they claim must be the certificate's identity.
+		XDS *XDSTLSFile `yaml:"xds"`
+		// Admin: the admin API still needs the admin token.
+		Admin *ListenerTLSFile `yaml:"admin"`
+	} `yaml:"tls"`
 	// Database is the PostgreSQL URL of the policy store.
 	Database       string `yaml:"database"`
 	AdminToken     string `yaml:"admin_token"`
@@ -39,6 +49,10 @@ type ControlPlaneFile struct {
 		Listen   string `yaml:"listen"`
 		App      string `yaml:"app"`
 		ExtAuthz string `yaml:"extauthz"`
+		// ExtAuthzTLS, if present, makes Envoy call ext_authz over TLS;
+		// its files are paths on Envoy's file system, which the control
+		// plane does not read.
+		ExtAuthzTLS *ClientTLSFile `yaml:"extauthz_tls"`
 	} `yaml:"envoy"`
 	DrainTimeout Duration `yaml:"drain_timeout"`
 
@@ -63,6 +77,15 @@ type ControlPlaneFile struct {
 	AuditFullCheckInterval Duration `yaml:"audit_full_check_interval"`
 }
 
+// XDSTLSFile is the xDS listener's `tls:` section: a listener's, and the
+// trust domain of the SPIFFE ids that name nodes.
+type XDSTLSFile struct {
+	ListenerTLSFile `yaml:",inline"`
+	// TrustDomain, if set, is the only SPIFFE trust domain whose ids
+	// (spiffe://<trust_domain>/ns/<namespace>/pod/<name>) name nodes.
+	TrustDomain string `yaml:"trust_domain"`
+}
+
 // Defaults of the audit schedules.
 const (
 	DefaultAuditCheckInterval     = 5 * time.Minute
@@ -83,8 +106,12 @@ type ControlPlane struct {
 	XDSListen, AdminListen string
 	Database               string
 	AdminToken             string
-	XDSToken               string // "" = xDS clients are not authenticated
-	Seed                   string // "" = none
+	XDSToken               string // "" = xDS clients are not authenticated by token
+	// XDSTLS and AdminTLS are the listeners' TLS; nil: plaintext.
+	XDSTLS, AdminTLS *tlsconf.ServerFiles
+	// XDSTrustDomain restricts the SPIFFE ids that name nodes; "" = any.
+	XDSTrustDomain string
+	Seed           string // "" = none
 	// Envoy addresses, host:port each; nil when Envoy resources are off.
 	Envoy        *EnvoyAddrs
 	DrainTimeout Duration
@@ -92,7 +119,11 @@ type ControlPlane struct {
 }
 
 // EnvoyAddrs are the addresses the Envoy resources name.
-type EnvoyAddrs struct{ Listen, App, ExtAuthz string }
+type EnvoyAddrs struct {
+	Listen, App, ExtAuthz string
+	// ExtAuthzTLS: nil, plaintext; else paths on Envoy's file system.
+	ExtAuthzTLS *tlsconf.ClientFiles
+}
 
 // LoadControlPlane reads and validates the control plane's configuration.
 func LoadControlPlane(path string) (*ControlPlane, error) {
@@ -138,6 +169,18 @@ func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 		return fail(ferr.field, "%s", ferr.msg)
 	}
 	out.XDSToken = tok
+	if x := f.TLS.XDS; x != nil {
+		if out.XDSTLS, ferr = parseListenerTLS(&x.ListenerTLSFile, base, "tls.xds"); ferr != nil {
+			return fail(ferr.field, "%s", ferr.msg)
+		}
+		if x.TrustDomain != "" && !validTrustDomain(x.TrustDomain) {
+			return fail("tls.xds.trust_domain", "%q is not a SPIFFE trust domain (lower-case letters, digits, '.', '-', '_')", x.TrustDomain)
+		}
+		out.XDSTrustDomain = x.TrustDomain
+	}
+	if out.AdminTLS, ferr = parseListenerTLS(f.TLS.Admin, base, "tls.admin"); ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
+	}
 	if f.Seed != "" {
 		out.Seed = resolve(base, f.Seed)
 		if _, err := os.Stat(out.Seed); err != nil {
@@ -151,11 +194,32 @@ func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 			}
 		}
 		out.Envoy = &EnvoyAddrs{Listen: e.Listen, App: e.App, ExtAuthz: e.ExtAuthz}
+		if t := e.ExtAuthzTLS; t != nil {
+			switch {
+			case t.CAFile == "":
+				return fail("envoy.extauthz_tls.ca_file", "required: the CA that ext_authz's certificate is verified with, on Envoy's file system")
+			case t.ServerName == "":
+				return fail("envoy.extauthz_tls.server_name", "required: the DNS name of ext_authz's certificate (SNI)")
+			case (t.CertFile == "") != (t.KeyFile == ""):
+				return fail("envoy.extauthz_tls", "cert_file and key_file must be given together")
+			}
+			out.Envoy.ExtAuthzTLS = &tlsconf.ClientFiles{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName}
+		}
 	}
 	if out.Audit, ferr = parseControlPlaneAudit(&f, base); ferr != nil {
 		return fail(ferr.field, "%s", ferr.msg)
 	}
 	return out, nil
+}
+
+// validTrustDomain follows the SPIFFE ID specification, §2.1.
+func validTrustDomain(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return s != "" && len(s) <= 255
 }
 
 // parseControlPlaneAudit reads the audit keys and schedules; base

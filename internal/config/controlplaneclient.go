@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/tenantguard/tenantguard/internal/bearer"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 )
 
 // ControlPlaneClientFile is the `controlplane:` section of a sidecar's or
@@ -27,6 +28,10 @@ type ControlPlaneClientFile struct {
 	// Token (or TokenFile) is the control plane's xds_token.
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
+	// TLS, if present, dials the control plane over TLS: ca_file verifies
+	// its certificate, cert_file and key_file are this node's client
+	// certificate (mTLS: its identity must match node_id).
+	TLS *ClientTLSFile `yaml:"tls"`
 }
 
 // ControlPlaneClient is the compiled `controlplane:` section.
@@ -34,6 +39,8 @@ type ControlPlaneClient struct {
 	Address, NodeID, CacheFile string
 	Delta                      bool
 	Token                      string // "" = none
+	// TLS is nil for a plaintext connection.
+	TLS *tlsconf.ClientFiles
 }
 
 func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*ControlPlaneClient, *fieldErr) {
@@ -57,6 +64,9 @@ func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*Con
 		return nil, ferr
 	}
 	out.Token = tok
+	if out.TLS, ferr = parseClientTLS(f.TLS, base, "controlplane.tls"); ferr != nil {
+		return nil, ferr
+	}
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy"
 )
 
@@ -17,6 +18,11 @@ type ExtAuthzFile struct {
 		// HTTP serves the session API, /metrics, /healthz and /readyz.
 		HTTP string `yaml:"http"`
 	} `yaml:"listen"`
+	// TLS of each listener; a listener without a section is plaintext.
+	TLS struct {
+		GRPC *ListenerTLSFile `yaml:"grpc"`
+		HTTP *ListenerTLSFile `yaml:"http"`
+	} `yaml:"tls"`
 	// AdminToken (or AdminTokenFile) is the bearer token the session API
 	// requires.
 	AdminToken     string       `yaml:"admin_token"`
@@ -32,11 +38,13 @@ type ExtAuthzFile struct {
 // ExtAuthz is the compiled ext_authz configuration.
 type ExtAuthz struct {
 	GRPCListen, HTTPListen string
-	AdminToken             string
-	Sessions               *Sessions
-	Tenants                map[string]bool
-	ControlPlane           *ControlPlaneClient // nil: tenants from this file
-	DrainTimeout           Duration
+	// GRPCTLS and HTTPTLS are the listeners' TLS; nil: plaintext.
+	GRPCTLS, HTTPTLS *tlsconf.ServerFiles
+	AdminToken       string
+	Sessions         *Sessions
+	Tenants          map[string]bool
+	ControlPlane     *ControlPlaneClient // nil: tenants from this file
+	DrainTimeout     Duration
 }
 
 // LoadExtAuthz reads and validates the ext_authz configuration at path.
@@ -72,6 +80,12 @@ func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
 	}
 	tok, ferr := readToken(filepath.Dir(name), "admin_token", f.AdminToken, f.AdminTokenFile, true)
 	if ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
+	}
+	if out.GRPCTLS, ferr = parseListenerTLS(f.TLS.GRPC, filepath.Dir(name), "tls.grpc"); ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
+	}
+	if out.HTTPTLS, ferr = parseListenerTLS(f.TLS.HTTP, filepath.Dir(name), "tls.http"); ferr != nil {
 		return fail(ferr.field, "%s", ferr.msg)
 	}
 	out.AdminToken = tok

@@ -73,8 +73,17 @@ type SidecarTemplateFile struct {
 		Requests map[string]string `yaml:"requests"`
 		Limits   map[string]string `yaml:"limits"`
 	} `yaml:"resources"`
-	RunAsUser      int64    `yaml:"run_as_user"`
-	FailurePolicy  string   `yaml:"failure_policy"`
+	RunAsUser     int64  `yaml:"run_as_user"`
+	FailurePolicy string `yaml:"failure_policy"`
+	// Certificates, if present, gives every injected sidecar its own
+	// pod's certificate from cert-manager's csi-driver, for mTLS to the
+	// control plane: spiffe://<trust_domain>/ns/<namespace>/pod/<name>,
+	// mounted at /etc/tenantguard/certs (tls.crt, tls.key, ca.crt).
+	Certificates *struct {
+		Issuer      string `yaml:"issuer"`
+		IssuerKind  string `yaml:"issuer_kind"`  // Issuer or ClusterIssuer (default)
+		TrustDomain string `yaml:"trust_domain"` // default cluster.local
+	} `yaml:"certificates"`
 	ShutdownDelay  Duration `yaml:"shutdown_delay"`
 	StartupTimeout Duration `yaml:"startup_timeout"`
 }
@@ -257,6 +266,24 @@ func parseSidecarTemplate(f *SidecarTemplateFile, version string) (inject.Config
 	}
 	if f.StartupTimeout != 0 {
 		c.StartupTimeout = time.Duration(f.StartupTimeout)
+	}
+	if cf := f.Certificates; cf != nil {
+		cc := &inject.Certificates{Issuer: cf.Issuer, IssuerKind: cf.IssuerKind, TrustDomain: cf.TrustDomain}
+		if cc.IssuerKind == "" {
+			cc.IssuerKind = "ClusterIssuer"
+		}
+		if cc.TrustDomain == "" {
+			cc.TrustDomain = inject.DefaultTrustDomain
+		}
+		switch {
+		case cc.Issuer == "":
+			return c, false, &fieldErr{"sidecar.certificates.issuer", "required: the cert-manager issuer of the sidecars' certificates"}
+		case cc.IssuerKind != "Issuer" && cc.IssuerKind != "ClusterIssuer":
+			return c, false, &fieldErr{"sidecar.certificates.issuer_kind", fmt.Sprintf("%q is not Issuer or ClusterIssuer", cc.IssuerKind)}
+		case !validTrustDomain(cc.TrustDomain):
+			return c, false, &fieldErr{"sidecar.certificates.trust_domain", fmt.Sprintf("%q is not a SPIFFE trust domain", cc.TrustDomain)}
+		}
+		c.Certificates = cc
 	}
 	if err := c.Validate(); err != nil {
 		return c, false, &fieldErr{"sidecar", err.Error()}

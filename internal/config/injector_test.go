@@ -70,6 +70,23 @@ func TestParseInjector(t *testing.T) {
 	if !d.NativeAuto || d.Sidecar.Image != inject.DefaultImageRepo+":2.0.0" || d.Sidecar.Ports.Redis != inject.DefaultRedisPort || d.CertFile != "tls.crt" {
 		t.Errorf("defaults %+v", d)
 	}
+	// Certificates: the issuer given, the kind and trust domain defaulted.
+	cd, err := ParseInjector("i.yaml", []byte("sidecar:\n  certificates: {issuer: tenantguard-ca}\n"), "2.0.0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc := cd.Sidecar.Certificates; cc == nil || *cc != (inject.Certificates{Issuer: "tenantguard-ca", IssuerKind: "ClusterIssuer", TrustDomain: "cluster.local"}) {
+		t.Errorf("certificates %+v", cc)
+	}
+	for text, want := range map[string]string{
+		"sidecar:\n  certificates: {issuer_kind: Issuer}\n":                    "sidecar.certificates.issuer: required",
+		"sidecar:\n  certificates: {issuer: ca, issuer_kind: Secret}\n":        "sidecar.certificates.issuer_kind",
+		"sidecar:\n  certificates: {issuer: ca, trust_domain: 'Bad Domain'}\n": "sidecar.certificates.trust_domain",
+	} {
+		if _, err := ParseInjector("i.yaml", []byte(text), "2.0.0", false); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", text, err, want)
+		}
+	}
 	// Offline: an empty file, or only a sidecar section, is enough.
 	if _, err := ParseInjector("i.yaml", nil, "2.0.0", false); err != nil {
 		t.Errorf("empty file offline: %v", err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tenantguard/tenantguard/extauthz/token"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy"
 )
 
@@ -15,8 +16,12 @@ import (
 // accepts tokens as credentials) and ext_authz (which issues and checks
 // them). Key files are PEM, as written by `tenantguard extauthz keygen`.
 type SessionsFile struct {
-	// Store is the session store, a redis:// URL.
+	// Store is the session store, a redis:// URL (rediss:// for TLS).
 	Store string `yaml:"store"`
+	// TLS, with a rediss:// store: ca_file verifies the store's
+	// certificate (default: the system's roots), cert_file and key_file
+	// are presented if it asks for a client certificate.
+	TLS *ClientTLSFile `yaml:"tls"`
 	// VerificationKeys are public key files; a token verifies if its key id
 	// is among them. During a rotation list both the new and the old key.
 	VerificationKeys []string `yaml:"verification_keys"`
@@ -40,6 +45,7 @@ type SessionsFile struct {
 // Sessions is the compiled `sessions:` section.
 type Sessions struct {
 	StoreURL           string
+	StoreTLS           *tlsconf.ClientFiles // non-nil exactly for a rediss:// store
 	VerificationKeys   []*token.VerificationKey
 	EndMode            policy.SessionEndMode
 	EndGrace           time.Duration
@@ -65,6 +71,19 @@ func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fiel
 		return nil, &fieldErr{"sessions.store", "required: a redis:// URL of the session store (e.g. redis://127.0.0.1:6379/1)"}
 	}
 	out.StoreURL = f.Store
+	switch {
+	case u.Scheme == "rediss":
+		tf := f.TLS
+		if tf == nil {
+			tf = &ClientTLSFile{}
+		}
+		var fe *fieldErr
+		if out.StoreTLS, fe = parseClientTLS(tf, base, "sessions.tls"); fe != nil {
+			return nil, fe
+		}
+	case f.TLS != nil:
+		return nil, &fieldErr{"sessions.tls", "the store is redis://: use rediss:// for TLS"}
+	}
 	switch f.EndMode {
 	case "", "boundary":
 		out.EndMode = policy.SessionEndBoundary

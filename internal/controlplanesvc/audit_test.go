@@ -72,7 +72,7 @@ func TestAuditWatch(t *testing.T) {
 	}
 	defer func() {
 		st.Close()
-		goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
+		goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/fixture/childproc.(*Process).wait"))
 	}()
 	p := &policypb.Policy{Tenants: []*policypb.Tenant{{Id: "acme", Credentials: []string{scramAcme}}}}
 	if _, _, err := st.Seed(ctx, "test", p); err != nil {

@@ -19,12 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/xds"
 	"github.com/tenantguard/tenantguard/internal/bearer"
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 )
 
@@ -137,22 +139,9 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 	if s.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return fail(fmt.Errorf("listen admin: %w", err))
 	}
-	gopts := xds.ServerOptions()
-	if cfg.XDSToken != "" {
-		tok, err := bearer.New(cfg.XDSToken)
-		if err != nil {
-			return fail(fmt.Errorf("xds_token: %w", err))
-		}
-		// Envoy reads its listeners, routes and clusters without the token
-		// (no secrets in them; the NetworkPolicy decides who reaches xDS);
-		// the policy needs it.
-		var public []string
-		if cfg.Envoy != nil {
-			public = xds.EnvoyTypeURLs
-		}
-		gopts = append(gopts, grpc.StreamInterceptor(xds.RequireToken(tok, public...)))
-	} else {
-		log.Warn("xds_token is not set: any client that reaches the xDS port can read the policy, tenants' SCRAM verifiers included")
+	gopts, err := s.xdsServerOptions(reg)
+	if err != nil {
+		return fail(err)
 	}
 	s.grpc = grpc.NewServer(gopts...)
 	s.xds.Register(s.grpc)
@@ -168,7 +157,60 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	if cfg.AdminTLS != nil {
+		srv, err := listenerTLS(*cfg.AdminTLS, "admin", reg, log)
+		if err != nil {
+			return fail(fmt.Errorf("tls.admin: %w", err))
+		}
+		s.http.TLSConfig = srv.TLSConfig("h2", "http/1.1")
+	}
 	return s, nil
+}
+
+// xdsServerOptions are the xDS gRPC server's options: xDS keepalives, TLS
+// (tls.xds) and who may read what (xds_token, client certificates).
+func (s *Service) xdsServerOptions(reg prometheus.Registerer) ([]grpc.ServerOption, error) {
+	cfg, log := s.cfg, s.log
+	gopts := xds.ServerOptions()
+	access := xds.Access{TrustDomain: cfg.XDSTrustDomain, Logger: log.With("component", "xds")}
+	if cfg.XDSTLS != nil {
+		srv, err := listenerTLS(*cfg.XDSTLS, "xds", reg, log)
+		if err != nil {
+			return nil, fmt.Errorf("tls.xds: %w", err)
+		}
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(srv.TLSConfig("h2"))))
+		access.ClientCertificates = srv.VerifiesClients()
+	}
+	if cfg.XDSToken != "" {
+		tok, err := bearer.New(cfg.XDSToken)
+		if err != nil {
+			return nil, fmt.Errorf("xds_token: %w", err)
+		}
+		access.Token = &tok
+	}
+	switch {
+	case access.Token == nil && !access.ClientCertificates:
+		log.Warn("neither xds_token nor tls.xds.client_ca_file is set: any client that reaches the xDS port can read the policy, tenants' SCRAM verifiers included")
+	case cfg.XDSTLS == nil:
+		log.Warn("tls.xds is not set: the xDS token and the policy travel in clear")
+	}
+	// Envoy reads its listeners, routes and clusters without credentials
+	// (no secrets in them; the NetworkPolicy decides who reaches xDS);
+	// the policy needs them.
+	if cfg.Envoy != nil {
+		access.Public = xds.EnvoyTypeURLs
+	}
+	return append(gopts, grpc.StreamInterceptor(access.StreamInterceptor())), nil
+}
+
+// listenerTLS is a listener's TLS configuration, its certificate's expiry
+// exported under the listener's name.
+func listenerTLS(files tlsconf.ServerFiles, name string, reg prometheus.Registerer, log *slog.Logger) (*tlsconf.Server, error) {
+	srv, err := tlsconf.NewServer(files, tlsconf.Options{Name: name, Logger: log.With("component", "tls")})
+	if err != nil {
+		return nil, err
+	}
+	return srv, tlsconf.RegisterExpiry(reg, name, srv.NotAfter)
 }
 
 func envoyConfig(e *config.EnvoyAddrs) (*xds.EnvoyConfig, error) {
@@ -193,6 +235,9 @@ func envoyConfig(e *config.EnvoyAddrs) (*xds.EnvoyConfig, error) {
 	}
 	if c.ExtAuthzAddr, c.ExtAuthzPort, err = split("extauthz", e.ExtAuthz); err != nil {
 		return nil, err
+	}
+	if t := e.ExtAuthzTLS; t != nil {
+		c.ExtAuthzTLS = &xds.UpstreamTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName}
 	}
 	return &c, nil
 }
@@ -235,7 +280,12 @@ func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.xdsLn) }()
 	go func() {
-		err := s.http.Serve(s.adminLn)
+		var err error
+		if s.http.TLSConfig != nil {
+			err = s.http.ServeTLS(s.adminLn, "", "")
+		} else {
+			err = s.http.Serve(s.adminLn)
+		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}

@@ -26,8 +26,8 @@ import (
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/controlplanesvc"
 	"github.com/tenantguard/tenantguard/internal/extauthzsvc"
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
-	"github.com/tenantguard/tenantguard/internal/redisserver"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/redisserver"
 	"github.com/tenantguard/tenantguard/internal/sidecar"
 )
 
@@ -196,7 +196,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	az, err := extauthzsvc.Start(acfg, log.With("service", "extauthz"))
+	az, err := extauthzsvc.Start(ctx, acfg, log.With("service", "extauthz"))
 	if err != nil {
 		_ = sc.Run(canceled())
 		return err

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -29,6 +30,7 @@ import (
 	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/sessions"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 	"github.com/tenantguard/tenantguard/policy/xdsclient"
 )
@@ -131,8 +133,11 @@ func (s *Service) applyPolicy(version string, p *policypb.Policy) error {
 
 func (s *Service) hasPolicy() bool { return s.xds == nil || s.xds.HasPolicy() }
 
-// Start listens on both addresses and starts serving.
-func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
+// Start listens on both addresses, ready for Run; ctx bounds the start-up
+// work (a first ping of the session store, whose failure is only logged:
+// readiness reports the store until it answers). It takes its arguments as
+// the sidecar's and the control plane's Start do.
+func Start(ctx context.Context, cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ver, err := sessions.Open(cfg.Sessions, reg, log.With("component", "sessions"))
@@ -140,6 +145,11 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	rdb := ver.RDB
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		log.Warn("session store not reachable at start; checks fail closed until it is", "error", err)
+	}
+	cancel()
 	store := session.NewStore(rdb, cfg.Sessions.SigningKey, sessions.Config(cfg.Sessions))
 	s := &Service{cfg: cfg, log: log, ver: ver, store: store, stop: make(chan struct{})}
 	s.local.ttl, s.local.maxAge = store.Lifetimes()
@@ -167,7 +177,15 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 	if s.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 		return fail(fmt.Errorf("listen http: %w", err))
 	}
-	s.grpc = grpc.NewServer(grpcOptions()...)
+	gopts := grpcOptions()
+	if cfg.GRPCTLS != nil {
+		srv, err := listenerTLS(*cfg.GRPCTLS, "grpc", reg, log)
+		if err != nil {
+			return fail(fmt.Errorf("tls.grpc: %w", err))
+		}
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(srv.TLSConfig("h2"))))
+	}
+	s.grpc = grpc.NewServer(gopts...)
 	s.authz = authz.New(ver, authz.Options{
 		StripAuthorization: cfg.Sessions.StripAuthorization,
 		TenantAllowed:      tenantExists,
@@ -192,14 +210,35 @@ func Start(cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	if cp := cfg.ControlPlane; cp != nil {
+		creds, err := tlsconf.GRPCClient(cp.TLS, tlsconf.Options{Name: "controlplane-client", Logger: log.With("component", "tls")}, reg)
+		if err != nil {
+			return fail(fmt.Errorf("controlplane.tls: %w", err))
+		}
 		s.xds = xdsclient.New(xdsclient.Options{
 			ServerAddr: cp.Address, NodeID: cp.NodeID, Cluster: "tenantguard-extauthz", Delta: cp.Delta,
-			CacheFile: cp.CacheFile, Token: cp.Token, Apply: s.applyPolicy, Logger: log.With("component", "xds"), Registerer: reg,
+			CacheFile: cp.CacheFile, Token: cp.Token, Credentials: creds, Apply: s.applyPolicy, Logger: log.With("component", "xds"), Registerer: reg,
 		})
 	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	if cfg.HTTPTLS != nil {
+		srv, err := listenerTLS(*cfg.HTTPTLS, "http", reg, log)
+		if err != nil {
+			return fail(fmt.Errorf("tls.http: %w", err))
+		}
+		s.http.TLSConfig = srv.TLSConfig("h2", "http/1.1")
+	}
 	s.wg.Go(func() { store.ExportAnomalies(s.stop, reg, log.With("component", "session-anomaly"), 0, 0) })
 	return s, nil
+}
+
+// listenerTLS is a listener's TLS configuration, its certificate's expiry
+// exported under the listener's name.
+func listenerTLS(files tlsconf.ServerFiles, name string, reg prometheus.Registerer, log *slog.Logger) (*tlsconf.Server, error) {
+	srv, err := tlsconf.NewServer(files, tlsconf.Options{Name: name, Logger: log.With("component", "tls")})
+	if err != nil {
+		return nil, err
+	}
+	return srv, tlsconf.RegisterExpiry(reg, name, srv.NotAfter)
 }
 
 // grpcOptions tune the gRPC server for Envoy's traffic: a few long-lived
@@ -269,7 +308,12 @@ func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
 	go func() {
-		err := s.http.Serve(s.httpLn)
+		var err error
+		if s.http.TLSConfig != nil {
+			err = s.http.ServeTLS(s.httpLn, "", "")
+		} else {
+			err = s.http.Serve(s.httpLn)
+		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}

@@ -18,6 +18,9 @@ const (
 	ConfigVolume = "tenantguard-config"
 	// StateVolume is the sidecar's writable directory (the policy cache).
 	StateVolume = "tenantguard-state"
+	// CertsVolume is the pod's own certificate, from cert-manager's
+	// csi-driver (Config.Certificates).
+	CertsVolume = "tenantguard-certs"
 	// TenantEnv is the variable that carries the pod's tenant when the
 	// tenant source is a label or an annotation; rewritten URLs refer to it
 	// as $(TENANTGUARD_TENANT), which the kubelet expands.
@@ -36,6 +39,9 @@ const (
 	// (controlplane.cache_file), so that a restarted sidecar starts from
 	// its last good policy while the control plane is unreachable.
 	StateDir = "/var/run/tenantguard"
+	// CertsDir is where CertsVolume is mounted: tls.crt, tls.key and ca.crt
+	// (controlplane.tls's cert_file, key_file and ca_file).
+	CertsDir = "/etc/tenantguard/certs"
 	// Binary is the tenantguard binary in the image (deploy/Dockerfile).
 	Binary = "/usr/local/bin/tenantguard"
 	// AdminPortName names the sidecar's admin port (probes, /metrics).
@@ -88,6 +94,41 @@ type Config struct {
 	// StartupTimeout is how long the sidecar may take to become ready
 	// (receive its policy) before the kubelet restarts it.
 	StartupTimeout time.Duration
+	// Certificates, if set, gives every injected sidecar a certificate of
+	// its own pod, for mTLS to the control plane; nil: none.
+	Certificates *Certificates
+}
+
+// Certificates is the per-pod certificate the injection asks cert-manager's
+// csi-driver for: issued by Issuer to
+// spiffe://<TrustDomain>/ns/<namespace>/pod/<name> (the identity the
+// control plane reads as node id "<namespace>/<name>", which the sidecar
+// names itself: ${POD_NAMESPACE}/${POD_NAME}), renewed in place by the
+// driver, mounted at CertsDir.
+type Certificates struct {
+	Issuer      string
+	IssuerKind  string // Issuer or ClusterIssuer
+	TrustDomain string
+}
+
+// CSIDriver is cert-manager's csi-driver.
+const CSIDriver = "csi.cert-manager.io"
+
+// Default of Certificates.TrustDomain.
+const DefaultTrustDomain = "cluster.local"
+
+// volumeAttributes are the csi-driver's request: uri-sans and the file
+// group are expanded by the driver (${POD_NAMESPACE}, ${POD_NAME}) and
+// set for the sidecar's user.
+func (c *Certificates) volumeAttributes(gid int64) map[string]string {
+	return map[string]string{
+		"csi.cert-manager.io/issuer-name":  c.Issuer,
+		"csi.cert-manager.io/issuer-kind":  c.IssuerKind,
+		"csi.cert-manager.io/issuer-group": "cert-manager.io",
+		"csi.cert-manager.io/uri-sans":     "spiffe://" + c.TrustDomain + "/ns/${POD_NAMESPACE}/pod/${POD_NAME}",
+		"csi.cert-manager.io/key-usages":   "digital signature,key encipherment,client auth",
+		"csi.cert-manager.io/fs-group":     fmt.Sprint(gid),
+	}
 }
 
 // Defaults used by DefaultConfig and for fields a configuration leaves out.
@@ -150,6 +191,16 @@ func (c *Config) Validate() error {
 	}
 	if err := checkResources(c.Resources); err != nil {
 		return fmt.Errorf("sidecar resources: %w", err)
+	}
+	if cc := c.Certificates; cc != nil {
+		switch {
+		case cc.Issuer == "":
+			return errors.New("sidecar certificates: the issuer is empty")
+		case cc.IssuerKind != "Issuer" && cc.IssuerKind != "ClusterIssuer":
+			return fmt.Errorf("sidecar certificates: issuer kind %q: Issuer or ClusterIssuer", cc.IssuerKind)
+		case cc.TrustDomain == "":
+			return errors.New("sidecar certificates: the trust domain is empty")
+		}
 	}
 	return nil
 }

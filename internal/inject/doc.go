@@ -14,6 +14,15 @@
 // same object as once, and a pod carrying a sidecar of another version or
 // layout is updated, not given a second one.
 //
+// With Config.Certificates the sidecar also gets its own pod's certificate
+// for mTLS to the control plane: a volume of cert-manager's csi-driver
+// (CertsVolume, mounted read-only at CertsDir) asking the configured
+// issuer for spiffe://<trust domain>/ns/${POD_NAMESPACE}/pod/${POD_NAME},
+// which the driver expands, issues and renews in place. That is the
+// identity the control plane's xDS server reads as node id
+// "<namespace>/<name>", the node id the sidecar's configuration gives
+// itself (${POD_NAMESPACE}/${POD_NAME}).
+//
 // # Annotations (on the pod or the pod template)
 //
 //	tenantguard.io/inject          "true" opts in, "false" opts out; opting out wins over the namespace label

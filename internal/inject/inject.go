@@ -95,7 +95,7 @@ func strip(meta *metav1.ObjectMeta, spec *corev1.PodSpec) {
 	spec.InitContainers = slices.DeleteFunc(spec.InitContainers, notSidecar)
 	spec.Containers = slices.DeleteFunc(spec.Containers, notSidecar)
 	spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool {
-		return v.Name == ConfigVolume || v.Name == StateVolume
+		return v.Name == ConfigVolume || v.Name == StateVolume || v.Name == CertsVolume
 	})
 	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
 		for i := range list {
@@ -183,6 +183,11 @@ func (c *Config) add(meta *metav1.ObjectMeta, spec *corev1.PodSpec, o *podOption
 		corev1.Volume{Name: ConfigVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: o.configSecret, DefaultMode: &mode}}},
 		corev1.Volume{Name: StateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("64Mi"))}}},
 	)
+	if cc := c.Certificates; cc != nil {
+		spec.Volumes = append(spec.Volumes, corev1.Volume{Name: CertsVolume, VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{
+			Driver: CSIDriver, ReadOnly: ptr(true), VolumeAttributes: cc.volumeAttributes(c.RunAsUser),
+		}}})
+	}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return nil, err
@@ -290,6 +295,9 @@ func (c *Config) sidecar(o *podOptions) corev1.Container {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
+	}
+	if c.Certificates != nil {
+		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: CertsVolume, MountPath: CertsDir, ReadOnly: true})
 	}
 	if o.native {
 		// A native sidecar: started, and ready (startup probe), before the

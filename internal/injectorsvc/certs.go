@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/kubeapi"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 )
 
 // certSource serves the webhook's certificate.
@@ -28,70 +27,32 @@ type certSource interface {
 	// Ready reports whether the certificate is in place (for self-managed
 	// ones: in the Secret and its CA in the webhook configuration).
 	Ready() bool
+	// notAfter is when the certificate served now expires; zero before
+	// there is one.
+	notAfter() time.Time
 }
 
 // fileCert is a certificate from files that another party renews
-// (cert-manager, a mounted Secret): re-read when their modification time
-// changes, checked at most every reloadEvery. A failed reload keeps the
-// certificate in use.
-type fileCert struct {
-	certFile, keyFile string
-	log               *slog.Logger
-	onLoad            func(*tls.Certificate)
-	every             time.Duration // how often the files are checked
+// (cert-manager, a mounted Secret), kept current by tlsconf as every
+// listener's is: re-read when the files change, the one in use kept (and
+// the failure logged) when the new pair does not load.
+type fileCert struct{ *tlsconf.Server }
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	mtimes  [2]time.Time
-	checked time.Time
-}
-
-const reloadEvery = 10 * time.Second
-
-func newFileCert(certFile, keyFile string, log *slog.Logger, onLoad func(*tls.Certificate)) (*fileCert, error) {
-	f := &fileCert{certFile: certFile, keyFile: keyFile, log: log, onLoad: onLoad, every: reloadEvery}
-	if err := f.reload(time.Now()); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-func (f *fileCert) reload(now time.Time) error {
-	var mt [2]time.Time
-	for i, p := range []string{f.certFile, f.keyFile} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		mt[i] = fi.ModTime()
-	}
-	f.checked = now
-	if f.cert != nil && mt == f.mtimes {
-		return nil
-	}
-	pair, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+func newFileCert(certFile, keyFile string, opts tlsconf.Options) (*fileCert, error) {
+	srv, err := tlsconf.NewServer(tlsconf.ServerFiles{CertFile: certFile, KeyFile: keyFile}, opts)
 	if err != nil {
-		return fmt.Errorf("webhook certificate: %w", err)
+		return nil, fmt.Errorf("webhook certificate: %w", err)
 	}
-	f.cert, f.mtimes = &pair, mt
-	if f.onLoad != nil {
-		f.onLoad(&pair)
-	}
-	return nil
+	return &fileCert{srv}, nil
 }
 
 func (f *fileCert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if now := time.Now(); now.Sub(f.checked) >= f.every {
-		if err := f.reload(now); err != nil {
-			f.log.Warn("webhook certificate not reloaded; keeping the one in use", "error", err)
-		}
-	}
-	return f.cert, nil
+	return f.Certificate(), nil
 }
 
 func (f *fileCert) Ready() bool { return true }
+
+func (f *fileCert) notAfter() time.Time { return f.NotAfter() }
 
 // selfManaged keeps the webhook's CA and serving certificate in a Secret,
 // shared by every replica, and the CA in the caBundle of the webhook
@@ -101,11 +62,10 @@ func (f *fileCert) Ready() bool { return true }
 // meanwhile (409), after which it takes the other's. Every sync is
 // idempotent and runs at start and every syncEvery.
 type selfManaged struct {
-	api    *kubeapi.Client
-	cfg    config.SelfManagedTLS // Namespace resolved
-	log    *slog.Logger
-	now    func() time.Time
-	onLoad func(*tls.Certificate)
+	api *kubeapi.Client
+	cfg config.SelfManagedTLS // Namespace resolved
+	log *slog.Logger
+	now func() time.Time
 
 	cert   atomic.Pointer[tls.Certificate]
 	synced atomic.Bool
@@ -121,6 +81,13 @@ func (m *selfManaged) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, er
 }
 
 func (m *selfManaged) Ready() bool { return m.synced.Load() }
+
+func (m *selfManaged) notAfter() time.Time {
+	if c := m.cert.Load(); c != nil && c.Leaf != nil {
+		return c.Leaf.NotAfter
+	}
+	return time.Time{}
+}
 
 func (m *selfManaged) secretPath() string {
 	return fmt.Sprintf("/api/v1/namespaces/%s/secrets/%s", m.cfg.Namespace, m.cfg.Secret)
@@ -139,9 +106,6 @@ func (m *selfManaged) sync(ctx context.Context) error {
 	}
 	if old := m.cert.Swap(&pair); old == nil || !bytes.Equal(old.Certificate[0], pair.Certificate[0]) {
 		m.log.Info("webhook certificate loaded", "secret", m.cfg.Secret, "expires", pair.Leaf.NotAfter.UTC().Format(time.RFC3339))
-		if m.onLoad != nil {
-			m.onLoad(&pair)
-		}
 	}
 	if err := m.syncCABundle(ctx, b.caCert); err != nil {
 		return err

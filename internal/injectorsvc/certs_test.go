@@ -2,7 +2,6 @@ package injectorsvc
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/kubeapi"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 )
 
 // fakeAPI is the part of an API server the injector talks to: objects
@@ -401,12 +401,11 @@ func TestFileCertReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(b1, time.Now().Add(-time.Hour))
-	var loaded int
-	fc, err := newFileCert(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), slog.New(slog.DiscardHandler), func(*tls.Certificate) { loaded++ })
+	// Checked at every handshake.
+	fc, err := newFileCert(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), tlsconf.Options{CheckInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc.every = 0
 	c1, _ := fc.GetCertificate(nil)
 	b2, err := newBundle(b1, names, time.Now())
 	if err != nil {
@@ -414,8 +413,11 @@ func TestFileCertReload(t *testing.T) {
 	}
 	write(b2, time.Now())
 	c2, _ := fc.GetCertificate(nil)
-	if string(c1.Certificate[0]) == string(c2.Certificate[0]) || loaded != 2 {
-		t.Fatalf("not reloaded (loads %d)", loaded)
+	if string(c1.Certificate[0]) == string(c2.Certificate[0]) {
+		t.Fatal("not reloaded")
+	}
+	if !fc.notAfter().Equal(c2.Leaf.NotAfter) {
+		t.Fatalf("expiry %v, want the new certificate's %v", fc.notAfter(), c2.Leaf.NotAfter)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), []byte("broken"), 0o600); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/inject"
 	"github.com/tenantguard/tenantguard/internal/kubeapi"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 )
 
 // nativeSince is the first Kubernetes minor version (1.x) with native
@@ -59,16 +60,6 @@ func Start(ctx context.Context, cfg *config.Injector, log *slog.Logger) (*Servic
 func start(ctx context.Context, cfg *config.Injector, log *slog.Logger, api *kubeapi.Client) (*Service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	expiry := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "tenantguard_injector_certificate_expiry_timestamp_seconds",
-		Help: "When the webhook's serving certificate expires (Unix time).",
-	})
-	reg.MustRegister(expiry)
-	onLoad := func(c *tls.Certificate) {
-		if c.Leaf != nil {
-			expiry.Set(float64(c.Leaf.NotAfter.Unix()))
-		}
-	}
 	s := &Service{cfg: cfg, sidecar: cfg.Sidecar, log: log}
 	if cfg.NativeAuto {
 		vctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -84,7 +75,7 @@ func start(ctx context.Context, cfg *config.Injector, log *slog.Logger, api *kub
 		return nil, err
 	}
 	if sm := cfg.SelfManaged; sm != nil {
-		m := &selfManaged{api: api, cfg: *sm, log: log.With("component", "certificates"), now: time.Now, onLoad: onLoad}
+		m := &selfManaged{api: api, cfg: *sm, log: log.With("component", "certificates"), now: time.Now}
 		if m.cfg.Namespace == "" {
 			ns, err := kubeapi.PodNamespace()
 			if err != nil {
@@ -100,11 +91,25 @@ func start(ctx context.Context, cfg *config.Injector, log *slog.Logger, api *kub
 		}
 		s.certs, s.managed = m, m
 	} else {
-		f, err := newFileCert(cfg.CertFile, cfg.KeyFile, log.With("component", "certificates"), onLoad)
+		f, err := newFileCert(cfg.CertFile, cfg.KeyFile, tlsconf.Options{Name: "webhook", Logger: log.With("component", "certificates")})
 		if err != nil {
 			return nil, err
 		}
 		s.certs = f
+	}
+	// The injector's own name for the expiry, and every process's.
+	expiry := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tenantguard_injector_certificate_expiry_timestamp_seconds",
+		Help: "When the webhook's serving certificate expires (Unix time).",
+	}, func() float64 {
+		if t := s.certs.notAfter(); !t.IsZero() {
+			return float64(t.Unix())
+		}
+		return 0
+	})
+	reg.MustRegister(expiry)
+	if err := tlsconf.RegisterExpiry(reg, "webhook", s.certs.notAfter); err != nil {
+		return nil, err
 	}
 
 	m := newAdmissionMetrics(reg)

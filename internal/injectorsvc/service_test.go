@@ -138,6 +138,15 @@ func TestServiceOverTLS(t *testing.T) {
 	if r := review.Response; r.UID != "uid-tls" || !r.Allowed || len(r.Patch) == 0 {
 		t.Fatalf("response %+v", r)
 	}
+	// The webhook settles on the hybrid key exchange, as every listener.
+	tc, err := tls.Dial("tcp", s.WebhookAddr(), client.Transport.(*http.Transport).TLSClientConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := tc.ConnectionState(); st.CurveID != tls.X25519MLKEM768 {
+		t.Errorf("the webhook negotiated %s", st.CurveID)
+	}
+	_ = tc.Close()
 	_, metrics, err := get(admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)

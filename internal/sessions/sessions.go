@@ -3,9 +3,11 @@
 package sessions
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,12 +16,14 @@ import (
 	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/extauthz/token"
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 )
 
 // Client returns a go-redis client for the session store. Timeouts are
 // short: a store that does not answer makes verification fail closed
-// rather than hang a login.
-func Client(url string) (*goredis.Client, error) {
+// rather than hang a login. A rediss:// store is dialled with tls, whose
+// files are re-read when they change.
+func Client(url string, tls *tlsconf.Client) (*goredis.Client, error) {
 	opt, err := goredis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("session store url: %w", err)
@@ -29,6 +33,20 @@ func Client(url string) (*goredis.Client, error) {
 	opt.ReadTimeout = 2 * time.Second
 	opt.WriteTimeout = 2 * time.Second
 	opt.MaxRetries = 1
+	if opt.TLSConfig != nil {
+		if tls == nil {
+			return nil, errors.New("session store url: rediss:// needs the store's TLS settings")
+		}
+		// go-redis would dial with the fixed opt.TLSConfig; the dialer
+		// takes the current files' at every connection instead.
+		opt.TLSConfig = nil
+		timeout := opt.DialTimeout
+		opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			return tls.DialContext(ctx, network, addr)
+		}
+	}
 	return goredis.NewClient(opt), nil
 }
 
@@ -45,7 +63,19 @@ type Verifier struct {
 
 // Open connects (lazily) to the store and starts a verifier.
 func Open(s *config.Sessions, reg prometheus.Registerer, log *slog.Logger) (*Verifier, error) {
-	rdb, err := Client(s.StoreURL)
+	var tc *tlsconf.Client
+	if s.StoreTLS != nil {
+		var err error
+		if tc, err = tlsconf.NewClient(*s.StoreTLS, tlsconf.Options{Name: "session-store-client", Logger: log.With("component", "tls")}); err != nil {
+			return nil, fmt.Errorf("sessions.tls: %w", err)
+		}
+		if tc.HasCertificate() {
+			if err := tlsconf.RegisterExpiry(reg, "session-store-client", tc.NotAfter); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rdb, err := Client(s.StoreURL, tc)
 	if err != nil {
 		return nil, err
 	}

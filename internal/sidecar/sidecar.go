@@ -20,6 +20,7 @@ import (
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/internal/sessions"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/policy/xdsclient"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
@@ -69,6 +70,18 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		return nil, err
 	}
 	pgCfg.ConnBudget, redisCfg.ConnBudget = budget, budget
+	if cfg.TLS != nil {
+		// The Postgres listener's certificate, re-read when its files
+		// change; SSLRequest gets 'S'.
+		srv, err := tlsconf.NewServer(*cfg.TLS, tlsconf.Options{Name: "postgres", Logger: log.With("component", "tls")})
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		if err := tlsconf.RegisterExpiry(reg, "postgres", srv.NotAfter); err != nil {
+			return nil, err
+		}
+		pgCfg.TLS = srv.TLSConfig()
+	}
 	var sc *Sidecar // for the console's RELOAD, which runs once sc exists
 	if pgCfg.Console != nil {
 		console := *pgCfg.Console
@@ -82,7 +95,7 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 			return nil, err
 		}
 		pgCfg.Sessions, pgCfg.SessionEnd, pgCfg.SessionEndGrace = tokens, cfg.Sessions.EndMode, cfg.Sessions.EndGrace
-		redisCfg.Sessions, redisCfg.SessionEnd = tokens, cfg.Sessions.EndMode
+		redisCfg.Sessions, redisCfg.SessionEnd, redisCfg.SessionEndGrace = tokens, cfg.Sessions.EndMode, cfg.Sessions.EndGrace
 	}
 	store := policy.NewStore(cfg.Policy)
 	pgsrv, err := proxypg.New(pgCfg, store, reg, log.With("component", "pg"))
@@ -97,6 +110,12 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 			closeTokens(tokens)
 		}
 	}()
+	// Made now, so that its TLS files fail the start before anything
+	// listens; it runs in Run.
+	if sc.xds, err = sc.newPolicyClient(reg); err != nil {
+		_ = pgsrv.Shutdown(context.Background())
+		return nil, err
+	}
 	// Fail closed: with isolation on, refuse to serve a database whose
 	// schema or role would let a tenant skip row-level security.
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -157,7 +176,6 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 			}
 		}()
 	}
-	sc.xds = sc.newPolicyClient(reg)
 	startOK = true
 	return sc, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/policy/policypb"
 	"github.com/tenantguard/tenantguard/policy/xdsclient"
@@ -16,22 +17,27 @@ import (
 
 // newPolicyClient returns the xDS client that keeps the sidecar's policy
 // current, or nil when the policy is the configuration file's.
-func (sc *Sidecar) newPolicyClient(reg prometheus.Registerer) *xdsclient.Client {
+func (sc *Sidecar) newPolicyClient(reg prometheus.Registerer) (*xdsclient.Client, error) {
 	cp := sc.cfg.ControlPlane
 	if cp == nil {
-		return nil
+		return nil, nil
+	}
+	creds, err := tlsconf.GRPCClient(cp.TLS, tlsconf.Options{Name: "controlplane-client", Logger: sc.log.With("component", "tls")}, reg)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane.tls: %w", err)
 	}
 	return xdsclient.New(xdsclient.Options{
-		ServerAddr: cp.Address,
-		NodeID:     cp.NodeID,
-		Cluster:    "tenantguard-sidecar",
-		Delta:      cp.Delta,
-		CacheFile:  cp.CacheFile,
-		Token:      cp.Token,
-		Apply:      sc.applyPolicy,
-		Logger:     sc.log.With("component", "xds"),
-		Registerer: reg,
-	})
+		ServerAddr:  cp.Address,
+		NodeID:      cp.NodeID,
+		Cluster:     "tenantguard-sidecar",
+		Delta:       cp.Delta,
+		CacheFile:   cp.CacheFile,
+		Token:       cp.Token,
+		Credentials: creds,
+		Apply:       sc.applyPolicy,
+		Logger:      sc.log.With("component", "xds"),
+		Registerer:  reg,
+	}), nil
 }
 
 // applyPolicy compiles a pushed policy, checks it against the upstream

@@ -12,12 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tenantguard/tenantguard/policy/policypb"
@@ -70,9 +72,13 @@ type Options struct {
 	// Token, if set, is sent as "authorization: Bearer <token>" on the
 	// stream (the control plane's xds_token).
 	Token string
-	// DialOptions are added after the defaults (plaintext, keepalive pings
-	// every 30 s, reconnection backoff from Backoff, messages up to 64 MiB);
-	// for TLS add grpc.WithTransportCredentials.
+	// Credentials, if set, secure the connection (TLS: the server's
+	// certificate verified, and this node's client certificate presented
+	// if it has one); nil dials in plaintext.
+	Credentials credentials.TransportCredentials
+	// DialOptions are added after the defaults (Credentials or plaintext,
+	// keepalive pings every 30 s, reconnection backoff from Backoff,
+	// messages up to 64 MiB).
 	DialOptions []grpc.DialOption
 }
 
@@ -165,6 +171,9 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.opts.CacheFile != "" {
 		c.loadCache()
 	}
+	if c.opts.Token != "" && c.opts.Credentials == nil && !loopback(c.opts.ServerAddr) {
+		c.log.Warn("xds: the token goes to the control plane in clear: give the controlplane section a tls section", "server", c.opts.ServerAddr)
+	}
 	conn, err := grpc.NewClient(c.opts.ServerAddr, c.dialOptions()...)
 	if err != nil {
 		return fmt.Errorf("xdsclient: %s: %w", c.opts.ServerAddr, err)
@@ -199,6 +208,18 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// loopback reports whether a host:port names the loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return host == "localhost"
 }
 
 // session runs one ADS stream until it breaks; delivered reports whether

@@ -28,8 +28,12 @@ const maxMessageBytes = 64 << 20
 const resourceWrapperURL = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 
 func (c *Client) dialOptions() []grpc.DialOption {
+	creds := c.opts.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		// Notice a control plane that vanished without closing the
 		// connection (the server must allow it: xds.ServerOptions).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
@@ -52,9 +56,9 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 	return map[string]string{"authorization": "Bearer " + string(b)}, nil
 }
 
-// RequireTransportSecurity is false: the default transport is plaintext
-// (loopback, or a network the operator trusts); with TLS dial options the
-// token travels encrypted.
+// RequireTransportSecurity is false: without Options.Credentials the
+// transport is plaintext (loopback, or a network the operator trusts, with
+// a warning); with them the token travels encrypted.
 func (bearer) RequireTransportSecurity() bool { return false }
 
 func (c *Client) node() *discovery.Node {

@@ -18,7 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/test/harness"
@@ -137,7 +137,7 @@ func startProxyWith(t *testing.T, pg *pgcluster.Cluster, spec policy.Spec, tweak
 		}
 		goleak.VerifyNone(t, ignore,
 			// a server the test restarted is watched by a new goroutine of the harness
-			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/fixture/childproc.(*Process).wait"))
 	})
 	return p
 }

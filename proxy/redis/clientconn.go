@@ -58,17 +58,19 @@ type clientConn struct {
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
 	outq     fifo[slot]
-	out      []byte   // replies not yet written to the client (while draining: the last chunk)
-	backlog  [][]byte // while draining: older chunks, in order
-	backlogN int      // bytes in backlog
-	inflight int      // bytes of the backlog the drainer is writing now
-	draining bool     // a drainer goroutine owns writes to the client
-	cut      bool     // disconnected for not reading its replies
-	owedWait bool     // the client waits for outq to shrink (waitOwedBelow)
-	sock     *sock    // nil: net.Conn only (the drainer writes, no loop)
-	pubsub   bool     // subscribed to something
-	ending   bool     // the token session ended: close at the next boundary
-	quitting bool     // QUIT: close once every reply is written
+	out      []byte      // replies not yet written to the client (while draining: the last chunk)
+	backlog  [][]byte    // while draining: older chunks, in order
+	backlogN int         // bytes in backlog
+	inflight int         // bytes of the backlog the drainer is writing now
+	draining bool        // a drainer goroutine owns writes to the client
+	cut      bool        // disconnected for not reading its replies
+	owedWait bool        // the client waits for outq to shrink (waitOwedBelow)
+	sock     *sock       // nil: net.Conn only (the drainer writes, no loop)
+	pubsub   bool        // subscribed to something
+	ending   bool        // the token session ended: close at the next boundary
+	endTimer *time.Timer // closes it if the boundary takes longer than SessionEndGrace
+	finished bool        // finish ran: no end timer is started any more
+	quitting bool        // QUIT: close once every reply is written
 
 	// lease, when the client authenticated with a session token, is its
 	// hold on the session; link routes the lease's end here.
@@ -494,6 +496,10 @@ func (s *clientConn) finish() {
 		}
 	}
 	s.cut = true
+	s.finished = true
+	if s.endTimer != nil {
+		s.endTimer.Stop()
+	}
 	s.cond.Broadcast()
 	s.qmu.Unlock()
 	s.srv.unregister(s)

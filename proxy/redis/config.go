@@ -78,11 +78,18 @@ type Config struct {
 	// SessionEnd says how a connection authenticated with a token is ended
 	// when its session is revoked or expires; default policy.SessionEndBoundary.
 	SessionEnd policy.SessionEndMode
+	// SessionEndGrace bounds SessionEndBoundary: a client still inside
+	// MULTI (or owed replies) this long after its session ended is closed
+	// then. Default 30s.
+	SessionEndGrace time.Duration
 }
 
 func (c Config) withDefaults() Config {
 	if c.SessionEnd == "" {
 		c.SessionEnd = policy.SessionEndBoundary
+	}
+	if c.SessionEndGrace <= 0 {
+		c.SessionEndGrace = 30 * time.Second
 	}
 	if c.SharedConns <= 0 {
 		c.SharedConns = 4

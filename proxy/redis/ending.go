@@ -2,6 +2,7 @@ package redis
 
 import (
 	"errors"
+	"time"
 
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/clientend"
@@ -51,11 +52,20 @@ func (s *clientConn) sessionEnded(id string, err error) {
 
 // end ends the client: now, or in boundary mode once nothing is owed and
 // no MULTI is open. Safe from any goroutine, and after the client finished.
+//
+// Boundary mode waits, but not for ever: a client still inside MULTI (or
+// still owed replies) Config.SessionEndGrace after the end is closed then.
 func (s *clientConn) end(mode policy.SessionEndMode) {
 	s.endPending.Store(true)
 	s.qmu.Lock()
 	s.ending = true
 	now := mode == policy.SessionEndImmediate || s.pubsub || s.atBoundary()
+	if !now && s.endTimer == nil && !s.finished {
+		s.endTimer = time.AfterFunc(s.srv.cfg.SessionEndGrace, func() {
+			s.srv.log.Info("client of an ended session still short of a boundary after the grace; closing it now", "tenant", s.tenantID, "client", s.id)
+			s.kill()
+		})
+	}
 	s.qmu.Unlock()
 	if now {
 		s.kill()

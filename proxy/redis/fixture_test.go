@@ -91,7 +91,7 @@ func startProxyWith(t testing.TB, specTweak func(*policy.Spec), tweak func(*prox
 		}
 		goleak.VerifyNone(t, ignore,
 			// a server the test restarted is watched by a new goroutine of the harness
-			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/childproc.(*Process).wait"))
+			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/fixture/childproc.(*Process).wait"))
 	})
 	return &proxy{srv: srv, store: store, addr: ln.Addr().String(), redis: rd.Addr(), reg: reg, logs: logs}
 }

@@ -330,6 +330,49 @@ func TestTokenSessionEnd(t *testing.T) {
 	}
 }
 
+// TestTokenSessionEndGrace: in boundary mode a client that keeps its MULTI
+// open after its session ended is closed once SessionEndGrace has passed,
+// with its transaction never run, while the other tenant keeps working.
+func TestTokenSessionEndGrace(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	fs := sessionfake.New()
+	const grace = 300 * time.Millisecond
+	p := startProxy(t, func(c *proxyredis.Config) {
+		c.Sessions, c.SessionEnd, c.SessionEndGrace = fs, policy.SessionEndBoundary, grace
+	})
+	other := p.client(t, "globex", globexSecret, 2)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	key := fmt.Sprintf("grace-%d", time.Now().UnixNano())
+	tok := fs.Issue("acme", nil)
+	r := dialRaw(t, p.addr)
+	if got := r.do("AUTH", "acme", tok); got != "+OK\r\n" {
+		t.Fatalf("AUTH: %q", got)
+	}
+	l := fs.Lease(t, tok, 0)
+	if got := r.do("MULTI"); got != "+OK\r\n" {
+		t.Fatal(got)
+	}
+	if got := r.do("SET", key, "1"); got != "+QUEUED\r\n" {
+		t.Fatal(got)
+	}
+	ended := time.Now()
+	l.End(policy.ErrSessionEnded)
+	if err := other.Incr(ctx, "counter").Err(); err != nil {
+		t.Fatalf("other tenant: %v", err)
+	}
+	r.closed() // never EXECs: closed by the grace
+	if took := time.Since(ended); took < grace {
+		t.Fatalf("closed after %v, before the grace of %v", took, grace)
+	}
+	l.WaitClosed(t)
+	if n, err := acme.Exists(ctx, key).Result(); err != nil || n != 0 {
+		t.Fatalf("the MULTI left open ran: exists=%d %v", n, err)
+	}
+	if err := other.Incr(ctx, "counter").Err(); err != nil {
+		t.Fatalf("other tenant after: %v", err)
+	}
+}
+
 // waitBlockedClients polls the upstream until n clients are blocked.
 func waitBlockedClients(ctx context.Context, direct *goredis.Client, n int) error {
 	for {

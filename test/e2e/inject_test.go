@@ -97,6 +97,8 @@ type fakePod struct {
 	volumes         []corev1.Volume
 	secrets         map[string]map[string][]byte
 	dir             string
+	// ca plays cert-manager's csi-driver: it issues what a csi volume asks.
+	ca *harness.CA
 }
 
 // kubeletRef is Kubernetes' $(VAR) reference; $$ escapes a $.
@@ -187,11 +189,43 @@ func (p *fakePod) mount(t *testing.T, c corev1.Container) map[string]string {
 				}
 			}
 		case v.EmptyDir != nil:
+		case v.CSI != nil && v.CSI.Driver == inject.CSIDriver:
+			p.issue(t, mounts[m.MountPath], v.CSI.VolumeAttributes)
 		default:
 			t.Fatalf("volume %s: unsupported source", m.Name)
 		}
 	}
 	return mounts
+}
+
+// issue writes into dir what cert-manager's csi-driver would for attrs:
+// tls.crt (with the URI SANs, ${POD_NAMESPACE} and ${POD_NAME} expanded,
+// and the DNS names), tls.key and ca.crt.
+func (p *fakePod) issue(t *testing.T, dir string, attrs map[string]string) {
+	t.Helper()
+	if attrs["csi.cert-manager.io/issuer-name"] == "" {
+		t.Fatalf("csi volume without an issuer: %v", attrs)
+	}
+	expand := strings.NewReplacer("${POD_NAMESPACE}", p.namespace, "${POD_NAME}", p.name)
+	var spec harness.CertSpec
+	for _, u := range strings.Split(attrs["csi.cert-manager.io/uri-sans"], ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			spec.URIs = append(spec.URIs, expand.Replace(u))
+		}
+	}
+	for _, n := range strings.Split(attrs["csi.cert-manager.io/dns-names"], ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			spec.DNSNames = append(spec.DNSNames, expand.Replace(n))
+		}
+	}
+	p.ca.Issue(t, dir, "tls", spec)
+	b, err := os.ReadFile(p.ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), b, 0o400); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func remap(s string, mounts map[string]string) string {
@@ -375,8 +409,15 @@ func TestInjectedSidecarForReal(t *testing.T) {
 		return p
 	}
 
-	// The control plane, from deploy/'s templates.
-	write("xds.token", []byte(xdsToken))
+	// The control plane, from deploy/'s templates, with a certificate
+	// from the CA that also stands in for cert-manager below.
+	ca := harness.NewCA(t, "e2e cluster CA")
+	cpTLS := filepath.Join(dir, "cp-tls")
+	if err := os.Mkdir(cpTLS, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca.Issue(t, cpTLS, "tls", harness.ServerSpec("tenantguard-controlplane"))
+	copyInto(t, ca.File, filepath.Join(cpTLS, "ca.crt"))
 	write("admin.token", []byte(e2eAdminToken))
 	run(t, nil, nil, "controlplane", "auditkey", "--out", filepath.Join(dir, "audit.key"))
 	write("policy.yaml", []byte(strings.NewReplacer("CHANGE-ME-acme-password", "acme-secret-1", "CHANGE-ME-globex-password", "globex-secret-1").Replace(string(read("kubernetes/config/policy.yaml")))))
@@ -384,6 +425,8 @@ func TestInjectedSidecarForReal(t *testing.T) {
 	cpCfg := write("controlplane.yaml", editYAML(t, read("kubernetes/config/controlplane.yaml"), func(m map[string]any) {
 		m["listen"] = map[string]any{"xds": xdsAddr, "admin": cpAdmin}
 		m["database"] = pg.AdminURL("inject_cp")
+		x := section(section(m, "tls"), "xds")
+		x["cert_file"], x["key_file"], x["client_ca_file"] = filepath.Join(cpTLS, "tls.crt"), filepath.Join(cpTLS, "tls.key"), filepath.Join(cpTLS, "ca.crt")
 	}))
 	cp := start(t, "controlplane", "--config", cpCfg)
 	harness.Eventually(t, 60*time.Second, func() error {
@@ -444,9 +487,9 @@ func TestInjectedSidecarForReal(t *testing.T) {
 	pod := &fakePod{
 		name: "orders-5d8c7b9f4-x2k4q", namespace: "shop", dir: t.TempDir(),
 		labels: orders.Spec.Template.Labels, annotations: orders.Spec.Template.Annotations,
-		volumes: spec.Volumes,
+		volumes: spec.Volumes, ca: ca,
 		secrets: map[string]map[string][]byte{
-			"tenantguard-sidecar": {"sidecar.yaml": sidecarYAML, "xds.token": []byte(xdsToken)},
+			"tenantguard-sidecar": {"sidecar.yaml": sidecarYAML},
 			"orders-db":           {"password": []byte("acme-secret-1")},
 			"globex-db":           {"password": []byte("globex-secret-1")},
 		},
@@ -459,8 +502,16 @@ func TestInjectedSidecarForReal(t *testing.T) {
 	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// The Job's own csi-driver volume (deploy/kubernetes/examples).
+	bootstrapCerts := filepath.Join(t.TempDir(), "certs")
+	if err := os.MkdirAll(bootstrapCerts, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	(&fakePod{name: "bootstrap", namespace: "shop", ca: ca}).issue(t, bootstrapCerts, map[string]string{
+		"csi.cert-manager.io/issuer-name": "tenantguard-ca", "csi.cert-manager.io/uri-sans": "spiffe://cluster.local/ns/${POD_NAMESPACE}/pod/${POD_NAME}"})
 	for k, v := range pod.secrets["tenantguard-sidecar"] {
-		if err := os.WriteFile(filepath.Join(cfgDir, k), []byte(strings.ReplaceAll(string(v), inject.StateDir+"/", cfgDir+"/")), 0o600); err != nil {
+		text := strings.NewReplacer(inject.StateDir+"/", cfgDir+"/", inject.CertsDir+"/", bootstrapCerts+"/").Replace(string(v))
+		if err := os.WriteFile(filepath.Join(cfgDir, k), []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

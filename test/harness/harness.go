@@ -25,8 +25,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
-	"github.com/tenantguard/tenantguard/internal/redisserver"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/redisserver"
 )
 
 // startTimeout bounds how long a shared server may take to come up.
