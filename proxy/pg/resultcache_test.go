@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenantguard/tenantguard/internal/pgcluster"
+	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
