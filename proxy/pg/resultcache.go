@@ -250,7 +250,15 @@ func (rc *resultCache) hash(key []byte) uint64 { return maphash.Bytes(rc.seed, k
 // the way is deleted.
 func (rc *resultCache) lookup(tc *tenantCache, key []byte, h uint64, now time.Time) *cacheEntry {
 	e, ok := rc.store.Get(h)
-	if !ok || e == nil || !bytes.Equal(e.key, key) || e.tenant != tc {
+	if !ok || e == nil {
+		// Ristretto applies sets asynchronously: an entry stored a moment
+		// ago may not be there yet. The tenant's own list has every live
+		// entry; looking there only on a miss keeps hits lock-free of it.
+		tc.mu.Lock()
+		e = tc.entries[h]
+		tc.mu.Unlock()
+	}
+	if e == nil || !bytes.Equal(e.key, key) || e.tenant != tc {
 		return nil
 	}
 	if !rc.valid(e, now) {
