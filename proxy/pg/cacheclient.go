@@ -86,6 +86,10 @@ type clientCache struct {
 
 	pmu     sync.Mutex
 	pending pendingWrites
+	// hasPending: pending holds writes; read without pmu by the server
+	// connection's read loop at every ReadyForQuery, so a client that
+	// wrote nothing cacheable costs it no lock.
+	hasPending atomic.Bool
 }
 
 // clockScan caches whether a statement's text mentions the clock.
@@ -388,7 +392,11 @@ func (s *clientConn) cacheServeHeld() bool {
 		// The Bind names the held Parse's statement (cacheContinue).
 		_, r, _ := wire.CString(c.msg(pi)[wire.HeaderLen:])
 		_, t, ok := bindTail(c.msg(bi))
-		if !ok || bindMentionsClock(t) {
+		if !ok {
+			return false
+		}
+		if bindMentionsClock(t) {
+			c.tc.m.skip("clock_literal")
 			return false
 		}
 		rest, vd, tail = r, c.held[pi].verdict, t
@@ -720,7 +728,9 @@ func (s *clientConn) cacheNoteSend(typ byte, raw []byte) {
 		c.taintConn.Store(true)
 	}
 	if ci.Begin {
-		c.readOnlyTx.Store(s.beginsReadCommittedReadOnly(ci))
+		// Without cache rules, a transaction is never answered from the
+		// cache: no need to read the session's defaults.
+		c.readOnlyTx.Store(s.snap.PgCache().Enabled() && s.beginsReadCommittedReadOnly(ci))
 	}
 	if len(ci.Writes) == 0 && !ci.WritesUnknown && len(ci.Functions) == 0 {
 		return
@@ -746,6 +756,7 @@ func (s *clientConn) cacheNoteSend(typ byte, raw []byte) {
 	}
 	c.pending.barrier = c.pending.barrier || p.barrier
 	c.pending.flush = c.pending.flush || p.flush
+	c.hasPending.Store(true)
 	c.pmu.Unlock()
 }
 
@@ -792,6 +803,7 @@ func (c *clientCache) commitWrites(tenant string, done bool) *resultCache {
 	}
 	if done {
 		c.pending = pendingWrites{tables: c.pending.tables[:0]}
+		c.hasPending.Store(false)
 	}
 	rc := pw.rc
 	if pw.flush {
@@ -817,5 +829,7 @@ func (c *clientCache) commitWrites(tenant string, done bool) *resultCache {
 // cacheFinish applies the writes of a client that is going (or whose
 // server connection died): its last transaction may have committed.
 func (s *clientConn) cacheFinish() {
-	s.cache.commitWrites(s.tenant, true)
+	if s.cache.hasPending.Load() {
+		s.cache.commitWrites(s.tenant, true)
+	}
 }

@@ -119,10 +119,19 @@ func (sc *serverConn) cacheObserve(typ byte, out forward) *resultCache {
 	if typ != wire.MsgReadyForQuery || sc.owner == nil || sc.tx != wire.TxIdle {
 		return nil
 	}
-	s := sc.owner
-	s.cache.readOnlyTx.Store(false)
-	s.cache.taintTx.Store(false)
-	return s.cache.commitWrites(s.tenant, sc.replies.empty())
+	c := &sc.owner.cache
+	// Loads before stores: without cache rules these are always false,
+	// and a load does not contend for the cache line.
+	if c.readOnlyTx.Load() {
+		c.readOnlyTx.Store(false)
+	}
+	if c.taintTx.Load() {
+		c.taintTx.Store(false)
+	}
+	if !c.hasPending.Load() {
+		return nil
+	}
+	return c.commitWrites(sc.owner.tenant, sc.replies.empty())
 }
 
 // waitBarrierFor waits, bounded, for the notifications of the transaction
