@@ -235,16 +235,19 @@ func TestCacheSettingsInKey(t *testing.T) {
 		})
 	}
 	t.Run("search_path", func(t *testing.T) {
+		// With no schema to look in, "orders" names nothing: the result
+		// cached under the default search_path must not answer. (In the
+		// modes that prepare first, the Parse fails before any lookup.)
 		c := p.connect(t, p.tenantURL("acme"))
-		twice(c, pgx.QueryExecModeCacheStatement, "SELECT item FROM orders WHERE item = $1", "acme-item-2")
-		// With no schema to look in, "orders" names nothing: the cached
-		// result of the default search_path must not answer.
 		empty := p.connect(t, p.tenantURL("acme", "search_path", "nonexistent"))
-		var s string
-		err := empty.QueryRow(ctx, "SELECT item FROM orders WHERE item = $1", "acme-item-2").Scan(&s)
-		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "42P01" {
-			t.Fatalf("with search_path nonexistent: %q, %v; want 42P01", s, err)
+		for _, m := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+			twice(c, m, "SELECT item FROM orders WHERE item = 'acme-item-2'")
+			var s string
+			err := empty.QueryRow(ctx, "SELECT item FROM orders WHERE item = 'acme-item-2'", m).Scan(&s)
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "42P01" {
+				t.Fatalf("mode %v with search_path nonexistent: %q, %v; want 42P01", m, s, err)
+			}
 		}
 	})
 	t.Run("role", func(t *testing.T) {
