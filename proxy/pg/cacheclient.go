@@ -188,6 +188,16 @@ func (s *clientConn) cacheQuiescent() (byte, bool) {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	if sc.owner != s && s.sc.Load() != sc {
+		// The read loop gave the connection back to the pool after our
+		// last ReadyForQuery, between our load and our lock (detach clears
+		// s.sc under mu): between transactions, with nothing owed. It
+		// happens whenever a client asks again at once, as pgbench does.
+		if s.sc.Load() == nil {
+			return wire.TxIdle, true
+		}
+		return 0, false // attached to another already: look again next time
+	}
 	if sc.owner != s || sc.state != connAttached || !sc.replies.empty() || sc.sending || sc.unsynced || sc.cancels > 0 {
 		return 0, false
 	}

@@ -340,6 +340,7 @@ func TestCacheReadYourWrites(t *testing.T) {
 				t.Fatalf("second read %q %v, want %q", again, err, before)
 			}
 			if p.hits(t, "acme") != hits+1 {
+				p.logCache(t)
 				t.Fatal("second read was not a hit")
 			}
 			if _, err := writer.Exec(ctx, "UPDATE orders SET amount = amount + 1000 WHERE item = $1", m.mode, item); err != nil {
