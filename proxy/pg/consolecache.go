@@ -1,6 +1,8 @@
 package pg
 
 import (
+	"encoding/json"
+	"net/http"
 	"sort"
 	"time"
 )
@@ -66,4 +68,18 @@ func (srv *Server) showCache() *resultSet {
 			i64(int64(c.Hits)), i64(int64(c.Misses)), state})
 	}
 	return res
+}
+
+// CacheHandler serves CacheStats as JSON, read-only (the sidecar mounts it
+// on its admin listener as GET /cache/pg). It shows what SHOW CACHE does:
+// counts and sizes per pool and tenant, never a statement or a result.
+func (srv *Server) CacheHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		stats := srv.CacheStats()
+		if stats == nil {
+			stats = []CacheStats{}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(stats)
+	})
 }

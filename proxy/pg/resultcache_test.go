@@ -2,8 +2,10 @@ package pg_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -13,9 +15,11 @@ import (
 
 	"github.com/tenantguard/tenantguard/internal/fixture/pgcluster"
 	"github.com/tenantguard/tenantguard/policy"
+	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 	"github.com/tenantguard/tenantguard/proxy/pg/firewall"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
 	"github.com/tenantguard/tenantguard/test/harness"
+	"github.com/tenantguard/tenantguard/wire/scram"
 )
 
 // The result cache against a real PostgreSQL: database "cachedb", row
@@ -542,5 +546,53 @@ func TestCacheListenerDrop(t *testing.T) {
 	}
 	if p.hits(t, "acme") == hits {
 		t.Fatal("no hit after the listener came back")
+	}
+}
+
+// TestCacheVisibility: SHOW CACHE on the console and the admin handler
+// show each tenant's entries, bytes, hits and misses, and the listener.
+func TestCacheVisibility(t *testing.T) {
+	v, err := scram.NewVerifier(consolePassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startCached(t, true, time.Hour, func(c *proxypgConfig) {
+		c.Console = &proxypg.Console{User: "tgadmin", Verifier: v, Version: "test"}
+	})
+	ctx := ctxT(t, 60*time.Second)
+	for _, id := range []string{"acme", "globex"} {
+		c := p.connect(t, p.tenantURL(id))
+		for i := 0; i < 3; i++ {
+			if _, err := amountOf(ctx, c, pgx.QueryExecModeCacheStatement, id+"-item-1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	console := p.connect(t, strings.Replace(p.url("tgadmin", consolePassword), "/app?", "/tenantguard?", 1))
+	rows := consoleQuery(t, console, "SHOW CACHE")
+	byTenant := map[string]map[string]string{}
+	for _, r := range rows {
+		byTenant[r["tenant"]] = r
+	}
+	for _, id := range []string{"acme", "globex"} {
+		r := byTenant[id]
+		if r == nil || r["entries"] != "1" || r["hits"] != "2" || r["misses"] != "1" || r["listener"] != "up" || r["bytes"] == "0" {
+			t.Fatalf("SHOW CACHE row for %s: %v (all: %v)", id, r, rows)
+		}
+	}
+	rec := httptest.NewRecorder()
+	p.srv.CacheHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/cache/pg", nil))
+	var stats []proxypg.CacheStats
+	if err := json.Unmarshal(rec.Body.Bytes(), &stats); err != nil {
+		t.Fatalf("%v: %s", err, rec.Body.String())
+	}
+	seen := 0
+	for _, s := range stats {
+		if (s.Tenant == "acme" || s.Tenant == "globex") && s.Entries == 1 && s.Hits == 2 && s.Listener {
+			seen++
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("admin handler: %s", rec.Body.String())
 	}
 }
