@@ -103,9 +103,12 @@ type File struct {
 			MaxTransactions   int      `yaml:"max_transactions"`
 			StatementTimeout  Duration `yaml:"statement_timeout"`
 			CommandsPerSecond int      `yaml:"commands_per_second"`
+			PgCacheBytes      int64    `yaml:"pg_cache_bytes"`
 		} `yaml:"limits"`
 		ShowConstraintDetail bool `yaml:"show_constraint_detail"`
 	} `yaml:"tenants"`
+	// PgCache, if present, is the PostgreSQL result cache (pgcache.go).
+	PgCache *PgCacheFile `yaml:"pg_cache"`
 	// Sessions, if present, lets clients authenticate with session tokens
 	// issued by ext_authz.
 	Sessions *SessionsFile `yaml:"sessions"`
@@ -381,6 +384,7 @@ func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 				MaxTransactions:   t.Limits.MaxTransactions,
 				StatementTimeout:  time.Duration(t.Limits.StatementTimeout),
 				CommandsPerSecond: t.Limits.CommandsPerSecond,
+				PgCacheBytes:      t.Limits.PgCacheBytes,
 			}}
 		if t.Allow != nil {
 			ts.Allow = &policy.Permissions{Read: t.Allow.Read, Write: t.Allow.Write, DDL: t.Allow.DDL}
@@ -390,6 +394,7 @@ func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 	for _, t := range f.Isolation.Tables {
 		spec.Tables = append(spec.Tables, policy.TableSpec{Name: t.Name, TenantColumn: t.TenantColumn, Shared: t.Shared})
 	}
+	spec.PgCache = f.PgCache.pgCacheSpec()
 	if f.ControlPlane != nil {
 		cp, fe := parseControlPlaneClient(f.ControlPlane, dir, "sidecar")
 		if fe != nil {
