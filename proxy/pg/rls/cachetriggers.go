@@ -13,9 +13,9 @@ import (
 
 // Invalidation of the sidecars' result caches (proxy/pg, resultcache*.go).
 //
-// pg bootstrap installs, on every protected table, every table the policy's
-// pg_cache rules name, and each of their partitions, a statement-level
-// trigger that fires after INSERT, UPDATE, DELETE and TRUNCATE and sends
+// When the policy has cache rules, pg bootstrap installs, on every
+// protected table, every table the pg_cache rules name, and each of their
+// partitions, a statement-level trigger that fires after INSERT, UPDATE, DELETE and TRUNCATE and sends
 // one notification on CacheChannel: the table's policy name and the tenant
 // the writing session is bound to ("" for an unbound session, an
 // administrator's, and for a write made by another trigger or a foreign
@@ -51,8 +51,9 @@ BEGIN
 END
 $fn$`
 
-// CacheTables lists the tables that get invalidation triggers: the
-// protected ones and those the pg_cache rules name, sorted.
+// CacheTables lists the tables that get invalidation triggers when the
+// policy has cache rules: the protected ones and those the pg_cache rules
+// name, sorted.
 func CacheTables(snap *policy.Snapshot) []string {
 	set := map[string]bool{}
 	for _, t := range snap.Tables() {
@@ -70,8 +71,27 @@ func CacheTables(snap *policy.Snapshot) []string {
 }
 
 // bootstrapCacheTriggers installs the trigger function and a trigger on
-// each table of CacheTables and its partitions.
+// each table of CacheTables and its partitions. Without cache rules it
+// installs none, and drops those of an earlier bootstrap from the
+// protected tables: every notification costs its commit a turn on
+// PostgreSQL's notification queue lock, which nobody should pay for a
+// cache that is off.
 func bootstrapCacheTriggers(ctx context.Context, tx pgx.Tx, snap *policy.Snapshot) error {
+	if !snap.PgCache().Enabled() {
+		for _, t := range snap.Tables() {
+			rels, err := tableAndPartitions(ctx, tx, t.Name)
+			if err != nil {
+				return err
+			}
+			for _, rel := range rels {
+				q := "DROP TRIGGER IF EXISTS " + CacheTrigger + " ON " + rel
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return fmt.Errorf("bootstrap %q: %w", q, err)
+				}
+			}
+		}
+		return nil
+	}
 	if _, err := tx.Exec(ctx, cacheInvalidateSQL); err != nil {
 		return fmt.Errorf("bootstrap %s: %w", cacheInvalidateFunction, err)
 	}
