@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -309,7 +310,10 @@ func (rc *resultCache) put(e *cacheEntry, budget int64, ttl time.Duration) bool 
 }
 
 // makeRoom deletes tc's stale entries and then its oldest ones until need
-// more bytes fit in budget. It reports whether they do.
+// more bytes fit in budget with a tenth of it to spare, so that the scan
+// of the tenant's entries it costs is paid once per many stores, not once
+// per store when a tenant's working set is larger than its budget. It
+// reports whether the new entry fits.
 func (rc *resultCache) makeRoom(tc *tenantCache, need, budget int64) bool {
 	now := time.Now()
 	tc.mu.Lock()
@@ -325,20 +329,17 @@ func (rc *resultCache) makeRoom(tc *tenantCache, need, budget int64) bool {
 	for _, e := range stale {
 		rc.remove(e, "invalidated")
 	}
-	if tc.bytes.Load()+need <= budget {
+	target := budget - budget/10
+	if tc.bytes.Load()+need <= target {
 		return true
 	}
-	// Oldest first, until the new entry fits.
-	for tc.bytes.Load()+need > budget && len(live) > 0 {
-		oldest := 0
-		for i, e := range live {
-			if e.created.Before(live[oldest].created) {
-				oldest = i
-			}
+	// Oldest first.
+	sort.Slice(live, func(i, j int) bool { return live[i].created.Before(live[j].created) })
+	for _, e := range live {
+		if tc.bytes.Load()+need <= target {
+			break
 		}
-		rc.remove(live[oldest], "budget")
-		live[oldest] = live[len(live)-1]
-		live = live[:len(live)-1]
+		rc.remove(e, "budget")
 	}
 	return tc.bytes.Load()+need <= budget
 }

@@ -145,8 +145,15 @@ func cacheUpstream(t *testing.T) *pgcluster.Cluster {
 // the cache (withCache) or without, and waits for its cache's listener.
 func startCached(t *testing.T, withCache bool, ttl time.Duration, tweak func(*proxypgConfig)) *proxy {
 	t.Helper()
+	return startCachedSpec(t, cacheSpec(t, withCache, ttl), tweak)
+}
+
+// startCachedSpec is startCached with a policy of the test's making.
+func startCachedSpec(t *testing.T, spec policy.Spec, tweak func(*proxypgConfig)) *proxy {
+	t.Helper()
+	withCache := spec.PgCache != nil
 	pg := cacheUpstream(t)
-	p := startProxyWith(t, pg, cacheSpec(t, withCache, ttl), func(c *proxypgConfig) {
+	p := startProxyWith(t, pg, spec, func(c *proxypgConfig) {
 		c.Databases = []proxypgDatabase{{Name: "app", URL: fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/cachedb?sslmode=disable", cacheRole, cachePassword, pg.Port())}}
 		c.Binder = cacheBinder
 		if tweak != nil {
@@ -594,5 +601,55 @@ func TestCacheVisibility(t *testing.T) {
 	}
 	if seen != 2 {
 		t.Fatalf("admin handler: %s", rec.Body.String())
+	}
+}
+
+// TestCacheTenantBudget: a tenant whose working set is larger than its
+// budget stays within it, evicting its own oldest results, and another
+// tenant's results stay cached.
+func TestCacheTenantBudget(t *testing.T) {
+	const budget = 16 << 10
+	spec := cacheSpec(t, true, time.Hour)
+	for i := range spec.Tenants {
+		if spec.Tenants[i].ID == "acme" {
+			spec.Tenants[i].Limits.PgCacheBytes = budget
+		}
+	}
+	p := startCachedSpec(t, spec, nil)
+	ctx := ctxT(t, 90*time.Second)
+	acme, globex := p.connect(t, p.tenantURL("acme")), p.connect(t, p.tenantURL("globex"))
+	for i := 1; i <= 3; i++ {
+		if _, err := amountOf(ctx, globex, pgx.QueryExecModeCacheStatement, fmt.Sprintf("globex-item-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bytesOf := func(tenant string) int64 {
+		for _, s := range p.srv.CacheStats() {
+			if s.Tenant == tenant {
+				return s.Bytes
+			}
+		}
+		return 0
+	}
+	for i := 0; i < 300; i++ {
+		ts := time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC).Format("2006-01-02 15:04:05+00")
+		if _, err := queryText(ctx, acme, pgx.QueryExecModeCacheStatement, tzQuery, ts); err != nil {
+			t.Fatal(err)
+		}
+		if b := bytesOf("acme"); b > budget {
+			t.Fatalf("acme holds %d bytes, over its budget %d", b, budget)
+		}
+	}
+	if p.metric(t, "tenantguard_pg_cache_evictions_total", map[string]string{"tenant": "acme", "reason": "budget"}) == 0 {
+		t.Fatal("no budget eviction: the working set fit, the test shows nothing")
+	}
+	hits := p.hits(t, "globex")
+	for i := 1; i <= 3; i++ {
+		if _, err := amountOf(ctx, globex, pgx.QueryExecModeCacheStatement, fmt.Sprintf("globex-item-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.hits(t, "globex") - hits; got != 3 {
+		t.Fatalf("globex: %v hits of 3 after acme filled its budget", got)
 	}
 }
