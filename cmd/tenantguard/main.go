@@ -37,6 +37,7 @@ commands:
   pg bootstrap --config FILE --admin-url URL
                           install row-level isolation in the upstream databases
   pg check --config FILE  audit the upstream role and protected tables
+  pg fingerprint SQL      print a statement's fingerprint (for pg_cache rules) and whether it may be cached
   version                 print the version
 `
 
@@ -94,6 +95,17 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) int {
 }
 
 func runPG(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "fingerprint" {
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "usage: tenantguard pg fingerprint 'SELECT …'")
+			return 2
+		}
+		if err := sidecar.Fingerprint(args[1], stdout); err != nil {
+			fmt.Fprintln(stderr, "tenantguard pg fingerprint:", err)
+			return 1
+		}
+		return 0
+	}
 	if len(args) == 0 || (args[0] != "bootstrap" && args[0] != "check") {
 		fmt.Fprint(stderr, usage)
 		return 2
