@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"hash/maphash"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,7 +135,11 @@ type tenantCache struct {
 
 	mu      sync.Mutex
 	entries map[uint64]*cacheEntry // live entries, by key hash
-	bytes   atomic.Int64
+	// order holds entries in the order they were stored, oldest first,
+	// for eviction; entries that left by other ways stay in it until they
+	// reach the front or it is compacted.
+	order []*cacheEntry
+	bytes atomic.Int64
 
 	hits, misses atomic.Uint64
 	m            *tenantCacheMetrics
@@ -298,6 +301,19 @@ func (rc *resultCache) put(e *cacheEntry, budget int64, ttl time.Duration) bool 
 	}
 	tc.mu.Lock()
 	tc.entries[e.hash] = e
+	tc.order = append(tc.order, e)
+	if len(tc.order) > 2*len(tc.entries)+64 {
+		// Mostly entries gone by invalidation or TTL: compact, O(n) once
+		// per n stores.
+		live := tc.order[:0]
+		for _, o := range tc.order {
+			if !o.exited.Load() {
+				live = append(live, o)
+			}
+		}
+		clear(tc.order[len(live):])
+		tc.order = live
+	}
 	tc.mu.Unlock()
 	tc.bytes.Add(e.cost)
 	tc.m.bytes.Add(float64(e.cost))
@@ -309,36 +325,28 @@ func (rc *resultCache) put(e *cacheEntry, budget int64, ttl time.Duration) bool 
 	return true
 }
 
-// makeRoom deletes tc's stale entries and then its oldest ones until need
-// more bytes fit in budget with a tenth of it to spare, so that the scan
-// of the tenant's entries it costs is paid once per many stores, not once
-// per store when a tenant's working set is larger than its budget. It
-// reports whether the new entry fits.
+// makeRoom deletes tc's oldest entries until need more bytes fit in
+// budget with a tenth of it to spare, so that a tenant whose working set
+// is larger than its budget evicts in batches; each entry is looked at
+// once. It reports whether the new entry fits.
 func (rc *resultCache) makeRoom(tc *tenantCache, need, budget int64) bool {
-	now := time.Now()
-	tc.mu.Lock()
-	var stale, live []*cacheEntry
-	for _, e := range tc.entries {
-		if rc.valid(e, now) {
-			live = append(live, e)
-		} else {
-			stale = append(stale, e)
-		}
-	}
-	tc.mu.Unlock()
-	for _, e := range stale {
-		rc.remove(e, "invalidated")
-	}
 	target := budget - budget/10
-	if tc.bytes.Load()+need <= target {
-		return true
-	}
-	// Oldest first.
-	sort.Slice(live, func(i, j int) bool { return live[i].created.Before(live[j].created) })
-	for _, e := range live {
-		if tc.bytes.Load()+need <= target {
-			break
+	excess := tc.bytes.Load() + need - target
+	tc.mu.Lock()
+	var victims []*cacheEntry
+	n := 0
+	for ; n < len(tc.order) && excess > 0; n++ {
+		e := tc.order[n]
+		if e.exited.Load() {
+			continue
 		}
+		victims = append(victims, e)
+		excess -= e.cost
+	}
+	clear(tc.order[:n])
+	tc.order = tc.order[n:]
+	tc.mu.Unlock()
+	for _, e := range victims {
 		rc.remove(e, "budget")
 	}
 	return tc.bytes.Load()+need <= budget
