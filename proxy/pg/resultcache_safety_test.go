@@ -344,4 +344,29 @@ func TestCacheWriteTransactions(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("read_only_repeatable_read", func(t *testing.T) {
+		// Its snapshot is the transaction's first statement's: an earlier
+		// result may be newer than what it must see, and is not served.
+		const item = "acme-item-4"
+		if _, err := amountOf(ctx, writer, pgx.QueryExecModeCacheStatement, item); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := writer.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		hits := p.hits(t, "acme")
+		for i := 0; i < 2; i++ {
+			if _, err := amountOf(ctx, writer, pgx.QueryExecModeCacheStatement, item); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h := p.hits(t, "acme"); h != hits {
+			t.Fatalf("%v hits inside a REPEATABLE READ transaction", h-hits)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
