@@ -33,14 +33,15 @@ func main() {
 	n := flag.Int("n", 10000, "idle client connections to open")
 	bin := flag.String("tenantguard", "bin/tenantguard", "tenantguard binary")
 	out := flag.String("out", "", "also write the results as markdown to this file")
+	heap := flag.String("heap", "", "write the settled sidecar's heap profile (pprof) to this file")
 	flag.Parse()
-	if err := run(*n, *bin, *out); err != nil {
+	if err := run(*n, *bin, *out, *heap); err != nil {
 		fmt.Fprintln(os.Stderr, "idle:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n int, bin, out string) error {
+func run(n int, bin, out, heapOut string) error {
 	raiseFDLimit()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -171,8 +172,34 @@ debug: {pprof: true}
 		return err
 	}
 	report("settled (idle 8 s, 4 GCs)", settled, goSettled)
+	if heapOut != "" {
+		if err := fetch(ctx, "http://"+admin+"/debug/pprof/heap", heapOut); err != nil {
+			return err
+		}
+	}
 	rep := benchkit.Report{Setup: setup, Tables: []benchkit.Table{table}}
 	return rep.Write(out)
+}
+
+// fetch writes what url returns into the file path.
+func fetch(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, body, 0o644)
 }
 
 // forceGC asks the sidecar's pprof endpoint for a heap profile after a GC.

@@ -5,7 +5,6 @@ package controlplanesvc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -279,18 +278,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.audit.run(s.stop) }()
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.xdsLn) }()
-	go func() {
-		var err error
-		if s.http.TLSConfig != nil {
-			err = s.http.ServeTLS(s.adminLn, "", "")
-		} else {
-			err = s.http.Serve(s.adminLn)
-		}
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		errc <- err
-	}()
+	go func() { errc <- tlsconf.ServeHTTP(s.http, s.adminLn) }()
 	s.log.Info("control plane ready", "xds", s.XDSAddr(), "admin", s.AdminAddr())
 	var serveErr error
 	select {

@@ -307,18 +307,7 @@ func (s *Service) healthLoop() {
 func (s *Service) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
-	go func() {
-		var err error
-		if s.http.TLSConfig != nil {
-			err = s.http.ServeTLS(s.httpLn, "", "")
-		} else {
-			err = s.http.Serve(s.httpLn)
-		}
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		errc <- err
-	}()
+	go func() { errc <- tlsconf.ServeHTTP(s.http, s.httpLn) }()
 	s.wg.Add(1)
 	go s.healthLoop()
 	if s.xds != nil {

@@ -173,8 +173,8 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); s.managed.run(bg) }()
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- ignoreClosed(s.webhook.ServeTLS(s.webhookLn, "", "")) }()
-	go func() { errc <- ignoreClosed(s.admin.Serve(s.adminLn)) }()
+	go func() { errc <- tlsconf.ServeHTTP(s.webhook, s.webhookLn) }()
+	go func() { errc <- tlsconf.ServeHTTP(s.admin, s.adminLn) }()
 	s.log.Info("injector ready", "webhook", s.WebhookAddr(), "admin", s.AdminAddr(), "native_sidecar", s.sidecar.Native, "image", s.sidecar.Image)
 	var serveErr error
 	select {
@@ -197,11 +197,4 @@ func (s *Service) Run(ctx context.Context) error {
 	serveErr = errors.Join(serveErr, <-errc)
 	s.log.Info("stopped")
 	return errors.Join(serveErr, err)
-}
-
-func ignoreClosed(err error) error {
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/memreturn"
 	"github.com/tenantguard/tenantguard/internal/netserve"
 	"github.com/tenantguard/tenantguard/internal/sessions"
 	"github.com/tenantguard/tenantguard/internal/tlsconf"
@@ -288,6 +289,12 @@ func (sc *Sidecar) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	// Memory freed after a burst (logins, parked clients) goes back to
+	// the operating system instead of staying resident.
+	mctx, stopMem := context.WithCancel(context.Background())
+	memDone := make(chan struct{})
+	go func() { defer close(memDone); memreturn.Run(mctx, 0, 0) }()
+	defer func() { stopMem(); <-memDone }()
 	errc := make(chan error, 2)
 	go func() { errc <- sc.pg.Serve(sc.pgLn) }()
 	if sc.redis != nil {
