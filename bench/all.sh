@@ -8,12 +8,12 @@
 #   bash bench/all.sh                 # everything, about 25 minutes on 2 cores
 #   bash bench/all.sh pgbench redis   # only these sections
 #
-# Sections: pgbench noisy pgcache redis extauthz idle rss goproxy
+# Sections: pgbench noisy pgcache redis extauthz idle rss goproxy budget
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy pgcache redis extauthz idle rss goproxy)
+[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy pgcache redis extauthz idle rss goproxy budget)
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 busy=$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > 0.25 * n) ? 1 : 0 }')
@@ -63,6 +63,9 @@ for s in "${sections[@]}"; do
 		run idle "Idle clients: memory per connection" go run ./bench/idle -n $n ;;
 	rss)
 		run rss "Resident memory of each binary" go run ./bench/rss ;;
+	budget)
+		if [ -n "$quick" ]; then r=1; else r=5; fi
+		run budget "Connection budget: convergence when 20 sidecars join at once" go run ./bench/budget -sidecars 20 -budget 100 -rounds $r ;;
 	goproxy)
 		echo "=== Go benchmarks: one query in process"
 		{
@@ -74,7 +77,7 @@ for s in "${sections[@]}"; do
 		} >"$tmp/goproxy.md"
 		go run ./bench/results -section goproxy -title "Go benchmarks: one query round trip in process" -note "$note" -in "$tmp/goproxy.md" ;;
 	*)
-		echo "bench: unknown section $s (pgbench noisy pgcache redis extauthz idle rss goproxy)" >&2
+		echo "bench: unknown section $s (pgbench noisy pgcache redis extauthz idle rss goproxy budget)" >&2
 		exit 2 ;;
 	esac
 done

@@ -97,6 +97,7 @@ var checkers = []struct {
 	{func(p string) bool { return p == "kubernetes/config/controlplane.yaml" }, checkControlPlaneConfig},
 	{func(p string) bool { return p == "kubernetes/config/extauthz.yaml" }, checkExtAuthzConfig},
 	{func(p string) bool { return p == "kubernetes/config/sidecar.yaml" }, checkSidecarConfig},
+	{func(p string) bool { return p == "kubernetes/config/gateway.yaml" }, checkGatewayConfig},
 	{func(p string) bool { return p == "kubernetes/config/policy.yaml" }, checkPolicy},
 	{func(p string) bool { return strings.HasPrefix(p, "kubernetes/certs/") }, checkCertManager},
 	{func(p string) bool { return p == "kubernetes/base/injector/injector.yaml" }, checkInjectorConfig},
@@ -251,6 +252,20 @@ func checkSidecarConfig(t *testing.T, _ string, data []byte) {
 	}
 	if cfg.ControlPlane == nil || cfg.ControlPlane.TLS == nil || cfg.ControlPlane.TLS.CertFile == "" || cfg.Postgres.Binder == nil {
 		t.Fatalf("the template should take its policy from the control plane with its pod's certificate, isolation on: %+v", cfg)
+	}
+}
+
+// checkGatewayConfig: the gateway's configuration loads as the sidecar's
+// does, listening on the pod's IP with TLS and a per-source cap.
+func checkGatewayConfig(t *testing.T, _ string, data []byte) {
+	t.Setenv("POD_IP", "10.244.1.17")
+	cfg, err := config.Load(withFiles(t, "sidecar.yaml", data, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PostgresListen != "10.244.1.17:6432" || cfg.TLS == nil || cfg.Postgres.MaxClientConnsPerSource == 0 ||
+		cfg.ControlPlane == nil || cfg.ControlPlane.TLS == nil || cfg.Postgres.Binder == nil {
+		t.Fatalf("the gateway template should listen on the pod IP with TLS, cap clients per source, take its policy from the control plane, isolation on: %+v", cfg)
 	}
 }
 

@@ -31,6 +31,9 @@ type TenantSpec struct {
 	// ShowConstraintDetail keeps the DETAIL of unique and foreign-key
 	// violations, which can carry other tenants' values.
 	ShowConstraintDetail bool
+	// Placement names the clusters serving the tenant (placement.go);
+	// empty names take the defaults.
+	Placement Placement
 }
 
 // Permissions are the statement classes a tenant may run.
@@ -72,6 +75,9 @@ type Spec struct {
 	Tables  []TableSpec
 	// PgCache, when set, is the PostgreSQL result cache (pgcache.go).
 	PgCache *PgCacheSpec
+	// Clusters are the upstream clusters tenants are placed on
+	// (placement.go); none: every tenant on the configured upstreams.
+	Clusters []ClusterSpec
 }
 
 // Tenant is a compiled tenant.
@@ -80,7 +86,10 @@ type Tenant struct {
 	Allow                Permissions
 	Limits               Limits
 	ShowConstraintDetail bool
-	verifiers            []scram.Verifier
+	// Placement is the tenant's clusters, defaults resolved: "" is the
+	// sidecar's configured upstream.
+	Placement Placement
+	verifiers []scram.Verifier
 }
 
 // Verifiers returns the tenant's SCRAM verifiers; any of them authenticates.
@@ -105,6 +114,9 @@ type Snapshot struct {
 	ids     []string
 	tables  []TableSpec
 	pgCache *PgCache
+
+	clusters     map[string]*ClusterSpec
+	clusterNames []string
 }
 
 // FieldError names the field of a policy that is wrong and why.
@@ -167,6 +179,10 @@ func CheckPassword(p string) error {
 // (e.g. "tenants[1].id") as it appears in configuration.
 func Compile(spec Spec) (*Snapshot, error) {
 	s := &Snapshot{version: spec.Version, tenants: make(map[string]*Tenant, len(spec.Tenants))}
+	defPG, defRedis, err := s.compileClusters(spec.Clusters)
+	if err != nil {
+		return nil, err
+	}
 	for i, ts := range spec.Tenants {
 		field := fmt.Sprintf("tenants[%d]", i)
 		if err := CheckTenantID(ts.ID); err != nil {
@@ -196,6 +212,9 @@ func Compile(spec Spec) (*Snapshot, error) {
 		}
 		if ts.Limits.PgCacheBytes < 0 {
 			return nil, &FieldError{field + ".limits.pg_cache_bytes", "must not be negative"}
+		}
+		if t.Placement, err = s.resolvePlacement(ts.Placement, defPG, defRedis, field); err != nil {
+			return nil, err
 		}
 		for j, p := range ts.Passwords {
 			pf := fmt.Sprintf("%s.passwords[%d]", field, j)

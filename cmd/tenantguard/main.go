@@ -34,9 +34,10 @@ commands:
   inject -f FILE|- [-o FILE] [--config FILE] [--image IMAGE] [--native true|false]
                           add the sidecar to a manifest's workloads, as the webhook would
   demo [--env-file PATH]  run a throwaway PostgreSQL and redis-server and a sidecar with two tenants
-  pg bootstrap --config FILE --admin-url URL
-                          install row-level isolation in the upstream databases
-  pg check --config FILE  audit the upstream role and protected tables
+  pg bootstrap --config FILE --admin-url URL [--policy FILE|DIR]
+                          install row-level isolation in the upstream databases (every cluster of the policy)
+  pg check --config FILE [--policy FILE|DIR]
+                          audit the upstream role and protected tables (every cluster of the policy)
   pg fingerprint SQL      print a statement's fingerprint (for pg_cache rules) and whether it may be cached
   version                 print the version
 `
@@ -113,7 +114,8 @@ func runPG(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pg "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "sidecar configuration file (YAML)")
-	admin := fs.String("admin-url", os.Getenv("TG_PG_ADMIN_URL"), "bootstrap: URL of a role that owns the protected tables (default $TG_PG_ADMIN_URL)")
+	admin := fs.String("admin-url", os.Getenv("TG_PG_ADMIN_URL"), "bootstrap: URL of a role that owns the protected tables (default $TG_PG_ADMIN_URL); on a policy cluster, its role and password on the cluster's hosts")
+	policyFile := fs.String("policy", "", "a policy file (YAML or JSON, as GET /v1/policy serves it or a control plane seed file or directory) whose tables and clusters to use instead of the configuration's")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -125,6 +127,12 @@ func runPG(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "tenantguard pg: config error:", err)
 		return 1
+	}
+	if *policyFile != "" {
+		if err := sidecar.UsePolicyFile(cfg, *policyFile); err != nil {
+			fmt.Fprintln(stderr, "tenantguard pg: policy error:", err)
+			return 1
+		}
 	}
 	if args[0] == "bootstrap" {
 		if *admin == "" {

@@ -73,6 +73,7 @@ type Store interface {
 	PutIf(ctx context.Context, author, comment string, p *policypb.Policy, expectParent int64) (store.Version, error)
 	Rollback(ctx context.Context, author string, to int64) (store.Version, error)
 	SetSuspended(ctx context.Context, author, tenant string, suspended bool) (store.Version, error)
+	SetPlacement(ctx context.Context, author, tenant string, pl store.Placement) (store.Version, error)
 	Audit(ctx context.Context, q store.AuditQuery) (store.AuditPage, error)
 	VerifyAudit(ctx context.Context, mode store.VerifyMode) (store.AuditReport, error)
 }
@@ -110,6 +111,7 @@ func New(st Store, adminToken string, log *slog.Logger) (*Handler, error) {
 	h.mux.HandleFunc("GET /v1/audit", h.audit)
 	h.mux.HandleFunc("POST /v1/tenants/{id}/suspend", h.suspend(true))
 	h.mux.HandleFunc("POST /v1/tenants/{id}/resume", h.suspend(false))
+	h.mux.HandleFunc("PUT /v1/tenants/{id}/placement", h.setPlacement)
 	return h, nil
 }
 

@@ -20,7 +20,7 @@ type AuditEntry struct {
 	Seq     int64
 	At      time.Time // UTC, microseconds
 	Actor   string
-	Action  string // ActionPut, ActionRollback, ActionSuspend, ActionResume, ActionSeed
+	Action  string // ActionPut, ActionRollback, ActionSuspend, ActionResume, ActionSeed, ActionPlace
 	Version int64  // the version the change wrote
 	// Detail is the entry's detail object in canonical JSON: always
 	// policy_sha256, diff_sha256, comment and parent; rollback_to for a

@@ -60,6 +60,13 @@ var migrations = [][]string{
 			ADD CONSTRAINT audit_signed_with_key CHECK ((key_id IS NULL) = (signature IS NULL))`,
 		`ALTER TABLE tenantguard_cp.head ADD COLUMN audit_key_id text`,
 	},
+	// Tenant placement: a tenant moved to other clusters is an audit
+	// action of its own ("place").
+	3: {
+		`ALTER TABLE tenantguard_cp.audit
+			DROP CONSTRAINT audit_action_check,
+			ADD CONSTRAINT audit_action_check CHECK (action IN ('put', 'rollback', 'suspend', 'resume', 'seed', 'place'))`,
+	},
 }
 
 // migrate creates or upgrades the schema in one transaction under an

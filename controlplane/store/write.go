@@ -24,6 +24,7 @@ const (
 	ActionSuspend  = "suspend"
 	ActionResume   = "resume"
 	ActionSeed     = "seed"
+	ActionPlace    = "place"
 )
 
 // Bounds of the free text a writer supplies.
@@ -140,6 +141,58 @@ func (s *Store) SetSuspended(ctx context.Context, author, tenant string, suspend
 			comment: fmt.Sprintf("%s tenant %s", verb, tenant),
 			policy:  p,
 			detail:  map[string]any{"tenant": tenant},
+		}, nil
+	})
+}
+
+// Placement names a tenant's clusters (policypb.Placement): "" is the
+// default of that kind.
+type Placement struct {
+	Postgres string `json:"postgres"`
+	Redis    string `json:"redis"`
+}
+
+// SetPlacement stores a new version in which tenant is placed on the
+// clusters pl names: the one call that moves a tenant (the data must be
+// where it is going first; sidecars send the tenant's next transactions
+// there once those in flight finish). The audit entry (action "place")
+// records the tenant, the new placement and the old. ErrNotFound when the
+// current policy has no such tenant (ErrEmpty when there is no policy);
+// ErrInvalid (a *policy.FieldError in the chain) when pl names no cluster
+// of that kind; ErrUnchanged, writing nothing, when the tenant is placed
+// so already.
+func (s *Store) SetPlacement(ctx context.Context, author, tenant string, pl Placement) (Version, error) {
+	return s.write(ctx, author, func(tx pgx.Tx, cur *Version) (*change, error) {
+		if cur == nil {
+			return nil, ErrEmpty
+		}
+		p := proto.Clone(cur.Policy).(*policypb.Policy)
+		var t *policypb.Tenant
+		for _, x := range p.GetTenants() {
+			if x.GetId() == tenant {
+				t = x
+				break
+			}
+		}
+		if t == nil {
+			return nil, fmt.Errorf("%w: tenant %q", ErrNotFound, tenant)
+		}
+		from := Placement{Postgres: t.GetPlacement().GetPostgres(), Redis: t.GetPlacement().GetRedis()}
+		if from == pl {
+			return nil, ErrUnchanged
+		}
+		t.Placement = nil
+		if pl != (Placement{}) {
+			t.Placement = &policypb.Placement{Postgres: pl.Postgres, Redis: pl.Redis}
+		}
+		if err := policypb.Validate(p); err != nil {
+			return nil, &InvalidError{err}
+		}
+		return &change{
+			action:  ActionPlace,
+			comment: fmt.Sprintf("place tenant %s on postgres %q, redis %q", tenant, pl.Postgres, pl.Redis),
+			policy:  p,
+			detail:  map[string]any{"tenant": tenant, "postgres": pl.Postgres, "redis": pl.Redis, "from": map[string]any{"postgres": from.Postgres, "redis": from.Redis}},
 		}, nil
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tenantguard/tenantguard/internal/bearer"
+	"github.com/tenantguard/tenantguard/policy/policypb"
 )
 
 // Access says which xDS streams are let in, and what they may claim to be.
@@ -164,6 +165,13 @@ func (g *guardedStream) RecvMsg(m any) error {
 		typeURL, node = r.GetTypeUrl(), r.GetNode()
 	case *discovery.DeltaDiscoveryRequest:
 		typeURL, node = r.GetTypeUrl(), r.GetNode()
+	case *policypb.LoadReport:
+		// The connection budget's report stream (controlplane/budget),
+		// on the same server: its node must be the certificate's too, or
+		// a data plane could report, and take shares, as another.
+		if id := r.GetNodeId(); id != "" {
+			node = &corev3.Node{Id: id}
+		}
 	}
 	if g.bound {
 		if err := g.checkNode(node); err != nil {

@@ -69,9 +69,12 @@ type File struct {
 			Failures uint32   `yaml:"failures"`
 			OpenTime Duration `yaml:"open_timeout"`
 		} `yaml:"breaker"`
-		MaxClientConns int      `yaml:"max_client_connections"`
-		StartupTimeout Duration `yaml:"startup_timeout"`
-		ParkIdleAfter  Duration `yaml:"park_idle_clients_after"`
+		MaxClientConns int `yaml:"max_client_connections"`
+		// MaxClientConnsPerSource: gateway mode (many app pods on one
+		// listener); 0 = unlimited.
+		MaxClientConnsPerSource int      `yaml:"max_client_connections_per_source"`
+		StartupTimeout          Duration `yaml:"startup_timeout"`
+		ParkIdleAfter           Duration `yaml:"park_idle_clients_after"`
 		// Console, when present, serves the admin console (database
 		// "tenantguard") to this user.
 		Console *struct {
@@ -79,6 +82,8 @@ type File struct {
 			Password string `yaml:"password"` // plaintext, or a SCRAM-SHA-256 verifier
 		} `yaml:"console"`
 		MaxMessageBytes int `yaml:"max_message_bytes"`
+		// Credentials are the passwords the policy's clusters name.
+		Credentials []CredentialFile `yaml:"credentials"`
 	} `yaml:"postgres"`
 	Isolation struct {
 		Enabled       *bool    `yaml:"enabled"`
@@ -105,10 +110,14 @@ type File struct {
 			CommandsPerSecond int      `yaml:"commands_per_second"`
 			PgCacheBytes      int64    `yaml:"pg_cache_bytes"`
 		} `yaml:"limits"`
-		ShowConstraintDetail bool `yaml:"show_constraint_detail"`
+		ShowConstraintDetail bool           `yaml:"show_constraint_detail"`
+		Placement            *PlacementFile `yaml:"placement"`
 	} `yaml:"tenants"`
 	// PgCache, if present, is the PostgreSQL result cache (pgcache.go).
 	PgCache *PgCacheFile `yaml:"pg_cache"`
+	// Clusters are the upstream clusters the file's tenants are placed on
+	// (with a control plane, the policy's).
+	Clusters []ClusterFile `yaml:"clusters"`
 	// Sessions, if present, lets clients authenticate with session tokens
 	// issued by ext_authz.
 	Sessions *SessionsFile `yaml:"sessions"`
@@ -244,8 +253,23 @@ func failf(field, format string, args ...any) *fieldErr {
 
 func (e *fieldErr) in(file string) *Error { return &Error{File: file, Field: e.field, Msg: e.msg} }
 
-// parseListen checks the listen addresses.
+// parseListen checks the listen addresses, after expanding ${NAME}
+// environment references in the listeners' (a gateway listens on its pod
+// IP: "${POD_IP}:6432" with POD_IP from the downward API).
 func parseListen(f *File, out *Sidecar) *fieldErr {
+	for _, l := range []struct {
+		field string
+		addr  *string
+	}{
+		{"listen.postgres", &f.Listen.Postgres}, {"listen.redis", &f.Listen.Redis}, {"listen.admin", &f.Listen.Admin},
+	} {
+		v, err := expandEnv(*l.addr)
+		if err != nil {
+			return failf(l.field, "%v", err)
+		}
+		*l.addr = v
+	}
+	out.PostgresListen, out.RedisListen, out.AdminListen = f.Listen.Postgres, f.Listen.Redis, f.Listen.Admin
 	if out.PostgresListen == "" {
 		return failf("listen.postgres", "required (e.g. 127.0.0.1:6432)")
 	}
@@ -291,6 +315,10 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 		return failf("postgres.max_message_bytes", "must be between 1 and 1073741824")
 	}
 	pc.MaxClientConns = f.Postgres.MaxClientConns
+	if f.Postgres.MaxClientConnsPerSource < 0 {
+		return failf("postgres.max_client_connections_per_source", "must not be negative")
+	}
+	pc.MaxClientConnsPerSource = f.Postgres.MaxClientConnsPerSource
 	if c := f.Postgres.Console; c != nil {
 		if c.User == "" || c.Password == "" {
 			return failf("postgres.console", "user and password are both required")
@@ -378,7 +406,7 @@ func parseIsolation(f *File, out *Sidecar) *fieldErr {
 func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 	spec := policy.Spec{Version: "file"}
 	for _, t := range f.Tenants {
-		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail,
+		ts := policy.TenantSpec{ID: t.ID, Passwords: t.Passwords, ShowConstraintDetail: t.ShowConstraintDetail, Placement: t.Placement.spec(),
 			Limits: policy.Limits{
 				MaxConnections:    t.Limits.MaxConnections,
 				MaxTransactions:   t.Limits.MaxTransactions,
@@ -395,6 +423,10 @@ func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 		spec.Tables = append(spec.Tables, policy.TableSpec{Name: t.Name, TenantColumn: t.TenantColumn, Shared: t.Shared})
 	}
 	spec.PgCache = f.PgCache.pgCacheSpec()
+	spec.Clusters = clusterSpecs(f.Clusters)
+	if fe := parseCredentials(f, out, dir); fe != nil {
+		return fe
+	}
 	if f.ControlPlane != nil {
 		cp, fe := parseControlPlaneClient(f.ControlPlane, dir, "sidecar")
 		if fe != nil {

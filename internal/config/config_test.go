@@ -68,6 +68,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad verifier", "SCRAM-SHA-256$4096:", "SCRAM-SHA-256$x:", "tenants[1].passwords[0]: verifier: bad iteration count"},
 		{"half tls", "drain_timeout: 3s", "drain_timeout: 3s\ntls:\n  cert_file: /x.pem", "tls: cert_file and key_file must be given together"},
 		{"console without password", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: tgadmin}\n", "postgres.console: user and password are both required"},
+		{"unset listen variable", "127.0.0.1:6432", "${TG_TEST_UNSET_POD_IP}:6432", `listen.postgres: `},
+		{"negative per-source cap", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  max_client_connections_per_source: -1\n", "postgres.max_client_connections_per_source: must not be negative"},
 		{"console user is a tenant", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: acme, password: x}\n", `postgres.console.user: "acme" is a tenant`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,6 +85,21 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error %q, want it to name the file and contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestGatewayConfig: a gateway listens on its pod IP from the
+// environment and caps connections per client address.
+func TestGatewayConfig(t *testing.T) {
+	t.Setenv("TG_TEST_POD_IP", "10.1.2.3")
+	text := strings.Replace(valid, "  postgres: 127.0.0.1:6432\n", "  postgres: ${TG_TEST_POD_IP}:6432\n", 1)
+	text = strings.Replace(text, "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  max_client_connections_per_source: 50\n", 1)
+	sc, err := Parse("sidecar.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.PostgresListen != "10.1.2.3:6432" || sc.Postgres.MaxClientConnsPerSource != 50 {
+		t.Fatalf("listen %q, per source %d", sc.PostgresListen, sc.Postgres.MaxClientConnsPerSource)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
+	"github.com/tenantguard/tenantguard/controlplane/budget"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/xds"
 	"github.com/tenantguard/tenantguard/internal/bearer"
@@ -40,6 +41,7 @@ type Service struct {
 	http    *http.Server
 	adminLn net.Listener
 	audit   *auditWatch
+	budget  *budget.Server
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -144,6 +146,8 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 	}
 	s.grpc = grpc.NewServer(gopts...)
 	s.xds.Register(s.grpc)
+	s.budget = budget.New(budget.Options{Logger: log.With("component", "budget"), Registerer: reg})
+	s.budget.Register(s.grpc)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -266,6 +270,7 @@ func (s *Service) follow() {
 				s.log.Error("cannot serve policy version", "version", ver, "error", err)
 				continue
 			}
+			s.budget.SetPolicy(v.Policy)
 			s.log.Info("serving policy", "version", ver, "author", v.Author, "comment", v.Comment)
 		}
 	}
@@ -273,8 +278,11 @@ func (s *Service) follow() {
 
 // Run serves until ctx ends, then stops within the drain timeout.
 func (s *Service) Run(ctx context.Context) error {
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.follow()
+	bctx, stopBudget := context.WithCancel(context.Background())
+	defer stopBudget() // on an early return too
+	go func() { defer s.wg.Done(); s.budget.Run(bctx) }()
 	go func() { defer s.wg.Done(); s.audit.run(s.stop) }()
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.xdsLn) }()
@@ -286,6 +294,7 @@ func (s *Service) Run(ctx context.Context) error {
 	case serveErr = <-errc:
 	}
 	close(s.stop)
+	stopBudget()
 	dctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.DrainTimeout))
 	defer cancel()
 	_ = s.http.Shutdown(dctx)

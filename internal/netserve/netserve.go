@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,6 +32,13 @@ type Acceptor struct {
 	// connections") to a connection that is not served. It runs on the
 	// accept loop with a short write deadline set, so it must only write.
 	Refuse func(net.Conn)
+	// MaxConnsPerSource caps the connections served at once from one
+	// source IP address (a gateway serving many app pods: one pod's
+	// connection leak must not take every slot); 0 is no cap.
+	MaxConnsPerSource int
+	// RefuseSource, when set, is Refuse for a connection over
+	// MaxConnsPerSource; nil uses Refuse.
+	RefuseSource func(net.Conn)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -40,6 +48,10 @@ type Acceptor struct {
 	shed      atomic.Int64
 	lastWarn  atomic.Int64 // unix nanos of the last shedding warning
 	parker    parker
+
+	srcMu   sync.Mutex
+	sources map[netip.Addr]int // open connections per source, with MaxConnsPerSource
+	srcShed atomic.Int64
 }
 
 // refuseTimeout bounds the refusal written to a shed connection: a few
@@ -89,9 +101,23 @@ func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn) (parked bool)) e
 			a.refuse(c)
 			continue
 		}
+		if !a.admitSource(c) {
+			a.release()
+			a.srcShed.Add(1)
+			if a.RefuseSource != nil {
+				a.shed.Add(1)
+				_ = c.SetWriteDeadline(time.Now().Add(refuseTimeout))
+				a.RefuseSource(c)
+				_ = c.Close()
+			} else {
+				a.refuse(c)
+			}
+			continue
+		}
 		a.mu.Lock()
 		if a.draining {
 			a.mu.Unlock()
+			a.releaseSource(c)
 			a.release()
 			_ = c.Close()
 			continue
@@ -124,6 +150,64 @@ func (a *Acceptor) release() {
 		a.Budget.give()
 	}
 }
+
+// sourceOf is c's peer address, unmapped (an IPv4 client of a dual-stack
+// listener counts as itself); ok is false for a non-IP peer.
+func sourceOf(c net.Conn) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+// admitSource takes a slot of c's source under MaxConnsPerSource.
+func (a *Acceptor) admitSource(c net.Conn) bool {
+	if a.MaxConnsPerSource <= 0 {
+		return true
+	}
+	src, ok := sourceOf(c)
+	if !ok {
+		return true
+	}
+	a.srcMu.Lock()
+	defer a.srcMu.Unlock()
+	if a.sources[src] >= a.MaxConnsPerSource {
+		return false
+	}
+	if a.sources == nil {
+		a.sources = map[netip.Addr]int{}
+	}
+	a.sources[src]++
+	return true
+}
+
+func (a *Acceptor) releaseSource(c net.Conn) {
+	if a.MaxConnsPerSource <= 0 {
+		return
+	}
+	src, ok := sourceOf(c)
+	if !ok {
+		return
+	}
+	a.srcMu.Lock()
+	if a.sources[src]--; a.sources[src] <= 0 {
+		delete(a.sources, src)
+	}
+	a.srcMu.Unlock()
+}
+
+// Sources is the number of source addresses with connections open; it is
+// counted only with MaxConnsPerSource set (else 0).
+func (a *Acceptor) Sources() int {
+	a.srcMu.Lock()
+	defer a.srcMu.Unlock()
+	return len(a.sources)
+}
+
+// RefusedPerSource is the number of connections refused since the start
+// for being over MaxConnsPerSource (they count in Refused too).
+func (a *Acceptor) RefusedPerSource() int64 { return a.srcShed.Load() }
 
 // refuse tells a connection it will not be served, and closes it.
 func (a *Acceptor) refuse(c net.Conn) {
@@ -177,6 +261,7 @@ func (a *Acceptor) run(c net.Conn, handle func(net.Conn) bool) {
 		}
 		if !parked {
 			_ = c.Close()
+			a.releaseSource(c)
 			a.release()
 			a.conns.Done()
 		}

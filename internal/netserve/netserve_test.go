@@ -313,3 +313,87 @@ func c2(t *testing.T, a *Acceptor, c net.Conn) net.Conn {
 	t.Fatal("connection not parked")
 	return nil
 }
+
+// TestMaxConnsPerSource: with a cap of 2 per source address, a third
+// connection from 127.0.0.2 is refused with RefuseSource's message while
+// 127.0.0.3 (another app pod of a gateway) is still served; a slot
+// freed by 127.0.0.2 serves it again.
+func TestMaxConnsPerSource(t *testing.T) {
+	probe, err := net.DialTCP("tcp", &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 9})
+	if err != nil && strings.Contains(err.Error(), "assign requested address") {
+		t.Skip("this system's loopback has only 127.0.0.1")
+	}
+	if probe != nil {
+		_ = probe.Close()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Acceptor{MaxConnsPerSource: 2,
+		Refuse:       func(c net.Conn) { _, _ = io.WriteString(c, "refused\n") },
+		RefuseSource: func(c net.Conn) { _, _ = io.WriteString(c, "refused: source\n") },
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Serve(ln, func(c net.Conn) bool {
+			if _, err := io.WriteString(c, "served\n"); err != nil {
+				return false
+			}
+			_, _ = io.Copy(io.Discard, c)
+			return false
+		})
+	}()
+	t.Cleanup(func() { // after the clients' own cleanups have closed them
+		a.Drain()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		a.Wait()
+	})
+	dial := func(src string) (net.Conn, string) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		return c, strings.TrimSpace(line)
+	}
+	first, got := dial("127.0.0.2")
+	if got != "served" {
+		t.Fatalf("first from 127.0.0.2: %q", got)
+	}
+	if _, got := dial("127.0.0.2"); got != "served" {
+		t.Fatalf("second from 127.0.0.2: %q", got)
+	}
+	if _, got := dial("127.0.0.2"); got != "refused: source" {
+		t.Fatalf("third from 127.0.0.2: %q, want the per-source refusal", got)
+	}
+	if _, got := dial("127.0.0.3"); got != "served" {
+		t.Fatalf("first from 127.0.0.3 next to a full 127.0.0.2: %q", got)
+	}
+	if n := a.Sources(); n != 2 {
+		t.Errorf("Sources() = %d, want 2", n)
+	}
+	if n := a.RefusedPerSource(); n != 1 {
+		t.Errorf("RefusedPerSource() = %d, want 1", n)
+	}
+	_ = first.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, got := dial("127.0.0.2")
+		if got == "served" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("127.0.0.2 after closing a connection: %q", got)
+		}
+	}
+}

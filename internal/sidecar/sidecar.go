@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/internal/memreturn"
@@ -41,12 +42,18 @@ type Sidecar struct {
 	admin   *http.Server
 	tokens  *sessions.Verifier // nil unless session tokens are accepted
 	xds     *xdsclient.Client  // nil unless the policy comes from a control plane
+	// cpCreds secure the control plane connections (nil: plaintext).
+	cpCreds credentials.TransportCredentials
 	// endMode is the configured session end mode, which a pushed policy
 	// without one falls back to.
 	endMode policy.SessionEndMode
 	// checkedTables are the protected tables last audited upstream (at
 	// start, then by applyPolicy, which alone uses it after start).
 	checkedTables []policy.TableSpec
+	// checkedUpstreams are the upstreams (clusters included) last audited.
+	checkedUpstreams []string
+	// budget reports load and applies shares (nil without a control plane).
+	budget *budgetClient
 }
 
 // fdReserve is what the process keeps of its file-descriptor limit for
@@ -123,6 +130,10 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 	warnings, err := pgsrv.CheckIsolation(cctx)
 	cancel()
 	sc.checkedTables = slices.Clone(store.Load().Tables())
+	sc.checkedUpstreams = pgsrv.UpstreamKeys(store.Load())
+	if err == nil {
+		err = pgsrv.CheckPlacement(store.Load())
+	}
 	for _, w := range warnings {
 		log.Warn("isolation check", "warning", w)
 	}
@@ -139,6 +150,11 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		sc.redis, err = proxyredis.New(redisCfg, store, reg, log.With("component", "redis"))
 		if err == nil {
 			sc.redisLn, err = net.Listen("tcp", cfg.RedisListen)
+		}
+		if err == nil {
+			if err = sc.checkPlacement(store.Load()); err != nil {
+				_ = sc.redisLn.Close()
+			}
 		}
 		if err != nil {
 			_ = sc.pgLn.Close()
@@ -178,6 +194,7 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 			}
 		}()
 	}
+	sc.budget = sc.newBudgetClient()
 	startOK = true
 	return sc, nil
 }
@@ -281,11 +298,21 @@ func (sc *Sidecar) Run(ctx context.Context) error {
 	xdsDone := make(chan struct{})
 	xctx, stopXDS := context.WithCancel(context.Background())
 	defer func() { stopXDS(); <-xdsDone }()
+	budgetDone := make(chan struct{})
+	defer func() { stopXDS(); <-budgetDone }()
 	go func() {
 		defer close(xdsDone)
 		if sc.xds != nil {
 			if err := sc.xds.Run(xctx); err != nil && xctx.Err() == nil {
 				sc.log.Error("policy client stopped", "error", err)
+			}
+		}
+	}()
+	go func() {
+		defer close(budgetDone)
+		if sc.budget != nil {
+			if err := sc.budget.rep.Run(xctx); err != nil && xctx.Err() == nil {
+				sc.log.Error("budget reporter stopped", "error", err)
 			}
 		}
 	}()
@@ -310,6 +337,9 @@ func (sc *Sidecar) Run(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(context.Background(), sc.cfg.DrainTimeout)
 	defer cancel()
 	err := sc.pg.Shutdown(dctx)
+	if sc.budget != nil {
+		sc.budget.leave() // the pools are closed: the shares can go to others
+	}
 	if sc.redis != nil {
 		err = errors.Join(err, sc.redis.Shutdown(dctx))
 	}

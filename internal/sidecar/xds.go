@@ -26,6 +26,7 @@ func (sc *Sidecar) newPolicyClient(reg prometheus.Registerer) (*xdsclient.Client
 	if err != nil {
 		return nil, fmt.Errorf("controlplane.tls: %w", err)
 	}
+	sc.cpCreds = creds // the budget's report stream goes the same way
 	return xdsclient.New(xdsclient.Options{
 		ServerAddr:  cp.Address,
 		NodeID:      cp.NodeID,
@@ -62,13 +63,20 @@ func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 	if err != nil {
 		return err
 	}
+	if err := sc.checkPlacement(snap); err != nil {
+		return fmt.Errorf("policy version %s: %w", version, err)
+	}
 	// With isolation on, a policy naming a table that the upstream does not
 	// row-isolate (pg bootstrap not run for it) is refused here, by the one
 	// who can see the database: the control plane cannot. The check costs
 	// an upstream login and a few catalog queries, so it runs only when the
 	// tables differ from those last checked; a push that changes tenants,
 	// permissions or limits applies at once.
-	if !slices.Equal(snap.Tables(), sc.checkedTables) {
+	// The same holds for a cluster the policy names for the first time
+	// (or names anew): its upstreams are checked before any tenant moves
+	// there.
+	upstreams := sc.pg.UpstreamKeys(snap)
+	if !slices.Equal(snap.Tables(), sc.checkedTables) || !slices.Equal(upstreams, sc.checkedUpstreams) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		warnings, err := sc.pg.CheckPolicy(ctx, snap)
@@ -79,10 +87,37 @@ func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 			return fmt.Errorf("policy version %s does not hold on this sidecar's upstream: %w", version, err)
 		}
 		sc.checkedTables = slices.Clone(snap.Tables())
+		sc.checkedUpstreams = upstreams
 	}
 	sc.SetPolicy(snap)
 	sc.applyRedisRules(p.GetRedis())
 	sc.applyEndMode(version, p.GetSessions())
+	return nil
+}
+
+// checkPlacement refuses a placement this sidecar cannot serve: a
+// PostgreSQL cluster naming credentials its configuration lacks, or, with
+// a Redis listener, a tenant placed on a Redis upstream other than the
+// configured one (the Redis data plane serves one upstream; Redis Cluster
+// and per-tenant Redis upstreams are not served yet).
+func (sc *Sidecar) checkPlacement(snap *policy.Snapshot) error {
+	if err := sc.pg.CheckPlacement(snap); err != nil {
+		return err
+	}
+	if sc.redis == nil {
+		return nil
+	}
+	for _, id := range snap.TenantIDs() {
+		t, _ := snap.Tenant(id)
+		name, r := snap.RedisCluster(t)
+		switch {
+		case r == nil:
+		case r.IsCluster():
+			return fmt.Errorf("tenant %q is placed on Redis Cluster %q: this sidecar does not serve Redis Cluster upstreams yet", id, name)
+		case r.Address != sc.cfg.Redis.Upstream:
+			return fmt.Errorf("tenant %q is placed on Redis upstream %q (%s): this sidecar serves only its configured Redis upstream %s", id, name, r.Address, sc.cfg.Redis.Upstream)
+		}
+	}
 	return nil
 }
 

@@ -55,6 +55,7 @@ func toSpec(p *Policy, withSuspended bool) (policy.Spec, error) {
 				PgCacheBytes:      t.GetLimits().GetPgCacheBytes(),
 			},
 			ShowConstraintDetail: t.GetShowConstraintDetail(),
+			Placement:            policy.Placement{Postgres: t.GetPlacement().GetPostgres(), Redis: t.GetPlacement().GetRedis()},
 		}
 		if a := t.GetAllow(); a != nil {
 			ts.Allow = &policy.Permissions{Read: a.GetRead(), Write: a.GetWrite(), DDL: a.GetDdl()}
@@ -67,12 +68,35 @@ func toSpec(p *Policy, withSuspended bool) (policy.Spec, error) {
 		}
 		spec.Tables = append(spec.Tables, policy.TableSpec{Name: t.GetName(), TenantColumn: t.GetTenantColumn(), Shared: t.GetShared()})
 	}
+	for i, c := range p.GetClusters() {
+		if c == nil {
+			return policy.Spec{}, &policy.FieldError{Field: fmt.Sprintf("clusters[%d]", i), Msg: "missing"}
+		}
+		spec.Clusters = append(spec.Clusters, clusterSpec(c))
+	}
 	pc, err := pgCacheSpec(p.GetPgCache())
 	if err != nil {
 		return policy.Spec{}, err
 	}
 	spec.PgCache = pc
 	return spec, nil
+}
+
+// clusterSpec converts one cluster.
+func clusterSpec(c *Cluster) policy.ClusterSpec {
+	cs := policy.ClusterSpec{Name: c.GetName(), Default: c.GetDefault()}
+	if pg := c.GetPostgres(); pg != nil {
+		cs.Postgres = &policy.PostgresCluster{
+			Hosts: slices.Clone(pg.GetHosts()), Database: pg.GetDatabase(), User: pg.GetUser(),
+			Credentials:          pg.GetCredentials(),
+			MaxServerConnections: int(pg.GetMaxServerConnections()),
+			MinPerSidecar:        int(pg.GetMinPerSidecar()),
+		}
+	}
+	if r := c.GetRedis(); r != nil {
+		cs.Redis = &policy.RedisCluster{Address: r.GetAddress(), Seeds: slices.Clone(r.GetClusterSeeds()), Credentials: r.GetCredentials()}
+	}
+	return cs
 }
 
 // pgCacheSpec converts the pg_cache section; nil for none.
@@ -148,6 +172,9 @@ func FromSpec(spec policy.Spec) *Policy {
 				t.Limits.StatementTimeout = durationpb.New(l.StatementTimeout)
 			}
 		}
+		if ts.Placement != (policy.Placement{}) {
+			t.Placement = &Placement{Postgres: ts.Placement.Postgres, Redis: ts.Placement.Redis}
+		}
 		p.Tenants = append(p.Tenants, t)
 	}
 	for _, ts := range spec.Tables {
@@ -163,6 +190,19 @@ func FromSpec(spec policy.Spec) *Policy {
 				Tenants:      slices.Clone(r.Tenants),
 			})
 		}
+	}
+	for _, cs := range spec.Clusters {
+		c := &Cluster{Name: cs.Name, Default: cs.Default}
+		if pg := cs.Postgres; pg != nil {
+			c.Postgres = &PostgresCluster{
+				Hosts: slices.Clone(pg.Hosts), Database: pg.Database, User: pg.User, Credentials: pg.Credentials,
+				MaxServerConnections: clampInt32(pg.MaxServerConnections), MinPerSidecar: clampInt32(pg.MinPerSidecar),
+			}
+		}
+		if r := cs.Redis; r != nil {
+			c.Redis = &RedisCluster{Address: r.Address, ClusterSeeds: slices.Clone(r.Seeds), Credentials: r.Credentials}
+		}
+		p.Clusters = append(p.Clusters, c)
 	}
 	return p
 }

@@ -20,6 +20,7 @@ var fuzzSeeds = []string{
 	`{"redis": {"namespace": 9}, "sessions": {"end_mode": -1, "grace": "-1s"}}`,
 	`{"tenants": [null, {"id": "x", "credentials": ["plaintext"]}]}`,
 	`{"name": "default", "sessions": {"ttl": "1h", "maxAge": "1m30s", "grace": "-250ms", "end_mode": "Immediate"}, "redis": {"namespace": "one-slot"}}`,
+	`{"clusters": [{"name": "eu", "default": true, "postgres": {"hosts": ["db-1:5432", "db-2"], "max_server_connections": 40}}, {"name": "r", "redis": {"cluster_seeds": ["10.0.0.1:7000"]}}], "tenants": [{"id": "a", "placement": {"postgres": "eu", "redis": "r"}}]}`,
 	`{"tenants": [{"id": "a", "limits": {"statement_timeout": "1.5µs"}}], "sessions": {"ttl": "2562047h47m16.854775807s", "grace": "-2562047h47m16.854775808s"}}`,
 }
 

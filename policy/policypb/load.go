@@ -10,9 +10,9 @@ import (
 // LoadDir reads every *.yaml, *.yml and *.json file directly in dir (not in
 // subdirectories; names starting with '.' are skipped, as are Kubernetes
 // ConfigMap mounts' "..data" entries) in name order and merges them into one
-// Policy: tenants and tables are appended in file order; version, redis,
-// sessions and pg_cache may each be set in at most one file, else the error
-// names both files. A directory with no such file is an error. LoadDir does not
+// Policy: tenants, tables and clusters are appended in file order; version,
+// redis, sessions and pg_cache may each be set in at most one file, else the
+// error names both files. A directory with no such file is an error. LoadDir does not
 // validate: call Validate on the result (its tenants[i] indices count across
 // the files in name order).
 func LoadDir(dir string) (*Policy, error) {
@@ -66,6 +66,7 @@ func LoadDir(dir string) (*Policy, error) {
 		}
 		out.Tenants = append(out.Tenants, p.Tenants...)
 		out.Tables = append(out.Tables, p.Tables...)
+		out.Clusters = append(out.Clusters, p.Clusters...)
 	}
 	if files == 0 {
 		return nil, fmt.Errorf("policy dir %s: no *.yaml, *.yml or *.json file", dir)

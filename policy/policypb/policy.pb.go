@@ -175,7 +175,11 @@ type Policy struct {
 	// the data planes as passwords); absent means the services' defaults.
 	Sessions *SessionSettings `protobuf:"bytes,5,opt,name=sessions,proto3" json:"sessions,omitempty"`
 	// PgCache is the PostgreSQL result cache; absent caches nothing.
-	PgCache       *PgCache `protobuf:"bytes,20,opt,name=pg_cache,json=pgCache,proto3" json:"pg_cache,omitempty"`
+	PgCache *PgCache `protobuf:"bytes,20,opt,name=pg_cache,json=pgCache,proto3" json:"pg_cache,omitempty"`
+	// Clusters are the upstream clusters tenants are placed on (see
+	// Tenant.placement). None: every tenant uses each sidecar's configured
+	// upstreams, as before placement existed. At most 256.
+	Clusters      []*Cluster `protobuf:"bytes,7,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +263,13 @@ func (x *Policy) GetPgCache() *PgCache {
 	return nil
 }
 
+func (x *Policy) GetClusters() []*Cluster {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
 // Tenant is one tenant: who may connect as it and what it may do.
 type Tenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -282,7 +293,13 @@ type Tenant struct {
 	ShowConstraintDetail bool `protobuf:"varint,5,opt,name=show_constraint_detail,json=showConstraintDetail,proto3" json:"show_constraint_detail,omitempty"`
 	// Suspended refuses every new connection and session of the tenant while
 	// keeping its definition (credentials, limits) for when it is resumed.
-	Suspended     bool `protobuf:"varint,6,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	Suspended bool `protobuf:"varint,6,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	// Placement names the clusters serving the tenant; absent (or an empty
+	// name) takes the default cluster of that kind, and without one the
+	// sidecar's configured upstream. Changing it moves the tenant: its next
+	// transactions (and Redis commands) go to the new cluster once those in
+	// flight finish; the data is the operator's to copy first.
+	Placement     *Placement `protobuf:"bytes,7,opt,name=placement,proto3" json:"placement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,6 +376,311 @@ func (x *Tenant) GetSuspended() bool {
 	return false
 }
 
+func (x *Tenant) GetPlacement() *Placement {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
+// Placement names a tenant's clusters, each a Policy.clusters name.
+type Placement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Postgres names a cluster with a postgres section.
+	Postgres string `protobuf:"bytes,1,opt,name=postgres,proto3" json:"postgres,omitempty"`
+	// Redis names a cluster with a redis section.
+	Redis         string `protobuf:"bytes,2,opt,name=redis,proto3" json:"redis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Placement) Reset() {
+	*x = Placement{}
+	mi := &file_policy_policypb_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Placement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Placement) ProtoMessage() {}
+
+func (x *Placement) ProtoReflect() protoreflect.Message {
+	mi := &file_policy_policypb_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Placement.ProtoReflect.Descriptor instead.
+func (*Placement) Descriptor() ([]byte, []int) {
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Placement) GetPostgres() string {
+	if x != nil {
+		return x.Postgres
+	}
+	return ""
+}
+
+func (x *Placement) GetRedis() string {
+	if x != nil {
+		return x.Redis
+	}
+	return ""
+}
+
+// Cluster is one upstream cluster: a PostgreSQL cluster, a Redis upstream,
+// or both (a cell serving both data planes of its tenants).
+type Cluster struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name identifies the cluster in placements, metrics and logs: lower-case
+	// letters, digits, '-' and '_', at most 63, starting with a letter or digit.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Default places here every tenant with no placement of a kind this
+	// cluster has; at most one default PostgreSQL and one default Redis cluster.
+	Default bool `protobuf:"varint,2,opt,name=default,proto3" json:"default,omitempty"`
+	// Postgres, if present, makes this a PostgreSQL cluster.
+	Postgres *PostgresCluster `protobuf:"bytes,3,opt,name=postgres,proto3" json:"postgres,omitempty"`
+	// Redis, if present, makes this a Redis upstream.
+	Redis         *RedisCluster `protobuf:"bytes,4,opt,name=redis,proto3" json:"redis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cluster) Reset() {
+	*x = Cluster{}
+	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cluster) ProtoMessage() {}
+
+func (x *Cluster) ProtoReflect() protoreflect.Message {
+	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
+func (*Cluster) Descriptor() ([]byte, []int) {
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Cluster) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Cluster) GetDefault() bool {
+	if x != nil {
+		return x.Default
+	}
+	return false
+}
+
+func (x *Cluster) GetPostgres() *PostgresCluster {
+	if x != nil {
+		return x.Postgres
+	}
+	return nil
+}
+
+func (x *Cluster) GetRedis() *RedisCluster {
+	if x != nil {
+		return x.Redis
+	}
+	return nil
+}
+
+// PostgresCluster says where a PostgreSQL cluster's server connections go.
+type PostgresCluster struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hosts are "host:port" (a bare host means port 5432), tried in order as
+	// libpq tries a multi-host URL; at most 64. None: the sidecar's configured
+	// upstream (postgres.databases' URLs), so a policy can name, budget and
+	// default the upstream the sidecars already know.
+	Hosts []string `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	// Database is the upstream database; empty keeps the database the
+	// sidecar's configuration maps the client's database name to.
+	Database string `protobuf:"bytes,2,opt,name=database,proto3" json:"database,omitempty"`
+	// User is the upstream role; empty keeps the configured URL's.
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// Credentials names an entry of the sidecar configuration's
+	// postgres.credentials that holds the role's password; never the password
+	// itself (the policy reaches every sidecar and the audit trail). Empty
+	// keeps the configured URL's password.
+	Credentials string `protobuf:"bytes,4,opt,name=credentials,proto3" json:"credentials,omitempty"`
+	// MaxServerConnections is the fleet's budget of server connections to
+	// this cluster: the control plane splits it among the connected sidecars
+	// and pushes each its share. 0: no budget (each sidecar's pool.size).
+	MaxServerConnections int32 `protobuf:"varint,5,opt,name=max_server_connections,json=maxServerConnections,proto3" json:"max_server_connections,omitempty"`
+	// MinPerSidecar is the least share a connected sidecar gets; 0 means 1.
+	MinPerSidecar int32 `protobuf:"varint,6,opt,name=min_per_sidecar,json=minPerSidecar,proto3" json:"min_per_sidecar,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostgresCluster) Reset() {
+	*x = PostgresCluster{}
+	mi := &file_policy_policypb_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostgresCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostgresCluster) ProtoMessage() {}
+
+func (x *PostgresCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_policy_policypb_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostgresCluster.ProtoReflect.Descriptor instead.
+func (*PostgresCluster) Descriptor() ([]byte, []int) {
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PostgresCluster) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *PostgresCluster) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *PostgresCluster) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *PostgresCluster) GetCredentials() string {
+	if x != nil {
+		return x.Credentials
+	}
+	return ""
+}
+
+func (x *PostgresCluster) GetMaxServerConnections() int32 {
+	if x != nil {
+		return x.MaxServerConnections
+	}
+	return 0
+}
+
+func (x *PostgresCluster) GetMinPerSidecar() int32 {
+	if x != nil {
+		return x.MinPerSidecar
+	}
+	return 0
+}
+
+// RedisCluster says where a Redis upstream's connections go: exactly one of
+// address and cluster_seeds.
+type RedisCluster struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Address is a standalone redis-server, "host:port".
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// ClusterSeeds are "host:port" of some nodes of a Redis Cluster, from
+	// which the slot map is learnt; at most 64.
+	ClusterSeeds []string `protobuf:"bytes,2,rep,name=cluster_seeds,json=clusterSeeds,proto3" json:"cluster_seeds,omitempty"`
+	// Credentials names an entry of the sidecar configuration's
+	// redis.credentials (user and password); empty keeps the configured ones.
+	Credentials   string `protobuf:"bytes,3,opt,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedisCluster) Reset() {
+	*x = RedisCluster{}
+	mi := &file_policy_policypb_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedisCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedisCluster) ProtoMessage() {}
+
+func (x *RedisCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_policy_policypb_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedisCluster.ProtoReflect.Descriptor instead.
+func (*RedisCluster) Descriptor() ([]byte, []int) {
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RedisCluster) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RedisCluster) GetClusterSeeds() []string {
+	if x != nil {
+		return x.ClusterSeeds
+	}
+	return nil
+}
+
+func (x *RedisCluster) GetCredentials() string {
+	if x != nil {
+		return x.Credentials
+	}
+	return ""
+}
+
 // Permissions are the statement classes a tenant may run.
 type Permissions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -374,7 +696,7 @@ type Permissions struct {
 
 func (x *Permissions) Reset() {
 	*x = Permissions{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[2]
+	mi := &file_policy_policypb_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +708,7 @@ func (x *Permissions) String() string {
 func (*Permissions) ProtoMessage() {}
 
 func (x *Permissions) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[2]
+	mi := &file_policy_policypb_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +721,7 @@ func (x *Permissions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permissions.ProtoReflect.Descriptor instead.
 func (*Permissions) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{2}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Permissions) GetRead() bool {
@@ -448,7 +770,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	mi := &file_policy_policypb_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +782,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	mi := &file_policy_policypb_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +795,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{3}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Limits) GetMaxConnections() int32 {
@@ -527,7 +849,7 @@ type Table struct {
 
 func (x *Table) Reset() {
 	*x = Table{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[4]
+	mi := &file_policy_policypb_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +861,7 @@ func (x *Table) String() string {
 func (*Table) ProtoMessage() {}
 
 func (x *Table) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[4]
+	mi := &file_policy_policypb_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +874,7 @@ func (x *Table) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Table.ProtoReflect.Descriptor instead.
 func (*Table) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{4}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Table) GetName() string {
@@ -596,7 +918,7 @@ type RedisRules struct {
 
 func (x *RedisRules) Reset() {
 	*x = RedisRules{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[5]
+	mi := &file_policy_policypb_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +930,7 @@ func (x *RedisRules) String() string {
 func (*RedisRules) ProtoMessage() {}
 
 func (x *RedisRules) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[5]
+	mi := &file_policy_policypb_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +943,7 @@ func (x *RedisRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedisRules.ProtoReflect.Descriptor instead.
 func (*RedisRules) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{5}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RedisRules) GetNamespace() NamespaceMode {
@@ -672,7 +994,7 @@ type SessionSettings struct {
 
 func (x *SessionSettings) Reset() {
 	*x = SessionSettings{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[6]
+	mi := &file_policy_policypb_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +1006,7 @@ func (x *SessionSettings) String() string {
 func (*SessionSettings) ProtoMessage() {}
 
 func (x *SessionSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[6]
+	mi := &file_policy_policypb_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +1019,7 @@ func (x *SessionSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionSettings.ProtoReflect.Descriptor instead.
 func (*SessionSettings) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{6}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionSettings) GetTtl() *durationpb.Duration {
@@ -762,7 +1084,7 @@ type PgCache struct {
 
 func (x *PgCache) Reset() {
 	*x = PgCache{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[7]
+	mi := &file_policy_policypb_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +1096,7 @@ func (x *PgCache) String() string {
 func (*PgCache) ProtoMessage() {}
 
 func (x *PgCache) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[7]
+	mi := &file_policy_policypb_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +1109,7 @@ func (x *PgCache) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PgCache.ProtoReflect.Descriptor instead.
 func (*PgCache) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{7}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PgCache) GetRules() []*PgCacheRule {
@@ -838,7 +1160,7 @@ type PgCacheRule struct {
 
 func (x *PgCacheRule) Reset() {
 	*x = PgCacheRule{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[8]
+	mi := &file_policy_policypb_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1172,7 @@ func (x *PgCacheRule) String() string {
 func (*PgCacheRule) ProtoMessage() {}
 
 func (x *PgCacheRule) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[8]
+	mi := &file_policy_policypb_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1185,7 @@ func (x *PgCacheRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PgCacheRule.ProtoReflect.Descriptor instead.
 func (*PgCacheRule) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{8}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PgCacheRule) GetFingerprints() []string {
@@ -898,7 +1220,7 @@ var File_policy_policypb_policy_proto protoreflect.FileDescriptor
 
 const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpolicy/policypb/policy.proto\x12\x15tenantguard.policy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xdd\x02\n" +
+	"\x1cpolicy/policypb/policy.proto\x12\x15tenantguard.policy.v1\x1a\x1egoogle/protobuf/duration.proto\"\x99\x03\n" +
 	"\x06Policy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04name\x18\x06 \x01(\tR\x04name\x127\n" +
@@ -906,14 +1228,35 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\x06tables\x18\x03 \x03(\v2\x1c.tenantguard.policy.v1.TableR\x06tables\x127\n" +
 	"\x05redis\x18\x04 \x01(\v2!.tenantguard.policy.v1.RedisRulesR\x05redis\x12B\n" +
 	"\bsessions\x18\x05 \x01(\v2&.tenantguard.policy.v1.SessionSettingsR\bsessions\x129\n" +
-	"\bpg_cache\x18\x14 \x01(\v2\x1e.tenantguard.policy.v1.PgCacheR\apgCache\"\xff\x01\n" +
+	"\bpg_cache\x18\x14 \x01(\v2\x1e.tenantguard.policy.v1.PgCacheR\apgCache\x12:\n" +
+	"\bclusters\x18\a \x03(\v2\x1e.tenantguard.policy.v1.ClusterR\bclusters\"\xbf\x02\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\vcredentials\x18\x02 \x03(\tR\vcredentials\x128\n" +
 	"\x05allow\x18\x03 \x01(\v2\".tenantguard.policy.v1.PermissionsR\x05allow\x125\n" +
 	"\x06limits\x18\x04 \x01(\v2\x1d.tenantguard.policy.v1.LimitsR\x06limits\x124\n" +
 	"\x16show_constraint_detail\x18\x05 \x01(\bR\x14showConstraintDetail\x12\x1c\n" +
-	"\tsuspended\x18\x06 \x01(\bR\tsuspended\"I\n" +
+	"\tsuspended\x18\x06 \x01(\bR\tsuspended\x12>\n" +
+	"\tplacement\x18\a \x01(\v2 .tenantguard.policy.v1.PlacementR\tplacement\"=\n" +
+	"\tPlacement\x12\x1a\n" +
+	"\bpostgres\x18\x01 \x01(\tR\bpostgres\x12\x14\n" +
+	"\x05redis\x18\x02 \x01(\tR\x05redis\"\xb6\x01\n" +
+	"\aCluster\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\adefault\x18\x02 \x01(\bR\adefault\x12B\n" +
+	"\bpostgres\x18\x03 \x01(\v2&.tenantguard.policy.v1.PostgresClusterR\bpostgres\x129\n" +
+	"\x05redis\x18\x04 \x01(\v2#.tenantguard.policy.v1.RedisClusterR\x05redis\"\xd7\x01\n" +
+	"\x0fPostgresCluster\x12\x14\n" +
+	"\x05hosts\x18\x01 \x03(\tR\x05hosts\x12\x1a\n" +
+	"\bdatabase\x18\x02 \x01(\tR\bdatabase\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12 \n" +
+	"\vcredentials\x18\x04 \x01(\tR\vcredentials\x124\n" +
+	"\x16max_server_connections\x18\x05 \x01(\x05R\x14maxServerConnections\x12&\n" +
+	"\x0fmin_per_sidecar\x18\x06 \x01(\x05R\rminPerSidecar\"o\n" +
+	"\fRedisCluster\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12#\n" +
+	"\rcluster_seeds\x18\x02 \x03(\tR\fclusterSeeds\x12 \n" +
+	"\vcredentials\x18\x03 \x01(\tR\vcredentials\"I\n" +
 	"\vPermissions\x12\x12\n" +
 	"\x04read\x18\x01 \x01(\bR\x04read\x12\x14\n" +
 	"\x05write\x18\x02 \x01(\bR\x05write\x12\x10\n" +
@@ -973,42 +1316,50 @@ func file_policy_policypb_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_policy_policypb_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_policy_policypb_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_policy_policypb_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_policy_policypb_policy_proto_goTypes = []any{
 	(NamespaceMode)(0),          // 0: tenantguard.policy.v1.NamespaceMode
 	(SessionEndMode)(0),         // 1: tenantguard.policy.v1.SessionEndMode
 	(*Policy)(nil),              // 2: tenantguard.policy.v1.Policy
 	(*Tenant)(nil),              // 3: tenantguard.policy.v1.Tenant
-	(*Permissions)(nil),         // 4: tenantguard.policy.v1.Permissions
-	(*Limits)(nil),              // 5: tenantguard.policy.v1.Limits
-	(*Table)(nil),               // 6: tenantguard.policy.v1.Table
-	(*RedisRules)(nil),          // 7: tenantguard.policy.v1.RedisRules
-	(*SessionSettings)(nil),     // 8: tenantguard.policy.v1.SessionSettings
-	(*PgCache)(nil),             // 9: tenantguard.policy.v1.PgCache
-	(*PgCacheRule)(nil),         // 10: tenantguard.policy.v1.PgCacheRule
-	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
+	(*Placement)(nil),           // 4: tenantguard.policy.v1.Placement
+	(*Cluster)(nil),             // 5: tenantguard.policy.v1.Cluster
+	(*PostgresCluster)(nil),     // 6: tenantguard.policy.v1.PostgresCluster
+	(*RedisCluster)(nil),        // 7: tenantguard.policy.v1.RedisCluster
+	(*Permissions)(nil),         // 8: tenantguard.policy.v1.Permissions
+	(*Limits)(nil),              // 9: tenantguard.policy.v1.Limits
+	(*Table)(nil),               // 10: tenantguard.policy.v1.Table
+	(*RedisRules)(nil),          // 11: tenantguard.policy.v1.RedisRules
+	(*SessionSettings)(nil),     // 12: tenantguard.policy.v1.SessionSettings
+	(*PgCache)(nil),             // 13: tenantguard.policy.v1.PgCache
+	(*PgCacheRule)(nil),         // 14: tenantguard.policy.v1.PgCacheRule
+	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
 }
 var file_policy_policypb_policy_proto_depIdxs = []int32{
 	3,  // 0: tenantguard.policy.v1.Policy.tenants:type_name -> tenantguard.policy.v1.Tenant
-	6,  // 1: tenantguard.policy.v1.Policy.tables:type_name -> tenantguard.policy.v1.Table
-	7,  // 2: tenantguard.policy.v1.Policy.redis:type_name -> tenantguard.policy.v1.RedisRules
-	8,  // 3: tenantguard.policy.v1.Policy.sessions:type_name -> tenantguard.policy.v1.SessionSettings
-	9,  // 4: tenantguard.policy.v1.Policy.pg_cache:type_name -> tenantguard.policy.v1.PgCache
-	4,  // 5: tenantguard.policy.v1.Tenant.allow:type_name -> tenantguard.policy.v1.Permissions
-	5,  // 6: tenantguard.policy.v1.Tenant.limits:type_name -> tenantguard.policy.v1.Limits
-	11, // 7: tenantguard.policy.v1.Limits.statement_timeout:type_name -> google.protobuf.Duration
-	0,  // 8: tenantguard.policy.v1.RedisRules.namespace:type_name -> tenantguard.policy.v1.NamespaceMode
-	11, // 9: tenantguard.policy.v1.SessionSettings.ttl:type_name -> google.protobuf.Duration
-	11, // 10: tenantguard.policy.v1.SessionSettings.max_age:type_name -> google.protobuf.Duration
-	11, // 11: tenantguard.policy.v1.SessionSettings.grace:type_name -> google.protobuf.Duration
-	1,  // 12: tenantguard.policy.v1.SessionSettings.end_mode:type_name -> tenantguard.policy.v1.SessionEndMode
-	10, // 13: tenantguard.policy.v1.PgCache.rules:type_name -> tenantguard.policy.v1.PgCacheRule
-	11, // 14: tenantguard.policy.v1.PgCacheRule.ttl:type_name -> google.protobuf.Duration
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 1: tenantguard.policy.v1.Policy.tables:type_name -> tenantguard.policy.v1.Table
+	11, // 2: tenantguard.policy.v1.Policy.redis:type_name -> tenantguard.policy.v1.RedisRules
+	12, // 3: tenantguard.policy.v1.Policy.sessions:type_name -> tenantguard.policy.v1.SessionSettings
+	13, // 4: tenantguard.policy.v1.Policy.pg_cache:type_name -> tenantguard.policy.v1.PgCache
+	5,  // 5: tenantguard.policy.v1.Policy.clusters:type_name -> tenantguard.policy.v1.Cluster
+	8,  // 6: tenantguard.policy.v1.Tenant.allow:type_name -> tenantguard.policy.v1.Permissions
+	9,  // 7: tenantguard.policy.v1.Tenant.limits:type_name -> tenantguard.policy.v1.Limits
+	4,  // 8: tenantguard.policy.v1.Tenant.placement:type_name -> tenantguard.policy.v1.Placement
+	6,  // 9: tenantguard.policy.v1.Cluster.postgres:type_name -> tenantguard.policy.v1.PostgresCluster
+	7,  // 10: tenantguard.policy.v1.Cluster.redis:type_name -> tenantguard.policy.v1.RedisCluster
+	15, // 11: tenantguard.policy.v1.Limits.statement_timeout:type_name -> google.protobuf.Duration
+	0,  // 12: tenantguard.policy.v1.RedisRules.namespace:type_name -> tenantguard.policy.v1.NamespaceMode
+	15, // 13: tenantguard.policy.v1.SessionSettings.ttl:type_name -> google.protobuf.Duration
+	15, // 14: tenantguard.policy.v1.SessionSettings.max_age:type_name -> google.protobuf.Duration
+	15, // 15: tenantguard.policy.v1.SessionSettings.grace:type_name -> google.protobuf.Duration
+	1,  // 16: tenantguard.policy.v1.SessionSettings.end_mode:type_name -> tenantguard.policy.v1.SessionEndMode
+	14, // 17: tenantguard.policy.v1.PgCache.rules:type_name -> tenantguard.policy.v1.PgCacheRule
+	15, // 18: tenantguard.policy.v1.PgCacheRule.ttl:type_name -> google.protobuf.Duration
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_policy_policypb_policy_proto_init() }
@@ -1016,14 +1367,14 @@ func file_policy_policypb_policy_proto_init() {
 	if File_policy_policypb_policy_proto != nil {
 		return
 	}
-	file_policy_policypb_policy_proto_msgTypes[6].OneofWrappers = []any{}
+	file_policy_policypb_policy_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_policy_policypb_policy_proto_rawDesc), len(file_policy_policypb_policy_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -30,8 +30,12 @@ type clientConn struct {
 	rd     *wire.Reader
 	tenant string
 	dbName string // the database the client asked for
-	pool   *pool
-	tls    bool
+	// pool serves the client's transactions: that of route, its database
+	// and its tenant's cluster (placement.go). Both change only in the
+	// client's goroutine, between transactions.
+	pool  *pool
+	route routeKey
+	tls   bool
 
 	connectedAt  time.Time
 	credential   []byte       // StoredKey of the static credential it logged in with; nil for a token
@@ -339,6 +343,10 @@ func (s *clientConn) attach(ctx context.Context) (*serverConn, error) {
 				return nil, ctx.Err()
 			}
 		}
+		if err := s.followPlacement(ctx); err != nil {
+			s.waitingSince.Store(0)
+			return nil, err
+		}
 		sc, err := s.pool.acquire(ctx, s.tenant, s.t.Limits.MaxTransactions)
 		s.waitingSince.Store(0)
 		if err != nil {
@@ -389,6 +397,12 @@ func (s *clientConn) attachFailed(typ byte, err error) error {
 	switch {
 	case errors.Is(err, errDraining), errors.Is(err, errPoolClosed):
 		return s.fatal(errShutdown)
+	case errors.Is(err, errMoveListen):
+		e := s.upstreamError(wire.CodeConnectionFailure, "could not move this connection's LISTEN registrations to its tenant's new cluster", err)
+		e.Severity = "FATAL"
+		return s.fatal(e)
+	case errors.Is(err, errUnknownCredentials):
+		pe = s.upstreamError(wire.CodeConnectionFailure, "the tenant's database cluster is not reachable from this sidecar", err)
 	case errors.Is(err, errPoolTimeout):
 		pe = wire.Errorf(wire.CodeTooManyConnections, "no server connection available for tenant %q within %s (the pool is at its limit of %d)",
 			s.tenant, s.pool.cfg.PoolWaitTimeout, s.pool.cfg.PoolSize)
@@ -463,6 +477,7 @@ func (s *clientConn) finish() {
 	if s.listening.Load() {
 		s.pool.notifier.unlisten(s, "")
 	}
+	s.pool.drop()
 }
 
 // serverLost is called by the read loop of the client's server connection

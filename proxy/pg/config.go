@@ -30,6 +30,15 @@ type Database struct {
 	URL string
 }
 
+// Credential is an upstream role's password that a policy cluster names
+// (policy.PostgresCluster.Credentials): the policy carries the name, the
+// sidecar's configuration the secret.
+type Credential struct {
+	// User, if set, is the role, unless the cluster names one itself.
+	User     string
+	Password string
+}
+
 // TokenAuth says on which connections the listener asks for the password
 // itself (AuthenticationCleartextPassword) instead of running SCRAM. Session
 // tokens need it: SCRAM never shows the server the secret, and a token is
@@ -55,6 +64,12 @@ type Config struct {
 	TLS *tls.Config
 	// Databases lists the databases clients may connect to.
 	Databases []Database
+	// Credentials are the passwords of the policy's clusters, by name.
+	Credentials map[string]Credential
+	// PoolRetireAfter is how long a cluster pool stays open with no
+	// clients routed to it (0: 30s); then its connections close and it is
+	// retired.
+	PoolRetireAfter time.Duration
 
 	// Pool settings, applied to every pool.
 	PoolMode        PoolMode
@@ -90,11 +105,15 @@ type Config struct {
 	Console *Console
 
 	// Client limits.
-	MaxClientConns  int              // client connections open at once, logging in or not; 0 = unlimited
-	ConnBudget      *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
-	StartupTimeout  time.Duration    // time to send a startup packet and authenticate
-	ParkIdleAfter   time.Duration    // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
-	MaxMessageBytes int              // largest message a client may send once authenticated
+	MaxClientConns int // client connections open at once, logging in or not; 0 = unlimited
+	// MaxClientConnsPerSource caps client connections open at once from
+	// one IP address (gateway mode: many app pods share the listener);
+	// 0 = unlimited.
+	MaxClientConnsPerSource int
+	ConnBudget              *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
+	StartupTimeout          time.Duration    // time to send a startup packet and authenticate
+	ParkIdleAfter           time.Duration    // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
+	MaxMessageBytes         int              // largest message a client may send once authenticated
 
 	// ResultCacheBytes bounds each pool's result cache (resultcache.go),
 	// which the policy's pg_cache section turns on; 0 means 64 MiB.
@@ -148,6 +167,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.ConnectTimeout <= 0 {
 		out.ConnectTimeout = 5 * time.Second
+	}
+	if out.PoolRetireAfter <= 0 {
+		out.PoolRetireAfter = defaultRetireAfter
 	}
 	if out.MaxPrepared <= 0 {
 		out.MaxPrepared = 500

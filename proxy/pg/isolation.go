@@ -238,13 +238,18 @@ func (srv *Server) CheckIsolation(ctx context.Context) ([]string, error) {
 
 // CheckPolicy audits every upstream against snap, a policy not yet in
 // force: before a pushed policy is swapped in, its tables must be
-// row-isolated upstream (nil, nil when isolation is off).
+// row-isolated upstream (nil, nil when isolation is off), on the
+// configured upstream and on every PostgreSQL cluster snap names.
 func (srv *Server) CheckPolicy(ctx context.Context, snap *policy.Snapshot) ([]string, error) {
 	if srv.cfg.Binder == nil {
 		return nil, nil
 	}
+	ups, err := srv.upstreamsOf(snap)
+	if err != nil {
+		return nil, err
+	}
 	var warnings []string
-	for _, p := range srv.uniq {
+	for _, p := range ups {
 		cc, err := pgx.ParseConfig("")
 		if err != nil {
 			return nil, err

@@ -19,6 +19,13 @@ type metrics struct {
 	waiting       *prometheus.GaugeVec
 	sessionsEnded *prometheus.CounterVec
 	parked        prometheus.Gauge
+	// Per upstream cluster (placement): connections held, the budget share
+	// in force, pools open, pools retired.
+	clusterConns *prometheus.GaugeVec
+	clusterShare *prometheus.GaugeVec
+	clusterPools *prometheus.GaugeVec
+	poolsRetired *prometheus.CounterVec
+	tenantsMoved *prometheus.CounterVec
 }
 
 const maxTenantLabels = 200
@@ -77,6 +84,48 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Namespace: "tenantguard", Subsystem: "pg", Name: "parked_clients",
 		Help: "Idle client connections parked: no goroutine or buffer until they send again.",
 	})
+	m.clusterConns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "cluster_server_connections",
+		Help: "Upstream server connections held (open or being opened), by cluster (\"default\": the configured upstream).",
+	}, []string{"cluster"})
+	m.clusterShare = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "cluster_share",
+		Help: "This sidecar's share of the cluster's connection budget, as last granted by the control plane; -1 when the cluster has no budget.",
+	}, []string{"cluster"})
+	m.clusterPools = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "cluster_pools",
+		Help: "Pools open, by cluster: one per client database whose tenants are placed there.",
+	}, []string{"cluster"})
+	m.poolsRetired = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "pools_retired_total",
+		Help: "Cluster pools closed after they had no clients and no connections, or their cluster left the policy.",
+	}, []string{"cluster"})
+	m.tenantsMoved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "client_moves_total",
+		Help: "Client connections that followed their tenant's new placement, by outcome: moved (at a transaction boundary) or ended (session pooling).",
+	}, []string{"outcome"})
+	reg.MustRegister(m.clusterConns, m.clusterShare, m.clusterPools, m.poolsRetired, m.tenantsMoved)
 	reg.MustRegister(m.parked, m.sessionsEnded, m.waiting, m.refusals, m.clientConns, m.serverConns, m.poolWait, m.txDuration, m.queryDur, m.errors, m.breakerState, m.authFailures)
 	return m
+}
+
+// registerSourceMetrics adds the per-source gauges of a listener with
+// max_client_connections_per_source (gateway mode): how many addresses
+// have connections open, and how many connections were refused for being
+// over the cap. Counts, not a label per address: a gateway's clients are
+// many pods whose addresses come and go.
+func registerSourceMetrics(reg prometheus.Registerer, acc interface {
+	Sources() int
+	RefusedPerSource() int64
+}) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "client_sources",
+			Help: "Client IP addresses with connections open (counted with max_client_connections_per_source).",
+		}, func() float64 { return float64(acc.Sources()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "pg", Name: "clients_refused_per_source_total",
+			Help: "Client connections refused for being over max_client_connections_per_source.",
+		}, func() float64 { return float64(acc.RefusedPerSource()) }),
+	)
 }

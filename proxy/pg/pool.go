@@ -49,6 +49,10 @@ type pool struct {
 
 	notifier *notifier // LISTEN on behalf of the pool's clients
 
+	// slots counts the connections of the pool's cluster against its share
+	// of the fleet's budget (cluster.go); every pool has one.
+	slots *clusterSlots
+
 	mu       sync.Mutex
 	idle     []*serverConn
 	total    int
@@ -60,6 +64,11 @@ type pool struct {
 	defaults map[string]string // server's ParameterStatus values, learned on first connect
 	all      map[*serverConn]struct{}
 	dialing  int
+	// clients counts the client connections routed to this pool, and
+	// unusedSince is when it last dropped to zero: a cluster pool with no
+	// clients and no connections is retired (placement.go).
+	clients     int
+	unusedSince time.Time
 
 	// Totals since start, for the console's SHOW STATS.
 	xacts, queries          atomic.Int64
@@ -75,11 +84,11 @@ type poolGrant struct {
 type poolWaiter struct {
 	ch     chan poolGrant
 	tenant string
-	limit  int
+	limit  int // the tenant's max_transactions; 0: the pool's capacity
 }
 
-func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *metrics) *pool {
-	p := &pool{key: key, conf: conf, cfg: cfg, log: log.With("pool", key), metrics: m,
+func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *metrics, slots *clusterSlots) *pool {
+	p := &pool{key: key, conf: conf, cfg: cfg, log: log.With("pool", key), metrics: m, slots: slots, unusedSince: time.Now(),
 		idleGauge:    m.serverConns.WithLabelValues(key, "idle"),
 		activeGauge:  m.serverConns.WithLabelValues(key, "active"),
 		waitingGauge: m.waiting.WithLabelValues(key),
@@ -101,7 +110,31 @@ func newPool(key string, conf *pgconn.Config, cfg *Config, log *slog.Logger, m *
 	})
 	m.breakerState.WithLabelValues(key).Set(0)
 	p.notifier = newNotifier(p)
+	slots.add(p)
 	return p
+}
+
+// capacity is how many connections one tenant may hold at most: the
+// cluster's share when a budget applies, else pool.size.
+func (p *pool) capacity() int {
+	if n, ok := p.slots.share(); ok {
+		return n
+	}
+	return p.cfg.PoolSize
+}
+
+// tenantLimit is a waiter's or an acquirer's effective cap.
+func (p *pool) tenantLimit(limit, capacity int) int {
+	if limit <= 0 || limit > capacity {
+		return capacity
+	}
+	return limit
+}
+
+// canDial takes a slot for one more connection if pool.size (no budget)
+// or the cluster's share (a budget) allows. Called with p.mu held.
+func (p *pool) canDial() bool {
+	return p.slots.tryTake(p.total, p.cfg.PoolSize)
 }
 
 // acquire returns a server connection leased to tenant, waiting up to the
@@ -117,15 +150,12 @@ func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverCo
 		p.metrics.poolWait.Observe(d.Seconds())
 		p.waitUs.Add(int64(d / time.Microsecond))
 	}()
-	if limit <= 0 || limit > p.cfg.PoolSize {
-		limit = p.cfg.PoolSize
-	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, errPoolClosed
 	}
-	if p.active[tenant] < limit && len(p.queues[tenant]) == 0 {
+	if p.active[tenant] < p.tenantLimit(limit, p.capacity()) && len(p.queues[tenant]) == 0 {
 		sc, expired := p.popIdle(start)
 		if sc != nil {
 			p.leaseTo(sc, tenant)
@@ -133,7 +163,7 @@ func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverCo
 			closeAll(expired)
 			return sc, nil
 		}
-		if p.total < p.cfg.PoolSize {
+		if p.canDial() {
 			p.total++
 			p.active[tenant]++
 			p.mu.Unlock()
@@ -142,7 +172,7 @@ func (p *pool) acquire(ctx context.Context, tenant string, limit int) (*serverCo
 		}
 		defer closeAll(expired)
 	}
-	w := &poolWaiter{ch: make(chan poolGrant, 1), tenant: tenant, limit: limit}
+	w := &poolWaiter{ch: make(chan poolGrant, 1), tenant: tenant, limit: max(limit, 0)}
 	if len(p.queues[tenant]) == 0 {
 		p.order = append(p.order, tenant)
 	}
@@ -251,12 +281,16 @@ func (p *pool) dropTurn(tenant string) {
 // tenant is under its limit, and counts the connection against it.
 // Called with p.mu held.
 func (p *pool) nextWaiter() *poolWaiter {
+	capacity := -1
 	for i := 0; i < len(p.order); i++ {
 		idx := (p.next + i) % len(p.order)
 		t := p.order[idx]
 		q := p.queues[t]
 		w := q[0]
-		if p.active[t] >= w.limit {
+		if capacity < 0 {
+			capacity = p.capacity()
+		}
+		if p.active[t] >= p.tenantLimit(w.limit, capacity) {
 			continue
 		}
 		p.waitingGauge.Dec()
@@ -358,9 +392,11 @@ func (p *pool) put(sc *serverConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.unlease(sc)
-	if p.closed {
+	if p.closed || p.slots.over() {
+		// Closing, or the cluster's share shrank: the connection goes,
+		// counted until its read loop exits.
 		sc.state = connClosing
-		_ = sc.conn.Close() // counted until its read loop exits
+		_ = sc.conn.Close()
 		return
 	}
 	if w := p.nextWaiter(); w != nil {
@@ -395,9 +431,11 @@ func (p *pool) forget(sc *serverConn) {
 }
 
 // slotFreed gives a connection slot back, letting the next waiter dial.
+// The slot passes to the waiter unless the cluster holds more than its
+// share; then it goes back, and other pools of the cluster may use it.
 func (p *pool) slotFreed() {
 	p.mu.Lock()
-	if !p.closed {
+	if !p.closed && !p.slots.over() {
 		if w := p.nextWaiter(); w != nil {
 			p.active[w.tenant]++
 			p.mu.Unlock()
@@ -406,7 +444,59 @@ func (p *pool) slotFreed() {
 		}
 	}
 	p.total--
+	wake := p.slots.give()
 	p.mu.Unlock()
+	if wake {
+		p.slots.wake()
+	}
+}
+
+// grantDials lets waiters dial while the cluster has slots: after its
+// share grew, or another of its pools gave a slot back.
+func (p *pool) grantDials() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.closed && len(p.order) > 0 && p.canDial() {
+		w := p.nextWaiter()
+		if w == nil {
+			p.slots.give() // every waiting tenant is at its own limit
+			return
+		}
+		p.total++
+		p.active[w.tenant]++
+		w.ch <- poolGrant{dial: true}
+	}
+}
+
+// shed closes idle connections while the cluster holds more than its
+// share; busy ones close as they come back (put).
+func (p *pool) shed() {
+	p.mu.Lock()
+	n := p.slots.excess()
+	var drop []*serverConn
+	for ; n > 0 && len(p.idle) > 0; n-- {
+		sc := p.idle[0] // least recently used first
+		p.idle[0] = nil
+		p.idle = p.idle[1:]
+		sc.inIdle = false
+		p.idleGauge.Dec()
+		drop = append(drop, sc)
+	}
+	p.mu.Unlock()
+	closeAll(drop)
+}
+
+// load is what the pool holds and needs: connections leased, and waiters.
+func (p *pool) load() (active, waiting int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range p.active {
+		active += n
+	}
+	for _, q := range p.queues {
+		waiting += len(q)
+	}
+	return active, waiting
 }
 
 // paramDefaults returns the server's startup ParameterStatus values,
@@ -523,12 +613,16 @@ func (p *pool) wait() {
 	p.readers.Wait()
 }
 
-// cancel sends a CancelRequest for a server backend on a fresh connection
+// cancel sends a CancelRequest for sc's backend on a fresh connection
 // and waits for the server to close it, which it does after signalling.
-func (p *pool) cancel(pid uint32, secret []byte) error {
+// It goes to the address sc is connected to: a cluster's pool may have
+// connected to any of its hosts.
+func (p *pool) cancel(sc *serverConn, pid uint32, secret []byte) error {
 	network, addr := "tcp", net.JoinHostPort(p.conf.Host, fmt.Sprint(p.conf.Port))
 	if len(p.conf.Host) > 0 && p.conf.Host[0] == '/' {
 		network, addr = "unix", fmt.Sprintf("%s/.s.PGSQL.%d", p.conf.Host, p.conf.Port)
+	} else if ra := sc.conn.RemoteAddr(); ra != nil && ra.Network() == "tcp" {
+		addr = ra.String()
 	}
 	c, err := net.DialTimeout(network, addr, p.cfg.ConnectTimeout)
 	if err != nil {

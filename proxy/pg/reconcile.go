@@ -33,16 +33,24 @@ func errTenantGone(id string) *wire.Error {
 func (srv *Server) Reconcile() {
 	snap := srv.policy.Load()
 	srv.mu.Lock()
-	var gone, revoked []*clientConn
+	var gone, revoked, moved []*clientConn
 	for _, s := range srv.clients {
 		switch _, st := clientend.Check(snap, s.tenant, s.credential); st {
 		case clientend.TenantGone:
 			gone = append(gone, s)
 		case clientend.CredentialGone:
 			revoked = append(revoked, s)
+		default:
+			if s.mode == PoolSession && s.routeChanged(snap) {
+				moved = append(moved, s)
+			}
 		}
 	}
 	srv.mu.Unlock()
+	srv.applyLimits()
+	for _, s := range moved {
+		s.movedSession() // at its transaction boundary: session state cannot move
+	}
 	for _, s := range gone {
 		s.tenantRemoved()
 	}
@@ -93,10 +101,16 @@ func (s *clientConn) followPolicy(snap *policy.Snapshot) error {
 		// its read loop reads s.t under sc.mu.
 		sc.mu.Lock()
 		attached := sc.owner == s
-		if !attached || sc.releasable() {
+		boundary := !attached || sc.releasable()
+		if boundary {
 			s.t, s.snap = t, snap
 		}
 		sc.mu.Unlock()
+		if boundary && s.mode == PoolSession && s.routeChanged(snap) {
+			// The tenant moved: nothing more runs on the old cluster.
+			s.movedSession()
+			return s.terminate()
+		}
 		return nil
 	}
 	s.t, s.snap = t, snap

@@ -87,6 +87,19 @@ func (r *resultCaches) all() []*resultCache {
 	return out
 }
 
+// closePool stops p's cache, if it has one: p is being retired (a cluster
+// pool no client uses any more, placement.go).
+func (r *resultCaches) closePool(p *pool) {
+	r.mu.Lock()
+	rc := r.byPool[p]
+	delete(r.byPool, p)
+	r.mu.Unlock()
+	if rc != nil {
+		rc.close()
+		r.metrics.listener.DeleteLabelValues(p.key)
+	}
+}
+
 // close stops every cache; their goroutines are gone when it returns.
 func (r *resultCaches) close() {
 	r.mu.Lock()

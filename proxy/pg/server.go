@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +43,17 @@ type Server struct {
 	policy  *policy.Store
 	log     *slog.Logger
 	metrics *metrics
-	pools   map[string]*pool // by client-visible database name
+	pools   map[string]*pool // the configured upstream's, by client-visible database name
 	uniq    []*pool
+
+	// Placement (placement.go) and the budget (budget.go), under pmu:
+	// the cluster pools by route, each cluster's slots, and the shares
+	// the control plane granted.
+	pmu     sync.Mutex
+	routes  map[routeKey]*pool
+	slots   map[string]*clusterSlots
+	shares  map[string]int
+	budgets atomic.Bool
 	fw      *firewall.Firewall // nil when isolation is off
 	caches  resultCaches       // the pools' result caches (resultcache.go)
 
@@ -80,6 +90,9 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		log:       log,
 		metrics:   newMetrics(reg),
 		pools:     map[string]*pool{},
+		routes:    map[routeKey]*pool{},
+		slots:     map[string]*clusterSlots{},
+		shares:    map[string]int{},
 		clients:   map[uint32]*clientConn{},
 		perTenant: map[string]int{},
 		labels:    map[string]struct{}{},
@@ -92,6 +105,13 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv.acc.MaxConns = cfg.MaxClientConns
 	srv.acc.Budget = cfg.ConnBudget
 	srv.acc.Refuse = refuseTooMany
+	if cfg.MaxClientConnsPerSource > 0 {
+		// A gateway serving many app pods: one pod must not take every
+		// client slot.
+		srv.acc.MaxConnsPerSource = cfg.MaxClientConnsPerSource
+		srv.acc.RefuseSource = refuseTooManyFromSource(cfg.MaxClientConnsPerSource)
+		registerSourceMetrics(reg, &srv.acc)
+	}
 	_, _ = rand.Read(srv.mockSecret[:])
 	byKey := map[string]*pool{}
 	for _, db := range cfg.Databases {
@@ -111,7 +131,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		key := fmt.Sprintf("%s@%s:%d/%s", conf.User, conf.Host, conf.Port, conf.Database)
 		p := byKey[key]
 		if p == nil {
-			p = newPool(key, conf, &srv.cfg, log, srv.metrics)
+			p = newPool(key, conf, &srv.cfg, log, srv.metrics, srv.slotsLocked(""))
 			byKey[key] = p
 			srv.uniq = append(srv.uniq, p)
 		}
@@ -175,6 +195,13 @@ func (srv *Server) serveConn(conn net.Conn) (parked bool) {
 var tooManyClients = wire.Fatalf(wire.CodeTooManyConnections, "sorry, too many clients already (tenantguard is at its client connection limit)").AppendTo(nil)
 
 func refuseTooMany(c net.Conn) { _, _ = c.Write(tooManyClients) }
+
+// refuseTooManyFromSource is refuseTooMany for a client address over
+// max_client_connections_per_source.
+func refuseTooManyFromSource(limit int) func(net.Conn) {
+	msg := wire.Fatalf(wire.CodeTooManyConnections, "sorry, too many clients from this address already (tenantguard's max_client_connections_per_source is %d)", limit).AppendTo(nil)
+	return func(c net.Conn) { _, _ = c.Write(msg) }
+}
 
 // register gives s a unique cancel key and makes it findable for cancels,
 // drain and Reconcile. It refuses a tenant over its connection cap, and one
@@ -257,7 +284,7 @@ func (srv *Server) cancel(pid uint32, secret []byte) {
 	// be handed to another client and cancel their query instead.
 	sc.cancels++
 	sc.mu.Unlock()
-	if err := sc.pool.cancel(sc.pid, sc.secret); err != nil {
+	if err := sc.pool.cancel(sc, sc.pid, sc.secret); err != nil {
 		srv.log.Warn("cancel failed", "tenant", s.tenant, "session", s.key.pid, "error", err)
 	}
 	sc.mu.Lock()
@@ -329,10 +356,11 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	srv.caches.close()
-	for _, p := range srv.uniq {
+	all := append(slices.Clone(srv.uniq), srv.routedPools()...)
+	for _, p := range all {
 		p.close()
 	}
-	for _, p := range srv.uniq {
+	for _, p := range all {
 		p.wait()
 	}
 	srv.bg.Wait()
@@ -366,6 +394,10 @@ func (srv *Server) expireLoop() {
 			for _, p := range srv.uniq {
 				p.expire(now)
 			}
+			for _, p := range srv.routedPools() {
+				p.expire(now)
+			}
+			srv.retirePools(now)
 		}
 	}
 }

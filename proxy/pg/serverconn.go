@@ -193,7 +193,7 @@ func (sc *serverConn) readLoop() {
 			_ = sc.conn.Close() // a FATAL to no one: the server is closing the connection
 		}
 		if out.cancel {
-			if err := sc.pool.cancel(sc.pid, sc.secret); err != nil {
+			if err := sc.pool.cancel(sc, sc.pid, sc.secret); err != nil {
 				sc.pool.log.Warn("cancel failed", "error", err)
 			}
 			sc.mu.Lock()

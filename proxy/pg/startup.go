@@ -78,6 +78,7 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 	}
 	if err := h.greet(s); err != nil {
 		srv.unregister(s)
+		s.pool.drop()
 		return nil, err
 	}
 	return s, nil
@@ -228,10 +229,24 @@ func (h *handshake) authenticate(ctx context.Context) error {
 // tenant's connection cap) and registers its session.
 func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*clientConn, error) {
 	srv := h.srv
-	p := srv.pools[h.dbName]
-	if p == nil {
+	if srv.pools[h.dbName] == nil {
 		return nil, h.refuse("database", wire.Fatalf(wire.CodeInvalidDatabase, "database %q does not exist", h.dbName))
 	}
+	// The tenant's cluster serves its login too (the server's settings
+	// come from there); t is the snapshot's that authenticated it.
+	route, cluster := routeOf(h.dbName, srv.policy.Load(), h.t)
+	p, err := srv.routeFor(route, cluster)
+	if err != nil {
+		ref := errref.New()
+		srv.log.Warn("no pool for the tenant's cluster", "ref", ref, "tenant", h.t.ID, "error", err)
+		return nil, h.refuse("refused", wire.Fatalf(wire.CodeConnectionFailure, "tenantguard: the tenant's database cluster is not reachable from this sidecar (ref %s)", ref))
+	}
+	registered := false
+	defer func() {
+		if !registered {
+			p.drop()
+		}
+	}()
 	defaults, err := p.paramDefaults(ctx)
 	if err != nil {
 		e := wire.Fatalf(wire.CodeTooManyConnections, "no server connection available to complete login")
@@ -247,7 +262,7 @@ func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*clie
 		dbName: h.dbName, tls: h.isTLS, connectedAt: time.Now(), credential: h.credential,
 		srv: srv, conn: h.conn, br: h.br, bw: h.bw,
 		rd:     h.rd,
-		tenant: h.t.ID, t: h.t, pool: p, mode: srv.cfg.PoolMode,
+		tenant: h.t.ID, t: h.t, pool: p, route: route, mode: srv.cfg.PoolMode,
 		cancel: cancel,
 	}
 	for i, tp := range trackedParams {
@@ -263,6 +278,7 @@ func (h *handshake) admit(ctx context.Context, cancel context.CancelFunc) (*clie
 	if e := srv.register(s); e != nil {
 		return nil, h.refuse(reasonOf(e.Code), e)
 	}
+	registered = true
 	return s, nil
 }
 

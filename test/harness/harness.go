@@ -161,3 +161,30 @@ func FreshRedis(t testing.TB) *goredis.Client {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+var (
+	namedMu sync.Mutex
+	named   = map[string]*pgcluster.Cluster{}
+)
+
+// PostgresNamed returns another shared PostgreSQL cluster of the package,
+// one per name, started on first use and removed with the others: for
+// tests that need several clusters (tenant placement). Postgres(t) is not
+// among them.
+func PostgresNamed(t testing.TB, name string) *pgcluster.Cluster {
+	t.Helper()
+	namedMu.Lock()
+	defer namedMu.Unlock()
+	if c := named[name]; c != nil {
+		return c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Logger: logger()})
+	if err != nil {
+		t.Fatalf("harness: start postgres %q: %v", name, err)
+	}
+	register(c.Close)
+	named[name] = c
+	return c
+}
