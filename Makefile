@@ -6,7 +6,7 @@ PKGS    := ./...
 # the run well under 15 minutes on 2 cores.
 TESTFLAGS ?= -race -count=1 -timeout 12m
 
-.PHONY: all build sidecar demo test vet fuzz bench clean deps-demo deps-test
+.PHONY: all build sidecar demo test vet fuzz bench faults soak clean deps-demo deps-test
 
 all: build
 
@@ -40,6 +40,19 @@ vet:
 test: deps-test vet build
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
+# The long forms of test/faults (issue 17), which make test runs short:
+# 10,000 idle clients per protocol instead of 1,000.
+faults: deps-test
+	TG_FAULTS_FULL=1 $(GO) test -race -count=1 -timeout 60m -skip '^TestSoak$$' -v ./test/faults
+
+# The soak: churn of clients, transactions, pub/sub, policy pushes and
+# token revocations for SOAK_DURATION (make soak SOAK_DURATION=4h), RSS,
+# goroutines and descriptors flat after the warm-up. The test bounds
+# itself, hence no go test timeout.
+SOAK_DURATION ?= 10m
+soak: deps-test
+	TG_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -race -count=1 -timeout 0 -run '^TestSoak$$' -v ./test/faults
+
 # Short fuzzing of every parser; FUZZTIME=1m make fuzz for longer runs.
 FUZZTIME ?= 20s
 fuzz:
@@ -56,6 +69,8 @@ fuzz:
 	$(GO) test ./proxy/redis/keyspec -run '^$$' -fuzz FuzzLocate -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/namespace -run '^$$' -fuzz FuzzNamespace -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/redis/rules -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/redis/clustermap -run '^$$' -fuzz FuzzParseTopology -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/redis/clustermap -run '^$$' -fuzz FuzzParseRedirect -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/token -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 	$(GO) test ./extauthz/authz -run '^$$' -fuzz FuzzScan -fuzztime $(FUZZTIME)

@@ -5,15 +5,22 @@
 # says something else is running (BENCH_FORCE=1 runs anyway, and the
 # results say so). QUICK=1 shortens every run (a smoke test, not results).
 #
-#   bash bench/all.sh                 # everything, about 25 minutes on 2 cores
+#   bash bench/all.sh                 # everything, over an hour on 2 cores
 #   bash bench/all.sh pgbench redis   # only these sections
 #
-# Sections: pgbench noisy pgcache redis extauthz idle rss goproxy budget
+# Sections: pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak
+#
+# faults and soak run test/faults (issue 17) and put the figures its tests
+# record into tables: faults the upstream-fault, drain, connection and
+# hostile-client tests in their long forms (TG_FAULTS_FULL=1: 10,000 idle
+# clients per protocol), soak the churn test for
+# SOAK_DURATION (10m; hours if asked: SOAK_DURATION=4h). A failing test
+# still fills its section, which then says the run failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy pgcache redis extauthz idle rss goproxy budget)
+[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak)
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 busy=$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > 0.25 * n) ? 1 : 0 }')
@@ -55,6 +62,9 @@ for s in "${sections[@]}"; do
 	redis)
 		if [ -n "$quick" ]; then n=20000 r=1; else n=1000000 r=3; fi
 		run redis "Redis: redis-benchmark through tenantguard and twemproxy" go run ./bench/redisbench -n $n -rounds $r ;;
+	nearcache)
+		if [ -n "$quick" ]; then n=20000 r=1; else n=1000000 r=3; fi
+		run nearcache "Redis: the near cache, GET on a hot key set" go run ./bench/redisbench -near-cache -n $n -rounds $r ;;
 	extauthz)
 		if [ -n "$quick" ]; then d=2s r=1; else d=10s r=3; fi
 		run extauthz "ext_authz: checks as Envoy makes them" go run ./bench/extauthz -duration $d -rounds $r ;;
@@ -66,6 +76,22 @@ for s in "${sections[@]}"; do
 	budget)
 		if [ -n "$quick" ]; then r=1; else r=5; fi
 		run budget "Connection budget: convergence when 20 sidecars join at once" go run ./bench/budget -sidecars 20 -budget 100 -rounds $r ;;
+	hostile)
+		if [ -n "$quick" ]; then d=3s r=1; else d=20s r=3; fi
+		run hostile "Hostile clients: the quiet tenant's latency under each" go run ./bench/hostile -duration $d -rounds $r ;;
+	faults)
+		# QUICK: the short forms of make test (1,000 idle clients per protocol).
+		if [ -n "$quick" ]; then full=; else full=1; fi
+		echo "=== Faults, drain, connections and hostile clients (test/faults)"
+		TG_FAULTS_FULL=$full TG_FAULTS_RESULTS="$tmp/faults.md" go test -count=1 -timeout 60m -skip '^TestSoak$' ./test/faults ||
+			echo "bench: test/faults failed; its section says so" >&2
+		go run ./bench/results -section faults -title "Faults, drain, connections and hostile clients (test/faults)" -note "$note" -in "$tmp/faults.md" ;;
+	soak)
+		if [ -n "$quick" ]; then d=30s; else d=${SOAK_DURATION:-10m}; fi
+		echo "=== Soak ($d)"
+		TG_SOAK_DURATION=$d TG_FAULTS_RESULTS="$tmp/soak.md" go test -count=1 -timeout 0 -run '^TestSoak$' ./test/faults ||
+			echo "bench: the soak failed; its section says so" >&2
+		go run ./bench/results -section soak -title "Soak: churn for $d (test/faults TestSoak)" -note "$note" -in "$tmp/soak.md" ;;
 	goproxy)
 		echo "=== Go benchmarks: one query in process"
 		{
@@ -77,7 +103,7 @@ for s in "${sections[@]}"; do
 		} >"$tmp/goproxy.md"
 		go run ./bench/results -section goproxy -title "Go benchmarks: one query round trip in process" -note "$note" -in "$tmp/goproxy.md" ;;
 	*)
-		echo "bench: unknown section $s (pgbench noisy pgcache redis extauthz idle rss goproxy budget)" >&2
+		echo "bench: unknown section $s (pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak)" >&2
 		exit 2 ;;
 	esac
 done

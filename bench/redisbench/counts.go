@@ -135,6 +135,12 @@ func perfCount(path string) (float64, error) {
 
 // mallocs reads go_memstats_mallocs_total from a Prometheus endpoint.
 func mallocs(ctx context.Context, url string) (float64, error) {
+	return metricValue(ctx, url, "go_memstats_mallocs_total")
+}
+
+// metricValue reads one series (name with its labels, as exported) from a
+// Prometheus endpoint.
+func metricValue(ctx context.Context, url, series string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
@@ -147,11 +153,11 @@ func mallocs(ctx context.Context, url string) (float64, error) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_mallocs_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, errors.New("no go_memstats_mallocs_total in " + url)
+	return 0, errors.New("no " + series + " in " + url)
 }
 
 // addCounts adds the counting runs' table to the report.

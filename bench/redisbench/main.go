@@ -55,7 +55,9 @@ type options struct {
 	pipelines []int
 	shared    []int // redis.shared_connections, one tenantguard per value
 	timeout   time.Duration
-	counts    int // requests of each counting run; 0 = none
+	counts    int  // requests of each counting run; 0 = none
+	nearCache bool // the near-cache comparison instead (nearcache.go)
+	hotKeys   int  // its key set
 }
 
 func main() { benchkit.Main("redisbench", parseFlags, run) }
@@ -70,6 +72,8 @@ func parseFlags(args []string) (options, error) {
 	shared := fs.String("shared-connections", strconv.Itoa(defaultSharedConns),
 		"comma-separated redis.shared_connections values; one tenantguard target per value")
 	fs.DurationVar(&o.timeout, "timeout", 0, "longest one redis-benchmark run may take (0: 60s plus 1ms per 5 requests)")
+	fs.BoolVar(&o.nearCache, "near-cache", false, "instead: GET on a hot key set direct, through tenantguard without a near cache, with one caching the keys, and with one caching other keys (the miss workload)")
+	fs.IntVar(&o.hotKeys, "hot-keys", 1000, "with -near-cache: redis-benchmark -r, the hot key set")
 	fs.IntVar(&o.counts, "counts", 200000, "requests of the extra, untimed runs that count each proxy's system calls (perf stat) and tenantguard's heap allocations per request; 0 skips them")
 	if err := o.Parse(fs, args); err != nil {
 		return o, err
@@ -143,6 +147,9 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	defer func() { err = errors.Join(err, pg.Close()) }()
 
+	if o.nearCache {
+		return runNearCache(ctx, o, rs.Addr(), pg.Port(), rbVersion)
+	}
 	var tgs []*benchkit.Service
 	for _, n := range o.shared {
 		tg, err := startTenantguard(ctx, o.Tenantguard, rs.Addr(), pg.Port(), n, len(o.shared) > 1)

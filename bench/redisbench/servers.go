@@ -58,7 +58,7 @@ func startPostgres(ctx context.Context) (c *pgcluster.Cluster, err error) {
 }
 
 // tenantguardConfig renders the sidecar configuration.
-func tenantguardConfig(pgPort, redisPort, adminPort, pgListen int, redisUpstream string, sharedConns int) string {
+func tenantguardConfig(pgPort, redisPort, adminPort, pgListen int, redisUpstream string, sharedConns int, nearCache string) string {
 	return fmt.Sprintf(`listen:
   postgres: "127.0.0.1:%d"
   redis: "127.0.0.1:%d"
@@ -70,10 +70,10 @@ postgres:
 redis:
   upstream: %q
   shared_connections: %d
-tenants:
+%stenants:
   - id: %s
     passwords: [%q]
-`, pgListen, redisPort, adminPort, pgRole, pgRolePass, pgPort, redisUpstream, sharedConns, tenantID, tenantPass)
+`, pgListen, redisPort, adminPort, pgRole, pgRolePass, pgPort, redisUpstream, sharedConns, nearCache, tenantID, tenantPass)
 }
 
 // startTenantguard runs `tenantguard sidecar` with its Redis listener in
@@ -84,6 +84,12 @@ func startTenantguard(ctx context.Context, bin, redisUpstream string, pgPort, sh
 	if labelled {
 		name = fmt.Sprintf("tenantguard sc=%d", sharedConns)
 	}
+	return startTenantguardNamed(ctx, name, bin, redisUpstream, pgPort, sharedConns, "")
+}
+
+// startTenantguardNamed is startTenantguard with a name and a
+// redis.near_cache section (YAML lines under redis:, "" for none).
+func startTenantguardNamed(ctx context.Context, name, bin, redisUpstream string, pgPort, sharedConns int, nearCache string) (*benchkit.Service, error) {
 	s, err := newService(name)
 	if err != nil {
 		return nil, err
@@ -95,7 +101,7 @@ func startTenantguard(ctx context.Context, bin, redisUpstream string, pgPort, sh
 	s.Addr = benchkit.LocalAddr(ports[1])
 	metricsURL[s] = "http://" + benchkit.LocalAddr(ports[2]) + "/metrics"
 	conf := filepath.Join(s.Dir, "tenantguard.yaml")
-	text := tenantguardConfig(pgPort, ports[1], ports[2], ports[0], redisUpstream, sharedConns)
+	text := tenantguardConfig(pgPort, ports[1], ports[2], ports[0], redisUpstream, sharedConns, nearCache)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return nil, s.Discard(fmt.Errorf("%s: write config: %w", name, err))
 	}

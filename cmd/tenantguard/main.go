@@ -53,6 +53,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a graceful stop (a drain, bounded by its
+	// timeout); a second one ends the process at once, as PgBouncer's
+	// second SIGTERM does: the default action is restored for it.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	switch args[0] {
 	case "sidecar":
 		return runSidecar(ctx, args[1:], stderr)

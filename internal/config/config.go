@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,12 +35,13 @@ type File struct {
 	} `yaml:"listen"`
 	Redis struct {
 		Upstream           string   `yaml:"upstream"`
+		ClusterSeeds       []string `yaml:"cluster_seeds"` // instead of upstream: a Redis Cluster
 		Username           string   `yaml:"username"`
 		Password           string   `yaml:"password"`
 		SharedConnections  int      `yaml:"shared_connections"`
 		MaxDedicated       int      `yaml:"max_dedicated_connections"`
 		Namespace          string   `yaml:"namespace"`
-		AllowScripting     bool     `yaml:"allow_scripting"`
+		AllowScripting     *bool    `yaml:"allow_scripting"` // nil: true
 		Emulate            []string `yaml:"emulate"`
 		MaxClientConns     int      `yaml:"max_client_connections"`
 		AuthTimeout        Duration `yaml:"auth_timeout"`
@@ -47,9 +49,13 @@ type File struct {
 		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
 		MaxIdleDedicated   int      `yaml:"max_idle_dedicated_connections"`
 		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
+		// TLS, if present, makes the Redis listener a TLS one.
+		TLS *RedisTLSFile `yaml:"tls"`
+		// NearCache lists the tenants whose keys the sidecar caches.
+		NearCache []NearCacheFile `yaml:"near_cache"`
 	} `yaml:"redis"`
-	// TLS is the client-facing listeners' (Postgres; not yet Redis):
-	// SSLRequest is answered with 'S' when it is set.
+	// TLS is the Postgres listener's: SSLRequest is answered with 'S' when
+	// it is set. The Redis listener has its own, redis.tls.
 	TLS      *ListenerTLSFile `yaml:"tls"`
 	Postgres struct {
 		Databases []struct {
@@ -63,7 +69,9 @@ type File struct {
 			ServerIdleTime Duration `yaml:"server_idle_timeout"`
 			ServerLifetime Duration `yaml:"server_lifetime"`
 			ConnectTimeout Duration `yaml:"connect_timeout"`
-			MaxPrepared    int      `yaml:"max_prepared_statements"`
+			// ResponseTimeout: see proxy/pg Config.ResponseTimeout.
+			ResponseTimeout Duration `yaml:"response_timeout"`
+			MaxPrepared     int      `yaml:"max_prepared_statements"`
 		} `yaml:"pool"`
 		Breaker struct {
 			Failures uint32   `yaml:"failures"`
@@ -74,7 +82,9 @@ type File struct {
 		// listener); 0 = unlimited.
 		MaxClientConnsPerSource int      `yaml:"max_client_connections_per_source"`
 		StartupTimeout          Duration `yaml:"startup_timeout"`
-		ParkIdleAfter           Duration `yaml:"park_idle_clients_after"`
+		// ClientWriteTimeout: see proxy/pg Config.ClientWriteTimeout.
+		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
+		ParkIdleAfter      Duration `yaml:"park_idle_clients_after"`
 		// Console, when present, serves the admin console (database
 		// "tenantguard") to this user.
 		Console *struct {
@@ -161,7 +171,10 @@ type Sidecar struct {
 	Redis          proxyredis.Config
 	// TLS is the Postgres listener's certificate and client CAs; nil: no
 	// TLS (SSLRequest gets 'N').
-	TLS          *tlsconf.ServerFiles
+	TLS *tlsconf.ServerFiles
+	// RedisTLS is the Redis listener's; nil: plaintext. Redis.TLS is set
+	// from it when the sidecar starts.
+	RedisTLS     *tlsconf.ServerFiles
 	Policy       *policy.Snapshot
 	Sessions     *Sessions           // nil: session tokens are not accepted
 	ControlPlane *ControlPlaneClient // nil: the policy is this file's
@@ -225,6 +238,9 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	}
 	var fe *fieldErr
 	if out.TLS, fe = parseListenerTLS(f.TLS, filepath.Dir(name), "tls"); fe != nil {
+		return nil, fe.in(name)
+	}
+	if fe := parseRedisTLS(&f, out, filepath.Dir(name)); fe != nil {
 		return nil, fe.in(name)
 	}
 	if fe := parsePolicy(&f, out, filepath.Dir(name)); fe != nil {
@@ -335,6 +351,7 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 		pc.Console = &proxypg.Console{User: c.User, Verifier: v}
 	}
 	pc.StartupTimeout = time.Duration(f.Postgres.StartupTimeout)
+	pc.ClientWriteTimeout = time.Duration(f.Postgres.ClientWriteTimeout)
 	pc.ParkIdleAfter = time.Duration(f.Postgres.ParkIdleAfter)
 	pc.MaxMessageBytes = f.Postgres.MaxMessageBytes
 	pc.BreakerFailures = f.Postgres.Breaker.Failures
@@ -373,6 +390,7 @@ func parsePool(f *File, out *Sidecar) *fieldErr {
 	pc.ServerIdleTime = time.Duration(p.ServerIdleTime)
 	pc.ServerLifetime = time.Duration(p.ServerLifetime)
 	pc.ConnectTimeout = time.Duration(p.ConnectTimeout)
+	pc.ResponseTimeout = time.Duration(p.ResponseTimeout)
 	pc.MaxPrepared = p.MaxPrepared
 	return nil
 }
@@ -471,18 +489,26 @@ func decodeKey(s string) ([]byte, error) {
 func parseRedis(f *File, out *Sidecar) *fieldErr {
 	r := f.Redis
 	if out.RedisListen == "" {
-		if r.Upstream != "" {
-			return &fieldErr{"listen.redis", "required when redis.upstream is set"}
+		if r.Upstream != "" || len(r.ClusterSeeds) > 0 {
+			return &fieldErr{"listen.redis", "required when redis.upstream or redis.cluster_seeds is set"}
 		}
 		return nil
 	}
-	if r.Upstream == "" {
-		return &fieldErr{"redis.upstream", "required when listen.redis is set (host:port of redis-server)"}
+	switch {
+	case r.Upstream == "" && len(r.ClusterSeeds) == 0:
+		return &fieldErr{"redis.upstream", "required when listen.redis is set (host:port of redis-server; or redis.cluster_seeds for a Redis Cluster)"}
+	case r.Upstream != "" && len(r.ClusterSeeds) > 0:
+		return &fieldErr{"redis.cluster_seeds", "set either redis.upstream (one redis-server) or redis.cluster_seeds (a Redis Cluster), not both"}
+	}
+	for i, s := range r.ClusterSeeds {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return &fieldErr{fmt.Sprintf("redis.cluster_seeds[%d]", i), fmt.Sprintf("%q is not host:port: %v", s, err)}
+		}
 	}
 	c := proxyredis.Config{
-		Upstream: r.Upstream, UpstreamUser: r.Username, UpstreamPassword: r.Password,
+		Upstream: r.Upstream, Cluster: slices.Clone(r.ClusterSeeds), UpstreamUser: r.Username, UpstreamPassword: r.Password,
 		SharedConns: r.SharedConnections, MaxDedicated: r.MaxDedicated,
-		AllowScripting: r.AllowScripting, MaxClientConns: r.MaxClientConns,
+		DisableScripting: r.AllowScripting != nil && !*r.AllowScripting, MaxClientConns: r.MaxClientConns,
 		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
 		ClientOutputLimit: r.ClientOutputLimit, ClientWriteTimeout: time.Duration(r.ClientWriteTimeout),
 		MaxIdleDedicated: r.MaxIdleDedicated, DedicatedIdleTimeout: time.Duration(r.DedicatedIdleTime),
@@ -509,6 +535,46 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 			return &fieldErr{fmt.Sprintf("redis.emulate[%d]", i), fmt.Sprintf("%q cannot be emulated (flushdb, flushall, dbsize)", e)}
 		}
 	}
+	if len(r.NearCache) > 0 && len(r.ClusterSeeds) > 0 {
+		return &fieldErr{"redis.near_cache", "not available with redis.cluster_seeds: its invalidations come from one redis-server's tracking"}
+	}
+	for i, n := range r.NearCache {
+		field := fmt.Sprintf("redis.near_cache[%d]", i)
+		if err := policy.CheckTenantID(n.Tenant); err != nil {
+			return &fieldErr{field + ".tenant", err.Error()}
+		}
+		if c.NearCache == nil {
+			c.NearCache = map[string]proxyredis.NearCacheRule{}
+		}
+		if _, dup := c.NearCache[n.Tenant]; dup {
+			return &fieldErr{field + ".tenant", fmt.Sprintf("tenant %q is listed twice", n.Tenant)}
+		}
+		if len(n.Keys) == 0 {
+			return &fieldErr{field + ".keys", "at least one key pattern is required (e.g. \"user:*\")"}
+		}
+		for j, k := range n.Keys {
+			if k == "" {
+				return &fieldErr{fmt.Sprintf("%s.keys[%d]", field, j), "must not be empty"}
+			}
+		}
+		if n.MaxTTL <= 0 {
+			return &fieldErr{field + ".max_ttl", "required: how long an entry is served at most (e.g. 60s)"}
+		}
+		if n.MaxBytes < 0 {
+			return &fieldErr{field + ".max_bytes", "must not be negative (0: 16 MiB)"}
+		}
+		c.NearCache[n.Tenant] = proxyredis.NearCacheRule{Patterns: n.Keys, MaxTTL: time.Duration(n.MaxTTL), MaxBytes: n.MaxBytes}
+	}
 	out.Redis = c
 	return nil
+}
+
+// NearCacheFile is one tenant's entry of redis.near_cache.
+type NearCacheFile struct {
+	Tenant string `yaml:"tenant"`
+	// Keys are glob patterns (as KEYS takes them) on the tenant's own key
+	// names.
+	Keys     []string `yaml:"keys"`
+	MaxTTL   Duration `yaml:"max_ttl"`
+	MaxBytes int64    `yaml:"max_bytes"`
 }

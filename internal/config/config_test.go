@@ -67,9 +67,20 @@ func TestParseErrors(t *testing.T) {
 		{"short password", `"acme-secret-1"`, `"short"`, "tenants[0].passwords[0]: password must have at least 8 characters"},
 		{"bad verifier", "SCRAM-SHA-256$4096:", "SCRAM-SHA-256$x:", "tenants[1].passwords[0]: verifier: bad iteration count"},
 		{"half tls", "drain_timeout: 3s", "drain_timeout: 3s\ntls:\n  cert_file: /x.pem", "tls: cert_file and key_file must be given together"},
+		{"redis tls without a redis listener", "drain_timeout: 3s", "drain_timeout: 3s\nredis:\n  tls: {cert_file: /x.pem, key_file: /x.key}", "redis.tls: there is no Redis listener"},
+		{"half redis tls", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  tls: {cert_file: /x.pem}\n", "redis.tls: cert_file and key_file must be given together"},
+		{"redis plaintext without tls", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  tls: {allow_plaintext: true}\n", "redis.tls.allow_plaintext: needs cert_file and key_file"},
+		{"redis tls missing file", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  tls: {cert_file: /nonexistent/x.pem, key_file: /nonexistent/x.key}\n", "redis.tls.cert_file: /nonexistent/x.pem"},
+		{"near cache without ttl", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  near_cache: [{tenant: acme, keys: [\"user:*\"]}]\n", "redis.near_cache[0].max_ttl: required"},
+		{"near cache without keys", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  near_cache: [{tenant: acme, max_ttl: 1m}]\n", "redis.near_cache[0].keys: at least one key pattern"},
+		{"near cache bad tenant", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  near_cache: [{tenant: Acme Corp, keys: [\"*\"], max_ttl: 1m}]\n", "redis.near_cache[0].tenant:"},
 		{"console without password", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: tgadmin}\n", "postgres.console: user and password are both required"},
 		{"unset listen variable", "127.0.0.1:6432", "${TG_TEST_UNSET_POD_IP}:6432", `listen.postgres: `},
 		{"negative per-source cap", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  max_client_connections_per_source: -1\n", "postgres.max_client_connections_per_source: must not be negative"},
+		{"redis upstream and seeds", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  cluster_seeds: [127.0.0.1:7000]\n", "redis.cluster_seeds: set either redis.upstream"},
+		{"bad seed", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000, nohost]\n", `redis.cluster_seeds[1]: "nohost" is not host:port`},
+		{"seeds without listener", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\nredis:\n  cluster_seeds: [127.0.0.1:7000]\n", "listen.redis: required when"},
+		{"near cache on a cluster", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000]\n  near_cache: [{tenant: acme, keys: [\"*\"], max_ttl: 1m}]\n", "redis.near_cache: not available with redis.cluster_seeds"},
 		{"console user is a tenant", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: acme, password: x}\n", `postgres.console.user: "acme" is a tenant`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,6 +111,29 @@ func TestGatewayConfig(t *testing.T) {
 	}
 	if sc.PostgresListen != "10.1.2.3:6432" || sc.Postgres.MaxClientConnsPerSource != 50 {
 		t.Fatalf("listen %q, per source %d", sc.PostgresListen, sc.Postgres.MaxClientConnsPerSource)
+	}
+}
+
+func TestRedisClusterConfig(t *testing.T) {
+	text := strings.Replace(valid, "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000, 127.0.0.1:7001]\n  namespace: one-slot\n", 1)
+	sc, err := Parse("sidecar.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Redis.Upstream != "" || strings.Join(sc.Redis.Cluster, ",") != "127.0.0.1:7000,127.0.0.1:7001" {
+		t.Fatalf("redis upstream %q, cluster %v", sc.Redis.Upstream, sc.Redis.Cluster)
+	}
+}
+
+func TestNearCacheConfig(t *testing.T) {
+	text := strings.Replace(valid, "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  near_cache:\n    - {tenant: acme, keys: [\"user:*\", \"plan:*\"], max_ttl: 30s, max_bytes: 1048576}\n", 1)
+	sc, err := Parse("sidecar.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := sc.Redis.NearCache["acme"]
+	if !ok || len(sc.Redis.NearCache) != 1 || len(r.Patterns) != 2 || r.Patterns[1] != "plan:*" || r.MaxTTL != 30*time.Second || r.MaxBytes != 1<<20 {
+		t.Fatalf("near cache: %+v", sc.Redis.NearCache)
 	}
 }
 

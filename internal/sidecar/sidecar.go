@@ -90,6 +90,18 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		}
 		pgCfg.TLS = srv.TLSConfig()
 	}
+	if cfg.RedisTLS != nil && cfg.RedisListen != "" {
+		// The Redis listener's, the same way: a TLS port (RESP has no
+		// upgrade), plaintext clients refused unless allowed.
+		srv, err := tlsconf.NewServer(*cfg.RedisTLS, tlsconf.Options{Name: "redis", Logger: log.With("component", "tls")})
+		if err != nil {
+			return nil, fmt.Errorf("redis.tls: %w", err)
+		}
+		if err := tlsconf.RegisterExpiry(reg, "redis", srv.NotAfter); err != nil {
+			return nil, err
+		}
+		redisCfg.TLS = srv.TLSConfig()
+	}
 	var sc *Sidecar // for the console's RELOAD, which runs once sc exists
 	if pgCfg.Console != nil {
 		console := *pgCfg.Console

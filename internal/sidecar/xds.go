@@ -146,10 +146,10 @@ func (sc *Sidecar) applyRedisRules(r *policypb.RedisRules) {
 		return
 	}
 	if r == nil {
-		sc.redis.SetCommandRules(sc.cfg.Redis.AllowScripting, sc.cfg.Redis.Emulate)
+		sc.redis.SetCommandRules(!sc.cfg.Redis.DisableScripting, sc.cfg.Redis.Emulate)
 		return
 	}
-	sc.redis.SetCommandRules(r.GetAllowScripting(), r.EmulateSet())
+	sc.redis.SetCommandRules(r.ScriptingAllowed(), r.EmulateSet())
 }
 
 // applyEndMode applies a pushed sessions.end_mode to both listeners, from

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/policy"
 	"github.com/tenantguard/tenantguard/policy/policypb"
@@ -125,11 +127,11 @@ func TestApplyPolicyRedisRules(t *testing.T) {
 		eval    string // prefix of EVAL's reply afterwards
 		flushdb string // prefix of FLUSHDB's reply afterwards
 	}{
-		{"configuration's rules", nil, "", "-NOPERM", "-NOPERM"},
-		{"scripting and flushdb pushed", &policypb.RedisRules{Namespace: spread, AllowScripting: true, Emulate: []string{"flushdb"}}, "", ":1", "+OK"},
-		{"namespace change refused", &policypb.RedisRules{Namespace: oneSlot}, "needs a restart", ":1", "+OK"},
-		{"unspecified namespace is spread", &policypb.RedisRules{Emulate: []string{"flushdb"}}, "", "-NOPERM", "+OK"},
-		{"section removed", nil, "", "-NOPERM", "-NOPERM"},
+		{"configuration's rules", nil, "", ":1", "-NOPERM"},
+		{"scripting off and flushdb pushed", &policypb.RedisRules{Namespace: spread, AllowScripting: proto.Bool(false), Emulate: []string{"flushdb"}}, "", "-NOPERM", "+OK"},
+		{"namespace change refused", &policypb.RedisRules{Namespace: oneSlot}, "needs a restart", "-NOPERM", "+OK"},
+		{"unset scripting is allowed", &policypb.RedisRules{Emulate: []string{"flushdb"}}, "", ":1", "+OK"},
+		{"section removed", nil, "", ":1", "-NOPERM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := sc.applyPolicy(tc.name, pushed(tc.redis))

@@ -226,6 +226,12 @@ func (m NamespaceMode) ConfigName() string {
 	return ""
 }
 
+// ScriptingAllowed reports whether the rules allow scripts: true unless
+// allow_scripting is set to false (nil rules: true).
+func (r *RedisRules) ScriptingAllowed() bool {
+	return r == nil || r.AllowScripting == nil || *r.AllowScripting
+}
+
 // EmulateSet returns the emulated commands as the set the Redis data plane
 // is configured with (its Config.Emulate); empty for nil rules.
 func (r *RedisRules) EmulateSet() map[string]bool {

@@ -48,7 +48,7 @@ func twoTenants() *policypb.Policy {
 			{Name: "public.orders", TenantColumn: "tenant_id"},
 			{Name: "public.currencies", Shared: true},
 		},
-		Redis: &policypb.RedisRules{Namespace: policypb.NamespaceMode_NAMESPACE_MODE_ONE_SLOT, Emulate: []string{"flushdb", "dbsize"}},
+		Redis: &policypb.RedisRules{Namespace: policypb.NamespaceMode_NAMESPACE_MODE_ONE_SLOT, AllowScripting: proto.Bool(false), Emulate: []string{"flushdb", "dbsize"}},
 		Sessions: &policypb.SessionSettings{
 			Ttl: durationpb.New(15 * time.Minute), MaxAge: durationpb.New(12 * time.Hour), Grace: durationpb.New(30 * time.Second),
 			EndMode: policypb.SessionEndMode_SESSION_END_MODE_BOUNDARY, StripAuthorization: proto.Bool(true),

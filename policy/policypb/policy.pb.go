@@ -904,10 +904,12 @@ type RedisRules struct {
 	// Namespace chooses the key layout; changing it on a live system strands
 	// the keys written under the other layout.
 	Namespace NamespaceMode `protobuf:"varint,1,opt,name=namespace,proto3,enum=tenantguard.policy.v1.NamespaceMode" json:"namespace,omitempty"`
-	// AllowScripting allows EVAL, EVALSHA, FCALL (and their _RO forms),
-	// SCRIPT LOAD and SCRIPT EXISTS with declared keys prefixed. A script can
-	// build any key name: allow it only when every tenant is trusted.
-	AllowScripting bool `protobuf:"varint,2,opt,name=allow_scripting,json=allowScripting,proto3" json:"allow_scripting,omitempty"`
+	// AllowScripting allows EVAL, EVALSHA (and their _RO forms) and SCRIPT
+	// LOAD/EXISTS/FLUSH; unset means allowed. Declared keys are prefixed, and
+	// each script runs as its tenant's own Redis ACL user, confined by
+	// redis-server to the tenant's keys and channels. False refuses them
+	// (rule scripting); FCALL and FUNCTION are refused either way.
+	AllowScripting *bool `protobuf:"varint,2,opt,name=allow_scripting,json=allowScripting,proto3,oneof" json:"allow_scripting,omitempty"`
 	// Emulate names whole-keyspace commands the sidecar answers on the
 	// tenant's own keys instead of refusing them: "flushdb", "flushall",
 	// "dbsize". Each at most once.
@@ -954,8 +956,8 @@ func (x *RedisRules) GetNamespace() NamespaceMode {
 }
 
 func (x *RedisRules) GetAllowScripting() bool {
-	if x != nil {
-		return x.AllowScripting
+	if x != nil && x.AllowScripting != nil {
+		return *x.AllowScripting
 	}
 	return false
 }
@@ -1271,12 +1273,13 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\x05Table\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rtenant_column\x18\x02 \x01(\tR\ftenantColumn\x12\x16\n" +
-	"\x06shared\x18\x03 \x01(\bR\x06shared\"\x93\x01\n" +
+	"\x06shared\x18\x03 \x01(\bR\x06shared\"\xac\x01\n" +
 	"\n" +
 	"RedisRules\x12B\n" +
-	"\tnamespace\x18\x01 \x01(\x0e2$.tenantguard.policy.v1.NamespaceModeR\tnamespace\x12'\n" +
-	"\x0fallow_scripting\x18\x02 \x01(\bR\x0eallowScripting\x12\x18\n" +
-	"\aemulate\x18\x03 \x03(\tR\aemulate\"\xb3\x02\n" +
+	"\tnamespace\x18\x01 \x01(\x0e2$.tenantguard.policy.v1.NamespaceModeR\tnamespace\x12,\n" +
+	"\x0fallow_scripting\x18\x02 \x01(\bH\x00R\x0eallowScripting\x88\x01\x01\x12\x18\n" +
+	"\aemulate\x18\x03 \x03(\tR\aemulateB\x12\n" +
+	"\x10_allow_scripting\"\xb3\x02\n" +
 	"\x0fSessionSettings\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x122\n" +
 	"\amax_age\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06maxAge\x12/\n" +
@@ -1367,6 +1370,7 @@ func file_policy_policypb_policy_proto_init() {
 	if File_policy_policypb_policy_proto != nil {
 		return
 	}
+	file_policy_policypb_policy_proto_msgTypes[9].OneofWrappers = []any{}
 	file_policy_policypb_policy_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -684,6 +684,11 @@ func (s *clientConn) writeCached(parts ...[]byte) {
 		s.wmu.Unlock()
 		return
 	}
+	// Bounded as writeFromServer's batches are: a client that does not
+	// read its cached answers is disconnected, not waited for.
+	if !s.wdlSet {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.ClientWriteTimeout))
+	}
 	var err error
 	for _, p := range parts {
 		if _, err = s.bw.Write(p); err != nil {
@@ -692,6 +697,9 @@ func (s *clientConn) writeCached(parts ...[]byte) {
 	}
 	if err == nil {
 		err = s.bw.Flush()
+		if err == nil && !s.wdlSet {
+			_ = s.conn.SetWriteDeadline(time.Time{})
+		}
 	}
 	s.wmu.Unlock()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,9 +50,10 @@ type clientConn struct {
 	pmu    sync.Mutex
 	params clientSettings
 
-	wmu   sync.Mutex // guards bw and ended: server read loops and the client write to the client
-	bw    *connbuf.Writer
-	ended bool // the final FATAL has been written
+	wmu    sync.Mutex // guards bw, ended and wdlSet: server read loops and the client write to the client
+	bw     *connbuf.Writer
+	ended  bool // the final FATAL has been written
+	wdlSet bool // a write deadline bounds the batch of replies being written (writeFromServer)
 
 	// LISTEN/NOTIFY (notify.go): listening is set once the client has
 	// listened to a channel; notes are notifications waiting for the end
@@ -143,6 +145,10 @@ func (s *clientConn) run() error {
 			}
 			if err == nil {
 				continue
+			}
+			if errors.Is(err, wire.ErrMessageTooLarge) || errors.Is(err, wire.ErrBadLength) {
+				// As PostgreSQL answers a bad length: a FATAL, then close.
+				return s.fatal(wire.Fatalf(wire.CodeProtocolViolation, "invalid message: %v", err))
 			}
 			return err
 		}
@@ -302,6 +308,7 @@ func (s *clientConn) flush(sc *serverConn) error {
 	if sc.owner == s {
 		sc.sending = false
 	}
+	sc.armResponseTimeout()
 	sc.mu.Unlock()
 	sc.release()
 	return nil
@@ -506,18 +513,37 @@ func (s *clientConn) writeFromServer(prefix, raw []byte, flush bool) {
 		s.wmu.Unlock()
 		return // nothing follows the final FATAL
 	}
+	// A client that does not read must not hold the server connection
+	// (and its pool slot) for ever: each batch of replies, from its first
+	// message to its flush, must be written within ClientWriteTimeout.
+	if !s.wdlSet {
+		s.wdlSet = true
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.ClientWriteTimeout))
+	}
 	if prefix != nil {
 		_, _ = s.bw.Write(prefix)
 	}
 	_, err := s.bw.Write(raw)
 	if err == nil && flush {
 		err = s.bw.Flush()
+		if err == nil {
+			// Lifted between batches, so the proxy's own writes and the
+			// next batch start from no deadline.
+			s.wdlSet = false
+			_ = s.conn.SetWriteDeadline(time.Time{})
+		}
 	}
 	s.wmu.Unlock()
 	if err != nil {
+		if isTimeout(err) {
+			s.srv.log.Warn("client does not read its replies; disconnecting it", "tenant", s.tenant, "session", s.key.pid,
+				"write_timeout", s.srv.cfg.ClientWriteTimeout)
+		}
 		_ = s.conn.Close() // the client goroutine sees it and cleans up
 	}
 }
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 func (s *clientConn) writeError(e *wire.Error) {
 	s.wmu.Lock()

@@ -78,7 +78,13 @@ type Config struct {
 	ServerIdleTime  time.Duration // idle server connections older than this are closed
 	ServerLifetime  time.Duration // server connections older than this are closed when idle
 	ConnectTimeout  time.Duration // upstream dial + startup
-	MaxPrepared     int           // protocol-level prepared statements cached per server connection
+	// ResponseTimeout drops a server connection that sends nothing for
+	// this long while a reply is owed (a stalled or partitioned upstream);
+	// its client gets 08006 and is disconnected. 0 (the default) waits for
+	// ever, as PgBouncer's query_timeout 0: set it above the longest
+	// statement, which sends nothing until its first row.
+	ResponseTimeout time.Duration
+	MaxPrepared     int // protocol-level prepared statements cached per server connection
 
 	// Breaker settings for each upstream.
 	BreakerFailures uint32        // consecutive failures that open the breaker
@@ -112,8 +118,13 @@ type Config struct {
 	MaxClientConnsPerSource int
 	ConnBudget              *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
 	StartupTimeout          time.Duration    // time to send a startup packet and authenticate
-	ParkIdleAfter           time.Duration    // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
-	MaxMessageBytes         int              // largest message a client may send once authenticated
+	// ClientWriteTimeout disconnects a client that takes longer than this
+	// to take one batch of replies (up to a server read buffer, 32 KiB, or
+	// one request's): one that does not read no longer holds its server
+	// connection. Default 30s.
+	ClientWriteTimeout time.Duration
+	ParkIdleAfter      time.Duration // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
+	MaxMessageBytes    int           // largest message a client may send once authenticated
 
 	// ResultCacheBytes bounds each pool's result cache (resultcache.go),
 	// which the policy's pg_cache section turns on; 0 means 64 MiB.
@@ -178,13 +189,18 @@ func (c *Config) withDefaults() Config {
 		out.BreakerFailures = 5
 	}
 	if out.BreakerOpenTime <= 0 {
-		out.BreakerOpenTime = 5 * time.Second
+		// One trial dial a second costs a down upstream nothing, and
+		// service returns within about a second of the upstream's return.
+		out.BreakerOpenTime = time.Second
 	}
 	if out.SessionEndGrace <= 0 {
 		out.SessionEndGrace = 30 * time.Second
 	}
 	if out.ParkIdleAfter == 0 {
 		out.ParkIdleAfter = 5 * time.Second
+	}
+	if out.ClientWriteTimeout <= 0 {
+		out.ClientWriteTimeout = 30 * time.Second
 	}
 	if out.StartupTimeout <= 0 {
 		out.StartupTimeout = 10 * time.Second

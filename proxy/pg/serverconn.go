@@ -104,7 +104,11 @@ type serverConn struct {
 	scratch        []byte // a re-encoded server message, valid until the next one
 	copyTag        []byte // a COPY's CommandComplete held back (accountCopyLoad)
 	copyHeld       bool
-	fill           *cacheFill // a result cache miss whose replies are being captured (cachefill.go)
+	// respArmed: a read deadline of Config.ResponseTimeout is set, since
+	// respAt, because a reply is owed (armResponseTimeout).
+	respArmed bool
+	respAt    time.Time
+	fill      *cacheFill // a result cache miss whose replies are being captured (cachefill.go)
 }
 
 // preparedState is how far a server-side statement has got.
@@ -176,6 +180,9 @@ func (sc *serverConn) readLoop() {
 		out := sc.account(typ, raw)
 		cacheBarrier := sc.cacheObserve(typ, out)
 		owner := sc.owner
+		if sc.respArmed {
+			sc.rearmResponseTimeout()
+		}
 		sc.mu.Unlock()
 		if owner != nil && out.barrier {
 			owner.notificationBarrier()
@@ -203,6 +210,35 @@ func (sc *serverConn) readLoop() {
 		}
 	}
 	sc.exit(err)
+}
+
+// armResponseTimeout bounds the wait for the replies just requested
+// (Config.ResponseTimeout): past it the read loop's read fails, and the
+// connection and its client end as for a lost connection (08006). Called
+// with mu held, after a request batch is written.
+func (sc *serverConn) armResponseTimeout() {
+	d := sc.pool.cfg.ResponseTimeout
+	if d <= 0 || sc.respArmed || sc.replies.empty() {
+		return
+	}
+	sc.respArmed, sc.respAt = true, time.Now()
+	_ = sc.conn.SetReadDeadline(sc.respAt.Add(d))
+}
+
+// rearmResponseTimeout, after a message from the server, lifts the
+// deadline once nothing is owed, or pushes it back while replies flow
+// (every quarter of the timeout, not on every message). Called with mu held.
+func (sc *serverConn) rearmResponseTimeout() {
+	if sc.replies.empty() {
+		sc.respArmed = false
+		_ = sc.conn.SetReadDeadline(time.Time{})
+		return
+	}
+	d := sc.pool.cfg.ResponseTimeout
+	if now := time.Now(); now.Sub(sc.respAt) > d/4 {
+		sc.respAt = now
+		_ = sc.conn.SetReadDeadline(now.Add(d))
+	}
 }
 
 // exit ends the connection once its read loop has stopped: the client

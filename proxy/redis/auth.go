@@ -140,6 +140,7 @@ func (s *clientConn) bind(id string) string {
 		return msg
 	}
 	s.tenant, s.snap, s.ns = t, snap, ns
+	s.cache = s.srv.near.tenant(t.ID)
 	s.rwPol = s.srv.rulesPolicy.Load()
 	s.rw = rules.NewRewriter(ns, s.rwPol)
 	s.rate = s.srv.limiter(t.ID)

@@ -25,7 +25,8 @@ type slot struct {
 	local []byte
 	plan  plan
 	start time.Time
-	multi []plan // for EXEC: the plans of the queued commands
+	multi []plan       // for EXEC: the plans of the queued commands
+	cl    *clusterSlot // on a cluster upstream: where it went, and its reply once read
 }
 
 // clientConn is one client connection.
@@ -51,23 +52,39 @@ type clientConn struct {
 	cmdBuf    []byte
 	up        *upConn // shared, or dedicated once stateful
 	dedicated bool
-	queued    []plan         // plans of commands queued in MULTI
-	inMulti   bool           // written under qmu (end reads it); the client goroutine reads it freely
-	subs      map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
+	// via is the connection the client's last forwarded command went to:
+	// up, or the tenant's script connection (scripts.go). A command for
+	// another connection first waits for every reply owed.
+	via        *upConn
+	scriptArgs [][]byte // EVALSHA's arguments with the server's SHA1
+	shaHex     []byte
+	cache      *tenantCache   // the tenant's near cache, nil if none (nearcache.go)
+	keyIdx     []int          // scratch: key positions of the command (near cache)
+	nsKey      []byte         // scratch: a namespaced key (near cache)
+	track      tracking       // CLIENT TRACKING as the client asked for it (tracking.go)
+	queued     []plan         // plans of commands queued in MULTI
+	inMulti    bool           // written under qmu (end reads it); the client goroutine reads it freely
+	subs       map[string]int // subscriptions by kind (subKind): "channel", "pattern", "shard"
+	watching   bool           // WATCH sent, no EXEC/DISCARD/UNWATCH since (cluster: keeps the node)
+	heldMulti  []byte         // cluster, spread mode: MULTI answered, not yet sent (cluster_client.go)
+	dirty      []*upConn      // cluster: connections written to since the last flush
+	slotKeys   []int          // scratch for clusterSlot
+	clusterOut [][]byte       // cluster upstream: the last command's rewritten arguments
 
 	qmu      sync.Mutex // guards outq, the output (see output.go), ending, and writes to inMulti and pubsub
 	cond     *sync.Cond // signalled when outq empties or the output is written
 	outq     fifo[slot]
-	out      []byte      // replies not yet written to the client (while draining: the last chunk)
-	backlog  [][]byte    // while draining: older chunks, in order
-	backlogN int         // bytes in backlog
-	inflight int         // bytes of the backlog the drainer is writing now
-	draining bool        // a drainer goroutine owns writes to the client
-	cut      bool        // disconnected for not reading its replies
-	owedWait bool        // the client waits for outq to shrink (waitOwedBelow)
-	sock     *sock       // nil: net.Conn only (the drainer writes, no loop)
-	pubsub   bool        // subscribed to something
-	ending   bool        // the token session ended: close at the next boundary
+	out      []byte   // replies not yet written to the client (while draining: the last chunk)
+	backlog  [][]byte // while draining: older chunks, in order
+	backlogN int      // bytes in backlog
+	inflight int      // bytes of the backlog the drainer is writing now
+	draining bool     // a drainer goroutine owns writes to the client
+	cut      bool     // disconnected for not reading its replies
+	owedWait bool     // the client waits for outq to shrink (waitOwedBelow)
+	sock     *sock    // nil: net.Conn only (the drainer writes, no loop)
+	pubsub   bool     // subscribed to something
+	ending   bool     // the token session ended, or the proxy drains: close at the next boundary (endMode: or now)
+	endMode  policy.SessionEndMode
 	endTimer *time.Timer // closes it if the boundary takes longer than SessionEndGrace
 	finished bool        // finish ran: no end timer is started any more
 	quitting bool        // QUIT: close once every reply is written
@@ -185,6 +202,12 @@ func (s *clientConn) quit() error {
 // flushUpstream sends the commands buffered for the upstream: now on a
 // dedicated connection, soon (coalesced with other clients') on a shared one.
 func (s *clientConn) flushUpstream() {
+	if s.via != nil && s.via != s.up {
+		_ = s.via.flush() // the near cache's fill connection
+	}
+	if len(s.dirty) > 0 {
+		s.flushDirty()
+	}
 	if s.up == nil {
 		return
 	}
@@ -218,6 +241,17 @@ func (s *clientConn) handle(ctx context.Context, args [][]byte, onLoop bool) err
 		}
 	}
 	cmd, lerr := keyspec.Lookup(args)
+	if onLoop && s.cache != nil && s.touchesCacheable(cmd, args) {
+		// A hit is answered on the loop; anything else on a cacheable key
+		// may dial or wait.
+		if !s.loopHit(cmd, args, lerr) {
+			return errNeedHome
+		}
+		if s.lease != nil {
+			s.lease.Record(commandFingerprint(args[0]), "")
+		}
+		return nil
+	}
 	if onLoop && s.needsHome(name, cmd) {
 		return errNeedHome
 	}
@@ -253,6 +287,11 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		return "", nil
 	}
 	out, p, rp, rerr := s.prepare(args, cmd, lerr)
+	if rerr == nil && s.srv.cluster != nil {
+		if rule, done := s.clusterServe(ctx, cmd, s.clusterOut, rp); done {
+			return rule, nil
+		}
+	}
 	if rerr != nil {
 		s.srv.metrics.refusals.WithLabelValues(s.label, rerr.rule).Inc()
 		s.writeLocal(resp.AppendError(nil, rerr.msg))
@@ -269,30 +308,91 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		return "", s.emulateFlush(ctx, args)
 	case rules.ReplyEmulateDBSize:
 		return "", s.emulateDBSize(ctx)
+	case rules.ReplyScriptExists:
+		s.scriptExists(args)
+		return "", nil
+	case rules.ReplyScriptFlush:
+		s.srv.scripts.flush(s.tenantID)
+		s.writeLocal(resp.AppendSimple(nil, "OK"))
+		return "", nil
+	case rules.ReplyEmulateInfo:
+		return "", s.emulateInfo(ctx, args)
+	case rules.ReplyTracking:
+		return s.clientTracking(ctx, args)
+	case rules.ReplyTrackingState:
+		s.trackingState(args)
+		return "", nil
 	case rules.ReplyEmulateSetName, rules.ReplyEmulateGetName, rules.ReplySession:
 		s.writeLocal(resp.AppendError(nil, "ERR tenantguard: unexpected local command"))
 		return "", nil
 	}
+	if s.cache != nil {
+		if done, err := s.viaNearCache(ctx, out, p, rp, cmd, args); done {
+			return "", err
+		}
+	}
 	return "", s.forward(ctx, out, p)
 }
 
-// forward sends a rewritten command upstream.
+// forward sends a rewritten command upstream: a script to the tenant's
+// script connection, anything else to the client's own connection or its
+// shared one.
 func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
-	if (p.dedicated || s.resp3) && !s.dedicated {
-		if err := s.becomeDedicated(ctx); err != nil {
-			s.writeLocal(s.dialFailure(err))
-			return nil
-		}
-	}
-	if s.up == nil {
-		u, err := s.srv.shared(ctx, s.id)
+	var target *upConn
+	if p.near != nil {
+		target = p.near
+	} else if p.script {
+		u, err := s.srv.scriptConn(ctx, s)
 		if err != nil {
 			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
-		s.up = u
+		target = u
+	} else if s.srv.cluster != nil {
+		if s.clusterMulti(ctx, cmd, p) {
+			return nil
+		}
+		u, err := s.clusterTarget(ctx, p)
+		if err != nil {
+			s.writeLocal(s.dialFailure(err))
+			return nil
+		}
+		target = u
+	} else {
+		if (p.dedicated || s.resp3) && !s.dedicated {
+			if err := s.becomeDedicated(ctx); err != nil {
+				s.writeLocal(s.dialFailure(err))
+				return nil
+			}
+		}
+		if s.up == nil {
+			u, err := s.srv.shared(ctx, s.id)
+			if err != nil {
+				s.writeLocal(s.dialFailure(err))
+				return nil
+			}
+			s.up = u
+		}
+		target = s.up
+	}
+	if s.via != target {
+		// Replies come back in order per connection only: those owed on
+		// the previous one arrive first (on a cluster they are put in
+		// order as they arrive: clusterSlot).
+		if s.via != nil && s.srv.cluster == nil {
+			s.waitDrained()
+		}
+		s.via = target
 	}
 	sl := slot{plan: p, start: time.Now()}
+	if s.srv.cluster != nil {
+		switch p.watch {
+		case watchOn:
+			s.watching = true
+		case watchOff:
+			s.watching = false
+		}
+	}
 	inMulti := s.inMulti
 	switch {
 	case p.multi:
@@ -322,14 +422,46 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	}
 	s.inMulti = inMulti
 	s.pubsub = subscribedAny(s.subs)
+	var clCmd []byte
+	if s.srv.cluster != nil {
+		clCmd = append([]byte(nil), cmd...)
+		s.markDirty(target)
+	}
 	for i := 0; i < replies; i++ {
+		if clCmd != nil {
+			sl.cl = &clusterSlot{cmd: clCmd, via: target}
+		}
 		s.outq.push(sl)
 	}
 	s.qmu.Unlock()
-	if err := s.up.send(s, cmd, replies); err != nil {
+	var err error
+	if target.fills != nil {
+		err = target.sendFill(s, cmd, p.fill)
+	} else {
+		err = target.send(s, cmd, replies)
+	}
+	if err != nil {
 		s.dropSlots(replies)
-		s.up = nil
+		if target == s.up {
+			if s.dedicated {
+				// Its state died with it: the next stateful command gets a
+				// new connection of its own, never a shared one (where
+				// pub/sub messages would be taken for others' replies).
+				s.srv.releaseDedicated(target)
+				s.dedicated = false
+				s.subs, s.watching, s.heldMulti = nil, false, nil
+				s.qmu.Lock()
+				s.inMulti, s.pubsub = false, false
+				s.qmu.Unlock()
+			}
+			s.up = nil
+		}
+		s.via = nil
 		s.writeLocal(s.upstreamFailure(msgLostBeforeSend, err))
+		return nil
+	}
+	if p.script {
+		_ = target.flush() // not batched with the client's others: they go elsewhere
 	}
 	return nil
 }
@@ -343,11 +475,11 @@ func (s *clientConn) becomeDedicated(ctx context.Context) error {
 		}
 	}
 	s.waitDrained()
-	u, err := s.srv.dedicatedConn(ctx, s)
+	u, err := s.srv.dedicatedConn(ctx, s, "")
 	if err != nil {
 		return err
 	}
-	s.up, s.dedicated = u, true
+	s.up, s.dedicated, s.via = u, true, u
 	return nil
 }
 
@@ -381,6 +513,9 @@ func (s *clientConn) waitOwedBelow(n int) {
 // has been sent every reply it is owed.
 func (s *clientConn) waitDrained() {
 	s.flushUpstream()
+	if s.via != nil && s.via != s.up && s.srv.cluster == nil {
+		_ = s.via.flush()
+	}
 	s.qmu.Lock()
 	for s.outq.len() > 0 {
 		s.cond.Wait()

@@ -226,11 +226,16 @@ func TestRedisCLI(t *testing.T) {
 // TestRedisBenchmark runs redis-benchmark's default test set through the
 // sidecar, unpipelined and with -P 16, and requires zero errors.
 func TestRedisBenchmark(t *testing.T) {
+	runRedisBenchmark(t, startProxy(t, nil))
+}
+
+// runRedisBenchmark runs redis-benchmark's default set through p as acme,
+// with -P 1 and -P 16, and fails on any error.
+func runRedisBenchmark(t *testing.T, p *proxy) {
 	rb, err := exec.LookPath("redis-benchmark")
 	if err != nil {
 		t.Fatal("redis-benchmark not found: install redis-tools")
 	}
-	p := startProxy(t, nil)
 	ctx := ctxT(t, 3*time.Minute)
 	host, port, _ := strings.Cut(p.addr, ":")
 	for _, pipeline := range []string{"1", "16"} {

@@ -31,7 +31,7 @@ func TestSetCommandRules(t *testing.T) {
 		args      []string
 		want      string // the reply, or its prefix when it ends in '*'
 	}{
-		{"eval refused by default", false, all, []string{"EVAL", "return 1", "0"}, "-NOPERM *"},
+		{"eval refused when turned off", false, all, []string{"EVAL", "return 1", "0"}, "-NOPERM *"},
 		{"eval allowed once pushed", true, all, []string{"EVAL", "return 1", "0"}, ":1\r\n"},
 		{"eval keys prefixed", true, all, []string{"EVAL", "return redis.call('SET', KEYS[1], 'v')", "1", key}, "+OK\r\n"},
 		{"eval refused again", false, all, []string{"EVAL", "return 1", "0"}, "-NOPERM *"},

@@ -17,6 +17,7 @@
 package redis
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -32,6 +33,10 @@ const DefaultClientOutputLimit = 4 << 20
 type Config struct {
 	// Upstream is the redis-server address (host:port).
 	Upstream string
+	// Cluster, instead of Upstream, names seed nodes (host:port) of a
+	// Redis Cluster: the listener learns the slot map from them and speaks
+	// to every master (cluster.go).
+	Cluster []string
 	// UpstreamUser and UpstreamPassword authenticate to the upstream (ACL user).
 	UpstreamUser, UpstreamPassword string
 	// SharedConns is the number of multiplexed upstream connections.
@@ -46,8 +51,10 @@ type Config struct {
 	DedicatedIdleTimeout time.Duration
 	// Namespace chooses how tenants map onto Redis Cluster slots.
 	Namespace namespace.Mode
-	// AllowScripting lets tenants run EVAL/FCALL with declared keys only.
-	AllowScripting bool
+	// DisableScripting refuses EVAL, EVALSHA and SCRIPT (rule scripting).
+	// Scripts are allowed by default: each runs as its tenant's own Redis
+	// ACL user, confined to the tenant's keys and channels (scripts.go).
+	DisableScripting bool
 	// Emulate names commands answered per tenant: flushdb, flushall, dbsize.
 	Emulate map[string]bool
 	// MaxClientConns caps client connections open at once, authenticated
@@ -56,7 +63,19 @@ type Config struct {
 	// ConnBudget is a cap shared with the process's other listeners (file
 	// descriptors); nil = none.
 	ConnBudget *netserve.Budget
-	// AuthTimeout bounds the time to authenticate.
+	// TLS, when set, makes the listener a TLS one: a client that starts a
+	// TLS handshake is served over TLS with this configuration; one that
+	// does not is refused with a RESP error, unless AllowPlaintext.
+	TLS *tls.Config
+	// AllowPlaintext, with TLS, serves clients that do not start a TLS
+	// handshake in plaintext on the same port (told apart by their first
+	// byte), for a migration to TLS.
+	AllowPlaintext bool
+	// NearCache makes some keys of some tenants cacheable in the sidecar,
+	// by tenant id (nearcache.go); nil: no near cache.
+	NearCache map[string]NearCacheRule
+	// AuthTimeout bounds the time to authenticate (a TLS handshake
+	// included).
 	AuthTimeout time.Duration
 	// ClientWriteTimeout disconnects a client whose unwritten replies make
 	// no progress for this long (default 5s). Replies never wait for a
@@ -122,7 +141,7 @@ func (c Config) withDefaults() Config {
 		c.BreakerFailures = 5
 	}
 	if c.BreakerOpenTime <= 0 {
-		c.BreakerOpenTime = 5 * time.Second
+		c.BreakerOpenTime = time.Second // as the Postgres listener's
 	}
 	return c
 }

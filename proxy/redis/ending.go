@@ -58,6 +58,9 @@ func (s *clientConn) sessionEnded(id string, err error) {
 func (s *clientConn) end(mode policy.SessionEndMode) {
 	s.endPending.Store(true)
 	s.qmu.Lock()
+	if !s.ending || mode == policy.SessionEndImmediate {
+		s.endMode = mode // an immediate end overrides a boundary one
+	}
 	s.ending = true
 	now := mode == policy.SessionEndImmediate || s.pubsub || s.atBoundary()
 	if !now && s.endTimer == nil && !s.finished {
@@ -83,7 +86,10 @@ func (s *clientConn) atBoundary() bool {
 // closed, after every reply owed was delivered in boundary mode. Inside an
 // open MULTI the commands of that transaction still run.
 func (s *clientConn) stopForEnd() bool {
-	if s.srv.SessionEnd() == policy.SessionEndImmediate {
+	s.qmu.Lock()
+	mode := s.endMode
+	s.qmu.Unlock()
+	if mode == policy.SessionEndImmediate {
 		s.kill()
 		return true
 	}

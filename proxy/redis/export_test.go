@@ -11,3 +11,7 @@ func (srv *Server) LoopSessions() int {
 	}
 	return l.sessions()
 }
+
+// KillNearCacheTracking ends the near cache's invalidation connection as
+// a network failure would, for tests.
+func (srv *Server) KillNearCacheTracking() { srv.near.killTracking() }

@@ -91,7 +91,7 @@ func (s *clientConn) needsHome(name []byte, cmd *keyspec.Command) bool {
 	case "auth", "hello", "quit", "reset", "flushdb", "flushall", "dbsize":
 		return true
 	}
-	if s.up == nil || s.dedicated || s.resp3 {
+	if s.up == nil || s.dedicated || s.resp3 || s.via != s.up {
 		return true
 	}
 	s.qmu.Lock()
@@ -100,7 +100,19 @@ func (s *clientConn) needsHome(name []byte, cmd *keyspec.Command) bool {
 	if full {
 		return true
 	}
-	return cmd != nil && needsOwnConn(cmd)
+	return cmd != nil && (needsOwnConn(cmd) || runsAtHome(cmd))
+}
+
+// runsAtHome reports whether a command may wait for a connection or for
+// replies though it needs no connection state: scripts (the tenant's
+// script connection), INFO (counts the tenant's keys), CLIENT TRACKING
+// (moves the client to a dedicated connection).
+func runsAtHome(cmd *keyspec.Command) bool {
+	switch cmd.Name {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro", "script|load", "info", "client|tracking":
+		return true
+	}
+	return false
 }
 
 // kill ends the connection from any goroutine: the socket is shut down,

@@ -49,7 +49,7 @@ func (s *clientConn) reset(ctx context.Context) error {
 		s.srv.releaseDedicated(s.up)
 		s.up, s.dedicated = nil, false
 	}
-	s.queued, s.subs, s.name, s.resp3 = nil, nil, nil, false
+	s.queued, s.subs, s.name, s.resp3, s.via, s.track, s.watching, s.heldMulti = nil, nil, nil, false, nil, tracking{}, false, nil
 	s.qmu.Lock()
 	s.inMulti, s.pubsub = false, false
 	s.qmu.Unlock()
@@ -60,7 +60,10 @@ func (s *clientConn) reset(ctx context.Context) error {
 // emulateFlush deletes the tenant's keys: SCAN MATCH <prefix>* and UNLINK,
 // on a connection of its own, after everything the client sent before.
 func (s *clientConn) emulateFlush(ctx context.Context, args [][]byte) error {
-	if _, err := s.scanTenant(ctx, true); err != nil {
+	_, err := s.scanTenant(ctx, true)
+	// Whatever was unlinked, the client's next read does not hit it.
+	s.srv.near.flushTenant(s.cache)
+	if err != nil {
 		s.writeLocal(s.emulationFailure(err))
 		return nil
 	}
@@ -88,11 +91,21 @@ func (s *clientConn) scanTenant(ctx context.Context, unlink bool) (int64, error)
 		}
 	}
 	s.waitDrained()
+	if s.srv.cluster != nil {
+		return s.clusterScanTenant(ctx, unlink)
+	}
 	u, err := s.srv.dialUpstream(ctx, false)
 	if err != nil {
 		return 0, dialError{err}
 	}
 	defer u.closeNoReader()
+	return s.scanTenantOn(u, unlink)
+}
+
+// scanTenantOn is scanTenant on one server. On a cluster node it unlinks
+// one key per command: in spread mode the keys of a batch may live in
+// different slots (CROSSSLOT).
+func (s *clientConn) scanTenantOn(u *upConn, unlink bool) (int64, error) {
 	pattern := s.ns.AppendPattern(nil, []byte("*"))
 	cursor := []byte("0")
 	var total int64
@@ -113,15 +126,27 @@ func (s *clientConn) scanTenant(ctx context.Context, unlink bool) (int64, error)
 		keys := root.Index(1)
 		total += int64(keys.Len())
 		if unlink && keys.Len() > 0 {
-			del := [][]byte{[]byte("UNLINK")}
-			for it := keys.Iter(); it.Next(); {
-				del = append(del, append([]byte(nil), it.Value().Bytes()...))
+			var cmds []byte
+			n := 1
+			if s.srv.cluster != nil {
+				for it := keys.Iter(); it.Next(); {
+					cmds = resp.AppendCommand(cmds, [][]byte{[]byte("UNLINK"), it.Value().Bytes()})
+				}
+				n = keys.Len()
+			} else {
+				del := [][]byte{[]byte("UNLINK")}
+				for it := keys.Iter(); it.Next(); {
+					del = append(del, it.Value().Bytes())
+				}
+				cmds = resp.AppendCommand(nil, del)
 			}
-			if _, err := u.conn.Write(resp.AppendCommand(nil, del)); err != nil {
+			if _, err := u.conn.Write(cmds); err != nil {
 				return total, err
 			}
-			if _, err := u.rr.ReadReply(); err != nil {
-				return total, err
+			for range n {
+				if _, err := u.rr.ReadReply(); err != nil {
+					return total, err
+				}
 			}
 		}
 		if string(cursor) == "0" {

@@ -10,9 +10,11 @@ type metrics struct {
 	authFailures  *prometheus.CounterVec
 	sessionsEnded *prometheus.CounterVec
 	breaker       prometheus.Gauge
+	tlsRefused    *prometheus.CounterVec
 
 	dedicatedIdle     prometheus.Gauge
 	dedicatedReleases *prometheus.CounterVec
+	clusterRedirects  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,12 +52,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "tenantguard", Subsystem: "redis", Name: "dedicated_releases_total",
 			Help: "Dedicated upstream connections given up by their client, by what became of them: pooled (reset and kept), closed_owed (a reply was still owed), reset_failed (RESET or its check failed), closed (pool full, disabled or shutting down).",
 		}, []string{"result"}),
+		tlsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "redis", Name: "tls_refused_total",
+			Help: "Client connections refused by a TLS listener, by reason: plaintext (no TLS handshake where TLS is required), handshake (a failed handshake: protocol, certificate, timeout).",
+		}, []string{"reason"}),
 		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "breaker_state",
 			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
 		}),
 	}
-	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker,
-		m.dedicatedIdle, m.dedicatedReleases)
+	m.clusterRedirects = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "cluster_redirects_total",
+		Help: "MOVED and ASK replies of Redis Cluster nodes, by kind (moved, ask) and outcome: replayed (on the target node, unseen by the client) or refused (on a connection that may hold state: the client got -TRYAGAIN).",
+	}, []string{"kind", "outcome"})
+	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker, m.tlsRefused,
+		m.dedicatedIdle, m.dedicatedReleases, m.clusterRedirects)
 	return m
 }

@@ -15,7 +15,19 @@ type plan struct {
 	dedicated bool       // needs connection state: run on the client's own upstream connection
 	multi     bool       // MULTI: queue plans until EXEC
 	discard   bool       // DISCARD: forget the queued plans
+	script    bool       // run on the tenant's script connection (scripts.go)
+	sha       [20]byte   // SCRIPT LOAD: the SHA1 the client knows the script by
+	near      *upConn    // run on the near cache's fill connection (nearcache_client.go)
+	fill      *fillToken // there, the cache miss its reply completes
+	slot      int32      // cluster upstream: the slot of the keys, or noSlot
+	watch     int8       // cluster upstream: watchOn (WATCH), watchOff (EXEC, DISCARD, UNWATCH)
+	drop      bool       // cluster upstream: a held MULTI's reply, answered already
 }
+
+const (
+	watchOn  = 1
+	watchOff = -1
+)
 
 // refusal is a command answered with an error instead of being forwarded.
 type refusal struct {
@@ -45,20 +57,45 @@ func (s *clientConn) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([
 	if err != nil {
 		var re *rules.Error
 		var ke *keyspec.Error
+		var ae rules.ArgError
 		switch {
 		case errors.As(err, &re):
 			return nil, plan{}, 0, &refusal{msg: re.Error(), rule: re.Rule, noperm: true}
 		case errors.As(err, &ke):
 			return nil, plan{}, 0, &refusal{msg: ke.Error(), rule: "invalid"}
+		case errors.As(err, &ae):
+			return nil, plan{}, 0, &refusal{msg: ae.Error(), rule: "invalid"}
 		default:
 			return nil, plan{}, 0, &refusal{msg: "ERR syntax error", rule: "syntax"}
 		}
 	}
 	if !rp.Forward() {
+		s.clusterOut = out
 		return nil, plan{}, rp, nil
 	}
 	p := plan{reply: rp, replies: 1}
+	switch rp {
+	case rules.ReplyScript, rules.ReplyScriptSha, rules.ReplyScriptLoad:
+		var ref *refusal
+		if out, ref = s.prepareScript(args, out, &p); ref != nil {
+			return nil, plan{}, 0, ref
+		}
+	}
 	p.dedicated = needsOwnConn(cmd)
+	if s.srv.cluster != nil {
+		slot, ok := s.clusterSlot(cmd, out)
+		if !ok {
+			return nil, plan{}, 0, &refusal{msg: msgCrossSlot, rule: "crossslot"}
+		}
+		p.slot = slot
+		s.clusterOut = out
+		switch cmd.Name {
+		case "watch":
+			p.watch = watchOn
+		case "unwatch", "exec", "discard":
+			p.watch = watchOff
+		}
+	}
 	switch cmd.Name {
 	case "multi":
 		p.multi = true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -31,8 +32,8 @@ import (
 //     same round trip, checks the result: no flags, db 0, no name, no
 //     subscriptions, no MULTI, nothing watched, RESP2, no tracking
 //     redirection, the proxy's user. Fields an older server does not
-//     report (ssub, watch) are not required. Pub/sub messages that arrive
-//     before RESET's reply are dropped.
+//     report (ssub, watch) are not required. Pub/sub messages and tracking
+//     invalidations that arrive before RESET's reply are dropped.
 //   - A connection whose reset or check fails, or that does not answer
 //     within Config.ConnectTimeout, is closed.
 //   - Idle connections wait, newest first, up to Config.MaxIdleDedicated,
@@ -134,7 +135,7 @@ func (srv *Server) resetConn(u *upConn) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("read RESET reply: %w", err)
 		}
-		if isPubSubMessage(rep) {
+		if isPubSubMessage(rep) || isInvalidation(rep) {
 			continue
 		}
 		if got := rep.Raw(); !bytes.Equal(got, []byte("+RESET\r\n")) {
@@ -197,19 +198,21 @@ func checkClientInfo(info, user string) (int64, error) {
 	return id, nil
 }
 
-// takeIdle returns a pooled connection ready for s (in s's protocol),
-// with its reader running, or nil.
-func (srv *Server) takeIdle(ctx context.Context, s *clientConn) *upConn {
+// takeIdle returns a pooled connection to addr ready for s (in s's
+// protocol), with its reader running, or nil.
+func (srv *Server) takeIdle(ctx context.Context, s *clientConn, addr string) *upConn {
 	for {
 		srv.mu.Lock()
-		n := len(srv.idle)
-		if n == 0 {
+		n := len(srv.idle) - 1
+		for n >= 0 && srv.idle[n].u.addr != addr {
+			n-- // another cluster node's
+		}
+		if n < 0 {
 			srv.mu.Unlock()
 			return nil
 		}
-		ic := srv.idle[n-1]
-		srv.idle[n-1] = idleConn{}
-		srv.idle = srv.idle[:n-1]
+		ic := srv.idle[n]
+		srv.idle = slices.Delete(srv.idle, n, n+1)
 		srv.metrics.dedicatedIdle.Set(float64(len(srv.idle)))
 		srv.mu.Unlock()
 		if time.Since(ic.since) > srv.cfg.DedicatedIdleTimeout {

@@ -50,6 +50,7 @@ func (srv *Server) Reconcile() {
 	for _, s := range revoked {
 		s.credentialRemoved()
 	}
+	srv.dropScriptUsers()
 }
 
 // staticCredential is the StoredKey of the static secret the connection

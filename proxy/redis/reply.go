@@ -8,6 +8,9 @@ import (
 // transform appends rep to dst, with the tenant's namespace taken off every
 // key and channel name in it, as sl's plan says.
 func (s *clientConn) transform(dst []byte, rep *resp.Reply, sl slot) []byte {
+	if sl.plan.reply == rules.ReplyScriptLoad {
+		return s.scriptLoaded(dst, rep, sl)
+	}
 	root := rep.Root()
 	if t := root.Type(); t == resp.TypeSimpleError || t == resp.TypeBlobError || root.IsNull() {
 		return append(dst, rep.Raw()...)
@@ -124,15 +127,23 @@ func (s *clientConn) stripPubSub(edits []resp.Edit, root resp.Value) []resp.Edit
 
 // isPushMessage reports whether a reply on a dedicated connection is an
 // out-of-band pub/sub message rather than the answer to a command.
-func (s *clientConn) isPushMessage(rep *resp.Reply) bool { return isPubSubMessage(rep) }
+func (s *clientConn) isPushMessage(rep *resp.Reply) bool {
+	return isPubSubMessage(rep) || isInvalidation(rep)
+}
 
-// deliverPush writes an out-of-band pub/sub message, in arrival order.
+// deliverPush writes an out-of-band pub/sub message or tracking
+// invalidation, in arrival order.
 func (s *clientConn) deliverPush(rep *resp.Reply) {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	if s.reserve(len(rep.Raw()) + 64) {
-		s.out = s.transform(s.out, rep, slot{plan: plan{reply: rules.ReplyPubSub}})
+	if !s.reserve(len(rep.Raw()) + 64) {
+		return
 	}
+	if isInvalidation(rep) {
+		s.out = s.appendInvalidation(s.out, rep)
+		return
+	}
+	s.out = s.transform(s.out, rep, slot{plan: plan{reply: rules.ReplyPubSub}})
 }
 
 // transformExec rewrites EXEC's array element by element with the plans of

@@ -48,17 +48,33 @@ type Server struct {
 	dedicated int
 	lp        *loop // started by the first client that may use it
 	lpErr     error
-	idle      []idleConn  // reset dedicated connections, newest last (pool.go)
-	sweeper   *time.Timer // closes idle ones past their time
-	version   string
-	readers   sync.WaitGroup
+	idle      []idleConn // reset dedicated connections, newest last (pool.go)
+	// scriptUp holds the tenants' script connections, scriptUsers the
+	// tenants whose script user this process has set up (scripts.go).
+	scriptUp    map[scriptConnKey]*upConn
+	scriptUsers map[string]bool
+	scripts     scriptCache
+	info        infoCache   // what INFO read last (info.go)
+	sweeper     *time.Timer // closes idle ones past their time
+	version     string
+	near        *nearCache // nil: no tenant has a near cache
+	readers     sync.WaitGroup
+	// cluster is the Redis Cluster upstream (cluster.go); nil for one
+	// redis-server, whose path does not look at it beyond this nil check.
+	cluster *clusterUpstream
 }
 
 // New builds a Server; nothing connects until the first client.
 func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if cfg.Upstream == "" {
-		return nil, errors.New("redis upstream address is required")
+	switch {
+	case cfg.Upstream == "" && len(cfg.Cluster) == 0:
+		return nil, errors.New("redis upstream address (or cluster seeds) is required")
+	case cfg.Upstream != "" && len(cfg.Cluster) > 0:
+		return nil, errors.New("redis upstream: a server address or cluster seeds, not both")
+	case len(cfg.Cluster) > 0 && len(cfg.NearCache) > 0:
+		// Its invalidations come from one redis-server's tracking.
+		return nil, errors.New("redis near cache: not available with a Redis Cluster upstream")
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -68,15 +84,25 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	}
 	srv := &Server{
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
-		verified:  map[string]verifiedSecret{},
-		buckets:   map[string]*bucket{},
-		clients:   map[*clientConn]struct{}{},
-		perTenant: map[string]int{},
-		labels:    map[string]struct{}{},
-		sharedUp:  make([]*upConn, cfg.SharedConns),
-		endMode:   clientend.NewMode(cfg.SessionEnd),
+		verified:    map[string]verifiedSecret{},
+		buckets:     map[string]*bucket{},
+		clients:     map[*clientConn]struct{}{},
+		perTenant:   map[string]int{},
+		labels:      map[string]struct{}{},
+		sharedUp:    make([]*upConn, cfg.SharedConns),
+		scriptUp:    map[scriptConnKey]*upConn{},
+		scriptUsers: map[string]bool{},
+		endMode:     clientend.NewMode(cfg.SessionEnd),
 	}
-	srv.SetCommandRules(cfg.AllowScripting, cfg.Emulate)
+	if len(cfg.Cluster) > 0 {
+		srv.cluster = newClusterUpstream(srv, cfg.Cluster)
+	}
+	srv.SetCommandRules(!cfg.DisableScripting, cfg.Emulate)
+	near, err := newNearCache(srv, cfg.NearCache, reg)
+	if err != nil {
+		return nil, err
+	}
+	srv.near = near
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
 	srv.acc.Budget = cfg.ConnBudget
@@ -108,6 +134,9 @@ func (srv *Server) Serve(ln net.Listener) error {
 }
 
 func (srv *Server) serveConn(c net.Conn) {
+	if c = srv.acceptTLS(c); c == nil {
+		return
+	}
 	s := &clientConn{srv: srv, conn: c, sock: newSock(c), id: srv.ids.Add(1), wake: make(chan handoff, 1)}
 	s.crd = clientReader{conn: c, sock: s.sock}
 	s.rd = resp.NewReader(&s.crd, 16<<10)
@@ -148,14 +177,20 @@ func (srv *Server) register(s *clientConn, id string) (*policy.Tenant, *policy.S
 }
 
 func (srv *Server) unregister(s *clientConn) {
+	var idle []*upConn
 	srv.mu.Lock()
-	defer srv.mu.Unlock()
 	delete(srv.clients, s)
 	if s.tenantID != "" {
 		if srv.perTenant[s.tenantID]--; srv.perTenant[s.tenantID] <= 0 {
 			delete(srv.perTenant, s.tenantID)
+			// The tenant's last client here: its script connections go.
+			idle = srv.tenantScriptConnsLocked(s.tenantID)
 		}
 		srv.metrics.clients.WithLabelValues(s.label).Dec()
+	}
+	srv.mu.Unlock()
+	for _, u := range idle {
+		u.close()
 	}
 }
 
@@ -223,7 +258,8 @@ func (srv *Server) startReader(u *upConn) {
 
 // dedicatedConn returns an upstream connection owned by one client: a
 // pooled one (pool.go), or a new one.
-func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn) (*upConn, error) {
+// On a cluster, addr is the node it connects to.
+func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn, addr string) (*upConn, error) {
 	srv.mu.Lock()
 	if srv.dedicated >= srv.cfg.MaxDedicated {
 		srv.mu.Unlock()
@@ -231,10 +267,19 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn) (*upConn, e
 	}
 	srv.dedicated++
 	srv.mu.Unlock()
-	if u := srv.takeIdle(ctx, s); u != nil {
+	if srv.cluster == nil {
+		addr = srv.cfg.Upstream
+	}
+	if u := srv.takeIdle(ctx, s, addr); u != nil {
 		return u, nil
 	}
-	u, err := srv.dialUpstream(ctx, s.resp3)
+	var u *upConn
+	var err error
+	if srv.cluster != nil {
+		u, err = srv.cluster.dial(ctx, addr, s.resp3)
+	} else {
+		u, err = srv.dialUpstream(ctx, s.resp3)
+	}
 	if err != nil {
 		srv.mu.Lock()
 		srv.dedicated--
@@ -256,8 +301,16 @@ func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 			srv.sharedUp[i] = nil
 		}
 	}
+	for k, x := range srv.scriptUp {
+		if x == u {
+			delete(srv.scriptUp, k)
+		}
+	}
 	// Clients on it notice through errUpstreamClosed on their next send.
 	srv.mu.Unlock()
+	if srv.cluster != nil && u.dedicated == nil {
+		srv.cluster.lost(u)
+	}
 	if !errors.Is(err, net.ErrClosed) {
 		srv.log.Warn("redis upstream connection lost", "ref", ref, "error", err)
 	}
@@ -278,7 +331,7 @@ func (srv *Server) loop() *loop {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if srv.lp == nil && srv.lpErr == nil {
-		if srv.acc.Draining() {
+		if srv.acc.Draining() || srv.cluster != nil {
 			return nil
 		}
 		srv.lp, srv.lpErr = newLoop(srv)
@@ -302,17 +355,12 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		sessions = append(sessions, s)
 	}
 	srv.mu.Unlock()
-	// Redis clients have no transaction boundary to wait for: give in-flight
-	// replies a moment, then close.
+	// Each client ends at its next boundary, as a token session does in
+	// boundary mode (ending.go): once every reply owed is written and no
+	// MULTI is open. An open MULTI block runs to its EXEC or DISCARD; no
+	// command starts after the boundary; a subscriber ends at once.
 	for _, s := range sessions {
-		go func(s *clientConn) {
-			s.qmu.Lock()
-			for !s.flushedLocked() && ctx.Err() == nil {
-				s.cond.Wait()
-			}
-			s.qmu.Unlock()
-			s.kill()
-		}(s)
+		s.end(policy.SessionEndBoundary)
 	}
 	done := make(chan struct{})
 	go func() { srv.acc.Wait(); close(done) }()
@@ -331,8 +379,15 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	srv.closeIdle()
+	if srv.cluster != nil {
+		srv.cluster.close()
+	}
 	srv.mu.Lock()
 	shared := slices.Clone(srv.sharedUp)
+	for k, u := range srv.scriptUp {
+		shared = append(shared, u)
+		delete(srv.scriptUp, k)
+	}
 	lp := srv.lp
 	srv.lpErr = errors.New("shut down") // no loop starts after this
 	srv.mu.Unlock()
@@ -344,6 +399,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	if lp != nil {
 		lp.stop() // every client has ended: none is the loop's
 	}
+	srv.near.close()
 	srv.readers.Wait()
 	for _, u := range shared {
 		if u != nil {

@@ -16,3 +16,7 @@ func (*sock) readNow([]byte) (int, error) { return 0, errWouldBlock }
 func (*sock) shutdown() bool { return false }
 
 func (*sock) control(func(fd int)) error { return errWouldBlock }
+
+// peekByte reads the first byte of c; the connection returned gives it
+// back first.
+func peekByte(c net.Conn) (byte, net.Conn, error) { return peekByteByRead(c) }

@@ -115,3 +115,41 @@ func (s *sock) shutdown() bool {
 func (s *sock) control(f func(fd int)) error {
 	return s.rc.Control(func(fd uintptr) { f(int(fd)) })
 }
+
+// peekByte waits (up to c's read deadline) for the first byte of c and
+// returns it without taking it from the socket, so c is served unchanged
+// afterwards, event loop included. A connection without a descriptor has
+// its byte read and given back by a wrapper (peekByteByRead).
+func peekByte(c net.Conn) (byte, net.Conn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return peekByteByRead(c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return peekByteByRead(c)
+	}
+	var (
+		b    [1]byte
+		n    int
+		rerr error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
+			if rerr == syscall.EINTR {
+				continue
+			}
+			return rerr != syscall.EAGAIN // false: wait until readable
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, c, err
+	case rerr != nil:
+		return 0, c, rerr
+	case n == 0:
+		return 0, c, io.EOF
+	}
+	return b[0], c, nil
+}

@@ -26,6 +26,7 @@ type upConn struct {
 	conn      net.Conn
 	rr        *resp.ReplyReader
 	dedicated *clientConn // nil for a shared connection
+	addr      string      // the node's host:port
 
 	mu       sync.Mutex
 	wbuf     []byte            // commands not yet written
@@ -47,6 +48,12 @@ type upConn struct {
 	// readerDone is closed when it has returned.
 	parking    atomic.Bool
 	readerDone chan struct{}
+
+	// near and fills are set on the near cache's fill connection: the
+	// fill each outstanding reply completes (nil for a write), in step
+	// with pending (nearcache_conn.go).
+	near  *nearCache
+	fills *fifo[*fillToken]
 }
 
 // flushAt is the size of buffered commands that send writes at once, so a
@@ -55,50 +62,75 @@ const flushAt = 64 << 10
 
 var errUpstreamClosed = errors.New("upstream connection closed")
 
-// dialUpstream connects and authenticates to redis-server through the breaker.
+// dialUpstream connects and authenticates to redis-server through the
+// breaker, as the proxy's own user.
 func (srv *Server) dialUpstream(ctx context.Context, resp3 bool) (*upConn, error) {
+	if srv.cluster != nil {
+		// Server-wide work (a script user, say) on any master.
+		addr, err := srv.cluster.anyMaster(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return srv.cluster.dial(ctx, addr, resp3)
+	}
 	return srv.breaker.Execute(func() (*upConn, error) {
-		ctx, cancel := context.WithTimeout(ctx, srv.cfg.ConnectTimeout)
-		defer cancel()
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", srv.cfg.Upstream)
-		if err != nil {
-			return nil, err
-		}
-		if dl, ok := ctx.Deadline(); ok {
-			_ = c.SetDeadline(dl)
-		}
-		u := &upConn{srv: srv, conn: c, sock: newSock(c)}
-		u.urd = clientReader{conn: c, sock: u.sock}
-		u.rr = resp.NewReplyReader(&u.urd, 16<<10)
-		// HELLO sets the protocol and authenticates in one round trip.
-		args := [][]byte{[]byte("HELLO"), []byte("2")}
-		if resp3 {
-			args[1] = []byte("3")
-		}
-		if srv.cfg.UpstreamPassword != "" {
-			user := srv.cfg.UpstreamUser
-			if user == "" {
-				user = "default"
-			}
-			args = append(args, []byte("AUTH"), []byte(user), []byte(srv.cfg.UpstreamPassword))
-		}
-		if _, err := c.Write(resp.AppendCommand(nil, args)); err != nil {
-			c.Close()
-			return nil, err
-		}
-		rep, err := u.rr.ReadReply()
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("upstream handshake: %w", err)
-		}
-		if t := rep.Root().Type(); t == resp.TypeSimpleError {
-			c.Close()
-			return nil, fmt.Errorf("upstream handshake: %s", rep.Root().Bytes())
-		}
-		_ = c.SetDeadline(time.Time{})
-		return u, nil
+		return srv.dialAs(ctx, srv.cfg.Upstream, resp3, srv.upstreamUser(), srv.cfg.UpstreamPassword)
 	})
+}
+
+// upstreamUser is the proxy's own upstream ACL user.
+func (srv *Server) upstreamUser() string {
+	if srv.cfg.UpstreamUser == "" {
+		return "default"
+	}
+	return srv.cfg.UpstreamUser
+}
+
+// handshakeError is an error reply to the HELLO that opens a connection
+// (WRONGPASS, say), as opposed to a failure to connect.
+type handshakeError struct{ msg string }
+
+func (e *handshakeError) Error() string { return "upstream handshake: " + e.msg }
+
+// dialAs connects to the redis-server at addr and authenticates as user
+// (no AUTH when password is empty), in RESP3 if asked.
+func (srv *Server) dialAs(ctx context.Context, addr string, resp3 bool, user, password string) (*upConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, srv.cfg.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	u := &upConn{srv: srv, conn: c, sock: newSock(c), addr: addr}
+	u.urd = clientReader{conn: c, sock: u.sock}
+	u.rr = resp.NewReplyReader(&u.urd, 16<<10)
+	// HELLO sets the protocol and authenticates in one round trip.
+	args := [][]byte{[]byte("HELLO"), []byte("2")}
+	if resp3 {
+		args[1] = []byte("3")
+	}
+	if password != "" {
+		args = append(args, []byte("AUTH"), []byte(user), []byte(password))
+	}
+	if _, err := c.Write(resp.AppendCommand(nil, args)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	rep, err := u.rr.ReadReply()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("upstream handshake: %w", err)
+	}
+	if t := rep.Root().Type(); t == resp.TypeSimpleError {
+		c.Close()
+		return nil, &handshakeError{string(rep.Root().Bytes())}
+	}
+	_ = c.SetDeadline(time.Time{})
+	return u, nil
 }
 
 // send buffers one command for s; its replies will be delivered to s.
@@ -112,6 +144,25 @@ func (u *upConn) send(s *clientConn, cmd []byte, replies int) error {
 	for i := 0; i < replies; i++ {
 		u.pending.push(s)
 	}
+	u.wbuf = append(u.wbuf, cmd...)
+	full := len(u.wbuf) >= flushAt
+	u.mu.Unlock()
+	if full {
+		return u.flush()
+	}
+	return nil
+}
+
+// sendFill is send on the near cache's fill connection: t (nil for a
+// write) is completed by the command's reply.
+func (u *upConn) sendFill(s *clientConn, cmd []byte, t *fillToken) error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return errUpstreamClosed
+	}
+	u.pending.push(s)
+	u.fills.push(t)
 	u.wbuf = append(u.wbuf, cmd...)
 	full := len(u.wbuf) >= flushAt
 	u.mu.Unlock()
@@ -206,7 +257,20 @@ func (u *upConn) route(rep *resp.Reply) (*clientConn, error) {
 	}
 	s := *u.pending.front()
 	u.pending.pop()
+	var fill *fillToken
+	if u.fills != nil && u.fills.len() > 0 {
+		fill = *u.fills.front()
+		u.fills.pop()
+	}
 	u.mu.Unlock()
+	if fill != nil {
+		// Stored before the client has it: its next read may hit.
+		u.near.finishFill(fill, rep.Raw())
+	}
+	if c := u.srv.cluster; c != nil {
+		c.deliver(s, u, rep)
+		return s, nil
+	}
 	s.deliver(rep)
 	return s, nil
 }
@@ -241,7 +305,11 @@ func (u *upConn) fail(err error) {
 	msg := withRef(msgLostReplyOwed, ref)
 	var told []*clientConn
 	for _, s := range owed {
-		s.deliverError(msg)
+		if u.srv.cluster != nil {
+			s.completeFor(u, nil, msg)
+		} else {
+			s.deliverError(msg)
+		}
 		if !contains(told, s) {
 			told = append(told, s)
 		}
@@ -254,6 +322,9 @@ func (u *upConn) fail(err error) {
 		err = net.ErrClosed
 	}
 	u.srv.upstreamLost(u, err, ref)
+	if u.near != nil {
+		u.near.lost(u, err)
+	}
 }
 
 // abort ends the connection for err (a failed write); whoever reads it

@@ -28,7 +28,11 @@ import (
 //	-ERR tenantguard: could not rewrite the reply (ref …)
 //	    the upstream's reply could not be parsed for the namespace rewrite
 //	-ERR tenantguard: emulated command failed upstream (ref …)
-//	    FLUSHDB, FLUSHALL or DBSIZE failed midway (a flush may be partial)
+//	    FLUSHDB, FLUSHALL, DBSIZE or INFO failed midway (a flush may be
+//	    partial)
+//	-ERR tenantguard: the tenant's script user could not be set up (ref …)
+//	    the script did not run: the tenant's ACL user could not be created
+//	    or authenticated (the sidecar's upstream user lacks ACL SETUSER?)
 const (
 	msgUnavailable     = "TRYAGAIN tenantguard: upstream unavailable"
 	msgLostBeforeSend  = "TRYAGAIN tenantguard: upstream connection lost"
@@ -36,7 +40,12 @@ const (
 	msgTooManyStateful = "TRYAGAIN tenantguard: too many clients need an upstream connection of their own"
 	msgRewriteFailed   = "ERR tenantguard: could not rewrite the reply"
 	msgEmulationFailed = "ERR tenantguard: emulated command failed upstream"
+	msgScriptUser      = "ERR tenantguard: the tenant's script user could not be set up"
 )
+
+// errScriptUser is scriptConn's failure to set up or authenticate as the
+// tenant's script user.
+var errScriptUser = errors.New("script user")
 
 // errTooManyStateful is dedicatedConn's refusal at Config.MaxDedicated.
 var errTooManyStateful = errors.New("too many stateful clients")
@@ -64,6 +73,9 @@ func (s *clientConn) upstreamFailure(msg string, cause error) []byte {
 func (s *clientConn) dialFailure(cause error) []byte {
 	if errors.Is(cause, errTooManyStateful) {
 		return s.upstreamFailure(msgTooManyStateful, cause)
+	}
+	if errors.Is(cause, errScriptUser) {
+		return s.upstreamFailure(msgScriptUser, cause)
 	}
 	return s.upstreamFailure(msgUnavailable, cause)
 }

@@ -229,6 +229,22 @@ func goredisCases(protocol int) []goCase {
 			defer g.Close()
 			return scriptCrossTenant(ctx, r, g, key("pwned"))
 		}},
+		{"script_cache_cross_tenant", func(ctx context.Context, env map[string]string) (string, error) {
+			r, err := acme(env)
+			if err != nil {
+				return "", err
+			}
+			defer r.Close()
+			g, err := globex(env)
+			if err != nil {
+				return "", err
+			}
+			defer g.Close()
+			return scriptCacheCrossTenant(ctx, r, g, key("cache"))
+		}},
+		{"function_cross_tenant", func(ctx context.Context, env map[string]string) (string, error) {
+			return functionCrossTenant(ctx, env, protocol)
+		}},
 	}
 	globexUnaffected := goCase{"globex_unaffected", func(ctx context.Context, env map[string]string) (string, error) {
 		g, err := globex(env)
@@ -354,6 +370,73 @@ func scriptCrossTenant(ctx context.Context, acme, globex *goredis.Client, pwned 
 	}
 	if v, err := globex.Get(ctx, pwned).Result(); !errors.Is(err, goredis.Nil) {
 		return "", fmt.Errorf("globex has %q = %q (%v)", pwned, v, err)
+	}
+	return "refused: " + strings.Join(refusals, "; "), nil
+}
+
+// scriptCacheCrossTenant loads a script as acme: globex's SCRIPT EXISTS
+// does not see it and its EVALSHA answers NOSCRIPT, though globex may run
+// the same text itself, on its own keys.
+func scriptCacheCrossTenant(ctx context.Context, acme, globex *goredis.Client, k string) (string, error) {
+	body := fmt.Sprintf("-- %d\nreturn redis.call('INCR', KEYS[1])", time.Now().UnixNano())
+	sha, err := acme.ScriptLoad(ctx, body).Result()
+	if err != nil {
+		return "", err
+	}
+	if n, err := acme.EvalSha(ctx, sha, []string{k}).Int64(); err != nil || n != 1 {
+		return "", fmt.Errorf("acme's EVALSHA of its own script: %d %v", n, err)
+	}
+	exists, err := globex.ScriptExists(ctx, sha).Result()
+	if err != nil || exists[0] {
+		return "", fmt.Errorf("globex's SCRIPT EXISTS of acme's script: %v %v", exists, err)
+	}
+	v, err := globex.EvalSha(ctx, sha, []string{k}).Result()
+	if err == nil || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		return "", fmt.Errorf("globex's EVALSHA of acme's script: %v %v, want NOSCRIPT", v, err)
+	}
+	if n, err := globex.Eval(ctx, body, []string{k}).Int64(); err != nil || n != 1 {
+		return "", fmt.Errorf("globex's EVAL of the same text: %d %v, want 1 (its own key)", n, err)
+	}
+	return "globex: SCRIPT EXISTS 0, EVALSHA " + err.Error(), nil
+}
+
+// functionCrossTenant loads a function library directly (as an operator
+// would), whose function reads globex's key: acme's FCALL of it is
+// refused, as is acme's own FUNCTION LOAD, and globex's key is intact.
+func functionCrossTenant(ctx context.Context, env map[string]string, protocol int) (string, error) {
+	opt, err := goredis.ParseURL(env["TG_REDIS_ADMIN_URL"])
+	if err != nil {
+		return "", err
+	}
+	admin := goredis.NewClient(opt)
+	defer admin.Close()
+	lib := fmt.Sprintf("compat_resp%d", protocol)
+	fn := lib + "_read_globex"
+	code := fmt.Sprintf("#!lua name=%s\nredis.register_function('%s', function(keys, args) return redis.call('GET', 't:globex:greeting') end)", lib, fn)
+	if err := admin.FunctionLoadReplace(ctx, code).Err(); err != nil {
+		return "", err
+	}
+	defer admin.FunctionDelete(context.Background(), lib)
+	r, err := goredisClient(env, "TG_REDIS_URL_ACME", protocol)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	var refusals []string
+	for _, do := range []func() *goredis.Cmd{
+		func() *goredis.Cmd { return r.FCall(ctx, fn, nil) },
+		func() *goredis.Cmd { return r.FCallRo(ctx, fn, nil) },
+		func() *goredis.Cmd { return r.Do(ctx, "FUNCTION", "LOAD", strings.Replace(code, lib, lib+"_acme", 1)) },
+		func() *goredis.Cmd { return r.Do(ctx, "FUNCTION", "DELETE", lib) },
+	} {
+		v, err := do().Result()
+		if err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			return "", fmt.Errorf("returned %v (%v), want NOPERM", v, err)
+		}
+		refusals = append(refusals, err.Error())
+	}
+	if libs, err := admin.FunctionList(ctx, goredis.FunctionListQuery{LibraryNamePattern: lib + "*"}).Result(); err != nil || len(libs) != 1 {
+		return "", fmt.Errorf("libraries after acme's attempts: %v %v", libs, err)
 	}
 	return "refused: " + strings.Join(refusals, "; "), nil
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func redisCLIVersion(t *testing.T) string {
@@ -147,6 +148,23 @@ var redisCLICases = []goCase{
 			return "", fmt.Errorf("globex has the key acme's script tried to set: %q %v", out, err)
 		}
 		return "refused: " + strings.Join(refusals, "; "), nil
+	}},
+	{"evalsha_cross_tenant", func(ctx context.Context, env map[string]string) (string, error) {
+		body := fmt.Sprintf("-- %d\nreturn 1", time.Now().UnixNano())
+		sha, err := redisCLI(ctx, env, "TG_REDIS_URL_ACME", "", "SCRIPT", "LOAD", body)
+		sha = strings.TrimSpace(sha)
+		if err != nil || len(sha) != 40 {
+			return "", fmt.Errorf("acme's SCRIPT LOAD: %q %v", sha, err)
+		}
+		out, err := redisCLI(ctx, env, "TG_REDIS_URL_GLOBEX", "SCRIPT EXISTS "+sha+"\nEVALSHA "+sha+" 0\n")
+		if err != nil {
+			return "", fmt.Errorf("%v: %s", err, out)
+		}
+		ls := lines(out)
+		if len(ls) < 2 || ls[0] != "0" || !strings.HasPrefix(ls[1], "NOSCRIPT") {
+			return "", fmt.Errorf("globex's SCRIPT EXISTS and EVALSHA of acme's script: %q", out)
+		}
+		return "globex: SCRIPT EXISTS 0, EVALSHA " + ls[1], nil
 	}},
 	{"globex_unaffected", func(ctx context.Context, env map[string]string) (string, error) {
 		out, err := redisCLI(ctx, env, "TG_REDIS_URL_GLOBEX", "GET greeting\nGET compat:redis-cli:secret\n")

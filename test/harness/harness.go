@@ -43,6 +43,10 @@ var (
 	rdOnce sync.Once
 	rd     *redisserver.Server
 	rdErr  error
+
+	rcOnce sync.Once
+	rc     *redisserver.Cluster
+	rcErr  error
 )
 
 // Main runs the package's tests, then stops and removes every server that
@@ -120,6 +124,28 @@ func Redis(t testing.TB) *redisserver.Server {
 		t.Fatalf("harness: start redis: %v", rdErr)
 	}
 	return rd
+}
+
+// RedisCluster returns the package's shared Redis Cluster (3 masters, 3
+// replicas), starting it on first use; it skips the test where no cluster
+// can run (redisserver.ErrNoCluster) and fails it if the cluster cannot
+// start. Tests that kill or fail over nodes start their own.
+func RedisCluster(t testing.TB) *redisserver.Cluster {
+	t.Helper()
+	rcOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		defer cancel()
+		if rc, rcErr = redisserver.StartCluster(ctx, redisserver.ClusterOptions{Logger: logger()}); rcErr == nil {
+			register(rc.Close)
+		}
+	})
+	if errors.Is(rcErr, redisserver.ErrNoCluster) {
+		t.Skipf("harness: %v", rcErr)
+	}
+	if rcErr != nil {
+		t.Fatalf("harness: start redis cluster: %v", rcErr)
+	}
+	return rc
 }
 
 // Eventually calls f every 10ms until it returns nil, failing the test with

@@ -28,13 +28,13 @@ func minimalArgs(cmd *keyspec.Command) [][]byte {
 // that lets another keyless command through must be added here on purpose.
 var acceptedKeyless = []string{
 	"asking", "auth", "client|caching", "client|getname", "client|getredir", "client|help",
-	"client|id", "client|info", "client|setname", "client|trackinginfo", "cluster|keyslot",
+	"client|id", "client|info", "client|setname", "client|tracking", "client|trackinginfo", "cluster|keyslot",
 	"command", "command|count", "command|docs", "command|getkeys", "command|getkeysandflags",
 	"command|help", "command|info", "command|list", "dbsize", "discard", "echo", "exec",
-	"flushall", "flushdb", "function|help", "hello", "keys", "lolwut", "memory|help", "multi",
+	"flushall", "flushdb", "function|help", "hello", "info", "keys", "lolwut", "memory|help", "multi",
 	"object|help", "ping", "psubscribe", "publish", "pubsub|channels", "pubsub|help",
 	"pubsub|numsub", "pubsub|shardchannels", "pubsub|shardnumsub", "punsubscribe", "quit",
-	"readonly", "readwrite", "reset", "scan", "script|exists", "script|help", "script|load",
+	"readonly", "readwrite", "reset", "scan", "script|exists", "script|flush", "script|help", "script|load",
 	"spublish", "ssubscribe", "subscribe", "sunsubscribe", "time", "unsubscribe", "unwatch",
 	"wait", "xgroup|help", "xinfo|help",
 }

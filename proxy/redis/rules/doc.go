@@ -39,11 +39,12 @@
 //     PURGE (MEMORY USAGE key is rewritten), CLIENT KILL/LIST/PAUSE/
 //     UNPAUSE/UNBLOCK/NO-EVICT, replication (REPLICAOF, SLAVEOF, SYNC,
 //     PSYNC, REPLCONF, FAILOVER), persistence (SAVE, BGSAVE, BGREWRITEAOF,
-//     LASTSAVE), CLUSTER except KEYSLOT, INFO except "INFO server".
+//     LASTSAVE), CLUSTER except KEYSLOT. INFO is answered by the session
+//     with the tenant's own figures (ReplyEmulateInfo).
 //   - CLIENT REPLY is refused (the session must see one reply per
-//     command); CLIENT TRACKING is refused: REDIRECT could target another
-//     tenant's connection and invalidation messages carry key names, so
-//     even BCAST PREFIX would need reply rewriting the session lacks.
+//     command); CLIENT TRACKING, CACHING, GETREDIR and TRACKINGINFO go to
+//     the session (ReplyTracking, ReplyTrackingState), which tracks the
+//     tenant's prefixes only and rewrites the invalidations.
 //   - other databases: SELECT n (n != 0), SWAPDB, MOVE, COPY ... DB n
 //     (n != 0) and MIGRATE are refused; SELECT 0 is answered +OK locally.
 //   - whole-keyspace commands: RANDOMKEY and PUBSUB NUMPAT are refused;
@@ -51,12 +52,15 @@
 //     them (the session then works on the tenant's keys only).
 //   - CLUSTER KEYSLOT key answers for the prefixed key: the slot the key
 //     really lives in on the shared cluster.
-//   - scripting: EVAL, EVALSHA, their _RO forms, FCALL and FCALL_RO are
-//     refused unless AllowScripting; when allowed their declared keys are
-//     prefixed, but a script can build any key name, so allow it only for
-//     trusted tenants. SCRIPT LOAD/EXISTS follow AllowScripting; SCRIPT
-//     FLUSH/KILL/DEBUG and FUNCTION (other than HELP) act on what every
-//     tenant shares and are always refused (rule shared-scripts).
+//   - scripting (scripts.go): without AllowScripting every script command
+//     is refused (rule scripting). With it, EVAL, EVALSHA and their _RO
+//     forms get redis-server's key count errors and their declared keys
+//     prefixed, and EVAL and SCRIPT LOAD send the tenant's form of the
+//     script (AppendScriptBody); the session runs them as the tenant's ACL
+//     user (ScriptCommands) and answers SCRIPT EXISTS and FLUSH per
+//     tenant. SCRIPT KILL and DEBUG act on any tenant's running script
+//     (rule shared-scripts); FUNCTION (but HELP), FCALL and FCALL_RO
+//     register and call server-wide names (rule functions): refused.
 //   - RESTORE and RESTORE-ASKING are refused unless AllowRestore (a
 //     crafted payload is a known attack surface); DUMP is allowed.
 //   - Pub/Sub: channels are prefixed (namespace.AppendChannel), patterns

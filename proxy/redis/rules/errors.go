@@ -22,13 +22,20 @@ const (
 	// RuleWholeKeyspace: RANDOMKEY, PUBSUB NUMPAT, and FLUSHDB, FLUSHALL
 	// and DBSIZE unless emulated.
 	RuleWholeKeyspace = "whole-keyspace"
-	// RuleInfo: INFO other than INFO server.
-	RuleInfo = "info"
 	// RuleScripting: scripts and functions while AllowScripting is off.
 	RuleScripting = "scripting"
-	// RuleSharedScripts: SCRIPT FLUSH/KILL/DEBUG and FUNCTION, which act on
-	// what all tenants share.
+	// RuleSharedScripts: SCRIPT KILL and SCRIPT DEBUG, which act on the
+	// script running for any tenant.
 	RuleSharedScripts = "shared-scripts"
+	// RuleFunctions: FUNCTION (but HELP), FCALL and FCALL_RO. Function
+	// libraries and function names are server-wide, and a library's code
+	// registers its names as it runs, so names cannot be confined to a
+	// tenant: one tenant could register a name another tenant calls.
+	RuleFunctions = "functions"
+	// RuleScriptInMulti: a script queued in MULTI, which must run on the
+	// client's own connection while scripts run on the tenant's script
+	// connection (see the session).
+	RuleScriptInMulti = "script-in-multi"
 	// RuleRestore: RESTORE while AllowRestore is off.
 	RuleRestore = "restore"
 	// RuleClientReply: CLIENT REPLY.
@@ -52,6 +59,21 @@ const (
 // ErrSyntax is Redis's own syntax error, returned for option lists that
 // Rewrite parses (SCAN, SORT) and Redis would refuse anyway.
 var ErrSyntax = errors.New("ERR syntax error")
+
+// ArgError is an error redis-server itself gives for a command's arguments
+// (EVAL's key count, say), worded as it words it: the message is the reply
+// without the leading '-'. Nothing was refused by a rule.
+type ArgError string
+
+// Error returns the reply text.
+func (e ArgError) Error() string { return string(e) }
+
+// Redis's replies for a script's bad key count (evalGenericCommand).
+const (
+	errNotInteger   = ArgError("ERR value is not an integer or out of range")
+	errKeysTooMany  = ArgError("ERR Number of keys can't be greater than number of args")
+	errKeysNegative = ArgError("ERR Number of keys can't be negative")
+)
 
 // Error is a refusal. Its message is a Redis error reply without the
 // leading '-': "NOPERM tenantguard: <what> (rule <rule>)", one line, with

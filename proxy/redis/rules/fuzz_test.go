@@ -20,7 +20,9 @@ import (
 func FuzzRewrite(f *testing.F) {
 	for i, line := range []string{"GET k", "MSET a 1 b 2", "ZUNIONSTORE d 2 a b WEIGHTS 1 2",
 		"XREAD COUNT 1 STREAMS a b 0 0", "EVAL s 1 k", "SCAN 0 MATCH a* COUNT 9", "x",
-		"SORT l BY w_* GET # STORE d", "PSUBSCRIBE __keyspace@0__:*", "PUBSUB CHANNELS", "k 0 MATCH x"} {
+		"SORT l BY w_* GET # STORE d", "PSUBSCRIBE __keyspace@0__:*", "PUBSUB CHANNELS", "k 0 MATCH x",
+		"EVAL #!lua\nreturn 2 a b", "EVALSHA 0123 -1", "EVAL_RO s 01", "SCRIPT LOAD #!", "SCRIPT FLUSH ASYNC",
+		"SCRIPT EXISTS a b", "FCALL f 1 k", "INFO keyspace", "CLIENT TRACKING on BCAST PREFIX a"} {
 		f.Add(uint16(i*37), []byte(line))
 	}
 	all := keyspec.Commands()
@@ -60,6 +62,17 @@ func checkRewrite(t *testing.T, rw *rules.Rewriter, args [][]byte) {
 	}
 	if !plan.Forward() {
 		return
+	}
+	// A script goes out in the tenant's form, the client's text in it.
+	switch plan {
+	case rules.ReplyScript:
+		if !bytes.Equal(out[1], rules.AppendScriptBody(nil, rw.Namespace(), args[1])) {
+			t.Fatalf("%q -> %q: the script is not in the tenant's form", args, out)
+		}
+	case rules.ReplyScriptLoad:
+		if !bytes.Equal(out[2], rules.AppendScriptBody(nil, rw.Namespace(), args[2])) {
+			t.Fatalf("%q -> %q: the script is not in the tenant's form", args, out)
+		}
 	}
 	cmd, err := keyspec.Lookup(out)
 	if err != nil {

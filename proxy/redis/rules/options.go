@@ -7,20 +7,6 @@ var (
 	argAll   = []byte("*")
 )
 
-// info allows INFO server only: other sections count or describe every
-// tenant's keys and clients.
-func (r *Rewriter) info(cmd *keyspec.Command, args [][]byte) ([][]byte, Plan, error) {
-	if len(args) == 1 {
-		return nil, 0, refuse(cmd, RuleInfo, "INFO without a section is not allowed, only INFO server")
-	}
-	for _, a := range args[1:] {
-		if !equalFold(a, "server") {
-			return nil, 0, refuse(cmd, RuleInfo, "INFO sections other than server are not allowed")
-		}
-	}
-	return args, ReplyPlain, nil
-}
-
 // keysPattern rewrites KEYS pattern.
 func (r *Rewriter) keysPattern(cmd *keyspec.Command, args [][]byte) ([][]byte, Plan, error) {
 	p, err := r.pattern(cmd, args[1])

@@ -38,6 +38,21 @@ const (
 	// ReplyExec: forward; the reply is EXEC's array, whose elements take
 	// the plans of the queued commands in order.
 	ReplyExec
+	// ReplyScript: forward on the tenant's script connection (EVAL,
+	// EVAL_RO): args[1] is the script as the client sent it, out[1] the
+	// tenant's form of it (AppendScriptBody), whose SHA1 is what the
+	// server's script cache knows it by. The reply is not rewritten: key
+	// names a script returns come back as the server stores them.
+	ReplyScript
+	// ReplyScriptSha: forward on the tenant's script connection (EVALSHA,
+	// EVALSHA_RO) once the session has replaced out[1], the client's SHA1,
+	// by the SHA1 of the tenant's form of that script, or answer NOSCRIPT
+	// when the tenant never sent it. The reply is not rewritten.
+	ReplyScriptSha
+	// ReplyScriptLoad: forward on the tenant's script connection (SCRIPT
+	// LOAD, out[2] the tenant's form of args[2]); the reply, the SHA1 of
+	// the tenant's form, is replaced by the SHA1 of args[2].
+	ReplyScriptLoad
 	// ReplyLocalOK: do not forward; reply +OK (SELECT 0).
 	ReplyLocalOK
 	// ReplyEmulateFlush: do not forward; delete the tenant's keys (SCAN
@@ -56,14 +71,35 @@ const (
 	// ReplySession: do not forward; the session implements the command
 	// itself (AUTH, HELLO, RESET, QUIT).
 	ReplySession
+	// ReplyScriptExists: do not forward; answer from the scripts the tenant
+	// has sent (SCRIPT EXISTS).
+	ReplyScriptExists
+	// ReplyScriptFlush: do not forward; forget the scripts the tenant has
+	// sent, so that its EVALSHA answers NOSCRIPT until they are sent again,
+	// and reply +OK (SCRIPT FLUSH). The server's cache is shared: it is
+	// not flushed.
+	ReplyScriptFlush
+	// ReplyEmulateInfo: do not forward; answer INFO with the tenant's own
+	// figures (server version, its clients, its keys).
+	ReplyEmulateInfo
+	// ReplyTracking: do not forward as is; the session turns CLIENT
+	// TRACKING into tracking of the tenant's keys only (BCAST with the
+	// tenant's prefixes) on the client's own upstream connection.
+	ReplyTracking
+	// ReplyTrackingState: do not forward; the session answers CLIENT
+	// CACHING, CLIENT GETREDIR and CLIENT TRACKINGINFO from the tracking
+	// state the client asked for.
+	ReplyTrackingState
 )
 
 var planNames = [...]string{
 	"ReplyPlain", "ReplyStripKeys", "ReplyStripScan", "ReplyStripKeyAt0",
 	"ReplyStripStreams", "ReplyPubSub", "ReplyStripChannels",
-	"ReplyStripNumSub", "ReplyExec", "ReplyLocalOK", "ReplyEmulateFlush",
+	"ReplyStripNumSub", "ReplyExec", "ReplyScript", "ReplyScriptSha",
+	"ReplyScriptLoad", "ReplyLocalOK", "ReplyEmulateFlush",
 	"ReplyEmulateDBSize", "ReplyEmulateSetName", "ReplyEmulateGetName",
-	"ReplySession",
+	"ReplySession", "ReplyScriptExists", "ReplyScriptFlush",
+	"ReplyEmulateInfo", "ReplyTracking", "ReplyTrackingState",
 }
 
 // String returns the plan's name.

@@ -100,8 +100,6 @@ func (r *Rewriter) apply(cmd *keyspec.Command, e *entry, args [][]byte) ([][]byt
 			return nil, 0, refuse(cmd, RuleCrossDB, "SELECT of a database other than 0 is not allowed")
 		}
 		return args, ReplyLocalOK, nil
-	case kInfo:
-		return r.info(cmd, args)
 	case kKeys:
 		return r.keysPattern(cmd, args)
 	case kScan:
@@ -112,19 +110,11 @@ func (r *Rewriter) apply(cmd *keyspec.Command, e *entry, args [][]byte) ([][]byt
 		return r.sort(cmd, args)
 	case kCopy:
 		return r.copy(cmd, args)
-	case kScript, kScriptPlain:
+	case kEval, kEvalSha, kScriptLoad, kScriptLocal, kScriptPlain, kScriptShared, kFunction:
 		if !r.pol.AllowScripting {
 			return nil, 0, refuse(cmd, RuleScripting, "")
 		}
-		if e.kind == kScriptPlain {
-			return args, ReplyPlain, nil
-		}
-		return r.keys(cmd, args, ReplyPlain)
-	case kScriptShared:
-		if !r.pol.AllowScripting {
-			return nil, 0, refuse(cmd, RuleScripting, "")
-		}
-		return nil, 0, refuse(cmd, RuleSharedScripts, "")
+		return r.script(cmd, e, args)
 	case kRestore:
 		if !r.pol.AllowRestore {
 			return nil, 0, refuse(cmd, RuleRestore, "")

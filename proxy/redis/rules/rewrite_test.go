@@ -3,6 +3,7 @@ package rules_test
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -138,8 +139,13 @@ var rewriteCases = []rwCase{
 	{pol: open, in: "client getname", want: "client getname", plan: rules.ReplyEmulateGetName},
 	{in: "CLIENT ID", want: "CLIENT ID"},
 	{in: "CLUSTER KEYSLOT k", want: "CLUSTER KEYSLOT t:acme:k"},
-	{in: "INFO server", want: "INFO server"},
-	{in: "info SERVER server", want: "info SERVER server"},
+	{in: "INFO", want: "INFO", plan: rules.ReplyEmulateInfo},
+	{in: "INFO keyspace server", want: "INFO keyspace server", plan: rules.ReplyEmulateInfo},
+	{in: "info everything", want: "info everything", plan: rules.ReplyEmulateInfo},
+	{in: "CLIENT TRACKING on BCAST PREFIX a", want: "CLIENT TRACKING on BCAST PREFIX a", plan: rules.ReplyTracking},
+	{in: "CLIENT CACHING yes", want: "CLIENT CACHING yes", plan: rules.ReplyTrackingState},
+	{in: "CLIENT GETREDIR", want: "CLIENT GETREDIR", plan: rules.ReplyTrackingState},
+	{in: "CLIENT TRACKINGINFO", want: "CLIENT TRACKINGINFO", plan: rules.ReplyTrackingState},
 	{in: "AUTH user pw", want: "AUTH user pw", plan: rules.ReplySession},
 	{in: "HELLO 3", want: "HELLO 3", plan: rules.ReplySession},
 	{in: "RESET", want: "RESET", plan: rules.ReplySession},
@@ -179,17 +185,32 @@ var rewriteCases = []rwCase{
 	{in: "FCALL_RO f 0", rule: rules.RuleScripting},
 	{in: "SCRIPT LOAD s", rule: rules.RuleScripting},
 	{in: "FUNCTION LIST", rule: rules.RuleScripting},
-	{pol: open, in: "EVAL s 2 k1 k2 a1", want: "EVAL s 2 t:acme:k1 t:acme:k2 a1"},
-	{pol: open, in: "EVALSHA sha 0 a", want: "EVALSHA sha 0 a"},
-	{pol: open, in: "FCALL f 1 k a", want: "FCALL f 1 t:acme:k a"},
-	{pol: open, in: "SCRIPT LOAD s", want: "SCRIPT LOAD s"},
-	{pol: open, in: "SCRIPT EXISTS a b", want: "SCRIPT EXISTS a b"},
-	{pol: open, in: "SCRIPT FLUSH", rule: rules.RuleSharedScripts},
+	{in: "SCRIPT FLUSH", rule: rules.RuleScripting},
+	{in: "SCRIPT EXISTS a", rule: rules.RuleScripting},
+	{pol: open, in: "EVAL s 2 k1 k2 a1", want: "EVAL --[[tenantguard t:acme:]]s 2 t:acme:k1 t:acme:k2 a1", plan: rules.ReplyScript},
+	{pol: open, in: "eval_ro #!lua\nreturn 0", want: "eval_ro #!lua\n--[[tenantguard t:acme:]]return 0", plan: rules.ReplyScript},
+	{pol: open, in: "EVALSHA sha 0 a", want: "EVALSHA sha 0 a", plan: rules.ReplyScriptSha},
+	{pol: open, in: "EVALSHA_RO sha 1 k", want: "EVALSHA_RO sha 1 t:acme:k", plan: rules.ReplyScriptSha},
+	{pol: open, in: "SCRIPT LOAD s", want: "SCRIPT LOAD --[[tenantguard t:acme:]]s", plan: rules.ReplyScriptLoad},
+	{pol: open, in: "SCRIPT EXISTS a b", want: "SCRIPT EXISTS a b", plan: rules.ReplyScriptExists},
+	{pol: open, in: "SCRIPT FLUSH", want: "SCRIPT FLUSH", plan: rules.ReplyScriptFlush},
+	{pol: open, in: "SCRIPT FLUSH async", want: "SCRIPT FLUSH async", plan: rules.ReplyScriptFlush},
+	{pol: open, in: "SCRIPT FLUSH later", rule: "ERR SCRIPT FLUSH only support SYNC|ASYNC option"},
+	{pol: open, in: "SCRIPT HELP", want: "SCRIPT HELP"},
 	{pol: open, in: "SCRIPT KILL", rule: rules.RuleSharedScripts},
-	{pol: open, in: "FUNCTION LOAD code", rule: rules.RuleSharedScripts},
-	{pol: open, in: "FUNCTION FLUSH", rule: rules.RuleSharedScripts},
-	{pol: open, in: "FUNCTION LIST", rule: rules.RuleSharedScripts},
-	{pol: open, in: "EVAL s 3 k", rule: "ERR Invalid key arguments"},
+	{pol: open, in: "SCRIPT DEBUG yes", rule: rules.RuleSharedScripts},
+	{pol: open, in: "FCALL f 1 k a", rule: rules.RuleFunctions},
+	{pol: open, in: "FCALL_RO f 0", rule: rules.RuleFunctions},
+	{pol: open, in: "FUNCTION LOAD code", rule: rules.RuleFunctions},
+	{pol: open, in: "FUNCTION FLUSH", rule: rules.RuleFunctions},
+	{pol: open, in: "FUNCTION LIST", rule: rules.RuleFunctions},
+	{pol: open, in: "FUNCTION HELP", want: "FUNCTION HELP"},
+	// A bad key count gets redis-server's own errors.
+	{pol: open, in: "EVAL s 3 k", rule: "ERR Number of keys can't be greater than number of args"},
+	{pol: open, in: "EVAL s -1 k", rule: "ERR Number of keys can't be negative"},
+	{pol: open, in: "EVALSHA s x", rule: "ERR value is not an integer or out of range"},
+	{pol: open, in: "EVAL s 01 k", rule: "ERR value is not an integer or out of range"},
+	{pol: open, in: "EVAL s 99999999999999999999", rule: "ERR value is not an integer or out of range"},
 
 	// RESTORE.
 	{in: "RESTORE k 0 payload", rule: rules.RuleRestore},
@@ -209,7 +230,6 @@ var rewriteCases = []rwCase{
 	{in: "CLIENT NO-EVICT on", rule: rules.RuleServerWide},
 	{in: "CLIENT UNBLOCK 7", rule: rules.RuleServerWide},
 	{in: "CLIENT REPLY OFF", rule: rules.RuleClientReply},
-	{in: "CLIENT TRACKING on BCAST PREFIX a", rule: rules.RuleClientTracking},
 	{in: "SLOWLOG GET", rule: rules.RuleServerWide},
 	{in: "LATENCY LATEST", rule: rules.RuleServerWide},
 	{in: "MEMORY DOCTOR", rule: rules.RuleServerWide},
@@ -218,10 +238,6 @@ var rewriteCases = []rwCase{
 	{in: "MEMORY PURGE", rule: rules.RuleServerWide},
 	{in: "MODULE LIST", rule: rules.RuleServerWide},
 	{in: "SHUTDOWN NOSAVE", rule: rules.RuleServerWide},
-	{in: "INFO", rule: rules.RuleInfo},
-	{in: "INFO keyspace", rule: rules.RuleInfo},
-	{in: "INFO server stats", rule: rules.RuleInfo},
-	{in: "INFO everything", rule: rules.RuleInfo},
 	{in: "REPLICAOF h 6379", rule: rules.RuleReplication},
 	{in: "SLAVEOF NO ONE", rule: rules.RuleReplication},
 	{in: "SYNC", rule: rules.RuleReplication},
@@ -356,7 +372,7 @@ func TestOneSlot(t *testing.T) {
 }
 
 func TestPlanNames(t *testing.T) {
-	for p := rules.ReplyPlain; p <= rules.ReplySession; p++ {
+	for p := rules.ReplyPlain; p <= rules.ReplyTrackingState; p++ {
 		if strings.HasPrefix(p.String(), "Plan(") {
 			t.Errorf("plan %d has no name", p)
 		}
@@ -366,5 +382,50 @@ func TestPlanNames(t *testing.T) {
 	}
 	if rules.Plan(200).String() != "Plan(?)" {
 		t.Error("unknown plan name")
+	}
+}
+
+// TestScriptCommands: what a tenant's scripts may call holds the data
+// commands clients' scripts use, and none of the commands that reach
+// beyond the tenant's keys and channels without naming them.
+func TestScriptCommands(t *testing.T) {
+	got := rules.ScriptCommands()
+	for _, want := range []string{"get", "set", "incrby", "del", "pexpire", "hset", "zadd", "xadd", "lpush",
+		"lmpop", "object|encoding", "memory|usage", "publish", "spublish", "sort", "sort_ro", "hscan", "exists"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("scripts may not call %s", want)
+		}
+	}
+	for _, never := range []string{"keys", "scan", "randomkey", "dbsize", "flushall", "flushdb", "info",
+		"client|list", "config|get", "pubsub|channels", "select", "swapdb", "move", "copy", "restore",
+		"migrate", "cluster|keyslot", "eval", "evalsha", "script|load", "function|load", "fcall",
+		"acl|setuser", "debug", "object|help", "subscribe", "multi", "wait", "monitor", "keys"} {
+		if slices.Contains(got, never) {
+			t.Errorf("scripts may call %s", never)
+		}
+	}
+	if !slices.IsSorted(got) {
+		t.Error("not sorted")
+	}
+}
+
+// TestAppendScriptBody: the tenant's form keeps a shebang line first and
+// the code's line numbers, and differs between tenants.
+func TestAppendScriptBody(t *testing.T) {
+	globex := namespace.MustNew("globex", namespace.OneSlot)
+	for _, tc := range []struct {
+		ns         *namespace.Namespace
+		body, want string
+	}{
+		{acme, "return 1", "--[[tenantguard t:acme:]]return 1"},
+		{globex, "return 1", "--[[tenantguard {t:globex}:]]return 1"},
+		{acme, "#!lua flags=no-writes\nreturn 1\n", "#!lua flags=no-writes\n--[[tenantguard t:acme:]]return 1\n"},
+		{acme, "#!lua", "#!lua\n--[[tenantguard t:acme:]]"},
+		{acme, "", "--[[tenantguard t:acme:]]"},
+		{acme, "#", "--[[tenantguard t:acme:]]#"},
+	} {
+		if got := string(rules.AppendScriptBody(nil, tc.ns, []byte(tc.body))); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.body, got, tc.want)
+		}
 	}
 }

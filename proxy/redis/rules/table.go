@@ -9,15 +9,19 @@ const (
 	kPlain                      // keyless and harmless: forwarded as is
 	kSession                    // handled by the session
 	kSelect                     // SELECT 0 only, answered locally
-	kInfo                       // INFO server only
+	kInfo                       // INFO: emulated per tenant
 	kKeys                       // KEYS pattern
 	kScan                       // SCAN with forced MATCH
 	kFieldScan                  // HSCAN, SSCAN, ZSCAN: bounded MATCH and COUNT
 	kSort                       // SORT, SORT_RO
 	kCopy                       // COPY without DB n
-	kScript                     // EVAL..., FCALL...: AllowScripting, then keys
-	kScriptPlain                // SCRIPT LOAD/EXISTS/HELP...: AllowScripting
-	kScriptShared               // shared script state: always refused
+	kEval                       // EVAL, EVAL_RO: AllowScripting, key count, keys, tenant's script
+	kEvalSha                    // EVALSHA, EVALSHA_RO: AllowScripting, key count, keys
+	kScriptLoad                 // SCRIPT LOAD: AllowScripting, tenant's script
+	kScriptLocal                // SCRIPT EXISTS, FLUSH: AllowScripting, answered per tenant
+	kScriptPlain                // SCRIPT HELP: AllowScripting
+	kScriptShared               // SCRIPT KILL, DEBUG: AllowScripting, then refused
+	kFunction                   // FUNCTION, FCALL: AllowScripting, then refused
 	kRestore                    // RESTORE: AllowRestore, then keys
 	kFlush                      // FLUSHDB, FLUSHALL: emulated or refused
 	kDBSize                     // DBSIZE: emulated or refused
@@ -79,13 +83,13 @@ var table = map[string]entry{
 	"client|help":         {kind: kPlain},
 	"client|id":           {kind: kPlain},
 	"client|info":         {kind: kPlain},
-	"client|caching":      {kind: kPlain},
-	"client|getredir":     {kind: kPlain},
-	"client|trackinginfo": {kind: kPlain},
+	"client|caching":      {kind: kSession, plan: ReplyTrackingState},
+	"client|getredir":     {kind: kSession, plan: ReplyTrackingState},
+	"client|trackinginfo": {kind: kSession, plan: ReplyTrackingState},
 	"client|setname":      {kind: kSetName, emul: EmulateClientSetName},
 	"client|getname":      {kind: kGetName, emul: EmulateClientSetName},
 	"client|reply":        refused(RuleClientReply),
-	"client|tracking":     refused(RuleClientTracking),
+	"client|tracking":     {kind: kSession, plan: ReplyTracking},
 
 	// The whole server.
 	"monitor":  refused(RuleServerWide),
@@ -97,7 +101,7 @@ var table = map[string]entry{
 	"memory":   refused(RuleServerWide), // DOCTOR, STATS, MALLOC-STATS, PURGE
 	"module":   refused(RuleServerWide),
 	"shutdown": refused(RuleServerWide),
-	"info":     {kind: kInfo},
+	"info":     {kind: kSession, plan: ReplyEmulateInfo},
 
 	// Replication and persistence.
 	"replicaof":    refused(RuleReplication),
@@ -135,17 +139,18 @@ var table = map[string]entry{
 	"sort_ro":   {kind: kSort},
 
 	// Scripting and functions.
-	"eval":           {kind: kScript},
-	"evalsha":        {kind: kScript},
-	"eval_ro":        {kind: kScript},
-	"evalsha_ro":     {kind: kScript},
-	"fcall":          {kind: kScript},
-	"fcall_ro":       {kind: kScript},
-	"script":         {kind: kScriptShared}, // FLUSH, KILL, DEBUG
-	"script|load":    {kind: kScriptPlain},
-	"script|exists":  {kind: kScriptPlain},
+	"eval":           {kind: kEval, plan: ReplyScript},
+	"eval_ro":        {kind: kEval, plan: ReplyScript},
+	"evalsha":        {kind: kEvalSha, plan: ReplyScriptSha},
+	"evalsha_ro":     {kind: kEvalSha, plan: ReplyScriptSha},
+	"fcall":          {kind: kFunction},
+	"fcall_ro":       {kind: kFunction},
+	"script":         {kind: kScriptShared}, // KILL, DEBUG
+	"script|load":    {kind: kScriptLoad, plan: ReplyScriptLoad},
+	"script|exists":  {kind: kScriptLocal, plan: ReplyScriptExists},
+	"script|flush":   {kind: kScriptLocal, plan: ReplyScriptFlush},
 	"script|help":    {kind: kScriptPlain},
-	"function":       {kind: kScriptShared}, // LOAD, DELETE, FLUSH, LIST, DUMP...
+	"function":       {kind: kFunction}, // LOAD, DELETE, FLUSH, LIST, DUMP...
 	"function|help":  {kind: kScriptPlain},
 	"restore":        {kind: kRestore},
 	"restore-asking": {kind: kRestore},

@@ -148,6 +148,37 @@ def script_cross_tenant():
     return "refused: " + "; ".join(refusals)
 
 
+def script_cache_cross_tenant():
+    r, g = acme(), globex()
+    body = "-- %d\nreturn redis.call('INCR', KEYS[1])" % time.time_ns()
+    sha = r.script_load(body)
+    check(r.evalsha(sha, 1, P + "cache") == 1, "acme's EVALSHA of its own script")
+    check(g.script_exists(sha) == [False], "globex's SCRIPT EXISTS sees acme's script")
+    try:
+        got = g.evalsha(sha, 1, P + "cache")
+        raise Failed("globex's EVALSHA of acme's script returned %r" % got)
+    except redis.exceptions.NoScriptError as e:
+        refusal = str(e)
+    check(g.eval(body, 1, P + "cache") == 1, "globex's EVAL of the same text ran on acme's key")
+    return "globex: SCRIPT EXISTS [False], EVALSHA %s" % refusal
+
+
+def info_isolation():
+    r = acme()
+    # Other clients of acme write meanwhile, and INFO's count may be a
+    # second old: it must be acme's (some keys), never the server's.
+    total = redis.Redis.from_url(env("TG_REDIS_ADMIN_URL")).dbsize()
+    info = r.info()
+    check(info.get("redis_version"), "no redis_version in INFO")
+    check(info.get("loading") == 0, "loading %r" % info.get("loading"))
+    keys = info.get("db0", {}).get("keys")
+    check(keys and keys < total, "INFO says %r keys, the server holds %d of every tenant" % (keys, total))
+    text = r.execute_command("INFO", "everything")
+    for never in ("globex", "tcp_port", "process_id", "executable", "config_file", "used_memory:"):
+        check(never not in text, "INFO shows %r" % never)
+    return "INFO: redis_version %s, db0 keys=%d (acme's own, of %d), nothing of globex or the server's host" % (info["redis_version"], keys, total)
+
+
 def globex_unaffected():
     got = globex().mget("greeting", P + "secret", P + "pwned")
     check(got == ["hello from globex", "globex-secret", None], "globex reads %r" % got)
@@ -156,5 +187,5 @@ def globex_unaffected():
 
 run("redis-py", redis.__version__, [
     get_set, pipeline, multi_exec, pubsub, error_recovery, isolation_keys, isolation_pubsub,
-    lock, script, script_cross_tenant, globex_unaffected,
+    lock, script, script_cross_tenant, script_cache_cross_tenant, info_isolation, globex_unaffected,
 ])
