@@ -394,7 +394,8 @@ func (rc *resultCache) exit(e *cacheEntry, reason string) {
 // is deleted now.
 func (rc *resultCache) flush(reason string) {
 	rc.flushGen.Add(1)
-	rc.metrics.flushes.WithLabelValues(rc.pool.key, reason).Inc()
+	// Counted once the entries are gone (tests wait on the count).
+	defer rc.metrics.flushes.WithLabelValues(rc.pool.key, reason).Inc()
 	rc.tmu.Lock()
 	tenants := make([]*tenantCache, 0, len(rc.tenants))
 	for _, tc := range rc.tenants {
