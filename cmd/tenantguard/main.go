@@ -39,6 +39,8 @@ commands:
   pg check --config FILE [--policy FILE|DIR]
                           audit the upstream role and protected tables (every cluster of the policy)
   pg fingerprint SQL      print a statement's fingerprint (for pg_cache rules) and whether it may be cached
+  tenant provision|export|import|offboard|status|list|cancel|archive …
+                          tenant lifecycle operations through the control plane's admin API
   version                 print the version
 `
 
@@ -75,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "pg":
 		return runPG(ctx, args[1:], stdout, stderr)
+	case "tenant":
+		return runTenant(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tenantguard", version+buildNote)
 		return 0

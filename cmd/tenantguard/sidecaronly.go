@@ -51,3 +51,7 @@ func runInject(ctx context.Context, args []string, _ io.Reader, _, stderr io.Wri
 func runInjector(_ context.Context, _ []string, stderr io.Writer) int {
 	return notInThisBuild("injector", stderr)
 }
+
+func runTenant(_ context.Context, _ []string, _, stderr io.Writer) int {
+	return notInThisBuild("tenant", stderr)
+}

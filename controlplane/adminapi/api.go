@@ -19,6 +19,8 @@
 //	POST /v1/tenants/{id}/suspend     → {"version",…,"tenant","suspended":true,"changed"}
 //	POST /v1/tenants/{id}/resume      → {"version",…,"tenant","suspended":false,"changed"}
 //
+// and, with WithOperations, the tenant lifecycle operations (operations.go).
+//
 // Writes are attributed to the X-Author header ("admin" when absent) and
 // may carry an X-Comment header. Both are what the caller says: the token
 // proves only that the caller is an administrator.
@@ -86,11 +88,14 @@ type Handler struct {
 	gate  http.Handler
 	log   *slog.Logger
 	mux   *http.ServeMux
+
+	ops        Operations // nil: no operation endpoints
+	maxArchive int64
 }
 
 // New returns the API over st. adminToken is the bearer token that may
 // call it (at least 16 characters).
-func New(st Store, adminToken string, log *slog.Logger) (*Handler, error) {
+func New(st Store, adminToken string, log *slog.Logger, opts ...Option) (*Handler, error) {
 	tok, err := bearer.New(adminToken)
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
@@ -112,6 +117,9 @@ func New(st Store, adminToken string, log *slog.Logger) (*Handler, error) {
 	h.mux.HandleFunc("POST /v1/tenants/{id}/suspend", h.suspend(true))
 	h.mux.HandleFunc("POST /v1/tenants/{id}/resume", h.suspend(false))
 	h.mux.HandleFunc("PUT /v1/tenants/{id}/placement", h.setPlacement)
+	for _, o := range opts {
+		o(h)
+	}
 	return h, nil
 }
 

@@ -20,11 +20,15 @@ type AuditEntry struct {
 	Seq     int64
 	At      time.Time // UTC, microseconds
 	Actor   string
-	Action  string // ActionPut, ActionRollback, ActionSuspend, ActionResume, ActionSeed, ActionPlace
-	Version int64  // the version the change wrote
-	// Detail is the entry's detail object in canonical JSON: always
-	// policy_sha256, diff_sha256, comment and parent; rollback_to for a
-	// rollback; tenant for suspend and resume.
+	Action  string // ActionPut, ActionRollback, ActionSuspend, ActionResume, ActionSeed, ActionPlace, ActionAddTenant, ActionRemoveTenant, ActionOperation
+	Version int64  // the version the change wrote; for ActionOperation, the version current then
+	// Detail is the entry's detail object in canonical JSON: for a policy
+	// change always policy_sha256, diff_sha256, comment and parent;
+	// rollback_to for a rollback; tenant for suspend and resume; tenant
+	// and operation for add_tenant and remove_tenant. An operation entry
+	// has only its own fields: operation, kind, tenant, event ("start" or
+	// "end") and what the operation records (params at the start; state,
+	// error and result at the end).
 	Detail   json.RawMessage
 	PrevHash []byte // the previous entry's Hash; 32 zero bytes for seq 1
 	Hash     []byte

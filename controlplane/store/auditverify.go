@@ -304,7 +304,11 @@ func (w *chainWalk) recheck(e *AuditEntry, vr *versionRow) *AuditError {
 		return &AuditError{Seq: e.Seq, Version: e.Version, Reason: fmt.Sprintf("altered: the entry now names version %d, not %d", e.Version, w.version)}
 	}
 	// Its link backwards was verified with it; check the rest as step does.
-	if reason, ok := verifyEntry(e, e.Seq-1, w.version-1, e.PrevHash, vr); !ok {
+	prevVersion := w.version - 1
+	if e.Action == ActionOperation {
+		prevVersion = w.version
+	}
+	if reason, ok := verifyEntry(e, e.Seq-1, prevVersion, e.PrevHash, vr); !ok {
 		return &AuditError{Seq: e.Seq, Version: e.Version, Reason: reason}
 	}
 	if reason, ok := w.verifySignature(e); !ok {
@@ -396,6 +400,14 @@ func verifyEntry(e *AuditEntry, lastSeq, lastVersion int64, lastHash []byte, vr 
 	}
 	if !bytes.Equal(sum, e.Hash) {
 		return "altered: the entry's content does not match its hash", false
+	}
+	if e.Action == ActionOperation {
+		// A lifecycle operation's start or end writes no version: it
+		// names the one current when it was written.
+		if e.Version != lastVersion {
+			return fmt.Sprintf("operation entry names version %d, but version %d was current", e.Version, lastVersion), false
+		}
+		return "", true
 	}
 	if e.Version != lastVersion+1 {
 		return fmt.Sprintf("version %d out of sequence after version %d", e.Version, lastVersion), false

@@ -67,6 +67,42 @@ var migrations = [][]string{
 			DROP CONSTRAINT audit_action_check,
 			ADD CONSTRAINT audit_action_check CHECK (action IN ('put', 'rollback', 'suspend', 'resume', 'seed', 'place'))`,
 	},
+	// Tenant lifecycle operations (package controlplane/workflow): one row
+	// per operation with its steps and progress, and the lease of the
+	// control plane running it (lease_owner until lease_expires, in the
+	// database's clock). At most one operation per tenant is active. The
+	// audit chain gains the actions of operations: 'operation' entries
+	// (start and end; they write no version and name the current one) and
+	// the policy changes they make, 'add_tenant' and 'remove_tenant'.
+	4: {
+		`CREATE TABLE tenantguard_cp.operations (
+			id               text PRIMARY KEY,
+			kind             text NOT NULL,
+			tenant           text NOT NULL,
+			actor            text NOT NULL,
+			params           jsonb NOT NULL,
+			state            text NOT NULL CHECK (state IN ('running', 'compensating', 'succeeded', 'failed', 'cancelled')),
+			step             int NOT NULL,
+			steps            jsonb NOT NULL,
+			error            text NOT NULL DEFAULT '',
+			result           jsonb NOT NULL DEFAULT '{}',
+			cancel_requested boolean NOT NULL DEFAULT false,
+			lease_owner      text,
+			lease_expires    timestamptz,
+			claims           int NOT NULL DEFAULT 0,
+			created_at       timestamptz NOT NULL,
+			updated_at       timestamptz NOT NULL,
+			finished_at      timestamptz
+		)`,
+		`CREATE UNIQUE INDEX operations_one_active_per_tenant ON tenantguard_cp.operations (tenant)
+			WHERE state IN ('running', 'compensating')`,
+		`CREATE INDEX operations_active_lease ON tenantguard_cp.operations (lease_expires)
+			WHERE state IN ('running', 'compensating')`,
+		`CREATE INDEX operations_created ON tenantguard_cp.operations (created_at DESC, id DESC)`,
+		`ALTER TABLE tenantguard_cp.audit DROP CONSTRAINT audit_action_check`,
+		`ALTER TABLE tenantguard_cp.audit ADD CONSTRAINT audit_action_check
+			CHECK (action IN ('put', 'rollback', 'suspend', 'resume', 'seed', 'place', 'add_tenant', 'remove_tenant', 'operation'))`,
+	},
 }
 
 // migrate creates or upgrades the schema in one transaction under an

@@ -25,6 +25,15 @@ const (
 	ActionResume   = "resume"
 	ActionSeed     = "seed"
 	ActionPlace    = "place"
+	// ActionAddTenant and ActionRemoveTenant are a lifecycle operation's
+	// policy changes (detail: tenant, operation).
+	ActionAddTenant    = "add_tenant"
+	ActionRemoveTenant = "remove_tenant"
+	// ActionOperation is a lifecycle operation's start or end. It writes
+	// no version: its entry names the version current when it was
+	// written (detail: operation, kind, tenant, event and what the
+	// operation reports).
+	ActionOperation = "operation"
 )
 
 // Bounds of the free text a writer supplies.
@@ -34,12 +43,16 @@ const (
 )
 
 // change is what one write stores: a new policy, why, and the action's
-// own audit detail fields.
+// own audit detail fields. A change without a policy (ActionOperation)
+// writes only its audit entry, whose detail is detail alone; inTx, if
+// set, runs in the same transaction before the entry is written (the
+// entry's time is at), so the entry and what it records commit together.
 type change struct {
 	action  string
 	comment string
 	policy  *policypb.Policy
 	detail  map[string]any
+	inTx    func(tx pgx.Tx, at time.Time) error
 }
 
 // errSeeded tells Seed that the store already holds a version.
@@ -280,6 +293,14 @@ func (s *Store) write(ctx context.Context, author string, build func(tx pgx.Tx, 
 		return Version{}, err
 	}
 
+	if ch.inTx != nil {
+		if err := ch.inTx(tx, at); err != nil {
+			return Version{}, err
+		}
+	}
+	if ch.policy == nil {
+		return s.writeAuditOnly(ctx, tx, author, at, ch, headVersion, headSeq, headHash, cur)
+	}
 	n := headVersion + 1
 	p := proto.Clone(ch.policy).(*policypb.Policy)
 	p.Version = versionString(n)
@@ -327,26 +348,9 @@ func (s *Store) write(ctx context.Context, author string, build func(tx pgx.Tx, 
 	for k, v := range ch.detail {
 		detail[k] = v
 	}
-	e := AuditEntry{Seq: headSeq + 1, At: at, Actor: author, Action: ch.action, Version: n, PrevHash: headHash}
-	if e.Detail, err = canonicalJSON(detail); err != nil {
-		return Version{}, fmt.Errorf("store: audit detail: %w", err)
-	}
-	if e.Hash, err = e.computeHash(); err != nil {
-		return Version{}, fmt.Errorf("store: audit hash: %w", err)
-	}
-	var keyID *string // SQL NULL when unsigned
-	if s.auditSigner != nil {
-		e.KeyID, e.Signature = s.auditSigner.ID(), s.auditSigner.SignEntry(e.Hash)
-		keyID = &e.KeyID
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO tenantguard_cp.audit (seq, at, actor, action, version, detail, prev_hash, hash, key_id, signature)
-		VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10)`,
-		e.Seq, e.At, e.Actor, e.Action, e.Version, string(e.Detail), e.PrevHash, e.Hash, keyID, e.Signature); err != nil {
-		return Version{}, fmt.Errorf("store: insert audit entry: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE tenantguard_cp.head SET version = $1, audit_seq = $2, audit_hash = $3, audit_key_id = $4 WHERE id = 1`,
-		n, e.Seq, e.Hash, keyID); err != nil {
-		return Version{}, fmt.Errorf("store: update head: %w", err)
+	e, err := s.appendAudit(ctx, tx, AuditEntry{Seq: headSeq + 1, At: at, Actor: author, Action: ch.action, Version: n, PrevHash: headHash}, detail)
+	if err != nil {
+		return Version{}, err
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, versionString(n)); err != nil {
 		return Version{}, fmt.Errorf("store: notify: %w", err)
@@ -369,6 +373,56 @@ func (s *Store) write(ctx context.Context, author string, build func(tx pgx.Tx, 
 		"audit_seq", e.Seq, "audit_hash", hex.EncodeToString(e.Hash), "audit_key_id", e.KeyID)
 	s.publish(v)
 	return v, nil
+}
+
+// appendAudit completes e (detail, hash, signature), inserts it and moves
+// the head to it; the head row is locked by the caller's transaction.
+func (s *Store) appendAudit(ctx context.Context, tx pgx.Tx, e AuditEntry, detail map[string]any) (AuditEntry, error) {
+	var err error
+	if e.Detail, err = canonicalJSON(detail); err != nil {
+		return e, fmt.Errorf("store: audit detail: %w", err)
+	}
+	if e.Hash, err = e.computeHash(); err != nil {
+		return e, fmt.Errorf("store: audit hash: %w", err)
+	}
+	var keyID *string // SQL NULL when unsigned
+	if s.auditSigner != nil {
+		e.KeyID, e.Signature = s.auditSigner.ID(), s.auditSigner.SignEntry(e.Hash)
+		keyID = &e.KeyID
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO tenantguard_cp.audit (seq, at, actor, action, version, detail, prev_hash, hash, key_id, signature)
+		VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10)`,
+		e.Seq, e.At, e.Actor, e.Action, e.Version, string(e.Detail), e.PrevHash, e.Hash, keyID, e.Signature); err != nil {
+		return e, fmt.Errorf("store: insert audit entry: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE tenantguard_cp.head SET version = $1, audit_seq = $2, audit_hash = $3, audit_key_id = $4 WHERE id = 1`,
+		e.Version, e.Seq, e.Hash, keyID); err != nil {
+		return e, fmt.Errorf("store: update head: %w", err)
+	}
+	return e, nil
+}
+
+// writeAuditOnly finishes a write whose change has no policy: its audit
+// entry names the current version (0 when there is none) and its detail
+// is the change's detail alone.
+func (s *Store) writeAuditOnly(ctx context.Context, tx pgx.Tx, author string, at time.Time, ch *change, headVersion, headSeq int64, headHash []byte, cur *Version) (Version, error) {
+	detail := ch.detail
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	e, err := s.appendAudit(ctx, tx, AuditEntry{Seq: headSeq + 1, At: at, Actor: author, Action: ch.action, Version: headVersion, PrevHash: headHash}, detail)
+	if err != nil {
+		return Version{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Version{}, fmt.Errorf("store: commit audit entry %d: %w", e.Seq, err)
+	}
+	s.log.Info("audit entry stored", "action", ch.action, "author", author,
+		"audit_seq", e.Seq, "audit_hash", hex.EncodeToString(e.Hash), "audit_key_id", e.KeyID)
+	if cur != nil {
+		return *cur, nil
+	}
+	return Version{}, nil
 }
 
 // diffText is the text versions are diffed as: MarshalJSON without the

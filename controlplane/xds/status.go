@@ -35,6 +35,9 @@ type NodeStatus struct {
 	LastNack      time.Time
 	// LastSeen is when the node last sent a request or closed a stream.
 	LastSeen time.Time
+	// Policy says the node has subscribed to the policy (a data plane,
+	// not an Envoy that takes only listeners and clusters).
+	Policy bool
 }
 
 // sentResponse is the last response of one type on one stream.
@@ -146,6 +149,9 @@ func (t *tracker) request(k streamKey, node *core.Node, typeURL, nonce, errMsg s
 	n := t.nodes[st.node]
 	if n != nil {
 		n.LastSeen = now
+		if typeURL == PolicyTypeURL {
+			n.Policy = true
+		}
 	}
 	sent, ok := st.sent[typeURL]
 	if nonce == "" || !ok || sent.nonce != nonce {

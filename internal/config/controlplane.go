@@ -75,6 +75,9 @@ type ControlPlaneFile struct {
 	// entry, and from its first.
 	AuditCheckInterval     Duration `yaml:"audit_check_interval"`
 	AuditFullCheckInterval Duration `yaml:"audit_full_check_interval"`
+
+	// Lifecycle configures the tenant lifecycle operations (lifecycle.go).
+	Lifecycle LifecycleFile `yaml:"lifecycle"`
 }
 
 // XDSTLSFile is the xDS listener's `tls:` section: a listener's, and the
@@ -116,6 +119,7 @@ type ControlPlane struct {
 	Envoy        *EnvoyAddrs
 	DrainTimeout Duration
 	Audit        ControlPlaneAudit
+	Lifecycle    Lifecycle
 }
 
 // EnvoyAddrs are the addresses the Envoy resources name.
@@ -207,6 +211,9 @@ func ParseControlPlane(name string, data []byte) (*ControlPlane, error) {
 		}
 	}
 	if out.Audit, ferr = parseControlPlaneAudit(&f, base); ferr != nil {
+		return fail(ferr.field, "%s", ferr.msg)
+	}
+	if out.Lifecycle, ferr = parseLifecycle(&f.Lifecycle, base); ferr != nil {
 		return fail(ferr.field, "%s", ferr.msg)
 	}
 	return out, nil

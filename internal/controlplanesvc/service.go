@@ -22,6 +22,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
 	"github.com/tenantguard/tenantguard/controlplane/budget"
+	"github.com/tenantguard/tenantguard/controlplane/lifecycle"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/xds"
 	"github.com/tenantguard/tenantguard/internal/bearer"
@@ -42,6 +43,8 @@ type Service struct {
 	adminLn net.Listener
 	audit   *auditWatch
 	budget  *budget.Server
+	ops     *lifecycle.Operations
+	opsDone func() // closes the lifecycle's connections
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -94,6 +97,9 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 		if s.xds != nil {
 			s.xds.Close()
 		}
+		if s.opsDone != nil {
+			s.opsDone()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -130,7 +136,11 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 			return fail(fmt.Errorf("envoy resources: %w", err))
 		}
 	}
-	api, err := adminapi.New(st, cfg.AdminToken, log.With("component", "admin-api"))
+	if s.ops, s.opsDone, err = newLifecycle(cfg.Lifecycle, st, s.xds, log.With("component", "lifecycle")); err != nil {
+		return fail(err)
+	}
+	api, err := adminapi.New(st, cfg.AdminToken, log.With("component", "admin-api"),
+		adminapi.WithOperations(s.ops, cfg.Lifecycle.MaxArchiveBytes))
 	if err != nil {
 		return fail(err)
 	}
@@ -284,6 +294,12 @@ func (s *Service) Run(ctx context.Context) error {
 	defer stopBudget() // on an early return too
 	go func() { defer s.wg.Done(); s.budget.Run(bctx) }()
 	go func() { defer s.wg.Done(); s.audit.run(s.stop) }()
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-s.stop; cancel() }()
+		_ = s.ops.Run(ctx) // operations running here hand over their leases
+	}()
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.xdsLn) }()
 	go func() { errc <- tlsconf.ServeHTTP(s.http, s.adminLn) }()
@@ -308,6 +324,7 @@ func (s *Service) Run(ctx context.Context) error {
 		serveErr = err
 	}
 	s.wg.Wait()
+	s.opsDone()
 	s.xds.Close()
 	s.store.Close()
 	s.log.Info("stopped")
