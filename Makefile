@@ -61,6 +61,7 @@ fuzz:
 	$(GO) test ./wire/scram -run '^$$' -fuzz FuzzServer -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzClientStartup -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzRewrite -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/pg -run '^$$' -fuzz FuzzBindMentionsClock -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/scram -run '^$$' -fuzz FuzzParseVerifier -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/pg/firewall -run '^$$' -fuzz FuzzFingerprint -fuzztime $(FUZZTIME)
 	$(GO) test ./wire/resp -run '^$$' -fuzz FuzzReadCommand -fuzztime $(FUZZTIME)

@@ -8,7 +8,7 @@
 #   bash bench/all.sh                 # everything, over an hour on 2 cores
 #   bash bench/all.sh pgbench redis   # only these sections
 #
-# Sections: pgbench noisy redis nearcache extauthz idle rss goproxy budget hostile faults soak
+# Sections: pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak
 #
 # faults and soak run test/faults (issue 17) and put the figures its tests
 # record into tables: faults the upstream-fault, drain, connection and
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy redis nearcache extauthz idle rss goproxy budget hostile faults soak)
+[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak)
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 busy=$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > 0.25 * n) ? 1 : 0 }')
@@ -56,6 +56,9 @@ for s in "${sections[@]}"; do
 	noisy)
 		if [ -n "$quick" ]; then d=3s; else d=20s; fi
 		run noisy "PostgreSQL: a quiet tenant next to a noisy one" go run ./bench/pgbench -noisy -duration $d ;;
+	pgcache)
+		if [ -n "$quick" ]; then d=2s r=1; else d=10s r=3; fi
+		run pgcache "PostgreSQL: the result cache (cached point selects, and a cache-miss workload)" go run ./bench/pgbench -cache -duration $d -rounds $r -modes simple,prepared ;;
 	redis)
 		if [ -n "$quick" ]; then n=20000 r=1; else n=1000000 r=3; fi
 		run redis "Redis: redis-benchmark through tenantguard and twemproxy" go run ./bench/redisbench -n $n -rounds $r ;;
@@ -100,7 +103,7 @@ for s in "${sections[@]}"; do
 		} >"$tmp/goproxy.md"
 		go run ./bench/results -section goproxy -title "Go benchmarks: one query round trip in process" -note "$note" -in "$tmp/goproxy.md" ;;
 	*)
-		echo "bench: unknown section $s (pgbench noisy redis nearcache extauthz idle rss goproxy budget hostile faults soak)" >&2
+		echo "bench: unknown section $s (pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak)" >&2
 		exit 2 ;;
 	esac
 done

@@ -53,6 +53,9 @@ type Limits struct {
 	// CommandsPerSecond caps the tenant's Redis commands across its
 	// connections to this sidecar (bursts up to one second's worth).
 	CommandsPerSecond int
+	// PgCacheBytes is the tenant's budget in the PostgreSQL result cache
+	// of each sidecar, instead of PgCacheSpec.TenantBytes.
+	PgCacheBytes int64
 }
 
 // TableSpec names a table the policy protects.
@@ -70,6 +73,8 @@ type Spec struct {
 	Version string
 	Tenants []TenantSpec
 	Tables  []TableSpec
+	// PgCache, when set, is the PostgreSQL result cache (pgcache.go).
+	PgCache *PgCacheSpec
 	// Clusters are the upstream clusters tenants are placed on
 	// (placement.go); none: every tenant on the configured upstreams.
 	Clusters []ClusterSpec
@@ -108,6 +113,7 @@ type Snapshot struct {
 	tenants map[string]*Tenant
 	ids     []string
 	tables  []TableSpec
+	pgCache *PgCache
 
 	clusters     map[string]*ClusterSpec
 	clusterNames []string
@@ -204,6 +210,9 @@ func Compile(spec Spec) (*Snapshot, error) {
 		if ts.Limits.StatementTimeout < 0 {
 			return nil, &FieldError{field + ".limits.statement_timeout", "must not be negative"}
 		}
+		if ts.Limits.PgCacheBytes < 0 {
+			return nil, &FieldError{field + ".limits.pg_cache_bytes", "must not be negative"}
+		}
 		if t.Placement, err = s.resolvePlacement(ts.Placement, defPG, defRedis, field); err != nil {
 			return nil, err
 		}
@@ -237,6 +246,11 @@ func Compile(spec Spec) (*Snapshot, error) {
 		}
 		s.tables = append(s.tables, t)
 	}
+	pc, err := compilePgCache(spec.PgCache, s.tenants)
+	if err != nil {
+		return nil, err
+	}
+	s.pgCache = pc
 	return s, nil
 }
 

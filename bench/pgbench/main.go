@@ -56,6 +56,7 @@ type options struct {
 	duration  time.Duration
 	modes     []string
 	noisy     bool
+	cache     bool
 	targets   map[string]bool // run only these targets (nil: all)
 	workloads map[string]bool // run only these workloads (nil: all)
 	profile   string          // directory for tenantguard's CPU profiles, one per run
@@ -65,6 +66,9 @@ func main() {
 	benchkit.Main("pgbench", parseFlags, func(ctx context.Context, o options) error {
 		if o.noisy {
 			return runNoisy(ctx, o)
+		}
+		if o.cache {
+			return runCache(ctx, o)
 		}
 		return run(ctx, o)
 	})
@@ -78,6 +82,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of each pgbench run (whole seconds)")
 	modes := fs.String("modes", "simple,prepared", "comma-separated pgbench protocol modes (simple, extended, prepared)")
 	fs.BoolVar(&o.noisy, "noisy", false, "noisy-neighbour mode: a quiet tenant's latency while another floods the pool (uses -duration and -out only)")
+	fs.BoolVar(&o.cache, "cache", false, "result cache mode: cached point selects and a cache-miss workload, direct vs tenantguard+iso with the cache off and on (uses -duration, -rounds, -modes, -out)")
 	targets := fs.String("targets", "", "comma-separated targets to run (direct, tenantguard, tenantguard+iso, pgbouncer); default all")
 	wls := fs.String("workloads", "", "comma-separated workloads to run (select-only, tpcb-like); default all")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of tenantguard for each of its runs into this directory (pprof on its admin listener)")
@@ -86,6 +91,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.duration < time.Second {
 		return o, errors.New("-duration must be at least 1s")
+	}
+	if o.noisy && o.cache {
+		return o, errors.New("-noisy and -cache are separate runs")
 	}
 	if o.noisy {
 		var bad []string

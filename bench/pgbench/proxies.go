@@ -55,6 +55,7 @@ type tgOptions struct {
 	isolation      bool          // row isolation of isoTables, bootstrapped before start
 	tenants        []tgTenant    // the first one is used to check readiness
 	pprof          bool          // serve /debug/pprof/ on the admin listener
+	pgCache        string        // a pg_cache section (YAML, at top level), "" for none
 }
 
 // tenantguardConfig renders the sidecar configuration.
@@ -86,6 +87,7 @@ func tenantguardConfig(o tgOptions, port, admin, pgPort int) string {
 			}
 		}
 	}
+	b.WriteString(o.pgCache)
 	b.WriteString("drain_timeout: 5s\n")
 	if o.pprof {
 		b.WriteString("debug:\n  pprof: true\n")

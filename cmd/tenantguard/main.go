@@ -38,6 +38,7 @@ commands:
                           install row-level isolation in the upstream databases (every cluster of the policy)
   pg check --config FILE [--policy FILE|DIR]
                           audit the upstream role and protected tables (every cluster of the policy)
+  pg fingerprint SQL      print a statement's fingerprint (for pg_cache rules) and whether it may be cached
   tenant provision|export|import|offboard|status|list|cancel|archive …
                           tenant lifecycle operations through the control plane's admin API
   version                 print the version
@@ -106,6 +107,17 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) int {
 }
 
 func runPG(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "fingerprint" {
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "usage: tenantguard pg fingerprint 'SELECT …'")
+			return 2
+		}
+		if err := sidecar.Fingerprint(args[1], stdout); err != nil {
+			fmt.Fprintln(stderr, "tenantguard pg fingerprint:", err)
+			return 1
+		}
+		return 0
+	}
 	if len(args) == 0 || (args[0] != "bootstrap" && args[0] != "check") {
 		fmt.Fprint(stderr, usage)
 		return 2

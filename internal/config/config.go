@@ -118,10 +118,13 @@ type File struct {
 			MaxTransactions   int      `yaml:"max_transactions"`
 			StatementTimeout  Duration `yaml:"statement_timeout"`
 			CommandsPerSecond int      `yaml:"commands_per_second"`
+			PgCacheBytes      int64    `yaml:"pg_cache_bytes"`
 		} `yaml:"limits"`
 		ShowConstraintDetail bool           `yaml:"show_constraint_detail"`
 		Placement            *PlacementFile `yaml:"placement"`
 	} `yaml:"tenants"`
+	// PgCache, if present, is the PostgreSQL result cache (pgcache.go).
+	PgCache *PgCacheFile `yaml:"pg_cache"`
 	// Clusters are the upstream clusters the file's tenants are placed on
 	// (with a control plane, the policy's).
 	Clusters []ClusterFile `yaml:"clusters"`
@@ -427,6 +430,7 @@ func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 				MaxTransactions:   t.Limits.MaxTransactions,
 				StatementTimeout:  time.Duration(t.Limits.StatementTimeout),
 				CommandsPerSecond: t.Limits.CommandsPerSecond,
+				PgCacheBytes:      t.Limits.PgCacheBytes,
 			}}
 		if t.Allow != nil {
 			ts.Allow = &policy.Permissions{Read: t.Allow.Read, Write: t.Allow.Write, DDL: t.Allow.DDL}
@@ -436,6 +440,7 @@ func parsePolicy(f *File, out *Sidecar, dir string) *fieldErr {
 	for _, t := range f.Isolation.Tables {
 		spec.Tables = append(spec.Tables, policy.TableSpec{Name: t.Name, TenantColumn: t.TenantColumn, Shared: t.Shared})
 	}
+	spec.PgCache = f.PgCache.pgCacheSpec()
 	spec.Clusters = clusterSpecs(f.Clusters)
 	if fe := parseCredentials(f, out, dir); fe != nil {
 		return fe

@@ -183,6 +183,7 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.Handle("GET /cache/pg", pgsrv.CacheHandler())
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 			_, _ = w.Write([]byte("ok\n"))
 		})

@@ -52,6 +52,7 @@ func toSpec(p *Policy, withSuspended bool) (policy.Spec, error) {
 				MaxTransactions:   int(t.GetLimits().GetMaxTransactions()),
 				StatementTimeout:  timeout,
 				CommandsPerSecond: int(t.GetLimits().GetCommandsPerSecond()),
+				PgCacheBytes:      t.GetLimits().GetPgCacheBytes(),
 			},
 			ShowConstraintDetail: t.GetShowConstraintDetail(),
 			Placement:            policy.Placement{Postgres: t.GetPlacement().GetPostgres(), Redis: t.GetPlacement().GetRedis()},
@@ -73,6 +74,11 @@ func toSpec(p *Policy, withSuspended bool) (policy.Spec, error) {
 		}
 		spec.Clusters = append(spec.Clusters, clusterSpec(c))
 	}
+	pc, err := pgCacheSpec(p.GetPgCache())
+	if err != nil {
+		return policy.Spec{}, err
+	}
+	spec.PgCache = pc
 	return spec, nil
 }
 
@@ -91,6 +97,35 @@ func clusterSpec(c *Cluster) policy.ClusterSpec {
 		cs.Redis = &policy.RedisCluster{Address: r.GetAddress(), Seeds: slices.Clone(r.GetClusterSeeds()), Credentials: r.GetCredentials()}
 	}
 	return cs
+}
+
+// pgCacheSpec converts the pg_cache section; nil for none.
+func pgCacheSpec(c *PgCache) (*policy.PgCacheSpec, error) {
+	if c == nil {
+		return nil, nil
+	}
+	out := &policy.PgCacheSpec{
+		TenantBytes:     c.GetTenantBytes(),
+		MaxEntryBytes:   c.GetMaxEntryBytes(),
+		StableFunctions: slices.Clone(c.GetStableFunctions()),
+	}
+	for i, r := range c.GetRules() {
+		field := fmt.Sprintf("pg_cache.rules[%d]", i)
+		if r == nil {
+			return nil, &policy.FieldError{Field: field, Msg: "missing"}
+		}
+		ttl, err := duration(r.GetTtl(), field+".ttl")
+		if err != nil {
+			return nil, err
+		}
+		out.Rules = append(out.Rules, policy.PgCacheRule{
+			Fingerprints: slices.Clone(r.GetFingerprints()),
+			Tables:       slices.Clone(r.GetTables()),
+			TTL:          ttl,
+			Tenants:      slices.Clone(r.GetTenants()),
+		})
+	}
+	return out, nil
 }
 
 // duration converts an optional Duration; nil is zero.
@@ -131,6 +166,7 @@ func FromSpec(spec policy.Spec) *Policy {
 				MaxConnections:    clampInt32(l.MaxConnections),
 				MaxTransactions:   clampInt32(l.MaxTransactions),
 				CommandsPerSecond: clampInt32(l.CommandsPerSecond),
+				PgCacheBytes:      l.PgCacheBytes,
 			}
 			if l.StatementTimeout != 0 {
 				t.Limits.StatementTimeout = durationpb.New(l.StatementTimeout)
@@ -143,6 +179,17 @@ func FromSpec(spec policy.Spec) *Policy {
 	}
 	for _, ts := range spec.Tables {
 		p.Tables = append(p.Tables, &Table{Name: ts.Name, TenantColumn: ts.TenantColumn, Shared: ts.Shared})
+	}
+	if c := spec.PgCache; c != nil {
+		p.PgCache = &PgCache{TenantBytes: c.TenantBytes, MaxEntryBytes: c.MaxEntryBytes, StableFunctions: slices.Clone(c.StableFunctions)}
+		for _, r := range c.Rules {
+			p.PgCache.Rules = append(p.PgCache.Rules, &PgCacheRule{
+				Fingerprints: slices.Clone(r.Fingerprints),
+				Tables:       slices.Clone(r.Tables),
+				Ttl:          durationpb.New(r.TTL),
+				Tenants:      slices.Clone(r.Tenants),
+			})
+		}
 	}
 	for _, cs := range spec.Clusters {
 		c := &Cluster{Name: cs.Name, Default: cs.Default}

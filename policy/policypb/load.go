@@ -10,9 +10,9 @@ import (
 // LoadDir reads every *.yaml, *.yml and *.json file directly in dir (not in
 // subdirectories; names starting with '.' are skipped, as are Kubernetes
 // ConfigMap mounts' "..data" entries) in name order and merges them into one
-// Policy: tenants, tables and clusters are appended in file order; version, redis and
-// sessions may each be set in at most one file, else the error names both
-// files. A directory with no such file is an error. LoadDir does not
+// Policy: tenants, tables and clusters are appended in file order; version,
+// redis, sessions and pg_cache may each be set in at most one file, else the
+// error names both files. A directory with no such file is an error. LoadDir does not
 // validate: call Validate on the result (its tenants[i] indices count across
 // the files in name order).
 func LoadDir(dir string) (*Policy, error) {
@@ -22,7 +22,7 @@ func LoadDir(dir string) (*Policy, error) {
 	}
 	out := &Policy{}
 	var files int
-	var versionFrom, redisFrom, sessionsFrom string
+	var versionFrom, redisFrom, sessionsFrom, pgCacheFrom string
 	for _, e := range entries {
 		name := e.Name()
 		parse := parserFor(name)
@@ -43,7 +43,7 @@ func LoadDir(dir string) (*Policy, error) {
 			section string
 			set     bool
 			from    *string
-		}{{"version", p.GetVersion() != "", &versionFrom}, {"redis", p.GetRedis() != nil, &redisFrom}, {"sessions", p.GetSessions() != nil, &sessionsFrom}} {
+		}{{"version", p.GetVersion() != "", &versionFrom}, {"redis", p.GetRedis() != nil, &redisFrom}, {"sessions", p.GetSessions() != nil, &sessionsFrom}, {"pg_cache", p.GetPgCache() != nil, &pgCacheFrom}} {
 			if !s.set {
 				continue
 			}
@@ -60,6 +60,9 @@ func LoadDir(dir string) (*Policy, error) {
 		}
 		if p.Sessions != nil {
 			out.Sessions = p.Sessions
+		}
+		if p.PgCache != nil {
+			out.PgCache = p.PgCache
 		}
 		out.Tenants = append(out.Tenants, p.Tenants...)
 		out.Tables = append(out.Tables, p.Tables...)

@@ -174,6 +174,8 @@ type Policy struct {
 	// Sessions configures session tokens (ext_authz, and tokens presented to
 	// the data planes as passwords); absent means the services' defaults.
 	Sessions *SessionSettings `protobuf:"bytes,5,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	// PgCache is the PostgreSQL result cache; absent caches nothing.
+	PgCache *PgCache `protobuf:"bytes,20,opt,name=pg_cache,json=pgCache,proto3" json:"pg_cache,omitempty"`
 	// Clusters are the upstream clusters tenants are placed on (see
 	// Tenant.placement). None: every tenant uses each sidecar's configured
 	// upstreams, as before placement existed. At most 256.
@@ -250,6 +252,13 @@ func (x *Policy) GetRedis() *RedisRules {
 func (x *Policy) GetSessions() *SessionSettings {
 	if x != nil {
 		return x.Sessions
+	}
+	return nil
+}
+
+func (x *Policy) GetPgCache() *PgCache {
+	if x != nil {
+		return x.PgCache
 	}
 	return nil
 }
@@ -752,8 +761,11 @@ type Limits struct {
 	// CommandsPerSecond caps the tenant's Redis commands across its
 	// connections to one sidecar (bursts up to one second's worth).
 	CommandsPerSecond int32 `protobuf:"varint,4,opt,name=commands_per_second,json=commandsPerSecond,proto3" json:"commands_per_second,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// PgCacheBytes is the tenant's budget in each sidecar's PostgreSQL
+	// result cache, instead of pg_cache.tenant_bytes.
+	PgCacheBytes  int64 `protobuf:"varint,10,opt,name=pg_cache_bytes,json=pgCacheBytes,proto3" json:"pg_cache_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -810,6 +822,13 @@ func (x *Limits) GetStatementTimeout() *durationpb.Duration {
 func (x *Limits) GetCommandsPerSecond() int32 {
 	if x != nil {
 		return x.CommandsPerSecond
+	}
+	return 0
+}
+
+func (x *Limits) GetPgCacheBytes() int64 {
+	if x != nil {
+		return x.PgCacheBytes
 	}
 	return 0
 }
@@ -1040,18 +1059,178 @@ func (x *SessionSettings) GetStripAuthorization() bool {
 	return false
 }
 
+// PgCache is the PostgreSQL result cache: the read-only statements a
+// sidecar may answer from memory, for how long, and how much memory each
+// tenant's results may take on one sidecar. Results are keyed by tenant,
+// statement, parameters and session settings; a write through any sidecar,
+// or straight to the database, evicts them once its notification arrives
+// (pg bootstrap installs the triggers), and the TTL bounds their age.
+type PgCache struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rules opt statements in; a statement matching several gets the
+	// shortest TTL.
+	Rules []*PgCacheRule `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	// TenantBytes is each tenant's budget on each sidecar; zero means 8 MiB.
+	TenantBytes int64 `protobuf:"varint,2,opt,name=tenant_bytes,json=tenantBytes,proto3" json:"tenant_bytes,omitempty"`
+	// MaxEntryBytes bounds one cached result; zero means 1 MiB. Larger
+	// results are not cached.
+	MaxEntryBytes int64 `protobuf:"varint,3,opt,name=max_entry_bytes,json=maxEntryBytes,proto3" json:"max_entry_bytes,omitempty"`
+	// StableFunctions are user functions ("name" or "schema.name", lower
+	// case) whose result follows from their arguments and the tables they
+	// read and which write nothing; a statement calling any other user
+	// function is not cached.
+	StableFunctions []string `protobuf:"bytes,4,rep,name=stable_functions,json=stableFunctions,proto3" json:"stable_functions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PgCache) Reset() {
+	*x = PgCache{}
+	mi := &file_policy_policypb_policy_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PgCache) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PgCache) ProtoMessage() {}
+
+func (x *PgCache) ProtoReflect() protoreflect.Message {
+	mi := &file_policy_policypb_policy_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PgCache.ProtoReflect.Descriptor instead.
+func (*PgCache) Descriptor() ([]byte, []int) {
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PgCache) GetRules() []*PgCacheRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *PgCache) GetTenantBytes() int64 {
+	if x != nil {
+		return x.TenantBytes
+	}
+	return 0
+}
+
+func (x *PgCache) GetMaxEntryBytes() int64 {
+	if x != nil {
+		return x.MaxEntryBytes
+	}
+	return 0
+}
+
+func (x *PgCache) GetStableFunctions() []string {
+	if x != nil {
+		return x.StableFunctions
+	}
+	return nil
+}
+
+// PgCacheRule opts statements into the result cache.
+type PgCacheRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fingerprints are statement fingerprints as the sidecar's firewall
+	// computes them, 16 hex digits (`tenantguard pg fingerprint` prints
+	// one).
+	Fingerprints []string `protobuf:"bytes,1,rep,name=fingerprints,proto3" json:"fingerprints,omitempty"`
+	// Tables are schema-qualified tables: a statement reading only these is
+	// cached.
+	Tables []string `protobuf:"bytes,2,rep,name=tables,proto3" json:"tables,omitempty"`
+	// Ttl is the longest a result is served; more than zero, at most 24h.
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Tenants limits the rule to these tenants; empty means every tenant.
+	Tenants       []string `protobuf:"bytes,4,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PgCacheRule) Reset() {
+	*x = PgCacheRule{}
+	mi := &file_policy_policypb_policy_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PgCacheRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PgCacheRule) ProtoMessage() {}
+
+func (x *PgCacheRule) ProtoReflect() protoreflect.Message {
+	mi := &file_policy_policypb_policy_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PgCacheRule.ProtoReflect.Descriptor instead.
+func (*PgCacheRule) Descriptor() ([]byte, []int) {
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PgCacheRule) GetFingerprints() []string {
+	if x != nil {
+		return x.Fingerprints
+	}
+	return nil
+}
+
+func (x *PgCacheRule) GetTables() []string {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+func (x *PgCacheRule) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *PgCacheRule) GetTenants() []string {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
 var File_policy_policypb_policy_proto protoreflect.FileDescriptor
 
 const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpolicy/policypb/policy.proto\x12\x15tenantguard.policy.v1\x1a\x1egoogle/protobuf/duration.proto\"\xde\x02\n" +
+	"\x1cpolicy/policypb/policy.proto\x12\x15tenantguard.policy.v1\x1a\x1egoogle/protobuf/duration.proto\"\x99\x03\n" +
 	"\x06Policy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04name\x18\x06 \x01(\tR\x04name\x127\n" +
 	"\atenants\x18\x02 \x03(\v2\x1d.tenantguard.policy.v1.TenantR\atenants\x124\n" +
 	"\x06tables\x18\x03 \x03(\v2\x1c.tenantguard.policy.v1.TableR\x06tables\x127\n" +
 	"\x05redis\x18\x04 \x01(\v2!.tenantguard.policy.v1.RedisRulesR\x05redis\x12B\n" +
-	"\bsessions\x18\x05 \x01(\v2&.tenantguard.policy.v1.SessionSettingsR\bsessions\x12:\n" +
+	"\bsessions\x18\x05 \x01(\v2&.tenantguard.policy.v1.SessionSettingsR\bsessions\x129\n" +
+	"\bpg_cache\x18\x14 \x01(\v2\x1e.tenantguard.policy.v1.PgCacheR\apgCache\x12:\n" +
 	"\bclusters\x18\a \x03(\v2\x1e.tenantguard.policy.v1.ClusterR\bclusters\"\xbf\x02\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
@@ -1083,12 +1262,14 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\vPermissions\x12\x12\n" +
 	"\x04read\x18\x01 \x01(\bR\x04read\x12\x14\n" +
 	"\x05write\x18\x02 \x01(\bR\x05write\x12\x10\n" +
-	"\x03ddl\x18\x03 \x01(\bR\x03ddl\"\xd4\x01\n" +
+	"\x03ddl\x18\x03 \x01(\bR\x03ddl\"\xfa\x01\n" +
 	"\x06Limits\x12'\n" +
 	"\x0fmax_connections\x18\x01 \x01(\x05R\x0emaxConnections\x12)\n" +
 	"\x10max_transactions\x18\x02 \x01(\x05R\x0fmaxTransactions\x12F\n" +
 	"\x11statement_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10statementTimeout\x12.\n" +
-	"\x13commands_per_second\x18\x04 \x01(\x05R\x11commandsPerSecond\"X\n" +
+	"\x13commands_per_second\x18\x04 \x01(\x05R\x11commandsPerSecond\x12$\n" +
+	"\x0epg_cache_bytes\x18\n" +
+	" \x01(\x03R\fpgCacheBytes\"X\n" +
 	"\x05Table\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rtenant_column\x18\x02 \x01(\tR\ftenantColumn\x12\x16\n" +
@@ -1105,7 +1286,17 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\x05grace\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05grace\x12@\n" +
 	"\bend_mode\x18\x04 \x01(\x0e2%.tenantguard.policy.v1.SessionEndModeR\aendMode\x124\n" +
 	"\x13strip_authorization\x18\x05 \x01(\bH\x00R\x12stripAuthorization\x88\x01\x01B\x16\n" +
-	"\x14_strip_authorization*g\n" +
+	"\x14_strip_authorization\"\xb9\x01\n" +
+	"\aPgCache\x128\n" +
+	"\x05rules\x18\x01 \x03(\v2\".tenantguard.policy.v1.PgCacheRuleR\x05rules\x12!\n" +
+	"\ftenant_bytes\x18\x02 \x01(\x03R\vtenantBytes\x12&\n" +
+	"\x0fmax_entry_bytes\x18\x03 \x01(\x03R\rmaxEntryBytes\x12)\n" +
+	"\x10stable_functions\x18\x04 \x03(\tR\x0fstableFunctions\"\x90\x01\n" +
+	"\vPgCacheRule\x12\"\n" +
+	"\ffingerprints\x18\x01 \x03(\tR\ffingerprints\x12\x16\n" +
+	"\x06tables\x18\x02 \x03(\tR\x06tables\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x18\n" +
+	"\atenants\x18\x04 \x03(\tR\atenants*g\n" +
 	"\rNamespaceMode\x12\x1e\n" +
 	"\x1aNAMESPACE_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15NAMESPACE_MODE_SPREAD\x10\x01\x12\x1b\n" +
@@ -1128,7 +1319,7 @@ func file_policy_policypb_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_policy_policypb_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_policy_policypb_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_policy_policypb_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_policy_policypb_policy_proto_goTypes = []any{
 	(NamespaceMode)(0),          // 0: tenantguard.policy.v1.NamespaceMode
 	(SessionEndMode)(0),         // 1: tenantguard.policy.v1.SessionEndMode
@@ -1143,30 +1334,35 @@ var file_policy_policypb_policy_proto_goTypes = []any{
 	(*Table)(nil),               // 10: tenantguard.policy.v1.Table
 	(*RedisRules)(nil),          // 11: tenantguard.policy.v1.RedisRules
 	(*SessionSettings)(nil),     // 12: tenantguard.policy.v1.SessionSettings
-	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
+	(*PgCache)(nil),             // 13: tenantguard.policy.v1.PgCache
+	(*PgCacheRule)(nil),         // 14: tenantguard.policy.v1.PgCacheRule
+	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
 }
 var file_policy_policypb_policy_proto_depIdxs = []int32{
 	3,  // 0: tenantguard.policy.v1.Policy.tenants:type_name -> tenantguard.policy.v1.Tenant
 	10, // 1: tenantguard.policy.v1.Policy.tables:type_name -> tenantguard.policy.v1.Table
 	11, // 2: tenantguard.policy.v1.Policy.redis:type_name -> tenantguard.policy.v1.RedisRules
 	12, // 3: tenantguard.policy.v1.Policy.sessions:type_name -> tenantguard.policy.v1.SessionSettings
-	5,  // 4: tenantguard.policy.v1.Policy.clusters:type_name -> tenantguard.policy.v1.Cluster
-	8,  // 5: tenantguard.policy.v1.Tenant.allow:type_name -> tenantguard.policy.v1.Permissions
-	9,  // 6: tenantguard.policy.v1.Tenant.limits:type_name -> tenantguard.policy.v1.Limits
-	4,  // 7: tenantguard.policy.v1.Tenant.placement:type_name -> tenantguard.policy.v1.Placement
-	6,  // 8: tenantguard.policy.v1.Cluster.postgres:type_name -> tenantguard.policy.v1.PostgresCluster
-	7,  // 9: tenantguard.policy.v1.Cluster.redis:type_name -> tenantguard.policy.v1.RedisCluster
-	13, // 10: tenantguard.policy.v1.Limits.statement_timeout:type_name -> google.protobuf.Duration
-	0,  // 11: tenantguard.policy.v1.RedisRules.namespace:type_name -> tenantguard.policy.v1.NamespaceMode
-	13, // 12: tenantguard.policy.v1.SessionSettings.ttl:type_name -> google.protobuf.Duration
-	13, // 13: tenantguard.policy.v1.SessionSettings.max_age:type_name -> google.protobuf.Duration
-	13, // 14: tenantguard.policy.v1.SessionSettings.grace:type_name -> google.protobuf.Duration
-	1,  // 15: tenantguard.policy.v1.SessionSettings.end_mode:type_name -> tenantguard.policy.v1.SessionEndMode
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	13, // 4: tenantguard.policy.v1.Policy.pg_cache:type_name -> tenantguard.policy.v1.PgCache
+	5,  // 5: tenantguard.policy.v1.Policy.clusters:type_name -> tenantguard.policy.v1.Cluster
+	8,  // 6: tenantguard.policy.v1.Tenant.allow:type_name -> tenantguard.policy.v1.Permissions
+	9,  // 7: tenantguard.policy.v1.Tenant.limits:type_name -> tenantguard.policy.v1.Limits
+	4,  // 8: tenantguard.policy.v1.Tenant.placement:type_name -> tenantguard.policy.v1.Placement
+	6,  // 9: tenantguard.policy.v1.Cluster.postgres:type_name -> tenantguard.policy.v1.PostgresCluster
+	7,  // 10: tenantguard.policy.v1.Cluster.redis:type_name -> tenantguard.policy.v1.RedisCluster
+	15, // 11: tenantguard.policy.v1.Limits.statement_timeout:type_name -> google.protobuf.Duration
+	0,  // 12: tenantguard.policy.v1.RedisRules.namespace:type_name -> tenantguard.policy.v1.NamespaceMode
+	15, // 13: tenantguard.policy.v1.SessionSettings.ttl:type_name -> google.protobuf.Duration
+	15, // 14: tenantguard.policy.v1.SessionSettings.max_age:type_name -> google.protobuf.Duration
+	15, // 15: tenantguard.policy.v1.SessionSettings.grace:type_name -> google.protobuf.Duration
+	1,  // 16: tenantguard.policy.v1.SessionSettings.end_mode:type_name -> tenantguard.policy.v1.SessionEndMode
+	14, // 17: tenantguard.policy.v1.PgCache.rules:type_name -> tenantguard.policy.v1.PgCacheRule
+	15, // 18: tenantguard.policy.v1.PgCacheRule.ttl:type_name -> google.protobuf.Duration
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_policy_policypb_policy_proto_init() }
@@ -1182,7 +1378,7 @@ func file_policy_policypb_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_policy_policypb_policy_proto_rawDesc), len(file_policy_policypb_policy_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

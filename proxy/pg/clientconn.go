@@ -114,6 +114,9 @@ type clientConn struct {
 	msg           []byte            // scratch for a rewritten client message
 	verdict       *firewall.Verdict // the firewall's verdict on the message being handled
 
+	unnamedVerdict *firewall.Verdict // the firewall's verdict on unnamedParse
+	cache          clientCache       // the client's side of the result cache (cacheclient.go)
+
 	conns    prometheus.Gauge // the tenant's client connections
 	queryDur prometheus.Observer
 	txDur    prometheus.Observer
@@ -187,10 +190,30 @@ func (s *clientConn) handle(ctx context.Context, typ byte, raw []byte) error {
 			return err
 		}
 	}
+	if len(s.cache.held) > 0 {
+		// An extended-protocol segment held for the result cache.
+		if done, err := s.cacheContinue(ctx, typ, raw); done {
+			return err
+		}
+	}
 	raw, refused, err := s.screenMessage(typ, raw)
 	if refused || err != nil {
 		return err
 	}
+	if s.cache.enabled(s) {
+		if done, err := s.cacheStart(typ, raw); done {
+			return err
+		}
+	}
+	err = s.forward(ctx, typ, raw)
+	s.cache.fill = nil // armed for a statement that did not reach a server
+	return err
+}
+
+// forward sends one screened client message to the server connection
+// serving the client, attaching one first if needed.
+func (s *clientConn) forward(ctx context.Context, typ byte, raw []byte) error {
+	s.cacheNoteSend(typ, raw)
 	for {
 		sc := s.sc.Load()
 		if sc == nil {
@@ -249,6 +272,10 @@ func (s *clientConn) stage(sc *serverConn, typ byte, raw []byte) ([]byte, bool) 
 		}
 	}
 	sc.sending = true
+	if s.cache.fill != nil {
+		// The first message of a cache miss: its replies fill the cache.
+		sc.fill, s.cache.fill = s.cache.fill, nil
+	}
 	return s.rewrite(sc, typ, raw), true
 }
 
@@ -265,7 +292,7 @@ func (s *clientConn) send(sc *serverConn, msg []byte) error {
 		return s.serverWriteFailed(sc, err)
 	}
 	s.rd.Shrink(64 << 10)
-	if s.rd.Buffered() == 0 {
+	if s.rd.Buffered() == 0 && !s.cache.replaying {
 		return s.flush(sc)
 	}
 	return nil
@@ -358,8 +385,12 @@ func (s *clientConn) attach(ctx context.Context) (*serverConn, error) {
 }
 
 // detach forgets sc as the client's connection. Called with sc.mu held,
-// by whoever takes the connection from the client.
-func (s *clientConn) detach(sc *serverConn) { s.sc.CompareAndSwap(sc, nil) }
+// by whoever takes the connection from the client. Whatever session state
+// the client left on it is the connection's now (reset before reuse).
+func (s *clientConn) detach(sc *serverConn) {
+	s.sc.CompareAndSwap(sc, nil)
+	s.cache.taintConn.Store(false)
+}
 
 var errDraining = errors.New("draining")
 
@@ -449,6 +480,7 @@ func (s *clientConn) finish() {
 	if sc := s.sc.Load(); sc != nil {
 		sc.leave(s)
 	}
+	s.cacheFinish()
 	if s.listening.Load() {
 		s.pool.notifier.unlisten(s, "")
 	}
@@ -460,6 +492,7 @@ func (s *clientConn) finish() {
 // told and disconnected (a later request must not silently run elsewhere).
 func (s *clientConn) serverLost() {
 	s.broken.Store(true)
+	s.cacheFinish() // its last transaction may have committed
 	e := wire.Fatalf(wire.CodeConnectionFailure, "server connection to the upstream database was lost")
 	s.noteProxyError(e.Code)
 	s.wmu.Lock()

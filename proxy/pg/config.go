@@ -125,6 +125,10 @@ type Config struct {
 	ClientWriteTimeout time.Duration
 	ParkIdleAfter      time.Duration // a client idle this long, holding no server connection, gives up its goroutine; < 0 = never
 	MaxMessageBytes    int           // largest message a client may send once authenticated
+
+	// ResultCacheBytes bounds each pool's result cache (resultcache.go),
+	// which the policy's pg_cache section turns on; 0 means 64 MiB.
+	ResultCacheBytes int64
 }
 
 // UpstreamConns is the most server connections the listener opens: a

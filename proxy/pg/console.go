@@ -16,7 +16,7 @@ import (
 
 // The admin console, as PgBouncer's: an operator connects to the database
 // named ConsoleDatabase with the console credential (psql -d tenantguard)
-// and runs SHOW POOLS, CLIENTS, SERVERS, STATS, TENANTS, CONFIG, VERSION,
+// and runs SHOW POOLS, CLIENTS, SERVERS, STATS, TENANTS, CACHE, CONFIG, VERSION,
 // RELOAD, PAUSE and RESUME, with PgBouncer's column names where the
 // concept is the same. It speaks the simple query protocol only, touches no
 // upstream connection, and is never a tenant: tenant names cannot log in
@@ -126,7 +126,7 @@ func (srv *Server) consoleCommand(ctx context.Context, text string, dst []byte) 
 	switch words[0] {
 	case "SHOW":
 		if len(words) != 2 {
-			return fail("SHOW what? (POOLS, CLIENTS, SERVERS, STATS, TENANTS, CONFIG, VERSION)")
+			return fail("SHOW what? (POOLS, CLIENTS, SERVERS, STATS, TENANTS, CACHE, CONFIG, VERSION)")
 		}
 		switch words[1] {
 		case "POOLS":
@@ -139,12 +139,14 @@ func (srv *Server) consoleCommand(ctx context.Context, text string, dst []byte) 
 			res = srv.showStats()
 		case "TENANTS":
 			res = srv.showTenants()
+		case "CACHE":
+			res = srv.showCache()
 		case "CONFIG":
 			res = srv.showConfig()
 		case "VERSION":
 			res = &resultSet{cols: []string{"version"}, rows: [][]string{{"tenantguard " + srv.cfg.Console.Version}}}
 		default:
-			return fail("SHOW %s is not a console command (POOLS, CLIENTS, SERVERS, STATS, TENANTS, CONFIG, VERSION)", words[1])
+			return fail("SHOW %s is not a console command (POOLS, CLIENTS, SERVERS, STATS, TENANTS, CACHE, CONFIG, VERSION)", words[1])
 		}
 	case "RELOAD":
 		if srv.cfg.Console.Reload == nil {

@@ -75,6 +75,10 @@ type proxy struct {
 	addr  string
 	reg   *prometheus.Registry
 	done  chan error
+	// shutdown stops the listener, once; the test's cleanup calls it
+	// before checking for leaked goroutines. A test running two listeners
+	// calls both first: each one's check sees the other's goroutines.
+	shutdown func()
 }
 
 // startProxy starts a listener in front of pg, applies tweak to its config,
@@ -126,15 +130,21 @@ func startProxyWith(t *testing.T, pg *pgcluster.Cluster, spec policy.Spec, tweak
 	}
 	p := &proxy{srv: srv, store: store, addr: ln.Addr().String(), reg: reg, done: make(chan error, 1)}
 	go func() { p.done <- srv.Serve(ln) }()
+	var once sync.Once
+	p.shutdown = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+			if err := <-p.done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-p.done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+		p.shutdown()
 		goleak.VerifyNone(t, ignore,
 			// a server the test restarted is watched by a new goroutine of the harness
 			goleak.IgnoreAnyFunction("github.com/tenantguard/tenantguard/internal/fixture/childproc.(*Process).wait"))

@@ -315,6 +315,7 @@ func (srv *Server) retirePools(now time.Time) {
 		p.closeIdle()
 	}
 	for _, p := range gone {
+		srv.caches.closePool(p)
 		p.close()
 		p.wait()
 		p.slots.remove(p)

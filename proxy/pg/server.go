@@ -55,6 +55,7 @@ type Server struct {
 	shares  map[string]int
 	budgets atomic.Bool
 	fw      *firewall.Firewall // nil when isolation is off
+	caches  resultCaches       // the pools' result caches (resultcache.go)
 
 	mockSecret [32]byte
 	secrets    secretCache // static secrets verified on cleartext logins
@@ -98,6 +99,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		janitor:   make(chan struct{}),
 	}
 	srv.pausedTenants.Store(&map[string]chan struct{}{})
+	srv.caches = resultCaches{srv: srv, metrics: newCacheMetrics(reg)}
 	srv.endMode = clientend.NewMode(cfg.SessionEnd)
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
@@ -353,6 +355,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 			<-done
 		}
 	}
+	srv.caches.close()
 	all := append(slices.Clone(srv.uniq), srv.routedPools()...)
 	for _, p := range all {
 		p.close()

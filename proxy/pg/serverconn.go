@@ -108,6 +108,7 @@ type serverConn struct {
 	// respAt, because a reply is owed (armResponseTimeout).
 	respArmed bool
 	respAt    time.Time
+	fill      *cacheFill // a result cache miss whose replies are being captured (cachefill.go)
 }
 
 // preparedState is how far a server-side statement has got.
@@ -177,6 +178,7 @@ func (sc *serverConn) readLoop() {
 		}
 		sc.mu.Lock()
 		out := sc.account(typ, raw)
+		cacheBarrier := sc.cacheObserve(typ, out)
 		owner := sc.owner
 		if sc.respArmed {
 			sc.rearmResponseTimeout()
@@ -184,6 +186,9 @@ func (sc *serverConn) readLoop() {
 		sc.mu.Unlock()
 		if owner != nil && out.barrier {
 			owner.notificationBarrier()
+		}
+		if cacheBarrier != nil {
+			cacheBarrier.waitBarrierFor(owner)
 		}
 		if owner != nil && out.write != nil {
 			owner.writeFromServer(out.prefix, out.write, typ == wire.MsgReadyForQuery || sc.rd.Buffered() == 0)

@@ -26,9 +26,24 @@ const serverStmtPrefix = "_tg_"
 // clientStmt is one statement a client prepared.
 type clientStmt struct {
 	serverName string
-	parse      []byte         // the Parse message under serverName, ready to inject
-	dirties    bool           // running it leaves session state behind
-	class      firewall.Class // the firewall's class, re-checked at every Bind
+	parse      []byte            // the Parse message under serverName, ready to inject
+	dirties    bool              // running it leaves session state behind
+	class      firewall.Class    // the firewall's class, re-checked at every Bind
+	verdict    *firewall.Verdict // the firewall's verdict (nil without isolation), for the result cache
+	clock      clockScan         // whether its text mentions the clock (result cache)
+}
+
+// newClientStmt makes the statement a client prepares with rest (a Parse
+// body after its name: the text and parameter types).
+func newClientStmt(rest []byte, dirties bool, v *firewall.Verdict) *clientStmt {
+	var class firewall.Class
+	if v != nil {
+		class = v.Class
+	}
+	sum := sha256.Sum256(rest)
+	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: dirties, class: class, verdict: v}
+	st.parse = wire.AppendNamed(nil, wire.MsgParse, nil, st.serverName, rest)
+	return st
 }
 
 // rewrite registers one client message on sc (the replies it earns, the
@@ -108,7 +123,7 @@ func (s *clientConn) rewriteParse(sc *serverConn, raw []byte) []byte {
 		class = s.verdict.Class
 	}
 	if len(name) == 0 {
-		s.unnamedClass = class
+		s.unnamedClass, s.unnamedVerdict = class, s.verdict
 		s.unnamedParse = append(s.unnamedParse[:0], raw...)
 		s.unnamedGen++
 		sc.unnamedOwner, sc.unnamedGen = s, s.unnamedGen
@@ -121,9 +136,7 @@ func (s *clientConn) rewriteParse(sc *serverConn, raw []byte) []byte {
 		sc.replies.push(reply{kind: wire.MsgParseComplete})
 		return st.parse
 	}
-	sum := sha256.Sum256(rest)
-	st := &clientStmt{serverName: serverStmtPrefix + hex.EncodeToString(sum[:12]), dirties: dirties, class: class}
-	st.parse = wire.AppendNamed(nil, wire.MsgParse, nil, st.serverName, rest)
+	st := newClientStmt(rest, dirties, s.verdict)
 	if s.stmts == nil {
 		s.stmts = map[string]*clientStmt{}
 	}

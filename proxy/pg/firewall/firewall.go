@@ -70,6 +70,10 @@ type Verdict struct {
 	// normalize. 0 for text refused before parsing.
 	Fingerprint uint64
 
+	// Cache is what the result cache needs of the query; nil when the
+	// query is refused or does not parse.
+	Cache *CacheInfo
+
 	// exact: a rule read a constant's value, so the verdict is cached by
 	// the exact text, never by shape or normalized text. Whether a rule
 	// reads one depends only on names and keywords (SET client_encoding),
@@ -228,6 +232,7 @@ func (f *Firewall) checkUncached(query string) *Verdict {
 			return v
 		}
 	}
+	f.analyzeCache(v, tree)
 	return v
 }
 

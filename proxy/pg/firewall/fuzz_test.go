@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/fnv"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -47,6 +48,9 @@ func FuzzFingerprint(f *testing.F) {
 	}
 	for _, tc := range checkCases {
 		f.Add(tc.query, uint64(1))
+	}
+	for _, tc := range cacheCases {
+		f.Add(tc.query, uint64(2))
 	}
 	fw, err := New(Config{BindingSetting: "tenantguard.binding", ProtectedSchema: "tenantguard"})
 	if err != nil {
@@ -132,6 +136,9 @@ func verdictDiff(a, b *Verdict) string {
 		// Reasons name functions, relations and settings, never
 		// constants: the shape shares them between texts.
 		return "reason"
+	case !reflect.DeepEqual(a.Cache, b.Cache):
+		// The result cache's view is shared by shape too.
+		return "cache info"
 	}
 	return ""
 }

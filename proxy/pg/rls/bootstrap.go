@@ -77,6 +77,9 @@ func Bootstrap(ctx context.Context, admin *pgx.Conn, role string, snap *policy.S
 	if err := bootstrapCopy(ctx, tx, r, snap); err != nil {
 		return err
 	}
+	if err := bootstrapCacheTriggers(ctx, tx, snap); err != nil {
+		return err
+	}
 	var db string
 	if err := tx.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
 		return err

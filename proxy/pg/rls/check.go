@@ -71,6 +71,9 @@ func Check(ctx context.Context, conn *pgx.Conn, snap *policy.Snapshot, b *Binder
 	if err := checkCopy(ctx, conn, r, snap); err != nil {
 		return nil, err
 	}
+	if err := checkCacheTriggers(ctx, conn, r, snap); err != nil {
+		return nil, err
+	}
 	for _, t := range snap.Tables() {
 		rels, err := tableAndPartitions(ctx, conn, t.Name)
 		if err != nil {
