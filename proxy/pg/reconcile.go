@@ -106,10 +106,20 @@ func (s *clientConn) followPolicy(snap *policy.Snapshot) error {
 			s.t, s.snap = t, snap
 		}
 		sc.mu.Unlock()
-		if boundary && s.mode == PoolSession && s.routeChanged(snap) {
-			// The tenant moved: nothing more runs on the old cluster.
-			s.movedSession()
-			return s.terminate()
+		if boundary && s.routeChanged(snap) {
+			if s.mode == PoolSession {
+				// The tenant moved: nothing more runs on the old cluster.
+				s.movedSession()
+				return s.terminate()
+			}
+			if attached {
+				// Pooled per transaction, the connection may still be
+				// attached when the next transaction starts (the client read
+				// the ReadyForQuery before the read loop gave the connection
+				// back). Give it back now, so that the transaction attaches on
+				// the tenant's new cluster rather than the old one.
+				sc.release()
+			}
 		}
 		return nil
 	}
