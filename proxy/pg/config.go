@@ -116,6 +116,10 @@ type Config struct {
 	// one IP address (gateway mode: many app pods share the listener);
 	// 0 = unlimited.
 	MaxClientConnsPerSource int
+	// FailedHandshakesPerSecond paces accepts while connections fail
+	// their startup faster than this (netserve.Acceptor): 0 is
+	// netserve.DefaultFailedHandshakesPerSecond, negative is no pacing.
+	FailedHandshakesPerSecond int
 	ConnBudget              *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
 	StartupTimeout          time.Duration    // time to send a startup packet and authenticate
 	// ClientWriteTimeout disconnects a client that takes longer than this
