@@ -98,6 +98,8 @@ type File struct {
 			Password string `yaml:"password"` // plaintext, or a SCRAM-SHA-256 verifier
 		} `yaml:"console"`
 		MaxMessageBytes int `yaml:"max_message_bytes"`
+		// CacheFillOnFirstMiss: see proxy/pg Config.CacheFillOnFirstMiss.
+		CacheFillOnFirstMiss bool `yaml:"cache_fill_on_first_miss"`
 		// Credentials are the passwords the policy's clusters name.
 		Credentials []CredentialFile `yaml:"credentials"`
 	} `yaml:"postgres"`
@@ -342,6 +344,7 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 	}
 	pc.MaxClientConnsPerSource = f.Postgres.MaxClientConnsPerSource
 	pc.FailedHandshakesPerSecond = f.Postgres.FailedHandshakesPerSecond
+	pc.CacheFillOnFirstMiss = f.Postgres.CacheFillOnFirstMiss
 	if c := f.Postgres.Console; c != nil {
 		if c.User == "" || c.Password == "" {
 			return failf("postgres.console", "user and password are both required")

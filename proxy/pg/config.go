@@ -133,6 +133,10 @@ type Config struct {
 	// ResultCacheBytes bounds each pool's result cache (resultcache.go),
 	// which the policy's pg_cache section turns on; 0 means 64 MiB.
 	ResultCacheBytes int64
+	// CacheFillOnFirstMiss stores a cacheable result the first time it
+	// misses; by default only a statement that missed before recently is
+	// stored (resultCache.admitFill), so one-off statements cost no copy.
+	CacheFillOnFirstMiss bool
 }
 
 // UpstreamConns is the most server connections the listener opens: a
