@@ -120,8 +120,8 @@ type Config struct {
 	// their startup faster than this (netserve.Acceptor): 0 is
 	// netserve.DefaultFailedHandshakesPerSecond, negative is no pacing.
 	FailedHandshakesPerSecond int
-	ConnBudget              *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
-	StartupTimeout          time.Duration    // time to send a startup packet and authenticate
+	ConnBudget                *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
+	StartupTimeout            time.Duration    // time to send a startup packet and authenticate
 	// ClientWriteTimeout disconnects a client that takes longer than this
 	// to take one batch of replies (up to a server read buffer, 32 KiB, or
 	// one request's): one that does not read no longer holds its server

@@ -108,7 +108,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv.acc.Refuse = refuseTooMany
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "tenantguard", Subsystem: "pg", Name: "accepts_paced_total",
-		Help:      "Times the listener waited before accepting because connections failed their handshakes faster than failed_handshakes_per_second.",
+		Help: "Times the listener waited before accepting because connections failed their handshakes faster than failed_handshakes_per_second.",
 	}, func() float64 { return float64(srv.acc.Paced()) }))
 	if cfg.MaxClientConnsPerSource > 0 {
 		// A gateway serving many app pods: one pod must not take every

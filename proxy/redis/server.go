@@ -111,7 +111,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv.acc.Refuse = func(c net.Conn) { _, _ = c.Write(maxClientsReached) }
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "tenantguard", Subsystem: "redis", Name: "accepts_paced_total",
-		Help:      "Times the listener waited before accepting because connections failed their handshakes faster than failed_handshakes_per_second.",
+		Help: "Times the listener waited before accepting because connections failed their handshakes faster than failed_handshakes_per_second.",
 	}, func() float64 { return float64(srv.acc.Paced()) }))
 	srv.breaker = gobreaker.NewCircuitBreaker[*upConn](gobreaker.Settings{
 		Name:    cfg.Upstream,
