@@ -1,4 +1,4 @@
-package config
+package sections
 
 import (
 	"fmt"
@@ -60,7 +60,7 @@ func LoadExtAuthz(path string) (*ExtAuthz, error) {
 // its directory resolves relative key paths.
 func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
 	var f ExtAuthzFile
-	if err := decodeStrict(name, data, &f); err != nil {
+	if err := DecodeStrict(name, data, &f); err != nil {
 		return nil, err
 	}
 	fail := func(field, format string, args ...any) (*ExtAuthz, error) {
@@ -78,26 +78,26 @@ func ParseExtAuthz(name string, data []byte) (*ExtAuthz, error) {
 			return fail(field, "%q is not host:port: %v", addr, err)
 		}
 	}
-	tok, ferr := readToken(filepath.Dir(name), "admin_token", f.AdminToken, f.AdminTokenFile, true)
+	tok, ferr := ReadToken(filepath.Dir(name), "admin_token", f.AdminToken, f.AdminTokenFile, true)
 	if ferr != nil {
-		return fail(ferr.field, "%s", ferr.msg)
+		return fail(ferr.Field, "%s", ferr.Msg)
 	}
-	if out.GRPCTLS, ferr = parseListenerTLS(f.TLS.GRPC, filepath.Dir(name), "tls.grpc"); ferr != nil {
-		return fail(ferr.field, "%s", ferr.msg)
+	if out.GRPCTLS, ferr = ParseListenerTLS(f.TLS.GRPC, filepath.Dir(name), "tls.grpc"); ferr != nil {
+		return fail(ferr.Field, "%s", ferr.Msg)
 	}
-	if out.HTTPTLS, ferr = parseListenerTLS(f.TLS.HTTP, filepath.Dir(name), "tls.http"); ferr != nil {
-		return fail(ferr.field, "%s", ferr.msg)
+	if out.HTTPTLS, ferr = ParseListenerTLS(f.TLS.HTTP, filepath.Dir(name), "tls.http"); ferr != nil {
+		return fail(ferr.Field, "%s", ferr.Msg)
 	}
 	out.AdminToken = tok
-	s, ferr := parseSessions(&f.Sessions, filepath.Dir(name), true)
+	s, ferr := ParseSessions(&f.Sessions, filepath.Dir(name), true)
 	if ferr != nil {
-		return fail(ferr.field, "%s", ferr.msg)
+		return fail(ferr.Field, "%s", ferr.Msg)
 	}
 	out.Sessions = s
 	if f.ControlPlane != nil {
-		cp, ferr := parseControlPlaneClient(f.ControlPlane, filepath.Dir(name), "extauthz")
+		cp, ferr := ParseControlPlaneClient(f.ControlPlane, filepath.Dir(name), "extauthz")
 		if ferr != nil {
-			return fail(ferr.field, "%s", ferr.msg)
+			return fail(ferr.Field, "%s", ferr.Msg)
 		}
 		out.ControlPlane = cp
 	} else if len(f.Tenants) == 0 {
