@@ -7,7 +7,7 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/config/sections"
 	"github.com/tenantguard/tenantguard/internal/extauthzsvc"
 )
 
@@ -15,8 +15,8 @@ func runExtAuthz(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if len(args) > 0 && args[0] == "keygen" {
 		return runKeygen(args[1:], stdout, stderr)
 	}
-	return runService(ctx, "extauthz", args, stderr, config.LoadExtAuthz,
-		func(ctx context.Context, cfg *config.ExtAuthz, log *slog.Logger) (runner, error) {
+	return runService(ctx, "extauthz", args, stderr, sections.LoadExtAuthz,
+		func(ctx context.Context, cfg *sections.ExtAuthz, log *slog.Logger) (runner, error) {
 			return extauthzsvc.Start(ctx, cfg, log)
 		})
 }
