@@ -11,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go build -o bin/tenantguard ./cmd/tenantguard
-go build -tags extauthz,grpcnotrace -o bin/tenantguard-extauthz ./cmd/tenantguard
+make --no-print-directory extauthz
 go run ./bench/extauthz -tenantguard bin/tenantguard-extauthz "$@"

@@ -218,7 +218,7 @@ func run(ctx context.Context, o options) error {
 	rep.Notes = append(rep.Notes,
 		fmt.Sprintf("ext_authz memory (%s) idle, ready and before any Check: %s; after the cached runs: %s; after the uncached runs (%d sessions, each still cached): %s.",
 			b.version, idle, mem[true], len(o.streams)*o.uncached*o.Rounds, mem[false]),
-		targets(results),
+		targets(results, mem[true].rss),
 		"cached: each stream repeats its own token (its own session), so after the warm-up every verdict comes from the cache: no signature check, no Redis round trip.",
 		"uncached: every request carries a token the service has never seen: both signatures are verified and the session is looked up in Redis.",
 		"server CPU is user+system time of the service from /proc/PID/stat (10 ms ticks); syscalls are its read- and write-family calls (/proc/PID/io syscr+syscw: "+
@@ -228,7 +228,8 @@ func run(ctx context.Context, o options) error {
 }
 
 // targets says whether the run met issue #11's goals.
-func targets(r map[string]caseResult) string {
+// rss is the service's VmRSS in KiB after the cached runs (0: not measured).
+func targets(r map[string]caseResult, rss int64) string {
 	met := func(ok bool) string {
 		if ok {
 			return "met"
@@ -248,6 +249,9 @@ func targets(r map[string]caseResult) string {
 	}
 	if at > 0 {
 		parts = append(parts, fmt.Sprintf("uncached ≥ 8000 checks/s: %s (%.0f checks/s at %d streams)", met(best >= 8000), best, at))
+	}
+	if rss > 0 {
+		parts = append(parts, fmt.Sprintf("RSS after the cached runs ≤ 40 MiB: %s (%.1f MiB)", met(rss <= 40*1024), float64(rss)/1024))
 	}
 	return "Targets: " + strings.Join(parts, "; ") + "."
 }
