@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,8 +70,8 @@ const (
 )
 
 var (
-	fingerprintHex = regexp.MustCompile(`^[0-9a-fA-F]{16}$`)
-	functionName   = regexp.MustCompile(`^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$`)
+	fingerprintHex = lazyRegexp(`^[0-9a-fA-F]{16}$`)
+	functionName   = lazyRegexp(`^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$`)
 )
 
 // compilePgCache validates spec against the policy's tenants (ids).
@@ -98,7 +97,7 @@ func compilePgCache(spec *PgCacheSpec, tenants map[string]*Tenant) (*PgCache, er
 		return nil, &FieldError{"pg_cache.max_entry_bytes", fmt.Sprintf("%d is more than tenant_bytes (%d)", c.maxEntryBytes, c.tenantBytes)}
 	}
 	for i, f := range spec.StableFunctions {
-		if !functionName.MatchString(f) {
+		if !functionName().MatchString(f) {
 			return nil, &FieldError{fmt.Sprintf("pg_cache.stable_functions[%d]", i), fmt.Sprintf("%q is not a function name (name or schema.name, lower case)", f)}
 		}
 		c.stable[f] = true
@@ -114,7 +113,7 @@ func compilePgCache(spec *PgCacheSpec, tenants map[string]*Tenant) (*PgCache, er
 		}
 		r := pgCacheRule{ttl: rs.TTL}
 		for j, fp := range rs.Fingerprints {
-			if !fingerprintHex.MatchString(fp) {
+			if !fingerprintHex().MatchString(fp) {
 				return nil, &FieldError{fmt.Sprintf("%s.fingerprints[%d]", field, j), fmt.Sprintf("%q is not a statement fingerprint (16 hex digits)", fp)}
 			}
 			v, _ := strconv.ParseUint(fp, 16, 64)
@@ -125,7 +124,7 @@ func compilePgCache(spec *PgCacheSpec, tenants map[string]*Tenant) (*PgCache, er
 			c.tableRules = append(c.tableRules, i)
 		}
 		for j, t := range rs.Tables {
-			if !qualifiedName.MatchString(t) {
+			if !qualifiedName().MatchString(t) {
 				return nil, &FieldError{fmt.Sprintf("%s.tables[%d]", field, j), fmt.Sprintf("%q is not a schema-qualified table name (schema.table, lower case)", t)}
 			}
 			r.tables[t] = true
@@ -229,7 +228,7 @@ func (c *PgCache) MaxEntryBytes() int64 {
 
 // ParseFingerprint reads a fingerprint as written in a policy.
 func ParseFingerprint(s string) (uint64, error) {
-	if !fingerprintHex.MatchString(s) {
+	if !fingerprintHex().MatchString(s) {
 		return 0, fmt.Errorf("%q is not a statement fingerprint (16 hex digits)", s)
 	}
 	return strconv.ParseUint(strings.ToLower(s), 16, 64)

@@ -163,6 +163,9 @@ func run(ctx context.Context, o options) error {
 		defer conns[i].Close()
 	}
 	b := &bench{o: o, store: store, conns: conns, pid: svc.Pid(), svc: svc, metrics: "http://" + httpAddr + "/metrics"}
+	if out, err := exec.CommandContext(ctx, abs, "version").Output(); err == nil {
+		b.version = strings.TrimSpace(string(out))
+	}
 
 	rep := benchkit.Report{Setup: fmt.Sprintf("ext_authz Check as Envoy calls it: %d long-lived HTTP/2 connections, the streams spread over them, "+
 		"each stream a closed loop; a %d-byte CheckRequest as Envoy sends for a browser's GET (headers, addresses, context_extensions, a %d-byte bearer token) "+
@@ -176,6 +179,11 @@ func run(ctx context.Context, o options) error {
 	}
 	table := benchkit.Table{Left: 2, Header: header}
 	results := map[string]caseResult{}
+	// Idle: started and ready, its session store reachable, no Check yet.
+	idle, err := memory(svc.Pid(), b.metrics)
+	if err != nil {
+		return err
+	}
 	mem := map[bool]memSample{}
 	for _, cached := range []bool{true, false} {
 		for _, streams := range o.streams {
@@ -202,15 +210,15 @@ func run(ctx context.Context, o options) error {
 			}
 			table.Rows = append(table.Rows, row)
 		}
-		if mem[cached], err = memory(svc.Pid()); err != nil {
+		if mem[cached], err = memory(svc.Pid(), b.metrics); err != nil {
 			return err
 		}
 	}
 	rep.Tables = append(rep.Tables, table, signatureCost(key))
 	rep.Notes = append(rep.Notes,
-		fmt.Sprintf("ext_authz memory after the cached runs: %s; after the uncached runs (%d sessions, each still cached): %s.",
-			mem[true], len(o.streams)*o.uncached*o.Rounds, mem[false]),
-		targets(results),
+		fmt.Sprintf("ext_authz memory (%s) idle, ready and before any Check: %s; after the cached runs: %s; after the uncached runs (%d sessions, each still cached): %s.",
+			b.version, idle, mem[true], len(o.streams)*o.uncached*o.Rounds, mem[false]),
+		targets(results, mem[true].rss),
 		"cached: each stream repeats its own token (its own session), so after the warm-up every verdict comes from the cache: no signature check, no Redis round trip.",
 		"uncached: every request carries a token the service has never seen: both signatures are verified and the session is looked up in Redis.",
 		"server CPU is user+system time of the service from /proc/PID/stat (10 ms ticks); syscalls are its read- and write-family calls (/proc/PID/io syscr+syscw: "+
@@ -220,7 +228,8 @@ func run(ctx context.Context, o options) error {
 }
 
 // targets says whether the run met issue #11's goals.
-func targets(r map[string]caseResult) string {
+// rss is the service's VmRSS in KiB after the cached runs (0: not measured).
+func targets(r map[string]caseResult, rss int64) string {
 	met := func(ok bool) string {
 		if ok {
 			return "met"
@@ -240,6 +249,9 @@ func targets(r map[string]caseResult) string {
 	}
 	if at > 0 {
 		parts = append(parts, fmt.Sprintf("uncached ≥ 8000 checks/s: %s (%.0f checks/s at %d streams)", met(best >= 8000), best, at))
+	}
+	if rss > 0 {
+		parts = append(parts, fmt.Sprintf("RSS after the cached runs ≤ 40 MiB: %s (%.1f MiB)", met(rss <= 40*1024), float64(rss)/1024))
 	}
 	return "Targets: " + strings.Join(parts, "; ") + "."
 }
@@ -261,6 +273,7 @@ type bench struct {
 	pid     int
 	svc     *benchkit.Service
 	metrics string // the service's /metrics URL
+	version string // `tenantguard version` of the binary: which build
 	reqNo   atomic.Uint64
 	// a sample request, for the report
 	sample encodedRequest

@@ -65,17 +65,25 @@ func sampleProc(pid int, metricsURL string) (procSample, error) {
 	return s, nil
 }
 
-// memSample is the service's memory from /proc/PID/status, in KiB.
+// memSample is the service's memory from /proc/PID/status, in KiB, and
+// what its Go runtime says it holds (from /metrics), in bytes.
 type memSample struct {
 	rss, peak, anon int64 // VmRSS, VmHWM, RssAnon
+	// heap: heap spans in use; stacks: goroutine stacks; free: heap memory
+	// free but not yet returned to the operating system (heap_idle -
+	// heap_released), resident until the runtime scavenges it.
+	heap, stacks, free int64
 }
 
 func (m memSample) String() string {
-	return fmt.Sprintf("RSS %.1f MiB (%.1f MiB of it anonymous, the rest pages of the binary), peak %.1f MiB",
-		float64(m.rss)/1024, float64(m.anon)/1024, float64(m.peak)/1024)
+	const mib = 1 << 20
+	return fmt.Sprintf("RSS %.1f MiB (%.1f MiB of it anonymous, the rest pages of the binary), peak %.1f MiB; "+
+		"Go heap in use %.1f MiB, stacks %.1f MiB, free heap not yet returned %.1f MiB",
+		float64(m.rss)/1024, float64(m.anon)/1024, float64(m.peak)/1024,
+		float64(m.heap)/mib, float64(m.stacks)/mib, float64(m.free)/mib)
 }
 
-func memory(pid int) (memSample, error) {
+func memory(pid int, metricsURL string) (memSample, error) {
 	var m memSample
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -96,36 +104,47 @@ func memory(pid int) (memSample, error) {
 			m.anon = n
 		}
 	}
+	g, err := goMetrics(metricsURL)
+	if err != nil {
+		return m, err
+	}
+	m.heap, m.stacks = int64(g["go_memstats_heap_inuse_bytes"]), int64(g["go_memstats_stack_inuse_bytes"])
+	m.free = int64(g["go_memstats_heap_idle_bytes"] - g["go_memstats_heap_released_bytes"])
 	return m, nil
 }
 
 // goAllocs reads the Go runtime's cumulative allocation counters from the
 // service's Prometheus endpoint.
 func goAllocs(url string) (mallocs, bytes int64, err error) {
+	g, err := goMetrics(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	if g["go_memstats_mallocs_total"] == 0 {
+		return 0, 0, fmt.Errorf("no go_memstats_mallocs_total at %s", url)
+	}
+	return int64(g["go_memstats_mallocs_total"]), int64(g["go_memstats_alloc_bytes_total"]), nil
+}
+
+// goMetrics reads the service's go_memstats_* samples from its Prometheus
+// endpoint.
+func goMetrics(url string) (map[string]float64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read metrics: %w", err)
+		return nil, fmt.Errorf("read metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read metrics: %w", err)
+		return nil, fmt.Errorf("read metrics: %w", err)
 	}
+	out := map[string]float64{}
 	for line := range strings.Lines(string(body)) {
 		name, v, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok {
+		if !ok || !strings.HasPrefix(name, "go_memstats_") {
 			continue
 		}
-		f, _ := strconv.ParseFloat(v, 64)
-		switch name {
-		case "go_memstats_mallocs_total":
-			mallocs = int64(f)
-		case "go_memstats_alloc_bytes_total":
-			bytes = int64(f)
-		}
+		out[name], _ = strconv.ParseFloat(v, 64)
 	}
-	if mallocs == 0 {
-		return 0, 0, fmt.Errorf("no go_memstats_mallocs_total at %s", url)
-	}
-	return mallocs, bytes, nil
+	return out, nil
 }

@@ -1,4 +1,4 @@
-//go:build !sidecar
+//go:build !sidecar && !extauthz
 
 package main
 

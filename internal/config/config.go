@@ -3,19 +3,15 @@
 package config
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy"
@@ -150,26 +146,6 @@ type File struct {
 	} `yaml:"debug"`
 }
 
-// Duration is a time.Duration written as "5s", "250ms".
-type Duration time.Duration
-
-// UnmarshalYAML parses a Go duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (e.g. 5s, 250ms)", n.Line, s)
-	}
-	if v < 0 {
-		return fmt.Errorf("line %d: duration must not be negative", n.Line)
-	}
-	*d = Duration(v)
-	return nil
-}
-
 // Sidecar is the compiled configuration the sidecar runs with.
 type Sidecar struct {
 	PostgresListen string
@@ -190,20 +166,6 @@ type Sidecar struct {
 	Pprof        bool   // serve /debug/pprof/ on the admin listener
 	Path         string // the file it was read from ("" when parsed from text)
 	Version      string // the binary's version, for the admin console; set by the command
-}
-
-// Error is a configuration error: which file, which field, what is wrong.
-type Error struct {
-	File  string
-	Field string
-	Msg   string
-}
-
-func (e *Error) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s: %s", e.File, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Msg)
 }
 
 // Load reads and validates the sidecar configuration at path.
@@ -255,17 +217,6 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 		return nil, fe.in(name)
 	}
 	return out, nil
-}
-
-// decodeStrict decodes one YAML document into v, refusing fields v does
-// not have; errors name the file.
-func decodeStrict(name string, data []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	return nil
 }
 
 // fieldErr is a configuration error in one field, before it is tied to a file.

@@ -28,7 +28,7 @@ import (
 	"github.com/tenantguard/tenantguard/extauthz/api"
 	"github.com/tenantguard/tenantguard/extauthz/authz"
 	"github.com/tenantguard/tenantguard/extauthz/session"
-	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/config/sections"
 	"github.com/tenantguard/tenantguard/internal/sessions"
 	"github.com/tenantguard/tenantguard/internal/tlsconf"
 	"github.com/tenantguard/tenantguard/policy/policypb"
@@ -37,7 +37,7 @@ import (
 
 // Service is a running ext_authz instance.
 type Service struct {
-	cfg    *config.ExtAuthz
+	cfg    *sections.ExtAuthz
 	log    *slog.Logger
 	ver    *sessions.Verifier
 	grpc   *grpc.Server
@@ -137,7 +137,7 @@ func (s *Service) hasPolicy() bool { return s.xds == nil || s.xds.HasPolicy() }
 // work (a first ping of the session store, whose failure is only logged:
 // readiness reports the store until it answers). It takes its arguments as
 // the sidecar's and the control plane's Start do.
-func Start(ctx context.Context, cfg *config.ExtAuthz, log *slog.Logger) (*Service, error) {
+func Start(ctx context.Context, cfg *sections.ExtAuthz, log *slog.Logger) (*Service, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ver, err := sessions.Open(cfg.Sessions, reg, log.With("component", "sessions"))

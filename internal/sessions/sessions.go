@@ -15,7 +15,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/extauthz/token"
-	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/config/sections"
 	"github.com/tenantguard/tenantguard/internal/tlsconf"
 )
 
@@ -51,7 +51,7 @@ func Client(url string, tls *tlsconf.Client) (*goredis.Client, error) {
 }
 
 // Config turns the configuration section into the session package's.
-func Config(s *config.Sessions) session.Config {
+func Config(s *sections.Sessions) session.Config {
 	return session.Config{TTL: s.TTL, MaxAge: s.MaxAge, Grace: s.Grace}
 }
 
@@ -62,7 +62,7 @@ type Verifier struct {
 }
 
 // Open connects (lazily) to the store and starts a verifier.
-func Open(s *config.Sessions, reg prometheus.Registerer, log *slog.Logger) (*Verifier, error) {
+func Open(s *sections.Sessions, reg prometheus.Registerer, log *slog.Logger) (*Verifier, error) {
 	var tc *tlsconf.Client
 	if s.StoreTLS != nil {
 		var err error

@@ -1,4 +1,4 @@
-package config
+package sections
 
 import (
 	"fmt"
@@ -43,13 +43,15 @@ type ControlPlaneClient struct {
 	TLS *tlsconf.ClientFiles
 }
 
-func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*ControlPlaneClient, *fieldErr) {
+// ParseControlPlaneClient compiles the section; base resolves relative
+// paths, role ("sidecar", "extauthz") starts the default node id.
+func ParseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*ControlPlaneClient, *FieldError) {
 	if _, _, err := net.SplitHostPort(f.Address); err != nil {
-		return nil, &fieldErr{"controlplane.address", fmt.Sprintf("required host:port of the control plane's xDS listener: %v", err)}
+		return nil, &FieldError{"controlplane.address", fmt.Sprintf("required host:port of the control plane's xDS listener: %v", err)}
 	}
-	nodeID, err := expandEnv(f.NodeID)
+	nodeID, err := ExpandEnv(f.NodeID)
 	if err != nil {
-		return nil, &fieldErr{"controlplane.node_id", err.Error()}
+		return nil, &FieldError{"controlplane.node_id", err.Error()}
 	}
 	out := &ControlPlaneClient{Address: f.Address, NodeID: nodeID, Delta: f.Delta}
 	if out.NodeID == "" {
@@ -57,45 +59,45 @@ func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*Con
 		out.NodeID = fmt.Sprintf("%s/%s-%d", role, host, os.Getpid())
 	}
 	if f.CacheFile != "" {
-		out.CacheFile = resolve(base, f.CacheFile)
+		out.CacheFile = Resolve(base, f.CacheFile)
 	}
-	tok, ferr := readToken(base, "controlplane.token", f.Token, f.TokenFile, false)
+	tok, ferr := ReadToken(base, "controlplane.token", f.Token, f.TokenFile, false)
 	if ferr != nil {
 		return nil, ferr
 	}
 	out.Token = tok
-	if out.TLS, ferr = parseClientTLS(f.TLS, base, "controlplane.tls"); ferr != nil {
+	if out.TLS, ferr = ParseClientTLS(f.TLS, base, "controlplane.tls"); ferr != nil {
 		return nil, ferr
 	}
 	return out, nil
 }
 
-// readToken reads a bearer token given inline or in a file: "" if neither
+// ReadToken reads a bearer token given inline or in a file: "" if neither
 // and not required, else at least bearer.MinLen characters.
-func readToken(base, field, inline, file string, required bool) (string, *fieldErr) {
+func ReadToken(base, field, inline, file string, required bool) (string, *FieldError) {
 	tok := inline
 	switch {
 	case inline != "" && file != "":
-		return "", &fieldErr{field, "give the token inline or in a file, not both"}
+		return "", &FieldError{field, "give the token inline or in a file, not both"}
 	case file != "":
-		b, err := os.ReadFile(resolve(base, file))
+		b, err := os.ReadFile(Resolve(base, file))
 		if err != nil {
-			return "", &fieldErr{field + "_file", err.Error()}
+			return "", &FieldError{field + "_file", err.Error()}
 		}
 		tok = strings.TrimSpace(string(b))
 	}
 	switch {
 	case required && len(tok) < bearer.MinLen:
-		return "", &fieldErr{field, "required, at least 16 characters"}
+		return "", &FieldError{field, "required, at least 16 characters"}
 	case tok != "" && len(tok) < bearer.MinLen:
-		return "", &fieldErr{field, "at least 16 characters"}
+		return "", &FieldError{field, "at least 16 characters"}
 	}
 	return tok, nil
 }
 
-// expandEnv replaces each ${NAME} in s with the environment variable NAME,
+// ExpandEnv replaces each ${NAME} in s with the environment variable NAME,
 // which must be set and not empty; any other $ is kept.
-func expandEnv(s string) (string, error) {
+func ExpandEnv(s string) (string, error) {
 	var b strings.Builder
 	for {
 		i := strings.Index(s, "${")

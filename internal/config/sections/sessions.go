@@ -1,10 +1,9 @@
-package config
+package sections
 
 import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/tenantguard/tenantguard/extauthz/token"
@@ -55,10 +54,10 @@ type Sessions struct {
 	StripAuthorization bool
 }
 
-// parseSessions compiles the section; base resolves relative key paths
+// ParseSessions compiles the section; base resolves relative key paths
 // (the configuration file's directory). signing says whether a signing key
 // is required (ext_authz) or refused (sidecar: it only verifies).
-func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fieldErr) {
+func ParseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *FieldError) {
 	out := &Sessions{Grace: time.Duration(f.Grace), EndGrace: time.Duration(f.EndGrace), TTL: time.Duration(f.TTL), MaxAge: time.Duration(f.MaxAge), StripAuthorization: true}
 	if out.EndGrace == 0 {
 		out.EndGrace = 30 * time.Second
@@ -68,7 +67,7 @@ func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fiel
 	}
 	u, err := url.Parse(f.Store)
 	if f.Store == "" || err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-		return nil, &fieldErr{"sessions.store", "required: a redis:// URL of the session store (e.g. redis://127.0.0.1:6379/1)"}
+		return nil, &FieldError{"sessions.store", "required: a redis:// URL of the session store (e.g. redis://127.0.0.1:6379/1)"}
 	}
 	out.StoreURL = f.Store
 	switch {
@@ -77,12 +76,12 @@ func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fiel
 		if tf == nil {
 			tf = &ClientTLSFile{}
 		}
-		var fe *fieldErr
-		if out.StoreTLS, fe = parseClientTLS(tf, base, "sessions.tls"); fe != nil {
+		var fe *FieldError
+		if out.StoreTLS, fe = ParseClientTLS(tf, base, "sessions.tls"); fe != nil {
 			return nil, fe
 		}
 	case f.TLS != nil:
-		return nil, &fieldErr{"sessions.tls", "the store is redis://: use rediss:// for TLS"}
+		return nil, &FieldError{"sessions.tls", "the store is redis://: use rediss:// for TLS"}
 	}
 	switch f.EndMode {
 	case "", "boundary":
@@ -90,28 +89,28 @@ func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fiel
 	case "immediate":
 		out.EndMode = policy.SessionEndImmediate
 	default:
-		return nil, &fieldErr{"sessions.end_mode", fmt.Sprintf("%q is not an end mode (boundary or immediate)", f.EndMode)}
+		return nil, &FieldError{"sessions.end_mode", fmt.Sprintf("%q is not an end mode (boundary or immediate)", f.EndMode)}
 	}
 	if out.TTL != 0 && out.TTL < time.Second {
-		return nil, &fieldErr{"sessions.ttl", "must be at least 1s"}
+		return nil, &FieldError{"sessions.ttl", "must be at least 1s"}
 	}
 	if out.MaxAge != 0 && out.TTL != 0 && out.MaxAge < out.TTL {
-		return nil, &fieldErr{"sessions.max_age", "must not be shorter than sessions.ttl"}
+		return nil, &FieldError{"sessions.max_age", "must not be shorter than sessions.ttl"}
 	}
 	ids := map[string]bool{}
 	for i, p := range f.VerificationKeys {
 		field := fmt.Sprintf("sessions.verification_keys[%d]", i)
-		data, err := os.ReadFile(resolve(base, p))
+		data, err := os.ReadFile(Resolve(base, p))
 		if err != nil {
-			return nil, &fieldErr{field, err.Error()}
+			return nil, &FieldError{field, err.Error()}
 		}
 		keys, err := token.ParseVerificationKeys(data)
 		if err != nil {
-			return nil, &fieldErr{field, err.Error()}
+			return nil, &FieldError{field, err.Error()}
 		}
 		for _, k := range keys {
 			if ids[k.ID()] {
-				return nil, &fieldErr{field, fmt.Sprintf("key id %q is listed twice", k.ID())}
+				return nil, &FieldError{field, fmt.Sprintf("key id %q is listed twice", k.ID())}
 			}
 			ids[k.ID()] = true
 			out.VerificationKeys = append(out.VerificationKeys, k)
@@ -119,17 +118,17 @@ func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fiel
 	}
 	switch {
 	case signing && f.SigningKey == "":
-		return nil, &fieldErr{"sessions.signing_key", "required: the PEM signing key new tokens are signed with"}
+		return nil, &FieldError{"sessions.signing_key", "required: the PEM signing key new tokens are signed with"}
 	case !signing && f.SigningKey != "":
-		return nil, &fieldErr{"sessions.signing_key", "a sidecar only verifies tokens: give it verification_keys, never the signing key"}
+		return nil, &FieldError{"sessions.signing_key", "a sidecar only verifies tokens: give it verification_keys, never the signing key"}
 	case signing:
-		data, err := os.ReadFile(resolve(base, f.SigningKey))
+		data, err := os.ReadFile(Resolve(base, f.SigningKey))
 		if err != nil {
-			return nil, &fieldErr{"sessions.signing_key", err.Error()}
+			return nil, &FieldError{"sessions.signing_key", err.Error()}
 		}
 		k, err := token.ParseSigningKey(data)
 		if err != nil {
-			return nil, &fieldErr{"sessions.signing_key", err.Error()}
+			return nil, &FieldError{"sessions.signing_key", err.Error()}
 		}
 		out.SigningKey = k
 		if !ids[k.ID()] {
@@ -137,14 +136,7 @@ func parseSessions(f *SessionsFile, base string, signing bool) (*Sessions, *fiel
 		}
 	}
 	if len(out.VerificationKeys) == 0 {
-		return nil, &fieldErr{"sessions.verification_keys", "at least one verification key is required"}
+		return nil, &FieldError{"sessions.verification_keys", "at least one verification key is required"}
 	}
 	return out, nil
-}
-
-func resolve(base, p string) string {
-	if filepath.IsAbs(p) || base == "" {
-		return p
-	}
-	return filepath.Join(base, p)
 }
