@@ -105,6 +105,14 @@ func (srv *Server) dialAs(ctx context.Context, addr string, resp3 bool, user, pa
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
+	if srv.cfg.UpstreamTLS != nil {
+		tc, err := srv.upstreamTLS(ctx, c, addr)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc // no sock: read by a readLoop, not the event loop (upstream_tls.go)
+	}
 	u := &upConn{srv: srv, conn: c, sock: newSock(c), addr: addr}
 	u.urd = clientReader{conn: c, sock: u.sock}
 	u.rr = resp.NewReplyReader(&u.urd, 16<<10)

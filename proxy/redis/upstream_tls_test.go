@@ -1,0 +1,213 @@
+package redis_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tenantguard/tenantguard/internal/fixture/redisserver"
+	"github.com/tenantguard/tenantguard/internal/tlsconf"
+	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
+	"github.com/tenantguard/tenantguard/test/harness"
+)
+
+// startTLSRedis starts a redis-server that serves TLS only and requires
+// a client certificate signed by ca.
+func startTLSRedis(t *testing.T, ca *harness.CA) *redisserver.Server {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := ca.Issue(t, dir, "redis", harness.ServerSpec("redis"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rs, err := redisserver.Start(ctx, redisserver.Options{TLS: &redisserver.TLS{CertFile: cert, KeyFile: key, CAFile: ca.File, RequireClientCert: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rs.Close() })
+	return rs
+}
+
+// opensslHasMLKEM reports whether this machine's OpenSSL (the one
+// redis-server links) offers ML-KEM, hence X25519MLKEM768 (OpenSSL 3.5+).
+func opensslHasMLKEM(t *testing.T) bool {
+	out, err := exec.Command("openssl", "list", "-kem-algorithms").CombinedOutput()
+	if err != nil {
+		t.Logf("openssl list -kem-algorithms: %v", err)
+		return false
+	}
+	return strings.Contains(string(out), "ML-KEM")
+}
+
+// TestUpstreamTLS runs the listener against a redis-server that serves
+// TLS only and requires a client certificate: the listener's connections
+// (shared, dedicated for MULTI and SUBSCRIBE, the tenant's script
+// connection) all handshake with the CA and certificate of the
+// configuration; SET/GET, a pipeline, MULTI, SUBSCRIBE and a script work
+// end to end, a script of globex that reaches for acme's key is refused
+// and acme's key is intact. The key exchange settled on is the best both
+// sides have: X25519MLKEM768 where redis-server's OpenSSL has ML-KEM,
+// else X25519 (Go offers the hybrid first: TestUpstreamTLSOffersHybrid).
+func TestUpstreamTLS(t *testing.T) {
+	ca := harness.NewCA(t, "redis upstream CA")
+	rs := startTLSRedis(t, ca)
+	dir := t.TempDir()
+	clientCert, clientKey := ca.Issue(t, dir, "sidecar", harness.CertSpec{CommonName: "sidecar"})
+	cl, err := tlsconf.NewClient(tlsconf.ClientFiles{CAFile: ca.File, CertFile: clientCert, KeyFile: clientKey}, tlsconf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, func(c *proxyredis.Config) {
+		c.Upstream, c.UpstreamTLS = rs.Addr(), cl.TLSConfig
+	})
+	ctx := ctxT(t, 60*time.Second)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	globex := p.client(t, "globex", globexSecret, 2)
+
+	if err := acme.Set(ctx, "greeting", "hello from acme", 0).Err(); err != nil {
+		t.Fatalf("SET over upstream TLS: %v", err)
+	}
+	if v, err := acme.Get(ctx, "greeting").Result(); err != nil || v != "hello from acme" {
+		t.Fatalf("GET = %q, %v", v, err)
+	}
+	cmds, err := acme.Pipelined(ctx, func(pl goredis.Pipeliner) error {
+		for i := range 50 {
+			pl.Incr(ctx, "counter")
+			_ = i
+		}
+		return nil
+	})
+	if err != nil || len(cmds) != 50 || cmds[49].(*goredis.IntCmd).Val() != 50 {
+		t.Fatalf("pipeline: %d replies, %v", len(cmds), err)
+	}
+	if _, err := acme.TxPipelined(ctx, func(pl goredis.Pipeliner) error {
+		pl.Set(ctx, "tx", "1", 0)
+		pl.Incr(ctx, "tx")
+		return nil
+	}); err != nil {
+		t.Fatalf("MULTI/EXEC: %v", err)
+	}
+	if v := acme.Get(ctx, "tx").Val(); v != "2" {
+		t.Fatalf("after MULTI tx = %q, want 2", v)
+	}
+	sub := acme.Subscribe(ctx, "news")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatalf("SUBSCRIBE: %v", err)
+	}
+	if err := globex.Publish(ctx, "news", "globex's news").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := acme.Publish(ctx, "news", "acme's news").Result(); err != nil || n != 1 {
+		t.Fatalf("PUBLISH = %d, %v; want 1 receiver", n, err)
+	}
+	msg, err := sub.ReceiveMessage(ctx)
+	if err != nil || msg.Payload != "acme's news" || msg.Channel != "news" {
+		t.Fatalf("message %+v, %v; want acme's own on news", msg, err)
+	}
+	if v, err := acme.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{"greeting"}).Result(); err != nil || v != "hello from acme" {
+		t.Fatalf("EVAL = %v, %v", v, err)
+	}
+
+	// Across tenants: a plain GET sees globex's own namespace, a script
+	// that builds acme's key name is refused by redis-server.
+	if v, err := globex.Get(ctx, "greeting").Result(); !errors.Is(err, goredis.Nil) {
+		t.Fatalf("globex GET greeting = %q, %v; want nil", v, err)
+	}
+	acmeKey := string(namespace.MustNew("acme", namespace.Spread).AppendKey(nil, []byte("greeting")))
+	for _, script := range []string{"return redis.call('GET', ARGV[1])", "return redis.call('SET', ARGV[1], 'globex was here')"} {
+		if v, err := globex.Eval(ctx, script, nil, acmeKey).Result(); err == nil || strings.Contains(err.Error(), "acme") {
+			t.Fatalf("globex script on %s = %v, %v; want refused", acmeKey, v, err)
+		}
+	}
+	if v := acme.Get(ctx, "greeting").Val(); v != "hello from acme" {
+		t.Fatalf("acme's greeting = %q after globex's attempts", v)
+	}
+	if err := globex.Set(ctx, "greeting", "hello from globex", 0).Err(); err != nil {
+		t.Fatalf("globex after its refused scripts: %v", err)
+	}
+
+	states := p.srv.UpstreamTLSStates()
+	if len(states) < 2 { // a shared connection and a script one at least
+		t.Fatalf("%d TLS upstream connections open, want the shared and script ones", len(states))
+	}
+	want := tls.X25519
+	if opensslHasMLKEM(t) {
+		want = tls.X25519MLKEM768
+	}
+	for _, st := range states {
+		if st.CurveID != want || st.Version != tls.VersionTLS13 {
+			t.Errorf("upstream connection negotiated %v over %s, want %v over TLS 1.3", st.CurveID, tls.VersionName(st.Version), want)
+		}
+		if len(st.PeerCertificates) == 0 || st.PeerCertificates[0].Subject.CommonName != "redis" {
+			t.Errorf("upstream certificate %v, want redis's", st.PeerCertificates)
+		}
+	}
+	t.Logf("redis-server %s negotiated %v (its OpenSSL has ML-KEM: %t)", rs.Addr(), want, want == tls.X25519MLKEM768)
+}
+
+// TestUpstreamTLSOffersHybrid: against a TLS server that has every group
+// Go has, the listener's upstream connections offer X25519MLKEM768 first
+// and settle on it.
+func TestUpstreamTLSOffersHybrid(t *testing.T) {
+	rd := harness.Redis(t)
+	ca := harness.NewCA(t, "relay CA")
+	cert, key := ca.Issue(t, t.TempDir(), "relay", harness.ServerSpec("relay"))
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := harness.StartTLSRelay(t, &tls.Config{Certificates: []tls.Certificate{pair}}, rd.Addr(), false)
+	p := startProxy(t, func(c *proxyredis.Config) {
+		c.Upstream = relay.Addr
+		c.UpstreamTLS = func() *tls.Config { return &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12} }
+	})
+	ctx := ctxT(t, 30*time.Second)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	if err := acme.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	offered, states := relay.Offered(), relay.States()
+	if len(offered) == 0 || len(states) == 0 {
+		t.Fatal("no handshake reached the relay")
+	}
+	for i, o := range offered {
+		if len(o) == 0 || o[0] != tls.X25519MLKEM768 {
+			t.Errorf("handshake %d offered %v, want X25519MLKEM768 first", i, o)
+		}
+	}
+	for i, st := range states {
+		if st.CurveID != tls.X25519MLKEM768 {
+			t.Errorf("handshake %d negotiated %v, want X25519MLKEM768", i, st.CurveID)
+		}
+	}
+}
+
+// TestUpstreamTLSRefusesWrongServer: a redis-server whose certificate the
+// configured CA did not sign is not talked to: the client gets an error,
+// and nothing is sent in clear.
+func TestUpstreamTLSRefusesWrongServer(t *testing.T) {
+	rs := startTLSRedis(t, harness.NewCA(t, "someone else's CA"))
+	ours := harness.NewCA(t, "our CA")
+	p := startProxy(t, func(c *proxyredis.Config) {
+		c.Upstream = rs.Addr()
+		c.UpstreamTLS = func() *tls.Config { return &tls.Config{RootCAs: ours.Pool(), MinVersion: tls.VersionTLS12} }
+		c.ConnectTimeout = 5 * time.Second
+	})
+	ctx := ctxT(t, 30*time.Second)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	err := acme.Set(ctx, "k", "v", 0).Err()
+	if err == nil {
+		t.Fatal("SET through an upstream with an unknown certificate succeeded")
+	}
+	t.Logf("client got: %v", err)
+	if len(p.logs.lines("certificate")) == 0 {
+		t.Errorf("no log line names the certificate failure")
+	}
+}
