@@ -378,7 +378,9 @@ func (c *clusterUpstream) deliver(s *clientConn, u *upConn, rep *resp.Reply) {
 	if cl == nil {
 		return // the client has gone
 	}
-	if u.dedicated != nil {
+	if u.dedicated != nil || u.confined {
+		// State may live there, or (a script) the command ran as the
+		// tenant's own user: never replay it as the proxy's.
 		c.srv.metrics.clusterRedirects.WithLabelValues(redirectKind(r), "refused").Inc()
 		s.complete(cl, nil, msgSlotMoved)
 		return

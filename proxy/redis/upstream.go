@@ -27,6 +27,10 @@ type upConn struct {
 	rr        *resp.ReplyReader
 	dedicated *clientConn // nil for a shared connection
 	addr      string      // the node's host:port
+	// confined is set on a tenant's script connection (scripts.go): it
+	// runs as the tenant's ACL user, so a cluster redirection of its
+	// command is never replayed on the proxy's own connections.
+	confined bool
 
 	mu       sync.Mutex
 	wbuf     []byte            // commands not yet written
