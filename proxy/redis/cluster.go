@@ -223,7 +223,11 @@ func (c *clusterUpstream) readMap(ctx context.Context, addr string) (*clustermap
 			return err
 		}
 		if rep.Root().Type() != resp.TypeSimpleError {
-			m, err = clustermap.ParseShards(rep.Root(), host)
+			if c.srv.cfg.UpstreamTLS != nil {
+				m, err = clustermap.ParseShardsTLS(rep.Root(), host)
+			} else {
+				m, err = clustermap.ParseShards(rep.Root(), host)
+			}
 			return err
 		}
 		// Before Redis 7: CLUSTER SLOTS.
