@@ -21,8 +21,8 @@ func (srv *Server) LoopSessions() int {
 // a network failure would, for tests.
 func (srv *Server) KillNearCacheTracking() { srv.near.killTracking() }
 
-// UpstreamTLSStates are the TLS states of the shared and script
-// upstream connections open now (a plaintext one has none), for tests.
+// UpstreamTLSStates are the TLS states of the shared (on a cluster, per
+// master) and script upstream connections open now (a plaintext one has none), for tests.
 func (srv *Server) UpstreamTLSStates() []tls.ConnectionState {
 	srv.mu.Lock()
 	conns := slices.Clone(srv.sharedUp)
@@ -30,6 +30,13 @@ func (srv *Server) UpstreamTLSStates() []tls.ConnectionState {
 		conns = append(conns, u)
 	}
 	srv.mu.Unlock()
+	if c := srv.cluster; c != nil {
+		c.mu.Lock()
+		for _, u := range c.shared {
+			conns = append(conns, u)
+		}
+		c.mu.Unlock()
+	}
 	var out []tls.ConnectionState
 	for _, u := range conns {
 		if u == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -209,5 +210,68 @@ func TestUpstreamTLSRefusesWrongServer(t *testing.T) {
 	t.Logf("client got: %v", err)
 	if len(p.logs.lines("certificate")) == 0 {
 		t.Errorf("no log line names the certificate failure")
+	}
+}
+
+// TestClusterUpstreamTLS: a Redis Cluster that speaks TLS only (clients,
+// bus and replication), requiring client certificates: the listener
+// reads the slot map, reaches every master and runs a script over TLS,
+// on X25519 or X25519MLKEM768 as in TestUpstreamTLS.
+func TestClusterUpstreamTLS(t *testing.T) {
+	ca := harness.NewCA(t, "redis cluster CA")
+	dir := t.TempDir()
+	cert, key := ca.Issue(t, dir, "node", harness.ServerSpec("node"))
+	ctx := ctxT(t, 2*time.Minute)
+	rc, err := redisserver.StartCluster(ctx, redisserver.ClusterOptions{Replicas: -1,
+		TLS: &redisserver.TLS{CertFile: cert, KeyFile: key, CAFile: ca.File, RequireClientCert: true}})
+	if errors.Is(err, redisserver.ErrNoCluster) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rc.Close() })
+	clientCert, clientKey := ca.Issue(t, dir, "sidecar", harness.CertSpec{CommonName: "sidecar"})
+	cl, err := tlsconf.NewClient(tlsconf.ClientFiles{CAFile: ca.File, CertFile: clientCert, KeyFile: clientKey}, tlsconf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, func(c *proxyredis.Config) {
+		c.Upstream, c.Cluster, c.UpstreamTLS = "", rc.Seeds(), cl.TLSConfig
+	})
+	acme := p.client(t, "acme", acmeSecret, 2)
+	globex := p.client(t, "globex", globexSecret, 2)
+	pipe := acme.Pipeline()
+	for i := range 100 {
+		pipe.Set(ctx, fmt.Sprintf("k%d", i), i, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatalf("pipeline over TLS to every master: %v", err)
+	}
+	if v, err := acme.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{"k42"}).Result(); err != nil || v != "42" {
+		t.Fatalf("EVAL = %v, %v", v, err)
+	}
+	if v, err := globex.Get(ctx, "k42").Result(); !errors.Is(err, goredis.Nil) {
+		t.Fatalf("globex GET k42 = %q, %v", v, err)
+	}
+	acmeKey := string(namespace.MustNew("acme", namespace.Spread).AppendKey(nil, []byte("k42")))
+	if v, err := globex.Eval(ctx, "return redis.call('GET', ARGV[1])", nil, acmeKey).Result(); err == nil {
+		t.Fatalf("globex script read %s: %v", acmeKey, v)
+	}
+	if n, err := acme.DBSize(ctx).Result(); err != nil || n != 100 {
+		t.Fatalf("DBSIZE = %d, %v", n, err)
+	}
+	states := p.srv.UpstreamTLSStates()
+	if len(states) == 0 {
+		t.Fatal("no TLS upstream connection open")
+	}
+	want := tls.X25519
+	if opensslHasMLKEM(t) {
+		want = tls.X25519MLKEM768
+	}
+	for _, st := range states {
+		if st.CurveID != want {
+			t.Errorf("cluster upstream connection negotiated %v, want %v", st.CurveID, want)
+		}
 	}
 }
