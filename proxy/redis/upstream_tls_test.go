@@ -275,3 +275,45 @@ func TestClusterUpstreamTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamTLSNearCache: the near cache's fill and tracking
+// connections are TLS ones too: a value cached through them is
+// invalidated by a write made straight to the TLS redis-server.
+func TestUpstreamTLSNearCache(t *testing.T) {
+	ca := harness.NewCA(t, "redis upstream CA")
+	rs := startTLSRedis(t, ca)
+	clientCert, clientKey := ca.Issue(t, t.TempDir(), "sidecar", harness.CertSpec{CommonName: "sidecar"})
+	cl, err := tlsconf.NewClient(tlsconf.ClientFiles{CAFile: ca.File, CertFile: clientCert, KeyFile: clientKey}, tlsconf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, func(c *proxyredis.Config) {
+		nearCacheFor([]string{"nc:*"}, "acme")(c)
+		c.Upstream, c.UpstreamTLS = rs.Addr(), cl.TLSConfig
+	})
+	ctx := ctxT(t, time.Minute)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	direct := goredis.NewClient(&goredis.Options{Addr: rs.Addr(), TLSConfig: cl.TLSConfig(), DisableIdentity: true})
+	defer direct.Close()
+	if err := acme.Set(ctx, "nc:1", "v1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		if v, err := acme.Get(ctx, "nc:1").Result(); err != nil || v != "v1" {
+			t.Fatalf("GET: %q, %v", v, err)
+		}
+		if p.cacheHits(t, "acme") < 1 {
+			return errors.New("no hit yet")
+		}
+		return nil
+	})
+	if err := direct.Set(ctx, nsKey(t, "acme", "nc:1"), "v2", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		if v, err := acme.Get(ctx, "nc:1").Result(); err != nil || v != "v2" {
+			return fmt.Errorf("GET after a direct write: %q, %v", v, err)
+		}
+		return nil
+	})
+}
