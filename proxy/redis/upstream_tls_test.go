@@ -98,7 +98,6 @@ func TestUpstreamTLS(t *testing.T) {
 		t.Fatalf("after MULTI tx = %q, want 2", v)
 	}
 	sub := acme.Subscribe(ctx, "news")
-	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatalf("SUBSCRIBE: %v", err)
 	}
@@ -114,6 +113,31 @@ func TestUpstreamTLS(t *testing.T) {
 	}
 	if v, err := acme.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{"greeting"}).Result(); err != nil || v != "hello from acme" {
 		t.Fatalf("EVAL = %v, %v", v, err)
+	}
+
+	// A dedicated TLS connection, its reader parked by a read deadline,
+	// is reset and pooled when its client leaves, and serves the next
+	// stateful client, of another tenant, with nothing of the first.
+	_ = sub.Close()
+	harness.Eventually(t, 10*time.Second, func() error {
+		if got := p.metric(t, "tenantguard_redis_dedicated_releases_total", map[string]string{"result": "pooled"}); got < 1 {
+			return fmt.Errorf("dedicated_releases_total{pooled} = %v", got)
+		}
+		return nil
+	})
+	gsub := globex.Subscribe(ctx, "news")
+	defer gsub.Close()
+	if _, err := gsub.Receive(ctx); err != nil {
+		t.Fatalf("globex SUBSCRIBE on a reused TLS connection: %v", err)
+	}
+	if err := acme.Publish(ctx, "news", "acme's news").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := globex.Publish(ctx, "news", "globex's news").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := gsub.ReceiveMessage(ctx); err != nil || msg.Payload != "globex's news" {
+		t.Fatalf("globex message %+v, %v; want globex's own", msg, err)
 	}
 
 	// Across tenants: a plain GET sees globex's own namespace, a script
