@@ -11,6 +11,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tenantguard/tenantguard/proxy/redis/clustermap"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
@@ -210,5 +211,96 @@ func TestClusterInfo(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestClusterScriptRedirectNotReplayed: a script whose declared key's
+// slot is migrating gets -ASK from its master. The sidecar replays
+// redirected commands of its shared connections on its own control
+// connections, which run as its own (unconfined) user: a script replayed
+// there could read any tenant's keys. So a script's redirection is not
+// replayed: the client gets -TRYAGAIN, and globex's key, on the node the
+// script would have been replayed on, stays unread.
+func TestClusterScriptRedirectNotReplayed(t *testing.T) {
+	rc := harness.RedisCluster(t)
+	ctx := ctxT(t, time.Minute)
+	p := startClusterProxy(t, rc, namespace.Spread)
+	direct := clusterDirect(t, rc)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	globex := p.client(t, "globex", globexSecret, 2)
+	ans, gns := namespace.MustNew("acme", namespace.Spread), namespace.MustNew("globex", namespace.Spread)
+	slots, err := direct.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	masterOf := func(key []byte) string {
+		s := int(clustermap.KeySlot(key))
+		for _, r := range slots {
+			if r.Start <= s && s <= r.End {
+				return r.Nodes[0].Addr
+			}
+		}
+		t.Fatalf("no master for slot %d", s)
+		return ""
+	}
+	acmeKey := "{s}absent"
+	slot := clustermap.KeySlot(ans.AppendKey(nil, []byte(acmeKey)))
+	src := masterOf(ans.AppendKey(nil, []byte(acmeKey)))
+	// globex's key on another master: where the ASK points.
+	var dst, globexKey string
+	for i := 0; dst == ""; i++ {
+		k := fmt.Sprintf("secret%d", i)
+		if m := masterOf(gns.AppendKey(nil, []byte(k))); m != src {
+			dst, globexKey = m, k
+		}
+	}
+	if err := globex.Set(ctx, globexKey, "globex's secret", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := acme.Del(ctx, acmeKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A script connection to src, as acme's user, before the migration.
+	script := "return redis.call('GET', ARGV[1])"
+	rawGlobex := string(gns.AppendKey(nil, []byte(globexKey)))
+	if err := acme.Eval(ctx, "return 1", []string{acmeKey}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	id := func(addr string) string {
+		out, err := rc.Do(ctx, addr, "CLUSTER", "MYID")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	srcID, dstID := id(src), id(dst)
+	s := fmt.Sprint(slot)
+	for _, c := range [][]string{{dst, "IMPORTING", srcID}, {src, "MIGRATING", dstID}} {
+		if out, err := rc.Do(ctx, c[0], "CLUSTER", "SETSLOT", s, c[1], c[2]); err != nil || strings.HasPrefix(out, "ERR") {
+			t.Fatalf("SETSLOT %s on %s: %s %v", c[1], c[0], out, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, addr := range []string{src, dst} {
+			if out, err := rc.Do(context.Background(), addr, "CLUSTER", "SETSLOT", s, "STABLE"); err != nil || strings.HasPrefix(out, "ERR") {
+				t.Errorf("SETSLOT STABLE on %s: %s %v", addr, out, err)
+			}
+		}
+	})
+	v, err := acme.Eval(ctx, script, []string{acmeKey}, rawGlobex).Result()
+	if err == nil || strings.Contains(fmt.Sprint(v), "secret") {
+		t.Fatalf("acme's script under ASK = %v, %v: replayed unconfined", v, err)
+	}
+	if !strings.HasPrefix(err.Error(), "TRYAGAIN") {
+		t.Fatalf("acme's script under ASK: %v, want TRYAGAIN", err)
+	}
+	if got := p.metric(t, "tenantguard_redis_cluster_redirects_total", map[string]string{"kind": "ask", "outcome": "refused"}); got < 1 {
+		t.Fatalf("redirects{ask,refused} = %v: the script was not redirected", got)
+	}
+	if v := globex.Get(ctx, globexKey).Val(); v != "globex's secret" {
+		t.Fatalf("globex's key = %q", v)
+	}
+	if err := acme.Set(ctx, "still", "usable", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
 }
