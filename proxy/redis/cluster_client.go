@@ -57,8 +57,8 @@ func (s *clientConn) clusterSlot(cmd *keyspec.Command, out [][]byte) (int32, boo
 	return int32(slot), true
 }
 
-// refusedOnCluster names what a cluster upstream cannot do per tenant
-// (see the README): CLIENT TRACKING. The sidecar gives a tracking client
+// refusedOnCluster says why a cluster upstream cannot do rp per tenant
+// ("" when it can; see the README): CLIENT TRACKING. The sidecar gives a tracking client
 // its own connection to one master, in BCAST mode with the tenant's
 // prefix, and that master only tells of its own slots' keys: a client
 // whose keys live on other masters would keep stale entries, never told
@@ -68,7 +68,7 @@ func (s *clientConn) clusterSlot(cmd *keyspec.Command, out [][]byte) (int32, boo
 func refusedOnCluster(rp rules.Plan) string {
 	switch rp {
 	case rules.ReplyTracking, rules.ReplyTrackingState:
-		return "client-side caching"
+		return "client-side caching is not available with a Redis Cluster upstream: a master only sends invalidations for keys of its own slots, so a cache of other masters' keys would go stale"
 	}
 	return ""
 }
@@ -143,7 +143,7 @@ func (s *clientConn) holdsState() bool {
 // it answered.
 func (s *clientConn) clusterServe(ctx context.Context, cmd *keyspec.Command, out [][]byte, p plan, rp rules.Plan) (rule string, done bool) {
 	if what := refusedOnCluster(rp); what != "" {
-		s.refuse(cmd.Name, what+" are not available with a Redis Cluster upstream", "cluster-upstream")
+		s.refuse(cmd.Name, what, "cluster-upstream")
 		return "cluster-upstream", true
 	}
 	switch {
