@@ -98,6 +98,15 @@ func TestClusterScripts(t *testing.T) {
 					t.Fatalf("Script.Run on r%d = %d, %v", i, v, err)
 				}
 			}
+			// In RESP3 (a dedicated connection, and a script connection of
+			// that protocol on each master).
+			acme3 := p.client(t, "acme", acmeSecret, 3)
+			for i := range 10 {
+				keys := []string{fmt.Sprintf("{c%d}n", i), fmt.Sprintf("{c%d}copy", i)}
+				if v, err := acme3.EvalSha(ctx, sha, keys, 1).Int(); err != nil || v != 6 {
+					t.Fatalf("RESP3 EVALSHA on %v = %d, %v", keys, v, err)
+				}
+			}
 			if err := acme.EvalSha(ctx, sha1Hex("return 'never sent'"), nil).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOSCRIPT") {
 				t.Fatalf("EVALSHA of an unknown script: %v, want NOSCRIPT", err)
 			}
