@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -340,4 +342,42 @@ func TestUpstreamTLSNearCache(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestUpstreamTLSConcurrentWorkload: clients on the event loop whose
+// shared upstream connections are TLS ones (read by their own
+// goroutines, not the loop) run the same workload at once, in both
+// protocols: every client gets the replies a lone client gets.
+func TestUpstreamTLSConcurrentWorkload(t *testing.T) {
+	ca := harness.NewCA(t, "redis upstream CA")
+	rs := startTLSRedis(t, ca)
+	clientCert, clientKey := ca.Issue(t, t.TempDir(), "sidecar", harness.CertSpec{CommonName: "sidecar"})
+	cl, err := tlsconf.NewClient(tlsconf.ClientFiles{CAFile: ca.File, CertFile: clientCert, KeyFile: clientKey}, tlsconf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, func(c *proxyredis.Config) {
+		c.Upstream, c.UpstreamTLS, c.SharedConns = rs.Addr(), cl.TLSConfig, 2
+	})
+	ctx := ctxT(t, time.Minute)
+	for _, proto := range []int{2, 3} {
+		want := workload(ctx, t, p.client(t, "acme", acmeSecret, proto), fmt.Sprintf("lone%d:", proto))
+		const n = 8
+		got := make([][]string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			c := p.client(t, []string{"acme", "globex"}[i%2], []string{acmeSecret, globexSecret}[i%2], proto)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i] = workload(ctx, t, c, fmt.Sprintf("c%d-%d:", proto, i))
+			}()
+		}
+		wg.Wait()
+		for i := range n {
+			if !reflect.DeepEqual(got[i], want) {
+				t.Fatalf("RESP%d client %d:\n%q\nwant\n%q", proto, i, got[i], want)
+			}
+		}
+	}
 }
