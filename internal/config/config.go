@@ -50,6 +50,9 @@ type File struct {
 		DedicatedIdleTime         Duration `yaml:"dedicated_idle_timeout"`
 		// TLS, if present, makes the Redis listener a TLS one.
 		TLS *RedisTLSFile `yaml:"tls"`
+		// UpstreamTLS, if present (or with rediss:// addresses), makes
+		// every connection to redis-server a TLS one.
+		UpstreamTLS *RedisUpstreamTLSFile `yaml:"upstream_tls"`
 		// NearCache lists the tenants whose keys the sidecar caches.
 		NearCache []NearCacheFile `yaml:"near_cache"`
 	} `yaml:"redis"`
@@ -166,6 +169,10 @@ type Sidecar struct {
 	Pprof        bool   // serve /debug/pprof/ on the admin listener
 	Path         string // the file it was read from ("" when parsed from text)
 	Version      string // the binary's version, for the admin console; set by the command
+
+	// RedisUpstreamTLS is the Redis listener's TLS to redis-server; nil:
+	// plaintext. Redis.UpstreamTLS is set from it when the sidecar starts.
+	RedisUpstreamTLS *tlsconf.ClientFiles
 }
 
 // Load reads and validates the sidecar configuration at path.
@@ -200,7 +207,7 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 		out.DrainTimeout = 30 * time.Second
 	}
 	for _, step := range []func(*File, *Sidecar) *fieldErr{
-		parseListen, parsePostgres, parsePool, parseRedis, parseIsolation,
+		parseRedisSchemes, parseListen, parsePostgres, parsePool, parseRedis, parseIsolation,
 	} {
 		if fe := step(&f, out); fe != nil {
 			return nil, fe.in(name)
@@ -211,6 +218,9 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 		return nil, fe.in(name)
 	}
 	if fe := parseRedisTLS(&f, out, filepath.Dir(name)); fe != nil {
+		return nil, fe.in(name)
+	}
+	if fe := parseRedisUpstreamTLS(&f, out, filepath.Dir(name)); fe != nil {
 		return nil, fe.in(name)
 	}
 	if fe := parsePolicy(&f, out, filepath.Dir(name)); fe != nil {

@@ -102,6 +102,11 @@ func Start(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (*Sidecar
 		}
 		redisCfg.TLS = srv.TLSConfig()
 	}
+	if cfg.RedisUpstreamTLS != nil && cfg.RedisListen != "" {
+		if err := redisUpstreamTLS(&redisCfg, *cfg.RedisUpstreamTLS, reg, log); err != nil {
+			return nil, err
+		}
+	}
 	var sc *Sidecar // for the console's RELOAD, which runs once sc exists
 	if pgCfg.Console != nil {
 		console := *pgCfg.Console

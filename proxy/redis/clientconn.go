@@ -288,7 +288,7 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 	}
 	out, p, rp, rerr := s.prepare(args, cmd, lerr)
 	if rerr == nil && s.srv.cluster != nil {
-		if rule, done := s.clusterServe(ctx, cmd, s.clusterOut, rp); done {
+		if rule, done := s.clusterServe(ctx, cmd, s.clusterOut, p, rp); done {
 			return rule, nil
 		}
 	}
@@ -342,7 +342,11 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	if p.near != nil {
 		target = p.near
 	} else if p.script {
-		u, err := s.srv.scriptConn(ctx, s)
+		node, err := s.scriptNode(ctx, p)
+		var u *upConn
+		if err == nil {
+			u, err = s.srv.scriptConn(ctx, s, node)
+		}
 		if err != nil {
 			s.writeLocal(s.dialFailure(err))
 			return nil

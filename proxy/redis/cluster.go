@@ -223,7 +223,11 @@ func (c *clusterUpstream) readMap(ctx context.Context, addr string) (*clustermap
 			return err
 		}
 		if rep.Root().Type() != resp.TypeSimpleError {
-			m, err = clustermap.ParseShards(rep.Root(), host)
+			if c.srv.cfg.UpstreamTLS != nil {
+				m, err = clustermap.ParseShardsTLS(rep.Root(), host)
+			} else {
+				m, err = clustermap.ParseShards(rep.Root(), host)
+			}
 			return err
 		}
 		// Before Redis 7: CLUSTER SLOTS.
@@ -378,7 +382,9 @@ func (c *clusterUpstream) deliver(s *clientConn, u *upConn, rep *resp.Reply) {
 	if cl == nil {
 		return // the client has gone
 	}
-	if u.dedicated != nil {
+	if u.dedicated != nil || u.confined {
+		// State may live there, or (a script) the command ran as the
+		// tenant's own user: never replay it as the proxy's.
 		c.srv.metrics.clusterRedirects.WithLabelValues(redirectKind(r), "refused").Inc()
 		s.complete(cl, nil, msgSlotMoved)
 		return

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"strconv"
 	"time"
@@ -56,18 +57,18 @@ func (s *clientConn) clusterSlot(cmd *keyspec.Command, out [][]byte) (int32, boo
 	return int32(slot), true
 }
 
-// refusedOnCluster names what a cluster upstream cannot do per tenant yet
-// (see the README): scripts (the tenant's ACL user would have to exist on
-// every node), INFO's per-tenant emulation, and CLIENT TRACKING (every
-// node would send invalidations).
+// refusedOnCluster says why a cluster upstream cannot do rp per tenant
+// ("" when it can; see the README): CLIENT TRACKING. The sidecar gives a tracking client
+// its own connection to one master, in BCAST mode with the tenant's
+// prefix, and that master only tells of its own slots' keys: a client
+// whose keys live on other masters would keep stale entries, never told
+// of their changes. Following every master would take a tracking
+// connection to each and merging their invalidations into the client's
+// stream, which is not built.
 func refusedOnCluster(rp rules.Plan) string {
 	switch rp {
-	case rules.ReplyScript, rules.ReplyScriptSha, rules.ReplyScriptLoad, rules.ReplyScriptExists, rules.ReplyScriptFlush:
-		return "scripts"
-	case rules.ReplyEmulateInfo:
-		return "INFO"
 	case rules.ReplyTracking, rules.ReplyTrackingState:
-		return "client-side caching"
+		return "client-side caching is not available with a Redis Cluster upstream: a master only sends invalidations for keys of its own slots, so a cache of other masters' keys would go stale"
 	}
 	return ""
 }
@@ -136,15 +137,19 @@ func (s *clientConn) holdsState() bool {
 }
 
 // clusterServe answers, on a cluster upstream, what one node cannot:
-// KEYS and SCAN over every master, FLUSHDB/FLUSHALL/DBSIZE emulated on
-// every master, and the refusals of refusedOnCluster. It reports whether
+// KEYS and SCAN over every master, SCRIPT LOAD on every master,
+// FLUSHDB/FLUSHALL/DBSIZE emulated on every master, and the refusals of
+// refusedOnCluster. It reports whether
 // it answered.
-func (s *clientConn) clusterServe(ctx context.Context, cmd *keyspec.Command, out [][]byte, rp rules.Plan) (rule string, done bool) {
+func (s *clientConn) clusterServe(ctx context.Context, cmd *keyspec.Command, out [][]byte, p plan, rp rules.Plan) (rule string, done bool) {
 	if what := refusedOnCluster(rp); what != "" {
-		s.refuse(cmd.Name, what+" are not available with a Redis Cluster upstream", "cluster-upstream")
+		s.refuse(cmd.Name, what, "cluster-upstream")
 		return "cluster-upstream", true
 	}
 	switch {
+	case rp == rules.ReplyScriptLoad:
+		s.clusterScriptLoad(ctx, out, p.sha)
+		return "", true
 	case rp == rules.ReplyStripKeys && cmd.Name == "keys":
 		s.clusterKeys(ctx, out)
 		return "", true
@@ -191,6 +196,53 @@ func (s *clientConn) clusterKeys(ctx context.Context, out [][]byte) {
 		b = resp.AppendBulk(b, k)
 	}
 	s.writeLocal(b)
+}
+
+// clusterScriptLoad answers SCRIPT LOAD by loading the tenant's form of
+// the script (out, rewritten by prepareScript, which recorded its SHA1)
+// on every master, so that an EVALSHA finds it whichever master its keys
+// hash to. redis-py's Lock, say, loads its scripts once and then runs
+// them by SHA1 on keys of any slot. Loading runs nothing: the script runs
+// later, by EVALSHA on the tenant's script connection, as the tenant's
+// user. A master that joins later, or a replica promoted, answers
+// NOSCRIPT until the client loads or EVALs the script again, as
+// redis-server would after a restart.
+func (s *clientConn) clusterScriptLoad(ctx context.Context, out [][]byte, client [20]byte) {
+	s.waitDrained()
+	sha := scriptSHA(out[2])
+	fail := func(b []byte) {
+		s.srv.scripts.forget(s.tenantID, client)
+		s.writeLocal(b)
+	}
+	masters, err := s.srv.cluster.masters(ctx)
+	if err != nil {
+		fail(s.dialFailure(err))
+		return
+	}
+	for _, addr := range masters {
+		var replyErr []byte
+		err := s.srv.cluster.roundTrip(ctx, addr, func(u *upConn) error {
+			rep, err := u.call(out)
+			if err != nil {
+				return err
+			}
+			if t := rep.Root().Type(); t == resp.TypeSimpleError || t == resp.TypeBlobError {
+				replyErr = append([]byte(nil), rep.Raw()...)
+			} else if string(rep.Root().Bytes()) != hex.EncodeToString(sha[:]) {
+				return errors.New("SCRIPT LOAD answered another SHA1")
+			}
+			return nil
+		})
+		if err != nil {
+			fail(s.upstreamFailure(msgEmulationFailed, err))
+			return
+		}
+		if replyErr != nil {
+			fail(replyErr) // a compile error: redis-server's own words
+			return
+		}
+	}
+	s.writeLocal(resp.AppendBulk(nil, hex.AppendEncode(nil, client[:])))
 }
 
 // scanNodeBits is how many low bits of a client's SCAN cursor number the

@@ -37,6 +37,12 @@ type Config struct {
 	// Redis Cluster: the listener learns the slot map from them and speaks
 	// to every master (cluster.go).
 	Cluster []string
+	// UpstreamTLS, when set, makes every upstream connection (shared,
+	// dedicated, scripts, near cache, every cluster node) a TLS one: it
+	// returns the configuration for the next handshake, so renewed
+	// certificates are used from the next connection on. An empty
+	// ServerName is the host of the address dialled (upstream_tls.go).
+	UpstreamTLS func() *tls.Config
 	// UpstreamUser and UpstreamPassword authenticate to the upstream (ACL user).
 	UpstreamUser, UpstreamPassword string
 	// SharedConns is the number of multiplexed upstream connections.

@@ -26,7 +26,9 @@ import (
 //
 // "default", "all" and "everything" (and no section) give all five. The
 // server's figures come from its own INFO; the tenant's keys are counted
-// with SCAN over its namespace and PTTL of each key found, at most
+// with SCAN over its namespace and PTTL of each key found (on a Redis
+// Cluster, on every master, summed; redis_mode is then "standalone", as
+// the listener is one server to its clients), at most
 // infoScanLimit keys (past it, keys and expires count the first
 // infoScanLimit). Both are kept for infoCacheTTL, so a storm of
 // connections (each ioredis connection sends INFO) costs one count per
@@ -177,8 +179,14 @@ func (srv *Server) infoFacts(ctx context.Context, need bool) (serverFacts, error
 		}
 		return def
 	}
+	mode := orDefault("redis_mode", "standalone")
+	if srv.cluster != nil {
+		// The listener is one server to its clients (CLUSTER is refused):
+		// a client told "cluster" would look for the slot map.
+		mode = "standalone"
+	}
 	cur = serverFacts{
-		version: orDefault("redis_version", "7.0.0"), mode: orDefault("redis_mode", "standalone"),
+		version: orDefault("redis_version", "7.0.0"), mode: mode,
 		maxmemoryPol: orDefault("maxmemory_policy", "noeviction"),
 		loading:      orDefault("loading", "0"), asyncLoading: orDefault("async_loading", "0"),
 	}
@@ -192,7 +200,7 @@ func (srv *Server) infoFacts(ctx context.Context, need bool) (serverFacts, error
 }
 
 // tenantKeyCount returns the client's tenant's key count, counted again
-// when older than infoCacheTTL.
+// when older than infoCacheTTL; on a cluster, summed over the masters.
 func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
 	f := &s.srv.info
 	f.mu.Lock()
@@ -203,27 +211,62 @@ func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
 	}
 	// Count after the client's earlier commands have run.
 	s.waitDrained()
-	u, err := s.srv.dialUpstream(ctx, false)
-	if err != nil {
-		return kc, dialError{err}
+	kc = keyCount{}
+	var nodes []string // "" for the one redis-server
+	if c := s.srv.cluster; c != nil {
+		ms, err := c.masters(ctx)
+		if err != nil {
+			return kc, dialError{err}
+		}
+		nodes = ms
+	} else {
+		nodes = []string{""}
 	}
-	defer u.closeNoReader()
+	for _, node := range nodes {
+		var u *upConn
+		var err error
+		if node == "" {
+			u, err = s.srv.dialUpstream(ctx, false)
+		} else {
+			u, err = s.srv.cluster.dial(ctx, node, false)
+		}
+		if err != nil {
+			return kc, dialError{err}
+		}
+		err = s.countKeysOn(u, &kc)
+		u.closeNoReader()
+		if err != nil {
+			return kc, err
+		}
+	}
+	kc.at = time.Now()
+	f.mu.Lock()
+	if f.tenantKeys == nil {
+		f.tenantKeys = map[string]keyCount{}
+	}
+	f.tenantKeys[s.tenantID] = kc
+	f.mu.Unlock()
+	return kc, nil
+}
+
+// countKeysOn adds the tenant's keys on u's server (a connection nobody
+// else reads) to kc, until kc holds infoScanLimit keys.
+func (s *clientConn) countKeysOn(u *upConn, kc *keyCount) error {
 	pattern := s.ns.AppendPattern(nil, []byte("*"))
 	cursor := []byte("0")
-	kc = keyCount{}
 	for kc.keys < infoScanLimit {
 		_ = u.conn.SetDeadline(time.Now().Add(s.srv.cfg.ConnectTimeout))
 		cmd := resp.AppendCommand(nil, [][]byte{[]byte("SCAN"), cursor, []byte("MATCH"), pattern, []byte("COUNT"), []byte("1000")})
 		if _, err := u.conn.Write(cmd); err != nil {
-			return kc, err
+			return err
 		}
 		rep, err := u.rr.ReadReply()
 		if err != nil {
-			return kc, err
+			return err
 		}
 		root := rep.Root()
 		if root.Type() == resp.TypeSimpleError || root.Len() != 2 {
-			return kc, errString("unexpected SCAN reply")
+			return errString("unexpected SCAN reply")
 		}
 		cursor = append([]byte(nil), root.Index(0).Bytes()...)
 		keys := root.Index(1)
@@ -235,12 +278,12 @@ func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
 		kc.keys += int64(n)
 		if n > 0 {
 			if _, err := u.conn.Write(pttl); err != nil {
-				return kc, err
+				return err
 			}
 			for range n {
 				rep, err := u.rr.ReadReply()
 				if err != nil {
-					return kc, err
+					return err
 				}
 				if ms, ok := rep.Root().Int(); ok && ms >= 0 {
 					kc.expires++
@@ -251,12 +294,5 @@ func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
 			break
 		}
 	}
-	kc.at = time.Now()
-	f.mu.Lock()
-	if f.tenantKeys == nil {
-		f.tenantKeys = map[string]keyCount{}
-	}
-	f.tenantKeys[s.tenantID] = kc
-	f.mu.Unlock()
-	return kc, nil
+	return nil
 }

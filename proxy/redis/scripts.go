@@ -14,6 +14,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/tenantguard/tenantguard/proxy/redis/clustermap"
 	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/proxy/redis/rules"
 	"github.com/tenantguard/tenantguard/wire/resp"
@@ -64,10 +65,19 @@ const maxScriptsPerTenant = 4096
 // noScript is redis-server's reply to EVALSHA of an unknown script.
 const noScript = "NOSCRIPT No matching script. Please use EVAL."
 
-// scriptConnKey names a tenant's script connection for one protocol.
+// scriptConnKey names a tenant's script connection for one protocol
+// (and, on a cluster, one master; "" for one redis-server).
 type scriptConnKey struct {
 	tenant string
 	resp3  bool
+	node   string
+}
+
+// scriptUserKey names a tenant's script user on one node ("" for one
+// redis-server): Redis Cluster does not replicate ACL users between
+// masters, so each master the tenant's scripts run on gets its own.
+type scriptUserKey struct {
+	tenant, node string
 }
 
 // scriptCache maps, per tenant, the SHA1 of a script as the client sent
@@ -178,33 +188,72 @@ func (srv *Server) adminCommand(ctx context.Context, args [][]byte) error {
 	return nil
 }
 
-// ensureScriptUser creates or updates the tenant's script user, unless
-// this process did since the tenant last changed (force: again).
-func (srv *Server) ensureScriptUser(ctx context.Context, ns *namespace.Namespace, force bool) error {
+// adminCommandOn is adminCommand on a cluster node's control connection
+// (node "": adminCommand, on the one redis-server).
+func (srv *Server) adminCommandOn(ctx context.Context, node string, args [][]byte) error {
+	if node == "" {
+		return srv.adminCommand(ctx, args)
+	}
+	var replyErr error
+	err := srv.cluster.roundTrip(ctx, node, func(u *upConn) error {
+		rep, err := u.call(args)
+		if err != nil {
+			return err
+		}
+		if t := rep.Root().Type(); t == resp.TypeSimpleError || t == resp.TypeBlobError {
+			replyErr = errors.New(string(rep.Root().Bytes()))
+		}
+		return nil
+	})
+	return errors.Join(err, replyErr)
+}
+
+// ensureScriptUser creates or updates the tenant's script user on node
+// ("" for one redis-server), unless this process did since the tenant
+// last changed (force: again).
+func (srv *Server) ensureScriptUser(ctx context.Context, ns *namespace.Namespace, node string, force bool) error {
+	key := scriptUserKey{ns.Tenant(), node}
 	srv.mu.Lock()
-	done := srv.scriptUsers[ns.Tenant()]
+	done := srv.scriptUsers[key]
 	srv.mu.Unlock()
 	if done && !force {
 		return nil
 	}
-	if err := srv.adminCommand(ctx, srv.scriptUserRules(ns)); err != nil {
+	if err := srv.adminCommandOn(ctx, node, srv.scriptUserRules(ns)); err != nil {
 		return fmt.Errorf("%w: set up the script user of tenant %s (ACL SETUSER): %w", errScriptUser, ns.Tenant(), err)
 	}
 	srv.mu.Lock()
 	if snap := srv.policy.Load(); snap != nil {
 		if _, ok := snap.Tenant(ns.Tenant()); ok {
-			srv.scriptUsers[ns.Tenant()] = true
+			srv.scriptUsers[key] = true
 		}
 	}
 	srv.mu.Unlock()
-	srv.log.Info("redis script user set up", "tenant", ns.Tenant(), "user", scriptUserName(ns.Tenant()))
+	srv.log.Info("redis script user set up", "tenant", ns.Tenant(), "user", scriptUserName(ns.Tenant()), "node", node)
 	return nil
 }
 
+// scriptNode is the node a script command of s runs on: "" for one
+// redis-server; on a cluster, the master of the slot of its keys (the
+// rules made sure they share one: CROSSSLOT otherwise), or of the
+// tenant's own prefix for a script without keys.
+func (s *clientConn) scriptNode(ctx context.Context, p plan) (string, error) {
+	c := s.srv.cluster
+	if c == nil {
+		return "", nil
+	}
+	slot := uint16(p.slot)
+	if p.slot == noSlot {
+		slot = clustermap.KeySlot([]byte(s.ns.KeyPrefix()))
+	}
+	return c.masterFor(ctx, slot)
+}
+
 // scriptConn returns the tenant's script connection in the client's
-// protocol, dialling it (and setting up the tenant's user) if needed.
-func (srv *Server) scriptConn(ctx context.Context, s *clientConn) (*upConn, error) {
-	key := scriptConnKey{s.tenantID, s.resp3}
+// protocol to node (see scriptNode), dialling it (and setting up the
+// tenant's user there) if needed.
+func (srv *Server) scriptConn(ctx context.Context, s *clientConn, node string) (*upConn, error) {
+	key := scriptConnKey{s.tenantID, s.resp3, node}
 	srv.mu.Lock()
 	u := srv.scriptUp[key]
 	srv.mu.Unlock()
@@ -214,17 +263,22 @@ func (srv *Server) scriptConn(ctx context.Context, s *clientConn) (*upConn, erro
 	if srv.breaker.State() == gobreaker.StateOpen {
 		return nil, gobreaker.ErrOpenState
 	}
-	if err := srv.ensureScriptUser(ctx, s.ns, false); err != nil {
+	if err := srv.ensureScriptUser(ctx, s.ns, node, false); err != nil {
 		return nil, err
 	}
+	addr := node
+	if addr == "" {
+		addr = srv.cfg.Upstream
+	}
 	user, pass := scriptUserName(s.tenantID), srv.scriptPassword(s.tenantID)
-	u, err := srv.dialAs(ctx, srv.cfg.Upstream, s.resp3, user, pass)
+	u, err := srv.dialAs(ctx, addr, s.resp3, user, pass)
 	var he *handshakeError
 	if errors.As(err, &he) && strings.HasPrefix(he.msg, "WRONGPASS") {
 		// Deleted or changed since this process set it up (another
-		// sidecar's credential, an operator): set it up again, once.
-		if err = srv.ensureScriptUser(ctx, s.ns, true); err == nil {
-			u, err = srv.dialAs(ctx, srv.cfg.Upstream, s.resp3, user, pass)
+		// sidecar's credential, an operator, a replica promoted to
+		// master that never had it): set it up again, once.
+		if err = srv.ensureScriptUser(ctx, s.ns, node, true); err == nil {
+			u, err = srv.dialAs(ctx, addr, s.resp3, user, pass)
 		}
 	}
 	if errors.As(err, &he) {
@@ -244,6 +298,7 @@ func (srv *Server) scriptConn(ctx context.Context, s *clientConn) (*upConn, erro
 		u.closeNoReader()
 		return cur, nil
 	}
+	u.confined = true
 	srv.scriptUp[key] = u
 	srv.mu.Unlock()
 	srv.startReader(u)
@@ -269,14 +324,14 @@ func (srv *Server) tenantScriptConnsLocked(tenant string) []*upConn {
 func (srv *Server) dropScriptUsers() {
 	snap := srv.policy.Load()
 	srv.mu.Lock()
-	var gone []string
+	gone := map[string][]string{} // by node
 	var conns []*upConn
-	for tenant := range srv.scriptUsers {
-		if _, ok := snap.Tenant(tenant); !ok {
-			gone = append(gone, tenant)
-			delete(srv.scriptUsers, tenant)
-			srv.scripts.flush(tenant)
-			conns = append(conns, srv.tenantScriptConnsLocked(tenant)...)
+	for key := range srv.scriptUsers {
+		if _, ok := snap.Tenant(key.tenant); !ok {
+			gone[key.node] = append(gone[key.node], key.tenant)
+			delete(srv.scriptUsers, key)
+			srv.scripts.flush(key.tenant)
+			conns = append(conns, srv.tenantScriptConnsLocked(key.tenant)...)
 		}
 	}
 	if len(gone) > 0 {
@@ -291,17 +346,20 @@ func (srv *Server) dropScriptUsers() {
 	}
 	go func() {
 		defer srv.readers.Done()
-		args := [][]byte{[]byte("ACL"), []byte("DELUSER")}
-		for _, t := range gone {
-			args = append(args, []byte(scriptUserName(t)))
+		for node, tenants := range gone {
+			args := [][]byte{[]byte("ACL"), []byte("DELUSER")}
+			for _, t := range tenants {
+				args = append(args, []byte(scriptUserName(t)))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.ConnectTimeout)
+			err := srv.adminCommandOn(ctx, node, args)
+			cancel()
+			if err != nil {
+				srv.log.Error("redis script users of removed tenants not deleted", "tenants", tenants, "node", node, "error", err)
+				continue
+			}
+			srv.log.Info("redis script users of removed tenants deleted", "tenants", tenants, "node", node)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.ConnectTimeout)
-		defer cancel()
-		if err := srv.adminCommand(ctx, args); err != nil {
-			srv.log.Error("redis script users of removed tenants not deleted", "tenants", gone, "error", err)
-			return
-		}
-		srv.log.Info("redis script users of removed tenants deleted", "tenants", gone)
 	}()
 }
 

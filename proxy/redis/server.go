@@ -53,7 +53,7 @@ type Server struct {
 	// scriptUp holds the tenants' script connections, scriptUsers the
 	// tenants whose script user this process has set up (scripts.go).
 	scriptUp    map[scriptConnKey]*upConn
-	scriptUsers map[string]bool
+	scriptUsers map[scriptUserKey]bool
 	scripts     scriptCache
 	info        infoCache   // what INFO read last (info.go)
 	sweeper     *time.Timer // closes idle ones past their time
@@ -92,7 +92,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		labels:      map[string]struct{}{},
 		sharedUp:    make([]*upConn, cfg.SharedConns),
 		scriptUp:    map[scriptConnKey]*upConn{},
-		scriptUsers: map[string]bool{},
+		scriptUsers: map[scriptUserKey]bool{},
 		endMode:     clientend.NewMode(cfg.SessionEnd),
 	}
 	if len(cfg.Cluster) > 0 {

@@ -27,6 +27,10 @@ type upConn struct {
 	rr        *resp.ReplyReader
 	dedicated *clientConn // nil for a shared connection
 	addr      string      // the node's host:port
+	// confined is set on a tenant's script connection (scripts.go): it
+	// runs as the tenant's ACL user, so a cluster redirection of its
+	// command is never replayed on the proxy's own connections.
+	confined bool
 
 	mu       sync.Mutex
 	wbuf     []byte            // commands not yet written
@@ -104,6 +108,14 @@ func (srv *Server) dialAs(ctx context.Context, addr string, resp3 bool, user, pa
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
+	}
+	if srv.cfg.UpstreamTLS != nil {
+		tc, err := srv.upstreamTLS(ctx, c, addr)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tc // no sock: read by a readLoop, not the event loop (upstream_tls.go)
 	}
 	u := &upConn{srv: srv, conn: c, sock: newSock(c), addr: addr}
 	u.urd = clientReader{conn: c, sock: u.sock}

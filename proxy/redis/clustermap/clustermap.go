@@ -121,6 +121,17 @@ func nodeAddr(host []byte, port int64, fallbackHost string) (string, error) {
 // Nodes are addressed by "endpoint" (else "ip") and "port" (else
 // "tls-port"); fallbackHost replaces an unknown endpoint ("?").
 func ParseShards(v resp.Value, fallbackHost string) (*Map, error) {
+	return parseShards(v, fallbackHost, "port", "tls-port")
+}
+
+// ParseShardsTLS is ParseShards for a client that speaks TLS to the
+// nodes: "tls-port" first, else "port" (a node of a cluster with
+// tls-cluster yes may announce both).
+func ParseShardsTLS(v resp.Value, fallbackHost string) (*Map, error) {
+	return parseShards(v, fallbackHost, "tls-port", "port")
+}
+
+func parseShards(v resp.Value, fallbackHost, port, otherPort string) (*Map, error) {
 	if !isList(v) {
 		return nil, topoErr("CLUSTER SHARDS reply is a %s, not an array", v.Type())
 	}
@@ -146,7 +157,7 @@ func ParseShards(v resp.Value, fallbackHost string) (*Map, error) {
 			if role, ok := field(n, "role"); !ok || string(role.Bytes()) != "master" {
 				continue
 			}
-			a, err := shardNodeAddr(n, fallbackHost)
+			a, err := shardNodeAddr(n, fallbackHost, port, otherPort)
 			if err != nil {
 				return nil, fmt.Errorf("shard %d node %d: %w", i, j, err)
 			}
@@ -173,7 +184,7 @@ func ParseShards(v resp.Value, fallbackHost string) (*Map, error) {
 	return m, nil
 }
 
-func shardNodeAddr(n resp.Value, fallbackHost string) (string, error) {
+func shardNodeAddr(n resp.Value, fallbackHost, port, otherPort string) (string, error) {
 	host, ok := field(n, "endpoint")
 	if !ok || len(host.Bytes()) == 0 {
 		host, ok = field(n, "ip")
@@ -181,18 +192,18 @@ func shardNodeAddr(n resp.Value, fallbackHost string) (string, error) {
 	if !ok {
 		return "", topoErr("node has neither endpoint nor ip")
 	}
-	p, ok := field(n, "port")
+	p, ok := field(n, port)
 	if !ok {
-		p, ok = field(n, "tls-port")
+		p, ok = field(n, otherPort)
 	}
 	if !ok {
 		return "", topoErr("node has no port")
 	}
-	port, ok := p.Int()
+	n64, ok := p.Int()
 	if !ok {
 		return "", topoErr("node port is not an integer")
 	}
-	return nodeAddr(host.Bytes(), port, fallbackHost)
+	return nodeAddr(host.Bytes(), n64, fallbackHost)
 }
 
 // ParseSlots builds a map from a CLUSTER SLOTS reply: each element is

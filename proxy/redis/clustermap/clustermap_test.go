@@ -140,3 +140,38 @@ func TestParseShardsPrefersOnlineMaster(t *testing.T) {
 		t.Fatalf("master %q, want the online one", got)
 	}
 }
+
+// TestParseShardsTLSPorts: a node announcing a plaintext and a TLS port
+// is addressed by the one the client speaks; one announcing only the
+// other is addressed by that.
+func TestParseShardsTLSPorts(t *testing.T) {
+	node := func(fields string, n int) string {
+		return "*" + fmt.Sprint(4+2*n) + "\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n" + fields + "$4\r\nrole\r\n$6\r\nmaster\r\n"
+	}
+	both := node("$4\r\nport\r\n:7000\r\n$8\r\ntls-port\r\n:7100\r\n", 2)
+	tlsOnly := node("$8\r\ntls-port\r\n:7100\r\n", 1)
+	plainOnly := node("$4\r\nport\r\n:7000\r\n", 1)
+	for _, tc := range []struct {
+		name, node, plain, tls string
+	}{
+		{"both", both, "127.0.0.1:7000", "127.0.0.1:7100"},
+		{"tls only", tlsOnly, "127.0.0.1:7100", "127.0.0.1:7100"},
+		{"plaintext only", plainOnly, "127.0.0.1:7000", "127.0.0.1:7000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reply := []byte("*1\r\n*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n" + tc.node)
+			for _, p := range []struct {
+				parse func(resp.Value, string) (*clustermap.Map, error)
+				want  string
+			}{{clustermap.ParseShards, tc.plain}, {clustermap.ParseShardsTLS, tc.tls}} {
+				m, err := p.parse(parse(t, reply), "h")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := m.Master(0); got != p.want {
+					t.Errorf("master %q, want %q", got, p.want)
+				}
+			}
+		})
+	}
+}

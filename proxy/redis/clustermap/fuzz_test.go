@@ -9,7 +9,7 @@ import (
 	"github.com/tenantguard/tenantguard/wire/resp"
 )
 
-// FuzzParseTopology feeds arbitrary replies to both topology parsers: no
+// FuzzParseTopology feeds arbitrary replies to the topology parsers: no
 // panic, and a map they accept names a master for exactly the slots it
 // covers.
 func FuzzParseTopology(f *testing.F) {
@@ -27,7 +27,7 @@ func FuzzParseTopology(f *testing.F) {
 		if _, err := rep.Parse(b); err != nil {
 			return
 		}
-		for _, parse := range []func(resp.Value, string) (*clustermap.Map, error){clustermap.ParseShards, clustermap.ParseSlots} {
+		for _, parse := range []func(resp.Value, string) (*clustermap.Map, error){clustermap.ParseShards, clustermap.ParseShardsTLS, clustermap.ParseSlots} {
 			m, err := parse(rep.Root(), "127.0.0.1")
 			if err != nil {
 				continue
