@@ -73,7 +73,7 @@ func (s *clientConn) emulateInfo(ctx context.Context, args [][]byte) error {
 	all := want["default"] || want["all"] || want["everything"]
 	show := func(sec string) bool { return all || want[sec] }
 	needServer := show("server") || show("memory") || show("persistence")
-	f, err := s.srv.infoFacts(ctx, needServer)
+	f, err := s.be.infoFacts(ctx, needServer)
 	if err != nil {
 		s.writeLocal(s.emulationFailure(err))
 		return nil
@@ -194,7 +194,7 @@ func (srv *Server) infoFacts(ctx context.Context, need bool) (serverFacts, error
 // tenantKeyCount returns the client's tenant's key count, counted again
 // when older than infoCacheTTL.
 func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
-	f := &s.srv.info
+	f := &s.be.info
 	f.mu.Lock()
 	kc, ok := f.tenantKeys[s.tenantID]
 	f.mu.Unlock()
@@ -203,7 +203,7 @@ func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
 	}
 	// Count after the client's earlier commands have run.
 	s.waitDrained()
-	u, err := s.srv.dialUpstream(ctx, false)
+	u, err := s.be.dialUpstream(ctx, false)
 	if err != nil {
 		return kc, dialError{err}
 	}
