@@ -1,0 +1,321 @@
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tenantguard/tenantguard/policy"
+	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
+	"github.com/tenantguard/tenantguard/test/harness"
+)
+
+// placedSpec is the fixture's two tenants with a Redis upstream "second"
+// at addr, acme placed on acmeOn ("" for the configured upstream).
+func placedSpec(addr, acmeOn string) policy.Spec {
+	return policy.Spec{
+		Clusters: []policy.ClusterSpec{{Name: "second", Redis: &policy.RedisCluster{Address: addr}}},
+		Tenants: []policy.TenantSpec{
+			{ID: "acme", Passwords: []string{acmeSecret}, Placement: policy.Placement{Redis: acmeOn}},
+			{ID: "globex", Passwords: []string{globexSecret}},
+		},
+	}
+}
+
+// exists reports whether key is on the server d talks to.
+func exists(t *testing.T, ctx context.Context, d *goredis.Client, key string) bool {
+	t.Helper()
+	n, err := d.Exists(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+// TestPlacementRoutesTenants: a tenant placed on another redis-server has
+// its keys there and only there; it cannot reach what lives under its own
+// namespace on the configured server, nor the other tenant's keys; the
+// other tenant stays on the configured server. Scripts run as the tenant's
+// ACL user, created on the server the tenant is placed on.
+func TestPlacementRoutesTenants(t *testing.T) {
+	second := harness.FreshRedis(t)
+	secondAddr := second.Options().Addr
+	p := startProxyWith(t, func(s *policy.Spec) { *s = placedSpec(secondAddr, "second") }, nil)
+	ctx := ctxT(t, 30*time.Second)
+	first := p.direct(t)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	globex := p.client(t, "globex", globexSecret, 2)
+
+	if err := acme.Set(ctx, "place:k", "acme-v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := globex.Set(ctx, "place:k", "globex-v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		first.Del(context.Background(), nsKey(t, "globex", "place:k"), nsKey(t, "acme", "place:hidden"))
+	})
+	ak, gk := nsKey(t, "acme", "place:k"), nsKey(t, "globex", "place:k")
+	if !exists(t, ctx, second, ak) || exists(t, ctx, first, ak) {
+		t.Fatalf("acme's key must be on the second server only")
+	}
+	if !exists(t, ctx, first, gk) || exists(t, ctx, second, gk) {
+		t.Fatalf("globex's key must be on the configured server only")
+	}
+
+	// What acme's namespace holds on the configured server is out of its
+	// reach: its commands go to the second server.
+	if err := first.Set(ctx, nsKey(t, "acme", "place:hidden"), "on-first", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.Get(ctx, "place:hidden").Result(); !errors.Is(err, goredis.Nil) {
+		t.Fatalf("acme read a key of the configured server: %v", err)
+	}
+	keys, err := acme.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(keys, ",") != "place:k" {
+		t.Fatalf("acme's KEYS * = %v, want only place:k", keys)
+	}
+	if v, err := acme.Get(ctx, "place:k").Result(); err != nil || v != "acme-v" {
+		t.Fatalf("acme GET place:k = %q, %v", v, err)
+	}
+	if v, err := globex.Get(ctx, "place:k").Result(); err != nil || v != "globex-v" {
+		t.Fatalf("globex GET place:k = %q, %v", v, err)
+	}
+	// Transactions, blocking commands and RESP3 (dedicated connections)
+	// go to the placed server too.
+	if _, err := acme.TxPipelined(ctx, func(pp goredis.Pipeliner) error {
+		pp.Set(ctx, "place:tx", "1", 0)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	acme3 := p.client(t, "acme", acmeSecret, 3)
+	if err := acme3.RPush(ctx, "place:list", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := acme3.BLPop(ctx, time.Second, "place:list").Result(); err != nil || v[1] != "x" {
+		t.Fatalf("acme BLPOP = %v, %v", v, err)
+	}
+	if !exists(t, ctx, second, nsKey(t, "acme", "place:tx")) || exists(t, ctx, first, nsKey(t, "acme", "place:tx")) {
+		t.Fatalf("acme's transaction must run on the second server only")
+	}
+
+	// The script user is made where the tenant is placed.
+	if v, err := acme.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{"place:k"}).Result(); err != nil || v != "acme-v" {
+		t.Fatalf("acme EVAL = %v, %v", v, err)
+	}
+	users, err := second.Do(ctx, "ACL", "USERS").StringSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(users, ","), "acme") {
+		t.Fatalf("no script user of acme on the second server: %v", users)
+	}
+	if got := p.metric(t, "tenantguard_redis_upstreams_opened_total", map[string]string{"cluster": "second"}); got != 1 {
+		t.Fatalf("upstreams_opened_total{cluster=second} = %v, want 1", got)
+	}
+}
+
+// TestPlacementMove: moving acme to the second server sends its clients'
+// next commands there (an idle one, a RESP3 one with a dedicated
+// connection), lets a MULTI open across the move run to its EXEC on the
+// old server, closes a subscriber, and leaves globex's traffic without an
+// error. Moved back, the unused second upstream is retired.
+func TestPlacementMove(t *testing.T) {
+	second := harness.FreshRedis(t)
+	secondAddr := second.Options().Addr
+	p := startProxyWith(t, func(s *policy.Spec) { *s = placedSpec(secondAddr, "") },
+		func(c *proxyredis.Config) { c.RetireAfter = 100 * time.Millisecond })
+	ctx := ctxT(t, 60*time.Second)
+	first := p.direct(t)
+	keys := []string{"move:before", "move:tx1", "move:tx2", "move:after", "move:resp3", "move:pub"}
+	t.Cleanup(func() {
+		for _, k := range keys {
+			first.Del(context.Background(), nsKey(t, "acme", k))
+		}
+	})
+
+	// globex works without a pause while acme moves back and forth.
+	var globexErr atomic.Value
+	var globexOps atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g := p.client(t, "globex", globexSecret, 2)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := fmt.Sprintf("move:g%d", i%16)
+			if err := g.Set(ctx, k, i, 0).Err(); err != nil {
+				globexErr.Store(err)
+				return
+			}
+			if v, err := g.Get(ctx, k).Int(); err != nil || v != i {
+				globexErr.Store(fmt.Errorf("GET %s = %d, %v; want %d", k, v, err, i))
+				return
+			}
+			globexOps.Add(1)
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+		if err := globexErr.Load(); err != nil {
+			t.Errorf("globex: %v", err)
+		}
+		if globexOps.Load() == 0 {
+			t.Errorf("globex ran no command")
+		}
+	}()
+
+	idle := authed(t, p, "acme", acmeSecret)
+	expect(t, idle.do("SET", "move:before", "1"), "+OK\r\n")
+	r3 := authedProto(t, p, "acme", acmeSecret, 3)
+	expect(t, r3.do("SET", "move:resp3", "a"), "+OK\r\n")
+	tx := authed(t, p, "acme", acmeSecret)
+	expect(t, tx.do("MULTI"), "+OK\r\n")
+	expect(t, tx.do("SET", "move:tx1", "1"), "+QUEUED\r\n")
+	sub := authed(t, p, "acme", acmeSecret)
+	if got := sub.do("SUBSCRIBE", "move:pub"); !strings.Contains(got, "subscribe") {
+		t.Fatalf("SUBSCRIBE: %q", got)
+	}
+
+	p.setPolicy(t, placedSpec(secondAddr, "second"))
+
+	// The subscriber's subscription lives on the old server: closed.
+	sub.closed()
+	// The open transaction ends where it began.
+	expect(t, tx.do("SET", "move:tx2", "2"), "+QUEUED\r\n")
+	if got := tx.do("EXEC"); got != "*2\r\n+OK\r\n+OK\r\n" {
+		t.Fatalf("EXEC: %q", got)
+	}
+	for _, k := range []string{"move:tx1", "move:tx2"} {
+		if !exists(t, ctx, first, nsKey(t, "acme", k)) || exists(t, ctx, second, nsKey(t, "acme", k)) {
+			t.Fatalf("%s: the transaction open across the move must run on the old server only", k)
+		}
+	}
+	// Then it moves.
+	expect(t, tx.do("GET", "move:before"), "$-1\r\n")
+	expect(t, idle.do("SET", "move:after", "1"), "+OK\r\n")
+	expect(t, r3.do("GET", "move:resp3"), "_\r\n")
+	expect(t, r3.do("SET", "move:resp3", "b"), "+OK\r\n")
+	if !exists(t, ctx, second, nsKey(t, "acme", "move:after")) || exists(t, ctx, first, nsKey(t, "acme", "move:after")) {
+		t.Fatalf("acme's command after the move must run on the second server only")
+	}
+	if v, _ := first.Get(ctx, nsKey(t, "acme", "move:resp3")).Result(); v != "a" {
+		t.Fatalf("the RESP3 client's write after the move reached the old server: %q", v)
+	}
+	if got := p.metric(t, "tenantguard_redis_tenant_moves_total", map[string]string{"result": "moved"}); got < 3 {
+		t.Fatalf("tenant_moves_total{result=moved} = %v, want at least 3", got)
+	}
+
+	// Back on the configured server, the second upstream has no client
+	// and is retired.
+	p.setPolicy(t, placedSpec(secondAddr, ""))
+	expect(t, idle.do("GET", "move:before"), "$1\r\n1\r\n")
+	expect(t, tx.do("GET", "move:before"), "$1\r\n1\r\n")
+	expect(t, r3.do("GET", "move:resp3"), "$1\r\na\r\n")
+	harness.Eventually(t, 10*time.Second, func() error {
+		if got := p.metric(t, "tenantguard_redis_upstreams_retired_total", map[string]string{"cluster": "second"}); got != 1 {
+			return fmt.Errorf("upstreams_retired_total{cluster=second} = %v", got)
+		}
+		return nil
+	})
+	harness.Eventually(t, 10*time.Second, func() error {
+		n, err := second.ClientList(ctx).Result()
+		if err != nil {
+			return err
+		}
+		if c := strings.Count(n, "\n"); c > 1 { // the test's own connection
+			return fmt.Errorf("%d connections left on the retired upstream:\n%s", c, n)
+		}
+		return nil
+	})
+}
+
+// TestPlacementUnknownCredentials: a policy placing a tenant on an
+// upstream with credentials the listener lacks fails CheckPlacement; with
+// them, it passes.
+func TestPlacementUnknownCredentials(t *testing.T) {
+	spec := placedSpec("127.0.0.1:1", "second")
+	spec.Clusters[0].Redis.Credentials = "second-user"
+	snap := mustCompile(t, spec)
+	p := startProxy(t, nil)
+	if err := p.srv.CheckPlacement(snap); err == nil || !strings.Contains(err.Error(), "second-user") {
+		t.Fatalf("CheckPlacement = %v, want an error naming the credentials", err)
+	}
+	q := startProxy(t, func(c *proxyredis.Config) {
+		c.Credentials = map[string]proxyredis.Credential{"second-user": {User: "u", Password: "p"}}
+	})
+	if err := q.srv.CheckPlacement(snap); err != nil {
+		t.Fatalf("CheckPlacement with the credentials: %v", err)
+	}
+}
+
+// TestPlacementNearCache: the near cache mirrors the configured upstream;
+// a tenant moved to another server is never served an entry cached from
+// the configured one (its reads go to the server it is placed on), and is
+// served from the cache again once back.
+func TestPlacementNearCache(t *testing.T) {
+	second := harness.FreshRedis(t)
+	secondAddr := second.Options().Addr
+	p := startProxyWith(t, func(s *policy.Spec) { *s = placedSpec(secondAddr, "") }, nearCacheFor([]string{"pnc:*"}, "acme"))
+	ctx := ctxT(t, time.Minute)
+	first := p.direct(t)
+	t.Cleanup(func() { first.Del(context.Background(), nsKey(t, "acme", "pnc:k")) })
+	acme := p.client(t, "acme", acmeSecret, 2)
+	if err := acme.Set(ctx, "pnc:k", "on-first", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "on-first" {
+			t.Fatalf("GET: %q, %v", v, err)
+		}
+		if p.cacheHits(t, "acme") < 1 {
+			return fmt.Errorf("no hit")
+		}
+		return nil
+	})
+	p.setPolicy(t, placedSpec(secondAddr, "second"))
+	hits := p.cacheHits(t, "acme")
+	for range 20 {
+		if v, err := acme.Get(ctx, "pnc:k").Result(); !errors.Is(err, goredis.Nil) {
+			t.Fatalf("acme, placed on the second server, read %q, %v: the configured upstream's cached entry", v, err)
+		}
+	}
+	if err := acme.Set(ctx, "pnc:k", "on-second", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "on-second" {
+		t.Fatalf("GET on the second server: %q, %v", v, err)
+	}
+	if got := p.cacheHits(t, "acme"); got != hits {
+		t.Fatalf("near cache hits went from %v to %v while acme was placed elsewhere", hits, got)
+	}
+	// Back: the configured server's value, as its tracking keeps it.
+	p.setPolicy(t, placedSpec(secondAddr, ""))
+	harness.Eventually(t, 10*time.Second, func() error {
+		if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "on-first" {
+			t.Fatalf("GET back on the configured server: %q, %v", v, err)
+		}
+		if p.cacheHits(t, "acme") <= hits {
+			return fmt.Errorf("no hit")
+		}
+		return nil
+	})
+}
