@@ -150,11 +150,9 @@ func (s *clientConn) bind(id string) string {
 	s.be, s.route = be, key
 	s.qmu.Unlock()
 	s.tenant, s.snap, s.ns, s.routeSnap = t, snap, ns, snap
-	if be == s.srv {
-		// The near cache mirrors the configured upstream (its tracking
-		// connection's invalidations): a tenant placed elsewhere has none.
-		s.cache = s.srv.near.tenant(t.ID)
-	}
+	// Each upstream has its own near cache, kept by its tracking
+	// connection's invalidations (placement.go).
+	s.cache = be.near.tenant(t.ID)
 	s.rwPol = s.srv.rulesPolicy.Load()
 	s.rw = rules.NewRewriter(ns, s.rwPol)
 	s.rate = s.srv.limiter(t.ID)

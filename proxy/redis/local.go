@@ -62,7 +62,7 @@ func (s *clientConn) reset(ctx context.Context) error {
 func (s *clientConn) emulateFlush(ctx context.Context, args [][]byte) error {
 	_, err := s.scanTenant(ctx, true)
 	// Whatever was unlinked, the client's next read does not hit it.
-	s.srv.near.flushTenant(s.cache)
+	s.be.near.flushTenant(s.cache)
 	if err != nil {
 		s.writeLocal(s.emulationFailure(err))
 		return nil

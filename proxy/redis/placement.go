@@ -22,7 +22,7 @@ import (
 // time a client needs it, that holds everything the listener holds for its
 // upstream (the shared multiplexed connections, the dedicated-connection
 // pool, the breaker, the tenants' script users and connections, a Redis
-// Cluster's slot map) and nothing of the listener's (clients, rate
+// Cluster's slot map, the near cache) and nothing of the listener's (clients, rate
 // buckets, verified secrets, command rules). A client's be is the Server
 // its commands go to; its srv stays the listener.
 //
@@ -148,11 +148,17 @@ func (srv *Server) newBackend(name string, c *policy.RedisCluster) (*Server, err
 		sharedUp:    make([]*upConn, cfg.SharedConns),
 		scriptUp:    map[scriptConnKey]*upConn{},
 		scriptUsers: map[string]bool{},
-		near:        nil, // the near cache is the configured upstream's (nearcache.go)
 		lpErr:       errors.New("backends do not use the event loop"),
 	}
 	if c.IsCluster() {
 		be.cluster = newClusterUpstream(be, cfg.Cluster)
+		be.cfg.NearCache = nil // refused with a Redis Cluster (CheckPlacement)
+	} else if srv.near != nil {
+		// Its own cache, filled from and invalidated by this upstream
+		// only: an entry of one upstream is never served from another.
+		if be.near, err = newNearCacheOf(be, cfg.NearCache, nil, srv.near); err != nil {
+			return nil, err
+		}
 	}
 	be.breaker = newBreaker(be)
 	return be, nil
@@ -356,10 +362,7 @@ func (s *clientConn) followPlacement(ctx context.Context) error {
 		old.releaseDedicated(s.up)
 	}
 	s.up, s.dedicated, s.via, s.dirty = nil, false, nil, nil
-	s.cache = nil
-	if nb == s.srv {
-		s.cache = s.srv.near.tenant(s.tenantID)
-	}
+	s.cache = nb.near.tenant(s.tenantID) // each upstream's own (nearcache.go)
 	s.qmu.Lock()
 	s.be, s.route = nb, key
 	s.qmu.Unlock()

@@ -267,10 +267,11 @@ func TestPlacementUnknownCredentials(t *testing.T) {
 	}
 }
 
-// TestPlacementNearCache: the near cache mirrors the configured upstream;
-// a tenant moved to another server is never served an entry cached from
-// the configured one (its reads go to the server it is placed on), and is
-// served from the cache again once back.
+// TestPlacementNearCache: each upstream has its own near cache, kept by
+// its own invalidations: a tenant moved to another server is never served
+// an entry cached from the configured one, is served from the new
+// server's cache there, and back on the configured server sees what was
+// written there meanwhile.
 func TestPlacementNearCache(t *testing.T) {
 	second := harness.FreshRedis(t)
 	secondAddr := second.Options().Addr
@@ -279,20 +280,27 @@ func TestPlacementNearCache(t *testing.T) {
 	first := p.direct(t)
 	t.Cleanup(func() { first.Del(context.Background(), nsKey(t, "acme", "pnc:k")) })
 	acme := p.client(t, "acme", acmeSecret, 2)
+	// cachedRead polls until want is read and served from the cache.
+	cachedRead := func(want string) {
+		t.Helper()
+		hits := p.cacheHits(t, "acme")
+		harness.Eventually(t, 10*time.Second, func() error {
+			v, err := acme.Get(ctx, "pnc:k").Result()
+			if err != nil || v != want {
+				return fmt.Errorf("GET: %q, %v; want %q", v, err, want)
+			}
+			if p.cacheHits(t, "acme") <= hits {
+				return fmt.Errorf("no hit")
+			}
+			return nil
+		})
+	}
 	if err := acme.Set(ctx, "pnc:k", "on-first", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 10*time.Second, func() error {
-		if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "on-first" {
-			t.Fatalf("GET: %q, %v", v, err)
-		}
-		if p.cacheHits(t, "acme") < 1 {
-			return fmt.Errorf("no hit")
-		}
-		return nil
-	})
+	cachedRead("on-first")
+
 	p.setPolicy(t, placedSpec(secondAddr, "second"))
-	hits := p.cacheHits(t, "acme")
 	for range 20 {
 		if v, err := acme.Get(ctx, "pnc:k").Result(); !errors.Is(err, goredis.Nil) {
 			t.Fatalf("acme, placed on the second server, read %q, %v: the configured upstream's cached entry", v, err)
@@ -301,21 +309,28 @@ func TestPlacementNearCache(t *testing.T) {
 	if err := acme.Set(ctx, "pnc:k", "on-second", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "on-second" {
-		t.Fatalf("GET on the second server: %q, %v", v, err)
+	cachedRead("on-second")
+	// The second server's invalidations reach its cache.
+	if err := second.Set(ctx, nsKey(t, "acme", "pnc:k"), "direct-second", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
-	if got := p.cacheHits(t, "acme"); got != hits {
-		t.Fatalf("near cache hits went from %v to %v while acme was placed elsewhere", hits, got)
+	cachedRead("direct-second")
+	// Meanwhile the configured server's value changes, out of acme's
+	// reach: its cache hears of it.
+	if err := first.Set(ctx, nsKey(t, "acme", "pnc:k"), "direct-first", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
-	// Back: the configured server's value, as its tracking keeps it.
+	for range 5 {
+		if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "direct-second" {
+			t.Fatalf("GET on the second server: %q, %v", v, err)
+		}
+	}
 	p.setPolicy(t, placedSpec(secondAddr, ""))
 	harness.Eventually(t, 10*time.Second, func() error {
-		if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "on-first" {
-			t.Fatalf("GET back on the configured server: %q, %v", v, err)
-		}
-		if p.cacheHits(t, "acme") <= hits {
-			return fmt.Errorf("no hit")
+		if v, err := acme.Get(ctx, "pnc:k").Result(); err != nil || v != "direct-first" {
+			return fmt.Errorf("GET back on the configured server: %q, %v", v, err)
 		}
 		return nil
 	})
+	cachedRead("direct-first")
 }
