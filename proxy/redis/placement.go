@@ -258,6 +258,12 @@ func (be *Server) drop(tenant string) {
 func (srv *Server) retireBackends() {
 	now := time.Now()
 	srv.bmu.Lock()
+	if srv.backendsClosed {
+		srv.bmu.Unlock()
+		return
+	}
+	srv.retiring.Add(1) // closeBackends waits for what this closes
+	defer srv.retiring.Done()
 	var gone []*Server
 	for key, be := range srv.backends {
 		be.mu.Lock()
@@ -292,6 +298,7 @@ func (srv *Server) closeBackends() {
 	all := srv.backends
 	srv.backends = nil
 	srv.bmu.Unlock()
+	srv.retiring.Wait()
 	for _, be := range all {
 		be.closeUpstreams()
 	}

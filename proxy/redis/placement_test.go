@@ -334,3 +334,109 @@ func TestPlacementNearCache(t *testing.T) {
 	})
 	cachedRead("direct-first")
 }
+
+// TestPlacementOnCluster: with a standalone configured upstream, a tenant
+// placed on a Redis Cluster has its keys on the cluster's masters only and
+// the other tenant's on the standalone server only; neither reaches the
+// other's. Moved onto the cluster, acme's next commands go there while
+// globex's loop on the cluster sees no error, and redis-benchmark (-P 1
+// and -P 16) runs through it without an error.
+func TestPlacementOnCluster(t *testing.T) {
+	rc := harness.RedisCluster(t)
+	spec := func(acmeOn string) policy.Spec {
+		return policy.Spec{
+			Clusters: []policy.ClusterSpec{{Name: "cl", Redis: &policy.RedisCluster{Seeds: rc.Seeds()}}},
+			Tenants: []policy.TenantSpec{
+				{ID: "acme", Passwords: []string{acmeSecret}, Placement: policy.Placement{Redis: acmeOn}},
+				{ID: "globex", Passwords: []string{globexSecret}, Placement: policy.Placement{Redis: "cl"}},
+			},
+		}
+	}
+	p := startProxyWith(t, func(s *policy.Spec) { *s = spec("") }, nil)
+	ctx := ctxT(t, 3*time.Minute)
+	first := p.direct(t)
+	direct := clusterDirect(t, rc)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	globex := p.client(t, "globex", globexSecret, 2)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		first.Del(ctx, nsKey(t, "acme", "pcl:0"), nsKey(t, "acme", "pcl:1"))
+		_ = direct.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			for _, tenant := range []string{"acme", "globex"} {
+				keys, _ := c.Keys(ctx, nsKey(t, tenant, "")+"*").Result()
+				for _, k := range keys {
+					c.Del(ctx, k)
+				}
+			}
+			return nil
+		})
+	})
+	for i := range 8 {
+		k := fmt.Sprintf("pcl:%d", i)
+		if err := globex.Set(ctx, k, "g", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			if err := acme.Set(ctx, k, "a", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	onCluster := func(tenant string) int {
+		n := 0
+		for _, c := range keysOnMasters(t, ctx, direct, nsKey(t, tenant, "")) {
+			n += c
+		}
+		return n
+	}
+	if n := onCluster("globex"); n != 8 {
+		t.Fatalf("globex has %d keys on the cluster, want 8", n)
+	}
+	if n := onCluster("acme"); n != 0 {
+		t.Fatalf("acme has %d keys on the cluster, want 0", n)
+	}
+	if exists(t, ctx, first, nsKey(t, "globex", "pcl:0")) || !exists(t, ctx, first, nsKey(t, "acme", "pcl:0")) {
+		t.Fatalf("globex's keys must be on the cluster only, acme's on the standalone server")
+	}
+	if v, err := acme.Get(ctx, "pcl:5").Result(); !errors.Is(err, goredis.Nil) {
+		t.Fatalf("acme read globex's key: %q, %v", v, err)
+	}
+	if keys, err := globex.Keys(ctx, "pcl:*").Result(); err != nil || len(keys) != 8 {
+		t.Fatalf("globex KEYS = %v, %v; want its 8 keys", keys, err)
+	}
+
+	stop := make(chan struct{})
+	var globexErr atomic.Value
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := globex.Incr(ctx, fmt.Sprintf("pcl:n%d", i%8)).Err(); err != nil {
+				globexErr.Store(err)
+				return
+			}
+		}
+	}()
+	p.setPolicy(t, spec("cl"))
+	if err := acme.Set(ctx, "pcl:moved", "a", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if exists(t, ctx, first, nsKey(t, "acme", "pcl:moved")) || onCluster("acme") != 1 {
+		t.Fatalf("acme's command after the move must run on the cluster only")
+	}
+	if v, err := acme.Get(ctx, "pcl:0").Result(); !errors.Is(err, goredis.Nil) {
+		t.Fatalf("acme, on the cluster, read its key of the standalone server: %q, %v", v, err)
+	}
+	runRedisBenchmark(t, p)
+	close(stop)
+	wg.Wait()
+	if err := globexErr.Load(); err != nil {
+		t.Fatalf("globex: %v", err)
+	}
+}

@@ -77,6 +77,7 @@ type Server struct {
 	backends       map[routeKey]*Server
 	backendsClosed bool
 	retireTimer    *time.Timer
+	retiring       sync.WaitGroup // retireBackends closing backends
 }
 
 // New builds a Server; nothing connects until the first client.
