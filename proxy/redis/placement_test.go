@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/policy"
 	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
+	"github.com/tenantguard/tenantguard/proxy/redis/namespace"
 	"github.com/tenantguard/tenantguard/test/harness"
 )
 
@@ -439,4 +440,59 @@ func TestPlacementOnCluster(t *testing.T) {
 	if err := globexErr.Load(); err != nil {
 		t.Fatalf("globex: %v", err)
 	}
+}
+
+// TestPlacementPubSubResubscribes: a go-redis PubSub whose tenant moves is
+// closed, reconnects and subscribes again, and then hears what its tenant
+// publishes on the new upstream; the other tenant hears nothing of it.
+func TestPlacementPubSubResubscribes(t *testing.T) {
+	second := harness.FreshRedis(t)
+	secondAddr := second.Options().Addr
+	p := startProxyWith(t, func(s *policy.Spec) { *s = placedSpec(secondAddr, "") }, nil)
+	ctx := ctxT(t, 30*time.Second)
+	acme := p.client(t, "acme", acmeSecret, 2)
+	pub := p.client(t, "acme", acmeSecret, 2)
+	globex := p.client(t, "globex", globexSecret, 2)
+	sub := acme.Subscribe(ctx, "moves")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gsub := globex.Subscribe(ctx, "moves")
+	defer gsub.Close()
+	if _, err := gsub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ch := sub.Channel()
+	p.setPolicy(t, placedSpec(secondAddr, "second"))
+	harness.Eventually(t, 20*time.Second, func() error {
+		if err := pub.Publish(ctx, "moves", "after").Err(); err != nil {
+			return err
+		}
+		select {
+		case m := <-ch:
+			if m.Payload != "after" {
+				t.Fatalf("message %+v", m)
+			}
+			return nil
+		case <-time.After(50 * time.Millisecond):
+			return errors.New("no message on the new upstream yet")
+		}
+	})
+	if n, err := second.PubSubNumSub(ctx, nsChannel(t, "acme", "moves")).Result(); err != nil || n[nsChannel(t, "acme", "moves")] != 1 {
+		t.Fatalf("acme's subscription on the second server: %v, %v", n, err)
+	}
+	if m, err := gsub.ReceiveTimeout(ctx, 100*time.Millisecond); err == nil {
+		t.Fatalf("globex heard %v", m)
+	}
+}
+
+// nsChannel is channel in tenant's namespace (spread mode).
+func nsChannel(t *testing.T, tenant, channel string) string {
+	t.Helper()
+	ch, ok := namespace.MustNew(tenant, namespace.Spread).AppendChannel(nil, []byte(channel))
+	if !ok {
+		t.Fatalf("channel %q refused", channel)
+	}
+	return string(ch)
 }
