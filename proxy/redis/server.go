@@ -49,6 +49,8 @@ type Server struct {
 	lp        *loop // started by the first client that may use it
 	lpErr     error
 	idle      []idleConn // reset dedicated connections, newest last (pool.go)
+	// idleReported is len(idle) as last added to the gauge (pool.go).
+	idleReported int
 	// scriptUp holds the tenants' script connections, scriptUsers the
 	// tenants whose script user this process has set up (scripts.go).
 	scriptUp    map[scriptConnKey]*upConn
