@@ -364,7 +364,7 @@ func TestPlacementOnCluster(t *testing.T) {
 		first.Del(ctx, nsKey(t, "acme", "pcl:0"), nsKey(t, "acme", "pcl:1"))
 		_ = direct.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
 			for _, tenant := range []string{"acme", "globex"} {
-				keys, _ := c.Keys(ctx, nsKey(t, tenant, "")+"*").Result()
+				keys, _ := c.Keys(ctx, nsKey(t, tenant, "pcl:")+"*").Result()
 				for _, k := range keys {
 					c.Del(ctx, k)
 				}
@@ -385,7 +385,8 @@ func TestPlacementOnCluster(t *testing.T) {
 	}
 	onCluster := func(tenant string) int {
 		n := 0
-		for _, c := range keysOnMasters(t, ctx, direct, nsKey(t, tenant, "")) {
+		// The fixture is shared: count only this test's keys.
+		for _, c := range keysOnMasters(t, ctx, direct, nsKey(t, tenant, "pcl:")) {
 			n += c
 		}
 		return n
