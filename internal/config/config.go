@@ -34,21 +34,24 @@ type File struct {
 		Admin    string `yaml:"admin"`
 	} `yaml:"listen"`
 	Redis struct {
-		Upstream           string   `yaml:"upstream"`
-		ClusterSeeds       []string `yaml:"cluster_seeds"` // instead of upstream: a Redis Cluster
-		Username           string   `yaml:"username"`
-		Password           string   `yaml:"password"`
-		SharedConnections  int      `yaml:"shared_connections"`
-		MaxDedicated       int      `yaml:"max_dedicated_connections"`
-		Namespace          string   `yaml:"namespace"`
-		AllowScripting     *bool    `yaml:"allow_scripting"` // nil: true
-		Emulate            []string `yaml:"emulate"`
-		MaxClientConns     int      `yaml:"max_client_connections"`
-		AuthTimeout        Duration `yaml:"auth_timeout"`
-		ClientOutputLimit  int      `yaml:"client_output_limit"`
-		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
-		MaxIdleDedicated   int      `yaml:"max_idle_dedicated_connections"`
-		DedicatedIdleTime  Duration `yaml:"dedicated_idle_timeout"`
+		Upstream          string   `yaml:"upstream"`
+		ClusterSeeds      []string `yaml:"cluster_seeds"` // instead of upstream: a Redis Cluster
+		Username          string   `yaml:"username"`
+		Password          string   `yaml:"password"`
+		SharedConnections int      `yaml:"shared_connections"`
+		MaxDedicated      int      `yaml:"max_dedicated_connections"`
+		Namespace         string   `yaml:"namespace"`
+		AllowScripting    *bool    `yaml:"allow_scripting"` // nil: true
+		Emulate           []string `yaml:"emulate"`
+		MaxClientConns    int      `yaml:"max_client_connections"`
+		// FailedHandshakesPerSecond: see netserve.Acceptor; 0 = the
+		// default, -1 = no accept pacing.
+		FailedHandshakesPerSecond int      `yaml:"failed_handshakes_per_second"`
+		AuthTimeout               Duration `yaml:"auth_timeout"`
+		ClientOutputLimit         int      `yaml:"client_output_limit"`
+		ClientWriteTimeout        Duration `yaml:"client_write_timeout"`
+		MaxIdleDedicated          int      `yaml:"max_idle_dedicated_connections"`
+		DedicatedIdleTime         Duration `yaml:"dedicated_idle_timeout"`
 		// TLS, if present, makes the Redis listener a TLS one.
 		TLS *RedisTLSFile `yaml:"tls"`
 		// NearCache lists the tenants whose keys the sidecar caches.
@@ -85,8 +88,11 @@ type File struct {
 		MaxClientConns int `yaml:"max_client_connections"`
 		// MaxClientConnsPerSource: gateway mode (many app pods on one
 		// listener); 0 = unlimited.
-		MaxClientConnsPerSource int      `yaml:"max_client_connections_per_source"`
-		StartupTimeout          Duration `yaml:"startup_timeout"`
+		MaxClientConnsPerSource int `yaml:"max_client_connections_per_source"`
+		// FailedHandshakesPerSecond: see netserve.Acceptor; 0 = the
+		// default, -1 = no accept pacing.
+		FailedHandshakesPerSecond int      `yaml:"failed_handshakes_per_second"`
+		StartupTimeout            Duration `yaml:"startup_timeout"`
 		// ClientWriteTimeout: see proxy/pg Config.ClientWriteTimeout.
 		ClientWriteTimeout Duration `yaml:"client_write_timeout"`
 		ParkIdleAfter      Duration `yaml:"park_idle_clients_after"`
@@ -97,6 +103,8 @@ type File struct {
 			Password string `yaml:"password"` // plaintext, or a SCRAM-SHA-256 verifier
 		} `yaml:"console"`
 		MaxMessageBytes int `yaml:"max_message_bytes"`
+		// CacheFillOnFirstMiss: see proxy/pg Config.CacheFillOnFirstMiss.
+		CacheFillOnFirstMiss bool `yaml:"cache_fill_on_first_miss"`
 		// Credentials are the passwords the policy's clusters name.
 		Credentials []CredentialFile `yaml:"credentials"`
 	} `yaml:"postgres"`
@@ -340,6 +348,8 @@ func parsePostgres(f *File, out *Sidecar) *fieldErr {
 		return failf("postgres.max_client_connections_per_source", "must not be negative")
 	}
 	pc.MaxClientConnsPerSource = f.Postgres.MaxClientConnsPerSource
+	pc.FailedHandshakesPerSecond = f.Postgres.FailedHandshakesPerSecond
+	pc.CacheFillOnFirstMiss = f.Postgres.CacheFillOnFirstMiss
 	if c := f.Postgres.Console; c != nil {
 		if c.User == "" || c.Password == "" {
 			return failf("postgres.console", "user and password are both required")
@@ -514,7 +524,8 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 		Upstream: r.Upstream, Cluster: slices.Clone(r.ClusterSeeds), UpstreamUser: r.Username, UpstreamPassword: r.Password,
 		SharedConns: r.SharedConnections, MaxDedicated: r.MaxDedicated,
 		DisableScripting: r.AllowScripting != nil && !*r.AllowScripting, MaxClientConns: r.MaxClientConns,
-		AuthTimeout: time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
+		FailedHandshakesPerSecond: r.FailedHandshakesPerSecond,
+		AuthTimeout:               time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
 		ClientOutputLimit: r.ClientOutputLimit, ClientWriteTimeout: time.Duration(r.ClientWriteTimeout),
 		MaxIdleDedicated: r.MaxIdleDedicated, DedicatedIdleTimeout: time.Duration(r.DedicatedIdleTime),
 		RetireAfter: time.Duration(r.RetireAfter),

@@ -39,6 +39,11 @@ type Acceptor struct {
 	// RefuseSource, when set, is Refuse for a connection over
 	// MaxConnsPerSource; nil uses Refuse.
 	RefuseSource func(net.Conn)
+	// FailedHandshakesPerSecond paces accepts once connections fail
+	// their handshakes faster than this (pacing.go): 0 is
+	// DefaultFailedHandshakesPerSecond, negative is no pacing. Handlers
+	// report failures with HandshakeFailed.
+	FailedHandshakesPerSecond int
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -48,6 +53,10 @@ type Acceptor struct {
 	shed      atomic.Int64
 	lastWarn  atomic.Int64 // unix nanos of the last shedding warning
 	parker    parker
+
+	paceOnce sync.Once
+	pace     *pacing // nil: no pacing
+	paced    atomic.Int64
 
 	srcMu   sync.Mutex
 	sources map[netip.Addr]int // open connections per source, with MaxConnsPerSource
@@ -75,8 +84,16 @@ func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn) (parked bool)) e
 	a.listeners[ln] = struct{}{}
 	a.mu.Unlock()
 	spare.init()
+	p := a.pacing()
 	var delay time.Duration
 	for {
+		if p != nil {
+			if d := p.delay(); d > 0 {
+				a.paced.Add(1)
+				a.warn("connections are failing their handshakes faster than failed_handshakes_per_second; pacing accepts", nil, d)
+				time.Sleep(d)
+			}
+		}
 		c, err := ln.Accept()
 		if err != nil {
 			if a.Draining() {
@@ -130,6 +147,33 @@ func (a *Acceptor) Serve(ln net.Listener, handle func(net.Conn) (parked bool)) e
 		go a.run(c, handle)
 	}
 }
+
+// pacing returns the acceptor's pacing, made on first use; nil when off.
+func (a *Acceptor) pacing() *pacing {
+	a.paceOnce.Do(func() {
+		n := a.FailedHandshakesPerSecond
+		if n == 0 {
+			n = DefaultFailedHandshakesPerSecond
+		}
+		if n > 0 {
+			a.pace = newPacing(n)
+		}
+	})
+	return a.pace
+}
+
+// HandshakeFailed reports a connection that failed its handshake: a
+// protocol error, a frame too large, a timeout or a wrong secret before it
+// was bound to a tenant. It counts towards FailedHandshakesPerSecond.
+func (a *Acceptor) HandshakeFailed() {
+	if p := a.pacing(); p != nil {
+		p.failed()
+	}
+}
+
+// Paced is the number of times the accept loop waited because
+// connections failed their handshakes too fast.
+func (a *Acceptor) Paced() int64 { return a.paced.Load() }
 
 // admit takes a slot under both caps.
 func (a *Acceptor) admit() bool {

@@ -302,6 +302,10 @@ func (s *clientConn) armFill(v *cacheView, cp *cachePolicy, p *stmtPlan, key []b
 	c := &s.cache
 	c.tc.misses.Add(1)
 	c.tc.m.misses.Inc()
+	if !c.rc.admitFill(h) {
+		c.tc.m.firstMisses.Inc()
+		return
+	}
 	f := newCacheFill(c.rc, c.tc, v, p, key, h)
 	f.ttl, f.status, f.extended = ttl, status, extended
 	f.budget = cp.rules.TenantBytes(s.t)

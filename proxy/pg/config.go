@@ -116,6 +116,10 @@ type Config struct {
 	// one IP address (gateway mode: many app pods share the listener);
 	// 0 = unlimited.
 	MaxClientConnsPerSource int
+	// FailedHandshakesPerSecond paces accepts while connections fail
+	// their startup faster than this (netserve.Acceptor): 0 is
+	// netserve.DefaultFailedHandshakesPerSecond, negative is no pacing.
+	FailedHandshakesPerSecond int
 	ConnBudget              *netserve.Budget // a cap shared with the process's other listeners (file descriptors); nil = none
 	StartupTimeout          time.Duration    // time to send a startup packet and authenticate
 	// ClientWriteTimeout disconnects a client that takes longer than this
@@ -129,6 +133,10 @@ type Config struct {
 	// ResultCacheBytes bounds each pool's result cache (resultcache.go),
 	// which the policy's pg_cache section turns on; 0 means 64 MiB.
 	ResultCacheBytes int64
+	// CacheFillOnFirstMiss stores a cacheable result the first time it
+	// misses; by default only a statement that missed before recently is
+	// stored (resultCache.admitFill), so one-off statements cost no copy.
+	CacheFillOnFirstMiss bool
 }
 
 // UpstreamConns is the most server connections the listener opens: a

@@ -138,6 +138,32 @@ type resultCache struct {
 	// notified counts notifications handled, for tests and the console.
 	notified atomic.Uint64
 	upSince  atomic.Int64 // unix nanoseconds the view was loaded; 0 when down
+
+	// seen is the doorkeeper (admitFill): a key's hash tag, by slot.
+	seen *[doorkeeperSlots]atomic.Uint32
+}
+
+// doorkeeperSlots is the size of a pool cache's doorkeeper: 64 KiB.
+const doorkeeperSlots = 1 << 14
+
+// admitFill reports whether a miss on the key with hash h is stored.
+// Unless the server fills on the first miss, only a key missed before
+// recently is: a statement seen once (a point select over a million rows,
+// a report run once) then costs the cache a lookup and nothing more, no
+// copy of its result and no eviction of an entry that is read. The
+// doorkeeper is direct-mapped: a key is "seen" until another key takes its
+// slot, so among many keys a repeat is recognised only within a while.
+func (rc *resultCache) admitFill(h uint64) bool {
+	if rc.seen == nil {
+		return true
+	}
+	slot := &rc.seen[h&(doorkeeperSlots-1)]
+	tag := uint32(h>>32) | 1 // never 0, the empty slot
+	if slot.Load() == tag {
+		return true
+	}
+	slot.Store(tag)
+	return false
 }
 
 // tenantCache is one tenant's part of a pool's cache.
@@ -198,6 +224,9 @@ func newResultCache(srv *Server, p *pool, m *cacheMetrics) (*resultCache, error)
 	}
 	rc := &resultCache{srv: srv, pool: p, log: srv.log.With("component", "result-cache", "pool", p.key), metrics: m,
 		seed: maphash.MakeSeed(), tenants: map[string]*tenantCache{}, stop: make(chan struct{}), done: make(chan struct{})}
+	if !srv.cfg.CacheFillOnFirstMiss {
+		rc.seen = new([doorkeeperSlots]atomic.Uint32)
+	}
 	store, err := ristretto.NewCache(&ristretto.Config[uint64, *cacheEntry]{
 		NumCounters:            max(maxCost/1024*10, 10000),
 		MaxCost:                maxCost,
@@ -445,6 +474,7 @@ func (rc *resultCache) invalidate(v *cacheView, t int, tenant string, isolated b
 type cacheMetrics struct {
 	hits      *prometheus.CounterVec
 	misses    *prometheus.CounterVec
+	unstored  *prometheus.CounterVec
 	evictions *prometheus.CounterVec
 	bytes     *prometheus.GaugeVec
 	entries   *prometheus.GaugeVec
@@ -462,6 +492,7 @@ type tenantCacheMetrics struct {
 	vec            *cacheMetrics
 	label          string
 	hits, misses   prometheus.Counter
+	firstMisses    prometheus.Counter
 	bytes, entries prometheus.Gauge
 	evictMu        sync.Mutex
 	evictions      map[string]prometheus.Counter
@@ -477,7 +508,11 @@ func newCacheMetrics(reg prometheus.Registerer) *cacheMetrics {
 		}, []string{"tenant"}),
 		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg_cache", Name: "misses_total",
-			Help: "Cacheable statements not found in the result cache (sent upstream, their result stored), by tenant.",
+			Help: "Cacheable statements not found in the result cache (sent upstream, their result stored unless first_misses_total counts them), by tenant.",
+		}, []string{"tenant"}),
+		unstored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tenantguard", Subsystem: "pg_cache", Name: "first_misses_total",
+			Help: "Misses whose result was not stored because the statement had not missed recently (the doorkeeper: stored at its next miss), by tenant.",
 		}, []string{"tenant"}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg_cache", Name: "evictions_total",
@@ -509,7 +544,7 @@ func newCacheMetrics(reg prometheus.Registerer) *cacheMetrics {
 		}, []string{"pool", "source"}),
 		tenants: map[string]*tenantCacheMetrics{},
 	}
-	reg.MustRegister(m.hits, m.misses, m.evictions, m.bytes, m.entries, m.skipped, m.flushes, m.listener, m.notified)
+	reg.MustRegister(m.hits, m.misses, m.unstored, m.evictions, m.bytes, m.entries, m.skipped, m.flushes, m.listener, m.notified)
 	return m
 }
 
@@ -520,7 +555,8 @@ func (m *cacheMetrics) forTenant(label string) *tenantCacheMetrics {
 	if tm == nil {
 		tm = &tenantCacheMetrics{vec: m, label: label,
 			hits: m.hits.WithLabelValues(label), misses: m.misses.WithLabelValues(label),
-			bytes: m.bytes.WithLabelValues(label), entries: m.entries.WithLabelValues(label),
+			firstMisses: m.unstored.WithLabelValues(label),
+			bytes:       m.bytes.WithLabelValues(label), entries: m.entries.WithLabelValues(label),
 			evictions: map[string]prometheus.Counter{}, skips: map[string]prometheus.Counter{}}
 		m.tenants[label] = tm
 	}

@@ -156,6 +156,9 @@ func startCachedSpec(t *testing.T, spec policy.Spec, tweak func(*proxypgConfig))
 	p := startProxyWith(t, pg, spec, func(c *proxypgConfig) {
 		c.Databases = []proxypgDatabase{{Name: "app", URL: fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/cachedb?sslmode=disable", cacheRole, cachePassword, pg.Port())}}
 		c.Binder = cacheBinder
+		// The tests count on a result stored at its first miss; the
+		// doorkeeper has its own test (TestCacheDoorkeeper).
+		c.CacheFillOnFirstMiss = true
 		if tweak != nil {
 			tweak(c)
 		}
@@ -306,6 +309,69 @@ func TestCacheHits(t *testing.T) {
 			if got := p.hits(t, "acme") - hits; got != 3 {
 				p.logCache(t)
 				t.Fatalf("%v hits, want 3", got)
+			}
+		})
+	}
+}
+
+// TestCacheDoorkeeper: by default a result is stored at its second miss,
+// not its first, in every protocol mode: the first run of a statement is
+// counted as a first miss and stores nothing, the second stores it, the
+// third is a hit with the same rows. Another tenant running the same text
+// meanwhile neither admits nor reads acme's entry.
+func TestCacheDoorkeeper(t *testing.T) {
+	p := startCached(t, true, time.Hour, func(c *proxypgConfig) { c.CacheFillOnFirstMiss = false })
+	ctx := ctxT(t, 60*time.Second)
+	acme := p.connect(t, p.tenantURL("acme"))
+	globex := p.connect(t, p.tenantURL("globex"))
+	first := func(tenant string) float64 {
+		return p.metric(t, "tenantguard_pg_cache_first_misses_total", map[string]string{"tenant": tenant})
+	}
+	for _, m := range allModes {
+		t.Run(m.name, func(t *testing.T) {
+			sql := "SELECT id, item FROM orders WHERE item > $1 ORDER BY id"
+			args := []any{"x"}
+			if m.mode == pgx.QueryExecModeSimpleProtocol {
+				sql = fmt.Sprintf("SELECT id, item FROM orders WHERE item > '' AND '%s-door' <> '' ORDER BY id", m.name)
+				args = nil
+			} else {
+				sql += " /* door " + m.name + " */"
+				args = []any{""}
+			}
+			hits, firsts, gFirsts := p.hits(t, "acme"), first("acme"), first("globex")
+			want, err := queryText(ctx, acme, m.mode, sql, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := first("acme") - firsts; got != 1 {
+				t.Fatalf("first run: %v first misses, want 1", got)
+			}
+			// globex's first run of the same text is its own first miss.
+			gRows, err := queryText(ctx, globex, m.mode, sql, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := first("globex") - gFirsts; got != 1 {
+				t.Fatalf("globex's first run: %v first misses, want 1", got)
+			}
+			if strings.Contains(gRows, "acme") {
+				t.Fatalf("globex sees acme's rows: %q", gRows)
+			}
+			for i := range 2 {
+				got, err := queryText(ctx, acme, m.mode, sql, args...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != want {
+					t.Fatalf("run %d: rows differ:\n%s\nwant\n%s", i+2, got, want)
+				}
+			}
+			if got := first("acme") - firsts; got != 1 {
+				t.Fatalf("after three runs: %v first misses, want 1 (the second run stores)", got)
+			}
+			if got := p.hits(t, "acme") - hits; got != 1 {
+				p.logCache(t)
+				t.Fatalf("%v hits after three runs, want 1 (the third)", got)
 			}
 		})
 	}

@@ -103,8 +103,13 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv.endMode = clientend.NewMode(cfg.SessionEnd)
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
+	srv.acc.FailedHandshakesPerSecond = cfg.FailedHandshakesPerSecond
 	srv.acc.Budget = cfg.ConnBudget
 	srv.acc.Refuse = refuseTooMany
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "pg", Name: "accepts_paced_total",
+		Help:      "Times the listener waited before accepting because connections failed their handshakes faster than failed_handshakes_per_second.",
+	}, func() float64 { return float64(srv.acc.Paced()) }))
 	if cfg.MaxClientConnsPerSource > 0 {
 		// A gateway serving many app pods: one pod must not take every
 		// client slot.

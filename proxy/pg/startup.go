@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -59,16 +60,19 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 		h.link = &clientend.Link{} // only token logins use it
 	}
 	if err := h.negotiate(ctx); err != nil || h.msg == nil {
+		srv.handshakeFailed(err)
 		return nil, err
 	}
 	h.bw = connbuf.NewWriter(h.conn)
 	if e := h.checkParameters(); e != nil {
+		srv.acc.HandshakeFailed()
 		return nil, h.refuse(reasonOf(e.Code), e)
 	}
 	if srv.consoleFor(h.dbName) {
 		return nil, h.runConsole(ctx)
 	}
 	if err := h.authenticate(ctx); err != nil {
+		srv.handshakeFailed(err)
 		return nil, err
 	}
 	defer h.closeLease() // unless the session took it
@@ -82,6 +86,16 @@ func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn 
 		return nil, err
 	}
 	return s, nil
+}
+
+// handshakeFailed counts a failed handshake towards the listener's
+// accept pacing (netserve: failed_handshakes_per_second): garbage, a frame
+// too large, a timeout, a wrong secret. A client that closes without
+// sending anything (a TCP probe) is not counted.
+func (srv *Server) handshakeFailed(err error) {
+	if err != nil && !errors.Is(err, io.EOF) {
+		srv.acc.HandshakeFailed()
+	}
 }
 
 // negotiate answers SSLRequest (switching to TLS when configured),

@@ -67,6 +67,10 @@ type Config struct {
 	// MaxClientConns caps client connections open at once, authenticated
 	// or not; 0 = unlimited.
 	MaxClientConns int
+	// FailedHandshakesPerSecond paces accepts while connections fail
+	// before binding to a tenant faster than this (netserve.Acceptor): 0
+	// is netserve.DefaultFailedHandshakesPerSecond, negative is no pacing.
+	FailedHandshakesPerSecond int
 	// ConnBudget is a cap shared with the process's other listeners (file
 	// descriptors); nil = none.
 	ConnBudget *netserve.Budget

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -123,8 +124,13 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv.near = near
 	srv.acc.Log = log
 	srv.acc.MaxConns = cfg.MaxClientConns
+	srv.acc.FailedHandshakesPerSecond = cfg.FailedHandshakesPerSecond
 	srv.acc.Budget = cfg.ConnBudget
 	srv.acc.Refuse = func(c net.Conn) { _, _ = c.Write(maxClientsReached) }
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "accepts_paced_total",
+		Help:      "Times the listener waited before accepting because connections failed their handshakes faster than failed_handshakes_per_second.",
+	}, func() float64 { return float64(srv.acc.Paced()) }))
 	srv.breaker = newBreaker(srv)
 	return srv, nil
 }
@@ -154,6 +160,13 @@ func (srv *Server) serveConn(c net.Conn) {
 	srv.mu.Unlock()
 	err := s.run(context.Background())
 	srv.log.Debug("redis session ended", "id", s.id, "error", err)
+	if s.tenantID == "" && err != nil && err != errQuit && !errors.Is(err, io.EOF) {
+		// Never bound to a tenant: garbage, a frame too large, a partial
+		// one held to the auth timeout. Counts towards accept pacing
+		// (failed_handshakes_per_second); a client that closes without
+		// a word (a TCP probe) does not.
+		srv.acc.HandshakeFailed()
+	}
 }
 
 // maxClientsReached is redis-server's own reply to a connection over

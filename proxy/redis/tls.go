@@ -50,12 +50,14 @@ func (srv *Server) acceptTLS(c net.Conn) net.Conn {
 		srv.metrics.tlsRefused.WithLabelValues("plaintext").Inc()
 		srv.log.Debug("redis client refused: plaintext on a TLS listener", "remote", c.RemoteAddr().String())
 		refusePlaintext(c)
+		srv.acc.HandshakeFailed()
 		return nil
 	}
 	tc := tls.Server(c, srv.cfg.TLS)
 	if err := tc.Handshake(); err != nil {
 		srv.metrics.tlsRefused.WithLabelValues("handshake").Inc()
 		srv.log.Debug("redis client TLS handshake failed", "remote", c.RemoteAddr().String(), "error", err)
+		srv.acc.HandshakeFailed()
 		return nil
 	}
 	// The client's read deadline is set again for authentication.

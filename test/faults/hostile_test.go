@@ -256,6 +256,17 @@ func TestGarbageFlood(t *testing.T) {
 	if err := sc.Exited(); err != nil {
 		t.Fatalf("sidecar %v", err)
 	}
+	// 500 failed handshakes per listener, far past the default 100 a
+	// second: both listeners paced their accepts.
+	m, err := sc.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"tenantguard_pg_accepts_paced_total", "tenantguard_redis_accepts_paced_total"} {
+		if harness.Metric(m, name) == 0 {
+			t.Errorf("%s is 0 after the flood: accepts were not paced", name)
+		}
+	}
 	after, _ := harness.SampleProc(sc.Pid())
 	result(t, groupHostile, fmt.Sprintf("garbage flood: %d connections of random bytes, each closed: RSS after", n), "%d MiB", after.RSSKiB/1024)
 }
