@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -88,6 +89,12 @@ func TestPlacementInvalid(t *testing.T) {
 		{"unknown cluster", nil, policy.Placement{Postgres: "nowhere"}, "tenants[0].placement.postgres"},
 		{"redis cluster for postgres", []policy.ClusterSpec{{Name: "r", Redis: &policy.RedisCluster{Address: "r:6379"}}}, policy.Placement{Postgres: "r"}, "tenants[0].placement.postgres"},
 		{"postgres cluster for redis", []policy.ClusterSpec{{Name: "a", Postgres: pg()}}, policy.Placement{Redis: "a"}, "tenants[0].placement.redis"},
+		{"unknown redis cluster", []policy.ClusterSpec{{Name: "r", Redis: &policy.RedisCluster{Address: "r:6379"}}}, policy.Placement{Redis: "nowhere"}, "tenants[0].placement.redis"},
+		{"two redis defaults", []policy.ClusterSpec{{Name: "r", Default: true, Redis: &policy.RedisCluster{Address: "r:6379"}}, {Name: "s", Default: true, Redis: &policy.RedisCluster{Address: "s:6379"}}}, policy.Placement{}, "clusters[1].default"},
+		{"redis url as address", []policy.ClusterSpec{{Name: "r", Redis: &policy.RedisCluster{Address: "redis://r:6379"}}}, policy.Placement{}, "clusters[0].redis.address"},
+		{"redis seed bad port", []policy.ClusterSpec{{Name: "r", Redis: &policy.RedisCluster{Seeds: []string{"r:7000", "r:70000"}}}}, policy.Placement{}, "clusters[0].redis.cluster_seeds[1]"},
+		{"redis bad credentials name", []policy.ClusterSpec{{Name: "r", Redis: &policy.RedisCluster{Address: "r:6379", Credentials: "Cache User"}}}, policy.Placement{}, "clusters[0].redis.credentials"},
+		{"redis too many seeds", []policy.ClusterSpec{{Name: "r", Redis: &policy.RedisCluster{Seeds: manySeeds(policy.MaxHosts + 1)}}}, policy.Placement{}, "clusters[0].redis.cluster_seeds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := policy.Compile(policy.Spec{Clusters: tc.clusters, Tenants: []policy.TenantSpec{placed("acme", tc.place)}})
@@ -97,4 +104,13 @@ func TestPlacementInvalid(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manySeeds is n distinct seed addresses.
+func manySeeds(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "10.0.0.1:" + strconv.Itoa(7000+i)
+	}
+	return out
 }

@@ -55,6 +55,11 @@ type File struct {
 		UpstreamTLS *RedisUpstreamTLSFile `yaml:"upstream_tls"`
 		// NearCache lists the tenants whose keys the sidecar caches.
 		NearCache []NearCacheFile `yaml:"near_cache"`
+		// Credentials are the ACL users the policy's Redis upstreams name
+		// (clusters[].redis.credentials); RetireAfter closes such an
+		// upstream unused this long.
+		Credentials []CredentialFile `yaml:"credentials"`
+		RetireAfter Duration         `yaml:"retire_after"`
 	} `yaml:"redis"`
 	// TLS is the Postgres listener's: SSLRequest is answered with 'S' when
 	// it is set. The Redis listener has its own, redis.tls.
@@ -484,6 +489,7 @@ func parseRedis(f *File, out *Sidecar) *fieldErr {
 		AuthTimeout:               time.Duration(r.AuthTimeout), Emulate: map[string]bool{},
 		ClientOutputLimit: r.ClientOutputLimit, ClientWriteTimeout: time.Duration(r.ClientWriteTimeout),
 		MaxIdleDedicated: r.MaxIdleDedicated, DedicatedIdleTimeout: time.Duration(r.DedicatedIdleTime),
+		RetireAfter: time.Duration(r.RetireAfter),
 	}
 	if r.ClientOutputLimit < 0 {
 		return &fieldErr{"redis.client_output_limit", "must not be negative (bytes; 0 = the default)"}

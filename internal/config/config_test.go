@@ -81,6 +81,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad seed", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000, nohost]\n", `redis.cluster_seeds[1]: "nohost" is not host:port`},
 		{"seeds without listener", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\nredis:\n  cluster_seeds: [127.0.0.1:7000]\n", "listen.redis: required when"},
 		{"near cache on a cluster", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  cluster_seeds: [127.0.0.1:7000]\n  near_cache: [{tenant: acme, keys: [\"*\"], max_ttl: 1m}]\n", "redis.near_cache: not available with redis.cluster_seeds"},
+		{"redis credentials without password", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  credentials: [{name: eu, user: tg}]\n", "redis.credentials[0]: password or password_file is required"},
+		{"redis credentials twice", "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  credentials: [{name: eu, password: a}, {name: eu, password: b}]\n", `redis.credentials[1].name: credentials "eu" are listed twice`},
 		{"console user is a tenant", "    wait_timeout: 250ms\n", "    wait_timeout: 250ms\n  console: {user: acme, password: x}\n", `postgres.console.user: "acme" is a tenant`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,6 +124,25 @@ func TestRedisClusterConfig(t *testing.T) {
 	}
 	if sc.Redis.Upstream != "" || strings.Join(sc.Redis.Cluster, ",") != "127.0.0.1:7000,127.0.0.1:7001" {
 		t.Fatalf("redis upstream %q, cluster %v", sc.Redis.Upstream, sc.Redis.Cluster)
+	}
+}
+
+// TestRedisPlacementConfig: redis.credentials hold the ACL users the
+// policy's Redis clusters name; redis.retire_after closes unused ones.
+func TestRedisPlacementConfig(t *testing.T) {
+	text := strings.Replace(valid, "  admin: 127.0.0.1:9187\n", "  admin: 127.0.0.1:9187\n  redis: 127.0.0.1:6380\nredis:\n  upstream: 127.0.0.1:6379\n  retire_after: 5s\n  credentials: [{name: cache-eu, user: tg, password: pw1}]\n", 1)
+	text = strings.Replace(text, "drain_timeout: 3s\n", "drain_timeout: 3s\nclusters:\n  - name: cache-eu\n    redis: {address: 10.0.2.5:6379, credentials: cache-eu}\n", 1)
+	text = strings.Replace(text, "  - id: acme\n", "  - id: acme\n    placement: {redis: cache-eu}\n", 1)
+	sc, err := Parse("sidecar.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := sc.Redis.Credentials["cache-eu"]; c.User != "tg" || c.Password != "pw1" || len(sc.Redis.Credentials) != 1 || sc.Redis.RetireAfter != 5*time.Second {
+		t.Fatalf("redis credentials %+v, retire_after %v", sc.Redis.Credentials, sc.Redis.RetireAfter)
+	}
+	acme, _ := sc.Policy.Tenant("acme")
+	if name, c := sc.Policy.RedisCluster(acme); name != "cache-eu" || c.Address != "10.0.2.5:6379" || c.Credentials != "cache-eu" {
+		t.Fatalf("acme's redis placement %q %+v", name, c)
 	}
 }
 

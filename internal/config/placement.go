@@ -7,9 +7,10 @@ import (
 
 	"github.com/tenantguard/tenantguard/policy"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
+	proxyredis "github.com/tenantguard/tenantguard/proxy/redis"
 )
 
-// CredentialFile is one entry of postgres.credentials: the password of an
+// CredentialFile is one entry of postgres.credentials (or redis.credentials): the password of an
 // upstream role that a policy cluster names (clusters[].postgres.credentials),
 // so that the policy, which reaches every sidecar and the audit trail,
 // carries only the name.
@@ -70,33 +71,57 @@ func clusterSpecs(cs []ClusterFile) []policy.ClusterSpec {
 	return out
 }
 
-// parseCredentials reads postgres.credentials; dir resolves password files.
+// parseCredentials reads postgres.credentials and redis.credentials; dir
+// resolves password files.
 func parseCredentials(f *File, out *Sidecar, dir string) *fieldErr {
-	for i, c := range f.Postgres.Credentials {
-		field := fmt.Sprintf("postgres.credentials[%d]", i)
-		if !policy.ValidTenantID(c.Name) {
-			return failf(field+".name", "%q is not a credentials name (lower-case letters, digits, '-', '_')", c.Name)
+	pg, fe := readCredentials(f.Postgres.Credentials, "postgres.credentials", dir)
+	if fe != nil {
+		return fe
+	}
+	for name, c := range pg {
+		if out.Postgres.Credentials == nil {
+			out.Postgres.Credentials = map[string]proxypg.Credential{}
 		}
-		if _, dup := out.Postgres.Credentials[c.Name]; dup {
-			return failf(field+".name", "credentials %q are listed twice", c.Name)
+		out.Postgres.Credentials[name] = proxypg.Credential{User: c.User, Password: c.Password}
+	}
+	rd, fe := readCredentials(f.Redis.Credentials, "redis.credentials", dir)
+	if fe != nil {
+		return fe
+	}
+	for name, c := range rd {
+		if out.Redis.Credentials == nil {
+			out.Redis.Credentials = map[string]proxyredis.Credential{}
+		}
+		out.Redis.Credentials[name] = proxyredis.Credential{User: c.User, Password: c.Password}
+	}
+	return nil
+}
+
+// readCredentials reads one credentials list, field naming it.
+func readCredentials(list []CredentialFile, field, dir string) (map[string]CredentialFile, *fieldErr) {
+	out := map[string]CredentialFile{}
+	for i, c := range list {
+		field := fmt.Sprintf("%s[%d]", field, i)
+		if !policy.ValidTenantID(c.Name) {
+			return nil, failf(field+".name", "%q is not a credentials name (lower-case letters, digits, '-', '_')", c.Name)
+		}
+		if _, dup := out[c.Name]; dup {
+			return nil, failf(field+".name", "credentials %q are listed twice", c.Name)
 		}
 		pw := c.Password
 		switch {
 		case c.Password != "" && c.PasswordFile != "":
-			return failf(field, "give password or password_file, not both")
+			return nil, failf(field, "give password or password_file, not both")
 		case c.PasswordFile != "":
 			b, err := os.ReadFile(resolve(dir, c.PasswordFile))
 			if err != nil {
-				return failf(field+".password_file", "%v", err)
+				return nil, failf(field+".password_file", "%v", err)
 			}
 			pw = strings.TrimRight(string(b), "\r\n")
 		case c.Password == "":
-			return failf(field, "password or password_file is required")
+			return nil, failf(field, "password or password_file is required")
 		}
-		if out.Postgres.Credentials == nil {
-			out.Postgres.Credentials = map[string]proxypg.Credential{}
-		}
-		out.Postgres.Credentials[c.Name] = proxypg.Credential{User: c.User, Password: pw}
+		out[c.Name] = CredentialFile{Name: c.Name, User: c.User, Password: pw}
 	}
-	return nil
+	return out, nil
 }

@@ -74,3 +74,8 @@ func parseControlPlaneClient(f *ControlPlaneClientFile, base, role string) (*Con
 	c, fe := sections.ParseControlPlaneClient(f, base, role)
 	return c, fromSections(fe)
 }
+
+func parseClientTLS(f *ClientTLSFile, base, field string) (*tlsconf.ClientFiles, *fieldErr) {
+	files, fe := sections.ParseClientTLS(f, base, field)
+	return files, fromSections(fe)
+}

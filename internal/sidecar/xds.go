@@ -96,10 +96,8 @@ func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 }
 
 // checkPlacement refuses a placement this sidecar cannot serve: a
-// PostgreSQL cluster naming credentials its configuration lacks, or, with
-// a Redis listener, a tenant placed on a Redis upstream other than the
-// configured one (the Redis data plane serves one upstream; Redis Cluster
-// and per-tenant Redis upstreams are not served yet).
+// PostgreSQL or Redis upstream naming credentials its configuration lacks
+// (and, with a Redis listener, what proxy/redis CheckPlacement refuses).
 func (sc *Sidecar) checkPlacement(snap *policy.Snapshot) error {
 	if err := sc.pg.CheckPlacement(snap); err != nil {
 		return err
@@ -107,18 +105,7 @@ func (sc *Sidecar) checkPlacement(snap *policy.Snapshot) error {
 	if sc.redis == nil {
 		return nil
 	}
-	for _, id := range snap.TenantIDs() {
-		t, _ := snap.Tenant(id)
-		name, r := snap.RedisCluster(t)
-		switch {
-		case r == nil:
-		case r.IsCluster():
-			return fmt.Errorf("tenant %q is placed on Redis Cluster %q: this sidecar does not serve Redis Cluster upstreams yet", id, name)
-		case r.Address != sc.cfg.Redis.Upstream:
-			return fmt.Errorf("tenant %q is placed on Redis upstream %q (%s): this sidecar serves only its configured Redis upstream %s", id, name, r.Address, sc.cfg.Redis.Upstream)
-		}
-	}
-	return nil
+	return sc.redis.CheckPlacement(snap)
 }
 
 // checkRedisNamespace refuses rules whose namespace mode is not the one

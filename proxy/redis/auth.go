@@ -139,8 +139,20 @@ func (s *clientConn) bind(id string) string {
 	if msg != "" {
 		return msg
 	}
-	s.tenant, s.snap, s.ns = t, snap, ns
-	s.cache = s.srv.near.tenant(t.ID)
+	key, c := s.srv.routeOf(snap, t)
+	be, err := s.srv.routeFor(key, c, t.ID)
+	if err != nil {
+		s.srv.log.Error("cannot route a client to its tenant's Redis upstream", "tenant", t.ID, "client", s.id, "cluster", key.cluster, "error", err)
+		s.srv.unbind(s)
+		return "ERR tenantguard: tenant " + t.ID + " is placed on a Redis upstream this proxy cannot serve"
+	}
+	s.qmu.Lock()
+	s.be, s.route = be, key
+	s.qmu.Unlock()
+	s.tenant, s.snap, s.ns, s.routeSnap = t, snap, ns, snap
+	// Each upstream has its own near cache, kept by its tracking
+	// connection's invalidations (placement.go).
+	s.cache = be.near.tenant(t.ID)
 	s.rwPol = s.srv.rulesPolicy.Load()
 	s.rw = rules.NewRewriter(ns, s.rwPol)
 	s.rate = s.srv.limiter(t.ID)
@@ -256,7 +268,7 @@ func (s *clientConn) helloReply(proto int) []byte {
 		v []byte
 	}{
 		{"server", resp.AppendBulkString(nil, "redis")},
-		{"version", resp.AppendBulkString(nil, s.srv.upstreamVersion())},
+		{"version", resp.AppendBulkString(nil, s.be.upstreamVersion())},
 		{"proto", resp.AppendInt(nil, int64(proto))},
 		{"id", resp.AppendInt(nil, s.id)},
 		{"mode", resp.AppendBulkString(nil, "standalone")},

@@ -31,7 +31,16 @@ type slot struct {
 
 // clientConn is one client connection.
 type clientConn struct {
-	srv  *Server
+	srv *Server // the listener
+	// be serves the client's commands: the listener for the configured
+	// upstream, or the backend of the upstream its tenant is placed on
+	// (placement.go). route names it (written under qmu, read by
+	// Reconcile); routeSnap is the snapshot route was last checked
+	// against. Only the client goroutine writes them.
+	be        *Server
+	route     routeKey
+	routeSnap *policy.Snapshot
+
 	conn net.Conn
 	rd   *resp.Reader
 	id   int64
@@ -232,6 +241,14 @@ func (s *clientConn) handle(ctx context.Context, args [][]byte, onLoop bool) err
 	if snap := s.srv.policy.Load(); snap != s.snap && !s.followPolicy(snap) {
 		return errSessionEnded
 	}
+	if s.routeStale() {
+		if onLoop {
+			return errNeedHome // moving may wait for replies
+		}
+		if err := s.followPlacement(ctx); err != nil {
+			return err
+		}
+	}
 	if s.endPending.Load() {
 		if onLoop {
 			return errNeedHome
@@ -287,7 +304,7 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		return "", nil
 	}
 	out, p, rp, rerr := s.prepare(args, cmd, lerr)
-	if rerr == nil && s.srv.cluster != nil {
+	if rerr == nil && s.be.cluster != nil {
 		if rule, done := s.clusterServe(ctx, cmd, s.clusterOut, p, rp); done {
 			return rule, nil
 		}
@@ -312,7 +329,7 @@ func (s *clientConn) serve(ctx context.Context, name []byte, args [][]byte, cmd 
 		s.scriptExists(args)
 		return "", nil
 	case rules.ReplyScriptFlush:
-		s.srv.scripts.flush(s.tenantID)
+		s.be.scripts.flush(s.tenantID)
 		s.writeLocal(resp.AppendSimple(nil, "OK"))
 		return "", nil
 	case rules.ReplyEmulateInfo:
@@ -345,14 +362,14 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 		node, err := s.scriptNode(ctx, p)
 		var u *upConn
 		if err == nil {
-			u, err = s.srv.scriptConn(ctx, s, node)
+			u, err = s.be.scriptConn(ctx, s, node)
 		}
 		if err != nil {
 			s.writeLocal(s.dialFailure(err))
 			return nil
 		}
 		target = u
-	} else if s.srv.cluster != nil {
+	} else if s.be.cluster != nil {
 		if s.clusterMulti(ctx, cmd, p) {
 			return nil
 		}
@@ -370,7 +387,7 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 			}
 		}
 		if s.up == nil {
-			u, err := s.srv.shared(ctx, s.id)
+			u, err := s.be.shared(ctx, s.id)
 			if err != nil {
 				s.writeLocal(s.dialFailure(err))
 				return nil
@@ -383,19 +400,17 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 		// Replies come back in order per connection only: those owed on
 		// the previous one arrive first (on a cluster they are put in
 		// order as they arrive: clusterSlot).
-		if s.via != nil && s.srv.cluster == nil {
+		if s.via != nil && s.be.cluster == nil {
 			s.waitDrained()
 		}
 		s.via = target
 	}
 	sl := slot{plan: p, start: time.Now()}
-	if s.srv.cluster != nil {
-		switch p.watch {
-		case watchOn:
-			s.watching = true
-		case watchOff:
-			s.watching = false
-		}
+	switch p.watch { // on a cluster, keeps the node; anywhere, the upstream (placement.go)
+	case watchOn:
+		s.watching = true
+	case watchOff:
+		s.watching = false
 	}
 	inMulti := s.inMulti
 	switch {
@@ -427,7 +442,7 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 	s.inMulti = inMulti
 	s.pubsub = subscribedAny(s.subs)
 	var clCmd []byte
-	if s.srv.cluster != nil {
+	if s.be.cluster != nil {
 		clCmd = append([]byte(nil), cmd...)
 		s.markDirty(target)
 	}
@@ -451,7 +466,7 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 				// Its state died with it: the next stateful command gets a
 				// new connection of its own, never a shared one (where
 				// pub/sub messages would be taken for others' replies).
-				s.srv.releaseDedicated(target)
+				s.be.releaseDedicated(target)
 				s.dedicated = false
 				s.subs, s.watching, s.heldMulti = nil, false, nil
 				s.qmu.Lock()
@@ -479,7 +494,7 @@ func (s *clientConn) becomeDedicated(ctx context.Context) error {
 		}
 	}
 	s.waitDrained()
-	u, err := s.srv.dedicatedConn(ctx, s, "")
+	u, err := s.be.dedicatedConn(ctx, s, "")
 	if err != nil {
 		return err
 	}
@@ -517,7 +532,7 @@ func (s *clientConn) waitOwedBelow(n int) {
 // has been sent every reply it is owed.
 func (s *clientConn) waitDrained() {
 	s.flushUpstream()
-	if s.via != nil && s.via != s.up && s.srv.cluster == nil {
+	if s.via != nil && s.via != s.up && s.be.cluster == nil {
 		_ = s.via.flush()
 	}
 	s.qmu.Lock()
@@ -622,7 +637,10 @@ func (s *clientConn) refuse(cmd, reason, rule string) {
 func (s *clientConn) finish() {
 	s.setLease(nil, nil)
 	if s.dedicated && s.up != nil {
-		s.srv.releaseDedicated(s.up)
+		s.be.releaseDedicated(s.up)
+	}
+	if s.be != nil {
+		s.be.drop(s.tenantID)
 	}
 	// Replies still owed go nowhere: deliver drops what has no slot. A
 	// drainer still writing is stopped, and waited for.

@@ -78,7 +78,7 @@ func refusedOnCluster(rp rules.Plan) string {
 // or its own connection to that master when the command needs state.
 // Keyless commands stay on the client's current connection.
 func (s *clientConn) clusterTarget(ctx context.Context, p plan) (*upConn, error) {
-	c := s.srv.cluster
+	c := s.be.cluster
 	addr := ""
 	if p.slot != noSlot || s.up == nil {
 		slot := uint16(p.slot)
@@ -99,7 +99,7 @@ func (s *clientConn) clusterTarget(ctx context.Context, p plan) (*upConn, error)
 		}
 		// Nothing lives on the connection: move it to the key's node.
 		s.waitDrained()
-		s.srv.releaseDedicated(s.up)
+		s.be.releaseDedicated(s.up)
 		s.up, s.dedicated, s.via = nil, false, nil
 	}
 	if p.dedicated || s.resp3 {
@@ -112,7 +112,7 @@ func (s *clientConn) clusterTarget(ctx context.Context, p plan) (*upConn, error)
 			}
 		}
 		s.waitDrained()
-		u, err := s.srv.dedicatedConn(ctx, s, addr)
+		u, err := s.be.dedicatedConn(ctx, s, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -163,14 +163,14 @@ func (s *clientConn) clusterServe(ctx context.Context, cmd *keyspec.Command, out
 // clusterKeys answers KEYS with the tenant's matching keys of every master.
 func (s *clientConn) clusterKeys(ctx context.Context, out [][]byte) {
 	s.waitDrained()
-	masters, err := s.srv.cluster.masters(ctx)
+	masters, err := s.be.cluster.masters(ctx)
 	if err != nil {
 		s.writeLocal(s.dialFailure(err))
 		return
 	}
 	var keys [][]byte
 	for _, addr := range masters {
-		err := s.srv.cluster.roundTrip(ctx, addr, func(u *upConn) error {
+		err := s.be.cluster.roundTrip(ctx, addr, func(u *upConn) error {
 			rep, err := u.call(out)
 			if err != nil {
 				return err
@@ -211,17 +211,17 @@ func (s *clientConn) clusterScriptLoad(ctx context.Context, out [][]byte, client
 	s.waitDrained()
 	sha := scriptSHA(out[2])
 	fail := func(b []byte) {
-		s.srv.scripts.forget(s.tenantID, client)
+		s.be.scripts.forget(s.tenantID, client)
 		s.writeLocal(b)
 	}
-	masters, err := s.srv.cluster.masters(ctx)
+	masters, err := s.be.cluster.masters(ctx)
 	if err != nil {
 		fail(s.dialFailure(err))
 		return
 	}
 	for _, addr := range masters {
 		var replyErr []byte
-		err := s.srv.cluster.roundTrip(ctx, addr, func(u *upConn) error {
+		err := s.be.cluster.roundTrip(ctx, addr, func(u *upConn) error {
 			rep, err := u.call(out)
 			if err != nil {
 				return err
@@ -256,7 +256,7 @@ const scanNodeBits = 10
 // removed during the scan can make it miss keys that stayed.
 func (s *clientConn) clusterScan(ctx context.Context, out [][]byte) {
 	s.waitDrained()
-	masters, err := s.srv.cluster.masters(ctx)
+	masters, err := s.be.cluster.masters(ctx)
 	if err != nil {
 		s.writeLocal(s.dialFailure(err))
 		return
@@ -279,7 +279,7 @@ func (s *clientConn) clusterScan(ctx context.Context, out [][]byte) {
 	args[1] = strconv.AppendUint(nil, nodeCur, 10)
 	var next uint64
 	var keys [][]byte
-	err = s.srv.cluster.roundTrip(ctx, masters[node], func(u *upConn) error {
+	err = s.be.cluster.roundTrip(ctx, masters[node], func(u *upConn) error {
 		rep, err := u.call(args)
 		if err != nil {
 			return err
@@ -323,13 +323,13 @@ func (s *clientConn) clusterScan(ctx context.Context, out [][]byte) {
 
 // clusterScanTenant is scanTenant on every master.
 func (s *clientConn) clusterScanTenant(ctx context.Context, unlink bool) (int64, error) {
-	masters, err := s.srv.cluster.masters(ctx)
+	masters, err := s.be.cluster.masters(ctx)
 	if err != nil {
 		return 0, dialError{err}
 	}
 	var total int64
 	for _, addr := range masters {
-		u, err := s.srv.cluster.dial(ctx, addr, false)
+		u, err := s.be.cluster.dial(ctx, addr, false)
 		if err != nil {
 			return total, dialError{err}
 		}

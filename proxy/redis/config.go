@@ -45,6 +45,13 @@ type Config struct {
 	UpstreamTLS func() *tls.Config
 	// UpstreamUser and UpstreamPassword authenticate to the upstream (ACL user).
 	UpstreamUser, UpstreamPassword string
+	// Credentials are the ACL users the policy's Redis upstreams name
+	// (clusters[].redis.credentials), by name; an upstream naming none
+	// uses UpstreamUser and UpstreamPassword (placement.go).
+	Credentials map[string]Credential
+	// RetireAfter closes a Redis upstream of the policy's placement that
+	// no client has been routed to for this long (default 30s).
+	RetireAfter time.Duration
 	// SharedConns is the number of multiplexed upstream connections.
 	SharedConns int
 	// MaxDedicated caps dedicated upstream connections (stateful clients).
@@ -113,7 +120,15 @@ type Config struct {
 	SessionEndGrace time.Duration
 }
 
+// Credential is an upstream ACL user and its password.
+type Credential struct {
+	User, Password string
+}
+
 func (c Config) withDefaults() Config {
+	if c.RetireAfter <= 0 {
+		c.RetireAfter = defaultRetireAfter
+	}
 	if c.SessionEnd == "" {
 		c.SessionEnd = policy.SessionEndBoundary
 	}

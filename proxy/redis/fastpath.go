@@ -78,7 +78,7 @@ func (s *clientConn) joinLoop() bool {
 		s.endPending.Load() || s.gone.Load() {
 		return false
 	}
-	l := s.srv.loop()
+	l := s.be.loop()
 	return l != nil && l.join(s)
 }
 

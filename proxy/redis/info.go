@@ -75,7 +75,7 @@ func (s *clientConn) emulateInfo(ctx context.Context, args [][]byte) error {
 	all := want["default"] || want["all"] || want["everything"]
 	show := func(sec string) bool { return all || want[sec] }
 	needServer := show("server") || show("memory") || show("persistence")
-	f, err := s.srv.infoFacts(ctx, needServer)
+	f, err := s.be.infoFacts(ctx, needServer)
 	if err != nil {
 		s.writeLocal(s.emulationFailure(err))
 		return nil
@@ -202,7 +202,7 @@ func (srv *Server) infoFacts(ctx context.Context, need bool) (serverFacts, error
 // tenantKeyCount returns the client's tenant's key count, counted again
 // when older than infoCacheTTL; on a cluster, summed over the masters.
 func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
-	f := &s.srv.info
+	f := &s.be.info
 	f.mu.Lock()
 	kc, ok := f.tenantKeys[s.tenantID]
 	f.mu.Unlock()
@@ -213,7 +213,7 @@ func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
 	s.waitDrained()
 	kc = keyCount{}
 	var nodes []string // "" for the one redis-server
-	if c := s.srv.cluster; c != nil {
+	if c := s.be.cluster; c != nil {
 		ms, err := c.masters(ctx)
 		if err != nil {
 			return kc, dialError{err}
@@ -226,9 +226,9 @@ func (s *clientConn) tenantKeyCount(ctx context.Context) (keyCount, error) {
 		var u *upConn
 		var err error
 		if node == "" {
-			u, err = s.srv.dialUpstream(ctx, false)
+			u, err = s.be.dialUpstream(ctx, false)
 		} else {
-			u, err = s.srv.cluster.dial(ctx, node, false)
+			u, err = s.be.cluster.dial(ctx, node, false)
 		}
 		if err != nil {
 			return kc, dialError{err}

@@ -46,7 +46,7 @@ func (s *clientConn) clientCommand(args [][]byte) bool {
 func (s *clientConn) reset(ctx context.Context) error {
 	s.waitDrained()
 	if s.dedicated {
-		s.srv.releaseDedicated(s.up)
+		s.be.releaseDedicated(s.up)
 		s.up, s.dedicated = nil, false
 	}
 	s.queued, s.subs, s.name, s.resp3, s.via, s.track, s.watching, s.heldMulti = nil, nil, nil, false, nil, tracking{}, false, nil
@@ -62,7 +62,7 @@ func (s *clientConn) reset(ctx context.Context) error {
 func (s *clientConn) emulateFlush(ctx context.Context, args [][]byte) error {
 	_, err := s.scanTenant(ctx, true)
 	// Whatever was unlinked, the client's next read does not hit it.
-	s.srv.near.flushTenant(s.cache)
+	s.be.near.flushTenant(s.cache)
 	if err != nil {
 		s.writeLocal(s.emulationFailure(err))
 		return nil
@@ -91,10 +91,10 @@ func (s *clientConn) scanTenant(ctx context.Context, unlink bool) (int64, error)
 		}
 	}
 	s.waitDrained()
-	if s.srv.cluster != nil {
+	if s.be.cluster != nil {
 		return s.clusterScanTenant(ctx, unlink)
 	}
-	u, err := s.srv.dialUpstream(ctx, false)
+	u, err := s.be.dialUpstream(ctx, false)
 	if err != nil {
 		return 0, dialError{err}
 	}
@@ -128,7 +128,7 @@ func (s *clientConn) scanTenantOn(u *upConn, unlink bool) (int64, error) {
 		if unlink && keys.Len() > 0 {
 			var cmds []byte
 			n := 1
-			if s.srv.cluster != nil {
+			if s.be.cluster != nil {
 				for it := keys.Iter(); it.Next(); {
 					cmds = resp.AppendCommand(cmds, [][]byte{[]byte("UNLINK"), it.Value().Bytes()})
 				}

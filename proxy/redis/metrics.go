@@ -9,12 +9,19 @@ type metrics struct {
 	latency       *prometheus.HistogramVec
 	authFailures  *prometheus.CounterVec
 	sessionsEnded *prometheus.CounterVec
-	breaker       prometheus.Gauge
+	breaker       *prometheus.GaugeVec
 	tlsRefused    *prometheus.CounterVec
 
 	dedicatedIdle     prometheus.Gauge
 	dedicatedReleases *prometheus.CounterVec
 	clusterRedirects  *prometheus.CounterVec
+
+	// Placement (placement.go), by the policy's cluster name ("default":
+	// the configured upstream).
+	upstreamsOpened  *prometheus.CounterVec
+	upstreamsRetired *prometheus.CounterVec
+	upstreamClients  *prometheus.GaugeVec
+	tenantsMoved     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -56,15 +63,32 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "tenantguard", Subsystem: "redis", Name: "tls_refused_total",
 			Help: "Client connections refused by a TLS listener, by reason: plaintext (no TLS handshake where TLS is required), handshake (a failed handshake: protocol, certificate, timeout).",
 		}, []string{"reason"}),
-		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "tenantguard", Subsystem: "redis", Name: "breaker_state",
-			Help: "Upstream circuit breaker state: 0 closed, 1 half-open, 2 open.",
-		}),
+			Help: "Upstream circuit breaker state, by cluster (the policy's name of the upstream; default: the configured one): 0 closed, 1 half-open, 2 open.",
+		}, []string{"cluster"}),
 	}
 	m.clusterRedirects = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "tenantguard", Subsystem: "redis", Name: "cluster_redirects_total",
 		Help: "MOVED and ASK replies of Redis Cluster nodes, by kind (moved, ask) and outcome: replayed (on the target node, unseen by the client) or refused (on a connection that may hold state: the client got -TRYAGAIN).",
 	}, []string{"kind", "outcome"})
+	m.upstreamsOpened = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "upstreams_opened_total",
+		Help: "Redis upstreams of the policy's placement (other than the configured one) the listener began serving, by cluster.",
+	}, []string{"cluster"})
+	m.upstreamsRetired = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "upstreams_retired_total",
+		Help: "Redis upstreams of the policy's placement closed after no client used them for redis.retire_after, by cluster.",
+	}, []string{"cluster"})
+	m.upstreamClients = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "upstream_clients",
+		Help: "Client connections routed to a Redis upstream of the policy's placement (other than the configured one), by cluster.",
+	}, []string{"cluster"})
+	m.tenantsMoved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "tenant_moves_total",
+		Help: "Client connections whose tenant's Redis placement changed, by result: moved (to the new upstream at a command boundary), ended (subscriptions or client tracking cannot move).",
+	}, []string{"result"})
+	reg.MustRegister(m.upstreamsOpened, m.upstreamsRetired, m.upstreamClients, m.tenantsMoved)
 	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker, m.tlsRefused,
 		m.dedicatedIdle, m.dedicatedReleases, m.clusterRedirects)
 	return m

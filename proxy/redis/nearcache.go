@@ -112,22 +112,22 @@ type fillToken struct {
 }
 
 func newNearCache(srv *Server, rules map[string]NearCacheRule, reg prometheus.Registerer) (*nearCache, error) {
+	return newNearCacheOf(srv, rules, reg, nil)
+}
+
+// newNearCacheOf is newNearCache; with like, the cache of another
+// upstream (placement.go) whose counters it shares, and reg unused.
+func newNearCacheOf(srv *Server, rules map[string]NearCacheRule, reg prometheus.Registerer, like *nearCache) (*nearCache, error) {
 	if len(rules) == 0 {
 		return nil, nil
 	}
 	nc := &nearCache{srv: srv, tenants: map[string]*tenantCache{}, inflight: map[string][]*fillToken{}}
-	nc.hits = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_hits_total",
-		Help: "Read commands answered from the near cache, by tenant.",
-	}, []string{"tenant"})
-	nc.misses = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_misses_total",
-		Help: "Read commands on cacheable keys sent upstream, by tenant.",
-	}, []string{"tenant"})
-	nc.evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_evictions_total",
-		Help: "Near-cache keys invalidated (by redis-server or a write through the sidecar) or evicted for the budget, by tenant.",
-	}, []string{"tenant"})
+	if like != nil {
+		nc.hits, nc.misses, nc.evictions = like.hits, like.misses, like.evictions
+		reg = nil
+	} else {
+		nc.newCounters()
+	}
 	for id, r := range rules {
 		nc.hits.WithLabelValues(id) // exported from the start, at 0
 		if r.MaxTTL <= 0 {
@@ -171,6 +171,22 @@ func newNearCache(srv *Server, rules map[string]NearCacheRule, reg prometheus.Re
 		}
 	}
 	return nc, nil
+}
+
+// newCounters makes the cache's counters.
+func (nc *nearCache) newCounters() {
+	nc.hits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_hits_total",
+		Help: "Read commands answered from the near cache, by tenant.",
+	}, []string{"tenant"})
+	nc.misses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_misses_total",
+		Help: "Read commands on cacheable keys sent upstream, by tenant.",
+	}, []string{"tenant"})
+	nc.evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "near_cache_evictions_total",
+		Help: "Near-cache keys invalidated (by redis-server or a write through the sidecar) or evicted for the budget, by tenant.",
+	}, []string{"tenant"})
 }
 
 // tenant is the tenant's cache, or nil when it has no rule.

@@ -36,7 +36,7 @@ func (s *clientConn) touchesCacheable(cmd *keyspec.Command, args [][]byte) bool 
 // else (which then runs on the client's goroutine). touchesCacheable has
 // located the keys.
 func (s *clientConn) loopHit(cmd *keyspec.Command, args [][]byte, lerr error) bool {
-	nc, tc := s.srv.near, s.cache
+	nc, tc := s.be.near, s.cache
 	if lerr != nil || len(s.keyIdx) != 1 || s.dedicated || s.resp3 || s.inMulti || !nc.live.Load() ||
 		!cmd.Flags.Has(keyspec.FlagReadonly) || cmd.Flags.Has(keyspec.FlagWrite) || !cacheableRead(cmd) {
 		return false
@@ -79,7 +79,7 @@ func (s *clientConn) viaNearCache(ctx context.Context, out []byte, p plan, rp ru
 	if !s.touchesCacheable(cmd, args) {
 		return false, nil
 	}
-	tc, nc := s.cache, s.srv.near
+	tc, nc := s.cache, s.be.near
 	// On the shared connections, in RESP2, outside MULTI, a reply passed
 	// on as it is: the cache's connection may serve it.
 	eligible := rp == rules.ReplyPlain && !s.dedicated && !s.resp3 && !s.inMulti && !p.dedicated && !p.script

@@ -20,7 +20,7 @@ type plan struct {
 	near      *upConn    // run on the near cache's fill connection (nearcache_client.go)
 	fill      *fillToken // there, the cache miss its reply completes
 	slot      int32      // cluster upstream: the slot of the keys, or noSlot
-	watch     int8       // cluster upstream: watchOn (WATCH), watchOff (EXEC, DISCARD, UNWATCH)
+	watch     int8       // watchOn (WATCH), watchOff (EXEC, DISCARD, UNWATCH): a cluster keeps the node, placement the upstream
 	drop      bool       // cluster upstream: a held MULTI's reply, answered already
 }
 
@@ -82,19 +82,19 @@ func (s *clientConn) prepare(args [][]byte, cmd *keyspec.Command, lerr error) ([
 		}
 	}
 	p.dedicated = needsOwnConn(cmd)
-	if s.srv.cluster != nil {
+	if s.be.cluster != nil {
 		slot, ok := s.clusterSlot(cmd, out)
 		if !ok {
 			return nil, plan{}, 0, &refusal{msg: msgCrossSlot, rule: "crossslot"}
 		}
 		p.slot = slot
 		s.clusterOut = out
-		switch cmd.Name {
-		case "watch":
-			p.watch = watchOn
-		case "unwatch", "exec", "discard":
-			p.watch = watchOff
-		}
+	}
+	switch cmd.Name {
+	case "watch":
+		p.watch = watchOn
+	case "unwatch", "exec", "discard":
+		p.watch = watchOff
 	}
 	switch cmd.Name {
 	case "multi":

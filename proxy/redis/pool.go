@@ -103,7 +103,7 @@ func (srv *Server) resetDedicated(u *upConn) (string, error) {
 		return "closed", nil
 	}
 	srv.idle = append(srv.idle, idleConn{u: u, id: id, since: time.Now()})
-	srv.metrics.dedicatedIdle.Set(float64(len(srv.idle)))
+	srv.reportIdleLocked()
 	if srv.sweeper == nil {
 		srv.sweeper = time.AfterFunc(srv.cfg.DedicatedIdleTimeout, srv.sweepIdle)
 	}
@@ -213,7 +213,7 @@ func (srv *Server) takeIdle(ctx context.Context, s *clientConn, addr string) *up
 		}
 		ic := srv.idle[n]
 		srv.idle = slices.Delete(srv.idle, n, n+1)
-		srv.metrics.dedicatedIdle.Set(float64(len(srv.idle)))
+		srv.reportIdleLocked()
 		srv.mu.Unlock()
 		if time.Since(ic.since) > srv.cfg.DedicatedIdleTimeout {
 			ic.u.closeNoReader()
@@ -268,7 +268,7 @@ func (srv *Server) sweepIdle() {
 	}
 	clear(srv.idle[len(kept):])
 	srv.idle = kept
-	srv.metrics.dedicatedIdle.Set(float64(len(srv.idle)))
+	srv.reportIdleLocked()
 	srv.sweeper = nil
 	if len(srv.idle) > 0 && !srv.acc.Draining() {
 		srv.sweeper = time.AfterFunc(srv.cfg.DedicatedIdleTimeout, srv.sweepIdle)
@@ -288,7 +288,7 @@ func (srv *Server) closeIdle() {
 		srv.sweeper.Stop()
 		srv.sweeper = nil
 	}
-	srv.metrics.dedicatedIdle.Set(0)
+	srv.reportIdleLocked()
 	srv.mu.Unlock()
 	for _, ic := range idle {
 		ic.u.closeNoReader()
@@ -314,4 +314,12 @@ func clipReply(b []byte) []byte {
 		return b[:120]
 	}
 	return b
+}
+
+// reportIdleLocked brings the idle-connection gauge, the sum over the
+// listener's upstreams (placement.go), up to date with srv's pool. srv.mu
+// held.
+func (srv *Server) reportIdleLocked() {
+	srv.metrics.dedicatedIdle.Add(float64(len(srv.idle) - srv.idleReported))
+	srv.idleReported = len(srv.idle)
 }

@@ -31,7 +31,7 @@ func (srv *Server) Reconcile() {
 	// snapshot verified are not kept until then.
 	srv.verSnap = snap
 	clear(srv.verified)
-	var gone, revoked []*clientConn
+	var gone, revoked, moved []*clientConn
 	for s := range srv.clients {
 		if s.tenantID == "" {
 			continue // not authenticated yet: register checks the snapshot
@@ -41,6 +41,8 @@ func (srv *Server) Reconcile() {
 			gone = append(gone, s)
 		case clientend.CredentialGone:
 			revoked = append(revoked, s)
+		default:
+			moved = append(moved, s)
 		}
 	}
 	srv.mu.Unlock()
@@ -50,7 +52,18 @@ func (srv *Server) Reconcile() {
 	for _, s := range revoked {
 		s.credentialRemoved()
 	}
+	// A subscriber placed elsewhere now has no command boundary to move
+	// at, and its subscriptions live on the old upstream: it is closed
+	// (placement.go). Every other client moves before its next command.
+	for _, s := range moved {
+		if s.cannotMove(snap) {
+			s.movedSubscriber()
+		}
+	}
 	srv.dropScriptUsers()
+	for _, be := range srv.liveBackends() {
+		be.dropScriptUsers()
+	}
 }
 
 // staticCredential is the StoredKey of the static secret the connection

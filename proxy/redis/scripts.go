@@ -238,7 +238,7 @@ func (srv *Server) ensureScriptUser(ctx context.Context, ns *namespace.Namespace
 // rules made sure they share one: CROSSSLOT otherwise), or of the
 // tenant's own prefix for a script without keys.
 func (s *clientConn) scriptNode(ctx context.Context, p plan) (string, error) {
-	c := s.srv.cluster
+	c := s.be.cluster
 	if c == nil {
 		return "", nil
 	}
@@ -384,13 +384,13 @@ func (s *clientConn) prepareScript(args, out [][]byte, p *plan) ([][]byte, *refu
 	p.script = true
 	switch p.reply {
 	case rules.ReplyScript:
-		s.srv.scripts.remember(s.tenantID, scriptSHA(args[1]), scriptSHA(out[1]))
+		s.be.scripts.remember(s.tenantID, scriptSHA(args[1]), scriptSHA(out[1]))
 	case rules.ReplyScriptLoad:
 		sha := scriptSHA(args[2])
-		s.srv.scripts.remember(s.tenantID, sha, scriptSHA(out[2]))
+		s.be.scripts.remember(s.tenantID, sha, scriptSHA(out[2]))
 		p.sha = sha
 	case rules.ReplyScriptSha:
-		up, ok := s.srv.scripts.lookup(s.tenantID, args[1])
+		up, ok := s.be.scripts.lookup(s.tenantID, args[1])
 		if !ok {
 			return nil, &refusal{msg: noScript, rule: "noscript"}
 		}
@@ -406,7 +406,7 @@ func (s *clientConn) prepareScript(args, out [][]byte, p *plan) ([][]byte, *refu
 func (s *clientConn) scriptExists(args [][]byte) {
 	b := resp.AppendArrayHeader(nil, len(args)-2)
 	for _, sha := range args[2:] {
-		_, ok := s.srv.scripts.lookup(s.tenantID, sha)
+		_, ok := s.be.scripts.lookup(s.tenantID, sha)
 		n := int64(0)
 		if ok {
 			n = 1
@@ -421,7 +421,7 @@ func (s *clientConn) scriptExists(args [][]byte) {
 // forgotten.
 func (s *clientConn) scriptLoaded(dst []byte, rep *resp.Reply, sl slot) []byte {
 	if t := rep.Root().Type(); t == resp.TypeSimpleError || t == resp.TypeBlobError {
-		s.srv.scripts.forget(s.tenantID, sl.plan.sha)
+		s.be.scripts.forget(s.tenantID, sl.plan.sha)
 		return append(dst, rep.Raw()...)
 	}
 	var h [40]byte

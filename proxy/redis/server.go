@@ -50,6 +50,8 @@ type Server struct {
 	lp        *loop // started by the first client that may use it
 	lpErr     error
 	idle      []idleConn // reset dedicated connections, newest last (pool.go)
+	// idleReported is len(idle) as last added to the gauge (pool.go).
+	idleReported int
 	// scriptUp holds the tenants' script connections, scriptUsers the
 	// tenants whose script user this process has set up (scripts.go).
 	scriptUp    map[scriptConnKey]*upConn
@@ -63,6 +65,22 @@ type Server struct {
 	// cluster is the Redis Cluster upstream (cluster.go); nil for one
 	// redis-server, whose path does not look at it beyond this nil check.
 	cluster *clusterUpstream
+
+	// parent is the listener a backend serves an upstream of the policy's
+	// placement for, nil on the listener (placement.go); clusterName is the
+	// policy's name of that upstream ("" on the listener).
+	parent      *Server
+	clusterName string
+	// On a backend, under mu: the clients routed to it, and since when
+	// none is.
+	routed      int
+	unusedSince time.Time
+	// On the listener, under bmu: the backends by route.
+	bmu            sync.Mutex
+	backends       map[routeKey]*Server
+	backendsClosed bool
+	retireTimer    *time.Timer
+	retiring       sync.WaitGroup // retireBackends closing backends
 }
 
 // New builds a Server; nothing connects until the first client.
@@ -113,17 +131,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		Namespace: "tenantguard", Subsystem: "redis", Name: "accepts_paced_total",
 		Help: "Times the listener waited before accepting because connections failed their handshakes faster than failed_handshakes_per_second.",
 	}, func() float64 { return float64(srv.acc.Paced()) }))
-	srv.breaker = gobreaker.NewCircuitBreaker[*upConn](gobreaker.Settings{
-		Name:    cfg.Upstream,
-		Timeout: cfg.BreakerOpenTime,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= cfg.BreakerFailures
-		},
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			log.Warn("redis upstream circuit breaker", "from", from.String(), "to", to.String())
-			srv.metrics.breaker.Set(float64(to))
-		},
-	})
+	srv.breaker = newBreaker(srv)
 	return srv, nil
 }
 
@@ -187,6 +195,17 @@ func (srv *Server) register(s *clientConn, id string) (*policy.Tenant, *policy.S
 	s.tenantID = t.ID
 	srv.metrics.clients.WithLabelValues(srv.tenantLabelLocked(t.ID)).Inc()
 	return t, snap, ""
+}
+
+// unbind undoes register for a client that could not be bound after all.
+func (srv *Server) unbind(s *clientConn) {
+	srv.mu.Lock()
+	if srv.perTenant[s.tenantID]--; srv.perTenant[s.tenantID] <= 0 {
+		delete(srv.perTenant, s.tenantID)
+	}
+	srv.metrics.clients.WithLabelValues(srv.tenantLabelLocked(s.tenantID)).Dec()
+	s.tenantID = ""
+	srv.mu.Unlock()
 }
 
 func (srv *Server) unregister(s *clientConn) {
@@ -391,6 +410,16 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		}
 		<-done
 	}
+	srv.closeBackends()
+	srv.closeUpstreams()
+	return err
+}
+
+// closeUpstreams closes srv's upstream connections: shared, pooled,
+// scripts', the cluster's and the event loop's. Every client routed to srv
+// has left.
+func (srv *Server) closeUpstreams() {
+	srv.acc.Drain() // a backend's: no shared connection is dialled after this
 	srv.closeIdle()
 	if srv.cluster != nil {
 		srv.cluster.close()
@@ -419,5 +448,4 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 			_ = u.conn.Close() // the loop may have stopped before reading its end
 		}
 	}
-	return err
 }
