@@ -137,7 +137,7 @@ func (s *Service) openMove(ctx context.Context, r *workflow.Run, rt *moveRoute) 
 
 // columnsOf describes t's columns in order: name, type, generated.
 func columnsOf(ctx context.Context, conn *pgx.Conn, oid uint32) ([]string, error) {
-	rows, err := conn.Query(ctx, `SELECT attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attgenerated
+	rows, err := conn.Query(ctx, `SELECT attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attgenerated::text
 		FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
 	if err != nil {
 		return nil, err
@@ -569,10 +569,11 @@ func (s *Service) waitCopied(ctx context.Context, r *workflow.Run) error {
 			if err != nil {
 				return err
 			}
-			secs := time.Since(start).Seconds()
-			res := map[string]any{"rows": total(copied), "seconds": secs}
-			if secs > 0 {
-				res["rows_per_second"] = float64(total(copied)) / secs
+			// Integers only: the audit chain's canonical JSON has no floats.
+			took := time.Since(start)
+			res := map[string]int64{"rows": total(copied), "ms": took.Milliseconds()}
+			if took > 0 {
+				res["rows_per_second"] = int64(float64(total(copied)) / took.Seconds())
 			}
 			return r.SetResult("copy", res)
 		}

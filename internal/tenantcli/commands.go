@@ -270,13 +270,13 @@ func (c *cli) printMoved(op adminapi.OperationView) {
 		Clusters struct{ From, To string } `json:"clusters"`
 		Copy     struct {
 			Rows          int64   `json:"rows"`
-			RowsPerSecond float64 `json:"rows_per_second"`
+			RowsPerSecond int64 `json:"rows_per_second"`
 		} `json:"copy"`
 		PauseMS *int64 `json:"pause_ms"`
 	}
 	if json.Unmarshal(op.Result, &r) != nil || r.PauseMS == nil {
 		return
 	}
-	fmt.Fprintf(c.env.Stdout, "moved %s from %s to %s: %d rows copied (%.0f rows/s), paused %d ms\n",
+	fmt.Fprintf(c.env.Stdout, "moved %s from %s to %s: %d rows copied (%d rows/s), paused %d ms\n",
 		op.Tenant, r.Clusters.From, r.Clusters.To, r.Copy.Rows, r.Copy.RowsPerSecond, *r.PauseMS)
 }
