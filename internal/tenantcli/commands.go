@@ -269,7 +269,7 @@ func (c *cli) printMoved(op adminapi.OperationView) {
 	var r struct {
 		Clusters struct{ From, To string } `json:"clusters"`
 		Copy     struct {
-			Rows          int64   `json:"rows"`
+			Rows          int64 `json:"rows"`
 			RowsPerSecond int64 `json:"rows_per_second"`
 		} `json:"copy"`
 		PauseMS *int64 `json:"pause_ms"`
