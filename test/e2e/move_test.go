@@ -434,8 +434,13 @@ drain_timeout: 2s
 	}()
 	// acme's writers: each insert the sidecar confirms must be at the
 	// target in the end; none may fail.
+	type write struct {
+		began time.Time
+		port  string
+	}
 	var (
 		mu        sync.Mutex
+		writes    []write
 		committed []string
 		acmeErrs  []error
 		slowest   time.Duration
@@ -454,7 +459,8 @@ drain_timeout: 2s
 			for i := 0; !stop.Load(); i++ {
 				item := fmt.Sprintf("live-%d-%d", w, i)
 				began := time.Now()
-				_, err := c.Exec(ctx, "INSERT INTO orders (item) VALUES ($1)", item)
+				var port string
+				err := c.QueryRow(ctx, "INSERT INTO orders (item) VALUES ($1) RETURNING current_setting('port')", item).Scan(&port)
 				if err == nil && i%5 == 0 {
 					_, err = c.Exec(ctx, "UPDATE customers SET name = name || '+' WHERE id = $1", 1+i%30)
 				}
@@ -464,6 +470,7 @@ drain_timeout: 2s
 					acmeErrs = append(acmeErrs, err)
 				} else {
 					committed = append(committed, item)
+					writes = append(writes, write{began, port})
 				}
 				slowest = max(slowest, d)
 				mu.Unlock()
@@ -509,7 +516,8 @@ drain_timeout: 2s
 	}
 	moved := operations(t, apiC, "acme")[0]
 	var res struct {
-		PauseMS  *int64 `json:"pause_ms"`
+		PauseMS  *int64    `json:"pause_ms"`
+		PausedAt time.Time `json:"paused_at"`
 		Verified map[string]struct {
 			Rows int64 `json:"rows"`
 		} `json:"verified"`
@@ -518,8 +526,23 @@ drain_timeout: 2s
 			Rows int64 `json:"rows"`
 		} `json:"copy"`
 	}
-	if err := json.Unmarshal(moved.Result, &res); err != nil || res.PauseMS == nil || res.Copy.Rows == 0 || len(res.Verified) != 4 {
+	if err := json.Unmarshal(moved.Result, &res); err != nil || res.PauseMS == nil || res.Copy.Rows == 0 || len(res.Verified) != 4 || res.PausedAt.IsZero() {
 		t.Fatalf("move result %s: %v", moved.Result, err)
+	}
+	// A write that began once the sidecar had accepted the pause waited
+	// at the gate and then ran on b: never on a, where it would be lost.
+	onB := fmt.Sprint(b.PG.Port())
+	late := 0
+	for _, w := range writes {
+		if w.began.After(res.PausedAt) {
+			late++
+			if w.port != onB {
+				t.Errorf("a write of acme that began %s after the pause ran on port %s, not b's %s", w.began.Sub(res.PausedAt), w.port, onB)
+			}
+		}
+	}
+	if late == 0 {
+		t.Errorf("no write of acme began after the pause")
 	}
 	if res.Sequences["public.orders_id_seq"] < seqBefore {
 		t.Errorf("orders' sequence at the target set to %d, the source had %d", res.Sequences["public.orders_id_seq"], seqBefore)
