@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak)
+[ ${#sections[@]} -eq 0 ] && sections=(pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile move faults soak)
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 busy=$(awk -v l="$load" -v n="$(nproc)" 'BEGIN { print (l > 0.25 * n) ? 1 : 0 }')
@@ -79,6 +79,9 @@ for s in "${sections[@]}"; do
 	hostile)
 		if [ -n "$quick" ]; then d=3s r=1; else d=20s r=3; fi
 		run hostile "Hostile clients: the quiet tenant's latency under each" go run ./bench/hostile -duration $d -rounds $r ;;
+	move)
+		if [ -n "$quick" ]; then n=10000 r=1; else n=100000 r=3; fi
+		run move "Tenant move: rows copied per second and the tenant's pause at the switch" go run ./bench/move -rows $n -rate 300 -rounds $r ;;
 	faults)
 		# QUICK: the short forms of make test (1,000 idle clients per protocol).
 		if [ -n "$quick" ]; then full=; else full=1; fi
@@ -103,7 +106,7 @@ for s in "${sections[@]}"; do
 		} >"$tmp/goproxy.md"
 		go run ./bench/results -section goproxy -title "Go benchmarks: one query round trip in process" -note "$note" -in "$tmp/goproxy.md" ;;
 	*)
-		echo "bench: unknown section $s (pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile faults soak)" >&2
+		echo "bench: unknown section $s (pgbench noisy pgcache redis nearcache extauthz idle rss goproxy budget hostile move faults soak)" >&2
 		exit 2 ;;
 	esac
 done

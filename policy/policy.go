@@ -35,6 +35,9 @@ type TenantSpec struct {
 	// Placement names the clusters serving the tenant (placement.go);
 	// empty names take the defaults.
 	Placement Placement
+	// Paused holds the tenant's new PostgreSQL transactions (they wait)
+	// until a policy without it; a tenant move sets it for its switch.
+	Paused bool
 }
 
 // Permissions are the statement classes a tenant may run.
@@ -90,6 +93,8 @@ type Tenant struct {
 	// Placement is the tenant's clusters, defaults resolved: "" is the
 	// sidecar's configured upstream.
 	Placement Placement
+	// Paused: the tenant's new PostgreSQL transactions wait (TenantSpec).
+	Paused    bool
 	verifiers []scram.Verifier
 }
 
@@ -195,7 +200,7 @@ func Compile(spec Spec) (*Snapshot, error) {
 		if len(ts.Passwords) == 0 {
 			return nil, &FieldError{field + ".passwords", "at least one credential is required"}
 		}
-		t := &Tenant{ID: ts.ID, Allow: Permissions{Read: true, Write: true}, Limits: ts.Limits, ShowConstraintDetail: ts.ShowConstraintDetail}
+		t := &Tenant{ID: ts.ID, Allow: Permissions{Read: true, Write: true}, Limits: ts.Limits, ShowConstraintDetail: ts.ShowConstraintDetail, Paused: ts.Paused}
 		if ts.Allow != nil {
 			t.Allow = *ts.Allow
 		}

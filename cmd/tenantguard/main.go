@@ -35,7 +35,7 @@ commands:
   pg check --config FILE [--policy FILE|DIR]
                           audit the upstream role and protected tables (every cluster of the policy)
   pg fingerprint SQL      print a statement's fingerprint (for pg_cache rules) and whether it may be cached
-  tenant provision|export|import|offboard|status|list|cancel|archive …
+  tenant provision|export|import|offboard|move|status|list|cancel|archive …
                           tenant lifecycle operations through the control plane's admin API
   version                 print the version
 `

@@ -51,7 +51,7 @@ type Option func(*Handler)
 
 // WithOperations serves the tenant lifecycle operations:
 //
-//	POST /v1/tenants/{id}/{kind}       kind provision, export, import, offboard; JSON parameters
+//	POST /v1/tenants/{id}/{kind}       kind provision, export, import, offboard, move; JSON parameters
 //	                                   (import: or the archive itself, Content-Type application/x-tar)
 //	                                   → 202 the operation, Location /v1/operations/{op}
 //	GET  /v1/operations                ?tenant=&active=true&limit=&before= → {"operations":[…],"next_before"}
@@ -214,7 +214,7 @@ func (h *Handler) startOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, ok := h.ops.Kind(kind); !ok {
-		writeError(w, http.StatusNotFound, CodeUnknownOperation, fmt.Sprintf("no operation %q: provision, export, import or offboard", kind))
+		writeError(w, http.StatusNotFound, CodeUnknownOperation, fmt.Sprintf("no operation %q: provision, export, import, offboard or move", kind))
 		return
 	}
 	author, _ := attribution(r)

@@ -458,14 +458,25 @@ func (s *tenantSession) insertObjects(ctx context.Context, t *table, rows []map[
 // own short transaction (DELETE … WHERE ctid IN (SELECT … LIMIT n): no
 // long lock), pausing between batches; progress is told the running count.
 func (s *tenantSession) deleteRows(ctx context.Context, t *table, size int, pause time.Duration, progress func(n int64) error) (int64, error) {
+	return deleteBatches(ctx, s.conn, t, s.tenant, size, pause, s.fresh, progress)
+}
+
+// deleteBatches deletes tenant's rows of t on conn in batches of size,
+// each its own short transaction, calling before ahead of each (nil: none)
+// and progress after each with the running count. A move deletes the
+// moved tenant's rows at its old cluster with it.
+func deleteBatches(ctx context.Context, conn *pgx.Conn, t *table, tenant string, size int, pause time.Duration,
+	before func(context.Context) error, progress func(n int64) error) (int64, error) {
 	q := "DELETE FROM " + t.ident + " WHERE ctid IN (SELECT t.ctid FROM " + t.ident + " t WHERE " + t.tenantFilter() + " LIMIT $2) AND " +
 		pgx.Identifier{t.TenantColumn}.Sanitize() + " = $1"
 	var n int64
 	for {
-		if err := s.fresh(ctx); err != nil {
-			return n, err
+		if before != nil {
+			if err := before(ctx); err != nil {
+				return n, err
+			}
 		}
-		tag, err := s.conn.Exec(ctx, q, s.tenant, size)
+		tag, err := conn.Exec(ctx, q, tenant, size)
 		if err != nil {
 			return n, fmt.Errorf("delete from %s: %w", t.Name, err)
 		}

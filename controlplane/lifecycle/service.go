@@ -28,6 +28,8 @@ const (
 	KindOffboard  = "offboard"
 )
 
+// KindMove is in move.go.
+
 // PolicyStore is what the operations need of the policy store;
 // *store.Store has it.
 type PolicyStore interface {
@@ -35,6 +37,7 @@ type PolicyStore interface {
 	AddTenant(ctx context.Context, author, operation string, t *policypb.Tenant) (store.Version, error)
 	RemoveTenant(ctx context.Context, author, operation, tenant string) (store.Version, error)
 	SetSuspended(ctx context.Context, author, tenant string, suspended bool) (store.Version, error)
+	SetPaused(ctx context.Context, author, tenant string, paused bool, pl *store.Placement) (store.Version, error)
 }
 
 var _ PolicyStore = (*store.Store)(nil)
@@ -71,7 +74,10 @@ type Config struct {
 	Fleet Fleet
 	// ArchiveDir holds archives: <operation id>.tar for exports (and
 	// offboarding's), uploads for imports. "" disables export and import.
-	ArchiveDir   string
+	ArchiveDir string
+	// Move reaches the PostgreSQL clusters of the policy a tenant moves
+	// between, by cluster name; none: move is refused.
+	Move         map[string]MoveCluster
 	ReadyTimeout time.Duration
 	Logger       *slog.Logger
 }
@@ -104,7 +110,7 @@ func New(cfg Config) (*Service, error) {
 
 // Kinds returns the operations for a workflow.Engine.
 func (s *Service) Kinds() []workflow.Kind {
-	return []workflow.Kind{s.provisionKind(), s.exportKind(), s.importKind(), s.offboardKind()}
+	return []workflow.Kind{s.provisionKind(), s.exportKind(), s.importKind(), s.offboardKind(), s.moveKind()}
 }
 
 // opArchiveRE is an operation's archive name.
@@ -314,7 +320,8 @@ func (s *Service) waitAccepted(ctx context.Context, r *workflow.Run, version int
 		timeout = s.cfg.ReadyTimeout
 	}
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(100 * time.Millisecond)
+	// Polled often: a move's pause is measured from these waits.
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		var waiting []string

@@ -103,6 +103,14 @@ var migrations = [][]string{
 		`ALTER TABLE tenantguard_cp.audit ADD CONSTRAINT audit_action_check
 			CHECK (action IN ('put', 'rollback', 'suspend', 'resume', 'seed', 'place', 'add_tenant', 'remove_tenant', 'operation'))`,
 	},
+	// Tenant move: a tenant's new transactions held at the sidecars
+	// (Tenant.paused) and let go is an audit action of its own ("pause";
+	// detail: tenant, paused, and the placement when it changes with it).
+	5: {
+		`ALTER TABLE tenantguard_cp.audit DROP CONSTRAINT audit_action_check`,
+		`ALTER TABLE tenantguard_cp.audit ADD CONSTRAINT audit_action_check
+			CHECK (action IN ('put', 'rollback', 'suspend', 'resume', 'seed', 'place', 'add_tenant', 'remove_tenant', 'operation', 'pause'))`,
+	},
 }
 
 // migrate creates or upgrades the schema in one transaction under an

@@ -34,6 +34,10 @@ const (
 	// written (detail: operation, kind, tenant, event and what the
 	// operation reports).
 	ActionOperation = "operation"
+	// ActionPause is a tenant's paused flag set or cleared (a move holds
+	// its transactions at the switch), with its placement when that
+	// changes in the same version.
+	ActionPause = "pause"
 )
 
 // Bounds of the free text a writer supplies.
@@ -207,6 +211,56 @@ func (s *Store) SetPlacement(ctx context.Context, author, tenant string, pl Plac
 			policy:  p,
 			detail:  map[string]any{"tenant": tenant, "postgres": pl.Postgres, "redis": pl.Redis, "from": map[string]any{"postgres": from.Postgres, "redis": from.Redis}},
 		}, nil
+	})
+}
+
+// SetPaused stores a new version in which tenant's paused flag is
+// paused and, when pl is not nil, its placement is *pl: the move's switch
+// lets the tenant go on another cluster in one version, so that no sidecar
+// ever runs its transactions unpaused on the old cluster after it was
+// paused. The audit entry (action "pause") records the tenant, the flag
+// and, with pl, the new and the old placement. ErrNotFound,
+// ErrEmpty and ErrInvalid as SetPlacement; ErrUnchanged, writing nothing,
+// when the tenant is so already.
+func (s *Store) SetPaused(ctx context.Context, author, tenant string, paused bool, pl *Placement) (Version, error) {
+	return s.write(ctx, author, func(tx pgx.Tx, cur *Version) (*change, error) {
+		if cur == nil {
+			return nil, ErrEmpty
+		}
+		p := proto.Clone(cur.Policy).(*policypb.Policy)
+		var t *policypb.Tenant
+		for _, x := range p.GetTenants() {
+			if x.GetId() == tenant {
+				t = x
+				break
+			}
+		}
+		if t == nil {
+			return nil, fmt.Errorf("%w: tenant %q", ErrNotFound, tenant)
+		}
+		from := Placement{Postgres: t.GetPlacement().GetPostgres(), Redis: t.GetPlacement().GetRedis()}
+		if t.Paused == paused && (pl == nil || *pl == from) {
+			return nil, ErrUnchanged
+		}
+		t.Paused = paused
+		detail := map[string]any{"tenant": tenant, "paused": paused}
+		comment := fmt.Sprintf("pause tenant %s", tenant)
+		if !paused {
+			comment = fmt.Sprintf("unpause tenant %s", tenant)
+		}
+		if pl != nil && *pl != from {
+			t.Placement = nil
+			if *pl != (Placement{}) {
+				t.Placement = &policypb.Placement{Postgres: pl.Postgres, Redis: pl.Redis}
+			}
+			detail["postgres"], detail["redis"] = pl.Postgres, pl.Redis
+			detail["from"] = map[string]any{"postgres": from.Postgres, "redis": from.Redis}
+			comment += fmt.Sprintf(", placed on postgres %q, redis %q", pl.Postgres, pl.Redis)
+		}
+		if err := policypb.Validate(p); err != nil {
+			return nil, &InvalidError{err}
+		}
+		return &change{action: ActionPause, comment: comment, policy: p, detail: detail}, nil
 	})
 }
 

@@ -42,6 +42,19 @@ type LifecycleFile struct {
 		Username string `yaml:"username"`
 		Password string `yaml:"password"`
 	} `yaml:"redis"`
+	Move struct {
+		// Clusters reach the policy's PostgreSQL clusters a tenant moves
+		// between (tenantguard tenant move), by cluster name.
+		Clusters map[string]struct {
+			// AdminURL is the application database as a role that may
+			// create publications and subscriptions (a superuser on
+			// PostgreSQL 15).
+			AdminURL string `yaml:"admin_url"`
+			// PublisherConninfo is how another cluster's server reaches
+			// this one as a move's source; default admin_url.
+			PublisherConninfo string `yaml:"publisher_conninfo"`
+		} `yaml:"clusters"`
+	} `yaml:"move"`
 	Sessions struct {
 		// Store is the session store (ext_authz's sessions.store), whose
 		// sessions an offboarding revokes.
@@ -62,6 +75,14 @@ type Lifecycle struct {
 	RedisUsername   string
 	RedisPassword   string
 	SessionStore    string // redis:// URL; "" = sessions are not revoked
+	// MoveClusters are lifecycle.move.clusters: name → admin URL and
+	// publisher connection string.
+	MoveClusters map[string]MoveCluster
+}
+
+// MoveCluster is one entry of lifecycle.move.clusters.
+type MoveCluster struct {
+	AdminURL, PublisherConninfo string
 }
 
 // Defaults of the lifecycle section.
@@ -123,6 +144,16 @@ func parseLifecycle(f *LifecycleFile, base string) (Lifecycle, *fieldErr) {
 			return out, failf("lifecycle.redis.upstream", "%q is not host:port: %v", out.RedisAddr, err)
 		}
 	}
+	for name, c := range f.Move.Clusters {
+		field := "lifecycle.move.clusters." + name
+		if !strings.HasPrefix(c.AdminURL, "postgres://") && !strings.HasPrefix(c.AdminURL, "postgresql://") {
+			return out, failf(field+".admin_url", "a postgres:// URL of the cluster's application database")
+		}
+		if out.MoveClusters == nil {
+			out.MoveClusters = map[string]MoveCluster{}
+		}
+		out.MoveClusters[name] = MoveCluster{AdminURL: c.AdminURL, PublisherConninfo: c.PublisherConninfo}
+	}
 	if out.SessionStore != "" && !strings.HasPrefix(out.SessionStore, "redis://") && !strings.HasPrefix(out.SessionStore, "rediss://") {
 		return out, failf("lifecycle.sessions.store", "a redis:// URL (ext_authz's sessions.store)")
 	}
@@ -131,5 +162,5 @@ func parseLifecycle(f *LifecycleFile, base string) (Lifecycle, *fieldErr) {
 
 // String names what the lifecycle reaches, for the start-up log.
 func (l Lifecycle) String() string {
-	return fmt.Sprintf("rows=%t keys=%t sessions=%t archives=%q", l.PostgresURL != "", l.RedisAddr != "", l.SessionStore != "", l.ArchiveDir)
+	return fmt.Sprintf("rows=%t keys=%t sessions=%t archives=%q move_clusters=%d", l.PostgresURL != "", l.RedisAddr != "", l.SessionStore != "", l.ArchiveDir, len(l.MoveClusters))
 }

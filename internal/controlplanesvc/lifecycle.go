@@ -30,6 +30,12 @@ func newLifecycle(lc config.Lifecycle, st *store.Store, x *xds.Server, log *slog
 		}
 	}()
 	lcfg := lifecycle.Config{Policy: st, Fleet: x, ArchiveDir: lc.ArchiveDir, ReadyTimeout: lc.ReadyTimeout, Logger: log}
+	for name, c := range lc.MoveClusters {
+		if lcfg.Move == nil {
+			lcfg.Move = map[string]lifecycle.MoveCluster{}
+		}
+		lcfg.Move[name] = lifecycle.MoveCluster{AdminURL: c.AdminURL, PublisherConninfo: c.PublisherConninfo}
+	}
 	if lc.PostgresURL != "" {
 		b, err := rls.NewBinder(lc.BindingKey, lc.BindingMaxAge)
 		if err != nil {

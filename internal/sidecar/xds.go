@@ -89,7 +89,18 @@ func (sc *Sidecar) applyPolicy(version string, p *policypb.Policy) error {
 		sc.checkedTables = slices.Clone(snap.Tables())
 		sc.checkedUpstreams = upstreams
 	}
+	prev := sc.policy.Load()
 	sc.SetPolicy(snap)
+	// A version pausing a tenant (a move's switch) is accepted once the
+	// tenant's transactions in progress have drained: the ACK tells the
+	// control plane that nothing of the tenant runs on its cluster.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	err = sc.pg.WaitPaused(ctx)
+	cancel()
+	if err != nil {
+		sc.SetPolicy(prev)
+		return fmt.Errorf("policy version %s: %w", version, err)
+	}
 	sc.applyRedisRules(p.GetRedis())
 	sc.applyEndMode(version, p.GetSessions())
 	return nil

@@ -236,3 +236,47 @@ func (c *cli) archive(fs *flag.FlagSet) func(context.Context, []string) int {
 		return 0
 	}
 }
+
+func (c *cli) move(fs *flag.FlagSet) func(context.Context, []string) int {
+	to := fs.String("to", "", "the PostgreSQL cluster of the policy to move the tenant to")
+	catchup := fs.String("catchup-timeout", "", "how long the tenant may stay paused waiting for the target to catch up before the move is undone (default 30s)")
+	batch := fs.Int("batch-size", 0, "rows per DELETE at the source after the switch (default 1000)")
+	return func(ctx context.Context, args []string) int {
+		if len(args) != 1 {
+			return c.usage("move takes one tenant id")
+		}
+		if *to == "" {
+			return c.usage("move needs --to CLUSTER")
+		}
+		body := map[string]any{"postgres": *to}
+		if *catchup != "" {
+			body["catchup_timeout"] = *catchup
+		}
+		if *batch > 0 {
+			body["batch_size"] = *batch
+		}
+		b, _ := json.Marshal(body)
+		op, code := c.start(ctx, args[0], "move", "", bytes.NewReader(b))
+		if code == 0 && !c.noWait {
+			c.printMoved(op)
+		}
+		return code
+	}
+}
+
+// printMoved prints what a move did: rows copied and the pause.
+func (c *cli) printMoved(op adminapi.OperationView) {
+	var r struct {
+		Clusters struct{ From, To string } `json:"clusters"`
+		Copy     struct {
+			Rows          int64 `json:"rows"`
+			RowsPerSecond int64 `json:"rows_per_second"`
+		} `json:"copy"`
+		PauseMS *int64 `json:"pause_ms"`
+	}
+	if json.Unmarshal(op.Result, &r) != nil || r.PauseMS == nil {
+		return
+	}
+	fmt.Fprintf(c.env.Stdout, "moved %s from %s to %s: %d rows copied (%d rows/s), paused %d ms\n",
+		op.Tenant, r.Clusters.From, r.Clusters.To, r.Copy.Rows, r.Copy.RowsPerSecond, *r.PauseMS)
+}

@@ -32,6 +32,9 @@ commands:
                           provision a new one first, without --seed)
   offboard ID --yes [--export [-o FILE]] [--batch-size N] [--batch-pause 10ms]
                           suspend, revoke sessions, (export,) delete every row and key, remove from the policy
+  move ID --to CLUSTER [--catchup-timeout 30s] [--batch-size N]
+                          copy the tenant's rows to another PostgreSQL cluster with logical replication,
+                          pause it for the switch, place it there, delete its rows at the old cluster
   status OP               show an operation
   list [--tenant ID] [--active]
                           list operations, newest first
@@ -89,6 +92,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		run = c.importCmd(fs)
 	case "offboard":
 		run = c.offboard(fs)
+	case "move":
+		run = c.move(fs)
 	case "status":
 		run = c.status(fs)
 	case "list":

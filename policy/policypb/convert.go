@@ -56,6 +56,7 @@ func toSpec(p *Policy, withSuspended bool) (policy.Spec, error) {
 			},
 			ShowConstraintDetail: t.GetShowConstraintDetail(),
 			Placement:            policy.Placement{Postgres: t.GetPlacement().GetPostgres(), Redis: t.GetPlacement().GetRedis()},
+			Paused:               t.GetPaused(),
 		}
 		if a := t.GetAllow(); a != nil {
 			ts.Allow = &policy.Permissions{Read: a.GetRead(), Write: a.GetWrite(), DDL: a.GetDdl()}
@@ -157,6 +158,7 @@ func FromSpec(spec policy.Spec) *Policy {
 			Id:                   ts.ID,
 			Credentials:          slices.Clone(ts.Passwords),
 			ShowConstraintDetail: ts.ShowConstraintDetail,
+			Paused:               ts.Paused,
 		}
 		if ts.Allow != nil {
 			t.Allow = &Permissions{Read: ts.Allow.Read, Write: ts.Allow.Write, Ddl: ts.Allow.DDL}

@@ -299,7 +299,14 @@ type Tenant struct {
 	// sidecar's configured upstream. Changing it moves the tenant: its next
 	// transactions (and Redis commands) go to the new cluster once those in
 	// flight finish; the data is the operator's to copy first.
-	Placement     *Placement `protobuf:"bytes,7,opt,name=placement,proto3" json:"placement,omitempty"`
+	Placement *Placement `protobuf:"bytes,7,opt,name=placement,proto3" json:"placement,omitempty"`
+	// Paused holds the tenant's new PostgreSQL transactions at every sidecar
+	// (they wait, as after the admin console's PAUSE) while its connections
+	// stay open; a sidecar accepts the version only once the tenant's
+	// transactions in progress have finished (or were ended after the
+	// sidecar's pause drain timeout). The tenant lifecycle's move sets it
+	// for the moment of the switch between clusters.
+	Paused        bool `protobuf:"varint,8,opt,name=paused,proto3" json:"paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,6 +388,13 @@ func (x *Tenant) GetPlacement() *Placement {
 		return x.Placement
 	}
 	return nil
+}
+
+func (x *Tenant) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
 }
 
 // Placement names a tenant's clusters, each a Policy.clusters name.
@@ -1231,7 +1245,7 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\x05redis\x18\x04 \x01(\v2!.tenantguard.policy.v1.RedisRulesR\x05redis\x12B\n" +
 	"\bsessions\x18\x05 \x01(\v2&.tenantguard.policy.v1.SessionSettingsR\bsessions\x129\n" +
 	"\bpg_cache\x18\x14 \x01(\v2\x1e.tenantguard.policy.v1.PgCacheR\apgCache\x12:\n" +
-	"\bclusters\x18\a \x03(\v2\x1e.tenantguard.policy.v1.ClusterR\bclusters\"\xbf\x02\n" +
+	"\bclusters\x18\a \x03(\v2\x1e.tenantguard.policy.v1.ClusterR\bclusters\"\xd7\x02\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\vcredentials\x18\x02 \x03(\tR\vcredentials\x128\n" +
@@ -1239,7 +1253,8 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\x06limits\x18\x04 \x01(\v2\x1d.tenantguard.policy.v1.LimitsR\x06limits\x124\n" +
 	"\x16show_constraint_detail\x18\x05 \x01(\bR\x14showConstraintDetail\x12\x1c\n" +
 	"\tsuspended\x18\x06 \x01(\bR\tsuspended\x12>\n" +
-	"\tplacement\x18\a \x01(\v2 .tenantguard.policy.v1.PlacementR\tplacement\"=\n" +
+	"\tplacement\x18\a \x01(\v2 .tenantguard.policy.v1.PlacementR\tplacement\x12\x16\n" +
+	"\x06paused\x18\b \x01(\bR\x06paused\"=\n" +
 	"\tPlacement\x12\x1a\n" +
 	"\bpostgres\x18\x01 \x01(\tR\bpostgres\x12\x14\n" +
 	"\x05redis\x18\x02 \x01(\tR\x05redis\"\xb6\x01\n" +

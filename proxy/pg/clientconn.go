@@ -343,11 +343,19 @@ func (s *clientConn) attach(ctx context.Context) (*serverConn, error) {
 		s.lastRequest.Store(now.UnixNano())
 		s.waitingSince.Store(now.UnixNano())
 		if gate := s.srv.pausedGate(s.tenant); gate != nil {
-			select { // PAUSE from the console: wait for RESUME
+			select { // paused (pause.go): wait until it is let go
 			case <-gate:
 			case <-ctx.Done():
 				s.waitingSince.Store(0)
 				return nil, ctx.Err()
+			}
+			// The version that let the tenant go may have moved it (a
+			// move's switch): follow it before choosing a pool.
+			if snap := s.srv.policy.Load(); snap != s.snap {
+				if err := s.followPolicy(snap); err != nil {
+					s.waitingSince.Store(0)
+					return nil, err
+				}
 			}
 		}
 		if err := s.followPlacement(ctx); err != nil {
@@ -362,6 +370,15 @@ func (s *clientConn) attach(ctx context.Context) (*serverConn, error) {
 		sc.mu.Lock()
 		if sc.state != connIdle {
 			sc.mu.Unlock() // died on the idle stack: its read loop gives the slot back
+			continue
+		}
+		if s.srv.pausedGate(s.tenant) != nil {
+			// Paused while the pool granted the connection: give it back
+			// and wait at the gate. A pause that counted the tenant's
+			// connections before this one was leased sees no transaction
+			// of it start after that (pause.go).
+			sc.pool.put(sc)
+			sc.mu.Unlock()
 			continue
 		}
 		sc.state, sc.owner = connAttached, s

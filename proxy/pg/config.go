@@ -103,6 +103,10 @@ type Config struct {
 	// SessionEndGrace bounds SessionEndBoundary: a transaction still open
 	// this long after the client's session ended is ended at once (0: 30s).
 	SessionEndGrace time.Duration
+	// PauseDrainTimeout bounds how long a policy version pausing a tenant
+	// (a move's switch) waits for the tenant's transactions in progress
+	// before it ends them (pause.go); default DefaultPauseDrainTimeout.
+	PauseDrainTimeout time.Duration
 	// TokenAuth says on which connections tokens can be presented.
 	TokenAuth TokenAuth
 
@@ -186,6 +190,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.ConnectTimeout <= 0 {
 		out.ConnectTimeout = 5 * time.Second
+	}
+	if out.PauseDrainTimeout <= 0 {
+		out.PauseDrainTimeout = DefaultPauseDrainTimeout
 	}
 	if out.PoolRetireAfter <= 0 {
 		out.PoolRetireAfter = defaultRetireAfter

@@ -1,9 +1,7 @@
 package pg
 
 import (
-	"context"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -246,64 +244,4 @@ func (srv *Server) databaseNames() []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// --- PAUSE and RESUME ---
-
-// pause stops tenant's clients from starting transactions (they wait, as
-// in PgBouncer's PAUSE) and waits up to limit for the tenant's
-// transactions in progress to finish.
-func (srv *Server) pause(ctx context.Context, tenant string, limit time.Duration) error {
-	srv.mu.Lock()
-	if srv.pausedGate(tenant) == nil {
-		next := maps.Clone(*srv.pausedTenants.Load())
-		next[tenant] = make(chan struct{})
-		srv.pausedTenants.Store(&next)
-	}
-	srv.mu.Unlock()
-	srv.log.Info("tenant paused from the admin console", "tenant", tenant)
-	deadline := time.Now().Add(limit)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		busy := 0
-		for _, db := range srv.databaseNames() {
-			busy += srv.pools[db].stats().leased[tenant]
-		}
-		if busy == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of its transactions are still in progress after %s", busy, limit)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
-
-// resume lets a paused tenant's clients go on.
-func (srv *Server) resume(tenant string) {
-	srv.mu.Lock()
-	ch := srv.pausedGate(tenant)
-	if ch != nil {
-		next := maps.Clone(*srv.pausedTenants.Load())
-		delete(next, tenant)
-		srv.pausedTenants.Store(&next)
-	}
-	srv.mu.Unlock()
-	if ch != nil {
-		close(ch)
-		srv.log.Info("tenant resumed from the admin console", "tenant", tenant)
-	}
-}
-
-func (srv *Server) paused(tenant string) bool { return srv.pausedGate(tenant) != nil }
-
-// pausedGate returns a channel closed when tenant is resumed, or nil when
-// it is not paused. It takes no lock: every transaction start asks.
-func (srv *Server) pausedGate(tenant string) chan struct{} {
-	return (*srv.pausedTenants.Load())[tenant]
 }

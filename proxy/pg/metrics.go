@@ -69,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg", Name: "sessions_ended_total",
-			Help: "Client connections the proxy ended: logged in with a session token that ended (reason revoked_or_expired, store_unavailable), or of a tenant the policy no longer has (tenant_removed).",
+			Help: "Client connections the proxy ended: logged in with a session token that ended (reason revoked_or_expired, store_unavailable), or of a tenant the policy no longer has (tenant_removed); session-pooled clients of a tenant the policy pauses (tenant_paused) and transactions of a paused tenant past the pause drain timeout (pause_drain_timeout).",
 		}, []string{"reason"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tenantguard", Subsystem: "pg", Name: "refusals_total",

@@ -33,23 +33,30 @@ func errTenantGone(id string) *wire.Error {
 func (srv *Server) Reconcile() {
 	snap := srv.policy.Load()
 	srv.mu.Lock()
-	var gone, revoked, moved []*clientConn
+	var gone, revoked, moved, paused []*clientConn
 	for _, s := range srv.clients {
-		switch _, st := clientend.Check(snap, s.tenant, s.credential); st {
+		switch t, st := clientend.Check(snap, s.tenant, s.credential); st {
 		case clientend.TenantGone:
 			gone = append(gone, s)
 		case clientend.CredentialGone:
 			revoked = append(revoked, s)
 		default:
-			if s.mode == PoolSession && s.routeChanged(snap) {
+			switch {
+			case s.mode == PoolSession && s.routeChanged(snap):
 				moved = append(moved, s)
+			case s.mode == PoolSession && t.Paused:
+				paused = append(paused, s)
 			}
 		}
 	}
 	srv.mu.Unlock()
+	srv.applyPolicyPauses(snap)
 	srv.applyLimits()
 	for _, s := range moved {
 		s.movedSession() // at its transaction boundary: session state cannot move
+	}
+	for _, s := range paused {
+		s.pausedSession()
 	}
 	for _, s := range gone {
 		s.tenantRemoved()

@@ -67,9 +67,12 @@ type Server struct {
 	perTenant map[string]int         // client connections by tenant
 	labels    map[string]struct{}
 	janitor   chan struct{}
-	// pausedTenants are those PAUSEd from the console: each channel is
-	// closed at RESUME. Replaced, never modified, under mu; read without it.
+	// pausedTenants are those paused (pause.go), by the console's PAUSE
+	// or the policy: each channel is closed when the last reason goes.
+	// Replaced, never modified, under mu; read without it. pauseReasons
+	// (under mu) says why each is paused.
 	pausedTenants atomic.Pointer[map[string]chan struct{}]
+	pauseReasons  map[string]pauseReason
 	bg            sync.WaitGroup
 	readyOnce     sync.Once
 }
@@ -85,18 +88,19 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		log = slog.Default()
 	}
 	srv := &Server{
-		cfg:       cfg,
-		policy:    pol,
-		log:       log,
-		metrics:   newMetrics(reg),
-		pools:     map[string]*pool{},
-		routes:    map[routeKey]*pool{},
-		slots:     map[string]*clusterSlots{},
-		shares:    map[string]int{},
-		clients:   map[uint32]*clientConn{},
-		perTenant: map[string]int{},
-		labels:    map[string]struct{}{},
-		janitor:   make(chan struct{}),
+		cfg:          cfg,
+		policy:       pol,
+		log:          log,
+		metrics:      newMetrics(reg),
+		pools:        map[string]*pool{},
+		routes:       map[routeKey]*pool{},
+		slots:        map[string]*clusterSlots{},
+		shares:       map[string]int{},
+		clients:      map[uint32]*clientConn{},
+		perTenant:    map[string]int{},
+		labels:       map[string]struct{}{},
+		janitor:      make(chan struct{}),
+		pauseReasons: map[string]pauseReason{},
 	}
 	srv.pausedTenants.Store(&map[string]chan struct{}{})
 	srv.caches = resultCaches{srv: srv, metrics: newCacheMetrics(reg)}
