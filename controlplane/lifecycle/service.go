@@ -308,8 +308,9 @@ func (s *Service) removeAllData(ctx context.Context, tenant string, rows, keys b
 	return nil
 }
 
-// waitAccepted waits until every data plane connected to this control
-// plane that takes the policy has accepted version (or a later one). A
+// waitAccepted waits until every data plane connected to the control
+// planes sharing the store (Config.Fleet; see package fleet) that takes
+// the policy has accepted version (or a later one). A
 // data plane that rejects it fails the wait at once; so does the timeout.
 // It returns how many data planes accepted it.
 func (s *Service) waitAccepted(ctx context.Context, r *workflow.Run, version int64, timeout time.Duration) (int, error) {
@@ -324,6 +325,20 @@ func (s *Service) waitAccepted(ctx context.Context, r *workflow.Run, version int
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		if f, ok := s.cfg.Fleet.(interface{ Ready() bool }); ok && !f.Ready() {
+			// The other control planes' data planes are not known yet
+			// (this instance has just started): wait for them.
+			_ = r.Progress(ctx, 0, 0, "reading the fleet's status from the other control planes")
+			if time.Now().After(deadline) {
+				return 0, workflow.Permanent(fmt.Errorf("policy version %d: the fleet's status could not be read from the store within %s", version, timeout))
+			}
+			select {
+			case <-ctx.Done():
+				return 0, context.Cause(ctx)
+			case <-tick.C:
+			}
+			continue
+		}
 		var waiting []string
 		accepted := 0
 		for id, st := range s.cfg.Fleet.NodeStatus() {

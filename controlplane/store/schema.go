@@ -111,6 +111,25 @@ var migrations = [][]string{
 		`ALTER TABLE tenantguard_cp.audit ADD CONSTRAINT audit_action_check
 			CHECK (action IN ('put', 'rollback', 'suspend', 'resume', 'seed', 'place', 'add_tenant', 'remove_tenant', 'operation', 'pause'))`,
 	},
+	// The fleet across control-plane instances (fleet.go): each instance
+	// publishes what its connected data planes accepted, so that any
+	// instance can wait for the whole fleet. A row of an instance that
+	// stopped publishing is stale after a few seconds and ignored.
+	6: {
+		`CREATE TABLE tenantguard_cp.fleet_nodes (
+			instance       text NOT NULL,
+			node           text NOT NULL,
+			streams        int NOT NULL,
+			takes_policy   boolean NOT NULL,
+			acked_version  text NOT NULL,
+			last_ack       timestamptz,
+			nacked_version text NOT NULL,
+			last_nack      timestamptz,
+			last_error     text NOT NULL,
+			published_at   timestamptz NOT NULL,
+			PRIMARY KEY (instance, node)
+		)`,
+	},
 }
 
 // migrate creates or upgrades the schema in one transaction under an

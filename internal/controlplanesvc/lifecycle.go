@@ -9,7 +9,6 @@ import (
 	"github.com/tenantguard/tenantguard/controlplane/lifecycle"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/workflow"
-	"github.com/tenantguard/tenantguard/controlplane/xds"
 	"github.com/tenantguard/tenantguard/extauthz/session"
 	"github.com/tenantguard/tenantguard/internal/config"
 	"github.com/tenantguard/tenantguard/proxy/pg/rls"
@@ -17,7 +16,7 @@ import (
 
 // newLifecycle builds the tenant lifecycle operations from the
 // configuration's lifecycle section; close releases its connections.
-func newLifecycle(lc config.Lifecycle, st *store.Store, x *xds.Server, log *slog.Logger) (ops *lifecycle.Operations, close func(), err error) {
+func newLifecycle(lc config.Lifecycle, st *store.Store, fleet lifecycle.Fleet, log *slog.Logger) (ops *lifecycle.Operations, close func(), err error) {
 	var closers []func() error
 	close = func() {
 		for _, c := range closers {
@@ -29,7 +28,7 @@ func newLifecycle(lc config.Lifecycle, st *store.Store, x *xds.Server, log *slog
 			close()
 		}
 	}()
-	lcfg := lifecycle.Config{Policy: st, Fleet: x, ArchiveDir: lc.ArchiveDir, ReadyTimeout: lc.ReadyTimeout, Logger: log}
+	lcfg := lifecycle.Config{Policy: st, Fleet: fleet, ArchiveDir: lc.ArchiveDir, ReadyTimeout: lc.ReadyTimeout, Logger: log}
 	for name, c := range lc.MoveClusters {
 		if lcfg.Move == nil {
 			lcfg.Move = map[string]lifecycle.MoveCluster{}

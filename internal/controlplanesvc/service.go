@@ -5,6 +5,7 @@ package controlplanesvc
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/tenantguard/tenantguard/controlplane/adminapi"
 	"github.com/tenantguard/tenantguard/controlplane/budget"
+	"github.com/tenantguard/tenantguard/controlplane/fleet"
 	"github.com/tenantguard/tenantguard/controlplane/lifecycle"
 	"github.com/tenantguard/tenantguard/controlplane/store"
 	"github.com/tenantguard/tenantguard/controlplane/xds"
@@ -43,6 +45,7 @@ type Service struct {
 	adminLn net.Listener
 	audit   *auditWatch
 	budget  *budget.Server
+	fleet   *fleet.View // the data planes of every instance on the store
 	ops     *lifecycle.Operations
 	opsDone func() // closes the lifecycle's connections
 
@@ -136,7 +139,8 @@ func Start(ctx context.Context, cfg *config.ControlPlane, log *slog.Logger) (*Se
 			return fail(fmt.Errorf("envoy resources: %w", err))
 		}
 	}
-	if s.ops, s.opsDone, err = newLifecycle(cfg.Lifecycle, st, s.xds, log.With("component", "lifecycle")); err != nil {
+	s.fleet = fleet.New(s.xds, st, fleet.Options{Instance: instanceName(), Logger: log.With("component", "fleet")})
+	if s.ops, s.opsDone, err = newLifecycle(cfg.Lifecycle, st, s.fleet, log.With("component", "lifecycle")); err != nil {
 		return fail(err)
 	}
 	api, err := adminapi.New(st, cfg.AdminToken, log.With("component", "admin-api"),
@@ -288,11 +292,12 @@ func (s *Service) follow() {
 
 // Run serves until ctx ends, then stops within the drain timeout.
 func (s *Service) Run(ctx context.Context) error {
-	s.wg.Add(4) // follow, the budget, the audit checks, the lifecycle operations
+	s.wg.Add(5) // follow, the budget, the fleet, the audit checks, the lifecycle operations
 	go s.follow()
 	bctx, stopBudget := context.WithCancel(context.Background())
 	defer stopBudget() // on an early return too
 	go func() { defer s.wg.Done(); s.budget.Run(bctx) }()
+	go func() { defer s.wg.Done(); s.fleet.Run(bctx) }()
 	go func() { defer s.wg.Done(); s.audit.run(s.stop) }()
 	go func() {
 		defer s.wg.Done()
@@ -329,4 +334,13 @@ func (s *Service) Run(ctx context.Context) error {
 	s.store.Close()
 	s.log.Info("stopped")
 	return serveErr
+}
+
+// instanceName names this control-plane process among the instances
+// sharing its store: host, pid and a random suffix (a pid is reused).
+func instanceName() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }

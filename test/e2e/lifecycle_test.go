@@ -372,8 +372,20 @@ drain_timeout: 2s
 	if err := os.WriteFile(filepath.Join(e.dir, "acme2.pw"), []byte(lifecycletest.Password("acme2")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, out = e.cli(apiA, "provision", "acme2", "--password-file", "acme2.pw"); code != 0 {
+	// Through another control plane, C, on the same store: the sidecar is
+	// connected to A only, and C's provisioning still waits for it (the
+	// instances share their data planes' status through the store).
+	_, apiC, _ := e.controlPlane("cp-c")
+	if code, out = e.cli(apiC, "provision", "acme2", "--password-file", "acme2.pw"); code != 0 {
 		t.Fatalf("provision acme2: exit %d\n%s", code, out)
+	}
+	if err := json.Unmarshal(operations(t, apiC, "acme2")[0].Result, &provRes); err != nil || provRes.Ready != 1 {
+		t.Fatalf("provision of acme2 through control plane C (the sidecar on A): result %s, %v; want data_planes_ready 1",
+			operations(t, apiC, "acme2")[0].Result, err)
+	}
+	if _, metrics, err := httpGet(ctx, "http://"+scAdmin+"/metrics"); err != nil ||
+		!strings.Contains(metrics, fmt.Sprintf(`tenantguard_policy_version_info{version="%d"} 1`, provRes.PolicyVersion)) {
+		t.Fatalf("the sidecar on A is not at policy version %d when C's provisioning ends (%v)", provRes.PolicyVersion, err)
 	}
 	empty := e.up.Counts(t, "acme2")
 	code, out = e.cli(apiA, "import", "acme2", "--archive", "tampered.tar")
@@ -420,7 +432,6 @@ drain_timeout: 2s
 	before := lifecycletest.Take(t, e.up, rdb)
 	acmeRows := e.up.Counts(t, "acme")
 	cpB, apiB, _ := e.controlPlane("cp-b")
-	_, apiC, _ := e.controlPlane("cp-c")
 	// Connections open through the sidecar before the offboarding:
 	// acme's is ended by it, globex's goes on.
 	acmeConn, err := asTenant("acme")
