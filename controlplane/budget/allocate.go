@@ -6,8 +6,9 @@
 // Every sidecar reports, per budgeted cluster, the share in force, the
 // connections it holds, how many of them are busy and how many clients
 // wait (policypb.LoadReport). A sidecar is counted at what it may hold
-// now: the most of its last grant, the share it last reported in force and
-// the connections it reported (its commitment). Targets are a fair split
+// now: the most of its last grant, the grants it has not acknowledged yet
+// (LoadReport.applied_seq), the share it last reported in force and the
+// connections it reported (its commitment). Targets are a fair split
 // of the budget: each sidecar its minimum, the rest first to sidecars by
 // demand (busy plus waiting, max-min fair), then evenly. A target below a
 // sidecar's commitment is granted at once (a shrink); a target above it
@@ -26,14 +27,18 @@ import (
 type nodeLoad struct {
 	id      string
 	granted int // last share granted; 0 before any
-	share   int // share in force as reported; -1 none or unknown
-	held    int
-	demand  int // busy plus waiting
-	live    bool
+	// inFlight is the most of the grants sent and not yet acknowledged
+	// (an earlier one may still be applied after a later, smaller one was
+	// decided); 0 if none.
+	inFlight int
+	share    int // share in force as reported; -1 none or unknown
+	held     int
+	demand   int // busy plus waiting
+	live     bool
 }
 
 // commitment is the most connections the sidecar may hold now.
-func (n nodeLoad) commitment() int { return max(n.granted, n.share, n.held, 0) }
+func (n nodeLoad) commitment() int { return max(n.granted, n.inFlight, n.share, n.held, 0) }
 
 // allocate returns the new grant of every live node for a cluster with
 // budget total and minimum minEach, given the nodes' loads (live and

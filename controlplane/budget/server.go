@@ -53,6 +53,10 @@ type Server struct {
 	budgets map[string][2]int // cluster -> {max, min}
 	nodes   map[string]*node
 	streams uint64
+	// seq is the last Shares.seq sent; it starts at the start time in
+	// nanoseconds, so that a restarted control plane numbers above what
+	// its predecessor sent.
+	seq uint64
 }
 
 // node is one sidecar as the allocator sees it.
@@ -65,6 +69,70 @@ type node struct {
 	loads   map[string]*policypb.ClusterLoad
 	granted map[string]int
 	out     chan *policypb.Shares // the latest shares to send; capacity 1
+	// unacked are the Shares sent (or queued) that the sidecar has not
+	// acknowledged yet (LoadReport.applied_seq), oldest first: until it
+	// does, any of them may be the one in force, so it is counted at
+	// their most (a growth replaced by a shrink may still arrive).
+	unacked []sentShares
+}
+
+// sentShares is one Shares sent to a sidecar.
+type sentShares struct {
+	seq    uint64
+	grants map[string]int
+}
+
+// maxUnacked bounds node.unacked: older entries are merged (their
+// most, acknowledged with the newest of them), which only counts a
+// sidecar higher for longer.
+const maxUnacked = 16
+
+// inFlight is the most of cluster's unacknowledged grants to n; 0 if none.
+func (n *node) inFlight(cluster string) int {
+	m := 0
+	for _, u := range n.unacked {
+		m = max(m, u.grants[cluster])
+	}
+	return m
+}
+
+// acked drops the Shares the sidecar acknowledged: those numbered up to
+// seq. A sidecar that does not number them (seq 0 with a share in force
+// equal to every grant) acknowledges all, as before the numbering.
+func (n *node) acked(seq uint64, loads map[string]*policypb.ClusterLoad) {
+	if seq == 0 {
+		for c, g := range n.granted {
+			if l := loads[c]; l == nil || int(l.GetShare()) != g {
+				return
+			}
+		}
+		if len(n.granted) > 0 {
+			n.unacked = n.unacked[:0]
+		}
+		return
+	}
+	i := 0
+	for i < len(n.unacked) && n.unacked[i].seq <= seq {
+		i++
+	}
+	n.unacked = append(n.unacked[:0], n.unacked[i:]...)
+}
+
+// remember records sh, about to be queued for n.
+func (n *node) remember(sh *policypb.Shares) {
+	g := make(map[string]int, len(sh.GetClusters()))
+	for _, c := range sh.GetClusters() {
+		g[c.GetCluster()] = int(c.GetShare())
+	}
+	if len(n.unacked) == maxUnacked {
+		a, b := n.unacked[0], n.unacked[1]
+		for c, v := range a.grants {
+			b.grants[c] = max(b.grants[c], v)
+		}
+		n.unacked = append(n.unacked[:0], n.unacked[1:]...)
+		n.unacked[0] = b
+	}
+	n.unacked = append(n.unacked, sentShares{seq: sh.GetSeq(), grants: g})
 }
 
 // New returns a Server.
@@ -79,7 +147,8 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, m: newMetrics(opts.Registerer), started: time.Now(),
+	now := time.Now()
+	return &Server{opts: opts, log: log, m: newMetrics(opts.Registerer), started: now, seq: uint64(now.UnixNano()),
 		kick: make(chan struct{}, 1), budgets: map[string][2]int{}, nodes: map[string]*node{}}
 }
 
@@ -215,6 +284,7 @@ func (s *Server) take(id string, gen uint64, r *policypb.LoadReport) error {
 		return errors.New("superseded by a newer stream of the node")
 	}
 	n.loads, n.leaving = loads, r.GetLeaving()
+	n.acked(r.GetAppliedSeq(), loads)
 	s.mu.Unlock()
 	s.poke()
 	return nil
@@ -244,7 +314,7 @@ func (s *Server) recompute(now time.Time) {
 		b := s.budgets[cluster]
 		loads := make([]nodeLoad, 0, len(s.nodes))
 		for _, n := range s.nodes {
-			nl := nodeLoad{id: n.id, granted: n.granted[cluster], share: -1, live: n.live && !n.leaving}
+			nl := nodeLoad{id: n.id, granted: n.granted[cluster], inFlight: n.inFlight(cluster), share: -1, live: n.live && !n.leaving}
 			if l := n.loads[cluster]; l != nil {
 				nl.share, nl.held = int(l.GetShare()), int(l.GetHeld())
 				nl.demand = int(l.GetActive()) + int(l.GetWaiting())
@@ -279,12 +349,14 @@ func (s *Server) recompute(now time.Time) {
 		if n.out == nil {
 			continue
 		}
-		sh := &policypb.Shares{}
+		s.seq++
+		sh := &policypb.Shares{Seq: s.seq}
 		for _, cluster := range names {
 			if g, ok := n.granted[cluster]; ok {
 				sh.Clusters = append(sh.Clusters, &policypb.ClusterShare{Cluster: cluster, Share: int32(g)})
 			}
 		}
+		n.remember(sh)
 		select { // the latest shares replace any not yet sent
 		case <-n.out:
 		default:

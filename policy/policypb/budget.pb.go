@@ -38,7 +38,13 @@ type LoadReport struct {
 	Clusters []*ClusterLoad `protobuf:"bytes,2,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	// Leaving says the sidecar has closed its pools and is going: its
 	// shares may be given to others at once.
-	Leaving       bool `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	Leaving bool `protobuf:"varint,3,opt,name=leaving,proto3" json:"leaving,omitempty"`
+	// AppliedSeq is the seq of the last Shares the sidecar applied before
+	// reading the clusters' state of this report (0: none yet, or a sidecar
+	// that does not number them). Until it acknowledges a Shares, the control
+	// plane counts the sidecar at the most that Shares granted: a grant that
+	// was sent and replaced by a smaller one may still be applied.
+	AppliedSeq    uint64 `protobuf:"varint,4,opt,name=applied_seq,json=appliedSeq,proto3" json:"applied_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -92,6 +98,13 @@ func (x *LoadReport) GetLeaving() bool {
 		return x.Leaving
 	}
 	return false
+}
+
+func (x *LoadReport) GetAppliedSeq() uint64 {
+	if x != nil {
+		return x.AppliedSeq
+	}
+	return 0
 }
 
 // ClusterLoad is what one sidecar holds and needs of one cluster.
@@ -181,8 +194,13 @@ func (x *ClusterLoad) GetWaiting() int32 {
 // Shares are one sidecar's shares of the budgets; a cluster not listed
 // keeps its share.
 type Shares struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Clusters      []*ClusterShare        `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Clusters []*ClusterShare        `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// Seq numbers the Shares sent to a sidecar, increasing, across streams
+	// and across control-plane restarts (it starts at the control plane's
+	// start time in nanoseconds); the sidecar echoes it in
+	// LoadReport.applied_seq.
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,6 +240,13 @@ func (x *Shares) GetClusters() []*ClusterShare {
 		return x.Clusters
 	}
 	return nil
+}
+
+func (x *Shares) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // ClusterShare is a sidecar's share of one cluster's budget: the most
@@ -282,20 +307,23 @@ var File_policy_policypb_budget_proto protoreflect.FileDescriptor
 
 const file_policy_policypb_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpolicy/policypb/budget.proto\x12\x15tenantguard.policy.v1\"\x7f\n" +
+	"\x1cpolicy/policypb/budget.proto\x12\x15tenantguard.policy.v1\"\xa0\x01\n" +
 	"\n" +
 	"LoadReport\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12>\n" +
 	"\bclusters\x18\x02 \x03(\v2\".tenantguard.policy.v1.ClusterLoadR\bclusters\x12\x18\n" +
-	"\aleaving\x18\x03 \x01(\bR\aleaving\"\x83\x01\n" +
+	"\aleaving\x18\x03 \x01(\bR\aleaving\x12\x1f\n" +
+	"\vapplied_seq\x18\x04 \x01(\x04R\n" +
+	"appliedSeq\"\x83\x01\n" +
 	"\vClusterLoad\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05share\x18\x02 \x01(\x05R\x05share\x12\x12\n" +
 	"\x04held\x18\x03 \x01(\x05R\x04held\x12\x16\n" +
 	"\x06active\x18\x04 \x01(\x05R\x06active\x12\x18\n" +
-	"\awaiting\x18\x05 \x01(\x05R\awaiting\"I\n" +
+	"\awaiting\x18\x05 \x01(\x05R\awaiting\"[\n" +
 	"\x06Shares\x12?\n" +
-	"\bclusters\x18\x01 \x03(\v2#.tenantguard.policy.v1.ClusterShareR\bclusters\">\n" +
+	"\bclusters\x18\x01 \x03(\v2#.tenantguard.policy.v1.ClusterShareR\bclusters\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\">\n" +
 	"\fClusterShare\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05share\x18\x02 \x01(\x05R\x05shareB4Z2github.com/tenantguard/tenantguard/policy/policypbb\x06proto3"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,6 +51,8 @@ type Reporter struct {
 	leave chan struct{}
 	once  sync.Once
 	left  chan struct{}
+	// applied is the seq of the last Shares applied (LoadReport.applied_seq).
+	applied atomic.Uint64
 }
 
 // NewReporter returns a Reporter; Run starts it.
@@ -132,7 +135,10 @@ func (r *Reporter) session(ctx context.Context, cc grpc.ClientConnInterface) (wo
 		return false, false, err
 	}
 	send := func(leaving bool) error {
-		rep := &policypb.LoadReport{NodeId: r.opts.NodeID, Clusters: r.opts.Load(), Leaving: leaving}
+		// The seq is read before the load: everything it acknowledges is
+		// in force (or replaced) in what Load reads.
+		seq := r.applied.Load()
+		rep := &policypb.LoadReport{NodeId: r.opts.NodeID, AppliedSeq: seq, Clusters: r.opts.Load(), Leaving: leaving}
 		return stream.Send(rep)
 	}
 	if err := send(false); err != nil {
@@ -151,6 +157,7 @@ func (r *Reporter) session(ctx context.Context, cc grpc.ClientConnInterface) (wo
 				return
 			}
 			r.opts.Apply(sh)
+			r.applied.Store(sh.GetSeq())
 			select {
 			case applied <- struct{}{}:
 			default:
