@@ -67,7 +67,9 @@ for s in "${sections[@]}"; do
 		run nearcache "Redis: the near cache, GET on a hot key set" go run ./bench/redisbench -near-cache -n $n -rounds $r ;;
 	extauthz)
 		if [ -n "$quick" ]; then d=2s r=1; else d=10s r=3; fi
-		run extauthz "ext_authz: checks as Envoy makes them" go run ./bench/extauthz -duration $d -rounds $r ;;
+		# The ext_authz-only build, as deployed (bench/extauthz.sh).
+		make --no-print-directory extauthz
+		run extauthz "ext_authz: checks as Envoy makes them" go run ./bench/extauthz -tenantguard bin/tenantguard-extauthz -duration $d -rounds $r ;;
 	idle)
 		if [ -n "$quick" ]; then n=200; else n=10000; fi
 		run idle "Idle clients: memory per connection" go run ./bench/idle -n $n ;;

@@ -190,7 +190,7 @@ controlplane:
 		Setup: fmt.Sprintf("acme: %d rows in orders at the start (plus its pgbench inserts); pgbench as acme through the sidecar at -R %d (insert and point select per transaction), 2 clients; %d round(s), alternating a → b and b → a.",
 			o.rows, o.rate, o.Rounds),
 	}
-	tbl := benchkit.Table{Left: 2, Header: []string{"round", "direction", "rows copied", "copy s", "rows/s copied", "pause ms", "move s", "acme tx", "acme failed", "acme max latency ms"}}
+	tbl := benchkit.Table{Left: 2, Header: []string{"round", "direction", "rows copied", "copy s", "rows/s copied", "pause ms", "move s", "acme tx", "acme failed", "acme max latency ms", "paused steps ms"}}
 	to := "b"
 	for round := range o.Rounds {
 		from := map[string]string{"a": "b", "b": "a"}[to]
@@ -205,12 +205,13 @@ controlplane:
 		tbl.Rows = append(tbl.Rows, []string{strconv.Itoa(round + 1), from + " → " + to,
 			strconv.FormatInt(r.copied, 10), fmt.Sprintf("%.1f", float64(r.copyMS)/1000), strconv.FormatInt(r.rowsPerSec, 10),
 			strconv.FormatInt(r.pauseMS, 10), fmt.Sprintf("%.1f", r.took.Seconds()),
-			strconv.Itoa(r.tx), strconv.Itoa(r.failed), fmt.Sprintf("%.0f", r.maxLatencyMS)})
+			strconv.Itoa(r.tx), strconv.Itoa(r.failed), fmt.Sprintf("%.0f", r.maxLatencyMS), r.steps})
 		to = from
 	}
 	rep.Tables = append(rep.Tables, tbl)
 	rep.Notes = append(rep.Notes,
 		"pause ms: from the version pausing acme accepted by the sidecar to the version switching it to the other cluster accepted (the operation's pause_ms). acme max latency: its slowest pgbench transaction (pgbench -l), the pause as the tenant sees it, plus the pgbench schedule lag it causes at -R.",
+		"paused steps ms: how long each step from pause to switch took (pause and switch include waiting for the sidecar's ACK), with +n the engine's gap between one step's end and the next's start.",
 		"rows/s copied: the initial copy (CREATE SUBSCRIPTION … copy_data = true) until every table is ready, from the operation's result.",
 		"Unmeasured on a shared machine: run on an otherwise idle one.")
 	return rep.Write(o.Out)
@@ -264,6 +265,7 @@ type moveResult struct {
 	took                                time.Duration
 	tx, failed                          int
 	maxLatencyMS                        float64
+	steps                               string // stepsMS
 }
 
 var failedRE = regexp.MustCompile(`number of failed transactions: (\d+)`)
@@ -317,12 +319,14 @@ func moveOnce(ctx context.Context, cpAdmin, acmeURL, script, dir, to string, rat
 			MS            int64 `json:"ms"`
 			RowsPerSecond int64 `json:"rows_per_second"`
 		} `json:"copy"`
-		PauseMS int64 `json:"pause_ms"`
+		PauseMS       int64 `json:"pause_ms"`
+		CatchUpWaitMS int64 `json:"catch_up_wait_ms"`
 	}
 	if err := json.Unmarshal(final.Result, &r); err != nil {
 		return res, fmt.Errorf("operation result: %w", err)
 	}
 	res.copied, res.copyMS, res.rowsPerSec, res.pauseMS = r.Copy.Rows, r.Copy.MS, r.Copy.RowsPerSecond, r.PauseMS
+	res.steps = stepsMS(final) + fmt.Sprintf(" (catch_up waited %d)", r.CatchUpWaitMS)
 	if m := failedRE.FindStringSubmatch(out.String()); m != nil {
 		res.failed, _ = strconv.Atoi(m[1])
 	}
@@ -335,6 +339,35 @@ type operation struct {
 	State  string          `json:"state"`
 	Error  string          `json:"error"`
 	Result json.RawMessage `json:"result"`
+	Steps  []struct {
+		Name       string     `json:"name"`
+		StartedAt  *time.Time `json:"started_at"`
+		FinishedAt *time.Time `json:"finished_at"`
+	} `json:"steps"`
+}
+
+// pausedSteps are the steps that run while the tenant is paused, in order.
+var pausedSteps = []string{"pause", "catch_up", "sync_sequences", "verify", "switch"}
+
+// stepsMS is how long each of pausedSteps took, in ms, as "name ms" pairs
+// (pause and switch include waiting for the sidecars' ACK), and the gaps
+// between them (the engine recording a step's end and starting the next).
+func stepsMS(op operation) string {
+	var parts []string
+	var prevEnd *time.Time
+	for _, name := range pausedSteps {
+		for _, st := range op.Steps {
+			if st.Name != name || st.StartedAt == nil || st.FinishedAt == nil {
+				continue
+			}
+			if prevEnd != nil {
+				parts = append(parts, fmt.Sprintf("+%d", st.StartedAt.Sub(*prevEnd).Milliseconds()))
+			}
+			parts = append(parts, fmt.Sprintf("%s %d", name, st.FinishedAt.Sub(*st.StartedAt).Milliseconds()))
+			prevEnd = st.FinishedAt
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func api(ctx context.Context, method, url string, body io.Reader, out any) error {

@@ -425,7 +425,10 @@ func dropSlot(ctx context.Context, conn *pgx.Conn, name string) error {
 }
 
 // createSubscription subscribes the target to the publication, copying
-// the rows there first.
+// the rows there first. Its apply worker commits with synchronous_commit
+// on: it reports a transaction applied once it is flushed, and with the
+// default (off) that waits for the WAL writer and the worker's next
+// wake-up, which made catch_up, inside the tenant's pause, take 0.4-0.8 s.
 func (s *Service) createSubscription(ctx context.Context, r *workflow.Run) error {
 	e, err := s.openMove(ctx, r, nil)
 	if err != nil {
@@ -447,7 +450,7 @@ func (s *Service) createSubscription(ctx context.Context, r *workflow.Run) error
 	}
 	id := pgx.Identifier{e.name}.Sanitize()
 	q := "CREATE SUBSCRIPTION " + id + " CONNECTION " + quoteLiteral(conninfo) + " PUBLICATION " + id +
-		" WITH (copy_data = true, create_slot = true, slot_name = " + quoteLiteral(e.name) + ")"
+		" WITH (copy_data = true, create_slot = true, slot_name = " + quoteLiteral(e.name) + ", synchronous_commit = 'on')"
 	if _, err := e.dst.Exec(ctx, q); err != nil {
 		return fmt.Errorf("create subscription on %s: %w", e.rt.To, err)
 	}
@@ -638,7 +641,21 @@ func (s *Service) catchUp(ctx context.Context, r *workflow.Run) error {
 	if err := e.src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&target); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(time.Duration(p.CatchupTimeout))
+	// Flush the source's WAL past target now: the walsender sends only
+	// flushed WAL, and the WAL writer would take up to wal_writer_delay
+	// (a tenant commit made with synchronous_commit off may lie there).
+	// A transaction with an xid commits with a flush.
+	if err := pgx.BeginFunc(ctx, e.src, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "SELECT pg_current_xact_id()")
+		return err
+	}); err != nil {
+		return fmt.Errorf("flush the source's WAL: %w", err)
+	}
+	waitFrom := time.Now()
+	deadline := waitFrom.Add(time.Duration(p.CatchupTimeout))
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -652,7 +669,7 @@ func (s *Service) catchUp(ctx context.Context, r *workflow.Run) error {
 			if err := r.SetResult("caught_up_at_lsn", target); err != nil {
 				return err
 			}
-			return nil
+			return r.SetResult("catch_up_wait_ms", time.Since(waitFrom).Milliseconds())
 		}
 		if time.Now().After(deadline) {
 			got := "nothing"
@@ -707,8 +724,12 @@ func (s *Service) syncSequences(ctx context.Context, r *workflow.Run) error {
 }
 
 // tableSum is one table's rows of the tenant and a checksum of them: the
-// sum of the first 60 bits of each row's MD5 (its text form), which does
-// not depend on the order rows are read in.
+// sum of 60 bits of each row's 64-bit hash (hashtextextended of its text
+// form), which does not depend on the order rows are read in. It runs
+// inside the tenant's pause, so the hash is PostgreSQL's own, 2.5 times
+// cheaper than an MD5 of each row (100,000 rows: 45 ms against 113). Its
+// value differs between a little- and a big-endian server, so a move
+// between such two fails at verify, safely (the move is undone).
 type tableSum struct {
 	Rows     int64  `json:"rows"`
 	Checksum string `json:"checksum"`
@@ -718,7 +739,7 @@ func sumTenant(ctx context.Context, conn *pgx.Conn, tables []*table, tenant stri
 	out := map[string]tableSum{}
 	for _, t := range tables {
 		var ts tableSum
-		if err := conn.QueryRow(ctx, "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text FROM "+
+		if err := conn.QueryRow(ctx, "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0) >> 4), 0)::text FROM "+
 			t.ident+" t WHERE "+t.tenantFilter(), tenant).Scan(&ts.Rows, &ts.Checksum); err != nil {
 			return nil, fmt.Errorf("checksum of %s: %w", t.Name, err)
 		}
