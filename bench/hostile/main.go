@@ -21,7 +21,11 @@
 //   - never-reads-pg: 8 clients each running a 1 GB SELECT and never
 //     reading, reconnecting when cut off (client_write_timeout);
 //   - pipeline-redis: 4 clients each pipelining a million GETs of a 100 KB
-//     value without reading, reconnecting when cut off (output limit).
+//     value without reading, reconnecting when cut off (output limit);
+//   - busy-cpu: not an attack but the reference: no connection at all,
+//     two threads spinning at the attacker's niceness, to show what
+//     merely sharing the two cores with such a process costs the quiet
+//     tenant.
 //
 // Latency includes everything the quiet tenant's client sees. This machine
 // is shared: the attacks take CPU, so the ratio measures the sidecar and
@@ -222,7 +226,8 @@ tenants:
 	}
 	rep := benchkit.Report{
 		Setup: fmt.Sprintf("bench/hostile: the quiet tenant's latency (4 Postgres + 4 Redis clients, one request every 5 ms each) for %s per scenario, %d round(s), median over rounds; goal: p99 within 2× of alone. "+
-			"The attacker runs in its own process at nice %d, standing in for a client on another machine (on one 2-core machine it otherwise takes the CPU the sidecar and the quiet tenant need); the sidecar runs with its defaults (failed_handshakes_per_second 100).", o.duration, o.Rounds, o.nice),
+			"The attacker runs in its own process at nice %d, standing in for a client on another machine (on one 2-core machine it otherwise takes the CPU the sidecar and the quiet tenant need); the sidecar runs with its defaults (failed_handshakes_per_second 100). "+
+			"busy-cpu is the reference, not an attack: two threads spinning at the same niceness and no connection, what sharing the cores with such a process costs by itself.", o.duration, o.Rounds, o.nice),
 		Tables: []benchkit.Table{tab},
 	}
 	return rep.Write(o.Out)
@@ -298,6 +303,15 @@ var attacks = map[string]func(ctx context.Context, e env){
 	"oversized":      oversized,
 	"never-reads-pg": neverReadsPG,
 	"pipeline-redis": pipelineRedis,
+	"busy-cpu":       busyCPU,
+}
+
+// busyCPU spins two threads until ctx ends (the reference scenario).
+func busyCPU(ctx context.Context, _ env) {
+	workers(ctx, 2, func(ctx context.Context, _ int) {
+		for end := time.Now().Add(10 * time.Millisecond); time.Now().Before(end); {
+		}
+	})
 }
 
 // startAttacker runs scenario name in a child process (this program, at

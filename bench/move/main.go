@@ -318,6 +318,7 @@ func moveOnce(ctx context.Context, cpAdmin, acmeURL, script, dir, to string, rat
 			Rows          int64 `json:"rows"`
 			MS            int64 `json:"ms"`
 			RowsPerSecond int64 `json:"rows_per_second"`
+			LagBytes      int64 `json:"lag_bytes"`
 		} `json:"copy"`
 		PauseMS       int64 `json:"pause_ms"`
 		CatchUpWaitMS int64 `json:"catch_up_wait_ms"`
@@ -326,7 +327,7 @@ func moveOnce(ctx context.Context, cpAdmin, acmeURL, script, dir, to string, rat
 		return res, fmt.Errorf("operation result: %w", err)
 	}
 	res.copied, res.copyMS, res.rowsPerSec, res.pauseMS = r.Copy.Rows, r.Copy.MS, r.Copy.RowsPerSecond, r.PauseMS
-	res.steps = stepsMS(final) + fmt.Sprintf(" (catch_up waited %d)", r.CatchUpWaitMS)
+	res.steps = stepsMS(final) + fmt.Sprintf(" (lag at the pause %d KiB, catch_up waited %d)", r.Copy.LagBytes>>10, r.CatchUpWaitMS)
 	if m := failedRE.FindStringSubmatch(out.String()); m != nil {
 		res.failed, _ = strconv.Atoi(m[1])
 	}

@@ -532,6 +532,13 @@ func subscriptionErrors(ctx context.Context, dst *pgx.Conn, name string) (apply,
 	return apply, sync, err
 }
 
+// settleLagBytes and settleFor: once under max_lag_bytes, wait_copied
+// waits up to settleFor more for the lag to fall under settleLagBytes.
+const (
+	settleLagBytes = 64 << 10
+	settleFor      = 2 * time.Second
+)
+
 // waitCopied waits until every table is copied and the lag is small.
 func (s *Service) waitCopied(ctx context.Context, r *workflow.Run) error {
 	p, err := moveParams(r)
@@ -549,7 +556,7 @@ func (s *Service) waitCopied(ctx context.Context, r *workflow.Run) error {
 	deadline := start.Add(time.Duration(p.CopyTimeout))
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var lastCount time.Time
+	var lastCount, metAt time.Time
 	for {
 		applyErr, syncErr, err := subscriptionErrors(ctx, e.dst, e.name)
 		if err != nil {
@@ -567,14 +574,21 @@ func (s *Service) waitCopied(ctx context.Context, r *workflow.Run) error {
 		if err != nil {
 			return err
 		}
-		if notReady == 0 && replay != nil && lag >= 0 && lag <= p.MaxLagBytes {
+		caughtUp := notReady == 0 && replay != nil && lag >= 0 && lag <= p.MaxLagBytes
+		if caughtUp && metAt.IsZero() {
+			metAt = time.Now()
+		}
+		// Under max_lag_bytes, wait a little longer (settleFor at most) for
+		// the lag to fall under settleLagBytes: what is left when the
+		// tenant is paused, catch_up replays inside the pause.
+		if caughtUp && (lag <= settleLagBytes || time.Since(metAt) >= settleFor) {
 			copied, err := countTenant(ctx, e.dst, e.dstTables(), r.Tenant)
 			if err != nil {
 				return err
 			}
 			// Integers only: the audit chain's canonical JSON has no floats.
 			took := time.Since(start)
-			res := map[string]int64{"rows": total(copied), "ms": took.Milliseconds()}
+			res := map[string]int64{"rows": total(copied), "ms": took.Milliseconds(), "lag_bytes": lag}
 			if took > 0 {
 				res["rows_per_second"] = int64(float64(total(copied)) / took.Seconds())
 			}
