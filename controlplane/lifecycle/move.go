@@ -35,8 +35,9 @@ const KindMove = "move"
 //	pause               a policy version with the tenant paused, accepted
 //	                    by every connected sidecar: its transactions in
 //	                    progress have ended and new ones wait
-//	catch_up            the target has replayed the source's WAL up to its
-//	                    insert position read now
+//	catch_up            a marker row written at the source after the
+//	                    pause has reached the target (transactions apply
+//	                    in commit order)
 //	sync_sequences      the target's sequences of the tables at least the
 //	                    source's
 //	verify              row counts and checksums per table equal on both

@@ -380,6 +380,10 @@ func (s *Service) createPublication(ctx context.Context, r *workflow.Run) error 
 	for _, t := range e.tables {
 		parts = append(parts, t.ident+" WHERE ("+pgx.Identifier{t.TenantColumn}.Sanitize()+" = "+quoteLiteral(r.Tenant)+")")
 	}
+	if err := createMarkerTable(ctx, e.src); err != nil {
+		return fmt.Errorf("cluster %s: %w", e.rt.From, err)
+	}
+	parts = append(parts, markerTable+" WHERE (name = "+quoteLiteral(e.name)+")")
 	q := "CREATE PUBLICATION " + pgx.Identifier{e.name}.Sanitize() + " FOR TABLE " + strings.Join(parts, ", ") +
 		" WITH (publish = 'insert, update, delete')"
 	if _, err := e.src.Exec(ctx, q); err != nil {
@@ -403,6 +407,9 @@ func (s *Service) dropPublication(ctx context.Context, r *workflow.Run) error {
 	name := replicationName(r)
 	if _, err := conn.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return fmt.Errorf("drop publication on %s: %w", rt.From, err)
+	}
+	if err := deleteMarker(ctx, conn, name); err != nil {
+		return fmt.Errorf("cluster %s: %w", rt.From, err)
 	}
 	return dropSlot(ctx, conn, name)
 }
@@ -443,6 +450,9 @@ func (s *Service) createSubscription(ctx context.Context, r *workflow.Run) error
 	// before the subscription committed left the slot.
 	if err := dropSlot(ctx, e.src, e.name); err != nil {
 		return err
+	}
+	if err := createMarkerTable(ctx, e.dst); err != nil {
+		return fmt.Errorf("cluster %s: %w", e.rt.To, err)
 	}
 	conninfo := e.srcConf.PublisherConninfo
 	if conninfo == "" {
@@ -499,6 +509,9 @@ func (s *Service) undoSubscription(ctx context.Context, r *workflow.Run) error {
 	defer e.close()
 	if err := dropSubscription(ctx, e.dst, e.name); err != nil {
 		return err
+	}
+	if err := deleteMarker(ctx, e.dst, e.name); err != nil {
+		return fmt.Errorf("target cluster %s: %w", e.rt.To, err)
 	}
 	deleted := map[string]int64{}
 	for i := len(e.tables) - 1; i >= 0; i-- {
@@ -668,6 +681,13 @@ func (s *Service) catchUp(ctx context.Context, r *workflow.Run) error {
 	}); err != nil {
 		return fmt.Errorf("flush the source's WAL: %w", err)
 	}
+	if marked, err := markerPublished(ctx, e.src, e.name); err != nil {
+		return err
+	} else if marked {
+		return catchUpByMarker(ctx, r, e, time.Duration(p.CatchupTimeout))
+	}
+	// A move whose publication predates the marker: wait for the
+	// walsender's report instead.
 	waitFrom := time.Now()
 	deadline := waitFrom.Add(time.Duration(p.CatchupTimeout))
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -808,6 +828,9 @@ func (s *Service) dropReplication(ctx context.Context, r *workflow.Run) error {
 	if err := dropSubscription(ctx, e.dst, e.name); err != nil {
 		return err
 	}
+	if err := deleteMarker(ctx, e.dst, e.name); err != nil {
+		return fmt.Errorf("target cluster %s: %w", e.rt.To, err)
+	}
 	if err := s.dropPublication(ctx, r); err != nil {
 		return err
 	}
@@ -888,4 +911,82 @@ func (s *Service) verifySourceEmpty(ctx context.Context, r *workflow.Run) error 
 		deleted[name] = ts.Rows
 	}
 	return r.SetResult("deleted_at_source", deleted)
+}
+
+// markerTable is a table of the move's own on both clusters, in the
+// publication with a row filter on the move's name: catch_up writes a row
+// at the source once the tenant is paused and waits for it at the target.
+// Logical replication applies transactions in commit order, so once the
+// marker is there every commit of the tenant (all before the pause) is
+// applied. It does not wait for the walsender's reports of the applied
+// position (pg_stat_replication), which came about 400 ms after the
+// fact. Tenants' roles have no privilege on it.
+const markerTable = "tenantguard.move_marker"
+
+func createMarkerTable(ctx context.Context, conn *pgx.Conn) error {
+	for _, q := range []string{
+		"CREATE SCHEMA IF NOT EXISTS tenantguard",
+		"CREATE TABLE IF NOT EXISTS " + markerTable + " (name text PRIMARY KEY, seq bigint NOT NULL)",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("move marker: %w", err)
+		}
+	}
+	return nil
+}
+
+// markerPublished reports whether the move's publication has the marker.
+func markerPublished(ctx context.Context, src *pgx.Conn, name string) (bool, error) {
+	var ok bool
+	err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+		WHERE pubname = $1 AND schemaname = 'tenantguard' AND tablename = 'move_marker')`, name).Scan(&ok)
+	return ok, err
+}
+
+// deleteMarker removes the move's marker row where the table exists.
+func deleteMarker(ctx context.Context, conn *pgx.Conn, name string) error {
+	_, err := conn.Exec(ctx, `DO $$ BEGIN
+		IF to_regclass('tenantguard.move_marker') IS NOT NULL THEN
+			DELETE FROM tenantguard.move_marker WHERE name = `+quoteLiteral(name)+`;
+		END IF; END $$`)
+	return err
+}
+
+// catchUpByMarker writes a new marker at the source (committed with a
+// flush) and waits until the target has it.
+func catchUpByMarker(ctx context.Context, r *workflow.Run, e *moveEnv, timeout time.Duration) error {
+	seq := time.Now().UnixNano()
+	if err := pgx.BeginFunc(ctx, e.src, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO "+markerTable+" (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq", e.name, seq)
+		return err
+	}); err != nil {
+		return fmt.Errorf("write the move's marker at %s: %w", e.rt.From, err)
+	}
+	waitFrom := time.Now()
+	deadline := waitFrom.Add(timeout)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got int64
+		if err := e.dst.QueryRow(ctx, "SELECT coalesce((SELECT seq FROM "+markerTable+" WHERE name = $1), 0)", e.name).Scan(&got); err != nil {
+			return err
+		}
+		if got >= seq {
+			if err := r.SetResult("caught_up_marker", seq); err != nil {
+				return err
+			}
+			return r.SetResult("catch_up_wait_ms", time.Since(waitFrom).Milliseconds())
+		}
+		if time.Now().After(deadline) {
+			return workflow.Permanent(fmt.Errorf("cluster %s had not applied the move's marker within %s", e.rt.To, timeout))
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
 }
