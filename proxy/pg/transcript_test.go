@@ -139,7 +139,19 @@ func runTranscript(t *testing.T, tc transcriptCase) {
 		p = startProxy(t, pg, tweak)
 	}
 	running := func() error { return statementRunning(ctx, pg, "SELECT pg_sleep(30)") }
-	sent, got := runScript(ctx, t, p.acmeURL(), tc.steps, running)
+	// Before each step outside a transaction the proxy has given the
+	// server connection back (a transaction-pooled client that sends its
+	// next query while the connection is still attached keeps it, without
+	// a reset), so the transcript does not depend on that race.
+	released := func() {
+		harness.Eventually(t, 10*time.Second, func() error {
+			if n := p.metric(t, "tenantguard_pg_server_connections", map[string]string{"state": "active"}); n != 0 {
+				return fmt.Errorf("%v server connections active", n)
+			}
+			return nil
+		})
+	}
+	sent, got := runScript(ctx, t, p.acmeURL(), tc.steps, running, released)
 	relay.wait(t)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n", tc.name)
@@ -149,7 +161,7 @@ func runTranscript(t *testing.T, tc transcriptCase) {
 	section(&b, "client received", got)
 	golden(t, filepath.Join("testdata", "transcripts", tc.name+".txt"), b.String())
 	if tc.invisible {
-		_, want := runScript(ctx, t, direct, tc.steps, running)
+		_, want := runScript(ctx, t, direct, tc.steps, running, func() {})
 		if strings.Join(want, "\n") != strings.Join(got, "\n") {
 			t.Errorf("the client's view differs from PostgreSQL's own:\nthrough the proxy:\n%s\ndirect:\n%s",
 				strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -186,7 +198,7 @@ func golden(t *testing.T, path, got string) {
 
 // runScript logs in with pgconn, takes the raw connection and runs the
 // steps, returning the rendered messages sent and received after login.
-func runScript(ctx context.Context, t *testing.T, url string, steps []scriptStep, running func() error) (sent, got []string) {
+func runScript(ctx context.Context, t *testing.T, url string, steps []scriptStep, running func() error, beforeStep func()) (sent, got []string) {
 	t.Helper()
 	pc, err := pgconn.Connect(ctx, url)
 	if err != nil {
@@ -200,7 +212,11 @@ func runScript(ctx context.Context, t *testing.T, url string, steps []scriptStep
 	}
 	defer hj.Conn.Close()
 	fe := pgproto3.NewFrontend(hj.Conn, hj.Conn)
+	idle := true // outside a transaction, by the last ReadyForQuery
 	for _, st := range steps {
+		if idle {
+			beforeStep()
+		}
 		for _, m := range st.send {
 			fe.Send(m)
 			sent = append(sent, render(m))
@@ -227,8 +243,9 @@ func runScript(ctx context.Context, t *testing.T, url string, steps []scriptStep
 				t.Fatalf("receive: %v (got so far: %v)", err, got)
 			}
 			got = append(got, render(m))
-			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			if rfq, ok := m.(*pgproto3.ReadyForQuery); ok {
 				n++
+				idle = rfq.TxStatus == 'I'
 			}
 		}
 	}
