@@ -60,6 +60,7 @@ type options struct {
 	targets   map[string]bool // run only these targets (nil: all)
 	workloads map[string]bool // run only these workloads (nil: all)
 	profile   string          // directory for tenantguard's CPU profiles, one per run
+	counts    time.Duration   // length of each counting run (counts.go); 0 skips them
 }
 
 func main() {
@@ -85,12 +86,16 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.cache, "cache", false, "result cache mode: cached point selects and a cache-miss workload, direct vs tenantguard+iso with the cache off and on (uses -duration, -rounds, -modes, -out)")
 	targets := fs.String("targets", "", "comma-separated targets to run (direct, tenantguard, tenantguard+iso, pgbouncer); default all")
 	wls := fs.String("workloads", "", "comma-separated workloads to run (select-only, tpcb-like); default all")
+	fs.DurationVar(&o.counts, "counts", 5*time.Second, "length of the extra, untimed pgbench runs that count each proxy's system calls (perf stat) and tenantguard's heap allocations per transaction; 0 skips them")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of tenantguard for each of its runs into this directory (pprof on its admin listener)")
 	if err := o.Parse(fs, args); err != nil {
 		return o, err
 	}
 	if o.duration < time.Second {
 		return o, errors.New("-duration must be at least 1s")
+	}
+	if o.counts != 0 && o.counts < time.Second {
+		return o, errors.New("-counts must be 0 or at least 1s")
 	}
 	if o.noisy && o.cache {
 		return o, errors.New("-noisy and -cache are separate runs")
@@ -201,9 +206,14 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	counted, why, err := runCounts(ctx, o, targets, rows)
+	if err != nil {
+		return err
+	}
 	rep, err := newReport(o, rows, tg, iso, pgb)
 	if err != nil {
 		return err
 	}
+	addCounts(rep, o, rows, counted, why)
 	return rep.Write(o.Out)
 }

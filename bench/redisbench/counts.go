@@ -1,18 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
 )
@@ -35,22 +27,12 @@ type count struct {
 	allocs   []float64 // per request, one per proxy; -1 = not counted
 }
 
-// perfUsable reports whether perf can count system calls here, and why not.
-func perfUsable() (bool, string) {
-	out, err := exec.Command("perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true").CombinedOutput()
-	if err != nil {
-		return false, fmt.Sprintf("perf stat -e raw_syscalls:sys_enter failed (%v: %s); install linux-perf and allow tracepoints (perf_event_paranoid, root)",
-			err, strings.TrimSpace(string(out)))
-	}
-	return true, ""
-}
-
 // runCounts runs the counting runs against the proxies.
 func runCounts(ctx context.Context, o options, proxies []*target) ([]count, string, error) {
 	if o.counts == 0 {
 		return nil, "", nil
 	}
-	usePerf, why := perfUsable()
+	usePerf, why := benchkit.PerfUsable()
 	var out []count
 	for _, p := range o.pipelines {
 		for _, test := range tests {
@@ -62,7 +44,7 @@ func runCounts(ctx context.Context, o options, proxies []*target) ([]count, stri
 				}
 				c.syscalls = append(c.syscalls, sys)
 				c.allocs = append(c.allocs, allocs)
-				benchkit.Logf("%-3s -P %-3d counted %-18s %s syscalls/req, %s allocs/req", test, p, t.name, orNA(sys, "%.2f"), orNA(allocs, "%.3f"))
+				benchkit.Logf("%-3s -P %-3d counted %-18s %s syscalls/req, %s allocs/req", test, p, t.name, benchkit.OrNA(sys, "%.2f"), benchkit.OrNA(allocs, "%.3f"))
 			}
 			out = append(out, c)
 		}
@@ -76,88 +58,33 @@ func countOnce(ctx context.Context, o options, t *target, test string, pipeline 
 	url := metricsURL[t.svc]
 	var m0 float64
 	if url != "" {
-		if m0, err = mallocs(ctx, url); err != nil {
+		if m0, err = benchkit.Mallocs(ctx, url); err != nil {
 			return 0, 0, err
 		}
 	}
-	var perf *exec.Cmd
-	perfOut := filepath.Join(t.svc.Dir, "perf-stat.csv")
-	if usePerf {
-		perf = exec.Command("perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", strconv.Itoa(t.svc.Pid()), "-o", perfOut)
-		if err := perf.Start(); err != nil {
-			return 0, 0, fmt.Errorf("start perf stat: %w", err)
-		}
-		time.Sleep(200 * time.Millisecond) // let perf attach before the run starts
-	}
 	args := []string{"-t", strings.ToLower(test), "-c", strconv.Itoa(clients), "-n", strconv.Itoa(o.counts),
 		"-P", strconv.Itoa(pipeline), "-r", strconv.Itoa(keyspace), "--csv"}
-	_, runErr := runBenchmark(ctx, fmt.Sprintf("counting run %s -P %d via %s", test, pipeline, t.name), t, o.timeout, args)
-	if perf != nil {
-		_ = perf.Process.Signal(syscall.SIGINT)
-		_ = perf.Wait()
+	run := func() error {
+		_, err := runBenchmark(ctx, fmt.Sprintf("counting run %s -P %d via %s", test, pipeline, t.name), t, o.timeout, args)
+		return err
 	}
-	if runErr != nil {
-		return 0, 0, runErr
-	}
-	if perf != nil {
-		n, err := perfCount(perfOut)
+	if usePerf {
+		n, err := benchkit.CountSyscalls(t.svc, run)
 		if err != nil {
 			return 0, 0, err
 		}
 		sysPerReq = n / float64(o.counts)
+	} else if err := run(); err != nil {
+		return 0, 0, err
 	}
 	if url != "" {
-		m1, err := mallocs(ctx, url)
+		m1, err := benchkit.Mallocs(ctx, url)
 		if err != nil {
 			return 0, 0, err
 		}
 		allocsPerReq = (m1 - m0) / float64(o.counts)
 	}
 	return sysPerReq, allocsPerReq, nil
-}
-
-// perfCount reads the event count from perf stat -x, output.
-func perfCount(path string) (float64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Split(sc.Text(), ",")
-		if len(fields) >= 3 && strings.Contains(fields[2], "raw_syscalls:sys_enter") {
-			return strconv.ParseFloat(fields[0], 64)
-		}
-	}
-	return 0, fmt.Errorf("no raw_syscalls:sys_enter count in %s", path)
-}
-
-// mallocs reads go_memstats_mallocs_total from a Prometheus endpoint.
-func mallocs(ctx context.Context, url string) (float64, error) {
-	return metricValue(ctx, url, "go_memstats_mallocs_total")
-}
-
-// metricValue reads one series (name with its labels, as exported) from a
-// Prometheus endpoint.
-func metricValue(ctx context.Context, url, series string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, errors.New("no " + series + " in " + url)
 }
 
 // addCounts adds the counting runs' table to the report.
@@ -177,11 +104,11 @@ func addCounts(rep *benchkit.Report, counted []count, proxies []*target, why str
 	for _, c := range counted {
 		cells := []string{c.test, "-P " + strconv.Itoa(c.pipeline)}
 		for i := range proxies {
-			cells = append(cells, orNA(c.syscalls[i], "%.2f"))
+			cells = append(cells, benchkit.OrNA(c.syscalls[i], "%.2f"))
 		}
 		for i, t := range proxies {
 			if metricsURL[t.svc] != "" {
-				cells = append(cells, orNA(c.allocs[i], "%.3f"))
+				cells = append(cells, benchkit.OrNA(c.allocs[i], "%.3f"))
 			}
 		}
 		tbl.Rows = append(tbl.Rows, cells)
@@ -192,12 +119,4 @@ func addCounts(rep *benchkit.Report, counted []count, proxies []*target, why str
 		note += " System calls not counted: " + why + "."
 	}
 	rep.Notes = append(rep.Notes, note)
-}
-
-// orNA formats v, or n/a for a figure not counted (negative).
-func orNA(v float64, format string) string {
-	if v < 0 {
-		return "n/a"
-	}
-	return fmt.Sprintf(format, v)
 }

@@ -83,7 +83,7 @@ func runNearCache(ctx context.Context, o options, redisAddr string, pgPort int, 
 	for _, t := range targets[2:] {
 		var v [2]float64
 		for i, m := range []string{"hits", "misses"} {
-			if v[i], err = metricValue(ctx, metricsURL[t.svc], "tenantguard_redis_near_cache_"+m+`_total{tenant="`+tenantID+`"}`); err != nil {
+			if v[i], err = benchkit.MetricValue(ctx, metricsURL[t.svc], "tenantguard_redis_near_cache_"+m+`_total{tenant="`+tenantID+`"}`); err != nil {
 				return err
 			}
 		}

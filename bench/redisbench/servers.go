@@ -63,6 +63,7 @@ func tenantguardConfig(pgPort, redisPort, adminPort, pgListen int, redisUpstream
   postgres: "127.0.0.1:%d"
   redis: "127.0.0.1:%d"
   admin: "127.0.0.1:%d"
+debug: {pprof: true} # /debug/pprof/ on the admin listener, for profiling a run by hand
 postgres:
   databases:
     - name: postgres

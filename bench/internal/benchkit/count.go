@@ -1,0 +1,103 @@
+package benchkit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Counting runs measure what depends much less than throughput and CPU
+// time on how busy the machine is: a proxy's system calls (perf stat on
+// the raw_syscalls:sys_enter tracepoint, attached to its process) and
+// tenantguard's heap allocations (go_memstats_mallocs_total from its
+// /metrics). Counting a tracepoint costs time on every system call, so a
+// counting run is separate from the timed ones.
+
+// PerfUsable reports whether perf can count system calls here, and why not.
+func PerfUsable() (bool, string) {
+	out, err := exec.Command("perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true").CombinedOutput()
+	if err != nil {
+		return false, fmt.Sprintf("perf stat -e raw_syscalls:sys_enter failed (%v: %s); install linux-perf and allow tracepoints (perf_event_paranoid, root)",
+			err, strings.TrimSpace(string(out)))
+	}
+	return true, ""
+}
+
+// CountSyscalls runs f with perf stat attached to s and returns the
+// system calls s made meanwhile; the count goes through a file in s.Dir.
+func CountSyscalls(s *Service, f func() error) (float64, error) {
+	out := filepath.Join(s.Dir, "perf-stat.csv")
+	perf := exec.Command("perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", strconv.Itoa(s.Pid()), "-o", out)
+	if err := perf.Start(); err != nil {
+		return 0, fmt.Errorf("start perf stat: %w", err)
+	}
+	time.Sleep(200 * time.Millisecond) // let perf attach before the run starts
+	runErr := f()
+	_ = perf.Process.Signal(syscall.SIGINT)
+	_ = perf.Wait()
+	if runErr != nil {
+		return 0, runErr
+	}
+	return perfCount(out)
+}
+
+// perfCount reads the event count from perf stat -x, output.
+func perfCount(path string) (float64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), ",")
+		if len(fields) >= 3 && strings.Contains(fields[2], "raw_syscalls:sys_enter") {
+			return strconv.ParseFloat(fields[0], 64)
+		}
+	}
+	return 0, fmt.Errorf("no raw_syscalls:sys_enter count in %s", path)
+}
+
+// Mallocs reads go_memstats_mallocs_total from a Prometheus endpoint.
+func Mallocs(ctx context.Context, url string) (float64, error) {
+	return MetricValue(ctx, url, "go_memstats_mallocs_total")
+}
+
+// MetricValue reads one series (name with its labels, as exported) from a
+// Prometheus endpoint.
+func MetricValue(ctx context.Context, url, series string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, errors.New("no " + series + " in " + url)
+}
+
+// OrNA formats v, or n/a for a figure not counted (negative).
+func OrNA(v float64, format string) string {
+	if v < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, v)
+}

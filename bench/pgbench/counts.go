@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/tenantguard/tenantguard/bench/internal/benchkit"
+)
+
+// Counting runs (-counts): after the timed runs, one more pgbench run per
+// workload, mode and proxy with perf stat attached counts the proxy's
+// system calls per transaction, and for tenantguard its heap allocations
+// per transaction (go_memstats_mallocs_total before and after). These
+// hardly depend on how busy the machine is, where tps and CPU time do.
+
+// count is a row's counting runs: per target (same order as the row's
+// results), system calls and allocations per transaction; -1 = not counted.
+type count struct {
+	syscalls, allocs []float64
+}
+
+// runCounts runs the counting runs for every row.
+func runCounts(ctx context.Context, o options, targets []*target, rows []row) ([]count, string, error) {
+	if o.counts == 0 {
+		return nil, "", nil
+	}
+	usePerf, why := benchkit.PerfUsable()
+	w := map[string]workload{}
+	for _, wl := range workloads {
+		w[wl.name] = wl
+	}
+	out := make([]count, len(rows))
+	for ri, r := range rows {
+		c := count{syscalls: make([]float64, len(targets)), allocs: make([]float64, len(targets))}
+		for i, t := range targets {
+			c.syscalls[i], c.allocs[i] = -1, -1
+			if t.svc == nil || r.results[i].skipped != "" {
+				continue
+			}
+			sys, allocs, err := countOnce(ctx, o, t, w[r.workload], r.mode, usePerf)
+			if err != nil {
+				return nil, "", err
+			}
+			c.syscalls[i], c.allocs[i] = sys, allocs
+			benchkit.Logf("%-11s %-8s counted %-15s %s syscalls/tx, %s allocs/tx", r.workload, r.mode, t.name,
+				benchkit.OrNA(sys, "%.2f"), benchkit.OrNA(allocs, "%.1f"))
+		}
+		out[ri] = c
+	}
+	return out, why, nil
+}
+
+// countOnce runs pgbench for o.counts against t, counting.
+func countOnce(ctx context.Context, o options, t *target, w workload, mode string, usePerf bool) (sysPerTx, allocsPerTx float64, err error) {
+	sysPerTx, allocsPerTx = -1, -1
+	url := ""
+	if t.adminPort != 0 {
+		url = fmt.Sprintf("http://127.0.0.1:%d/metrics", t.adminPort)
+	}
+	var m0 float64
+	if url != "" {
+		if m0, err = benchkit.Mallocs(ctx, url); err != nil {
+			return 0, 0, err
+		}
+	}
+	args := []string{"-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
+		"-T", strconv.Itoa(int(o.counts.Seconds())), "-M", mode}
+	args = append(args, w.args...)
+	var out pgbenchOut
+	run := func() (err error) {
+		out, err = runPgbench(ctx, fmt.Sprintf("counting run pgbench %s -M %s via %s", w.name, mode, t.name), t, o.counts, args)
+		return err
+	}
+	var sys float64
+	if usePerf {
+		sys, err = benchkit.CountSyscalls(t.svc, run)
+	} else {
+		err = run()
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if out.txns == 0 {
+		return 0, 0, fmt.Errorf("counting run via %s: no transaction", t.name)
+	}
+	if usePerf {
+		sysPerTx = sys / float64(out.txns)
+	}
+	if url != "" {
+		m1, err := benchkit.Mallocs(ctx, url)
+		if err != nil {
+			return 0, 0, err
+		}
+		allocsPerTx = (m1 - m0) / float64(out.txns)
+	}
+	return sysPerTx, allocsPerTx, nil
+}
+
+// addCounts adds the counting runs' table to the report.
+func addCounts(rep *benchkit.Report, o options, rows []row, counted []count, why string) {
+	if len(counted) == 0 {
+		return
+	}
+	tbl := benchkit.Table{Left: 2, Header: []string{"workload", "mode",
+		"tenantguard syscalls/tx", "tenantguard+iso syscalls/tx", "pgbouncer syscalls/tx",
+		"tenantguard allocs/tx", "tenantguard+iso allocs/tx"}}
+	for ri, r := range rows {
+		c := counted[ri]
+		tbl.Rows = append(tbl.Rows, []string{r.workload, r.mode,
+			benchkit.OrNA(c.syscalls[iTenantguard], "%.2f"), benchkit.OrNA(c.syscalls[iIso], "%.2f"), benchkit.OrNA(c.syscalls[iPgBouncer], "%.2f"),
+			benchkit.OrNA(c.allocs[iTenantguard], "%.1f"), benchkit.OrNA(c.allocs[iIso], "%.1f")})
+	}
+	rep.Tables = append(rep.Tables, tbl)
+	note := fmt.Sprintf("System calls and allocations per transaction come from separate, untimed runs (pgbench -T %d each): perf stat -e raw_syscalls:sys_enter -p PID on the proxy, and go_memstats_mallocs_total from tenantguard's /metrics before and after. Unlike tps and CPU time they hardly depend on how busy the machine is.", int(o.counts.Seconds()))
+	if why != "" {
+		note += " System calls not counted: " + why + "."
+	}
+	rep.Notes = append(rep.Notes, note)
+}
