@@ -105,11 +105,18 @@ func addCounts(rep *benchkit.Report, o options, rows []row, counted []count, why
 	tbl := benchkit.Table{Left: 2, Header: []string{"workload", "mode",
 		"tenantguard syscalls/tx", "tenantguard+iso syscalls/tx", "pgbouncer syscalls/tx",
 		"tenantguard allocs/tx", "tenantguard+iso allocs/tx"}}
+	if o.loop {
+		tbl.Header = append(tbl.Header, "go-loop syscalls/tx")
+	}
 	for ri, r := range rows {
 		c := counted[ri]
-		tbl.Rows = append(tbl.Rows, []string{r.workload, r.mode,
+		cells := []string{r.workload, r.mode,
 			benchkit.OrNA(c.syscalls[iTenantguard], "%.2f"), benchkit.OrNA(c.syscalls[iIso], "%.2f"), benchkit.OrNA(c.syscalls[iPgBouncer], "%.2f"),
-			benchkit.OrNA(c.allocs[iTenantguard], "%.1f"), benchkit.OrNA(c.allocs[iIso], "%.1f")})
+			benchkit.OrNA(c.allocs[iTenantguard], "%.1f"), benchkit.OrNA(c.allocs[iIso], "%.1f")}
+		if o.loop {
+			cells = append(cells, benchkit.OrNA(c.syscalls[iLoop], "%.2f"))
+		}
+		tbl.Rows = append(tbl.Rows, cells)
 	}
 	rep.Tables = append(rep.Tables, tbl)
 	note := fmt.Sprintf("System calls and allocations per transaction come from separate, untimed runs (pgbench -T %d each): perf stat -e raw_syscalls:sys_enter -p PID on the proxy, and go_memstats_mallocs_total from tenantguard's /metrics before and after. Unlike tps and CPU time they hardly depend on how busy the machine is.", int(o.counts.Seconds()))

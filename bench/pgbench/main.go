@@ -61,6 +61,7 @@ type options struct {
 	workloads map[string]bool // run only these workloads (nil: all)
 	profile   string          // directory for tenantguard's CPU profiles, one per run
 	counts    time.Duration   // length of each counting run (counts.go); 0 skips them
+	loop      bool            // also run bench/pgloop, the event-loop experiment
 }
 
 func main() {
@@ -87,6 +88,7 @@ func parseFlags(args []string) (options, error) {
 	targets := fs.String("targets", "", "comma-separated targets to run (direct, tenantguard, tenantguard+iso, pgbouncer); default all")
 	wls := fs.String("workloads", "", "comma-separated workloads to run (select-only, tpcb-like); default all")
 	fs.DurationVar(&o.counts, "counts", 5*time.Second, "length of the extra, untimed pgbench runs that count each proxy's system calls (perf stat) and tenantguard's heap allocations per transaction; 0 skips them")
+	fs.BoolVar(&o.loop, "loop", false, "also run bench/pgloop, a minimal transaction-pooling forwarder on an epoll loop (an experiment: what an event loop costs in Go, beside the goroutine-per-connection data plane)")
 	fs.StringVar(&o.profile, "profile", "", "write a CPU profile of tenantguard for each of its runs into this directory (pprof on its admin listener)")
 	if err := o.Parse(fs, args); err != nil {
 		return o, err
@@ -192,6 +194,15 @@ func run(ctx context.Context, o options) (err error) {
 		iTenantguard: {name: "tenantguard", port: tg.port, user: tenantID, password: tenantPass, svc: tg.Service, adminPort: tg.adminPort},
 		iIso:         {name: "tenantguard+iso", port: iso.port, user: tenantID, password: tenantPass, svc: iso.Service, adminPort: iso.adminPort},
 		iPgBouncer:   {name: "pgbouncer", port: pgb.port, user: tenantID, password: tenantPass, svc: pgb.Service},
+	}
+	if o.loop {
+		lp, err := startLoop(ctx, pg.Port())
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, lp.Stop()) }()
+		targets = append(targets, &target{name: "go-loop", port: lp.port, user: tenantID, password: tenantPass, svc: lp.Service,
+			skipModes: map[string]string{"prepared": "bench/pgloop keeps no prepared statements across server connections"}})
 	}
 	for _, t := range targets {
 		if o.targets != nil && !o.targets[t.name] {

@@ -219,3 +219,24 @@ func unprivileged() (*syscall.Credential, error) {
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
+
+// startLoop builds and runs bench/pgloop in front of PostgreSQL on pgPort.
+func startLoop(ctx context.Context, pgPort int) (*service, error) {
+	s, err := newService("go-loop")
+	if err != nil {
+		return nil, err
+	}
+	s.user, s.password = tenantID, tenantPass
+	if s.port, err = pgcluster.FreePort(); err != nil {
+		return nil, s.Discard(err)
+	}
+	bin := filepath.Join(s.Dir, "pgloop")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./bench/pgloop").CombinedOutput(); err != nil {
+		return nil, s.Discard(fmt.Errorf("go build ./bench/pgloop: %w\n%s", err, out))
+	}
+	upstream := fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", dbUser, dbPassword, pgPort, dbName)
+	if err := s.start(ctx, bin, "-listen", benchkit.LocalAddr(s.port), "-upstream", upstream, "-pool", strconv.Itoa(poolSize)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

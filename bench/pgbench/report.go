@@ -15,6 +15,7 @@ const (
 	iTenantguard
 	iIso
 	iPgBouncer
+	iLoop // bench/pgloop, with -loop only
 )
 
 // newReport computes the medians, ratios and resource figures.
@@ -58,12 +59,44 @@ func newReport(o options, rows []row, tg, iso *service, pgb *pgbouncer) (*benchk
 			benchkit.Num(tgCPU, "%.1f"), benchkit.Num(isoCPU, "%.1f"), benchkit.Num(pgbCPU, "%.1f"), benchkit.Ratio(tgCPU, pgbCPU), benchkit.Ratio(isoCPU, tgCPU)})
 	}
 	rep.Tables = []benchkit.Table{throughput, ratios, resources}
+	if o.loop {
+		rep.Tables = append(rep.Tables, loopTable(rows, hz))
+		rep.Notes = append(rep.Notes, "go-loop is bench/pgloop, an experiment and not the product: a transaction-pooling forwarder on one epoll loop that inspects nothing but message boundaries and ReadyForQuery (no firewall, binding, limits or metrics), to show what an event loop costs in Go.")
+	}
 	rss, err := benchkit.RSSNote(tg.Service, iso.Service, pgb.Service)
 	if err != nil {
 		return nil, err
 	}
 	rep.Notes = append(rep.Notes, rss)
 	return rep, nil
+}
+
+// loopTable compares the pgloop experiment with tenantguard and PgBouncer.
+func loopTable(rows []row, hz float64) benchkit.Table {
+	t := benchkit.Table{Left: 2, Header: []string{"workload", "mode", "go-loop tps", "go-loop÷pgbouncer", "go-loop÷tenantguard",
+		"go-loop CPU ms/1k tx", "go-loop÷pgbouncer CPU"}}
+	for _, r := range rows {
+		res := r.results[iLoop]
+		if res.skipped != "" {
+			continue
+		}
+		tps := benchkit.Median(res.tps)
+		med := func(i int) float64 {
+			if r.results[i].skipped != "" {
+				return 0
+			}
+			return benchkit.Median(r.results[i].tps)
+		}
+		cpu := benchkit.MsPer1k(res.cpuTicks, res.txns, hz)
+		pgb := r.results[iPgBouncer]
+		pgbCPU := 0.0
+		if pgb.skipped == "" {
+			pgbCPU = benchkit.MsPer1k(pgb.cpuTicks, pgb.txns, hz)
+		}
+		t.Rows = append(t.Rows, []string{r.workload, r.mode, benchkit.Num(tps, "%.0f"), benchkit.Ratio(tps, med(iPgBouncer)),
+			benchkit.Ratio(tps, med(iTenantguard)), benchkit.Num(cpu, "%.1f"), benchkit.Ratio(cpu, pgbCPU)})
+	}
+	return t
 }
 
 // pgbenchVersion is `pgbench --version`, trimmed.
