@@ -52,7 +52,7 @@ for s in "${sections[@]}"; do
 	case $s in
 	pgbench)
 		if [ -n "$quick" ]; then d=2s r=1; else d=10s r=3; fi
-		run pgbench "PostgreSQL: pgbench through tenantguard and PgBouncer" go run ./bench/pgbench -duration $d -rounds $r ;;
+		run pgbench "PostgreSQL: pgbench through tenantguard and PgBouncer" go run ./bench/pgbench -duration $d -rounds $r -loop ;;
 	noisy)
 		if [ -n "$quick" ]; then d=3s; else d=20s; fi
 		run noisy "PostgreSQL: a quiet tenant next to a noisy one" go run ./bench/pgbench -noisy -duration $d ;;
