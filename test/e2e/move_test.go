@@ -347,9 +347,13 @@ drain_timeout: 2s
 	}
 	initechBefore = tenantState(t, a, "initech")
 
-	// 2. The control plane running initech's move dies with SIGKILL while
-	// it waits for the sidecar (stopped) to accept the pause; another,
-	// on the same addresses, finishes it.
+	// 1b. catch_up waits until the target has applied everything the
+	// source committed before the pause. The sidecar is stopped while the
+	// move (copy done) waits at the pause; meanwhile a lock at the target
+	// blocks the apply of an initech order committed at the source. The
+	// move must fail at catch_up, within its timeout, and be undone: had
+	// catch_up not waited, the move would have gone on with the order
+	// missing at the target, to fail later at verify if at all.
 	if err := sc.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -359,22 +363,111 @@ drain_timeout: 2s
 			_ = sc.cmd.Process.Signal(syscall.SIGCONT)
 		}
 	}()
+	var blocked adminapi.OperationView
+	if st := callJSON(t, apiA, e2eAdminToken, "POST", "/v1/tenants/initech/move", `{"postgres": "b", "catchup_timeout": "3s"}`, &blocked); st != http.StatusAccepted {
+		t.Fatalf("move: %d %+v", st, blocked)
+	}
+	waitPauseBlocked := func(api, id string) {
+		harness.Eventually(t, 2*time.Minute, func() error {
+			cur := getOperation(t, api, id)
+			if cur.State != "running" {
+				t.Fatalf("move ended while the sidecar could not accept the pause: %+v", cur)
+			}
+			for _, s := range cur.Steps {
+				if s.Name == "pause" && s.Status == "running" && strings.Contains(s.Message, "move-sidecar") {
+					return nil
+				}
+			}
+			return fmt.Errorf("not waiting for the pause yet: step %d", cur.Step)
+		})
+	}
+	waitPauseBlocked(apiA, blocked.ID)
+	lockConn, err := pgx.Connect(ctx, b.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockTx, err := lockConn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockTx.Exec(ctx, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PG.Exec(ctx, db, "INSERT INTO orders (tenant_id, item) VALUES ('initech', 'committed before the pause ended')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	// The undo deletes initech's rows at the target, which the lock would
+	// block: let go once catch_up has given up.
+	harness.Eventually(t, 2*time.Minute, func() error {
+		cur := getOperation(t, apiA, blocked.ID)
+		for _, s := range cur.Steps {
+			if s.Name == "catch_up" && s.Status != "pending" && s.Status != "running" {
+				return nil
+			}
+		}
+		if cur.State != "running" {
+			return nil
+		}
+		return fmt.Errorf("catch_up not over yet: step %d", cur.Step)
+	})
+	_ = lockTx.Rollback(ctx)
+	_ = lockConn.Close(ctx)
+	failedAt := waitOperation(t, apiA, blocked.ID, 2*time.Minute)
+	status := map[string]string{}
+	for _, s := range failedAt.Steps {
+		status[s.Name] = s.Status
+	}
+	if failedAt.State != "failed" || status["catch_up"] != "failed" || !strings.Contains(failedAt.Error, "marker") {
+		t.Fatalf("move with the target's apply blocked: want it failed at catch_up (the marker not applied), got %s, steps %v, error %q",
+			failedAt.State, status, failedAt.Error)
+	}
+	for _, name := range []string{"sync_sequences", "verify", "switch"} {
+		if st := status[name]; st != "pending" {
+			t.Errorf("step %s is %q after a failed catch_up, want it never run", name, st)
+		}
+	}
+	if tn := policyTenant(t, apiA, "initech"); tn["paused"] == true || tn["placement"] != nil {
+		t.Errorf("initech after the move failed at catch_up: %v", tn)
+	}
+	if left := replicationLeft(t, a) + replicationLeft(t, b); strings.TrimSpace(left) != "" {
+		t.Errorf("replication left after the undo: %s", left)
+	}
+	harness.Eventually(t, 30*time.Second, func() error {
+		c, err := pgx.Connect(ctx, tenantURL("initech"))
+		if err != nil {
+			return err
+		}
+		defer c.Close(ctx)
+		var n int
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM orders WHERE item = 'committed before the pause ended'").Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("initech sees %d of its order through the sidecar, want 1", n)
+		}
+		return nil
+	})
+	if err := a.PG.Exec(ctx, db, "DELETE FROM orders WHERE item = 'committed before the pause ended'"); err != nil {
+		t.Fatal(err)
+	}
+	initechBefore = tenantState(t, a, "initech")
+
+	// 2. The control plane running initech's move dies with SIGKILL while
+	// it waits for the sidecar (stopped) to accept the pause; another,
+	// on the same addresses, finishes it.
+	if err := sc.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
 	var op adminapi.OperationView
 	if st := callJSON(t, apiA, e2eAdminToken, "POST", "/v1/tenants/initech/move", `{"postgres": "b"}`, &op); st != http.StatusAccepted {
 		t.Fatalf("move: %d %+v", st, op)
 	}
-	harness.Eventually(t, 2*time.Minute, func() error {
-		cur := getOperation(t, apiA, op.ID)
-		if cur.State != "running" {
-			t.Fatalf("move ended while the sidecar could not accept the pause: %+v", cur)
-		}
-		for _, s := range cur.Steps {
-			if s.Name == "pause" && s.Status == "running" && strings.Contains(s.Message, "move-sidecar") {
-				return nil
-			}
-		}
-		return fmt.Errorf("not waiting for the pause yet: step %d", cur.Step)
-	})
+	waitPauseBlocked(apiA, op.ID)
 	if err := cpA.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
