@@ -920,7 +920,8 @@ func (s *Service) verifySourceEmpty(ctx context.Context, r *workflow.Run) error 
 // marker is there every commit of the tenant (all before the pause) is
 // applied. It does not wait for the walsender's reports of the applied
 // position (pg_stat_replication), which came about 400 ms after the
-// fact. Tenants' roles have no privilege on it.
+// fact. Tenants' roles have no privilege on it. A move's end (or undo)
+// deletes its row and drops the table once no other move uses it.
 const markerTable = "tenantguard.move_marker"
 
 func createMarkerTable(ctx context.Context, conn *pgx.Conn) error {
@@ -943,13 +944,40 @@ func markerPublished(ctx context.Context, src *pgx.Conn, name string) (bool, err
 	return ok, err
 }
 
-// deleteMarker removes the move's marker row where the table exists.
+// deleteMarker removes the move's marker row where the table exists, and
+// then the table itself once no move uses it (dropMarkerIfUnused).
 func deleteMarker(ctx context.Context, conn *pgx.Conn, name string) error {
-	_, err := conn.Exec(ctx, `DO $$ BEGIN
+	if _, err := conn.Exec(ctx, `DO $$ BEGIN
 		IF to_regclass('tenantguard.move_marker') IS NOT NULL THEN
 			DELETE FROM tenantguard.move_marker WHERE name = `+quoteLiteral(name)+`;
-		END IF; END $$`)
-	return err
+		END IF; END $$`); err != nil {
+		return err
+	}
+	return dropMarkerIfUnused(ctx, conn)
+}
+
+// dropMarkerIfUnused drops the marker table when it holds no row and no
+// publication (a move from this cluster) or subscription (a move to it)
+// includes it. The lock makes a move that creates its publication or
+// subscription meanwhile wait, and then create the table again.
+func dropMarkerIfUnused(ctx context.Context, conn *pgx.Conn) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT to_regclass('"+markerTable+"') IS NOT NULL").Scan(&exists); err != nil || !exists {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "LOCK TABLE "+markerTable+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+			return err
+		}
+		var used bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+markerTable+`)
+			OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel WHERE prrelid = '`+markerTable+`'::regclass)
+			OR EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel WHERE srrelid = '`+markerTable+`'::regclass)`).Scan(&used); err != nil || used {
+			return err
+		}
+		_, err := tx.Exec(ctx, "DROP TABLE "+markerTable)
+		return err
+	})
 }
 
 // catchUpByMarker writes a new marker at the source (committed with a

@@ -105,8 +105,8 @@ func countRows(st map[string]string) int {
 	return n
 }
 
-// replicationLeft lists the publications, subscriptions and replication
-// slots a move may leave on a cluster.
+// replicationLeft lists the publications, subscriptions, replication
+// slots and marker table a move may leave on a cluster.
 func replicationLeft(t *testing.T, up *lifecycletest.Upstream) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -120,7 +120,8 @@ func replicationLeft(t *testing.T, up *lifecycletest.Upstream) string {
 	if err := c.QueryRow(ctx, `SELECT concat_ws(' ',
 		(SELECT string_agg('publication ' || pubname, ' ') FROM pg_publication),
 		(SELECT string_agg('subscription ' || subname, ' ') FROM pg_subscription),
-		(SELECT string_agg('slot ' || slot_name, ' ') FROM pg_replication_slots))`).Scan(&left); err != nil {
+		(SELECT string_agg('slot ' || slot_name, ' ') FROM pg_replication_slots),
+		CASE WHEN to_regclass('tenantguard.move_marker') IS NOT NULL THEN 'table tenantguard.move_marker' END)`).Scan(&left); err != nil {
 		t.Fatal(err)
 	}
 	return left
