@@ -9,7 +9,9 @@
 // quiet tenant (globex) runs 4 Postgres clients (SELECT 1 on their own
 // connections) and 4 Redis clients (GET), each one request every 5 ms;
 // the attacker (acme) runs, one scenario at a time, in a process of its own
-// (this program again, at nice 19 unless -attacker-nice says otherwise):
+// (this program again, at nice 19 unless -attacker-nice says otherwise, and
+// held by a cgroup CPU quota to 25% of one core unless -attacker-cpu says
+// otherwise: a client on another machine would take none of these cores):
 //
 //   - slowloris: 1,000 connections (half each protocol) that send part of
 //     a startup packet or AUTH frame and nothing more, reopened as the
@@ -66,6 +68,7 @@ type options struct {
 	benchkit.Options
 	duration time.Duration
 	nice     int
+	cpu      int // percent of one core the attacker may use; 0: no cap
 }
 
 // attackEnv names the scenario a child process runs as the attacker.
@@ -81,6 +84,7 @@ func main() {
 		o.Register(fs, "p99")
 		fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long the quiet tenant is measured per scenario")
 		fs.IntVar(&o.nice, "attacker-nice", 19, "niceness of the attacker's process (0: the same priority as the sidecar)")
+		fs.IntVar(&o.cpu, "attacker-cpu", 25, "percent of one core the attacker's process may use (a cgroup CPU quota), standing in for a client on another machine; 0: no cap")
 		return o, o.Parse(fs, args)
 	}, run)
 }
@@ -166,6 +170,16 @@ tenants:
 	if err != nil {
 		return err
 	}
+	var limit *cpuCap
+	capped := "uncapped"
+	if o.cpu > 0 {
+		if limit, err = newCPUCap(o.cpu); err != nil {
+			benchkit.Logf("attacker CPU cap: %v; the attacker runs uncapped", err)
+		} else {
+			defer limit.remove()
+			capped = fmt.Sprintf("held by a cgroup CPU quota to %d%% of one core", o.cpu)
+		}
+	}
 	scenarios := append([]string{"alone"}, slices.Sorted(maps.Keys(attacks))...)
 	type result struct{ pg, rd []time.Duration }
 	results := map[string][]result{}
@@ -176,6 +190,13 @@ tenants:
 			if name != "alone" {
 				if attacker, err = startAttacker(ctx, self, name, o.nice, listen, redisListen); err != nil {
 					return err
+				}
+				if limit != nil {
+					if err := limit.add(attacker.Process.Pid); err != nil {
+						_ = attacker.Process.Kill()
+						_ = attacker.Wait()
+						return fmt.Errorf("attacker CPU cap: %w", err)
+					}
 				}
 				select { // let the attack build up
 				case <-time.After(2 * time.Second):
@@ -226,8 +247,8 @@ tenants:
 	}
 	rep := benchkit.Report{
 		Setup: fmt.Sprintf("bench/hostile: the quiet tenant's latency (4 Postgres + 4 Redis clients, one request every 5 ms each) for %s per scenario, %d round(s), median over rounds; goal: p99 within 2× of alone. "+
-			"The attacker runs in its own process at nice %d, standing in for a client on another machine (on one 2-core machine it otherwise takes the CPU the sidecar and the quiet tenant need); the sidecar runs with its defaults (failed_handshakes_per_second 100). "+
-			"busy-cpu is the reference, not an attack: two threads spinning at the same niceness and no connection, what sharing the cores with such a process costs by itself.", o.duration, o.Rounds, o.nice),
+			"The attacker runs in its own process at nice %d, %s, standing in for a client on another machine (on one 2-core machine it otherwise takes the CPU the sidecar and the quiet tenant need); what handling the attack costs the sidecar, PostgreSQL and redis-server stays on this machine. The sidecar runs with its defaults (failed_handshakes_per_second 100). "+
+			"busy-cpu is the reference, not an attack: two threads spinning in the attacker's process and no connection, what sharing the cores with such a process costs by itself.", o.duration, o.Rounds, o.nice, capped),
 		Tables: []benchkit.Table{tab},
 	}
 	return rep.Write(o.Out)
