@@ -8,8 +8,9 @@ import (
 )
 
 // servePaced serves ln with an acceptor allowing perSecond failed
-// handshakes; every connection is answered "ok" and counted as a failed
-// handshake when fail is set. It returns the acceptor and a stop function.
+// handshakes; every connection is counted as a failed handshake when fail
+// is set, and then answered "ok" (so a client that has read it knows its
+// failure is counted). It returns the acceptor and a stop function.
 func servePaced(t *testing.T, perSecond int, fail bool) (*Acceptor, string, func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -20,10 +21,10 @@ func servePaced(t *testing.T, perSecond int, fail bool) (*Acceptor, string, func
 	done := make(chan error, 1)
 	go func() {
 		done <- a.Serve(ln, func(c net.Conn) bool {
-			_, _ = io.WriteString(c, "ok")
 			if fail {
 				a.HandshakeFailed()
 			}
+			_, _ = io.WriteString(c, "ok")
 			return false
 		})
 	}()
@@ -69,11 +70,18 @@ func dialAll(t *testing.T, addr string, n int) {
 // faster than the rate allows (after the burst), the accept loop waits
 // between accepts; every connection is still served in turn.
 func TestPacingAfterFailedHandshakes(t *testing.T) {
-	a, addr, stop := servePaced(t, 20, true)
+	a, addr, stop := servePaced(t, 2, true)
 	defer stop()
-	dialAll(t, addr, 60) // 20 absorbed by the burst, the rest paced
+	// Ten failures, each counted before its client reads its greeting:
+	// the burst of 2 is spent, and a token comes back every 500 ms.
+	dialAll(t, addr, 10)
+	// The accept loop may have passed its check before the last failures
+	// were counted: the next connection is accepted at once, and the loop
+	// must wait before accepting the one after it.
+	dialAll(t, addr, 1)
+	dialAll(t, addr, 1)
 	if a.Paced() == 0 {
-		t.Fatal("60 failed handshakes at once, rate 20/s: the accept loop never waited")
+		t.Fatal("12 failed handshakes at once, rate 2/s: the accept loop never waited")
 	}
 }
 
