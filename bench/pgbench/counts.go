@@ -98,23 +98,23 @@ func countOnce(ctx context.Context, o options, t *target, w workload, mode strin
 }
 
 // addCounts adds the counting runs' table to the report.
-func addCounts(rep *benchkit.Report, o options, rows []row, counted []count, why string) {
+func addCounts(rep *benchkit.Report, o options, rows []row, names []string, counted []count, why string) {
 	if len(counted) == 0 {
 		return
 	}
 	tbl := benchkit.Table{Left: 2, Header: []string{"workload", "mode",
 		"tenantguard syscalls/tx", "tenantguard+iso syscalls/tx", "pgbouncer syscalls/tx",
 		"tenantguard allocs/tx", "tenantguard+iso allocs/tx"}}
-	if o.loop {
-		tbl.Header = append(tbl.Header, "go-loop syscalls/tx")
+	for _, n := range names[min(iLoop, len(names)):] {
+		tbl.Header = append(tbl.Header, n+" syscalls/tx")
 	}
 	for ri, r := range rows {
 		c := counted[ri]
 		cells := []string{r.workload, r.mode,
 			benchkit.OrNA(c.syscalls[iTenantguard], "%.2f"), benchkit.OrNA(c.syscalls[iIso], "%.2f"), benchkit.OrNA(c.syscalls[iPgBouncer], "%.2f"),
 			benchkit.OrNA(c.allocs[iTenantguard], "%.1f"), benchkit.OrNA(c.allocs[iIso], "%.1f")}
-		if o.loop {
-			cells = append(cells, benchkit.OrNA(c.syscalls[iLoop], "%.2f"))
+		for i := iLoop; i < len(c.syscalls); i++ {
+			cells = append(cells, benchkit.OrNA(c.syscalls[i], "%.2f"))
 		}
 		tbl.Rows = append(tbl.Rows, cells)
 	}

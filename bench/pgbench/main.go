@@ -196,13 +196,15 @@ func run(ctx context.Context, o options) (err error) {
 		iPgBouncer:   {name: "pgbouncer", port: pgb.port, user: tenantID, password: tenantPass, svc: pgb.Service},
 	}
 	if o.loop {
-		lp, err := startLoop(ctx, pg.Port())
-		if err != nil {
-			return err
+		for _, mode := range []string{"loop", "goroutines"} {
+			lp, err := startLoop(ctx, pg.Port(), mode)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, lp.Stop()) }()
+			targets = append(targets, &target{name: "go-" + mode, port: lp.port, user: tenantID, password: tenantPass, svc: lp.Service,
+				skipModes: map[string]string{"prepared": "bench/pgloop keeps no prepared statements across server connections"}})
 		}
-		defer func() { err = errors.Join(err, lp.Stop()) }()
-		targets = append(targets, &target{name: "go-loop", port: lp.port, user: tenantID, password: tenantPass, svc: lp.Service,
-			skipModes: map[string]string{"prepared": "bench/pgloop keeps no prepared statements across server connections"}})
 	}
 	for _, t := range targets {
 		if o.targets != nil && !o.targets[t.name] {
@@ -221,10 +223,14 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	rep, err := newReport(o, rows, tg, iso, pgb)
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.name
+	}
+	rep, err := newReport(o, rows, names, tg, iso, pgb)
 	if err != nil {
 		return err
 	}
-	addCounts(rep, o, rows, counted, why)
+	addCounts(rep, o, rows, names, counted, why)
 	return rep.Write(o.Out)
 }

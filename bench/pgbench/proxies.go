@@ -220,9 +220,10 @@ func unprivileged() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-// startLoop builds and runs bench/pgloop in front of PostgreSQL on pgPort.
-func startLoop(ctx context.Context, pgPort int) (*service, error) {
-	s, err := newService("go-loop")
+// startLoop builds and runs bench/pgloop in mode (loop or goroutines) in
+// front of PostgreSQL on pgPort.
+func startLoop(ctx context.Context, pgPort int, mode string) (*service, error) {
+	s, err := newService("go-" + mode)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +236,7 @@ func startLoop(ctx context.Context, pgPort int) (*service, error) {
 		return nil, s.Discard(fmt.Errorf("go build ./bench/pgloop: %w\n%s", err, out))
 	}
 	upstream := fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable", dbUser, dbPassword, pgPort, dbName)
-	if err := s.start(ctx, bin, "-listen", benchkit.LocalAddr(s.port), "-upstream", upstream, "-pool", strconv.Itoa(poolSize)); err != nil {
+	if err := s.start(ctx, bin, "-listen", benchkit.LocalAddr(s.port), "-upstream", upstream, "-pool", strconv.Itoa(poolSize), "-mode", mode); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -19,7 +19,7 @@ const (
 )
 
 // newReport computes the medians, ratios and resource figures.
-func newReport(o options, rows []row, tg, iso *service, pgb *pgbouncer) (*benchkit.Report, error) {
+func newReport(o options, rows []row, names []string, tg, iso *service, pgb *pgbouncer) (*benchkit.Report, error) {
 	rep := &benchkit.Report{
 		Setup: fmt.Sprintf("pgbench -c %d -j %d -T %d, scale %d, %d round(s) (median tps), pool size %d, %d CPUs; %s; PgBouncer %s",
 			clients, jobs, int(o.duration.Seconds()), scale, o.Rounds, poolSize, runtime.NumCPU(),
@@ -60,8 +60,8 @@ func newReport(o options, rows []row, tg, iso *service, pgb *pgbouncer) (*benchk
 	}
 	rep.Tables = []benchkit.Table{throughput, ratios, resources}
 	if o.loop {
-		rep.Tables = append(rep.Tables, loopTable(rows, hz))
-		rep.Notes = append(rep.Notes, "go-loop is bench/pgloop, an experiment and not the product: a transaction-pooling forwarder on one epoll loop that inspects nothing but message boundaries and ReadyForQuery (no firewall, binding, limits or metrics), to show what an event loop costs in Go.")
+		rep.Tables = append(rep.Tables, loopTable(rows, names, hz))
+		rep.Notes = append(rep.Notes, "go-loop and go-goroutines are bench/pgloop, an experiment and not the product: a transaction-pooling forwarder that inspects nothing but message boundaries and ReadyForQuery (no firewall, binding, limits or metrics). go-loop serves every socket from one goroutine on an epoll set of its own; go-goroutines has the data plane's design, a goroutine per client and per server connection on Go's netpoller. Between them is what the design costs, between go-goroutines and tenantguard what its features cost.")
 	}
 	rss, err := benchkit.RSSNote(tg.Service, iso.Service, pgb.Service)
 	if err != nil {
@@ -71,30 +71,32 @@ func newReport(o options, rows []row, tg, iso *service, pgb *pgbouncer) (*benchk
 	return rep, nil
 }
 
-// loopTable compares the pgloop experiment with tenantguard and PgBouncer.
-func loopTable(rows []row, hz float64) benchkit.Table {
-	t := benchkit.Table{Left: 2, Header: []string{"workload", "mode", "go-loop tps", "go-loop÷pgbouncer", "go-loop÷tenantguard",
-		"go-loop CPU ms/1k tx", "go-loop÷pgbouncer CPU"}}
+// loopTable compares the pgloop experiments (targets from iLoop on) with
+// tenantguard and PgBouncer.
+func loopTable(rows []row, targets []string, hz float64) benchkit.Table {
+	t := benchkit.Table{Left: 3, Header: []string{"workload", "mode", "forwarder", "tps", "÷pgbouncer", "÷tenantguard",
+		"CPU ms/1k tx", "CPU ÷pgbouncer", "CPU ÷tenantguard"}}
 	for _, r := range rows {
-		res := r.results[iLoop]
-		if res.skipped != "" {
-			continue
-		}
-		tps := benchkit.Median(res.tps)
 		med := func(i int) float64 {
 			if r.results[i].skipped != "" {
 				return 0
 			}
 			return benchkit.Median(r.results[i].tps)
 		}
-		cpu := benchkit.MsPer1k(res.cpuTicks, res.txns, hz)
-		pgb := r.results[iPgBouncer]
-		pgbCPU := 0.0
-		if pgb.skipped == "" {
-			pgbCPU = benchkit.MsPer1k(pgb.cpuTicks, pgb.txns, hz)
+		cpu := func(i int) float64 {
+			if r.results[i].skipped != "" {
+				return 0
+			}
+			return benchkit.MsPer1k(r.results[i].cpuTicks, r.results[i].txns, hz)
 		}
-		t.Rows = append(t.Rows, []string{r.workload, r.mode, benchkit.Num(tps, "%.0f"), benchkit.Ratio(tps, med(iPgBouncer)),
-			benchkit.Ratio(tps, med(iTenantguard)), benchkit.Num(cpu, "%.1f"), benchkit.Ratio(cpu, pgbCPU)})
+		for i := iLoop; i < len(r.results); i++ {
+			if r.results[i].skipped != "" {
+				continue
+			}
+			t.Rows = append(t.Rows, []string{r.workload, r.mode, targets[i], benchkit.Num(med(i), "%.0f"),
+				benchkit.Ratio(med(i), med(iPgBouncer)), benchkit.Ratio(med(i), med(iTenantguard)),
+				benchkit.Num(cpu(i), "%.1f"), benchkit.Ratio(cpu(i), cpu(iPgBouncer)), benchkit.Ratio(cpu(i), cpu(iTenantguard))})
+		}
 	}
 	return t
 }

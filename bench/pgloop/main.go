@@ -35,9 +35,28 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:6433", "address to listen on")
 	upstream := flag.String("upstream", "", "PostgreSQL URL of the pooled connections")
 	pool := flag.Int("pool", 20, "server connections")
+	mode := flag.String("mode", "loop", "loop: one goroutine on an epoll set of its own; goroutines: a goroutine per client and per server connection, as the data plane")
 	flag.Parse()
 	if *upstream == "" {
 		log.Fatal("pgloop: -upstream is required")
+	}
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		os.Exit(0)
+	}()
+	if *mode == "goroutines" {
+		ln, err := net.Listen("tcp", *listen)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println("pgloop (goroutines): listening on", ln.Addr())
+		serveGoroutines(context.Background(), ln, *upstream, *pool)
+		return
+	}
+	if *mode != "loop" {
+		log.Fatalf("pgloop: -mode %q: want loop or goroutines", *mode)
 	}
 	l, err := newLoop()
 	if err != nil {
@@ -55,12 +74,6 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-		<-sig
-		os.Exit(0)
-	}()
 	go l.run()
 	fmt.Println("pgloop: listening on", ln.Addr())
 	for {
@@ -117,29 +130,34 @@ func takeFD(c net.Conn) (int, error) {
 	return nfd, syscall.SetNonblock(nfd, true)
 }
 
-// startup reads the client's startup packet (refusing SSL) and answers
-// as a server that needs no password.
+// startup answers the client's startup and hands its descriptor over.
 func startup(c net.Conn) (int, error) {
+	if err := answerStartup(c); err != nil {
+		c.Close()
+		return -1, err
+	}
+	return takeFD(c)
+}
+
+// answerStartup reads the client's startup packet (refusing SSL) and
+// answers as a server that needs no password.
+func answerStartup(c net.Conn) error {
 	var hdr [8]byte
 	for {
 		if _, err := readFull(c, hdr[:4]); err != nil {
-			c.Close()
-			return -1, err
+			return err
 		}
 		n := int(binary.BigEndian.Uint32(hdr[:4]))
 		if n < 8 || n > 10000 {
-			c.Close()
-			return -1, errors.New("bad startup length")
+			return errors.New("bad startup length")
 		}
 		body := make([]byte, n-4)
 		if _, err := readFull(c, body); err != nil {
-			c.Close()
-			return -1, err
+			return err
 		}
 		if binary.BigEndian.Uint32(body[:4]) == 80877103 { // SSLRequest
 			if _, err := c.Write([]byte{'N'}); err != nil {
-				c.Close()
-				return -1, err
+				return err
 			}
 			continue
 		}
@@ -153,11 +171,8 @@ func startup(c net.Conn) (int, error) {
 	}
 	out = append(out, 'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 1) // BackendKeyData
 	out = append(out, 'Z', 0, 0, 0, 5, 'I')
-	if _, err := c.Write(out); err != nil {
-		c.Close()
-		return -1, err
-	}
-	return takeFD(c)
+	_, err := c.Write(out)
+	return err
 }
 
 func readFull(c net.Conn, b []byte) (int, error) {
