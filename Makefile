@@ -6,7 +6,7 @@ PKGS    := ./...
 # the run well under 15 minutes on 2 cores.
 TESTFLAGS ?= -race -count=1 -timeout 12m
 
-.PHONY: all build sidecar extauthz demo test vet fuzz bench faults soak clean deps-demo deps-test
+.PHONY: all build sidecar extauthz demo test vet fuzz bench faults soak clean deps-demo deps-test deps-bench
 
 all: build
 
@@ -37,6 +37,9 @@ deps-demo:
 
 deps-test:
 	@bash .ci/deps test
+
+deps-bench:
+	@bash .ci/deps bench
 
 demo: deps-demo build
 	./$(BIN) demo --env-file tenantguard-demo.env
@@ -95,7 +98,7 @@ fuzz:
 # One benchmark at a time on an otherwise idle machine (bench/all.sh refuses
 # to start on a busy one); each report lands in its section of
 # bench/RESULTS.md. QUICK=1 for a smoke run, SECTIONS="pgbench redis" for some.
-bench: deps-test build
+bench: deps-bench build
 	bash bench/all.sh $(SECTIONS)
 
 clean:
