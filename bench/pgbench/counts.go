@@ -53,48 +53,17 @@ func runCounts(ctx context.Context, o options, targets []*target, rows []row) ([
 
 // countOnce runs pgbench for o.counts against t, counting.
 func countOnce(ctx context.Context, o options, t *target, w workload, mode string, usePerf bool) (sysPerTx, allocsPerTx float64, err error) {
-	sysPerTx, allocsPerTx = -1, -1
 	url := ""
 	if t.adminPort != 0 {
 		url = fmt.Sprintf("http://127.0.0.1:%d/metrics", t.adminPort)
 	}
-	var m0 float64
-	if url != "" {
-		if m0, err = benchkit.Mallocs(ctx, url); err != nil {
-			return 0, 0, err
-		}
-	}
 	args := []string{"-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
 		"-T", strconv.Itoa(int(o.counts.Seconds())), "-M", mode}
 	args = append(args, w.args...)
-	var out pgbenchOut
-	run := func() (err error) {
-		out, err = runPgbench(ctx, fmt.Sprintf("counting run pgbench %s -M %s via %s", w.name, mode, t.name), t, o.counts, args)
-		return err
-	}
-	var sys float64
-	if usePerf {
-		sys, err = benchkit.CountSyscalls(t.svc, run)
-	} else {
-		err = run()
-	}
-	if err != nil {
-		return 0, 0, err
-	}
-	if out.txns == 0 {
-		return 0, 0, fmt.Errorf("counting run via %s: no transaction", t.name)
-	}
-	if usePerf {
-		sysPerTx = sys / float64(out.txns)
-	}
-	if url != "" {
-		m1, err := benchkit.Mallocs(ctx, url)
-		if err != nil {
-			return 0, 0, err
-		}
-		allocsPerTx = (m1 - m0) / float64(out.txns)
-	}
-	return sysPerTx, allocsPerTx, nil
+	return benchkit.Count(ctx, t.svc, url, usePerf, func() (float64, error) {
+		out, err := runPgbench(ctx, fmt.Sprintf("counting run pgbench %s -M %s via %s", w.name, mode, t.name), t, o.counts, args)
+		return float64(out.txns), err
+	})
 }
 
 // addCounts adds the counting runs' table to the report.

@@ -85,7 +85,7 @@ func parseFlags(args []string) (options, error) {
 	modes := fs.String("modes", "simple,prepared", "comma-separated pgbench protocol modes (simple, extended, prepared)")
 	fs.BoolVar(&o.noisy, "noisy", false, "noisy-neighbour mode: a quiet tenant's latency while another floods the pool (uses -duration and -out only)")
 	fs.BoolVar(&o.cache, "cache", false, "result cache mode: cached point selects and a cache-miss workload, direct vs tenantguard+iso with the cache off and on (uses -duration, -rounds, -modes, -out)")
-	targets := fs.String("targets", "", "comma-separated targets to run (direct, tenantguard, tenantguard+iso, pgbouncer); default all")
+	targets := fs.String("targets", "", "comma-separated targets to run (direct, tenantguard, tenantguard+iso, pgbouncer; go-loop, go-goroutines with -loop); default all")
 	wls := fs.String("workloads", "", "comma-separated workloads to run (select-only, tpcb-like); default all")
 	fs.DurationVar(&o.counts, "counts", 5*time.Second, "length of the extra, untimed pgbench runs that count each proxy's system calls (perf stat) and tenantguard's heap allocations per transaction; 0 skips them")
 	fs.BoolVar(&o.loop, "loop", false, "also run bench/pgloop, a minimal transaction-pooling forwarder on an epoll loop (an experiment: what an event loop costs in Go, beside the goroutine-per-connection data plane)")
@@ -114,7 +114,7 @@ func parseFlags(args []string) (options, error) {
 		}
 	}
 	var err error
-	if o.targets, err = subset("-targets", *targets, "direct", "tenantguard", "tenantguard+iso", "pgbouncer"); err != nil {
+	if o.targets, err = subset("-targets", *targets, "direct", "tenantguard", "tenantguard+iso", "pgbouncer", "go-loop", "go-goroutines"); err != nil {
 		return o, err
 	}
 	if o.workloads, err = subset("-workloads", *wls, "select-only", "tpcb-like"); err != nil {
@@ -197,9 +197,9 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	if o.loop {
 		for _, mode := range []string{"loop", "goroutines"} {
-			lp, err := startLoop(ctx, pg.Port(), mode)
-			if err != nil {
-				return err
+			lp, lerr := startLoop(ctx, pg.Port(), mode)
+			if lerr != nil {
+				return lerr
 			}
 			defer func() { err = errors.Join(err, lp.Stop()) }()
 			targets = append(targets, &target{name: "go-" + mode, port: lp.port, user: tenantID, password: tenantPass, svc: lp.Service,

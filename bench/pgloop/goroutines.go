@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"slices"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,7 +24,10 @@ import (
 
 // gServer is a pooled server connection and its reply goroutine.
 type gServer struct {
-	conn net.Conn // written by the owner with one Write per batch: its reply may release the connection to another client before the Write returns, so no buffer of the connection's may be shared
+	// conn is written by its owner, one Write per batch: the reply may
+	// release the connection to another client before that Write
+	// returns, so no write buffer may belong to the connection.
+	conn net.Conn
 	pool chan *gServer
 
 	mu      sync.Mutex
@@ -81,11 +85,11 @@ func serveClient(c net.Conn, pool chan *gServer) {
 		if n < 5 {
 			return
 		}
-		msg := make([]byte, n)
-		if _, err := io.ReadFull(br, msg); err != nil {
+		at := len(batch)
+		batch = slices.Grow(batch, n)[:at+n]
+		if _, err := io.ReadFull(br, batch[at:]); err != nil {
 			return
 		}
-		batch = append(batch, msg...)
 		if br.Buffered() > 0 {
 			continue // one write per batch of pipelined messages
 		}

@@ -29,6 +29,7 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 func main() {
@@ -139,64 +140,37 @@ func startup(c net.Conn) (int, error) {
 	return takeFD(c)
 }
 
-// answerStartup reads the client's startup packet (refusing SSL) and
-// answers as a server that needs no password.
+// answerStartup reads the client's startup packet (refusing SSL and GSS
+// encryption) and answers as a server that needs no password. Nothing
+// follows a startup before its ReadyForQuery, so the backend's reader
+// holds no byte of the client's when this returns.
 func answerStartup(c net.Conn) error {
-	var hdr [8]byte
+	be := pgproto3.NewBackend(c, c)
 	for {
-		if _, err := readFull(c, hdr[:4]); err != nil {
+		msg, err := be.ReceiveStartupMessage()
+		if err != nil {
 			return err
 		}
-		n := int(binary.BigEndian.Uint32(hdr[:4]))
-		if n < 8 || n > 10000 {
-			return errors.New("bad startup length")
-		}
-		body := make([]byte, n-4)
-		if _, err := readFull(c, body); err != nil {
-			return err
-		}
-		if binary.BigEndian.Uint32(body[:4]) == 80877103 { // SSLRequest
+		switch msg.(type) {
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
 			if _, err := c.Write([]byte{'N'}); err != nil {
 				return err
 			}
 			continue
+		case *pgproto3.StartupMessage:
+		default:
+			return fmt.Errorf("unexpected startup message %T", msg)
 		}
 		break
 	}
-	var out []byte
-	out = append(out, 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk
+	be.Send(&pgproto3.AuthenticationOk{})
 	for _, kv := range [][2]string{{"server_version", "15.0"}, {"server_encoding", "UTF8"}, {"client_encoding", "UTF8"},
 		{"DateStyle", "ISO, MDY"}, {"integer_datetimes", "on"}, {"standard_conforming_strings", "on"}} {
-		out = appendMsg(out, 'S', kv[0], kv[1])
+		be.Send(&pgproto3.ParameterStatus{Name: kv[0], Value: kv[1]})
 	}
-	out = append(out, 'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 1) // BackendKeyData
-	out = append(out, 'Z', 0, 0, 0, 5, 'I')
-	_, err := c.Write(out)
-	return err
-}
-
-func readFull(c net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := c.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-func appendMsg(b []byte, typ byte, strs ...string) []byte {
-	l := 4
-	for _, s := range strs {
-		l += len(s) + 1
-	}
-	b = append(b, typ, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
-	for _, s := range strs {
-		b = append(append(b, s...), 0)
-	}
-	return b
+	be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{0, 0, 0, 1}})
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	return be.Flush()
 }
 
 // peer is a client or a server connection.

@@ -54,37 +54,12 @@ func runCounts(ctx context.Context, o options, proxies []*target) ([]count, stri
 
 // countOnce runs one counting run against t.
 func countOnce(ctx context.Context, o options, t *target, test string, pipeline int, usePerf bool) (sysPerReq, allocsPerReq float64, err error) {
-	sysPerReq, allocsPerReq = -1, -1
-	url := metricsURL[t.svc]
-	var m0 float64
-	if url != "" {
-		if m0, err = benchkit.Mallocs(ctx, url); err != nil {
-			return 0, 0, err
-		}
-	}
 	args := []string{"-t", strings.ToLower(test), "-c", strconv.Itoa(clients), "-n", strconv.Itoa(o.counts),
 		"-P", strconv.Itoa(pipeline), "-r", strconv.Itoa(keyspace), "--csv"}
-	run := func() error {
+	return benchkit.Count(ctx, t.svc, metricsURL[t.svc], usePerf, func() (float64, error) {
 		_, err := runBenchmark(ctx, fmt.Sprintf("counting run %s -P %d via %s", test, pipeline, t.name), t, o.timeout, args)
-		return err
-	}
-	if usePerf {
-		n, err := benchkit.CountSyscalls(t.svc, run)
-		if err != nil {
-			return 0, 0, err
-		}
-		sysPerReq = n / float64(o.counts)
-	} else if err := run(); err != nil {
-		return 0, 0, err
-	}
-	if url != "" {
-		m1, err := benchkit.Mallocs(ctx, url)
-		if err != nil {
-			return 0, 0, err
-		}
-		allocsPerReq = (m1 - m0) / float64(o.counts)
-	}
-	return sysPerReq, allocsPerReq, nil
+		return float64(o.counts), err
+	})
 }
 
 // addCounts adds the counting runs' table to the report.

@@ -652,8 +652,10 @@ func countTenant(ctx context.Context, conn *pgx.Conn, tables []*table, tenant st
 }
 
 // catchUp waits, with the tenant paused everywhere, until the target has
-// applied the source's WAL up to its insert position now: past every
-// commit of the tenant's.
+// applied every commit of the tenant's: until a marker written at the
+// source now has reached it (catchUpByMarker), or, for a publication
+// without the marker, until the walsender reports the source's insert
+// position replayed.
 func (s *Service) catchUp(ctx context.Context, r *workflow.Run) error {
 	p, err := moveParams(r)
 	if err != nil {
@@ -664,23 +666,6 @@ func (s *Service) catchUp(ctx context.Context, r *workflow.Run) error {
 		return err
 	}
 	defer e.close()
-	var target string
-	if err := e.src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&target); err != nil {
-		return err
-	}
-	// Flush the source's WAL past target now: the walsender sends only
-	// flushed WAL, and the WAL writer would take up to wal_writer_delay
-	// (a tenant commit made with synchronous_commit off may lie there).
-	// A transaction with an xid commits with a flush.
-	if err := pgx.BeginFunc(ctx, e.src, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "SELECT pg_current_xact_id()")
-		return err
-	}); err != nil {
-		return fmt.Errorf("flush the source's WAL: %w", err)
-	}
 	if marked, err := markerPublished(ctx, e.src, e.name); err != nil {
 		return err
 	} else if marked {
@@ -688,6 +673,16 @@ func (s *Service) catchUp(ctx context.Context, r *workflow.Run) error {
 	}
 	// A move whose publication predates the marker: wait for the
 	// walsender's report instead.
+	var target string
+	if err := e.src.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&target); err != nil {
+		return err
+	}
+	// Flush the source's WAL past target now: the walsender sends only
+	// flushed WAL, and the WAL writer would take up to wal_writer_delay
+	// (a tenant commit made with synchronous_commit off may lie there).
+	if err := commitFlushed(ctx, e.src, "SELECT pg_current_xact_id()"); err != nil {
+		return fmt.Errorf("flush the source's WAL: %w", err)
+	}
 	waitFrom := time.Now()
 	deadline := waitFrom.Add(time.Duration(p.CatchupTimeout))
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -980,17 +975,26 @@ func dropMarkerIfUnused(ctx context.Context, conn *pgx.Conn) error {
 	})
 }
 
+// commitFlushed runs q in a transaction that commits with
+// synchronous_commit on: q takes a transaction id, so the commit waits
+// until the WAL is flushed past it.
+func commitFlushed(ctx context.Context, conn *pgx.Conn, q string, args ...any) error {
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, q, args...)
+		return err
+	})
+}
+
 // catchUpByMarker writes a new marker at the source (committed with a
 // flush) and waits until the target has it.
 func catchUpByMarker(ctx context.Context, r *workflow.Run, e *moveEnv, timeout time.Duration) error {
 	seq := time.Now().UnixNano()
-	if err := pgx.BeginFunc(ctx, e.src, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "INSERT INTO "+markerTable+" (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq", e.name, seq)
-		return err
-	}); err != nil {
+	// Its commit flushes the WAL up to it, every earlier commit of the
+	// tenant's included, so the walsender can send them all at once.
+	if err := commitFlushed(ctx, e.src, "INSERT INTO "+markerTable+" (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq", e.name, seq); err != nil {
 		return fmt.Errorf("write the move's marker at %s: %w", e.rt.From, err)
 	}
 	waitFrom := time.Now()

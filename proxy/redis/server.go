@@ -37,22 +37,19 @@ type Server struct {
 
 	ids atomic.Int64
 
-	mu       sync.Mutex
-	verified map[string]verifiedSecret // see checkSecret
-	verSnap  *policy.Snapshot          // the snapshot that verified what verified holds
-	buckets  map[string]*bucket
-	acc      netserve.Acceptor
-	clients  map[*clientConn]struct{}
-	// shuttingDown: Shutdown has taken the clients to end; a connection
-	// accepted before the listener closed is no longer served.
-	shuttingDown bool
-	perTenant    map[string]int
-	labels       map[string]struct{}
-	sharedUp     []*upConn
-	dedicated    int
-	lp           *loop // started by the first client that may use it
-	lpErr        error
-	idle         []idleConn // reset dedicated connections, newest last (pool.go)
+	mu        sync.Mutex
+	verified  map[string]verifiedSecret // see checkSecret
+	verSnap   *policy.Snapshot          // the snapshot that verified what verified holds
+	buckets   map[string]*bucket
+	acc       netserve.Acceptor
+	clients   map[*clientConn]struct{}
+	perTenant map[string]int
+	labels    map[string]struct{}
+	sharedUp  []*upConn
+	dedicated int
+	lp        *loop // started by the first client that may use it
+	lpErr     error
+	idle      []idleConn // reset dedicated connections, newest last (pool.go)
 	// idleReported is len(idle) as last added to the gauge (pool.go).
 	idleReported int
 	// scriptUp holds the tenants' script connections, scriptUsers the
@@ -159,10 +156,10 @@ func (srv *Server) serveConn(c net.Conn) {
 	s.rd = resp.NewReader(&s.crd, 16<<10)
 	s.cond = sync.NewCond(&s.qmu)
 	srv.mu.Lock()
-	if srv.shuttingDown {
+	if srv.acc.Draining() {
 		// Accepted just before the listener closed, after Shutdown took
-		// its list of clients to end: never served, so it cannot keep
-		// the drain waiting.
+		// (under srv.mu, as it drained) its list of clients to end: never
+		// served, so it cannot keep the drain waiting.
 		srv.mu.Unlock()
 		_ = c.Close()
 		return
@@ -392,7 +389,6 @@ func (srv *Server) Ready() bool { return srv.acc.Listening() }
 // and closes upstream connections.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
-	srv.shuttingDown = true // a connection accepted before Drain and not yet registered is not served
 	srv.acc.Drain()
 	var sessions []*clientConn
 	for s := range srv.clients {

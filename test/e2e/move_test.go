@@ -387,6 +387,7 @@ drain_timeout: 2s
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer lockConn.Close(context.Background()) // also on a failure before the lock's release below
 	lockTx, err := lockConn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -101,3 +101,45 @@ func OrNA(v float64, format string) string {
 	}
 	return fmt.Sprintf(format, v)
 }
+
+// Count runs run, which returns how many units (transactions, requests)
+// it did, and returns s's system calls per unit (with perf attached when
+// perf is set) and heap allocations per unit (from metricsURL's
+// go_memstats_mallocs_total when it is not ""); -1 for what it did not
+// count.
+func Count(ctx context.Context, s *Service, metricsURL string, perf bool, run func() (units float64, err error)) (sysPer, allocsPer float64, err error) {
+	sysPer, allocsPer = -1, -1
+	var m0 float64
+	if metricsURL != "" {
+		if m0, err = Mallocs(ctx, metricsURL); err != nil {
+			return 0, 0, err
+		}
+	}
+	var units, sys float64
+	f := func() (err error) {
+		units, err = run()
+		return err
+	}
+	if perf {
+		sys, err = CountSyscalls(s, f)
+	} else {
+		err = f()
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	if units <= 0 {
+		return 0, 0, fmt.Errorf("counting run via %s: nothing done", s.Name)
+	}
+	if perf {
+		sysPer = sys / units
+	}
+	if metricsURL != "" {
+		m1, err := Mallocs(ctx, metricsURL)
+		if err != nil {
+			return 0, 0, err
+		}
+		allocsPer = (m1 - m0) / units
+	}
+	return sysPer, allocsPer, nil
+}
