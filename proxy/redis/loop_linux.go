@@ -106,7 +106,7 @@ func (l *loop) run() {
 // wait takes the events ready now; with none, the netpoller parks the
 // loop until the epoll descriptor is readable.
 func (l *loop) wait(fd uintptr) bool {
-	n, err := syscall.EpollWait(int(fd), l.events[:], 0)
+	n, err := epollPoll(int(fd), l.events[:])
 	if err == syscall.EINTR {
 		n, err = 0, nil
 	}

@@ -46,7 +46,7 @@ func newSock(c net.Conn) *sock {
 
 func (s *sock) write(fd uintptr) bool {
 	for {
-		n, err := syscall.Write(int(fd), s.wb)
+		n, err := rawWrite(int(fd), s.wb)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -72,7 +72,7 @@ func (s *sock) writeNow(b []byte) (int, error) {
 
 func (s *sock) read(fd uintptr) bool {
 	for {
-		n, err := syscall.Read(int(fd), s.rb)
+		n, err := rawRead(int(fd), s.rb)
 		if err == syscall.EINTR {
 			continue
 		}

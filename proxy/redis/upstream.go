@@ -200,7 +200,7 @@ func (u *upConn) flush() error {
 		u.wbuf = u.spare[:0]
 		u.spare = nil
 		u.mu.Unlock()
-		_, err := u.conn.Write(buf)
+		err := u.write(buf)
 		u.mu.Lock()
 		if cap(buf) <= 4*flushAt {
 			u.spare = buf
@@ -215,6 +215,21 @@ func (u *upConn) flush() error {
 	u.flushing = false
 	u.mu.Unlock()
 	return nil
+}
+
+// write sends buf, from flush only (so never two at once): what the
+// socket takes now by a write(2) that does not wait, and only the rest
+// through net.Conn, which waits for room (and keeps the write deadline).
+func (u *upConn) write(buf []byte) error {
+	if u.sock != nil {
+		n, err := u.sock.writeNow(buf)
+		if err != nil || n == len(buf) {
+			return err
+		}
+		buf = buf[n:]
+	}
+	_, err := u.conn.Write(buf)
+	return err
 }
 
 // readLoop delivers every reply until the connection ends. It reads the
