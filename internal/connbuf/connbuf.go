@@ -13,8 +13,11 @@ package connbuf
 import (
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
+
+	"github.com/tenantguard/tenantguard/internal/rawio"
 )
 
 // Size is the size of the pooled buffers: one read takes up to this much,
@@ -153,7 +156,7 @@ func (r *Reader) readRaw(fd uintptr) bool {
 		r.buf = get()
 	}
 	for {
-		r.n, r.rerr = syscall.Read(int(fd), (*r.buf)[r.w:])
+		r.n, r.rerr = rawio.Read(int(fd), (*r.buf)[r.w:])
 		if r.rerr != syscall.EINTR {
 			break
 		}
@@ -219,8 +222,86 @@ type Writer struct {
 	err error
 }
 
-// NewWriter returns a Writer to w.
-func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+// NewWriter returns a Writer to w; a plain socket is written through
+// RawWriter.
+func NewWriter(w io.Writer) *Writer {
+	if c, ok := w.(net.Conn); ok {
+		w = RawWriter(c)
+	}
+	return &Writer{w: w}
+}
+
+// RawWriter returns a writer to c that makes its write(2)s as raw system
+// calls (see package rawio) when c is a plain socket, waiting for room
+// through the netpoller (and c's write deadline) when the socket is full;
+// otherwise c itself. Its writes may not run alongside c's own.
+func RawWriter(c net.Conn) io.Writer {
+	if r, ok := c.(*rawConn); ok {
+		return r.w
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	w := &rawWriter{c: c, rc: rc}
+	w.fn = w.write
+	return w
+}
+
+type rawWriter struct {
+	c  net.Conn
+	rc syscall.RawConn
+	mu sync.Mutex
+	// fn is write bound once (a closure per call would allocate); it
+	// writes p from n on and leaves an error in err.
+	fn  func(fd uintptr) bool
+	p   []byte
+	n   int
+	err error
+}
+
+func (w *rawWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.p, w.n, w.err = p, 0, nil
+	err := w.rc.Write(w.fn)
+	n := w.n
+	if err == nil {
+		err = w.err
+	}
+	w.p, w.err = nil, nil
+	if err != nil {
+		// As net.Conn reports it.
+		return n, &net.OpError{Op: "write", Net: w.c.LocalAddr().Network(), Source: w.c.LocalAddr(), Addr: w.c.RemoteAddr(), Err: err}
+	}
+	return n, nil
+}
+
+// write is syscall.RawConn.Write's callback: write(2) until p is written
+// or the socket is full (false: wait for room).
+func (w *rawWriter) write(fd uintptr) bool {
+	for w.n < len(w.p) {
+		n, err := rawio.Write(int(fd), w.p[w.n:])
+		switch {
+		case n > 0:
+			w.n += n
+		case err == syscall.EINTR:
+		case err == syscall.EAGAIN:
+			return false
+		case err == nil:
+			w.err = io.ErrShortWrite // write(2) took nothing and gave no reason
+			return true
+		default:
+			w.err = os.NewSyscallError("write", err)
+			return true
+		}
+	}
+	return true
+}
 
 // Buffered is the number of bytes written and not yet flushed.
 func (w *Writer) Buffered() int { return w.n }
@@ -273,3 +354,78 @@ func (w *Writer) flush(release bool) error {
 	}
 	return nil
 }
+
+// Raw returns c with its Read and Write made as raw system calls (see
+// package rawio) when c is a plain socket, waiting for readiness through
+// the netpoller and c's deadlines as net.Conn does; otherwise c. Reads and
+// errors are as net.Conn's: io.EOF at the end, *net.OpError otherwise.
+func Raw(c net.Conn) net.Conn {
+	if _, ok := c.(*rawConn); ok {
+		return c
+	}
+	w, ok := RawWriter(c).(*rawWriter)
+	if !ok {
+		return c
+	}
+	rc := &rawConn{Conn: c, w: w}
+	rc.fn = rc.read
+	return rc
+}
+
+type rawConn struct {
+	net.Conn
+	w  *rawWriter
+	mu sync.Mutex // one Read at a time, as fn's fields are shared
+	// fn is read bound once; it reads into p and leaves n and err.
+	fn  func(fd uintptr) bool
+	p   []byte
+	n   int
+	err error
+}
+
+func (c *rawConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+func (c *rawConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.p, c.n, c.err = p, 0, nil
+	err := c.w.rc.Read(c.fn)
+	n := c.n
+	if err == nil {
+		err = c.err
+	}
+	c.p, c.err = nil, nil
+	switch {
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// read is syscall.RawConn.Read's callback: one read(2), or false to wait
+// for readiness.
+func (c *rawConn) read(fd uintptr) bool {
+	for {
+		n, err := rawio.Read(int(fd), c.p)
+		switch err {
+		case nil:
+			c.n = n
+			return true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.err = os.NewSyscallError("read", err)
+			return true
+		}
+	}
+}
+
+// SyscallConn is the socket's, so that Reader and descriptor users see
+// through the wrapper.
+func (c *rawConn) SyscallConn() (syscall.RawConn, error) { return c.w.rc, nil }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/tenantguard/tenantguard/internal/connbuf"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
@@ -336,6 +337,14 @@ func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 		// and lose whatever it reads, so keep reading through it: once
 		// stopped it hands over its results, then reads the socket.
 		conf := p.conf.Copy()
+		dial := conf.DialFunc
+		conf.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return connbuf.Raw(c), nil
+		}
 		var reader io.Reader
 		conf.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
 			reader = r

@@ -54,6 +54,7 @@ type handshake struct {
 // authenticated client, or nil when the connection was a CancelRequest or
 // was refused (the client has been told why). cancel ends the client's ctx.
 func (srv *Server) startup(ctx context.Context, cancel context.CancelFunc, conn net.Conn) (*clientConn, error) {
+	conn = connbuf.Raw(conn) // reads and writes without a hand-off of the P (package rawio)
 	_ = conn.SetDeadline(time.Now().Add(srv.cfg.StartupTimeout))
 	h := &handshake{srv: srv, conn: conn, br: connbuf.NewReader(conn)}
 	if srv.cfg.Sessions != nil {

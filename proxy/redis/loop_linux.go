@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"github.com/tenantguard/tenantguard/internal/rawio"
 )
 
 // loop serves the connections of clients on the fast path, and
@@ -106,7 +108,7 @@ func (l *loop) run() {
 // wait takes the events ready now; with none, the netpoller parks the
 // loop until the epoll descriptor is readable.
 func (l *loop) wait(fd uintptr) bool {
-	n, err := epollPoll(int(fd), l.events[:])
+	n, err := rawio.EpollPoll(int(fd), l.events[:])
 	if err == syscall.EINTR {
 		n, err = 0, nil
 	}

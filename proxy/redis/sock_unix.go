@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"syscall"
+
+	"github.com/tenantguard/tenantguard/internal/rawio"
 )
 
 // sock does what net.Conn cannot: read and write a socket without waiting
@@ -46,7 +48,7 @@ func newSock(c net.Conn) *sock {
 
 func (s *sock) write(fd uintptr) bool {
 	for {
-		n, err := rawWrite(int(fd), s.wb)
+		n, err := rawio.Write(int(fd), s.wb)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -72,7 +74,7 @@ func (s *sock) writeNow(b []byte) (int, error) {
 
 func (s *sock) read(fd uintptr) bool {
 	for {
-		n, err := rawRead(int(fd), s.rb)
+		n, err := rawio.Read(int(fd), s.rb)
 		if err == syscall.EINTR {
 			continue
 		}
