@@ -57,7 +57,7 @@ func countOnce(ctx context.Context, o options, t *target, test string, pipeline 
 	args := []string{"-t", strings.ToLower(test), "-c", strconv.Itoa(clients), "-n", strconv.Itoa(o.counts),
 		"-P", strconv.Itoa(pipeline), "-r", strconv.Itoa(keyspace), "--csv"}
 	return benchkit.Count(ctx, t.svc, metricsURL[t.svc], usePerf, func() (float64, error) {
-		_, err := runBenchmark(ctx, fmt.Sprintf("counting run %s -P %d via %s", test, pipeline, t.name), t, o.timeout, args)
+		_, err := runBenchmark(ctx, fmt.Sprintf("counting run %s -P %d via %s", test, pipeline, t.name), t, o.timeout, args, nil)
 		return float64(o.counts), err
 	})
 }

@@ -58,6 +58,7 @@ type options struct {
 	counts    int  // requests of each counting run; 0 = none
 	nearCache bool // the near-cache comparison instead (nearcache.go)
 	hotKeys   int  // its key set
+	serverPID int  // redis-server's, for its CPU time per request
 }
 
 func main() { benchkit.Main("redisbench", parseFlags, run) }
@@ -188,6 +189,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 
+	o.serverPID = rs.Pid()
 	targets := []*target{{name: "direct", addr: rs.Addr()}}
 	for _, tg := range tgs {
 		targets = append(targets, &target{name: tg.Name, addr: tg.Addr, user: tenantID, password: tenantPass, svc: tg})

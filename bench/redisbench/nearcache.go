@@ -37,14 +37,15 @@ func runNearCache(ctx context.Context, o options, redisAddr string, pgPort int, 
 	for _, t := range targets[:2] {
 		args := []string{"-t", "set", "-c", strconv.Itoa(clients), "-n", strconv.Itoa(o.hotKeys * 20),
 			"-r", strconv.Itoa(o.hotKeys), "-q"}
-		if _, err := runBenchmark(ctx, "redis-benchmark SET (hot keys) via "+t.name, t, o.timeout, args); err != nil {
+		if _, err := runBenchmark(ctx, "redis-benchmark SET (hot keys) via "+t.name, t, o.timeout, args, nil); err != nil {
 			return err
 		}
 	}
 	type cell struct {
-		rps   []float64
-		ticks int64
-		reqs  int64
+		rps    []float64
+		ticks  int64
+		reqs   int64
+		client clientUse
 	}
 	res := make([][]*cell, len(o.pipelines))
 	for pi, p := range o.pipelines {
@@ -60,8 +61,9 @@ func runNearCache(ctx context.Context, o options, redisAddr string, pgPort int, 
 					"-P", strconv.Itoa(p), "-r", strconv.Itoa(o.hotKeys), "--csv"}
 				what := fmt.Sprintf("redis-benchmark GET -P %d (hot keys) via %s", p, t.name)
 				var out []byte
+				c := res[pi][k]
 				ticks, err := benchkit.CPUDuring(t.svc, func() (err error) {
-					out, err = runBenchmark(ctx, what, t, o.timeout, args)
+					out, err = runBenchmark(ctx, what, t, o.timeout, args, &c.client)
 					return err
 				})
 				if err != nil {
@@ -71,7 +73,6 @@ func runNearCache(ctx context.Context, o options, redisAddr string, pgPort int, 
 				if err != nil {
 					return fmt.Errorf("%s: %w:\n%s", what, err, out)
 				}
-				c := res[pi][k]
 				c.rps, c.ticks, c.reqs = append(c.rps, rps), c.ticks+ticks, c.reqs+int64(o.requests)
 				benchkit.Logf("GET -P %-3d round %d/%d %-26s %12.0f rps", p, round+1, o.Rounds, t.name, rps)
 			}
@@ -110,14 +111,25 @@ func runNearCache(ctx context.Context, o options, redisAddr string, pgPort int, 
 		}
 		tput.Rows = append(tput.Rows, cells)
 	}
+	client := benchkit.Table{Left: 2, Header: []string{"test", "pipeline"}}
+	for _, t := range targets {
+		client.Header = append(client.Header, "redis-benchmark CPU÷wall via "+strings.Replace(t.name, "tenantguard", "tg", 1))
+	}
+	for pi, p := range o.pipelines {
+		cells := []string{"GET", "-P " + strconv.Itoa(p)}
+		for _, c := range res[pi] {
+			cells = append(cells, benchkit.Num(c.client.share(), "%.2f"))
+		}
+		client.Rows = append(client.Rows, cells)
+	}
 	rep := &benchkit.Report{
 		Setup: fmt.Sprintf("redis-benchmark -t get -c %d -n %d -r %d --csv on a hot key set, %d round(s) (median rps), %d CPUs; %s; tenantguard redis.shared_connections %d; near cache: key:* (hits) or keys no GET names (misses)",
 			clients, o.requests, o.hotKeys, o.Rounds, runtime.NumCPU(), rbVersion, sc),
-		Tables: []benchkit.Table{tput},
+		Tables: []benchkit.Table{tput, client},
 		Notes: []string{strings.Join([]string{
 			"hits÷direct is the near cache against redis-server itself;",
 			"misses÷tg is the near cache's cost on a workload it cannot serve (goal: 0.95 or more).",
-		}, " "), "Near cache counters after the runs: " + strings.Join(seen, "; ") + "."},
+		}, " "), clientNote, "Near cache counters after the runs: " + strings.Join(seen, "; ") + "."},
 	}
 	return rep.Write(o.Out)
 }

@@ -51,6 +51,9 @@ func newReport(o options, rows []row, targets []*target, checks []string, rbVers
 	for _, i := range tgs {
 		resources.Header = append(resources.Header, short(i)+"÷twemproxy")
 	}
+	for i := range targets {
+		resources.Header = append(resources.Header, "redis-server CPU ms/1k req via "+short(i))
+	}
 
 	hz := float64(benchkit.ClockTicks())
 	for _, r := range rows {
@@ -81,9 +84,23 @@ func newReport(o options, rows []row, targets []*target, checks []string, rbVers
 		for _, i := range tgs {
 			cells = append(cells, benchkit.Ratio(cpu[i], cpu[nc]))
 		}
+		for _, res := range r.results {
+			cells = append(cells, cpuCell(benchkit.MsPer1k(res.srvTicks, res.requests, hz), res.srvTicks))
+		}
 		resources.Rows = append(resources.Rows, cells)
 	}
-	rep.Tables = []benchkit.Table{throughput, resources}
+	client := benchkit.Table{Left: 2, Header: []string{"test", "pipeline"}}
+	for i := range targets {
+		client.Header = append(client.Header, "redis-benchmark CPU÷wall via "+short(i))
+	}
+	for _, r := range rows {
+		cells := []string{r.test, "-P " + strconv.Itoa(r.pipeline)}
+		for _, res := range r.results {
+			cells = append(cells, benchkit.Num(res.client.share(), "%.2f"))
+		}
+		client.Rows = append(client.Rows, cells)
+	}
+	rep.Tables = []benchkit.Table{throughput, resources, client}
 
 	var svcs []*benchkit.Service
 	for _, i := range proxies {
@@ -95,9 +112,14 @@ func newReport(o options, rows []row, targets []*target, checks []string, rbVers
 	}
 	rep.Notes = append(rep.Notes, rss,
 		fmt.Sprintf("CPU is user+system time from /proc/PID/stat (%.0f ticks/s) around each run; 0 ticks shows as n/a, so use a larger -n for small figures.", hz))
+	rep.Notes = append(rep.Notes, clientNote)
 	rep.Notes = append(rep.Notes, checks...)
 	return rep, nil
 }
+
+// clientNote explains the redis-benchmark CPU table.
+const clientNote = "redis-benchmark CPU÷wall is the client's own user+system time (wait4) per second of its runs' wall time. " +
+	"redis-benchmark is one thread: at 1.00 it is what limits the rate, so no server or proxy behind it can show more requests per second than that run did."
 
 // cpuCell formats a CPU figure, or "n/a" if the run used less than one
 // clock tick in all.

@@ -31,6 +31,23 @@ type result struct {
 	rps      []float64 // one per round
 	requests int64     // requests over all rounds
 	cpuTicks int64     // proxy CPU time over all rounds
+	srvTicks int64     // redis-server's CPU time over all rounds
+	client   clientUse // redis-benchmark's own
+}
+
+// clientUse adds up redis-benchmark's own CPU time (user and system, from
+// wait4) and the wall time of its runs. redis-benchmark is one thread: at
+// about one CPU per second of wall time it is what limits the rate, and
+// nothing it talks to can be measured faster.
+type clientUse struct{ cpu, wall time.Duration }
+
+// share is redis-benchmark's CPU per second of wall time: 1.0 is a whole
+// core.
+func (u clientUse) share() float64 {
+	if u.wall <= 0 {
+		return 0
+	}
+	return u.cpu.Seconds() / u.wall.Seconds()
 }
 
 // row is one test and pipeline depth, with a result per target (same order).
@@ -78,14 +95,19 @@ func runOnce(ctx context.Context, o options, t *target, test string, pipeline in
 		"-P", strconv.Itoa(pipeline), "-r", strconv.Itoa(keyspace), "--csv"}
 	what := fmt.Sprintf("redis-benchmark %s -P %d via %s", test, pipeline, t.name)
 	var out []byte
+	var srvTicks int64
 	ticks, err := benchkit.CPUDuring(t.svc, func() (err error) {
-		out, err = runBenchmark(ctx, what, t, o.timeout, args)
+		srvTicks, err = pidCPUDuring(o.serverPID, func() (err error) {
+			out, err = runBenchmark(ctx, what, t, o.timeout, args, &res.client)
+			return err
+		})
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	res.cpuTicks += ticks
+	res.srvTicks += srvTicks
 	rps, err := csvRPS(out, test)
 	if err != nil {
 		return fmt.Errorf("%s: %w:\n%s", what, err, out)
@@ -93,6 +115,26 @@ func runOnce(ctx context.Context, o options, t *target, test string, pipeline in
 	res.rps = append(res.rps, rps)
 	res.requests += int64(o.requests)
 	return nil
+}
+
+// pidCPUDuring runs f and returns the CPU ticks process pid used
+// meanwhile; 0 and f's error when pid is 0.
+func pidCPUDuring(pid int, f func() error) (int64, error) {
+	if pid == 0 {
+		return 0, f()
+	}
+	before, err := benchkit.CPUTicks(pid)
+	if err != nil {
+		return 0, fmt.Errorf("redis-server: %w", err)
+	}
+	if err := f(); err != nil {
+		return 0, err
+	}
+	after, err := benchkit.CPUTicks(pid)
+	if err != nil {
+		return 0, fmt.Errorf("redis-server: %w", err)
+	}
+	return after - before, nil
 }
 
 // runDefaultSet runs redis-benchmark's whole default test set through tg
@@ -103,7 +145,7 @@ func runDefaultSet(ctx context.Context, o options, tg *benchkit.Service, pipelin
 		"-P", strconv.Itoa(pipeline), "-q"}
 	what := fmt.Sprintf("redis-benchmark default test set -P %d via %s", pipeline, tg.Name)
 	benchkit.Logf("running %s", what)
-	out, err := runBenchmark(ctx, what, t, max(o.timeout, 2*time.Minute), args)
+	out, err := runBenchmark(ctx, what, t, max(o.timeout, 2*time.Minute), args, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -126,8 +168,9 @@ func runDefaultSet(ctx context.Context, o options, tg *benchkit.Service, pipelin
 // runBenchmark runs redis-benchmark with args against t. A non-zero exit,
 // an error in its output, a proxy that died or a run that takes longer than
 // timeout is an error carrying redis-benchmark's output and the proxy's
-// log; what names the run in it.
-func runBenchmark(ctx context.Context, what string, t *target, timeout time.Duration, args []string) ([]byte, error) {
+// log; what names the run in it. use, if not nil, gets redis-benchmark's
+// CPU and wall time added.
+func runBenchmark(ctx context.Context, what string, t *target, timeout time.Duration, args []string, use *clientUse) ([]byte, error) {
 	host, port, _ := net.SplitHostPort(t.addr)
 	args = append([]string{"-h", host, "-p", port}, args...)
 	if t.user != "" {
@@ -138,13 +181,19 @@ func runBenchmark(ctx context.Context, what string, t *target, timeout time.Dura
 		Hung:   fmt.Sprintf("still running after %s, killed it (-timeout to allow longer)", timeout),
 		Output: func(out []byte) string { return tail(out) + "\n" },
 	}
+	var cmd *exec.Cmd
+	start := time.Now()
 	out, err := tool.Run(ctx, func(ctx context.Context) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, "redis-benchmark", args...)
+		cmd = exec.CommandContext(ctx, "redis-benchmark", args...)
 		cmd.WaitDelay = 5 * time.Second
 		return cmd
 	})
 	if err != nil {
 		return nil, err
+	}
+	if use != nil && cmd != nil && cmd.ProcessState != nil {
+		use.cpu += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		use.wall += time.Since(start)
 	}
 	for _, line := range outputLines(out) {
 		if strings.Contains(line, "ERR") || strings.Contains(strings.ToLower(line), "error") {
