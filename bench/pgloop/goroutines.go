@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantguard/tenantguard/internal/connbuf"
 )
 
 // The goroutines mode (-mode goroutines) forwards the same way with the
@@ -53,7 +55,7 @@ func serveGoroutines(ctx context.Context, ln net.Listener, upstream string, size
 		if err != nil {
 			log.Fatalf("pgloop: %v", err)
 		}
-		s := &gServer{conn: hj.Conn, pool: pool}
+		s := &gServer{conn: connbuf.Raw(hj.Conn), pool: pool} // raw system calls, as the data plane's
 		go s.replies()
 		pool <- s
 	}
@@ -62,7 +64,7 @@ func serveGoroutines(ctx context.Context, ln net.Listener, upstream string, size
 		if err != nil {
 			log.Fatal(err)
 		}
-		go serveClient(c, pool)
+		go serveClient(connbuf.Raw(c), pool)
 	}
 }
 

@@ -10,7 +10,9 @@
 // firewall, no binding, no metrics. bench/pgbench runs it beside
 // tenantguard and PgBouncer (-loop) to show what the data plane's
 // goroutine-per-connection design costs against an event loop in the same
-// language: system calls and CPU per transaction.
+// language: system calls and CPU per transaction. Both modes read and
+// write their sockets with raw system calls (internal/rawio), as the data
+// plane does; the loop's blocking epoll_wait stays an ordinary one.
 //
 //	go run ./bench/pgloop -listen 127.0.0.1:6433 -upstream postgres://u:p@127.0.0.1:5432/db -pool 20
 package main
@@ -30,6 +32,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tenantguard/tenantguard/internal/rawio"
 )
 
 func main() {
@@ -285,7 +289,7 @@ func (l *loop) run() {
 
 // serve reads p once and moves what it read along.
 func (l *loop) serve(p *peer) {
-	n, err := syscall.Read(p.fd, l.buf[:])
+	n, err := rawio.Read(p.fd, l.buf[:])
 	if n <= 0 {
 		if err == syscall.EAGAIN {
 			return
@@ -427,7 +431,7 @@ func (l *loop) flush() {
 		p.dirty = false
 		l.dirty[i] = nil
 		for len(p.out) > 0 && !p.closing {
-			n, err := syscall.Write(p.fd, p.out)
+			n, err := rawio.Write(p.fd, p.out)
 			if err == syscall.EAGAIN {
 				continue // an experiment: spin rather than track EPOLLOUT
 			}
