@@ -222,36 +222,13 @@ type Writer struct {
 	err error
 }
 
-// NewWriter returns a Writer to w; a plain socket is written through
-// RawWriter.
-func NewWriter(w io.Writer) *Writer {
-	if c, ok := w.(net.Conn); ok {
-		w = RawWriter(c)
-	}
-	return &Writer{w: w}
-}
+// NewWriter returns a Writer to w. Give it a Raw connection for writes
+// without a hand-off of the P.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
-// RawWriter returns a writer to c that makes its write(2)s as raw system
-// calls (see package rawio) when c is a plain socket, waiting for room
-// through the netpoller (and c's write deadline) when the socket is full;
-// otherwise c itself. Its writes may not run alongside c's own.
-func RawWriter(c net.Conn) io.Writer {
-	if r, ok := c.(*rawConn); ok {
-		return r.w
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return c
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return c
-	}
-	w := &rawWriter{c: c, rc: rc}
-	w.fn = w.write
-	return w
-}
-
+// rawWriter writes a plain socket with raw write(2)s (see package rawio),
+// waiting for room through the netpoller (and the connection's write
+// deadline) when the socket is full. It is Raw's Write.
 type rawWriter struct {
 	c  net.Conn
 	rc syscall.RawConn
@@ -363,10 +340,16 @@ func Raw(c net.Conn) net.Conn {
 	if _, ok := c.(*rawConn); ok {
 		return c
 	}
-	w, ok := RawWriter(c).(*rawWriter)
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return c
 	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	w := &rawWriter{c: c, rc: raw}
+	w.fn = w.write
 	rc := &rawConn{Conn: c, w: w}
 	rc.fn = rc.read
 	return rc

@@ -131,13 +131,16 @@ func TestWriterReleasesOnFlush(t *testing.T) {
 	}
 }
 
-func TestRawWriter(t *testing.T) {
+// TestRawWrite checks Raw's Write: waiting for room, deadlines and errors
+// as net.Conn's.
+func TestRawWrite(t *testing.T) {
 	client, server := pair(t)
-	if _, ok := RawWriter(client).(*rawWriter); !ok {
+	w := Raw(client)
+	if rc, ok := w.(*rawConn); !ok || rc.w == nil {
 		t.Fatal("a TCP connection got no raw writer")
 	}
-	if w := RawWriter(struct{ net.Conn }{client}); w == nil || w == io.Writer(client) {
-		t.Fatalf("a connection without a descriptor got %T, want itself", w)
+	if plain := (struct{ net.Conn }{client}); Raw(plain) != net.Conn(plain) {
+		t.Fatal("a connection without a descriptor was not given back as it is")
 	}
 
 	// Far more than the socket buffers hold: the writer must wait for room
@@ -151,7 +154,6 @@ func TestRawWriter(t *testing.T) {
 		b, _ := io.ReadAll(io.LimitReader(server, int64(len(want))))
 		got <- b
 	}()
-	w := RawWriter(client)
 	if n, err := w.Write(want); n != len(want) || err != nil {
 		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(want))
 	}

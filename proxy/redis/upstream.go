@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/connbuf"
 	"github.com/tenantguard/tenantguard/wire/resp"
 )
 
@@ -106,6 +107,7 @@ func (srv *Server) dialAs(ctx context.Context, addr string, resp3 bool, user, pa
 	if err != nil {
 		return nil, err
 	}
+	c = connbuf.Raw(c) // reads and writes without a hand-off of the P (package rawio)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
@@ -200,7 +202,7 @@ func (u *upConn) flush() error {
 		u.wbuf = u.spare[:0]
 		u.spare = nil
 		u.mu.Unlock()
-		err := u.write(buf)
+		_, err := u.conn.Write(buf)
 		u.mu.Lock()
 		if cap(buf) <= 4*flushAt {
 			u.spare = buf
@@ -215,21 +217,6 @@ func (u *upConn) flush() error {
 	u.flushing = false
 	u.mu.Unlock()
 	return nil
-}
-
-// write sends buf, from flush only (so never two at once): what the
-// socket takes now by a write(2) that does not wait, and only the rest
-// through net.Conn, which waits for room (and keeps the write deadline).
-func (u *upConn) write(buf []byte) error {
-	if u.sock != nil {
-		n, err := u.sock.writeNow(buf)
-		if err != nil || n == len(buf) {
-			return err
-		}
-		buf = buf[n:]
-	}
-	_, err := u.conn.Write(buf)
-	return err
 }
 
 // readLoop delivers every reply until the connection ends. It reads the
