@@ -50,6 +50,9 @@ type Options struct {
 	// stops renewing it (DefaultLease); it is renewed every Lease/3, and
 	// expired leases are looked for as often.
 	Lease time.Duration
+	// ClaimInterval, when shorter than Lease/3, is how often expired
+	// leases are looked for (and leases renewed) instead.
+	ClaimInterval time.Duration
 	// MaxAttempts is how often a step before the point of no return is
 	// tried before the operation is compensated (DefaultMaxAttempts).
 	MaxAttempts int
@@ -267,7 +270,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.mu.Unlock()
 		e.wg.Wait()
 	}()
-	tick := time.NewTicker(e.opts.Lease / 3)
+	every := e.opts.Lease / 3
+	if c := e.opts.ClaimInterval; c > 0 && c < every {
+		every = c
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		e.claim(ctx)

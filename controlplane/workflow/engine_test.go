@@ -385,7 +385,16 @@ func TestTakeoverAfterLeaseExpiry(t *testing.T) {
 		t.Fatalf("after the crash: %+v", held)
 	}
 	// The second engine's fixture blocks nowhere: its run of b passes.
-	b := newEngine(t, st, &fixture{}, lease)
+	// Its own lease is long, so that a busy machine cannot make it miss
+	// a renewal and claim the operation a third time; it still looks for
+	// a's expired lease as often as a 1.5 s lease would.
+	b, err := workflow.New(workflow.Options{
+		Store: st, Kinds: []workflow.Kind{(&fixture{}).kind()}, Lease: time.Minute, ClaimInterval: lease / 3,
+		RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 50 * time.Millisecond, ProgressInterval: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	runEngine(t, b)
 	done := waitState(t, b, op.ID, store.OpSucceeded)
 	if done.Claims != 2 {
