@@ -12,7 +12,9 @@
 // goroutine-per-connection design costs against an event loop in the same
 // language: system calls and CPU per transaction. Both modes read and
 // write their sockets with raw system calls (internal/rawio), as the data
-// plane does; the loop's blocking epoll_wait stays an ordinary one.
+// plane does; the loop's blocking epoll_wait stays an ordinary one. Both
+// run on one processor unless GOMAXPROCS says otherwise, as the sidecar
+// does by default (`procs`).
 //
 //	go run ./bench/pgloop -listen 127.0.0.1:6433 -upstream postgres://u:p@127.0.0.1:5432/db -pool 20
 package main
@@ -27,6 +29,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -42,6 +45,9 @@ func main() {
 	pool := flag.Int("pool", 20, "server connections")
 	mode := flag.String("mode", "loop", "loop: one goroutine on an epoll set of its own; goroutines: a goroutine per client and per server connection, as the data plane")
 	flag.Parse()
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	if *upstream == "" {
 		log.Fatal("pgloop: -upstream is required")
 	}

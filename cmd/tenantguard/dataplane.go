@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/tenantguard/tenantguard/internal/config"
+	"github.com/tenantguard/tenantguard/internal/procs"
 	"github.com/tenantguard/tenantguard/internal/sidecar"
 )
 
@@ -18,6 +19,8 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) int {
 	return runService(ctx, "sidecar", args, stderr, config.Load,
 		func(ctx context.Context, cfg *config.Sidecar, log *slog.Logger) (runner, error) {
 			cfg.Version = version
+			n, src := procs.Apply(cfg.Procs)
+			log.Info("go procs", "procs", n, "from", src)
 			return sidecar.Start(ctx, cfg, log)
 		})
 }

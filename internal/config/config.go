@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/tenantguard/tenantguard/internal/procs"
 	"net"
 	"os"
 	"path/filepath"
@@ -148,7 +149,10 @@ type File struct {
 	// policy until the first push or the persisted one.
 	ControlPlane *ControlPlaneClientFile `yaml:"controlplane"`
 	DrainTimeout Duration                `yaml:"drain_timeout"`
-	Debug        struct {
+	// Procs is how many threads may run Go code at once: a number, or
+	// "auto" for Go's own choice; default 1 (internal/procs).
+	Procs string `yaml:"procs"`
+	Debug struct {
 		// Pprof serves Go's profiles under /debug/pprof/ on the admin listener.
 		Pprof bool `yaml:"pprof"`
 	} `yaml:"debug"`
@@ -171,9 +175,11 @@ type Sidecar struct {
 	Sessions     *Sessions           // nil: session tokens are not accepted
 	ControlPlane *ControlPlaneClient // nil: the policy is this file's
 	DrainTimeout time.Duration
-	Pprof        bool   // serve /debug/pprof/ on the admin listener
-	Path         string // the file it was read from ("" when parsed from text)
-	Version      string // the binary's version, for the admin console; set by the command
+	// Procs: 0 = the default (internal/procs), procs.Auto = Go's own.
+	Procs   int
+	Pprof   bool   // serve /debug/pprof/ on the admin listener
+	Path    string // the file it was read from ("" when parsed from text)
+	Version string // the binary's version, for the admin console; set by the command
 
 	// RedisUpstreamTLS is the Redis listener's TLS to redis-server; nil:
 	// plaintext. Redis.UpstreamTLS is set from it when the sidecar starts.
@@ -210,6 +216,10 @@ func Parse(name string, data []byte) (*Sidecar, error) {
 	}
 	if out.DrainTimeout == 0 {
 		out.DrainTimeout = 30 * time.Second
+	}
+	var err error
+	if out.Procs, err = procs.Parse(f.Procs); err != nil {
+		return nil, failf("procs", "%v", err).in(name)
 	}
 	for _, step := range []func(*File, *Sidecar) *fieldErr{
 		parseRedisSchemes, parseListen, parsePostgres, parsePool, parseRedis, parseIsolation,

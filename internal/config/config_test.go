@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/tenantguard/tenantguard/internal/procs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +46,15 @@ func TestParseValid(t *testing.T) {
 	if sc.DrainTimeout != 3*time.Second {
 		t.Fatalf("drain timeout %v", sc.DrainTimeout)
 	}
+	if sc.Procs != 0 {
+		t.Fatalf("procs %d, want 0 (not set)", sc.Procs)
+	}
+	for text, want := range map[string]int{"procs: 2": 2, "procs: auto": procs.Auto} {
+		sc, err := Parse("sidecar.yaml", []byte(valid+text+"\n"))
+		if err != nil || sc.Procs != want {
+			t.Fatalf("%s: procs %v, %v; want %d", text, sc, err, want)
+		}
+	}
 	if _, ok := sc.Policy.Tenant("globex"); !ok {
 		t.Fatal("tenant globex missing")
 	}
@@ -56,6 +66,7 @@ func TestParseErrors(t *testing.T) {
 		name, from, to, want string
 	}{
 		{"unknown field", "drain_timeout: 3s", "drain_timout: 3s", "field drain_timout not found"},
+		{"bad procs", "drain_timeout: 3s", "drain_timeout: 3s\nprocs: all", `procs: "all" is not a number of procs`},
 		{"no listen", "  postgres: 127.0.0.1:6432\n", "", "listen.postgres: required"},
 		{"bad listen", "127.0.0.1:6432", "localhost", `listen.postgres: "localhost" is not host:port`},
 		{"bad pool mode", "mode: session", "mode: statement", `postgres.pool.mode: "statement" is not a pool mode`},
