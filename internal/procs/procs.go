@@ -7,7 +7,7 @@
 // thread spins looking for goroutines to steal, and the client and server
 // sides of one transaction run on different threads, so their data moves
 // between caches. On a 2-core machine under pgbench select-only, one P
-// used 13-17% less CPU per transaction than two at the same throughput
+// used 11-15% less CPU per transaction than two at the same throughput
 // (bench/RESULTS.md). PgBouncer and twemproxy are single-threaded for the
 // same reason. A sidecar serving one pod rarely needs more; one that
 // does (many TLS handshakes, firewall misses) sets `procs: auto`, Go's own
