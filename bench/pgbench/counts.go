@@ -17,7 +17,7 @@ import (
 // count is a row's counting runs: per target (same order as the row's
 // results), system calls and allocations per transaction; -1 = not counted.
 type count struct {
-	syscalls, allocs []float64
+	syscalls, switches, allocs []float64
 }
 
 // runCounts runs the counting runs for every row.
@@ -32,19 +32,19 @@ func runCounts(ctx context.Context, o options, targets []*target, rows []row) ([
 	}
 	out := make([]count, len(rows))
 	for ri, r := range rows {
-		c := count{syscalls: make([]float64, len(targets)), allocs: make([]float64, len(targets))}
+		c := count{syscalls: make([]float64, len(targets)), switches: make([]float64, len(targets)), allocs: make([]float64, len(targets))}
 		for i, t := range targets {
-			c.syscalls[i], c.allocs[i] = -1, -1
+			c.syscalls[i], c.switches[i], c.allocs[i] = -1, -1, -1
 			if t.svc == nil || r.results[i].skipped != "" {
 				continue
 			}
-			sys, allocs, err := countOnce(ctx, o, t, w[r.workload], r.mode, usePerf)
+			n, err := countOnce(ctx, o, t, w[r.workload], r.mode, usePerf)
 			if err != nil {
 				return nil, "", err
 			}
-			c.syscalls[i], c.allocs[i] = sys, allocs
-			benchkit.Logf("%-11s %-8s counted %-15s %s syscalls/tx, %s allocs/tx", r.workload, r.mode, t.name,
-				benchkit.OrNA(sys, "%.2f"), benchkit.OrNA(allocs, "%.1f"))
+			c.syscalls[i], c.switches[i], c.allocs[i] = n.Syscalls, n.Switches, n.Allocs
+			benchkit.Logf("%-11s %-8s counted %-15s %s syscalls/tx, %s context switches/tx, %s allocs/tx", r.workload, r.mode, t.name,
+				benchkit.OrNA(n.Syscalls, "%.2f"), benchkit.OrNA(n.Switches, "%.2f"), benchkit.OrNA(n.Allocs, "%.1f"))
 		}
 		out[ri] = c
 	}
@@ -52,7 +52,7 @@ func runCounts(ctx context.Context, o options, targets []*target, rows []row) ([
 }
 
 // countOnce runs pgbench for o.counts against t, counting.
-func countOnce(ctx context.Context, o options, t *target, w workload, mode string, usePerf bool) (sysPerTx, allocsPerTx float64, err error) {
+func countOnce(ctx context.Context, o options, t *target, w workload, mode string, usePerf bool) (benchkit.Counts, error) {
 	url := ""
 	if t.adminPort != 0 {
 		url = fmt.Sprintf("http://127.0.0.1:%d/metrics", t.adminPort)
@@ -77,6 +77,10 @@ func addCounts(rep *benchkit.Report, o options, rows []row, names []string, coun
 	for _, n := range names[min(iLoop, len(names)):] {
 		tbl.Header = append(tbl.Header, n+" syscalls/tx")
 	}
+	tbl.Header = append(tbl.Header, "tenantguard context switches/tx", "tenantguard+iso context switches/tx", "pgbouncer context switches/tx")
+	for _, n := range names[min(iLoop, len(names)):] {
+		tbl.Header = append(tbl.Header, n+" context switches/tx")
+	}
 	for ri, r := range rows {
 		c := counted[ri]
 		cells := []string{r.workload, r.mode,
@@ -85,10 +89,14 @@ func addCounts(rep *benchkit.Report, o options, rows []row, names []string, coun
 		for i := iLoop; i < len(c.syscalls); i++ {
 			cells = append(cells, benchkit.OrNA(c.syscalls[i], "%.2f"))
 		}
+		cells = append(cells, benchkit.OrNA(c.switches[iTenantguard], "%.2f"), benchkit.OrNA(c.switches[iIso], "%.2f"), benchkit.OrNA(c.switches[iPgBouncer], "%.2f"))
+		for i := iLoop; i < len(c.switches); i++ {
+			cells = append(cells, benchkit.OrNA(c.switches[i], "%.2f"))
+		}
 		tbl.Rows = append(tbl.Rows, cells)
 	}
 	rep.Tables = append(rep.Tables, tbl)
-	note := fmt.Sprintf("System calls and allocations per transaction come from separate, untimed runs (pgbench -T %d each): perf stat -e raw_syscalls:sys_enter -p PID on the proxy, and go_memstats_mallocs_total from tenantguard's /metrics before and after. Unlike tps and CPU time they hardly depend on how busy the machine is.", int(o.counts.Seconds()))
+	note := fmt.Sprintf("System calls and allocations per transaction come from separate, untimed runs (pgbench -T %d each): perf stat -e raw_syscalls:sys_enter,context-switches -p PID on the proxy (a context switch is one of its threads leaving the CPU, waiting or preempted), and go_memstats_mallocs_total from tenantguard's /metrics before and after. Unlike tps and CPU time they hardly depend on how busy the machine is.", int(o.counts.Seconds()))
 	if why != "" {
 		note += " System calls not counted: " + why + "."
 	}

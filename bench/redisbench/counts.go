@@ -24,6 +24,7 @@ type count struct {
 	test     string
 	pipeline int
 	syscalls []float64 // per request, one per proxy; -1 = not counted
+	switches []float64 // context switches, likewise
 	allocs   []float64 // per request, one per proxy; -1 = not counted
 }
 
@@ -38,13 +39,15 @@ func runCounts(ctx context.Context, o options, proxies []*target) ([]count, stri
 		for _, test := range tests {
 			c := count{test: test, pipeline: p}
 			for _, t := range proxies {
-				sys, allocs, err := countOnce(ctx, o, t, test, p, usePerf)
+				n, err := countOnce(ctx, o, t, test, p, usePerf)
 				if err != nil {
 					return nil, "", err
 				}
-				c.syscalls = append(c.syscalls, sys)
-				c.allocs = append(c.allocs, allocs)
-				benchkit.Logf("%-3s -P %-3d counted %-18s %s syscalls/req, %s allocs/req", test, p, t.name, benchkit.OrNA(sys, "%.2f"), benchkit.OrNA(allocs, "%.3f"))
+				c.syscalls = append(c.syscalls, n.Syscalls)
+				c.switches = append(c.switches, n.Switches)
+				c.allocs = append(c.allocs, n.Allocs)
+				benchkit.Logf("%-3s -P %-3d counted %-18s %s syscalls/req, %s context switches/req, %s allocs/req", test, p, t.name,
+					benchkit.OrNA(n.Syscalls, "%.2f"), benchkit.OrNA(n.Switches, "%.3f"), benchkit.OrNA(n.Allocs, "%.3f"))
 			}
 			out = append(out, c)
 		}
@@ -53,7 +56,7 @@ func runCounts(ctx context.Context, o options, proxies []*target) ([]count, stri
 }
 
 // countOnce runs one counting run against t.
-func countOnce(ctx context.Context, o options, t *target, test string, pipeline int, usePerf bool) (sysPerReq, allocsPerReq float64, err error) {
+func countOnce(ctx context.Context, o options, t *target, test string, pipeline int, usePerf bool) (benchkit.Counts, error) {
 	args := []string{"-t", strings.ToLower(test), "-c", strconv.Itoa(clients), "-n", strconv.Itoa(o.counts),
 		"-P", strconv.Itoa(pipeline), "-r", strconv.Itoa(keyspace), "--csv"}
 	return benchkit.Count(ctx, t.svc, metricsURL[t.svc], usePerf, func() (float64, error) {
@@ -72,6 +75,9 @@ func addCounts(rep *benchkit.Report, counted []count, proxies []*target, why str
 		tbl.Header = append(tbl.Header, t.name+" syscalls/req")
 	}
 	for _, t := range proxies {
+		tbl.Header = append(tbl.Header, t.name+" context switches/req")
+	}
+	for _, t := range proxies {
 		if metricsURL[t.svc] != "" {
 			tbl.Header = append(tbl.Header, t.name+" allocs/req")
 		}
@@ -81,6 +87,9 @@ func addCounts(rep *benchkit.Report, counted []count, proxies []*target, why str
 		for i := range proxies {
 			cells = append(cells, benchkit.OrNA(c.syscalls[i], "%.2f"))
 		}
+		for i := range proxies {
+			cells = append(cells, benchkit.OrNA(c.switches[i], "%.3f"))
+		}
 		for i, t := range proxies {
 			if metricsURL[t.svc] != "" {
 				cells = append(cells, benchkit.OrNA(c.allocs[i], "%.3f"))
@@ -89,7 +98,7 @@ func addCounts(rep *benchkit.Report, counted []count, proxies []*target, why str
 		tbl.Rows = append(tbl.Rows, cells)
 	}
 	rep.Tables = append(rep.Tables, tbl)
-	note := "System calls and allocations per request come from separate, untimed runs (redis-benchmark -n of -counts each): perf stat -e raw_syscalls:sys_enter -p PID, and go_memstats_mallocs_total from tenantguard's /metrics before and after. They depend much less than rps and CPU on how busy the machine is (only through how many commands share an upstream write)."
+	note := "System calls and allocations per request come from separate, untimed runs (redis-benchmark -n of -counts each): perf stat -e raw_syscalls:sys_enter,context-switches -p PID (a context switch is one of the process's threads leaving the CPU, waiting or preempted), and go_memstats_mallocs_total from tenantguard's /metrics before and after. They depend much less than rps and CPU on how busy the machine is (only through how many commands share an upstream write)."
 	if why != "" {
 		note += " System calls not counted: " + why + "."
 	}
