@@ -3,12 +3,12 @@
 // else the configuration's `procs`, else one.
 //
 // One is the default because the sidecar's work is moving small messages
-// between sockets, where a second P costs more than it gives: an idle P's
-// thread spins looking for goroutines to steal, and the client and server
-// sides of one transaction run on different threads, so their data moves
-// between caches. On a 2-core machine under pgbench select-only, one P
-// used 11-15% less CPU per transaction than two at the same throughput
-// (bench/RESULTS.md). PgBouncer and twemproxy are single-threaded for the
+// between sockets, where a second P costs more than it gives (most likely
+// an idle P's thread looking for goroutines to steal, and the client and
+// server sides of one transaction running on different threads). On a
+// 2-core machine under pgbench, one P used 11-15% less CPU per select-only
+// transaction than two, and 17-26% less per TPC-B-like one, at the same
+// throughput (bench/RESULTS.md). PgBouncer and twemproxy are single-threaded for the
 // same reason. A sidecar serving one pod rarely needs more; one that
 // does (many TLS handshakes, firewall misses) sets `procs: auto`, Go's own
 // choice (the container's CPU limit, else every core), or a number.
