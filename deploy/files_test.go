@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/tenantguard/tenantguard/internal/procs"
 	"io"
 	"io/fs"
 	"os"
@@ -264,8 +265,8 @@ func checkGatewayConfig(t *testing.T, _ string, data []byte) {
 		t.Fatal(err)
 	}
 	if cfg.PostgresListen != "10.244.1.17:6432" || cfg.TLS == nil || cfg.Postgres.MaxClientConnsPerSource == 0 ||
-		cfg.ControlPlane == nil || cfg.ControlPlane.TLS == nil || cfg.Postgres.Binder == nil {
-		t.Fatalf("the gateway template should listen on the pod IP with TLS, cap clients per source, take its policy from the control plane, isolation on: %+v", cfg)
+		cfg.ControlPlane == nil || cfg.ControlPlane.TLS == nil || cfg.Postgres.Binder == nil || cfg.Procs != procs.Auto {
+		t.Fatalf("the gateway template should listen on the pod IP with TLS, cap clients per source, take its policy from the control plane, isolation on, and use the pod's CPUs (procs: auto): %+v", cfg)
 	}
 }
 
