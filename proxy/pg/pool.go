@@ -222,9 +222,10 @@ func (p *pool) popIdle(now time.Time) (sc *serverConn, expired []*serverConn) {
 	return nil, expired
 }
 
+// closeAll retires idle connections (serverConn.retire).
 func closeAll(conns []*serverConn) {
 	for _, sc := range conns {
-		sc.closeSocket()
+		sc.retire()
 	}
 }
 
@@ -403,9 +404,9 @@ func (p *pool) put(sc *serverConn) {
 	p.unlease(sc)
 	if p.closed || p.slots.over() {
 		// Closing, or the cluster's share shrank: the connection goes,
-		// counted until its read loop exits.
+		// counted until its read loop exits (terminate).
 		sc.state = connClosing
-		_ = sc.conn.Close()
+		sc.terminate()
 		return
 	}
 	if w := p.nextWaiter(); w != nil {
@@ -585,9 +586,7 @@ func (p *pool) expire(now time.Time) {
 	clear(p.idle[len(keep):])
 	p.idle = keep
 	p.mu.Unlock()
-	for _, sc := range drop {
-		sc.closeSocket()
-	}
+	closeAll(drop)
 }
 
 // close shuts the pool: idle connections close now, busy ones when returned.

@@ -165,6 +165,42 @@ func (sc *serverConn) closeSocket() {
 	_ = sc.conn.Close()
 }
 
+// retireWait bounds how long a connection the pool retires waits for the
+// server to close its end after Terminate.
+const retireWait = 2 * time.Second
+
+// terminateMsg is a Terminate message.
+var terminateMsg = []byte{wire.MsgTerminate, 0, 0, 0, 4}
+
+// retire ends an idle connection the pool no longer wants (terminate).
+func (sc *serverConn) retire() {
+	sc.mu.Lock()
+	if sc.state >= connClosing {
+		sc.mu.Unlock()
+		return
+	}
+	sc.state = connClosing
+	sc.owner = nil
+	sc.mu.Unlock()
+	sc.terminate()
+}
+
+// terminate ends a connection the pool no longer wants, between
+// transactions, as a client leaves: Terminate, then the read loop reads
+// until the server closes its end. PostgreSQL closes the socket after the
+// backend has left pg_stat_activity and given back its connection slot,
+// and only then does the pool count the slot free (forget): so a slot
+// given back to a connection budget is never held twice, by a backend
+// still exiting and by the connection that takes its place. A server
+// that has not closed within retireWait is cut off. The caller has set
+// state to connClosing.
+func (sc *serverConn) terminate() {
+	_ = sc.conn.SetReadDeadline(time.Now().Add(retireWait))
+	if _, err := sc.conn.Write(terminateMsg); err != nil {
+		_ = sc.conn.Close()
+	}
+}
+
 // readLoop reads every message the server sends, for the connection's
 // life, and forwards each to the owner as the reply queue says.
 func (sc *serverConn) readLoop() {
