@@ -8,8 +8,8 @@
 // server sides of one transaction running on different threads). On a
 // 2-core machine under pgbench, one P used 11-15% less CPU per select-only
 // transaction than two, and 17-26% less per TPC-B-like one, at the same
-// throughput (bench/RESULTS.md). PgBouncer and twemproxy are single-threaded for the
-// same reason. A sidecar serving one pod rarely needs more; one that
+// throughput (bench/RESULTS.md). PgBouncer and twemproxy are
+// single-threaded too. A sidecar serving one pod rarely needs more; one that
 // does (many TLS handshakes, firewall misses) sets `procs: auto`, Go's own
 // choice (the container's CPU limit, else every core), or a number.
 package procs
