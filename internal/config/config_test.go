@@ -1,13 +1,13 @@
 package config
 
 import (
-	"github.com/tenantguard/tenantguard/internal/procs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tenantguard/tenantguard/internal/procs"
 	proxypg "github.com/tenantguard/tenantguard/proxy/pg"
 )
 

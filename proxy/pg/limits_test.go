@@ -105,7 +105,7 @@ func TestPipelinedTerminate(t *testing.T) {
 	}
 	marker := fmt.Sprintf("terminate-%d", time.Now().UnixNano())
 	msg := wirepg.AppendQuery(nil, "INSERT INTO items (tenant, name) VALUES ('acme', '"+marker+"')")
-	msg = append(msg, wirepg.MsgTerminate, 0, 0, 0, 4)
+	msg = append(msg, wirepg.TerminateMessage...)
 	if _, err := hj.Conn.Write(msg); err != nil {
 		t.Fatal(err)
 	}

@@ -169,9 +169,6 @@ func (sc *serverConn) closeSocket() {
 // server to close its end after Terminate.
 const retireWait = 2 * time.Second
 
-// terminateMsg is a Terminate message.
-var terminateMsg = []byte{wire.MsgTerminate, 0, 0, 0, 4}
-
 // retire ends an idle connection the pool no longer wants (terminate).
 func (sc *serverConn) retire() {
 	sc.mu.Lock()
@@ -196,7 +193,7 @@ func (sc *serverConn) retire() {
 // state to connClosing.
 func (sc *serverConn) terminate() {
 	_ = sc.conn.SetReadDeadline(time.Now().Add(retireWait))
-	if _, err := sc.conn.Write(terminateMsg); err != nil {
+	if _, err := sc.conn.Write(wire.TerminateMessage); err != nil {
 		_ = sc.conn.Close()
 	}
 }

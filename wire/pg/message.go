@@ -77,6 +77,9 @@ const HeaderLen = 5
 // SyncMessage is a whole Sync message, to write as is.
 var SyncMessage = []byte{MsgSync, 0, 0, 0, 4}
 
+// TerminateMessage is a whole Terminate message, to write as is.
+var TerminateMessage = []byte{MsgTerminate, 0, 0, 0, 4}
+
 // EmptyParse is a Parse of the unnamed statement with empty text: the
 // cheapest request that earns a ParseComplete.
 var EmptyParse = []byte{MsgParse, 0, 0, 0, 8, 0, 0, 0, 0}
