@@ -156,6 +156,7 @@ func (s *clientConn) bind(id string) string {
 	s.rwPol = s.srv.rulesPolicy.Load()
 	s.rw = rules.NewRewriter(ns, s.rwPol)
 	s.rate = s.srv.limiter(t.ID)
+	s.load = s.srv.load(t.ID)
 	s.label = s.srv.tenantLabel(t.ID)
 	s.cmds = s.srv.metrics.commands.WithLabelValues(s.label)
 	s.latency = s.srv.metrics.latency.WithLabelValues(s.label)

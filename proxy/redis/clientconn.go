@@ -120,7 +120,8 @@ type clientConn struct {
 	loopSlot  int32
 	loopDirty bool
 
-	rate    *bucket // the tenant's command bucket, shared by its sessions
+	rate    *bucket     // the tenant's command bucket, shared by its sessions
+	load    *tenantLoad // the tenant's traffic, shared by its sessions (lane.go)
 	cmds    prometheus.Counter
 	latency prometheus.Observer
 }
@@ -386,15 +387,16 @@ func (s *clientConn) forward(ctx context.Context, cmd []byte, p plan) error {
 				return nil
 			}
 		}
-		if s.up == nil {
-			u, err := s.be.shared(ctx, s.id)
-			if err != nil {
+		if !s.dedicated {
+			if _, err := s.sharedConn(ctx); err != nil {
 				s.writeLocal(s.dialFailure(err))
 				return nil
 			}
-			s.up = u
 		}
 		target = s.up
+	}
+	if len(cmd) >= bulkBytes && s.load != nil {
+		s.load.markBulk()
 	}
 	if s.via != target {
 		// Replies come back in order per connection only: those owed on
@@ -572,6 +574,9 @@ func (s *clientConn) deliver(rep *resp.Reply) {
 	sl := *s.outq.front()
 	s.popSlot()
 	s.latency.Observe(time.Since(sl.start).Seconds())
+	if len(rep.Raw()) >= bulkBytes && s.load != nil {
+		s.load.markBulk()
+	}
 	if s.reserve(len(rep.Raw()) + 64) {
 		s.out = s.transform(s.out, rep, sl)
 	}

@@ -95,10 +95,13 @@ func (s *clientConn) needsHome(name []byte, cmd *keyspec.Command) bool {
 		return true
 	}
 	s.qmu.Lock()
-	full := s.outq.len() >= maxOwedShared-1
+	owed := s.outq.len()
 	s.qmu.Unlock()
-	if full {
+	if owed >= maxOwedShared-1 {
 		return true
+	}
+	if owed == 0 && s.be.cluster == nil && s.be.openShared(s.lane()) == nil {
+		return true // its lane's connection must be dialled (lane.go)
 	}
 	return cmd != nil && (needsOwnConn(cmd) || runsAtHome(cmd))
 }

@@ -11,6 +11,7 @@ type metrics struct {
 	sessionsEnded *prometheus.CounterVec
 	breaker       *prometheus.GaugeVec
 	tlsRefused    *prometheus.CounterVec
+	bulky         *prometheus.CounterVec
 
 	dedicatedIdle     prometheus.Gauge
 	dedicatedReleases *prometheus.CounterVec
@@ -68,6 +69,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Upstream circuit breaker state, by cluster (the policy's name of the upstream; default: the configured one): 0 closed, 1 half-open, 2 open.",
 		}, []string{"cluster"}),
 	}
+	m.bulky = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "tenantguard", Subsystem: "redis", Name: "bulky_total",
+		Help: "Times a tenant turned bulky (a command or reply of 16 KiB or more after 10 s without one), so that its clients left the first shared upstream connection for the others, by tenant.",
+	}, []string{"tenant"})
 	m.clusterRedirects = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "tenantguard", Subsystem: "redis", Name: "cluster_redirects_total",
 		Help: "MOVED and ASK replies of Redis Cluster nodes, by kind (moved, ask) and outcome: replayed (on the target node, unseen by the client) or refused (on a connection that may hold state: the client got -TRYAGAIN).",
@@ -90,6 +95,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}, []string{"result"})
 	reg.MustRegister(m.upstreamsOpened, m.upstreamsRetired, m.upstreamClients, m.tenantsMoved)
 	reg.MustRegister(m.clients, m.commands, m.refusals, m.latency, m.authFailures, m.sessionsEnded, m.breaker, m.tlsRefused,
-		m.dedicatedIdle, m.dedicatedReleases, m.clusterRedirects)
+		m.dedicatedIdle, m.dedicatedReleases, m.clusterRedirects, m.bulky)
 	return m
 }

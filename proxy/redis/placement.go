@@ -142,6 +142,7 @@ func (srv *Server) newBackend(name string, c *policy.RedisCluster) (*Server, err
 		policy: srv.policy, log: log, metrics: srv.metrics,
 		verified:    map[string]verifiedSecret{},
 		buckets:     map[string]*bucket{},
+		loads:       map[string]*tenantLoad{},
 		clients:     map[*clientConn]struct{}{},
 		perTenant:   map[string]int{},
 		labels:      map[string]struct{}{},

@@ -41,6 +41,7 @@ type Server struct {
 	verified  map[string]verifiedSecret // see checkSecret
 	verSnap   *policy.Snapshot          // the snapshot that verified what verified holds
 	buckets   map[string]*bucket
+	loads     map[string]*tenantLoad
 	acc       netserve.Acceptor
 	clients   map[*clientConn]struct{}
 	perTenant map[string]int
@@ -105,6 +106,7 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
 		verified:    map[string]verifiedSecret{},
 		buckets:     map[string]*bucket{},
+		loads:       map[string]*tenantLoad{},
 		clients:     map[*clientConn]struct{}{},
 		perTenant:   map[string]int{},
 		labels:      map[string]struct{}{},
@@ -251,10 +253,9 @@ func (srv *Server) tenantLabelLocked(id string) string {
 	return id
 }
 
-// shared returns the multiplexed connection for a client, dialling it
-// if needed. A client always uses the same one, so its replies stay in order.
-func (srv *Server) shared(ctx context.Context, id int64) (*upConn, error) {
-	i := int(id % int64(len(srv.sharedUp)))
+// shared returns the shared connection i, dialling it if needed (which
+// one a client uses: lane.go).
+func (srv *Server) shared(ctx context.Context, i int) (*upConn, error) {
 	srv.mu.Lock()
 	u := srv.sharedUp[i]
 	srv.mu.Unlock()
