@@ -18,7 +18,7 @@ func newReport(o options, rows []row, targets []*target, checks []string, rbVers
 		shared[i] = strconv.Itoa(n)
 	}
 	rep := &benchkit.Report{
-		Setup: fmt.Sprintf("redis-benchmark -c %d -n %d -r %d --csv, SET then GET (one run each), %d round(s) (median rps), %d CPUs; %s; %s (1 server connection); tenantguard redis.shared_connections %s",
+		Setup: fmt.Sprintf("redis-benchmark -c %d -n %d -r %d --csv, SET then GET (one run each), %d round(s) (median rps), %d CPUs; %s; %s (1 server connection); tenantguard redis.shared_connections %s (one tenant, so all of its clients on the first, its light lane: README, \"Which shared connection\")",
 			clients, o.requests, keyspace, o.Rounds, runtime.NumCPU(), rbVersion, ncVersion, strings.Join(shared, ", ")),
 	}
 	direct, nc := 0, len(targets)-1
