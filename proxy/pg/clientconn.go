@@ -318,13 +318,15 @@ func (s *clientConn) flush(sc *serverConn) error {
 // if anything.
 func (s *clientConn) flushPending() error {
 	sc := s.sc.Load()
-	if sc == nil || sc.bw.Buffered() == 0 {
+	if sc == nil {
 		return nil
 	}
+	// Ownership first: a connection released meanwhile is another
+	// client's, and so is its write buffer.
 	sc.mu.Lock()
 	mine := sc.owner == s && sc.sending
 	sc.mu.Unlock()
-	if !mine {
+	if !mine || sc.bw.Buffered() == 0 {
 		return nil
 	}
 	return s.flush(sc)
