@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -261,4 +263,176 @@ func TestRaw(t *testing.T) {
 	if _, err := rc.Read(buf); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Read after Close: %v; want net.ErrClosed", err)
 	}
+}
+
+// serveFrames runs Serve on r with a step that reads frames of a 4-byte
+// big-endian length and its bytes, sending each to frames; it returns what
+// Serve returned and the step's last error (other than ErrWouldBlock).
+func serveFrames(r *Reader, frames chan<- []byte) (serveErr, stepErr error) {
+	serveErr = r.Serve(func() bool {
+		hdr, err := r.Peek(4)
+		if err == nil {
+			n := int(hdr[0])<<24 | int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+			var b []byte
+			if b, err = r.Peek(4 + n); err == nil {
+				frames <- bytes.Clone(b[4:])
+				_, _ = r.Discard(4 + n)
+				return true
+			}
+		}
+		if err != ErrWouldBlock {
+			stepErr = err
+		}
+		return false
+	})
+	return serveErr, stepErr
+}
+
+func frame(b []byte) []byte {
+	n := len(b)
+	return append([]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, b...)
+}
+
+// TestServe: inside Serve the reader gets every frame intact, whether
+// they come one at a time (a wait between each), many in one write, split
+// across writes, or larger than the buffer; the client's EOF ends the step.
+func TestServe(t *testing.T) {
+	client, server := pair(t)
+	r := NewReader(Raw(server))
+	frames := make(chan []byte, 2048)
+	type result struct{ serveErr, stepErr error }
+	done := make(chan result, 1)
+	go func() {
+		se, ste := serveFrames(r, frames)
+		done <- result{se, ste}
+	}()
+	want := func(w []byte) {
+		t.Helper()
+		select {
+		case got := <-frames:
+			if !bytes.Equal(got, w) {
+				t.Fatalf("frame of %d bytes, want %d bytes %.20q", len(got), len(w), w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no frame within 10s (want %.20q)", w)
+		}
+	}
+	for i := 0; i < 50; i++ { // one at a time: Serve waits between them
+		m := []byte(strings.Repeat("q", i+1))
+		if _, err := client.Write(frame(m)); err != nil {
+			t.Fatal(err)
+		}
+		want(m)
+	}
+	var burst []byte
+	for i := 0; i < 1000; i++ {
+		burst = append(burst, frame([]byte(strconv.Itoa(i)))...)
+	}
+	if _, err := client.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		want([]byte(strconv.Itoa(i)))
+	}
+	big := make([]byte, 3*Size+17)
+	_, _ = rand.Read(big)
+	f := frame(big)
+	for _, part := range [][]byte{f[:3], f[3:Size], f[Size:]} {
+		if _, err := client.Write(part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(big)
+	client.Close()
+	select {
+	case res := <-done:
+		if res.serveErr != nil || !errors.Is(res.stepErr, io.EOF) {
+			t.Fatalf("after the client closed: Serve %v, step %v; want nil and EOF", res.serveErr, res.stepErr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the client closed")
+	}
+}
+
+// TestServeCloseAndDeadline: a Serve waiting for bytes returns when the
+// connection is closed or its read deadline passes, with errors as a
+// net.Conn read's; a Close while bytes keep coming is seen before the
+// next read.
+func TestServeCloseAndDeadline(t *testing.T) {
+	t.Run("close while waiting", func(t *testing.T) {
+		client, server := pair(t)
+		defer client.Close()
+		rs := Raw(server)
+		r := NewReader(rs)
+		frames := make(chan []byte, 1)
+		done := make(chan error, 1)
+		go func() {
+			se, ste := serveFrames(r, frames)
+			done <- errors.Join(se, ste)
+		}()
+		if _, err := client.Write(frame([]byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+		<-frames // Serve is past its first read
+		rs.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Serve after Close: %v, want net.ErrClosed (from Serve or the step's read)", err)
+		}
+		// Serve closed the connection as it returned: the client sees EOF.
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("client read after Close: %d, %v; want EOF", n, err)
+		}
+		if err := rs.Close(); err == nil {
+			t.Fatal("a second Close succeeded")
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		client, server := pair(t)
+		defer client.Close()
+		rs := Raw(server)
+		defer rs.Close()
+		r := NewReader(rs)
+		_ = rs.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		se, _ := serveFrames(r, make(chan []byte, 1))
+		if !errors.Is(se, os.ErrDeadlineExceeded) {
+			t.Fatalf("Serve past the deadline: %v, want os.ErrDeadlineExceeded", se)
+		}
+		var ne net.Error
+		if !errors.As(se, &ne) || !ne.Timeout() {
+			t.Fatalf("Serve's error %v is not a net.Error timeout", se)
+		}
+	})
+	t.Run("close while reading", func(t *testing.T) {
+		client, server := pair(t)
+		defer client.Close()
+		rs := Raw(server)
+		r := NewReader(rs)
+		if _, err := client.Write(bytes.Repeat(frame([]byte("y")), 100)); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		var stepErr error
+		se := r.Serve(func() bool {
+			hdr, err := r.Peek(5)
+			if err != nil {
+				if err != ErrWouldBlock {
+					stepErr = err
+				}
+				return false
+			}
+			_ = hdr
+			_, _ = r.Discard(5)
+			if n++; n == 1 {
+				rs.Close() // as another goroutine would
+			}
+			return true
+		})
+		if se != nil || !errors.Is(stepErr, net.ErrClosed) {
+			t.Fatalf("Serve after a Close mid-stream: %v, step %v; want nil and net.ErrClosed", se, stepErr)
+		}
+		if n > 100 {
+			t.Fatalf("%d frames after Close", n)
+		}
+	})
 }
