@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/tenantguard/tenantguard/internal/rawio"
 )
@@ -100,9 +101,11 @@ var ErrWouldBlock = errors.New("connbuf: nothing to read now")
 //
 // Serve returns nil when step returned false without a read having
 // returned ErrWouldBlock, or the error of a wait: the connection closed,
-// or its read deadline passed. Deadlines are seen whenever Serve waits;
-// a Close, which may come from step itself, before the next read or at
-// once in a wait (the connection is closed as Serve returns).
+// or its read deadline passed. As with net.Conn's Read, a deadline that
+// has passed and a Close (which may come from step itself) are seen
+// before the next read, and at once in a wait; a read then returns the
+// error for step to see. A connection closed during Serve is closed as
+// Serve returns.
 func (r *Reader) Serve(step func() bool) error {
 	if r.raw == nil || r.rc == nil {
 		for step() {
@@ -152,6 +155,9 @@ func unwrapOp(err error) error {
 func (r *Reader) serveRead() (int, error) {
 	if r.rc.state.Load() == connCloseAsked {
 		return 0, net.ErrClosed
+	}
+	if d := r.rc.readDeadline.Load(); d != 0 && time.Now().UnixNano() >= d {
+		return 0, r.opError(os.ErrDeadlineExceeded)
 	}
 	p := (*r.buf)[r.w:]
 	for {
@@ -475,8 +481,11 @@ func Raw(c net.Conn) net.Conn {
 type rawConn struct {
 	net.Conn
 	state atomic.Int32 // connOpen, connServing, ...: Close and Reader.Serve
-	w     *rawWriter
-	mu    sync.Mutex // one Read at a time, as fn's fields are shared
+	// readDeadline is the read deadline in Unix nanoseconds (0: none),
+	// which Reader.Serve checks before each read, as net.Conn's Read does.
+	readDeadline atomic.Int64
+	w            *rawWriter
+	mu           sync.Mutex // one Read at a time, as fn's fields are shared
 	// fn is read bound once; it reads into p and leaves n and err.
 	fn  func(fd uintptr) bool
 	p   []byte
@@ -516,6 +525,24 @@ func (c *rawConn) Close() error {
 		default:
 			return c.Conn.Close() // closed: net.Conn's error
 		}
+	}
+}
+
+func (c *rawConn) SetReadDeadline(t time.Time) error {
+	c.noteReadDeadline(t)
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *rawConn) SetDeadline(t time.Time) error {
+	c.noteReadDeadline(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *rawConn) noteReadDeadline(t time.Time) {
+	if t.IsZero() {
+		c.readDeadline.Store(0)
+	} else {
+		c.readDeadline.Store(max(t.UnixNano(), 1))
 	}
 }
 

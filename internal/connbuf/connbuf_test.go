@@ -403,6 +403,40 @@ func TestServeCloseAndDeadline(t *testing.T) {
 			t.Fatalf("Serve's error %v is not a net.Error timeout", se)
 		}
 	})
+	t.Run("deadline while reading", func(t *testing.T) {
+		client, server := pair(t)
+		defer client.Close()
+		rs := Raw(server)
+		defer rs.Close()
+		r := NewReader(rs)
+		// More than a buffer: the first read fills it, so the socket is
+		// not taken to be drained and the next read is tried.
+		const frames = 3 * Size / 5
+		if _, err := client.Write(bytes.Repeat(frame([]byte("z")), frames)); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		var stepErr error
+		se := r.Serve(func() bool {
+			if _, err := r.Peek(5); err != nil {
+				if err != ErrWouldBlock {
+					stepErr = err
+				}
+				return false
+			}
+			_, _ = r.Discard(5)
+			if n++; n == 1 {
+				_ = rs.SetReadDeadline(time.Unix(1, 0)) // as a goroutine waking the reader does
+			}
+			return true
+		})
+		if se != nil || !errors.Is(stepErr, os.ErrDeadlineExceeded) {
+			t.Fatalf("Serve with a deadline passed mid-stream: %v, step %v; want nil and os.ErrDeadlineExceeded", se, stepErr)
+		}
+		if n >= frames {
+			t.Fatalf("read all %d frames past the deadline", n)
+		}
+	})
 	t.Run("close while reading", func(t *testing.T) {
 		client, server := pair(t)
 		defer client.Close()
