@@ -11,14 +11,11 @@
 package connbuf
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/tenantguard/tenantguard/internal/rawio"
 )
@@ -52,15 +49,6 @@ type Reader struct {
 	readFn func(fd uintptr) bool
 	n      int
 	rerr   error
-
-	// Inside Serve: the descriptor, whether the socket is taken to be
-	// drained (the last read came back short or found nothing), and
-	// whether a read returned ErrWouldBlock since the step began.
-	serving    bool
-	fd         int
-	drained    bool
-	wouldBlock bool
-	rc         *rawConn // conn, when it is Raw's: Serve needs it
 }
 
 // NewReader returns a Reader of c.
@@ -72,111 +60,7 @@ func NewReader(c net.Conn) *Reader {
 			r.readFn = r.readRaw
 		}
 	}
-	if rc, ok := c.(*rawConn); ok {
-		r.rc = rc
-	}
 	return r
-}
-
-// ErrWouldBlock is what the Reader's reads return inside Serve when the
-// socket has nothing more to read now: the step is to return, and Serve
-// waits for readiness.
-var ErrWouldBlock = errors.New("connbuf: nothing to read now")
-
-// Serve calls step until it returns false, all inside one
-// syscall.RawConn.Read of the connection (a Raw one, else one that is
-// not a plain socket, whose reads simply wait), for a goroutine that
-// reads the connection until it ends: a server connection's read loop.
-//
-// Each RawConn.Read starts by forgetting any readiness the netpoller had
-// seen, so it must begin with a read(2), which, when a goroutine reads
-// again after handling what it read, usually finds nothing: one read in
-// two is wasted on a socket that answers one request at a time. Inside
-// Serve readiness is not forgotten between waits, so, as twemproxy does,
-// a read that comes back short is taken to have drained the socket: the
-// next read returns ErrWouldBlock at once, the step returns, and Serve
-// waits for the socket's next readiness, without holding a buffer if
-// nothing is buffered. (Bytes that arrive meanwhile make it ready, so
-// none is missed.)
-//
-// Serve returns nil when step returned false without a read having
-// returned ErrWouldBlock, or the error of a wait: the connection closed,
-// or its read deadline passed. As with net.Conn's Read, a deadline that
-// has passed and a Close (which may come from step itself) are seen
-// before the next read, and at once in a wait; a read then returns the
-// error for step to see. A connection closed during Serve is closed as
-// Serve returns.
-func (r *Reader) Serve(step func() bool) error {
-	if r.raw == nil || r.rc == nil {
-		for step() {
-		}
-		return nil
-	}
-	if !r.rc.state.CompareAndSwap(connOpen, connServing) {
-		return r.opError(net.ErrClosed)
-	}
-	defer r.rc.served()
-	done := false
-	err := r.raw.Read(func(fd uintptr) bool {
-		r.serving, r.fd, r.drained = true, int(fd), false
-		for {
-			more := step()
-			if r.wouldBlock {
-				r.wouldBlock = false
-				return false // wait for readiness
-			}
-			if !more {
-				done = true
-				return true
-			}
-		}
-	})
-	r.serving, r.fd = false, -1
-	if err != nil && !done {
-		return r.opError(unwrapOp(err))
-	}
-	return nil
-}
-
-func (r *Reader) opError(err error) error {
-	return &net.OpError{Op: "read", Net: r.conn.LocalAddr().Network(), Source: r.conn.LocalAddr(), Addr: r.conn.RemoteAddr(), Err: err}
-}
-
-// unwrapOp is the cause of a RawConn error (a *net.OpError of its own).
-func unwrapOp(err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		return op.Err
-	}
-	return err
-}
-
-// serveRead is one read(2) inside Serve.
-func (r *Reader) serveRead() (int, error) {
-	if r.rc.state.Load() == connCloseAsked {
-		return 0, net.ErrClosed
-	}
-	if d := r.rc.readDeadline.Load(); d != 0 && time.Now().UnixNano() >= d {
-		return 0, r.opError(os.ErrDeadlineExceeded)
-	}
-	p := (*r.buf)[r.w:]
-	for {
-		n, err := rawio.Read(r.fd, p)
-		switch err {
-		case nil:
-			if n == 0 {
-				return 0, io.EOF
-			}
-			r.drained = n < len(p)
-			return n, nil
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			r.drained, r.wouldBlock = true, true
-			return 0, ErrWouldBlock
-		}
-		return 0, os.NewSyscallError("read", err)
-	}
 }
 
 // Size is the most a Peek can return without a buffer of its own.
@@ -227,19 +111,12 @@ func (r *Reader) Read(p []byte) (int, error) {
 
 // fill reads at least one more byte, with room for a Peek of need bytes.
 func (r *Reader) fill(need int) error {
-	if r.serving && r.drained {
-		r.wouldBlock = true
-		return ErrWouldBlock // before taking a buffer
-	}
 	r.reserve(need)
 	var n int
 	var err error
-	switch {
-	case r.serving:
-		n, err = r.serveRead()
-	case r.raw == nil:
+	if r.raw == nil {
 		n, err = r.conn.Read((*r.buf)[r.w:])
-	default:
+	} else {
 		n, err = r.rawRead()
 	}
 	r.w += n
@@ -480,12 +357,8 @@ func Raw(c net.Conn) net.Conn {
 
 type rawConn struct {
 	net.Conn
-	state atomic.Int32 // connOpen, connServing, ...: Close and Reader.Serve
-	// readDeadline is the read deadline in Unix nanoseconds (0: none),
-	// which Reader.Serve checks before each read, as net.Conn's Read does.
-	readDeadline atomic.Int64
-	w            *rawWriter
-	mu           sync.Mutex // one Read at a time, as fn's fields are shared
+	w  *rawWriter
+	mu sync.Mutex // one Read at a time, as fn's fields are shared
 	// fn is read bound once; it reads into p and leaves n and err.
 	fn  func(fd uintptr) bool
 	p   []byte
@@ -494,66 +367,6 @@ type rawConn struct {
 }
 
 func (c *rawConn) Write(p []byte) (int, error) { return c.w.Write(p) }
-
-// A Raw connection's state, for Close during Reader.Serve.
-const (
-	connOpen       = iota
-	connServing    // a Reader.Serve holds the descriptor
-	connCloseAsked // closed during Serve: Serve closes it as it returns
-	connClosed
-)
-
-// Close closes the connection. During a Reader.Serve, which holds the
-// descriptor for as long as it runs (net.Conn's Close would wait for it,
-// and forever when step itself closes the connection), it shuts the
-// socket down instead, which wakes Serve's wait; Serve stops before its
-// next read and closes the connection as it returns.
-func (c *rawConn) Close() error {
-	for {
-		switch c.state.Load() {
-		case connOpen:
-			if c.state.CompareAndSwap(connOpen, connClosed) {
-				return c.Conn.Close()
-			}
-		case connServing:
-			if c.state.CompareAndSwap(connServing, connCloseAsked) {
-				_ = c.w.rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
-				return nil
-			}
-		case connCloseAsked:
-			return &net.OpError{Op: "close", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: net.ErrClosed}
-		default:
-			return c.Conn.Close() // closed: net.Conn's error
-		}
-	}
-}
-
-func (c *rawConn) SetReadDeadline(t time.Time) error {
-	c.noteReadDeadline(t)
-	return c.Conn.SetReadDeadline(t)
-}
-
-func (c *rawConn) SetDeadline(t time.Time) error {
-	c.noteReadDeadline(t)
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *rawConn) noteReadDeadline(t time.Time) {
-	if t.IsZero() {
-		c.readDeadline.Store(0)
-	} else {
-		c.readDeadline.Store(max(t.UnixNano(), 1))
-	}
-}
-
-// served ends a Reader.Serve: the connection is open again, or closed
-// if Close was called meanwhile.
-func (c *rawConn) served() {
-	if !c.state.CompareAndSwap(connServing, connOpen) {
-		c.state.Store(connClosed)
-		_ = c.Conn.Close()
-	}
-}
 
 func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {

@@ -131,82 +131,55 @@ type cancelKey struct {
 // run serves an authenticated client until it leaves, the proxy ends it,
 // or it parks (errParked).
 func (s *clientConn) run() error {
-	// Messages are read and handled inside connbuf's Serve, which waits
-	// for the socket without a read that finds nothing; a read error
-	// ends it and is handled here, outside, where parking may hand the
-	// connection to the acceptor.
-	var (
-		readErr error
-		ended   bool
-		result  error
-	)
-	step := func() bool {
+	ctx := s.ctx
+	for {
 		typ, raw, err := s.rd.Next()
 		if err != nil {
-			readErr = err // connbuf.ErrWouldBlock: Serve waits and calls again
-			return false
+			if s.ending() {
+				// Woken to end, or the client left while the end was pending.
+				return s.terminate()
+			}
+			parked, err := s.readInterrupted(err)
+			if parked {
+				return errParked
+			}
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, wire.ErrMessageTooLarge) || errors.Is(err, wire.ErrBadLength) {
+				// As PostgreSQL answers a bad length: a FATAL, then close.
+				return s.fatal(wire.Fatalf(wire.CodeProtocolViolation, "invalid message: %v", err))
+			}
+			return err
 		}
-		ended, result = s.message(typ, raw)
-		return !ended
-	}
-	for {
-		readErr = nil
-		if err := s.br.Serve(step); err != nil {
-			readErr = err
-		}
-		if ended {
-			return result
-		}
-		if s.ending() {
-			// Woken to end, or the client left while the end was pending.
+		s.messages.Add(1)
+		if s.abort.Load() || s.broken.Load() {
 			return s.terminate()
 		}
-		parked, err := s.readInterrupted(readErr)
-		if parked {
-			return errParked
+		switch typ {
+		case wire.MsgTerminate:
+			// Requests pipelined ahead of Terminate still reach the server,
+			// as they would without a proxy.
+			return s.flushPending()
+		case wire.MsgFunctionCall:
+			if err := s.refuseCall(wire.Errorf(wire.CodeFeatureNotSupported, "function call messages are not supported by tenantguard; use SELECT")); err != nil {
+				return err
+			}
+			continue
+		case wire.MsgPassword:
+			return s.fatal(wire.Fatalf(wire.CodeProtocolViolation, "unexpected password message"))
 		}
-		if err == nil {
+		if s.skipUntilSync {
+			if typ == wire.MsgSync {
+				s.skipUntilSync = false
+				s.writeReady(wire.TxIdle)
+			}
 			continue
 		}
-		if errors.Is(err, wire.ErrMessageTooLarge) || errors.Is(err, wire.ErrBadLength) {
-			// As PostgreSQL answers a bad length: a FATAL, then close.
-			return s.fatal(wire.Fatalf(wire.CodeProtocolViolation, "invalid message: %v", err))
+		if err := s.handle(ctx, typ, raw); err != nil {
+			return err
 		}
-		return err
 	}
-}
-
-// message handles one message read from the client. It reports whether
-// the client is done, and with what.
-func (s *clientConn) message(typ byte, raw []byte) (bool, error) {
-	s.messages.Add(1)
-	if s.abort.Load() || s.broken.Load() {
-		return true, s.terminate()
-	}
-	switch typ {
-	case wire.MsgTerminate:
-		// Requests pipelined ahead of Terminate still reach the server,
-		// as they would without a proxy.
-		return true, s.flushPending()
-	case wire.MsgFunctionCall:
-		if err := s.refuseCall(wire.Errorf(wire.CodeFeatureNotSupported, "function call messages are not supported by tenantguard; use SELECT")); err != nil {
-			return true, err
-		}
-		return false, nil
-	case wire.MsgPassword:
-		return true, s.fatal(wire.Fatalf(wire.CodeProtocolViolation, "unexpected password message"))
-	}
-	if s.skipUntilSync {
-		if typ == wire.MsgSync {
-			s.skipUntilSync = false
-			s.writeReady(wire.TxIdle)
-		}
-		return false, nil
-	}
-	if err := s.handle(s.ctx, typ, raw); err != nil {
-		return true, err
-	}
-	return false, nil
 }
 
 // handle screens one client message and forwards it to the server

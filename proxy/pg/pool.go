@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
@@ -331,6 +332,11 @@ func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 	sc, err := p.breaker.Execute(func() (*serverConn, error) {
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 		defer cancel()
+		// pgconn reads through a background reader that it starts when a
+		// write is slow, and stops only after its read in progress returns.
+		// Reading the hijacked socket directly would race that goroutine
+		// and lose whatever it reads, so keep reading through it: once
+		// stopped it hands over its results, then reads the socket.
 		conf := p.conf.Copy()
 		dial := conf.DialFunc
 		conf.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -340,15 +346,13 @@ func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 			}
 			return connbuf.Raw(c), nil
 		}
+		var reader io.Reader
+		conf.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+			reader = r
+			return pgproto3.NewFrontend(r, w)
+		}
 		pc, err := pgconn.ConnectConfig(dctx, conf)
 		if err != nil {
-			return nil, err
-		}
-		// pgconn reads through a background reader it starts when a write
-		// is slow; SyncConn stops it and drains what it read, so from here
-		// on the socket is read directly (serverConn.readLoop).
-		if err := pc.SyncConn(dctx); err != nil {
-			pc.Close(context.Background())
 			return nil, err
 		}
 		hj, err := pc.Hijack()
@@ -356,7 +360,11 @@ func (p *pool) dial(ctx context.Context, tenant string) (*serverConn, error) {
 			pc.Close(context.Background())
 			return nil, err
 		}
-		return newServerConn(p, hj), nil
+		if hj.Frontend.ReadBufferLen() != 0 {
+			_ = hj.Conn.Close()
+			return nil, errors.New("upstream sent data after ReadyForQuery during startup")
+		}
+		return newServerConn(p, hj, reader), nil
 	})
 	p.mu.Lock()
 	p.dialing--

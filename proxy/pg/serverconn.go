@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/tenantguard/tenantguard/internal/connbuf"
 	wire "github.com/tenantguard/tenantguard/wire/pg"
 )
 
@@ -64,7 +63,6 @@ func (s connState) String() string { return connStateNames[s] }
 type serverConn struct {
 	pool    *pool
 	conn    net.Conn
-	br      *connbuf.Reader // what rd reads; Serve runs the read loop
 	rd      *wire.Reader
 	bw      *bufio.Writer // written by the owner, or by release during a reset
 	pid     uint32
@@ -119,15 +117,16 @@ type preparedState struct {
 	used  uint64 // for least-recently-used eviction
 }
 
-// newServerConn wraps a hijacked connection, with nothing left to read in
-// pgconn's buffers (pool.dial).
-func newServerConn(p *pool, hj *pgconn.HijackedConn) *serverConn {
-	br := connbuf.NewReader(hj.Conn)
+// newServerConn wraps a hijacked connection; r is the reader pgconn read
+// it through (see pool.dial).
+func newServerConn(p *pool, hj *pgconn.HijackedConn, r io.Reader) *serverConn {
+	if r == nil {
+		r = hj.Conn
+	}
 	sc := &serverConn{
 		pool:     p,
 		conn:     hj.Conn,
-		br:       br,
-		rd:       wire.NewReader(br, serverMaxMessage),
+		rd:       wire.NewReader(bufio.NewReaderSize(r, 32<<10), serverMaxMessage),
 		bw:       bufio.NewWriterSize(hj.Conn, 32<<10),
 		pid:      hj.PID,
 		secret:   hj.SecretKey,
@@ -203,56 +202,47 @@ func (sc *serverConn) terminate() {
 // life, and forwards each to the owner as the reply queue says.
 func (sc *serverConn) readLoop() {
 	var err error
-	serr := sc.br.Serve(func() bool {
-		typ, raw, rerr := sc.rd.Next()
-		if rerr != nil {
-			err = rerr // connbuf.ErrWouldBlock: Serve waits and calls again
-			return false
-		}
-		sc.handle(typ, raw)
-		return true
-	})
-	if serr != nil {
-		err = serr
-	}
-	sc.exit(err)
-}
-
-// handle passes one server message on to the owner, and does what it
-// means for the connection.
-func (sc *serverConn) handle(typ byte, raw []byte) {
-	sc.mu.Lock()
-	out := sc.account(typ, raw)
-	cacheBarrier := sc.cacheObserve(typ, out)
-	owner := sc.owner
-	if sc.respArmed {
-		sc.rearmResponseTimeout()
-	}
-	sc.mu.Unlock()
-	if owner != nil && out.barrier {
-		owner.notificationBarrier()
-	}
-	if cacheBarrier != nil {
-		cacheBarrier.waitBarrierFor(owner)
-	}
-	if owner != nil && out.write != nil {
-		owner.writeFromServer(out.prefix, out.write, typ == wire.MsgReadyForQuery || sc.rd.Buffered() == 0)
-	}
-	if typ == wire.MsgReadyForQuery {
-		sc.afterReady()
-	}
-	if out.fatal && owner == nil {
-		_ = sc.conn.Close() // a FATAL to no one: the server is closing the connection
-	}
-	if out.cancel {
-		if err := sc.pool.cancel(sc, sc.pid, sc.secret); err != nil {
-			sc.pool.log.Warn("cancel failed", "error", err)
+	for {
+		var typ byte
+		var raw []byte
+		typ, raw, err = sc.rd.Next()
+		if err != nil {
+			break
 		}
 		sc.mu.Lock()
-		sc.cancels--
+		out := sc.account(typ, raw)
+		cacheBarrier := sc.cacheObserve(typ, out)
+		owner := sc.owner
+		if sc.respArmed {
+			sc.rearmResponseTimeout()
+		}
 		sc.mu.Unlock()
-		sc.release()
+		if owner != nil && out.barrier {
+			owner.notificationBarrier()
+		}
+		if cacheBarrier != nil {
+			cacheBarrier.waitBarrierFor(owner)
+		}
+		if owner != nil && out.write != nil {
+			owner.writeFromServer(out.prefix, out.write, typ == wire.MsgReadyForQuery || sc.rd.Buffered() == 0)
+		}
+		if typ == wire.MsgReadyForQuery {
+			sc.afterReady()
+		}
+		if out.fatal && owner == nil {
+			_ = sc.conn.Close() // a FATAL to no one: the server is closing the connection
+		}
+		if out.cancel {
+			if err := sc.pool.cancel(sc, sc.pid, sc.secret); err != nil {
+				sc.pool.log.Warn("cancel failed", "error", err)
+			}
+			sc.mu.Lock()
+			sc.cancels--
+			sc.mu.Unlock()
+			sc.release()
+		}
 	}
+	sc.exit(err)
 }
 
 // armResponseTimeout bounds the wait for the replies just requested
