@@ -49,15 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := stopOnSignal()
 	defer stop()
-	// The first signal starts a graceful stop (a drain, bounded by its
-	// timeout); a second one ends the process at once, as PgBouncer's
-	// second SIGTERM does: the default action is restored for it.
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
 	switch args[0] {
 	case "sidecar":
 		return runSidecar(ctx, args[1:], stderr)
@@ -92,4 +85,41 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// stopOnSignal returns a context that the first SIGINT or SIGTERM ends, a
+// graceful stop (a drain, bounded by its timeout); a second one ends the
+// process at once, as PgBouncer's second SIGTERM does: it is raised again
+// with the default action restored. Both are caught from the start, into
+// a channel with room for both, so a second signal that comes before the
+// first was handled is not lost (signal.NotifyContext's channel holds one:
+// with GOMAXPROCS 1 a second SIGTERM sent as soon as the drain began was
+// sometimes swallowed). stop releases the signals and the goroutine.
+func stopOnSignal() (context.Context, func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-sigs:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			signal.Reset(sig)
+			_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-exited
+		signal.Stop(sigs)
+		cancel()
+	}
 }
