@@ -155,8 +155,8 @@ func (s *clientConn) bind(id string) string {
 	s.cache = be.near.tenant(t.ID)
 	s.rwPol = s.srv.rulesPolicy.Load()
 	s.rw = rules.NewRewriter(ns, s.rwPol)
-	s.rate = s.srv.limiter(t.ID)
-	s.load = s.srv.load(t.ID)
+	share := s.srv.share(t.ID)
+	s.rate, s.load = &share.rate, &share.load
 	s.label = s.srv.tenantLabel(t.ID)
 	s.cmds = s.srv.metrics.commands.WithLabelValues(s.label)
 	s.latency = s.srv.metrics.latency.WithLabelValues(s.label)

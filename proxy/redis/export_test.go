@@ -2,7 +2,6 @@ package redis
 
 import (
 	"crypto/tls"
-	"slices"
 )
 
 // LoopSessions is how many sessions the event loop serves now (-1: none
@@ -25,7 +24,7 @@ func (srv *Server) KillNearCacheTracking() { srv.near.killTracking() }
 // master) and script upstream connections open now (a plaintext one has none), for tests.
 func (srv *Server) UpstreamTLSStates() []tls.ConnectionState {
 	srv.mu.Lock()
-	conns := slices.Clone(srv.sharedUp)
+	conns := srv.sharedConns()
 	for _, u := range srv.scriptUp {
 		conns = append(conns, u)
 	}

@@ -65,18 +65,6 @@ func (t *tenantLoad) bulky() bool {
 	return false
 }
 
-// load returns the tenant's tenantLoad.
-func (srv *Server) load(tenant string) *tenantLoad {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	t := srv.loads[tenant]
-	if t == nil {
-		t = &tenantLoad{turned: srv.metrics.bulky.WithLabelValues(srv.tenantLabelLocked(tenant))}
-		srv.loads[tenant] = t
-	}
-	return t
-}
-
 // lane is the index of the shared connection the client's commands go
 // to now.
 func (s *clientConn) lane() int {
@@ -88,11 +76,7 @@ func (s *clientConn) lane() int {
 }
 
 // openShared returns the shared connection i if it is open.
-func (srv *Server) openShared(i int) *upConn {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	return srv.sharedUp[i]
-}
+func (srv *Server) openShared(i int) *upConn { return srv.sharedUp[i].Load() }
 
 // owesNothing reports whether every reply the client was owed has been
 // delivered to it.
@@ -106,12 +90,15 @@ func (s *clientConn) owesNothing() bool {
 // command: the one it is on while it is owed replies, else its lane's,
 // dialled if needed (when that fails, the one it is on, if any).
 func (s *clientConn) sharedConn(ctx context.Context) (*upConn, error) {
+	i := s.lane()
+	u := s.be.openShared(i)
+	if u != nil && u == s.up {
+		return u, nil // on its lane already: the usual case, no lock taken
+	}
 	idle := s.owesNothing()
 	if s.up != nil && !idle {
 		return s.up, nil
 	}
-	i := s.lane()
-	u := s.be.openShared(i)
 	if u == nil {
 		var err error
 		if u, err = s.be.shared(ctx, i); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -141,12 +142,11 @@ func (srv *Server) newBackend(name string, c *policy.RedisCluster) (*Server, err
 		cfg: cfg, parent: srv, clusterName: name, endMode: srv.endMode,
 		policy: srv.policy, log: log, metrics: srv.metrics,
 		verified:    map[string]verifiedSecret{},
-		buckets:     map[string]*bucket{},
-		loads:       map[string]*tenantLoad{},
+		shares:      map[string]*tenantShare{},
 		clients:     map[*clientConn]struct{}{},
 		perTenant:   map[string]int{},
 		labels:      map[string]struct{}{},
-		sharedUp:    make([]*upConn, cfg.SharedConns),
+		sharedUp:    make([]atomic.Pointer[upConn], cfg.SharedConns),
 		scriptUp:    map[scriptConnKey]*upConn{},
 		scriptUsers: map[scriptUserKey]bool{},
 		lpErr:       errors.New("backends do not use the event loop"),

@@ -34,14 +34,21 @@ func (b *bucket) take(now time.Time, rate int) bool {
 	return true
 }
 
-// limiter returns the tenant's command bucket.
-func (srv *Server) limiter(tenant string) *bucket {
+// tenantShare is what a tenant's sessions on the listener share: its
+// command bucket and what is known of its traffic (lane.go).
+type tenantShare struct {
+	rate bucket
+	load tenantLoad
+}
+
+// share returns the tenant's tenantShare.
+func (srv *Server) share(tenant string) *tenantShare {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	b := srv.buckets[tenant]
-	if b == nil {
-		b = &bucket{}
-		srv.buckets[tenant] = b
+	ts := srv.shares[tenant]
+	if ts == nil {
+		ts = &tenantShare{load: tenantLoad{turned: srv.metrics.bulky.WithLabelValues(srv.tenantLabelLocked(tenant))}}
+		srv.shares[tenant] = ts
 	}
-	return b
+	return ts
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,13 +39,12 @@ type Server struct {
 	mu        sync.Mutex
 	verified  map[string]verifiedSecret // see checkSecret
 	verSnap   *policy.Snapshot          // the snapshot that verified what verified holds
-	buckets   map[string]*bucket
-	loads     map[string]*tenantLoad
+	shares    map[string]*tenantShare   // the listener's tenants: rate buckets, traffic
 	acc       netserve.Acceptor
 	clients   map[*clientConn]struct{}
 	perTenant map[string]int
 	labels    map[string]struct{}
-	sharedUp  []*upConn
+	sharedUp  []atomic.Pointer[upConn] // written under mu, read without it
 	dedicated int
 	lp        *loop // started by the first client that may use it
 	lpErr     error
@@ -105,12 +103,11 @@ func New(cfg Config, pol *policy.Store, reg prometheus.Registerer, log *slog.Log
 	srv := &Server{
 		cfg: cfg, policy: pol, log: log, metrics: newMetrics(reg),
 		verified:    map[string]verifiedSecret{},
-		buckets:     map[string]*bucket{},
-		loads:       map[string]*tenantLoad{},
+		shares:      map[string]*tenantShare{},
 		clients:     map[*clientConn]struct{}{},
 		perTenant:   map[string]int{},
 		labels:      map[string]struct{}{},
-		sharedUp:    make([]*upConn, cfg.SharedConns),
+		sharedUp:    make([]atomic.Pointer[upConn], cfg.SharedConns),
 		scriptUp:    map[scriptConnKey]*upConn{},
 		scriptUsers: map[scriptUserKey]bool{},
 		endMode:     clientend.NewMode(cfg.SessionEnd),
@@ -256,10 +253,7 @@ func (srv *Server) tenantLabelLocked(id string) string {
 // shared returns the shared connection i, dialling it if needed (which
 // one a client uses: lane.go).
 func (srv *Server) shared(ctx context.Context, i int) (*upConn, error) {
-	srv.mu.Lock()
-	u := srv.sharedUp[i]
-	srv.mu.Unlock()
-	if u != nil {
+	if u := srv.sharedUp[i].Load(); u != nil {
 		return u, nil
 	}
 	u, err := srv.dialUpstream(ctx, false)
@@ -272,12 +266,12 @@ func (srv *Server) shared(ctx context.Context, i int) (*upConn, error) {
 		u.closeNoReader()
 		return nil, errors.New("shutting down")
 	}
-	if cur := srv.sharedUp[i]; cur != nil {
+	if cur := srv.sharedUp[i].Load(); cur != nil {
 		srv.mu.Unlock()
 		u.closeNoReader()
 		return cur, nil
 	}
-	srv.sharedUp[i] = u
+	srv.sharedUp[i].Store(u)
 	srv.mu.Unlock()
 	if l := srv.loop(); l == nil || !l.joinUp(u) {
 		srv.startReader(u)
@@ -332,15 +326,23 @@ func (srv *Server) dedicatedConn(ctx context.Context, s *clientConn, addr string
 	return u, nil
 }
 
+// sharedConns returns the shared connections open now (nil for those
+// that are not).
+func (srv *Server) sharedConns() []*upConn {
+	out := make([]*upConn, len(srv.sharedUp))
+	for i := range srv.sharedUp {
+		out[i] = srv.sharedUp[i].Load()
+	}
+	return out
+}
+
 // upstreamLost forgets a failed shared connection; clients on it move to
 // a new one on their next command. ref is the reference the replies it
 // failed carry.
 func (srv *Server) upstreamLost(u *upConn, err error, ref string) {
 	srv.mu.Lock()
-	for i, x := range srv.sharedUp {
-		if x == u {
-			srv.sharedUp[i] = nil
-		}
+	for i := range srv.sharedUp {
+		srv.sharedUp[i].CompareAndSwap(u, nil)
 	}
 	for k, x := range srv.scriptUp {
 		if x == u {
@@ -434,7 +436,7 @@ func (srv *Server) closeUpstreams() {
 		srv.cluster.close()
 	}
 	srv.mu.Lock()
-	shared := slices.Clone(srv.sharedUp)
+	shared := srv.sharedConns()
 	for k, u := range srv.scriptUp {
 		shared = append(shared, u)
 		delete(srv.scriptUp, k)
